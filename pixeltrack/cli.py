@@ -1,0 +1,271 @@
+"""The `pixeltrack` command: serve, edge, process, link, query, classify, migrate, keygen."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.settings import Settings
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        base = Settings()
+    except ValidationError as exc:
+        raise SystemExit(f"pixeltrack: bad setting:\n{exc}") from None
+    return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:
+        asyncio.run(coro)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pixeltrack.serve import serve
+
+    data = Path(args.data)
+    settings = _settings(data_dir=data)
+    _run(serve(settings, data, args.host, args.port))
+    return 0
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from ingest.app import create_app
+
+    settings = _settings(edge_host=args.host, edge_port=args.port)
+    try:
+        import uvloop
+
+        loop_factory: Any = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    web.run_app(create_app(settings), host=settings.edge_host, port=settings.edge_port, access_log=None,
+                loop=loop_factory() if loop_factory else None, print=lambda s: print(s, flush=True))
+    return 0
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from pixeltrack.wiring import build_processor
+    from processors.clickhouse import migrate
+    from processors.kafka_runner import KafkaRunner
+    from processors.writer import ClickHouseWriter
+    from schemas.topics import Topics
+
+    settings = _settings(clickhouse_dsn=args.clickhouse)
+    migrate(settings.clickhouse_dsn, settings.clickhouse_database, settings.retention_days)
+
+    async def main() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        writer = ClickHouseWriter(settings.clickhouse_dsn, settings.clickhouse_database)
+        runner = KafkaRunner(settings.kafka_bootstrap, settings.consumer_group, Topics(settings.topic_prefix),
+                             build_processor(settings, settings.keyring()), writer,
+                             settings.batch_max_records, settings.batch_max_ms)
+        try:
+            await runner.run(stop)
+        finally:
+            await writer.close()
+
+    _run(main())
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from processors.clickhouse import migrate
+
+    dsn = args.clickhouse or (f"chdb://{Path(args.data).resolve() / 'chdb'}" if args.data else None)
+    settings = _settings(clickhouse_dsn=dsn)
+    applied = migrate(settings.clickhouse_dsn, settings.clickhouse_database, settings.retention_days)
+    print("applied: " + (", ".join(applied) if applied else "nothing new"))
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from schemas.tokens import new_secret
+
+    print(f"{args.kid}:{new_secret()}")
+    return 0
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    from pixeltrack.sdk import Message, Tracker
+    from pixeltrack.wiring import keyring_for
+
+    settings = _settings()
+    keyring = keyring_for(settings, Path(args.data) if args.data else None)
+    tracker = Tracker(args.base_url, keyring, settings.token_ttl_days)
+    m = Message(campaign=args.campaign, message=args.message, recipient=args.recipient,
+                variant=args.variant or "", tenant=args.tenant or "")
+    pixel = tracker.pixel_url(m)
+    clicks = [tracker.click_url(m, url) for url in args.url or []]
+    if args.json:
+        print(json.dumps({"pixel": pixel, "clicks": clicks}))
+    else:
+        print(pixel)
+        for c in clicks:
+            print(c)
+    return 0
+
+
+def _print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> None:
+    if fmt == "json":
+        for row in rows:
+            print(json.dumps(dict(zip(columns, row, strict=True)), default=str))
+    elif fmt in ("csv", "tsv"):
+        w = csv.writer(sys.stdout, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
+        w.writerow(columns)
+        w.writerows(rows)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*(str(v) for v in row))
+        Console().print(table)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from pixeltrack.serve import ADMIN_HEADER, ServeInfo, chdb_dsn
+
+    columns: list[str]
+    rows: list[Sequence[Any]]
+    info = ServeInfo.read(Path(args.data)) if args.data else None
+    if info is not None:
+        # A running serve owns the chDB path: ask it (read-only).
+        req = urllib.request.Request(f"{info.admin_url}/query", data=args.sql.encode(), method="POST",
+                                     headers={ADMIN_HEADER: info.admin_token})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            body = json.loads(exc.read() or b"{}")
+            print(f"pixeltrack query: {body.get('error', exc)}", file=sys.stderr)
+            return 1
+        columns, rows = body["columns"], body["rows"]
+    else:
+        from processors.clickhouse import connect
+
+        dsn = args.clickhouse or (chdb_dsn(Path(args.data)) if args.data else _settings().clickhouse_dsn)
+        client = connect(dsn, _settings().clickhouse_database)
+        try:
+            result = client.query(args.sql, settings={"readonly": 1})
+        except Exception as exc:
+            print(f"pixeltrack query: {str(exc).strip()}", file=sys.stderr)
+            return 1
+        finally:
+            client.close()
+        columns, rows = list(result.column_names), [list(r) for r in result.result_rows]
+    _print_rows(columns, rows, args.format)
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    import orjson
+
+    from processors.classify_file import build_classifier, classify_lines
+
+    settings = _settings()
+    classifier = build_classifier(
+        geoip_city_db=settings.geoip_city_db, geoip_asn_db=settings.geoip_asn_db,
+        networks_file=settings.networks_file, internal_networks=settings.internal_networks)
+    src = sys.stdin.buffer if args.file in (None, "-") else open(args.file, "rb")  # noqa: SIM115
+    try:
+        out = sys.stdout.buffer
+        for result in classify_lines(src, classifier):
+            out.write(orjson.dumps(result) + b"\n")
+    finally:
+        if src is not sys.stdin.buffer:
+            src.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pixeltrack", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="edge + processors + chDB in one process (embedded default)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080, help="edge port (0 = any free port)")
+    s.add_argument("--data", default=".pixeltrack", help="data folder: signing key, chDB, state")
+    s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("edge", help="the public edge, producing to Kafka (production)")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.set_defaults(fn=cmd_edge)
+
+    s = sub.add_parser("process", help="a processor in the Kafka consumer group (production)")
+    s.add_argument("--clickhouse", help="DSN; default PIXELTRACK_CLICKHOUSE_DSN")
+    s.set_defaults(fn=cmd_process)
+
+    s = sub.add_parser("migrate", help="create or update the ClickHouse schema (idempotent)")
+    s.add_argument("--clickhouse", help="DSN; default PIXELTRACK_CLICKHOUSE_DSN")
+    s.add_argument("--data", help="a serve data folder (its chDB) in place of a DSN")
+    s.set_defaults(fn=cmd_migrate)
+
+    s = sub.add_parser("keygen", help="print a new signing key (kid:secret)")
+    s.add_argument("--kid", default="k1")
+    s.set_defaults(fn=cmd_keygen)
+
+    s = sub.add_parser("link", help="mint the pixel and click URLs of one message")
+    s.add_argument("--data", help="serve data folder holding the signing key (else settings' keys)")
+    s.add_argument("--base-url", required=True)
+    s.add_argument("--campaign", required=True)
+    s.add_argument("--message", required=True)
+    s.add_argument("--recipient", required=True)
+    s.add_argument("--variant")
+    s.add_argument("--tenant")
+    s.add_argument("--url", action="append", help="a destination to wrap (repeatable)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_link)
+
+    s = sub.add_parser("query", help="run read-only SQL (through a running serve, or directly)")
+    s.add_argument("sql")
+    s.add_argument("--data", help="serve data folder")
+    s.add_argument("--clickhouse", help="DSN of a ClickHouse server or chdb://PATH")
+    s.add_argument("--format", choices=["table", "json", "csv", "tsv"], default="table")
+    s.set_defaults(fn=cmd_query)
+
+    s = sub.add_parser("classify", help="classify hit v1 JSON lines (FILE or - for stdin)")
+    s.add_argument("file", nargs="?")
+    s.set_defaults(fn=cmd_classify)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        return 130
+    except ValueError as exc:
+        print(f"pixeltrack: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

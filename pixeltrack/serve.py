@@ -1,0 +1,140 @@
+"""`pixeltrack serve`: edge, processors and chDB in one process, for trying pixeltrack out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import signal
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from ingest.app import create_app
+from ingest.publisher import QueuePublisher
+from pixeltrack.wiring import build_processor, keyring_for
+from processors.clickhouse import migrate
+from processors.local_runner import LocalRunner
+from processors.writer import ClickHouseWriter
+from schemas.records import Record
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "serve.json"  # where a running `serve` says how to reach it (mode 0600)
+ADMIN_HEADER = "X-Pixeltrack-Admin"
+
+
+@dataclass(frozen=True, slots=True)
+class ServeInfo:
+    edge_url: str
+    admin_url: str
+    admin_token: str
+    pid: int
+
+    @classmethod
+    def read(cls, data_dir: Path) -> ServeInfo | None:
+        """The running server's info, or None when no live `serve` owns the folder."""
+        try:
+            info = cls(**json.loads((data_dir / STATE_FILE).read_text()))
+            os.kill(info.pid, 0)
+        except (OSError, ValueError, TypeError):
+            return None
+        return info
+
+
+def chdb_dsn(data_dir: Path) -> str:
+    return f"chdb://{(data_dir / 'chdb').resolve()}"
+
+
+def admin_app(writer: ClickHouseWriter, token: str) -> web.Application:
+    """Read-only SQL for `pixeltrack query` while serve owns the chDB path (one process per path)."""
+
+    async def query(request: web.Request) -> web.Response:
+        if not hmac.compare_digest(request.headers.get(ADMIN_HEADER, ""), token):
+            return web.json_response({"error": "missing or wrong admin token"}, status=401)
+        sql = (await request.text()).strip()
+        if not sql:
+            return web.json_response({"error": "empty query"}, status=400)
+        try:
+            columns, rows = await writer.query(sql, readonly=True)
+        except Exception as exc:  # ClickHouse's message is the useful answer for the person asking
+            return web.json_response({"error": str(exc).strip()[:2000]}, status=400)
+        return web.json_response({"columns": columns, "rows": rows}, dumps=lambda o: json.dumps(o, default=str))
+
+    app = web.Application(client_max_size=1024 * 1024)
+    app.router.add_post("/query", query)
+    return app
+
+
+async def serve(settings: Settings, data_dir: Path, host: str, port: int,
+                stop: asyncio.Event | None = None, announce: bool = True) -> None:
+    """Runs until SIGINT/SIGTERM (or `stop`), then stops in order: edge (drains its queue onto the
+    bus), runner (writes what is on the bus), writer."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    keyring = keyring_for(settings, data_dir)
+    dsn = chdb_dsn(data_dir)
+    await asyncio.to_thread(migrate, dsn, "pixeltrack", settings.retention_days)
+    writer = ClickHouseWriter(dsn)
+    bus: asyncio.Queue[Record] = asyncio.Queue()
+    runner = LocalRunner(bus, build_processor(settings, keyring), writer,
+                         settings.batch_max_records, settings.batch_max_ms)
+    runner_task = asyncio.create_task(runner.run(stop), name="pixeltrack-local-runner")
+
+    edge = web.AppRunner(create_app(settings, publisher=QueuePublisher(bus), keyring=keyring),
+                         access_log=None, handle_signals=False)
+    await edge.setup()
+    edge_site = web.TCPSite(edge, host, port, reuse_address=True)
+    await edge_site.start()
+    token = secrets.token_urlsafe(24)
+    admin = web.AppRunner(admin_app(writer, token), access_log=None, handle_signals=False)
+    await admin.setup()
+    admin_site = web.TCPSite(admin, "127.0.0.1", 0)
+    await admin_site.start()
+
+    edge_port = edge.addresses[0][1]
+    admin_port = admin.addresses[0][1]
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    info = ServeInfo(f"http://{shown_host}:{edge_port}", f"http://127.0.0.1:{admin_port}", token, os.getpid())
+    state = data_dir / STATE_FILE
+    fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(info), f)
+    if announce:
+        _announce(info, data_dir)
+    try:
+        await stop.wait()
+    finally:
+        state.unlink(missing_ok=True)
+        await edge.cleanup()  # stops accepting, then the forwarder drains onto the bus
+        await runner_task
+        await runner.drain()
+        await admin.cleanup()
+        await writer.close()
+        log.info("stopped; %d rows written", runner.rows_written)
+
+
+def _announce(info: ServeInfo, data_dir: Path) -> None:
+    from rich.console import Console
+
+    c = Console(stderr=False, highlight=False)
+    c.print(f"[bold]pixeltrack serve[/] — edge, processors and chDB in one process (data: {data_dir})")
+    c.print(f"  pixels   {info.edge_url}/o/<token>.gif")
+    c.print(f"  clicks   {info.edge_url}/c/<token>")
+    c.print(f"  health   {info.edge_url}/healthz   metrics {info.edge_url}/metrics")
+    c.print(f"  mint     pixeltrack link --data {data_dir} --base-url {info.edge_url} "
+            "--campaign C --message M --recipient R --url https://example.com/")
+    c.print(f"  query    pixeltrack query --data {data_dir} \"SELECT kind, verdict, count() FROM hits "
+            "GROUP BY ALL\"")
+    c.print("  stop     Ctrl-C")

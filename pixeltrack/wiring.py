@@ -1,0 +1,39 @@
+"""Builds the pieces from settings: keyring, classifier, processor. The CLI's one place for wiring."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from processors.classify_file import build_classifier
+from processors.pipeline import HitProcessor
+from schemas.settings import Settings
+from schemas.tokens import Keyring, new_secret
+from schemas.topics import Topics
+
+KEY_FILE = "signing.key"
+
+
+def data_dir_keyring(data_dir: Path) -> Keyring:
+    """The embedded mode's signing key, created in DATA_DIR on first use (mode 0600)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / KEY_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"k1:{new_secret()}\n")
+    return Keyring.parse(path.read_text().strip())
+
+
+def keyring_for(settings: Settings, data_dir: Path | None = None) -> Keyring:
+    """Keys from settings when given (production), else the data folder's key (embedded mode)."""
+    if settings.signing_keys is not None or data_dir is None:
+        return settings.keyring()
+    return data_dir_keyring(data_dir)
+
+
+def build_processor(settings: Settings, keyring: Keyring) -> HitProcessor:
+    classifier = build_classifier(
+        geoip_city_db=settings.geoip_city_db, geoip_asn_db=settings.geoip_asn_db,
+        networks_file=settings.networks_file, internal_networks=settings.internal_networks)
+    return HitProcessor(keyring, classifier, Topics(settings.topic_prefix))

@@ -1,0 +1,1 @@
+"""Processors: decode, enrich, classify and write hits to ClickHouse, exactly once."""

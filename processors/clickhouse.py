@@ -1,0 +1,69 @@
+"""ClickHouse access for both DSNs: chdb://PATH (the engine in-process) and http(s):// (a server)."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+DEFAULT_DATABASE = "pixeltrack"
+_DB_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def connect(dsn: str, database: str | None = DEFAULT_DATABASE, **settings: Any) -> Client:
+    """A sync clickhouse-connect client. For chdb:// the rest of the DSN is a folder path (relative or
+    absolute); chDB lets one process hold one path, so callers share a path and differ by database."""
+    if database is not None and not _DB_RE.match(database):
+        raise ValueError(f"database name {database!r} must be letters, digits and _")
+    if dsn.startswith("chdb://"):
+        path = str(Path(dsn[len("chdb://"):]).expanduser().resolve())
+        Path(path).mkdir(parents=True, exist_ok=True)
+        return clickhouse_connect.get_client(interface="chdb", path=path, database=database,
+                                             settings=settings or None)
+    return clickhouse_connect.get_client(dsn=dsn, database=database, settings=settings or None)
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(name, SQL) of schemas/clickhouse/NNN_*.sql in order."""
+    folder = resources.files("schemas") / "clickhouse"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(n, (folder / n).read_text(encoding="utf-8")) for n in names]
+
+
+def split_statements(sql: str) -> list[str]:
+    """Statements of a DDL file: split on ';' at line ends, comment-only chunks dropped."""
+    out = []
+    for chunk in re.split(r";\s*(?:\n|$)", sql):
+        body = "\n".join(line for line in chunk.splitlines() if not line.strip().startswith("--")).strip()
+        if body:
+            out.append(body)
+    return out
+
+
+def migrate(dsn: str, database: str = DEFAULT_DATABASE, retention_days: int = 395) -> list[str]:
+    """Creates the database and applies every DDL file; idempotent (IF NOT EXISTS throughout).
+    Returns the names of files applied for the first time."""
+    admin = connect(dsn, database=None)
+    try:
+        admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    finally:
+        admin.close()
+    client = connect(dsn, database=database)
+    try:
+        client.command("CREATE TABLE IF NOT EXISTS schema_migrations (name String, applied_at DateTime "
+                       "DEFAULT now()) ENGINE = ReplacingMergeTree ORDER BY name")
+        done = {r[0] for r in client.query("SELECT name FROM schema_migrations").result_rows}
+        applied = []
+        for name, sql in migration_files():
+            for statement in split_statements(sql.replace("{retention_days}", str(int(retention_days)))):
+                client.command(statement)
+            if name not in done:
+                client.insert("schema_migrations", [[name]], column_names=["name"])
+                applied.append(name)
+        return applied
+    finally:
+        client.close()

@@ -1,0 +1,113 @@
+"""The production runner: an aiokafka consumer group feeding the pipeline, commits after inserts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from processors import metrics
+from processors.pipeline import HitProcessor
+from processors.writer import ClickHouseWriter
+from schemas.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+def batch_token(batches: dict[TopicPartition, Sequence[object]], first_last: dict[TopicPartition, tuple[int, int]]
+                ) -> str:
+    """Deterministic insert dedup token for a batch: its topic-partition offset ranges."""
+    return "kafka:" + ",".join(f"{tp.topic}/{tp.partition}/{a}-{b}" for tp, (a, b) in sorted(
+        first_last.items(), key=lambda kv: (kv[0].topic, kv[0].partition)))
+
+
+class ResumeAfterClickHouse(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, seek each partition past the highest offset ClickHouse already holds.
+
+    Kafka's committed offset can lag ClickHouse (a crash between insert and commit); ClickHouse is
+    the truth for what was written, so nothing is inserted twice whatever the new batch boundaries.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, writer: ClickHouseWriter) -> None:
+        self._consumer = consumer
+        self._writer = writer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        stored = await self._writer.positions()
+        for tp in assigned:
+            written = stored.get((tp.topic, tp.partition))
+            if written is None:
+                continue
+            committed = await self._consumer.committed(tp)
+            if committed is None or committed <= written:
+                log.info("resuming %s/%d at %d after ClickHouse (committed %s)", tp.topic, tp.partition,
+                         written + 1, committed)
+                self._consumer.seek(tp, written + 1)
+
+
+class KafkaRunner:
+    """Consumes hits.raw and hits.dlq, processes a batch, inserts it, produces its dead letters, and
+    only then commits its offsets: at-least-once into Kafka offsets, exactly-once into ClickHouse."""
+
+    def __init__(self, bootstrap: str, group: str, topics: Topics, processor: HitProcessor,
+                 writer: ClickHouseWriter, max_records: int = 5000, max_ms: int = 500, client_id: str = "pixeltrack-processor") -> None:
+        self._bootstrap = bootstrap
+        self._group = group
+        self._topics = topics
+        self._processor = processor
+        self._writer = writer
+        self._max_records = max_records
+        self._max_ms = max_ms
+        self._client_id = client_id
+        self.batches_done = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=self._group, client_id=self._client_id,
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self._max_records,
+            fetch_max_bytes=16 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024)
+        producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, client_id=self._client_id + "-dlq",
+                                    acks="all", enable_idempotence=True)
+        await producer.start()
+        try:
+            consumer.subscribe([self._topics.hits_raw, self._topics.hits_dlq], listener=ResumeAfterClickHouse(consumer, self._writer))
+            await consumer.start()
+            try:
+                while not stop.is_set():
+                    batches = await consumer.getmany(timeout_ms=self._max_ms, max_records=self._max_records)
+                    if batches:
+                        await self._handle(consumer, producer, batches)
+            finally:
+                await consumer.stop()
+        finally:
+            await producer.stop()
+
+    async def _handle(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
+                      batches: dict[TopicPartition, list[object]]) -> None:
+        records = [r for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for r in batches[tp]]
+        out = self._processor.process(records)  # type: ignore[arg-type]
+        if out.to_dlq:
+            futures = [await producer.send(r.topic, r.value, key=r.key) for r in out.to_dlq]
+            await asyncio.gather(*futures)
+        ranges = {tp: (msgs[0].offset, msgs[-1].offset) for tp, msgs in batches.items()}  # type: ignore[attr-defined]
+        started = time.perf_counter()
+        await self._writer.write(out.tables(), batch_token(batches, ranges))
+        metrics.BATCH_SECONDS.labels("insert").observe(time.perf_counter() - started)
+        # Offsets are committed only after the insert returned.
+        try:
+            await consumer.commit({tp: b + 1 for tp, (_, b) in ranges.items()})
+        except (CommitFailedError, KafkaError) as exc:
+            # A rebalance took the partitions: the next owner resumes after ClickHouse's positions.
+            log.warning("commit failed after insert (%s); positions in ClickHouse cover it", exc)
+        for tp in ranges:
+            high = consumer.highwater(tp)
+            if high is not None:
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - ranges[tp][1] - 1))
+        self.batches_done += 1

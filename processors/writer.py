@@ -1,0 +1,102 @@
+"""The ClickHouse writer: one thread owns the client; inserts carry deterministic dedup tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from clickhouse_connect.driver.client import Client
+
+from processors import metrics
+from processors.clickhouse import DEFAULT_DATABASE, connect
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class TableRows:
+    """Rows for one table, in the column order given."""
+
+    table: str
+    columns: Sequence[str]
+    rows: list[Sequence[Any]] = field(default_factory=list)
+
+
+class ClickHouseWriter:
+    """Writes batches through clickhouse-connect's sync client on a dedicated thread.
+
+    chDB's calls block and clickhouse-connect's async client refuses chdb://, so one worker thread
+    serves both DSNs and the event loop that answers pixels never waits on ClickHouse. Every insert
+    carries `insert_deduplication_token` = "<batch token>/<table>": an insert retried after a lost
+    answer, or a batch replayed with the same token, is stored once.
+    """
+
+    def __init__(self, dsn: str, database: str = DEFAULT_DATABASE) -> None:
+        self._dsn = dsn
+        self._database = database
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixeltrack-clickhouse")
+        self._client: Client | None = None
+
+    def _client_sync(self) -> Client:
+        if self._client is None:
+            self._client = connect(self._dsn, self._database)
+        return self._client
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def write_sync(self, batches: Sequence[TableRows], token: str) -> int:
+        client = self._client_sync()
+        written = 0
+        for batch in batches:
+            if not batch.rows:
+                continue
+            started = time.perf_counter()
+            client.insert(batch.table, batch.rows, column_names=list(batch.columns),
+                          settings={"insert_deduplication_token": f"{token}/{batch.table}",
+                                    "deduplicate_blocks_in_dependent_materialized_views": 1})
+            metrics.INSERT_SECONDS.labels(batch.table).observe(time.perf_counter() - started)
+            metrics.INSERT_ROWS.labels(batch.table).inc(len(batch.rows))
+            written += len(batch.rows)
+        return written
+
+    async def write(self, batches: Sequence[TableRows], token: str) -> int:
+        """Inserts each table's rows; returns once ClickHouse has them (or raises)."""
+        return await self._run(lambda: self.write_sync(batches, token))
+
+    def positions_sync(self) -> dict[tuple[str, int], int]:
+        """Highest stored Kafka offset per (topic, partition)."""
+        rows = self._client_sync().query(
+            "SELECT src_topic, src_partition, max(max_offset) FROM consumer_positions "
+            "GROUP BY src_topic, src_partition").result_rows
+        return {(str(t), int(p)): int(o) for t, p, o in rows}
+
+    async def positions(self) -> dict[tuple[str, int], int]:
+        return await self._run(self.positions_sync)
+
+    async def query(self, sql: str, readonly: bool = True) -> tuple[list[str], list[Sequence[Any]]]:
+        """Runs SQL on the writer's thread (the only one allowed to touch a chDB path in this process).
+        readonly=True refuses anything that writes."""
+        def run() -> tuple[list[str], list[Sequence[Any]]]:
+            settings = {"readonly": 1} if readonly else None
+            result = self._client_sync().query(sql, settings=settings)
+            return list(result.column_names), [list(r) for r in result.result_rows]
+        return await self._run(run)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._run(lambda: self._client_sync().ping()))
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        def close_client() -> None:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+        await self._run(close_client)
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,1 @@
+"""Contracts shared by the edge and the processors: tokens, hit records, topics, DDL, settings."""

@@ -1,0 +1,106 @@
+"""Records on the wire: RawHit (hits.raw) and DeadLetter (hits.dlq), orjson-encoded, bounded in size."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+
+RAW_HIT_VERSION = 1
+
+# Size bounds: a record never grows with hostile input. Anything longer is cut, not rejected, so the
+# hit is still counted; the token itself is bounded by tokens.MAX_TOKEN_CHARS before it gets here.
+MAX_UA = 512
+MAX_HEADER = 256
+MAX_PATH = 512
+MAX_HOST = 255
+# Request headers kept for classification (ARCHITECTURE.md, RawHit).
+KEPT_HEADERS = ("accept", "accept-language", "via", "x-forwarded-for", "sec-purpose", "purpose",
+                "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest", "sec-fetch-user", "x-moz")
+
+
+class Record(NamedTuple):
+    """One message for a topic, transport-neutral (Kafka or the embedded in-process bus)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(slots=True)
+class RawHit:
+    """A fetch as the edge saw it, before any interpretation. `id` is made by the edge and unique, so
+    a hit sent twice (producer retry, spool replay) is recognised and counted once downstream."""
+
+    id: str
+    received_at: float
+    kind: str
+    method: str
+    host: str
+    path: str
+    token: str
+    ip: str
+    ua: str
+    edge: str
+    headers: dict[str, str] = field(default_factory=dict)
+    v: int = RAW_HIT_VERSION
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self, option=orjson.OPT_SERIALIZE_DATACLASS)
+
+    @classmethod
+    def decode(cls, value: bytes) -> RawHit:
+        """Raises ValueError with the reason for anything that is not a RawHit of a known version."""
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise ValueError("a RawHit must be a JSON object")
+        if obj.get("v") != RAW_HIT_VERSION:
+            raise ValueError(f"unknown RawHit version {obj.get('v')!r}")
+        try:
+            hit = cls(**obj)
+        except TypeError as exc:
+            raise ValueError(f"RawHit fields: {exc}") from None
+        if not isinstance(hit.received_at, int | float) or not isinstance(hit.headers, dict):
+            raise ValueError("RawHit field of the wrong type")
+        for name in ("id", "kind", "method", "host", "path", "token", "ip", "ua", "edge"):
+            if not isinstance(getattr(hit, name), str):
+                raise ValueError(f"RawHit field {name!r} must be a string")
+        return hit
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """Input that could not be used, with why. Written to hits.dlq, then to ClickHouse dead_letters."""
+
+    id: str
+    received_at: float
+    stage: str  # "edge" | "processor"
+    reason: str  # short code: bad_signature, malformed, expired, undecodable, ...
+    detail: str = ""
+    kind: str = ""
+    method: str = ""
+    host: str = ""
+    path: str = ""
+    ip: str = ""
+    ua: str = ""
+    edge: str = ""
+    raw: str = ""  # for undecodable records: the first bytes, escaped
+    v: int = RAW_HIT_VERSION
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self, option=orjson.OPT_SERIALIZE_DATACLASS)
+
+    @classmethod
+    def decode(cls, value: bytes) -> DeadLetter:
+        obj: Any = orjson.loads(value)
+        if not isinstance(obj, dict):
+            raise ValueError("a DeadLetter must be a JSON object")
+        known = {k: obj[k] for k in cls.__dataclass_fields__ if k in obj}
+        return cls(**known)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,100 @@
+"""Settings: one typed, frozen object per process, read once from PIXELTRACK_* environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.tokens import Keyring
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+def _default_edge_id() -> str:
+    return socket.gethostname()[:32]
+
+
+class Settings(BaseSettings):
+    """Every setting of every pixeltrack process. Inner code receives values from here as plain
+    arguments and never reads the environment itself. README.md lists them with their variables."""
+
+    model_config = SettingsConfigDict(env_prefix="PIXELTRACK_", frozen=True, extra="forbid")
+
+    # --- edge ---
+    edge_host: str = Field("127.0.0.1", description="Address the public edge listens on.")
+    edge_port: int = Field(8080, ge=0, le=65535, description="Port of the public edge.")
+    edge_id: str = Field(default_factory=_default_edge_id, description="Name of this edge in hit records.")
+    trusted_proxies: CsvList = Field(
+        default_factory=list,
+        description="CIDRs of load balancers whose X-Forwarded-For is believed (comma-separated).")
+    queue_size: int = Field(100_000, ge=1, description="Bound of the edge's in-memory hit queue.")
+    token_ttl_days: int = Field(
+        400, ge=0, description="Minted tokens expire after this many days; 0 = never.")
+
+    # --- signing keys ---
+    signing_keys: SecretStr | None = Field(
+        None, description="Signing keys as kid:base64url-secret, comma-separated (rotation: several).")
+    signing_key_id: str | None = Field(None, description="Key id that mints; default: the first key.")
+
+    # --- Kafka ---
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    topic_prefix: str = Field("", description="Prefix of every topic name (e.g. staging.).")
+    consumer_group: str = Field("pixeltrack-processors", description="Processors' consumer group.")
+    producer_linger_ms: int = Field(5, ge=0, description="Producer linger before a batch is sent.")
+    producer_compression: Literal["none", "gzip", "lz4", "zstd"] = Field(
+        "lz4", description="Producer compression codec.")
+
+    # --- processors and ClickHouse ---
+    clickhouse_dsn: str = Field(
+        "chdb://.pixeltrack/chdb",
+        description="clickhouse-connect DSN: chdb://PATH (embedded engine) or http(s)://… (server).")
+    clickhouse_database: str = Field("pixeltrack", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                                     description="ClickHouse database of pixeltrack's tables.")
+    batch_max_records: int = Field(5000, ge=1, description="Most records per ClickHouse insert.")
+    batch_max_ms: int = Field(500, ge=1, description="Longest wait to fill a batch, in ms.")
+    retention_days: int = Field(395, ge=1, description="TTL of raw events in ClickHouse, in days.")
+
+    # --- enrichment and classification ---
+    geoip_city_db: Path | None = Field(None, description="MaxMind-format City (or Country) database.")
+    geoip_asn_db: Path | None = Field(None, description="MaxMind-format ASN database.")
+    networks_file: Path | None = Field(None, description="Extra network lists (JSON, shipped shape).")
+    internal_networks: CsvList = Field(
+        default_factory=list, description="The sender's own networks: hits from here are not opens.")
+
+    # --- embedded mode ---
+    data_dir: Path = Field(Path(".pixeltrack"), description="Folder of `pixeltrack serve`: key, chDB, spool.")
+
+    @field_validator("trusted_proxies", "internal_networks", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("trusted_proxies", "internal_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR such as 10.0.0.0/8 or 2001:db8::/32") from None
+        return value
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _dsn(cls, value: str) -> str:
+        if not value.startswith(("chdb://", "http://", "https://")):
+            raise ValueError(f"{value!r}: use chdb://PATH or http(s)://host:port")
+        return value
+
+    def keyring(self) -> Keyring:
+        """The signing keys; raises ValueError naming PIXELTRACK_SIGNING_KEYS when they are missing."""
+        if self.signing_keys is None:
+            raise ValueError("PIXELTRACK_SIGNING_KEYS is not set: give kid:secret (see `pixeltrack keygen`)")
+        return Keyring.parse(self.signing_keys.get_secret_value(), self.signing_key_id)

@@ -1,0 +1,182 @@
+"""Signed open and click tokens: HMAC-SHA256 over a compact payload, key ids for rotation."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+
+# Layout: "<kid>.<payload>.<tag>", all URL-safe base64 without padding except kid ([A-Za-z0-9_-]).
+# The tag is the first 16 bytes (128 bits) of HMAC-SHA256(key, DOMAIN + kid + "." + payload), so a
+# token minted for one key id cannot be replayed under another, and payload bytes are signed as sent.
+DOMAIN = b"pixeltrack.token.v1|"
+TAG_BYTES = 16
+TAG_CHARS = 22  # base64url length of 16 bytes without padding
+MAX_TOKEN_CHARS = 4096  # cheap bound checked before any decoding or HMAC work
+MAX_URL_CHARS = 2048
+KID_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+
+FLAG_HONEYPOT = 1
+FLAG_UNSUBSCRIBE = 2
+FLAG_NO_CLICK_ID = 4
+
+TokenKind = Literal["open", "click"]
+_KIND_CODE = {"open": "o", "click": "c"}
+_CODE_KIND: dict[str, TokenKind] = {"o": "open", "c": "click"}
+
+
+class TokenError(ValueError):
+    """A token that must not be trusted; `reason` is a short code for metrics and the dead-letter row."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPayload:
+    """What a token says. Times are epoch milliseconds; `expires_at` 0 means no expiry."""
+
+    kind: TokenKind
+    tenant: str
+    campaign: str
+    variant: str
+    message: str
+    recipient: str
+    sent_at: int
+    expires_at: int = 0
+    url: str = ""  # click tokens: the only destination a redirect may go to
+    link_id: str = ""
+    flags: int = 0
+
+    @property
+    def honeypot(self) -> bool:
+        return bool(self.flags & FLAG_HONEYPOT)
+
+    def to_wire(self) -> bytes:
+        fields: list[object] = [_KIND_CODE[self.kind], self.tenant, self.campaign, self.variant, self.message,
+                                self.recipient, self.sent_at, self.expires_at]
+        if self.kind == "click":
+            fields += [self.url, self.link_id, self.flags]
+        return orjson.dumps(fields)
+
+    @classmethod
+    def from_wire(cls, raw: bytes) -> TokenPayload:
+        try:
+            f = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise TokenError("malformed", "payload is not JSON") from None
+        if not isinstance(f, list) or len(f) not in (8, 11) or f[0] not in _CODE_KIND:
+            raise TokenError("malformed", "payload has the wrong shape")
+        kind = _CODE_KIND[f[0]]
+        if (kind == "open") != (len(f) == 8):
+            raise TokenError("malformed", "payload length does not match its kind")
+        strs, ints = f[1:6], f[6:8]
+        if not all(isinstance(s, str) for s in strs) or not all(isinstance(i, int) for i in ints):
+            raise TokenError("malformed", "payload field of the wrong type")
+        url, link_id, flags = (f[8], f[9], f[10]) if kind == "click" else ("", "", 0)
+        if not isinstance(url, str) or not isinstance(link_id, str) or not isinstance(flags, int):
+            raise TokenError("malformed", "click fields of the wrong type")
+        return cls(kind, *strs, *ints, url=url, link_id=link_id, flags=flags)
+
+
+def _b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Keyring:
+    """Signing keys by id. Mints with `current`; accepts every key it holds, so keys rotate by adding a
+    new key, switching `current`, and removing the old one once its tokens no longer matter."""
+
+    def __init__(self, keys: Mapping[str, bytes], current: str) -> None:
+        if not keys:
+            raise ValueError("a keyring needs at least one key")
+        for kid, secret in keys.items():
+            if not KID_RE.match(kid):
+                raise ValueError(f"key id {kid!r} is not 1-16 characters of [A-Za-z0-9_-]")
+            if len(secret) < 16:
+                raise ValueError(f"key {kid!r} is {len(secret)} bytes; at least 16 are needed")
+        if current not in keys:
+            raise ValueError(f"current key id {current!r} is not among the keys {sorted(keys)}")
+        self._keys = dict(keys)
+        self.current = current
+
+    @classmethod
+    def parse(cls, spec: str, current: str | None = None) -> Keyring:
+        """Keys from "kid:base64url-secret,kid2:secret2"; the current key defaults to the first."""
+        keys: dict[str, bytes] = {}
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            kid, sep, secret = part.partition(":")
+            if not sep:
+                raise ValueError(f"signing key {part[:8]!r}… must be written kid:secret")
+            try:
+                keys[kid] = _b64d(secret)
+            except (binascii.Error, ValueError):
+                raise ValueError(f"signing key {kid!r}: the secret is not base64url") from None
+        return cls(keys, current or next(iter(keys), ""))
+
+    def _tag(self, kid: str, payload_b64: str) -> bytes:
+        msg = DOMAIN + kid.encode() + b"." + payload_b64.encode()
+        return hmac.new(self._keys[kid], msg, hashlib.sha256).digest()[:TAG_BYTES]
+
+    def mint(self, payload: TokenPayload) -> str:
+        if payload.kind == "click" and not payload.url.startswith(("https://", "http://")):
+            raise ValueError(f"a click token needs an http(s) destination, got {payload.url[:60]!r}")
+        if len(payload.url) > MAX_URL_CHARS:
+            raise ValueError(f"destination is {len(payload.url)} characters; at most {MAX_URL_CHARS}")
+        body = _b64e(payload.to_wire())
+        token = f"{self.current}.{body}.{_b64e(self._tag(self.current, body))}"
+        if len(token) > MAX_TOKEN_CHARS:
+            raise ValueError(f"token is {len(token)} characters; at most {MAX_TOKEN_CHARS}")
+        return token
+
+    def verify(self, token: str, kind: TokenKind | None = None, now_ms: int | None = None) -> TokenPayload:
+        """The payload of a genuine token, or TokenError with a reason code.
+
+        Cheap shape checks come first so that junk costs no HMAC; the tag is compared in constant time
+        before the payload is decoded, so nothing unsigned is ever parsed.
+        """
+        if len(token) > MAX_TOKEN_CHARS:
+            raise TokenError("too_long", f"{len(token)} characters")
+        parts = token.split(".")
+        if len(parts) != 3 or len(parts[2]) != TAG_CHARS:
+            raise TokenError("malformed", "not kid.payload.tag")
+        kid, body, tag_b64 = parts
+        if kid not in self._keys:
+            raise TokenError("unknown_key", kid[:16])
+        try:
+            tag = _b64d(tag_b64)
+        except (binascii.Error, ValueError):
+            raise TokenError("malformed", "tag is not base64url") from None
+        if not hmac.compare_digest(tag, self._tag(kid, body)):
+            raise TokenError("bad_signature")
+        try:
+            raw = _b64d(body)
+        except (binascii.Error, ValueError):
+            raise TokenError("malformed", "payload is not base64url") from None
+        payload = TokenPayload.from_wire(raw)
+        if kind is not None and payload.kind != kind:
+            raise TokenError("wrong_kind", f"a {payload.kind} token used as {kind}")
+        if payload.expires_at and now_ms is not None and now_ms > payload.expires_at:
+            raise TokenError("expired")
+        return payload
+
+
+def new_secret() -> str:
+    """A fresh 256-bit signing secret, base64url."""
+    import secrets
+
+    return _b64e(secrets.token_bytes(32))

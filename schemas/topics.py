@@ -1,0 +1,22 @@
+"""Kafka topic names: the wire between the edge and the processors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names under an optional prefix (several installations or test runs on one cluster)."""
+
+    prefix: str = ""
+
+    @property
+    def hits_raw(self) -> str:
+        """RawHit values, key = message id: per-message ordering and processor affinity."""
+        return f"{self.prefix}hits.raw"
+
+    @property
+    def hits_dlq(self) -> str:
+        """DeadLetter values: bad tokens at the edge, undecodable records at the processors."""
+        return f"{self.prefix}hits.dlq"

@@ -1,0 +1,3 @@
+"""Test-wide fixtures come from per-area plugin files."""
+
+pytest_plugins = ["tests.plugins.kafka", "tests.plugins.clickhouse", "tests.plugins.keys", "tests.plugins.edge"]
