@@ -18,6 +18,7 @@ from ingest.client_ip import ClientIpResolver
 from ingest.forwarder import Forwarder, HitQueue
 from ingest.pixel import GIF, NOT_FOUND_HEADERS, NOT_FOUND_HTML, PIXEL_HEADERS, REDIRECT_HEADERS
 from ingest.publisher import KafkaPublisher, Publisher
+from ingest.spool import Spool
 from schemas.records import KEPT_HEADERS, MAX_HEADER, MAX_HOST, MAX_PATH, MAX_UA, DeadLetter, RawHit, Record
 from schemas.settings import Settings
 from schemas.tokens import Keyring, TokenError
@@ -29,7 +30,7 @@ class Edge:
     """Per-app state the handlers use. Handlers parse, enqueue and answer; nothing else."""
 
     keyring: Keyring
-    queue: HitQueue
+    forwarder: Forwarder
     ips: ClientIpResolver
     edge_id: str
     topics: Topics
@@ -52,21 +53,19 @@ class Edge:
         headers = {k: h[k][:MAX_HEADER] for k in KEPT_HEADERS if k in h}
         hit = RawHit(id=hid, received_at=now, kind=kind, method=request.method, host=host, path=path,
                      token=token, ip=ip, ua=ua, edge=self.edge_id, headers=headers)
-        self.queue.offer(Record(self.topics.hits_raw, message.encode(), hit.encode()))
-        metrics.HITS.labels(kind, "ok").inc()
+        kept = self.forwarder.submit(Record(self.topics.hits_raw, message.encode(), hit.encode()))
+        metrics.HITS.labels(kind, "ok" if kept else "dropped").inc()
 
     def record_bad(self, request: web.Request, kind: str, reason: str, detail: str = "") -> None:
         hid, now, ip, ua, host, path = self._common(request)
         letter = DeadLetter(id=hid, received_at=now, stage="edge", reason=reason, detail=detail[:200],
                             kind=kind, method=request.method, host=host, path=path, ip=ip, ua=ua,
                             edge=self.edge_id)
-        self.queue.offer(Record(self.topics.hits_dlq, None, letter.encode()))
+        self.forwarder.submit(Record(self.topics.hits_dlq, None, letter.encode()))
         metrics.HITS.labels(kind, reason).inc()
 
 
 EDGE = web.AppKey("edge", Edge)
-FORWARDER = web.AppKey("forwarder", Forwarder)
-PUBLISHER = web.AppKey("publisher", Publisher)
 
 
 def _now_ms() -> int:
@@ -107,12 +106,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the transport is healthy. Pixels are answered either way; this only steers traffic."""
-    publisher = request.app[PUBLISHER]
-    edge = request.app[EDGE]
-    ok = publisher.healthy()
-    body = {"ready": ok, "transport": "ok" if ok else "unhealthy", "queue": edge.queue.qsize()}
-    return web.json_response(body, status=200 if ok else 503)
+    """Not ready when the spool nears its bound, so the load balancer prefers other edges. A broken
+    transport alone keeps it ready: the spool holds the hits. Pixels are answered either way."""
+    f = request.app[EDGE].forwarder
+    ready = not f.at_bound()
+    body = {"ready": ready, "transport": "ok" if f.healthy() else "catching-up",
+            "queue": f.queue.qsize(), "spool_bytes": f.spool.pending_bytes() if f.spool else 0}
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def metrics_view(request: web.Request) -> web.Response:
@@ -121,29 +121,39 @@ async def metrics_view(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, publisher: Publisher | None = None,
                keyring: Keyring | None = None, drain_timeout: float = 10.0) -> web.Application:
-    """The edge. `publisher` defaults to Kafka at settings.kafka_bootstrap; `keyring` to the settings'
-    keys. On shutdown it stops accepting, then publishes what is queued within `drain_timeout`."""
+    """The edge. `publisher` defaults to Kafka at settings.kafka_bootstrap, `keyring` to the settings'
+    keys; the spool is settings.spool_dir (None: no spool). The transport is started by the forwarder,
+    so the edge answers even when Kafka is down at start. On shutdown it stops accepting, then
+    publishes what is left within `drain_timeout`; the rest stays in the spool."""
     pub: Publisher = publisher or KafkaPublisher(
         settings.kafka_bootstrap, client_id=f"pixeltrack-edge-{settings.edge_id}",
         linger_ms=settings.producer_linger_ms, compression=settings.producer_compression)
-    queue = HitQueue(settings.queue_size)
+    spool = (Spool(settings.spool_dir, settings.spool_segment_bytes, settings.spool_max_bytes)
+             if settings.spool_dir is not None else None)
+    forwarder = Forwarder(HitQueue(settings.queue_size), pub, spool,
+                          publish_timeout=settings.publish_timeout_ms / 1000,
+                          fsync_interval=settings.spool_fsync_ms / 1000)
     app = web.Application(client_max_size=64 * 1024)
-    app[EDGE] = Edge(keyring=keyring or settings.keyring(), queue=queue,
+    app[EDGE] = Edge(keyring=keyring or settings.keyring(), forwarder=forwarder,
                      ips=ClientIpResolver(settings.trusted_proxies), edge_id=settings.edge_id,
                      topics=Topics(settings.topic_prefix),
                      _ids=itertools.count(1), _prefix=os.urandom(8).hex())
-    app[PUBLISHER] = pub
-    app[FORWARDER] = Forwarder(queue, pub)
 
     async def forwarding(app: web.Application) -> AsyncIterator[None]:
-        await pub.start()
-        task = asyncio.create_task(app[FORWARDER].run(), name="pixeltrack-forwarder")
+        tasks = [asyncio.create_task(forwarder.run(), name="pixeltrack-forwarder")]
+        if spool is not None:
+            tasks.append(asyncio.create_task(forwarder.sync_spool(), name="pixeltrack-spool-fsync"))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await app[FORWARDER].drain(drain_timeout)
-        await pub.stop()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await forwarder.drain(drain_timeout)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(pub.stop(), 5.0)
+        if spool is not None:
+            spool.close()
 
     app.cleanup_ctx.append(forwarding)
     app.router.add_get("/o/{name}", open_pixel, allow_head=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -18,6 +19,8 @@ class Publisher(Protocol):
     async def start(self) -> None: ...
     async def publish(self, records: Sequence[Record]) -> None: ...
     async def stop(self) -> None: ...
+    async def reset(self) -> None:
+        """After a failed or timed-out publish: drop the connection state; `start` comes next."""
     def healthy(self) -> bool: ...
 
 
@@ -26,17 +29,18 @@ class KafkaPublisher:
     block on a full batch or missing metadata, which must never stall a request handler."""
 
     def __init__(self, bootstrap: str, client_id: str, linger_ms: int = 5, compression: str = "lz4",
-                 request_timeout_ms: int = 10_000) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            client_id=client_id,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=linger_ms,
-            compression_type=None if compression == "none" else compression,
-            max_batch_size=256 * 1024,
-            request_timeout_ms=request_timeout_ms,
-        )
+                 request_timeout_ms: int = 5_000) -> None:
+        self._config: dict[str, object] = {
+            "bootstrap_servers": bootstrap,
+            "client_id": client_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": linger_ms,
+            "compression_type": None if compression == "none" else compression,
+            "max_batch_size": 256 * 1024,
+            "request_timeout_ms": request_timeout_ms,
+        }
+        self._producer = AIOKafkaProducer(**self._config)
         self._healthy = False
 
     async def start(self) -> None:
@@ -45,7 +49,8 @@ class KafkaPublisher:
 
     async def publish(self, records: Sequence[Record]) -> None:
         try:
-            futures = [await self._producer.send(r.topic, r.value, key=r.key) for r in records]
+            futures = [await self._producer.send(r.topic, r.value, key=r.key, headers=list(r.headers) or None)
+                       for r in records]
             await asyncio.gather(*futures)
         except Exception:
             self._healthy = False
@@ -54,6 +59,14 @@ class KafkaPublisher:
 
     async def stop(self) -> None:
         await self._producer.stop()
+
+    async def reset(self) -> None:
+        # A producer that failed (or hung: idempotent sends can wait forever on a dead broker) is
+        # replaced, not reused; stopping it is bounded so a wedged one cannot block the forwarder.
+        self._healthy = False
+        old, self._producer = self._producer, AIOKafkaProducer(**self._config)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.stop(), 2.0)
 
     def healthy(self) -> bool:
         return self._healthy
@@ -73,6 +86,9 @@ class QueuePublisher:
             await self._queue.put(record)
 
     async def stop(self) -> None:
+        return None
+
+    async def reset(self) -> None:
         return None
 
     def healthy(self) -> bool:

@@ -202,6 +202,23 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def settings_table() -> str:
+    """Markdown table of every setting: its variable, default and meaning (README's table)."""
+    lines = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        if field.default_factory is not None:
+            shown = "host name" if name == "edge_id" else "(empty)"
+        else:
+            shown = "(none)" if field.default is None else f"`{field.default}`"
+        lines.append(f"| {name} | `PIXELTRACK_{name.upper()}` | {shown} | {field.description or ''} |")
+    return "\n".join(lines)
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    print(settings_table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pixeltrack", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -248,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clickhouse", help="DSN of a ClickHouse server or chdb://PATH")
     s.add_argument("--format", choices=["table", "json", "csv", "tsv"], default="table")
     s.set_defaults(fn=cmd_query)
+
+    s = sub.add_parser("settings", help="print every setting as a Markdown table")
+    s.set_defaults(fn=cmd_settings)
 
     s = sub.add_parser("classify", help="classify hit v1 JSON lines (FILE or - for stdin)")
     s.add_argument("file", nargs="?")

@@ -76,7 +76,6 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int,
                 stop: asyncio.Event | None = None, announce: bool = True) -> None:
     """Runs until SIGINT/SIGTERM (or `stop`), then stops in order: edge (drains its queue onto the
     bus), runner (writes what is on the bus), writer."""
-    data_dir.mkdir(parents=True, exist_ok=True)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -92,7 +91,9 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int,
                          settings.batch_max_records, settings.batch_max_ms)
     runner_task = asyncio.create_task(runner.run(stop), name="pixeltrack-local-runner")
 
-    edge = web.AppRunner(create_app(settings, publisher=QueuePublisher(bus), keyring=keyring),
+    # The in-process bus never refuses, and the whole process is the unit of failure: no spool here.
+    edge_settings = settings.model_copy(update={"spool_dir": None})
+    edge = web.AppRunner(create_app(edge_settings, publisher=QueuePublisher(bus), keyring=keyring),
                          access_log=None, handle_signals=False)
     await edge.setup()
     edge_site = web.TCPSite(edge, host, port, reuse_address=True)
@@ -128,7 +129,7 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int,
 def _announce(info: ServeInfo, data_dir: Path) -> None:
     from rich.console import Console
 
-    c = Console(stderr=False, highlight=False)
+    c = Console(highlight=False, soft_wrap=True)
     c.print(f"[bold]pixeltrack serve[/] — edge, processors and chDB in one process (data: {data_dir})")
     c.print(f"  pixels   {info.edge_url}/o/<token>.gif")
     c.print(f"  clicks   {info.edge_url}/c/<token>")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -18,11 +17,10 @@ from schemas.topics import Topics
 log = logging.getLogger(__name__)
 
 
-def batch_token(batches: dict[TopicPartition, Sequence[object]], first_last: dict[TopicPartition, tuple[int, int]]
-                ) -> str:
+def batch_token(ranges: dict[TopicPartition, tuple[int, int]]) -> str:
     """Deterministic insert dedup token for a batch: its topic-partition offset ranges."""
     return "kafka:" + ",".join(f"{tp.topic}/{tp.partition}/{a}-{b}" for tp, (a, b) in sorted(
-        first_last.items(), key=lambda kv: (kv[0].topic, kv[0].partition)))
+        ranges.items(), key=lambda kv: (kv[0].topic, kv[0].partition)))
 
 
 class ResumeAfterClickHouse(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -57,7 +55,8 @@ class KafkaRunner:
     only then commits its offsets: at-least-once into Kafka offsets, exactly-once into ClickHouse."""
 
     def __init__(self, bootstrap: str, group: str, topics: Topics, processor: HitProcessor,
-                 writer: ClickHouseWriter, max_records: int = 5000, max_ms: int = 500, client_id: str = "pixeltrack-processor") -> None:
+                 writer: ClickHouseWriter, max_records: int = 5000, max_ms: int = 500,
+                 client_id: str = "pixeltrack-processor") -> None:
         self._bootstrap = bootstrap
         self._group = group
         self._topics = topics
@@ -77,7 +76,8 @@ class KafkaRunner:
                                     acks="all", enable_idempotence=True)
         await producer.start()
         try:
-            consumer.subscribe([self._topics.hits_raw, self._topics.hits_dlq], listener=ResumeAfterClickHouse(consumer, self._writer))
+            consumer.subscribe([self._topics.hits_raw, self._topics.hits_dlq],
+                               listener=ResumeAfterClickHouse(consumer, self._writer))
             await consumer.start()
             try:
                 while not stop.is_set():
@@ -98,7 +98,7 @@ class KafkaRunner:
             await asyncio.gather(*futures)
         ranges = {tp: (msgs[0].offset, msgs[-1].offset) for tp, msgs in batches.items()}  # type: ignore[attr-defined]
         started = time.perf_counter()
-        await self._writer.write(out.tables(), batch_token(batches, ranges))
+        await self._writer.write(out.tables(), batch_token(ranges))
         metrics.BATCH_SECONDS.labels("insert").observe(time.perf_counter() - started)
         # Offsets are committed only after the insert returned.
         try:

@@ -108,12 +108,13 @@ class HitProcessor:
     @staticmethod
     def _row(d: Decision, record: SourceRecord, v: Verdict, revision: int, sign: int) -> tuple[object, ...]:
         h, e = d.hit, d.enrichment
+        # DateTime64(3) columns take integer milliseconds (clickhouse-connect's tick form), no datetimes.
         # The source position is the record being processed now: a revision row belongs to the batch
         # that caused it, so its position and dedup token are those of that batch.
-        return (h.tenant, h.id, h.kind, h.ts, h.sent_at, h.campaign, h.variant, h.message, h.recipient,
-                h.link, h.link_id, h.link_flags, h.method, h.host, h.ip, h.ua, h.edge, v.verdict, v.source,
-                list(v.reasons), e.browser, e.os, e.device, e.mail_client, e.country, e.city, e.asn, e.as_org,
-                revision, sign, record.topic, record.partition, record.offset)
+        return (h.tenant, h.id, h.kind, round(h.ts * 1000), round(h.sent_at * 1000), h.campaign, h.variant,
+                h.message, h.recipient, h.link, h.link_id, h.link_flags, h.method, h.host, h.ip, h.ua, h.edge,
+                v.verdict, v.source, list(v.reasons), e.browser, e.os, e.device, e.mail_client, e.country, e.city,
+                e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset)
 
     def _dead_letter_row(self, out: BatchOutput, record: SourceRecord) -> None:
         try:
@@ -123,8 +124,8 @@ class HitProcessor:
                            stage="processor", reason="undecodable_dead_letter", detail=str(exc)[:200],
                            raw=(record.value or b"")[:512].decode("utf-8", "backslashreplace"))
         out.dead_letters.rows.append((
-            d.id, d.received_at, d.stage, d.reason, d.detail, d.kind, d.method, d.host, d.path, d.ip, d.ua,
-            d.edge, d.raw, record.topic, record.partition, record.offset))
+            d.id, round(d.received_at * 1000), d.stage, d.reason, d.detail, d.kind, d.method, d.host, d.path,
+            d.ip, d.ua, d.edge, d.raw, record.topic, record.partition, record.offset))
         if d.stage == "edge":
             metrics.DEAD_LETTERS.labels("edge", d.reason).inc()
 

@@ -26,6 +26,12 @@ class Record(NamedTuple):
     topic: str
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+# Kafka header on records the edge re-sends from its spool: they may have reached Kafka before, so
+# processors check such hit ids against what ClickHouse holds before counting them.
+REPLAY_HEADER = "pt-replay"
 
 
 @dataclass(slots=True)

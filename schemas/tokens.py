@@ -84,7 +84,9 @@ class TokenPayload:
         url, link_id, flags = (f[8], f[9], f[10]) if kind == "click" else ("", "", 0)
         if not isinstance(url, str) or not isinstance(link_id, str) or not isinstance(flags, int):
             raise TokenError("malformed", "click fields of the wrong type")
-        return cls(kind, *strs, *ints, url=url, link_id=link_id, flags=flags)
+        tenant, campaign, variant, message, recipient = strs
+        return cls(kind, tenant, campaign, variant, message, recipient, sent_at=ints[0], expires_at=ints[1],
+                   url=url, link_id=link_id, flags=flags)
 
 
 def _b64e(data: bytes) -> str:

@@ -16,4 +16,4 @@ def keyring() -> Keyring:
 @pytest.fixture
 def settings() -> Settings:
     """Settings with nothing read from the environment of the machine running the tests."""
-    return Settings(_env_file=None, edge_id="test-edge")  # type: ignore[call-arg]
+    return Settings(_env_file=None, edge_id="test-edge", spool_dir=None)  # type: ignore[call-arg]

@@ -1,0 +1,118 @@
+"""Edge → real Kafka → processor → ClickHouse (chDB): a minted pixel and link become rows."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from ingest.app import create_app
+from ingest.publisher import KafkaPublisher
+from pixeltrack.sdk import Message, Tracker
+from pixeltrack.wiring import build_processor
+from processors.kafka_runner import KafkaRunner
+from processors.writer import ClickHouseWriter
+from schemas.settings import Settings
+from schemas.tokens import Keyring
+from schemas.topics import Topics
+from tests.plugins.clickhouse import ClickHouseDb
+
+pytestmark = pytest.mark.kafka
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.2)
+
+
+@asynccontextmanager
+async def running_edge(settings: Settings, keyring: Keyring, bootstrap: str) -> AsyncIterator[str]:
+    publisher = KafkaPublisher(bootstrap, client_id="test-edge", linger_ms=1)
+    server = TestServer(create_app(settings, publisher=publisher, keyring=keyring), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+@asynccontextmanager
+async def running_processor(settings: Settings, keyring: Keyring, bootstrap: str, topics: Topics,
+                            db: ClickHouseDb, group: str) -> AsyncIterator[KafkaRunner]:
+    writer = ClickHouseWriter(db.dsn, db.database)
+    runner = KafkaRunner(bootstrap, group, topics, build_processor(settings, keyring), writer,
+                         max_records=500, max_ms=100)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        yield runner
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await writer.close()
+
+
+async def test_pixel_and_click_reach_clickhouse(settings: Settings, keyring: Keyring, kafka_bootstrap: str,
+                                                kafka_topics: Topics, clickhouse: ClickHouseDb) -> None:
+    s = settings.model_copy(update={"topic_prefix": kafka_topics.prefix})
+    async with running_edge(s, keyring, kafka_bootstrap) as base, \
+            running_processor(s, keyring, kafka_bootstrap, kafka_topics, clickhouse, f"g-{kafka_topics.prefix}"):
+        tracker = Tracker(base, keyring)
+        msg = Message("spring", "m-42", "r-42", variant="B", sent_at=int(time.time() * 1000) - 3_600_000)
+        ua = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:132.0) Gecko/20100101 Thunderbird/132.0"
+        async with aiohttp.ClientSession(headers={"User-Agent": ua}) as http:
+            async with http.get(tracker.pixel_url(msg)) as resp:
+                assert resp.status == 200
+            async with http.get(tracker.click_url(msg, "https://shop.example.com/sale"),
+                                allow_redirects=False) as resp:
+                assert resp.status == 302
+                assert resp.headers["Location"] == "https://shop.example.com/sale"
+            forged = tracker.click_url(msg, "https://shop.example.com/sale")[:-3] + "AAA"
+            async with http.get(forged, allow_redirects=False) as resp:
+                assert resp.status == 404
+                assert "Location" not in resp.headers
+
+        def landed() -> bool:
+            return (clickhouse.rows("SELECT count() FROM hits")[0][0] == 2
+                    and clickhouse.rows("SELECT count() FROM dead_letters")[0][0] == 1)
+
+        await wait_for(landed)
+
+    rows = clickhouse.rows("SELECT kind, campaign, variant, message_id, recipient_id, link_url, method, "
+                           "verdict, source, length(reasons) > 0, user_agent FROM hits ORDER BY kind DESC")
+    assert rows == [
+        ("open", "spring", "B", "m-42", "r-42", "", "GET", "human", "direct", True, ua),
+        ("click", "spring", "B", "m-42", "r-42", "https://shop.example.com/sale", "GET", "human", "direct",
+         True, ua),
+    ]
+    assert clickhouse.rows("SELECT stage, reason, kind FROM dead_letters") == [("edge", "bad_signature", "click")]
+    # The processor committed its offsets after the insert, and ClickHouse holds their positions.
+    positions = clickhouse.rows("SELECT src_topic, sum(max_offset >= 0) FROM consumer_positions GROUP BY 1")
+    assert {t for t, _ in positions} == {kafka_topics.hits_raw, kafka_topics.hits_dlq}
+
+
+async def test_undecodable_record_becomes_dead_letter(settings: Settings, keyring: Keyring, kafka_bootstrap: str,
+                                                      kafka_topics: Topics, clickhouse: ClickHouseDb) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    s = settings.model_copy(update={"topic_prefix": kafka_topics.prefix})
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(kafka_topics.hits_raw, b"\xff not json", key=b"m")
+        await producer.send_and_wait(kafka_topics.hits_raw, b'{"v": 1, "id": "x"}', key=b"m")
+    finally:
+        await producer.stop()
+    async with running_processor(s, keyring, kafka_bootstrap, kafka_topics, clickhouse, "g-bad"):
+        await wait_for(lambda: clickhouse.rows("SELECT count() FROM dead_letters")[0][0] == 2)
+    reasons = clickhouse.rows("SELECT stage, reason FROM dead_letters ORDER BY id")
+    assert reasons == [("processor", "undecodable"), ("processor", "undecodable")]
+    assert clickhouse.rows("SELECT count() FROM events")[0][0] == 0
