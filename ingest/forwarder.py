@@ -145,7 +145,7 @@ class Forwarder:
         self._backoff = min(self._backoff * 2, 2.0)
 
     async def _step_direct(self) -> None:
-        batch = await self.queue.take_batch(self._max_batch, timeout=0.5)
+        batch = await self.queue.take_batch(self._max_batch, timeout=0.1)
         metrics.QUEUE_DEPTH.set(self.queue.qsize())
         if not batch or not self.direct:
             return

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from processors import metrics
 from processors.pipeline import HitProcessor
 from processors.writer import ClickHouseWriter
+from schemas.records import REPLAY_HEADER
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -21,6 +24,18 @@ def batch_token(ranges: dict[TopicPartition, tuple[int, int]]) -> str:
     """Deterministic insert dedup token for a batch: its topic-partition offset ranges."""
     return "kafka:" + ",".join(f"{tp.topic}/{tp.partition}/{a}-{b}" for tp, (a, b) in sorted(
         ranges.items(), key=lambda kv: (kv[0].topic, kv[0].partition)))
+
+
+def replayed_hit_ids(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[str]:
+    """Ids of the hits an edge re-sent from its spool: they may be stored already."""
+    ids = []
+    for r in records:
+        if r.headers and any(k == REPLAY_HEADER for k, _ in r.headers):
+            try:
+                ids.append(str(orjson.loads(r.value or b"{}")["id"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue  # the pipeline turns it into a dead letter
+    return ids
 
 
 class ResumeAfterClickHouse(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -90,13 +105,14 @@ class KafkaRunner:
             await producer.stop()
 
     async def _handle(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
-                      batches: dict[TopicPartition, list[object]]) -> None:
+                      batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         records = [r for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for r in batches[tp]]
-        out = self._processor.process(records)  # type: ignore[arg-type]
+        stored = await self._writer.stored_hit_ids(replayed_hit_ids(records))
+        out = self._processor.process(records, stored)
         if out.to_dlq:
             futures = [await producer.send(r.topic, r.value, key=r.key) for r in out.to_dlq]
             await asyncio.gather(*futures)
-        ranges = {tp: (msgs[0].offset, msgs[-1].offset) for tp, msgs in batches.items()}  # type: ignore[attr-defined]
+        ranges = {tp: (msgs[0].offset, msgs[-1].offset) for tp, msgs in batches.items()}
         started = time.perf_counter()
         await self._writer.write(out.tables(), batch_token(ranges))
         metrics.BATCH_SECONDS.labels("insert").observe(time.perf_counter() - started)

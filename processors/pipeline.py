@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -53,6 +54,26 @@ class BatchOutput:
         return [self.events, self.dead_letters]
 
 
+class RecentIds:
+    """Hit ids seen lately, to drop a hit that reaches the processor twice (a producer retry, an edge
+    replaying its spool) before it is counted. Bounded: `capacity` ids, oldest forgotten first
+    (about 120 bytes an id: 200,000 ids ≈ 24 MB). Older repeats are caught by the ClickHouse lookup
+    the runner does for records carrying the replay header."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def seen(self, hit_id: str) -> bool:
+        """True if hit_id was seen before; records it otherwise."""
+        if hit_id in self._ids:
+            return True
+        self._ids[hit_id] = None
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+        return False
+
+
 class HitProcessor:
     """Decodes raw hits, re-checks their signature, classifies them and builds rows.
 
@@ -65,19 +86,22 @@ class HitProcessor:
         self._keyring = keyring
         self._topics = topics
         self._classifier = classifier
+        self._recent = RecentIds()
+        self.repeats_dropped = 0
 
-    def process(self, records: Sequence[SourceRecord]) -> BatchOutput:
+    def process(self, records: Sequence[SourceRecord], stored_ids: Set[str] = frozenset()) -> BatchOutput:
+        """Rows for a batch. `stored_ids`: hit ids ClickHouse already holds; such hits are dropped."""
         out = BatchOutput()
         started = time.perf_counter()
         for record in records:
             if record.topic == self._topics.hits_dlq:
                 self._dead_letter_row(out, record)
             else:
-                self._hit(out, record)
+                self._hit(out, record, stored_ids)
         metrics.BATCH_SECONDS.labels("classify").observe(time.perf_counter() - started)
         return out
 
-    def _hit(self, out: BatchOutput, record: SourceRecord) -> None:
+    def _hit(self, out: BatchOutput, record: SourceRecord, stored_ids: Set[str]) -> None:
         value = record.value or b""
         try:
             raw = RawHit.decode(value)
@@ -89,6 +113,10 @@ class HitProcessor:
                                 raw=value[:512].decode("utf-8", "backslashreplace"))
             out.to_dlq.append(Record(self._topics.hits_dlq, None, letter.encode()))
             metrics.DEAD_LETTERS.labels("processor", reason).inc()
+            return
+        if raw.id in stored_ids or self._recent.seen(raw.id):
+            self.repeats_dropped += 1
+            metrics.REPEATS_DROPPED.inc()
             return
         hit = Hit(id=raw.id, ts=raw.received_at, kind=raw.kind, method=raw.method, ip=raw.ip, ua=raw.ua,
                   message=payload.message, recipient=payload.recipient, campaign=payload.campaign,

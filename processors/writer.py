@@ -78,6 +78,17 @@ class ClickHouseWriter:
     async def positions(self) -> dict[tuple[str, int], int]:
         return await self._run(self.positions_sync)
 
+    def stored_hit_ids_sync(self, ids: Sequence[str]) -> set[str]:
+        result = self._client_sync().query("SELECT DISTINCT hit_id FROM events WHERE hit_id IN {ids:Array(String)}",
+                                           parameters={"ids": list(ids)})
+        return {str(r[0]) for r in result.result_rows}
+
+    async def stored_hit_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of these hit ids ClickHouse already holds (for hits re-sent from an edge's spool)."""
+        if not ids:
+            return set()
+        return await self._run(lambda: self.stored_hit_ids_sync(ids))
+
     async def query(self, sql: str, readonly: bool = True) -> tuple[list[str], list[Sequence[Any]]]:
         """Runs SQL on the writer's thread (the only one allowed to touch a chDB path in this process).
         readonly=True refuses anything that writes."""

@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS events
     sign          Int8,
     src_topic     LowCardinality(String),
     src_partition Int32,
-    src_offset    Int64
+    src_offset    Int64,
+    -- Lets a processor check cheaply whether a re-sent hit id is already stored.
+    INDEX hit_id_bloom hit_id TYPE bloom_filter(0.001) GRANULARITY 1
 )
 ENGINE = VersionedCollapsingMergeTree(sign, revision)
 PARTITION BY toYYYYMM(ts)

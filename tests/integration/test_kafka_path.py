@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
@@ -21,16 +21,9 @@ from schemas.settings import Settings
 from schemas.tokens import Keyring
 from schemas.topics import Topics
 from tests.plugins.clickhouse import ClickHouseDb
+from tests.plugins.waiting import eventually
 
 pytestmark = pytest.mark.kafka
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.2)
 
 
 @asynccontextmanager
@@ -84,7 +77,7 @@ async def test_pixel_and_click_reach_clickhouse(settings: Settings, keyring: Key
             return (clickhouse.rows("SELECT count() FROM hits")[0][0] == 2
                     and clickhouse.rows("SELECT count() FROM dead_letters")[0][0] == 1)
 
-        await wait_for(landed)
+        await eventually(landed)
 
     rows = clickhouse.rows("SELECT kind, campaign, variant, message_id, recipient_id, link_url, method, "
                            "verdict, source, length(reasons) > 0, user_agent FROM hits ORDER BY kind DESC")
@@ -112,7 +105,7 @@ async def test_undecodable_record_becomes_dead_letter(settings: Settings, keyrin
     finally:
         await producer.stop()
     async with running_processor(s, keyring, kafka_bootstrap, kafka_topics, clickhouse, "g-bad"):
-        await wait_for(lambda: clickhouse.rows("SELECT count() FROM dead_letters")[0][0] == 2)
+        await eventually(lambda: clickhouse.rows("SELECT count() FROM dead_letters")[0][0] == 2)
     reasons = clickhouse.rows("SELECT stage, reason FROM dead_letters ORDER BY id")
     assert reasons == [("processor", "undecodable"), ("processor", "undecodable")]
     assert clickhouse.rows("SELECT count() FROM events")[0][0] == 0

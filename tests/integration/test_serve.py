@@ -55,6 +55,7 @@ def test_serve_link_fetch_query(served: tuple[Path, str, subprocess.Popen[str]])
         assert resp.headers["Content-Type"] == "image/gif"
     with pytest.raises(urllib.error.HTTPError) as redirect:
         opener.open(urls["clicks"][0])
+    redirect.value.close()
     assert redirect.value.code == 302
     assert redirect.value.headers["Location"] == "https://example.com/"
 
