@@ -43,7 +43,7 @@ kafka-stop:
 	deploy/kafka/kafka.sh stop $(KAFKA_DIR)
 
 bench-classify: $(BIN)/pixeltrack
-	$(BIN)/python bench/bench_classify.py tests/fixtures/labelled-hits.jsonl
+	$(BIN)/python bench/bench_classify.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
