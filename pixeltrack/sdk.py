@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 
+import orjson
+
+from schemas.sends import Send
 from schemas.tokens import FLAG_HONEYPOT, FLAG_NO_CLICK_ID, FLAG_UNSUBSCRIBE, Keyring, TokenKind, TokenPayload
 
 DAY_MS = 86_400_000
@@ -50,3 +56,67 @@ class Tracker:
                  | (0 if click_id else FLAG_NO_CLICK_ID))
         token = self._keyring.mint(self._payload(m, "click", url=url, link_id=link_id, flags=flags))
         return f"{self.base_url}/c/{token}"
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSend:
+    """Everything one email needs: the pixel, the wrapped links (same order as given), and the send
+    record to register so rates have their denominator."""
+
+    pixel: str
+    clicks: tuple[str, ...]
+    send: Send
+
+
+def prepare(tracker: Tracker, m: Message, urls: Sequence[str] = (), mailbox_domain: str = "") -> PreparedSend:
+    """Mints the pixel and click URLs of one message and the Send that registers it."""
+    sent_at = m.sent_at or int(time.time() * 1000)
+    m = replace(m, sent_at=sent_at)
+    send = Send(tenant=m.tenant, campaign=m.campaign, variant=m.variant, message=m.message,
+                recipient=m.recipient, sent_at=sent_at / 1000, mailbox_domain=mailbox_domain.lower(),
+                links=len(urls))
+    return PreparedSend(tracker.pixel_url(m), tuple(tracker.click_url(m, u) for u in urls), send)
+
+
+class ApiClient:
+    """Registers sends and conversions with the ingest API (`POST /v1/sends`, `/v1/conversions`).
+    Blocking (urllib), for scripts and batch jobs; errors raise ApiError with the server's message."""
+
+    def __init__(self, api_url: str, api_key: str, timeout: float = 30.0) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._key = api_key
+        self._timeout = timeout
+
+    def _post(self, path: str, body: object) -> dict[str, object]:
+        req = urllib.request.Request(
+            f"{self.api_url}{path}", data=orjson.dumps(body), method="POST",
+            headers={"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self._timeout) as resp:
+                answer: dict[str, object] = orjson.loads(resp.read())
+                return answer
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")
+            exc.close()
+            raise ApiError(exc.code, detail) from None
+
+    def register_sends(self, sends: Sequence[Send], batch: int = 5000) -> int:
+        """Posts sends in batches; returns how many the API accepted."""
+        accepted = 0
+        for i in range(0, len(sends), batch):
+            body = {"sends": [{k: v for k, v in asdict(s).items() if k != "v"} for s in sends[i:i + batch]]}
+            accepted += int(self._post("/v1/sends", body).get("accepted", 0))  # type: ignore[call-overload]
+        return accepted
+
+    def record_conversion(self, idempotency_key: str, value: float = 0.0, currency: str = "",
+                          click_id: str = "", message: str = "", campaign: str = "") -> dict[str, object]:
+        return self._post("/v1/conversions", {"conversions": [{
+            "idempotency_key": idempotency_key, "value": value, "currency": currency, "click_id": click_id,
+            "message": message, "campaign": campaign}]})
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail

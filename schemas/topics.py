@@ -20,3 +20,13 @@ class Topics:
     def hits_dlq(self) -> str:
         """DeadLetter values: bad tokens at the edge, undecodable records at the processors."""
         return f"{self.prefix}hits.dlq"
+
+    @property
+    def sends(self) -> str:
+        """Send values (one per message and recipient), key = message id."""
+        return f"{self.prefix}sends"
+
+    @property
+    def conversions(self) -> str:
+        """Conversion values, key = message id."""
+        return f"{self.prefix}conversions"

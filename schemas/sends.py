@@ -1,0 +1,114 @@
+"""Sends and conversions: the denominators and outcomes that rates need (Kafka values, API bodies)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+
+from schemas.timefmt import parse_ts
+
+MAX_ID = 200  # campaign, variant, message, recipient, link ids: bounded like everything from outside
+CURRENCY_LEN = 3
+
+
+def _text(obj: dict[str, Any], name: str, where: str, required: bool = True) -> str:
+    value = obj.get(name, "")
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise ValueError(f"{where}.{name}: must be a string, got {type(value).__name__}")
+    if required and not value:
+        raise ValueError(f"{where}.{name}: is required")
+    if len(value) > MAX_ID:
+        raise ValueError(f"{where}.{name}: longer than {MAX_ID} characters")
+    return value
+
+
+def _time(obj: dict[str, Any], name: str, where: str, default: float) -> float:
+    value = obj.get(name)
+    if value is None:
+        return default
+    try:
+        return parse_ts(value)
+    except ValueError:
+        raise ValueError(f"{where}.{name}: not an ISO-8601 time or epoch seconds: {value!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One message sent to one recipient: the denominator of every rate. `mailbox_domain` is the part
+    after @ of the recipient's address (for machine share by mailbox provider); the address itself is
+    never stored. `sent_at` is epoch seconds."""
+
+    tenant: str
+    campaign: str
+    variant: str
+    message: str
+    recipient: str
+    sent_at: float
+    mailbox_domain: str = ""
+    links: int = 0
+    v: int = 1
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, value: bytes) -> Send:
+        return cls.from_api(orjson.loads(value), "send", default_ts=0.0)
+
+    @classmethod
+    def from_api(cls, obj: Any, where: str, default_ts: float, tenant: str = "") -> Send:
+        """Validates one API object; ValueError names the field (e.g. "sends[3].campaign: is required")."""
+        if not isinstance(obj, dict):
+            raise ValueError(f"{where}: must be an object")
+        links = obj.get("links", 0)
+        if not isinstance(links, int) or isinstance(links, bool) or not 0 <= links <= 10_000:
+            raise ValueError(f"{where}.links: must be a whole number from 0 to 10000")
+        return cls(tenant=_text(obj, "tenant", where, required=False) or tenant,
+                   campaign=_text(obj, "campaign", where), variant=_text(obj, "variant", where, required=False),
+                   message=_text(obj, "message", where), recipient=_text(obj, "recipient", where),
+                   sent_at=_time(obj, "sent_at", where, default_ts),
+                   mailbox_domain=_text(obj, "mailbox_domain", where, required=False).lower(), links=links)
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """An outcome attributed to a click (by click id) or to a message. `idempotency_key` makes a
+    retried POST count once. `value` is in `currency` units (ISO 4217, upper case)."""
+
+    tenant: str
+    idempotency_key: str
+    ts: float
+    value: float
+    currency: str
+    click_id: str = ""
+    message: str = ""
+    campaign: str = ""
+    variant: str = ""
+    recipient: str = ""
+    link: str = ""
+    v: int = 1
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, value: bytes) -> Conversion:
+        obj = orjson.loads(value)
+        if not isinstance(obj, dict):
+            raise ValueError("a Conversion must be a JSON object")
+        return cls(**{k: obj[k] for k in cls.__dataclass_fields__ if k in obj})
+
+    @staticmethod
+    def validate_amount(obj: dict[str, Any], where: str) -> tuple[float, str]:
+        value = obj.get("value", 0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{where}.value: must be a number ≥ 0")
+        currency = obj.get("currency", "")
+        if not isinstance(currency, str) or (currency and (len(currency) != CURRENCY_LEN or not currency.isalpha())):
+            raise ValueError(f"{where}.currency: must be a 3-letter ISO 4217 code such as EUR")
+        return float(value), currency.upper()
