@@ -10,7 +10,7 @@ import logging
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     data = Path(args.data)
     settings = _settings(data_dir=data)
-    _run(serve(settings, data, args.host, args.port))
+    _run(serve(settings, data, args.host, args.port, args.api_port))
     return 0
 
 
@@ -147,38 +147,82 @@ def _print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str)
         Console().print(table)
 
 
-def cmd_query(args: argparse.Namespace) -> int:
+class QueryError(RuntimeError):
+    """ClickHouse's own message for a query that failed."""
+
+
+def make_query(args: argparse.Namespace) -> Callable[[str, dict[str, Any]], tuple[list[str], list[Sequence[Any]]]]:
+    """Read-only SQL through a running `serve` that owns --data's chDB folder, else a direct client
+    (a chDB folder no process holds, or a ClickHouse server DSN)."""
     from pixeltrack.serve import ADMIN_HEADER, ServeInfo, chdb_dsn
 
-    columns: list[str]
-    rows: list[Sequence[Any]]
     info = ServeInfo.read(Path(args.data)) if args.data else None
     if info is not None:
-        # A running serve owns the chDB path: ask it (read-only).
-        req = urllib.request.Request(f"{info.admin_url}/query", data=args.sql.encode(), method="POST",
-                                     headers={ADMIN_HEADER: info.admin_token})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                body = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            body = json.loads(exc.read() or b"{}")
-            print(f"pixeltrack query: {body.get('error', exc)}", file=sys.stderr)
-            return 1
-        columns, rows = body["columns"], body["rows"]
-    else:
-        from processors.clickhouse import connect
+        def through_serve(sql: str, parameters: dict[str, Any]) -> tuple[list[str], list[Sequence[Any]]]:
+            assert info is not None
+            req = urllib.request.Request(f"{info.admin_url}/query", method="POST",
+                                         data=json.dumps({"sql": sql, "parameters": parameters}).encode(),
+                                         headers={ADMIN_HEADER: info.admin_token, "Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=120) as resp:
+                    body = json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                detail = json.loads(exc.read() or b"{}")
+                exc.close()
+                raise QueryError(detail.get("error", str(exc))) from None
+            return body["columns"], body["rows"]
+        return through_serve
 
-        dsn = args.clickhouse or (chdb_dsn(Path(args.data)) if args.data else _settings().clickhouse_dsn)
-        client = connect(dsn, _settings().clickhouse_database)
+    from processors.clickhouse import connect
+
+    settings = _settings()
+    dsn = args.clickhouse or (chdb_dsn(Path(args.data)) if args.data else settings.clickhouse_dsn)
+
+    def direct(sql: str, parameters: dict[str, Any]) -> tuple[list[str], list[Sequence[Any]]]:
+        client = connect(dsn, settings.clickhouse_database)
         try:
-            result = client.query(args.sql, settings={"readonly": 1})
+            result = client.query(sql, parameters=parameters or None, settings={"readonly": 1})
         except Exception as exc:
-            print(f"pixeltrack query: {str(exc).strip()}", file=sys.stderr)
-            return 1
+            raise QueryError(str(exc).strip()) from None
         finally:
             client.close()
-        columns, rows = list(result.column_names), [list(r) for r in result.result_rows]
+        return list(result.column_names), [list(r) for r in result.result_rows]
+    return direct
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    try:
+        columns, rows = make_query(args)(args.sql, {})
+    except QueryError as exc:
+        print(f"pixeltrack query: {exc}", file=sys.stderr)
+        return 1
     _print_rows(columns, rows, args.format)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pixeltrack.report import fetch, render
+
+    try:
+        rows = fetch(make_query(args), args.campaign, args.tenant or "")
+    except QueryError as exc:
+        print(f"pixeltrack report: {exc}", file=sys.stderr)
+        return 1
+    if not rows:
+        print(f"pixeltrack report: no campaign {args.campaign!r} (no sends and no hits yet)", file=sys.stderr)
+        return 1
+    print(render(rows, args.campaign, args.format, args.metric), end="")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from ingest.api import create_api_from_settings
+
+    settings = _settings(api_host=args.host, api_port=args.port)
+    web.run_app(create_api_from_settings(settings, settings.keyring()), host=settings.api_host,
+                port=settings.api_port, access_log=None, print=lambda s: print(s, flush=True))
     return 0
 
 
@@ -226,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="edge + processors + chDB in one process (embedded default)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080, help="edge port (0 = any free port)")
+    s.add_argument("--api-port", type=int, default=8081, help="ingest API port (0 = any free port)")
     s.add_argument("--data", default=".pixeltrack", help="data folder: signing key, chDB, state")
     s.set_defaults(fn=cmd_serve)
 
@@ -268,6 +313,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("settings", help="print every setting as a Markdown table")
     s.set_defaults(fn=cmd_settings)
+
+    s = sub.add_parser("report", help="a campaign's summary, variants side by side, A/B verdict")
+    s.add_argument("--campaign", required=True)
+    s.add_argument("--tenant", default="")
+    s.add_argument("--metric", choices=["open", "click", "conversion"], default="click",
+                   help="what the A/B verdict is decided on")
+    s.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    s.add_argument("--data", help="serve data folder")
+    s.add_argument("--clickhouse", help="DSN of a ClickHouse server or chdb://PATH")
+    s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("api", help="the authenticated ingest API: sends and conversions (production)")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.set_defaults(fn=cmd_api)
 
     s = sub.add_parser("classify", help="classify hit v1 JSON lines (FILE or - for stdin)")
     s.add_argument("file", nargs="?")

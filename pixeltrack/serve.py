@@ -15,14 +15,16 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ingest.api import create_api_app
 from ingest.app import create_app
 from ingest.publisher import QueuePublisher
-from pixeltrack.wiring import build_processor, keyring_for
+from pixeltrack.wiring import API_KEY_FILE, build_processor, data_dir_secret, keyring_for
 from processors.clickhouse import migrate
 from processors.local_runner import LocalRunner
 from processors.writer import ClickHouseWriter
 from schemas.records import Record
 from schemas.settings import Settings
+from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ ADMIN_HEADER = "X-Pixeltrack-Admin"
 @dataclass(frozen=True, slots=True)
 class ServeInfo:
     edge_url: str
+    api_url: str
+    api_key: str
     admin_url: str
     admin_token: str
     pid: int
@@ -58,11 +62,15 @@ def admin_app(writer: ClickHouseWriter, token: str) -> web.Application:
     async def query(request: web.Request) -> web.Response:
         if not hmac.compare_digest(request.headers.get(ADMIN_HEADER, ""), token):
             return web.json_response({"error": "missing or wrong admin token"}, status=401)
-        sql = (await request.text()).strip()
+        try:
+            body = await request.json()
+            sql, parameters = str(body.get("sql", "")).strip(), body.get("parameters") or {}
+        except (ValueError, AttributeError):
+            return web.json_response({"error": 'body must be {"sql": "...", "parameters": {...}}'}, status=400)
         if not sql:
             return web.json_response({"error": "empty query"}, status=400)
         try:
-            columns, rows = await writer.query(sql, readonly=True)
+            columns, rows = await writer.query(sql, readonly=True, parameters=parameters)
         except Exception as exc:  # ClickHouse's message is the useful answer for the person asking
             return web.json_response({"error": str(exc).strip()[:2000]}, status=400)
         return web.json_response({"columns": columns, "rows": rows}, dumps=lambda o: json.dumps(o, default=str))
@@ -72,7 +80,7 @@ def admin_app(writer: ClickHouseWriter, token: str) -> web.Application:
     return app
 
 
-async def serve(settings: Settings, data_dir: Path, host: str, port: int,
+async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_port: int = 8081,
                 stop: asyncio.Event | None = None, announce: bool = True) -> None:
     """Runs until SIGINT/SIGTERM (or `stop`), then stops in order: edge (drains its queue onto the
     bus), runner (writes what is on the bus), writer."""
@@ -98,16 +106,22 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int,
     await edge.setup()
     edge_site = web.TCPSite(edge, host, port, reuse_address=True)
     await edge_site.start()
+    api_key = (settings.api_keys.get_secret_value().split(",")[0].strip() if settings.api_keys
+               else data_dir_secret(data_dir, API_KEY_FILE))
+    api = web.AppRunner(create_api_app(keyring, [api_key], Topics(settings.topic_prefix), QueuePublisher(bus),
+                                       own_publisher=False), access_log=None, handle_signals=False)
+    await api.setup()
+    await web.TCPSite(api, host, api_port, reuse_address=True).start()
     token = secrets.token_urlsafe(24)
     admin = web.AppRunner(admin_app(writer, token), access_log=None, handle_signals=False)
     await admin.setup()
     admin_site = web.TCPSite(admin, "127.0.0.1", 0)
     await admin_site.start()
 
-    edge_port = edge.addresses[0][1]
-    admin_port = admin.addresses[0][1]
+    edge_port, api_bound, admin_port = edge.addresses[0][1], api.addresses[0][1], admin.addresses[0][1]
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    info = ServeInfo(f"http://{shown_host}:{edge_port}", f"http://127.0.0.1:{admin_port}", token, os.getpid())
+    info = ServeInfo(f"http://{shown_host}:{edge_port}", f"http://{shown_host}:{api_bound}", api_key,
+                     f"http://127.0.0.1:{admin_port}", token, os.getpid())
     state = data_dir / STATE_FILE
     fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -120,6 +134,7 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int,
         state.unlink(missing_ok=True)
         await edge.cleanup()  # stops accepting, then the forwarder drains onto the bus
         await runner_task
+        await api.cleanup()
         await runner.drain()
         await admin.cleanup()
         await writer.close()
@@ -134,6 +149,8 @@ def _announce(info: ServeInfo, data_dir: Path) -> None:
     c.print(f"  pixels   {info.edge_url}/o/<token>.gif")
     c.print(f"  clicks   {info.edge_url}/c/<token>")
     c.print(f"  health   {info.edge_url}/healthz   metrics {info.edge_url}/metrics")
+    c.print(f"  api      {info.api_url}/v1/sends  /v1/conversions  (Authorization: Bearer <key in {data_dir}/"
+            f"{API_KEY_FILE}>)")
     c.print(f"  mint     pixeltrack link --data {data_dir} --base-url {info.edge_url} "
             "--campaign C --message M --recipient R --url https://example.com/")
     c.print(f"  query    pixeltrack query --data {data_dir} \"SELECT kind, verdict, count() FROM hits "

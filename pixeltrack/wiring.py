@@ -12,17 +12,23 @@ from schemas.tokens import Keyring, new_secret
 from schemas.topics import Topics
 
 KEY_FILE = "signing.key"
+API_KEY_FILE = "api.key"
 
 
-def data_dir_keyring(data_dir: Path) -> Keyring:
-    """The embedded mode's signing key, created in DATA_DIR on first use (mode 0600)."""
+def data_dir_secret(data_dir: Path, name: str, prefix: str = "") -> str:
+    """A secret kept in DATA_DIR/name (mode 0600), created on first use."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / KEY_FILE
+    path = data_dir / name
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(f"k1:{new_secret()}\n")
-    return Keyring.parse(path.read_text().strip())
+            f.write(f"{prefix}{new_secret()}\n")
+    return path.read_text().strip()
+
+
+def data_dir_keyring(data_dir: Path) -> Keyring:
+    """The embedded mode's signing key, created in DATA_DIR on first use."""
+    return Keyring.parse(data_dir_secret(data_dir, KEY_FILE, prefix="k1:"))
 
 
 def keyring_for(settings: Settings, data_dir: Path | None = None) -> Keyring:

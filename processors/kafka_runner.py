@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from processors import metrics
 from processors.pipeline import HitProcessor
+from processors.step import process_and_write
 from processors.writer import ClickHouseWriter
-from schemas.records import REPLAY_HEADER
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -24,18 +22,6 @@ def batch_token(ranges: dict[TopicPartition, tuple[int, int]]) -> str:
     """Deterministic insert dedup token for a batch: its topic-partition offset ranges."""
     return "kafka:" + ",".join(f"{tp.topic}/{tp.partition}/{a}-{b}" for tp, (a, b) in sorted(
         ranges.items(), key=lambda kv: (kv[0].topic, kv[0].partition)))
-
-
-def replayed_hit_ids(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[str]:
-    """Ids of the hits an edge re-sent from its spool: they may be stored already."""
-    ids = []
-    for r in records:
-        if r.headers and any(k == REPLAY_HEADER for k, _ in r.headers):
-            try:
-                ids.append(str(orjson.loads(r.value or b"{}")["id"]))
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                continue  # the pipeline turns it into a dead letter
-    return ids
 
 
 class ResumeAfterClickHouse(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -71,7 +57,10 @@ class KafkaRunner:
 
     def __init__(self, bootstrap: str, group: str, topics: Topics, processor: HitProcessor,
                  writer: ClickHouseWriter, max_records: int = 5000, max_ms: int = 500,
-                 client_id: str = "pixeltrack-processor") -> None:
+                 client_id: str = "pixeltrack-processor",
+                 after_insert: Callable[[int], Awaitable[None]] | None = None) -> None:
+        """`after_insert(batch_number)` runs after a batch's insert and before its commit: a fault
+        injection point for tests (raising there is a crash between insert and commit)."""
         self._bootstrap = bootstrap
         self._group = group
         self._topics = topics
@@ -80,6 +69,7 @@ class KafkaRunner:
         self._max_records = max_records
         self._max_ms = max_ms
         self._client_id = client_id
+        self._after_insert = after_insert
         self.batches_done = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -91,7 +81,8 @@ class KafkaRunner:
                                     acks="all", enable_idempotence=True)
         await producer.start()
         try:
-            consumer.subscribe([self._topics.hits_raw, self._topics.hits_dlq],
+            t = self._topics
+            consumer.subscribe([t.hits_raw, t.hits_dlq, t.sends, t.conversions],
                                listener=ResumeAfterClickHouse(consumer, self._writer))
             await consumer.start()
             try:
@@ -107,16 +98,14 @@ class KafkaRunner:
     async def _handle(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
                       batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         records = [r for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for r in batches[tp]]
-        stored = await self._writer.stored_hit_ids(replayed_hit_ids(records))
-        out = self._processor.process(records, stored)
+        ranges = {tp: (msgs[0].offset, msgs[-1].offset) for tp, msgs in batches.items()}
+        out = await process_and_write(self._processor, self._writer, records, batch_token(ranges))
         if out.to_dlq:
             futures = [await producer.send(r.topic, r.value, key=r.key) for r in out.to_dlq]
             await asyncio.gather(*futures)
-        ranges = {tp: (msgs[0].offset, msgs[-1].offset) for tp, msgs in batches.items()}
-        started = time.perf_counter()
-        await self._writer.write(out.tables(), batch_token(ranges))
-        metrics.BATCH_SECONDS.labels("insert").observe(time.perf_counter() - started)
-        # Offsets are committed only after the insert returned.
+        if self._after_insert is not None:
+            await self._after_insert(self.batches_done)
+        # Offsets are committed only after the insert returned and the dead letters were acknowledged.
         try:
             await consumer.commit({tp: b + 1 for tp, (_, b) in ranges.items()})
         except (CommitFailedError, KafkaError) as exc:

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from processors.pipeline import HitProcessor
+from processors.step import process_and_write
 from processors.writer import ClickHouseWriter
 from schemas.records import Record
 
@@ -21,6 +22,7 @@ class LocalRecord:
     partition: int
     offset: int
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class LocalRunner:
@@ -58,13 +60,13 @@ class LocalRunner:
 
     async def _handle(self, batch: list[Record]) -> None:
         first = self._seq
-        records = [LocalRecord(r.topic, -1, first + i, r.value) for i, r in enumerate(batch)]
+        records = [LocalRecord(r.topic, -1, first + i, r.value, r.headers) for i, r in enumerate(batch)]
         self._seq += len(batch)
-        out = self._processor.process(records)
+        out = await process_and_write(self._processor, self._writer, records,
+                                      f"local:{self._run_id}:{first}-{self._seq - 1}")
+        self.rows_written += sum(len(t.rows) for t in out.tables())
         for letter in out.to_dlq:
             self._bus.put_nowait(letter)
-        self.rows_written += await self._writer.write(
-            out.tables(), f"local:{self._run_id}:{first}-{self._seq - 1}")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Runs until `stop` is set; a batch taken off the bus is always written before returning."""

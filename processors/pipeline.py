@@ -8,11 +8,14 @@ from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import orjson
+
 from processors import metrics
+from processors.batch import BatchContext, Lookups, TableRows
 from processors.classify import Classifier, Decision, Verdict
-from processors.writer import TableRows
 from schemas.hit import Hit
-from schemas.records import DeadLetter, RawHit, Record
+from schemas.records import REPLAY_HEADER, DeadLetter, RawHit, Record
+from schemas.sends import Conversion, Send
 from schemas.tokens import Keyring, TokenError
 from schemas.topics import Topics
 
@@ -26,6 +29,10 @@ DEAD_LETTER_COLUMNS = (
     "id", "received_at", "stage", "reason", "detail", "kind", "method", "host", "path", "ip", "user_agent",
     "edge", "raw", "src_topic", "src_partition", "src_offset",
 )
+SEND_COLUMNS = ("tenant", "campaign", "variant", "message_id", "recipient_id", "sent_at", "mailbox_domain", "links",
+                "src_topic", "src_partition", "src_offset")
+CONVERSION_COLUMNS = ("tenant", "idempotency_key", "ts", "campaign", "variant", "message_id", "recipient_id", "link",
+                      "click_id", "value", "currency", "src_topic", "src_partition", "src_offset")
 
 
 class SourceRecord(Protocol):
@@ -40,6 +47,8 @@ class SourceRecord(Protocol):
     def offset(self) -> int: ...
     @property
     def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 @dataclass(slots=True)
@@ -48,23 +57,25 @@ class BatchOutput:
 
     events: TableRows = field(default_factory=lambda: TableRows("events", EVENT_COLUMNS))
     dead_letters: TableRows = field(default_factory=lambda: TableRows("dead_letters", DEAD_LETTER_COLUMNS))
+    sends: TableRows = field(default_factory=lambda: TableRows("sends", SEND_COLUMNS))
+    conversions: TableRows = field(default_factory=lambda: TableRows("conversions", CONVERSION_COLUMNS))
     to_dlq: list[Record] = field(default_factory=list)
 
     def tables(self) -> list[TableRows]:
-        return [self.events, self.dead_letters]
+        return [self.events, self.dead_letters, self.sends, self.conversions]
 
 
 class RecentIds:
-    """Hit ids seen lately, to drop a hit that reaches the processor twice (a producer retry, an edge
-    replaying its spool) before it is counted. Bounded: `capacity` ids, oldest forgotten first
-    (about 120 bytes an id: 200,000 ids ≈ 24 MB). Older repeats are caught by the ClickHouse lookup
-    the runner does for records carrying the replay header."""
+    """Ids seen lately, to drop a hit (or a conversion) that reaches the processor twice (a producer
+    retry, an edge replaying its spool, a client retrying a POST) before it is counted. Bounded:
+    `capacity` ids, oldest forgotten first (about 120 bytes an id: 200,000 ids ≈ 24 MB). Older repeats
+    are caught by the ClickHouse lookups the runner does for re-sent hits and for conversions."""
 
     def __init__(self, capacity: int = 200_000) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._ids: OrderedDict[object, None] = OrderedDict()
         self._capacity = capacity
 
-    def seen(self, hit_id: str) -> bool:
+    def seen(self, hit_id: object) -> bool:
         """True if hit_id was seen before; records it otherwise."""
         if hit_id in self._ids:
             return True
@@ -75,7 +86,8 @@ class RecentIds:
 
 
 class HitProcessor:
-    """Decodes raw hits, re-checks their signature, classifies them and builds rows.
+    """Turns a batch of records from any of the four topics into rows: hits (decoded, re-verified,
+    classified), dead letters, sends and conversions.
 
     Hits reach hits.raw only after the edge verified them; the processor checks again because Kafka
     is an input like any other: a record that fails is a dead letter, never a counted hit. Expiry is
@@ -84,35 +96,64 @@ class HitProcessor:
 
     def __init__(self, keyring: Keyring, classifier: Classifier, topics: Topics) -> None:
         self._keyring = keyring
-        self._topics = topics
         self._classifier = classifier
+        self._topics = topics
         self._recent = RecentIds()
+        self._recent_conversions = RecentIds(50_000)
         self.repeats_dropped = 0
 
-    def process(self, records: Sequence[SourceRecord], stored_ids: Set[str] = frozenset()) -> BatchOutput:
-        """Rows for a batch. `stored_ids`: hit ids ClickHouse already holds; such hits are dropped."""
+    def lookups(self, records: Sequence[SourceRecord]) -> Lookups:
+        """What to ask ClickHouse before `process`: re-sent hit ids, conversion keys, and messages whose
+        conversions need their campaign and variant. Cheap: only replayed hits and conversions are read."""
+        out = Lookups()
+        for r in records:
+            if r.topic == self._topics.hits_raw and r.headers and any(k == REPLAY_HEADER for k, _ in r.headers):
+                try:
+                    out.hit_ids.append(str(orjson.loads(r.value or b"{}")["id"]))
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue  # `process` turns it into a dead letter
+            elif r.topic == self._topics.conversions:
+                try:
+                    c = Conversion.decode(r.value or b"")
+                except (ValueError, TypeError):
+                    continue
+                out.conversion_keys.append((c.tenant, c.idempotency_key))
+                if c.message and not (c.campaign and c.variant and c.recipient):
+                    out.messages.append((c.tenant, c.message))
+        return out
+
+    def process(self, records: Sequence[SourceRecord], ctx: BatchContext | None = None) -> BatchOutput:
+        """Rows for a batch; `ctx` holds the answers to `lookups(records)`."""
+        ctx = ctx or BatchContext()
         out = BatchOutput()
         started = time.perf_counter()
+        t = self._topics
         for record in records:
-            if record.topic == self._topics.hits_dlq:
+            if record.topic == t.hits_raw:
+                self._hit(out, record, ctx.stored_hit_ids)
+            elif record.topic == t.hits_dlq:
                 self._dead_letter_row(out, record)
-            else:
-                self._hit(out, record, stored_ids)
+            elif record.topic == t.sends:
+                self._send(out, record)
+            elif record.topic == t.conversions:
+                self._conversion(out, record, ctx)
         metrics.BATCH_SECONDS.labels("classify").observe(time.perf_counter() - started)
         return out
 
-    def _hit(self, out: BatchOutput, record: SourceRecord, stored_ids: Set[str]) -> None:
+    def _dead_letter(self, out: BatchOutput, record: SourceRecord, reason: str, detail: str) -> None:
         value = record.value or b""
+        letter = DeadLetter(id=f"{record.topic}:{record.partition}:{record.offset}", received_at=time.time(),
+                            stage="processor", reason=reason, detail=detail[:200],
+                            raw=value[:512].decode("utf-8", "backslashreplace"))
+        out.to_dlq.append(Record(self._topics.hits_dlq, None, letter.encode()))
+        metrics.DEAD_LETTERS.labels("processor", reason).inc()
+
+    def _hit(self, out: BatchOutput, record: SourceRecord, stored_ids: Set[str]) -> None:
         try:
-            raw = RawHit.decode(value)
+            raw = RawHit.decode(record.value or b"")
             payload = self._keyring.verify(raw.token, raw.kind)  # type: ignore[arg-type]
         except (ValueError, TokenError) as exc:
-            reason = exc.reason if isinstance(exc, TokenError) else "undecodable"
-            letter = DeadLetter(id=f"{record.topic}:{record.partition}:{record.offset}", received_at=time.time(),
-                                stage="processor", reason=reason, detail=str(exc)[:200],
-                                raw=value[:512].decode("utf-8", "backslashreplace"))
-            out.to_dlq.append(Record(self._topics.hits_dlq, None, letter.encode()))
-            metrics.DEAD_LETTERS.labels("processor", reason).inc()
+            self._dead_letter(out, record, exc.reason if isinstance(exc, TokenError) else "undecodable", str(exc))
             return
         if raw.id in stored_ids or self._recent.seen(raw.id):
             self.repeats_dropped += 1
@@ -125,6 +166,38 @@ class HitProcessor:
                   link_id=payload.link_id, link_flags=payload.flags, host=raw.host, edge=raw.edge)
         for decision in self._classifier.feed(hit):
             self._event_rows(out, decision, record)
+
+    def _send(self, out: BatchOutput, record: SourceRecord) -> None:
+        try:
+            s = Send.decode(record.value or b"")
+        except (ValueError, TypeError) as exc:
+            self._dead_letter(out, record, "undecodable_send", str(exc))
+            return
+        out.sends.rows.append((s.tenant, s.campaign, s.variant, s.message, s.recipient, round(s.sent_at * 1000),
+                               s.mailbox_domain, s.links, record.topic, record.partition, record.offset))
+
+    def _conversion(self, out: BatchOutput, record: SourceRecord, ctx: BatchContext) -> None:
+        try:
+            c = Conversion.decode(record.value or b"")
+        except (ValueError, TypeError) as exc:
+            self._dead_letter(out, record, "undecodable_conversion", str(exc))
+            return
+        key = (c.tenant, c.idempotency_key)
+        if key in ctx.stored_conversion_keys or self._recent_conversions.seen(key):
+            metrics.REPEATS_DROPPED.inc()
+            return
+        campaign, variant, recipient = c.campaign, c.variant, c.recipient
+        if c.message and not (campaign and variant and recipient):
+            known = ctx.messages.get((c.tenant, c.message))
+            if known is not None:
+                campaign, variant, recipient = campaign or known[0], variant or known[1], recipient or known[2]
+        if not campaign:
+            self._dead_letter(out, record, "unattributed_conversion",
+                              f"message {c.message!r} has no registered send and no campaign was given")
+            return
+        out.conversions.rows.append((c.tenant, c.idempotency_key, round(c.ts * 1000), campaign, variant, c.message,
+                                     recipient, c.link, c.click_id, c.value, c.currency, record.topic,
+                                     record.partition, record.offset))
 
     def _event_rows(self, out: BatchOutput, d: Decision, record: SourceRecord) -> None:
         if d.previous is not None:

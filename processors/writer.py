@@ -6,24 +6,15 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from clickhouse_connect.driver.client import Client
 
 from processors import metrics
+from processors.batch import BatchContext, Lookups, TableRows
 from processors.clickhouse import DEFAULT_DATABASE, connect
 
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class TableRows:
-    """Rows for one table, in the column order given."""
-
-    table: str
-    columns: Sequence[str]
-    rows: list[Sequence[Any]] = field(default_factory=list)
 
 
 class ClickHouseWriter:
@@ -78,23 +69,41 @@ class ClickHouseWriter:
     async def positions(self) -> dict[tuple[str, int], int]:
         return await self._run(self.positions_sync)
 
-    def stored_hit_ids_sync(self, ids: Sequence[str]) -> set[str]:
-        result = self._client_sync().query("SELECT DISTINCT hit_id FROM events WHERE hit_id IN {ids:Array(String)}",
-                                           parameters={"ids": list(ids)})
-        return {str(r[0]) for r in result.result_rows}
+    def lookup_sync(self, want: Lookups) -> BatchContext:
+        client = self._client_sync()
+        hit_ids: set[str] = set()
+        keys: set[tuple[str, str]] = set()
+        messages: dict[tuple[str, str], tuple[str, str, str]] = {}
+        if want.hit_ids:
+            rows = client.query("SELECT DISTINCT hit_id FROM events WHERE hit_id IN {ids:Array(String)}",
+                                parameters={"ids": want.hit_ids}).result_rows
+            hit_ids = {str(r[0]) for r in rows}
+        if want.conversion_keys:
+            rows = client.query("SELECT DISTINCT tenant, idempotency_key FROM conversions "
+                                "WHERE (tenant, idempotency_key) IN {keys:Array(Tuple(String, String))}",
+                                parameters={"keys": want.conversion_keys}).result_rows
+            keys = {(str(t), str(k)) for t, k in rows}
+        if want.messages:
+            rows = client.query("SELECT tenant, message_id, any(campaign), any(variant), any(recipient_id) FROM sends "
+                                "WHERE (tenant, message_id) IN {m:Array(Tuple(String, String))} "
+                                "GROUP BY tenant, message_id", parameters={"m": want.messages}).result_rows
+            messages = {(str(t), str(m)): (str(c), str(v), str(r)) for t, m, c, v, r in rows}
+        return BatchContext(hit_ids, keys, messages)
 
-    async def stored_hit_ids(self, ids: Sequence[str]) -> set[str]:
-        """Which of these hit ids ClickHouse already holds (for hits re-sent from an edge's spool)."""
-        if not ids:
-            return set()
-        return await self._run(lambda: self.stored_hit_ids_sync(ids))
+    async def lookup(self, want: Lookups) -> BatchContext:
+        """Answers a batch's Lookups: which re-sent hits and conversion keys ClickHouse holds already,
+        and the campaign, variant and recipient of messages named by conversions."""
+        if not (want.hit_ids or want.conversion_keys or want.messages):
+            return BatchContext()
+        return await self._run(lambda: self.lookup_sync(want))
 
-    async def query(self, sql: str, readonly: bool = True) -> tuple[list[str], list[Sequence[Any]]]:
+    async def query(self, sql: str, readonly: bool = True,
+                    parameters: dict[str, Any] | None = None) -> tuple[list[str], list[Sequence[Any]]]:
         """Runs SQL on the writer's thread (the only one allowed to touch a chDB path in this process).
         readonly=True refuses anything that writes."""
         def run() -> tuple[list[str], list[Sequence[Any]]]:
             settings = {"readonly": 1} if readonly else None
-            result = self._client_sync().query(sql, settings=settings)
+            result = self._client_sync().query(sql, parameters=parameters or None, settings=settings)
             return list(result.column_names), [list(r) for r in result.result_rows]
         return await self._run(run)
 

@@ -47,6 +47,13 @@ class Settings(BaseSettings):
         None, description="Signing keys as kid:base64url-secret, comma-separated (rotation: several).")
     signing_key_id: str | None = Field(None, description="Key id that mints; default: the first key.")
 
+    # --- ingest API (sends, conversions) ---
+    api_host: str = Field("127.0.0.1", description="Address the ingest API listens on.")
+    api_port: int = Field(8081, ge=0, le=65535, description="Port of the ingest API (apart from the edge).")
+    api_keys: SecretStr | None = Field(None, description="API keys accepted by the ingest API, comma-separated.")
+    click_id_param: str = Field("pt_cid", pattern=r"^[A-Za-z0-9_.-]{0,40}$",
+                                description="Query parameter the click redirect adds (click id); empty = never.")
+
     # --- Kafka ---
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
     topic_prefix: str = Field("", description="Prefix of every topic name (e.g. staging.).")

@@ -182,3 +182,48 @@ def new_secret() -> str:
     import secrets
 
     return _b64e(secrets.token_bytes(32))
+
+
+@dataclass(frozen=True, slots=True)
+class ClickRef:
+    """What a click id says: which click (the edge's hit id) of which message, on which link. The
+    edge appends it to a redirect; a conversion posted with it is attributed without any lookup."""
+
+    tenant: str
+    campaign: str
+    variant: str
+    message: str
+    recipient: str
+    hit_id: str
+    link: str  # the link id, else the destination URL
+
+
+def mint_click_ref(keyring: Keyring, ref: ClickRef) -> str:
+    """A signed click id. Its body starts with kind code "x", which no pixel or link token has, so a
+    click id can never be used as a token, nor a token as a click id."""
+    body = _b64e(orjson.dumps(["x", ref.tenant, ref.campaign, ref.variant, ref.message, ref.recipient,
+                               ref.hit_id, ref.link]))
+    return f"{keyring.current}.{body}.{_b64e(keyring._tag(keyring.current, body))}"
+
+
+def verify_click_ref(keyring: Keyring, click_id: str) -> ClickRef:
+    """The ClickRef of a genuine click id, or TokenError with a reason code."""
+    if len(click_id) > MAX_TOKEN_CHARS:
+        raise TokenError("too_long")
+    parts = click_id.split(".")
+    if len(parts) != 3 or len(parts[2]) != TAG_CHARS:
+        raise TokenError("malformed", "not kid.payload.tag")
+    kid, body, tag_b64 = parts
+    if kid not in keyring._keys:
+        raise TokenError("unknown_key", kid[:16])
+    try:
+        tag = _b64d(tag_b64)
+        fields = orjson.loads(_b64d(body)) if hmac.compare_digest(tag, keyring._tag(kid, body)) else None
+    except (binascii.Error, ValueError):
+        raise TokenError("malformed") from None
+    if fields is None:
+        raise TokenError("bad_signature")
+    if not isinstance(fields, list) or len(fields) != 8 or fields[0] != "x" or not all(
+            isinstance(f, str) for f in fields[1:]):
+        raise TokenError("malformed", "not a click id")
+    return ClickRef(*fields[1:])

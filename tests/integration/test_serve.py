@@ -29,7 +29,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, str, subprocess.Popen[str]]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELTRACK_")}
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(BIN), "serve", "--port", "0", "--data", str(data)], env=env,
+        proc = subprocess.Popen([str(BIN), "serve", "--port", "0", "--api-port", "0", "--data", str(data)], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, text=True)
     state = data / "serve.json"
     deadline = time.monotonic() + 60

@@ -67,7 +67,7 @@ async def create_topics(bootstrap: str, names: list[str], partitions: int = 4) -
 
 @pytest.fixture
 async def kafka_topics(kafka_bootstrap: str) -> Topics:
-    """Fresh topics (hits.raw, hits.dlq) under a unique prefix, 4 partitions each."""
+    """Fresh topics (hits.raw, hits.dlq, sends, conversions) under a unique prefix, 4 partitions each."""
     topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
-    await create_topics(kafka_bootstrap, [topics.hits_raw, topics.hits_dlq])
+    await create_topics(kafka_bootstrap, [topics.hits_raw, topics.hits_dlq, topics.sends, topics.conversions])
     return topics

@@ -1,0 +1,137 @@
+"""The `pixeltrack instrument` command: one HTML email in, one tracked email per recipient out."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pixeltrack.instrument import (
+    EmailPlan,
+    JsonlSends,
+    file_names,
+    instrument_campaign,
+    read_recipients,
+)
+from schemas.sends import Send
+
+
+def add_instrument_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Adds `instrument` to the `pixeltrack` command's subparsers; its handler is `args.fn`."""
+    s = subparsers.add_parser(
+        "instrument", help="add the signed pixel and wrapped links to an HTML email, per recipient",
+        description="Writes OUT/<recipient>.html per recipient and OUT/manifest.jsonl, and registers one send "
+                    "per recipient (--api, --sends-out, else OUT/sends.jsonl).")
+    s.add_argument("email", metavar="EMAIL.html", help="the email's HTML")
+    s.add_argument("--campaign", required=True)
+    s.add_argument("--variant", default="", help="default variant (a recipients 'variant' column wins)")
+    s.add_argument("--tenant", default="")
+    s.add_argument("--recipients", required=True, metavar="LIST.csv",
+                   help="CSV with columns recipient (required), email, message, variant")
+    s.add_argument("--out", required=True, metavar="DIR", help="folder of the instrumented emails")
+    s.add_argument("--base-url", required=True, help="tracking base URL, e.g. https://t.example.com")
+    s.add_argument("--data", help="serve data folder holding the signing key (else settings' keys)")
+    s.add_argument("--honeypot", action="store_true", help="add an invisible honeypot link for scanners")
+    s.add_argument("--honeypot-url", help="where the honeypot redirects (default: the first link's site)")
+    s.add_argument("--encoding", help="the email's encoding (default: BOM, UTF-8, else <meta charset>)")
+    s.add_argument("--keep-relative", action="store_true",
+                   help="leave relative links alone even when the email has a <base href>")
+    sink = s.add_mutually_exclusive_group()
+    sink.add_argument("--api", metavar="URL", help="register the sends with this ingest API (POST /v1/sends)")
+    sink.add_argument("--sends-out", metavar="FILE.jsonl", help="write the sends here (default OUT/sends.jsonl)")
+    key = s.add_mutually_exclusive_group()
+    key.add_argument("--api-key", metavar="KEY", help="bearer key for --api")
+    key.add_argument("--api-key-file", metavar="FILE", help="file holding the bearer key for --api")
+    s.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is no terminal")
+    s.set_defaults(fn=cmd_instrument)
+    return s
+
+
+def cmd_instrument(args: argparse.Namespace) -> int:
+    try:
+        return _instrument(args)
+    except OSError as exc:
+        print(f"pixeltrack instrument: {exc}", file=sys.stderr)
+        return 2
+
+
+def _instrument(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from pixeltrack.sdk import ApiClient, ApiError, Tracker
+    from pixeltrack.wiring import keyring_for
+    from schemas.settings import Settings
+
+    if args.api and not (args.api_key or args.api_key_file):
+        raise ValueError("--api needs --api-key KEY or --api-key-file FILE")
+    if (args.api_key or args.api_key_file) and not args.api:
+        raise ValueError("--api-key is used with --api URL")
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise SystemExit(f"pixeltrack: bad setting:\n{exc}") from None
+
+    email_path = Path(args.email)
+    out_dir = Path(args.out)
+    plan = EmailPlan.parse(email_path.read_bytes(), encoding=args.encoding, resolve_base=not args.keep_relative)
+    recipients = read_recipients(Path(args.recipients))
+    targets = {(out_dir / name).resolve() for name in file_names(recipients)}
+    if email_path.resolve() in targets:
+        raise ValueError(f"{email_path} would be overwritten by a recipient's email; choose another --out")
+    tracker = Tracker(args.base_url, keyring_for(settings, Path(args.data) if args.data else None),
+                      settings.token_ttl_days)
+    _describe(plan)
+
+    jsonl: JsonlSends | None = None
+    register: Callable[[list[Send]], object]
+    if args.api:
+        api_key = args.api_key or Path(args.api_key_file).read_text().strip()
+        register = ApiClient(args.api, api_key).register_sends
+        where = args.api
+    else:
+        jsonl = JsonlSends(Path(args.sends_out) if args.sends_out else out_dir / "sends.jsonl")
+        register, where = jsonl, str(jsonl.path)
+    try:
+        with _progress_bar(len(recipients), args.progress or sys.stderr.isatty()) as progress:
+            result = instrument_campaign(plan, tracker, recipients, out_dir, campaign=args.campaign,
+                                         variant=args.variant, tenant=args.tenant, honeypot=args.honeypot,
+                                         honeypot_url=args.honeypot_url, register=register, progress=progress)
+    except ApiError as exc:
+        print(f"pixeltrack instrument: the API refused the sends: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if jsonl is not None:
+            jsonl.close()
+    print(f"wrote {result.emails} emails to {out_dir} ({result.manifest.name}); "
+          f"{result.registered} sends registered to {where}", file=sys.stderr)
+    return 0
+
+
+def _describe(plan: EmailPlan) -> None:
+    """What will be tracked and what is left alone (links with merge tags deserve a look)."""
+    left = Counter(s.reason for s in plan.skipped)
+    alone = ", ".join(f"{n} {reason}" for reason, n in sorted(left.items())) or "none"
+    print(f"{len(plan.links)} links wrapped ({plan.unsubscribe_links} unsubscribe), left alone: {alone}"
+          + (f"; relative links resolved against <base href={plan.base_href}>" if plan.base_href else ""),
+          file=sys.stderr)
+    for s in plan.skipped:
+        if s.reason in ("placeholder", "too_long", "invalid") and s.href.lower().startswith(("http:", "https:")):
+            print(f"  line {s.line}, column {s.column}: <{s.tag}> {s.href[:80]!r} not wrapped ({s.reason})",
+                  file=sys.stderr)
+
+
+@contextmanager
+def _progress_bar(total: int, show: bool) -> Iterator[Callable[[int, int], None] | None]:
+    if not show:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("instrumenting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True)) as bar:
+        task = bar.add_task("instrument", total=total)
+        yield lambda done, _total: bar.update(task, completed=done)

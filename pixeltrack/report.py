@@ -1,0 +1,139 @@
+"""`pixeltrack report`: a campaign's summary, its variants side by side, and an A/B verdict."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+QueryFn = Callable[[str, dict[str, Any]], tuple[list[str], list[Sequence[Any]]]]
+
+SUMMARY_SQL = (
+    "SELECT variant, delivered, unique_opens, opens_machine, machine_open_share, unique_clicks, clicks_human, "
+    "clicks_filtered, converted_messages, conversions, revenue, open_rate, ctr, ctor, conversion_rate, "
+    "revenue_per_recipient FROM campaign_summary WHERE campaign = {campaign:String} AND tenant = {tenant:String} "
+    "ORDER BY variant"
+)
+METRICS = {"open": ("unique_opens", "open rate"), "click": ("unique_clicks", "click rate"),
+           "conversion": ("converted_messages", "conversion rate")}
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Two proportions: b against a. `diff` = p_b - p_a with its 95% confidence interval (unpooled
+    standard error) and the two-sided p-value of the pooled two-proportion z-test."""
+
+    a: str
+    b: str
+    p_a: float
+    p_b: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    z: float
+    p_value: float
+
+
+def two_proportion_test(x_a: int, n_a: int, x_b: int, n_b: int, a: str = "A", b: str = "B") -> Comparison:
+    if n_a <= 0 or n_b <= 0:
+        raise ValueError("both groups need at least one send")
+    p_a, p_b = x_a / n_a, x_b / n_b
+    diff = p_b - p_a
+    se = math.sqrt(p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b)
+    pooled = (x_a + x_b) / (n_a + n_b)
+    se0 = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    z = diff / se0 if se0 > 0 else 0.0
+    p_value = math.erfc(abs(z) / math.sqrt(2))
+    return Comparison(a, b, p_a, p_b, diff, diff - Z95 * se, diff + Z95 * se, z, p_value)
+
+
+def ab_verdict(rows: list[dict[str, Any]], metric: str = "click", alpha: float = 0.05) -> tuple[list[Comparison], str]:
+    """Compares the best variant on `metric` with every other; it wins when every comparison is
+    significant at alpha / (k - 1) (Bonferroni, so more variants do not mean more false winners)."""
+    count_col, label = METRICS[metric]
+    variants = [r for r in rows if (r.get("delivered") or 0) > 0]
+    if len(variants) < 2:
+        return [], "One variant only: nothing to compare."
+    best = max(variants, key=lambda r: (r[count_col] or 0) / r["delivered"])
+    others = [r for r in variants if r is not best]
+    comps = [two_proportion_test(o[count_col] or 0, o["delivered"], best[count_col] or 0, best["delivered"],
+                                 a=o["variant"] or "(none)", b=best["variant"] or "(none)") for o in others]
+    threshold = alpha / len(others)
+    name = best["variant"] or "(none)"
+    if all(c.p_value < threshold and c.diff > 0 for c in comps):
+        worst = max(comps, key=lambda c: c.p_value)
+        return comps, (f"Variant {name} wins on {label}: {_pts(worst.diff)} over {worst.a} "
+                       f"(95% CI {_pts(worst.ci_low)} to {_pts(worst.ci_high)}), p = {_p(worst.p_value)}.")
+    weakest = max(comps, key=lambda c: c.p_value)
+    return comps, (f"No variant wins on {label} yet: {name} leads {weakest.a} by {_pts(weakest.diff)} "
+                   f"(95% CI {_pts(weakest.ci_low)} to {_pts(weakest.ci_high)}), p = {_p(weakest.p_value)}"
+                   f" (needs p < {threshold:.3g}).")
+
+
+def _pts(x: float) -> str:
+    return f"{x * 100:+.2f} pts"
+
+
+def _p(p: float) -> str:
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def fetch(query: QueryFn, campaign: str, tenant: str = "") -> list[dict[str, Any]]:
+    columns, rows = query(SUMMARY_SQL, {"campaign": campaign, "tenant": tenant})
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def render(rows: list[dict[str, Any]], campaign: str, fmt: str, metric: str = "click") -> str:
+    comps, verdict = ab_verdict(rows, metric)
+    if fmt == "json":
+        import orjson
+
+        return orjson.dumps({"campaign": campaign, "variants": rows, "metric": metric, "verdict": verdict,
+                             "comparisons": [_comp_dict(c) for c in comps]},
+                            option=orjson.OPT_INDENT_2, default=str).decode()
+    if fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["variant"], lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue() + f"# {verdict}\n"
+    return _table(rows, campaign, comps, verdict)
+
+
+def _comp_dict(c: Comparison) -> dict[str, Any]:
+    return {"a": c.a, "b": c.b, "rate_a": c.p_a, "rate_b": c.p_b, "diff": c.diff, "ci95": [c.ci_low, c.ci_high],
+            "z": c.z, "p_value": c.p_value}
+
+
+def _pct(x: Any) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x * 100:.2f}%"
+
+
+def _table(rows: list[dict[str, Any]], campaign: str, comps: list[Comparison], verdict: str) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"campaign {campaign}", title_justify="left")
+    for col in ("variant", "delivered", "unique opens", "open rate", "machine opens", "unique clicks", "CTR",
+                "CTOR", "filtered clicks", "conversions", "conv. rate", "revenue / recipient"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for r in rows:
+        rpr = r.get("revenue_per_recipient")
+        table.add_row(r["variant"] or "(none)", f"{r['delivered'] or 0:,}", f"{r['unique_opens'] or 0:,}",
+                      _pct(r["open_rate"]), f"{r['opens_machine'] or 0:,} ({_pct(r['machine_open_share'])})",
+                      f"{r['unique_clicks'] or 0:,}", _pct(r["ctr"]), _pct(r["ctor"]), f"{r['clicks_filtered'] or 0:,}",
+                      f"{r['conversions'] or 0:,}", _pct(r["conversion_rate"]),
+                      "–" if rpr is None else f"{rpr:.4f}")
+    console = Console(record=True, width=160, force_terminal=False)
+    with console.capture() as cap:
+        console.print(table)
+        for c in comps:
+            console.print(f"{c.b} vs {c.a}: {_pct(c.p_b)} vs {_pct(c.p_a)}, difference {_pts(c.diff)} "
+                          f"(95% CI {_pts(c.ci_low)} to {_pts(c.ci_high)}), z = {c.z:.2f}, p = {_p(c.p_value)}")
+        console.print(verdict)
+    return cap.get()

@@ -1,0 +1,58 @@
+-- Sends: one row per message and recipient, the denominator of every rate. Repeats of a send (an API
+-- retry) are harmless: delivered counts are exact distinct message counts (uniqExact states).
+CREATE TABLE IF NOT EXISTS sends
+(
+    tenant         LowCardinality(String),
+    campaign       LowCardinality(String),
+    variant        LowCardinality(String),
+    message_id     String,
+    recipient_id   String,
+    sent_at        DateTime64(3, 'UTC'),
+    mailbox_domain LowCardinality(String),
+    links          UInt16,
+    src_topic      LowCardinality(String),
+    src_partition  Int32,
+    src_offset     Int64,
+    INDEX message_bloom message_id TYPE bloom_filter(0.001) GRANULARITY 1
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(sent_at)
+ORDER BY (tenant, campaign, variant, message_id)
+TTL toDateTime(sent_at) + INTERVAL {retention_days} DAY
+SETTINGS non_replicated_deduplication_window = 10000;
+
+-- Conversions: outcomes attributed to a campaign, variant, message and link (by click id or message).
+-- The processor drops a repeated idempotency key before insert, so every row counts once.
+CREATE TABLE IF NOT EXISTS conversions
+(
+    tenant          LowCardinality(String),
+    idempotency_key String,
+    ts              DateTime64(3, 'UTC'),
+    campaign        LowCardinality(String),
+    variant         LowCardinality(String),
+    message_id      String,
+    recipient_id    String,
+    link            String,
+    click_id        String,
+    value           Float64,
+    currency        LowCardinality(String),
+    src_topic       LowCardinality(String),
+    src_partition   Int32,
+    src_offset      Int64,
+    INDEX key_bloom idempotency_key TYPE bloom_filter(0.001) GRANULARITY 1
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(ts)
+ORDER BY (tenant, campaign, variant, idempotency_key)
+TTL toDateTime(ts) + INTERVAL {retention_days} DAY
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS consumer_positions_from_sends TO consumer_positions AS
+SELECT src_topic, src_partition, max(src_offset) AS max_offset
+FROM sends WHERE src_partition >= 0
+GROUP BY src_topic, src_partition;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS consumer_positions_from_conversions TO consumer_positions AS
+SELECT src_topic, src_partition, max(src_offset) AS max_offset
+FROM conversions WHERE src_partition >= 0
+GROUP BY src_topic, src_partition;

@@ -1,0 +1,130 @@
+"""Exactly once into ClickHouse on real Kafka: a crash between insert and commit, and a full re-read."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from pixeltrack.simulate import load_patterns, simulate
+from pixeltrack.wiring import build_processor
+from processors.batch import TableRows
+from processors.kafka_runner import KafkaRunner
+from processors.writer import ClickHouseWriter
+from schemas.settings import Settings
+from schemas.tokens import Keyring
+from schemas.topics import Topics
+from tests.integration.test_analytics import TRUTH_COLUMNS, recount, summary
+from tests.plugins.clickhouse import ClickHouseDb
+from tests.plugins.waiting import eventually
+
+pytestmark = pytest.mark.kafka
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "labelled-hits.jsonl"
+AGGREGATE_QUERIES = (
+    "SELECT * FROM campaign_summary ORDER BY variant",
+    "SELECT * FROM link_stats ORDER BY variant, link",
+    "SELECT * FROM client_stats ORDER BY ALL",
+    "SELECT * FROM campaign_hourly ORDER BY ALL",
+)
+
+
+class Crash(Exception):
+    """Stands for the process dying between the insert and the commit."""
+
+
+async def run_until(runner: KafkaRunner, done: Callable[[], bool]) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await eventually(lambda: done() or task.done(), timeout=90, what="processor caught up")
+    finally:
+        stop.set()
+        with contextlib.suppress(Crash):
+            await asyncio.wait_for(task, 30)
+
+
+def snapshot(db: ClickHouseDb) -> list[list[tuple[object, ...]]]:
+    return [db.rows(q) for q in AGGREGATE_QUERIES]
+
+
+async def test_crash_between_insert_and_commit_then_reread(settings: Settings, keyring: Keyring,
+                                                           kafka_bootstrap: str, kafka_topics: Topics,
+                                                           clickhouse: ClickHouseDb) -> None:
+    sim = simulate(load_patterns(FIXTURE), "eo", 3000, engaged_share=0.5, seed=5)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        futures = [await producer.send(r.topic, r.value, key=r.key) for r in sim.records(keyring, kafka_topics)]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    n_hits, n_sends, n_conv = len(sim.hits), len(sim.sends), len(sim.conversions)
+    s = settings.model_copy(update={"topic_prefix": kafka_topics.prefix})
+    writer = ClickHouseWriter(clickhouse.dsn, clickhouse.database)
+
+    def complete() -> bool:
+        got = clickhouse.rows("SELECT (SELECT count() FROM hits), (SELECT uniqExact(message_id) FROM sends), "
+                              "(SELECT count() FROM conversions FINAL)")
+        return got[0] == (n_hits, n_sends, n_conv)
+
+    crashed: list[int] = []
+
+    def crash_on(batch: int) -> Callable[[int], Awaitable[None]]:
+        async def hook(done: int) -> None:
+            if done == batch and not crashed:
+                crashed.append(done)
+                raise Crash
+        return hook
+
+    group = f"g-{kafka_topics.prefix}"
+    try:
+        # 1. the first processor dies after inserting its third batch, before committing it
+        first = KafkaRunner(kafka_bootstrap, group, kafka_topics, build_processor(s, keyring), writer,
+                            max_records=400, max_ms=100, after_insert=crash_on(2))
+        await run_until(first, lambda: bool(crashed))
+        assert crashed == [2]
+        # 2. a new processor in the same group resumes: nothing is counted twice
+        second = KafkaRunner(kafka_bootstrap, group, kafka_topics, build_processor(s, keyring), writer,
+                             max_records=400, max_ms=100)
+        await run_until(second, complete)
+        before = snapshot(clickhouse)
+        got = summary(clickhouse, "eo")
+        for variant, truth in sim.truth.items():
+            assert {c: got[variant][c] for c in TRUTH_COLUMNS} == {c: getattr(truth, c) for c in TRUTH_COLUMNS}
+        assert {v: {c: got[v][c] for c in TRUTH_COLUMNS[:9]} for v in got} == recount(clickhouse, "eo")
+        assert clickhouse.rows("SELECT count() FROM (SELECT hit_id FROM events WHERE sign = 1 AND revision = 0 "
+                               "GROUP BY hit_id HAVING count() > 1)") == [(0,)]
+
+        # 3. the same Kafka data consumed again from the start (a new group: offsets reset)
+        third = KafkaRunner(kafka_bootstrap, group + "-again", kafka_topics, build_processor(s, keyring), writer,
+                            max_records=400, max_ms=100)
+        stop = asyncio.Event()
+        task = asyncio.create_task(third.run(stop))
+        await asyncio.sleep(4)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        assert snapshot(clickhouse) == before
+        assert complete()
+    finally:
+        await writer.close()
+
+
+async def test_same_batch_token_inserts_once(clickhouse: ClickHouseDb) -> None:
+    """An insert retried with its token (e.g. after a lost answer) is stored once, aggregates too."""
+    writer = ClickHouseWriter(clickhouse.dsn, clickhouse.database)
+    try:
+        rows = TableRows("sends", ("tenant", "campaign", "variant", "message_id", "recipient_id", "sent_at",
+                                   "mailbox_domain", "links", "src_topic", "src_partition", "src_offset"),
+                         [("", "tok", "A", f"m{i}", f"r{i}", 1_790_000_000_000, "", 0, "sends", 0, i)
+                          for i in range(100)])
+        for _ in range(3):
+            await writer.write([rows], "kafka:sends/0/0-99")
+        await writer.write([rows], "kafka:sends/0/0-99-other")  # a different token is a different batch
+    finally:
+        await writer.close()
+    assert clickhouse.rows("SELECT count() FROM sends") == [(200,)]
+    assert clickhouse.rows("SELECT delivered FROM campaign_summary WHERE campaign = 'tok'") == [(100,)]
