@@ -89,7 +89,8 @@ def load_patterns(path: Path) -> list[list[dict[str, Any]]]:
     return [sorted(hs, key=lambda h: h["dt"]) for hs in by_message.values()]
 
 
-def simulate(patterns: Sequence[list[dict[str, Any]]], campaign: str, n_sends: int, variants: Sequence[str] = ("A", "B"),
+def simulate(patterns: Sequence[list[dict[str, Any]]], campaign: str, n_sends: int,
+             variants: Sequence[str] = ("A", "B"),
              engaged_share: float = 0.3, click_boost: dict[str, float] | None = None, start: float = 1_790_000_000.0,
              send_spread: float = 3600.0, tenant: str = "", seed: int = 7) -> Simulation:
     """`n_sends` sends split evenly over `variants`; `engaged_share` of messages get the hits of a random
@@ -117,7 +118,8 @@ def simulate(patterns: Sequence[list[dict[str, Any]]], campaign: str, n_sends: i
         for h in pattern:
             serial += 1
             verdict = h["label"]["verdict"]
-            hit = SimHit(f"sim{serial:09d}", round(sent_at + h["dt"], 3), h["kind"], h["method"], h["ip"], h["ua"] or "",
+            hit = SimHit(f"sim{serial:09d}", round(sent_at + h["dt"], 3), h["kind"], h["method"], h["ip"],
+                         h["ua"] or "",
                          dict(h["headers"] or {}), h["link"] or "", bool(h["honeypot"]), verdict)
             pending.append((hit.ts, serial, send, hit))
             if h["kind"] == "open":

@@ -1,0 +1,176 @@
+"""The authenticated ingest API, apart from the public edge: sends and conversions from senders."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ingest.publisher import KafkaPublisher, Publisher
+from schemas.records import Record
+from schemas.sends import Conversion, Send
+from schemas.settings import Settings
+from schemas.timefmt import parse_ts
+from schemas.tokens import Keyring, TokenError, verify_click_ref
+from schemas.topics import Topics
+
+MAX_ITEMS = 10_000  # per request; larger lists are split by the SDK
+MAX_BODY = 16 * 1024 * 1024
+MAX_ERRORS_SHOWN = 20
+
+PUBLISHER = web.AppKey("publisher", Publisher)
+
+
+def _error(status: int, message: str, errors: list[str] | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": message}
+    if errors:
+        body["errors"] = errors[:MAX_ERRORS_SHOWN]
+        if len(errors) > MAX_ERRORS_SHOWN:
+            body["more_errors"] = len(errors) - MAX_ERRORS_SHOWN
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+async def _items(request: web.Request, name: str) -> list[Any] | web.Response:
+    """The JSON list under `name` (or a bare list), or a 4xx answer saying what is wrong."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        return _error(400, f"body is not JSON: {exc}")
+    items = body.get(name) if isinstance(body, dict) else body
+    if not isinstance(items, list):
+        return _error(422, f"body must be {{\"{name}\": [...]}} or a JSON list")
+    if not items:
+        return _error(422, f"{name}: is empty")
+    if len(items) > MAX_ITEMS:
+        return _error(413, f"{name}: {len(items)} items; at most {MAX_ITEMS} per request")
+    return items
+
+
+def create_api_app(keyring: Keyring, api_keys: list[str], topics: Topics, publisher: Publisher,
+                   own_publisher: bool = True, clock: Callable[[], float] = time.time) -> web.Application:
+    """POST /v1/sends and /v1/conversions with `Authorization: Bearer KEY`. A 202 means the records
+    were acknowledged by the transport (acks=all for Kafka): a sender that gets any other answer may
+    retry, and conversions carry an idempotency key so a retry counts once. Validation is all or
+    nothing per request, and every error names its item and field."""
+    keys = [k.encode() for k in api_keys if k]
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        if request.path == "/v1/health":
+            resp: web.StreamResponse = await handler(request)
+            return resp
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip().encode()
+        # Compare against every key so the time taken does not say which prefix matched.
+        if not keys or not any([hmac.compare_digest(given, k) for k in keys]):  # noqa: C419
+            return _error(401, "missing or wrong API key (Authorization: Bearer KEY)")
+        return await handler(request)  # type: ignore[no-any-return]
+
+    async def post_sends(request: web.Request) -> web.Response:
+        items = await _items(request, "sends")
+        if isinstance(items, web.Response):
+            return items
+        now = clock()
+        sends, errors = [], []
+        for i, item in enumerate(items):
+            try:
+                sends.append(Send.from_api(item, f"sends[{i}]", default_ts=now))
+            except ValueError as exc:
+                errors.append(str(exc))
+        if errors:
+            return _error(422, "invalid sends; nothing was recorded", errors)
+        try:
+            await request.app[PUBLISHER].publish(
+                [Record(topics.sends, s.message.encode(), s.encode()) for s in sends])
+        except Exception as exc:
+            return _error(503, f"could not record the sends now ({type(exc).__name__}); retry")
+        return web.json_response({"accepted": len(sends)}, status=202)
+
+    async def post_conversions(request: web.Request) -> web.Response:
+        items = await _items(request, "conversions")
+        if isinstance(items, web.Response):
+            return items
+        now = clock()
+        out, errors = [], []
+        for i, item in enumerate(items):
+            where = f"conversions[{i}]"
+            try:
+                out.append(_conversion(keyring, item, where, now))
+            except ValueError as exc:
+                errors.append(str(exc))
+        if errors:
+            return _error(422, "invalid conversions; nothing was recorded", errors)
+        try:
+            await request.app[PUBLISHER].publish(
+                [Record(topics.conversions, c.message.encode(), c.encode()) for c in out])
+        except Exception as exc:
+            return _error(503, f"could not record the conversions now ({type(exc).__name__}); retry")
+        return web.json_response({"accepted": len(out)}, status=202)
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application(middlewares=[auth], client_max_size=MAX_BODY)
+    app[PUBLISHER] = publisher
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        if own_publisher:
+            await publisher.start()
+        yield
+        if own_publisher:
+            await publisher.stop()
+
+    app.cleanup_ctx.append(lifetime)
+    app.router.add_post("/v1/sends", post_sends)
+    app.router.add_post("/v1/conversions", post_conversions)
+    app.router.add_get("/v1/health", health)
+    return app
+
+
+def _conversion(keyring: Keyring, item: Any, where: str, now: float) -> Conversion:
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: must be an object")
+    key = item.get("idempotency_key")
+    if not isinstance(key, str) or not key or len(key) > 200:
+        raise ValueError(f"{where}.idempotency_key: is required (a string of at most 200 characters)")
+    value, currency = Conversion.validate_amount(item, where)
+    ts = now
+    if item.get("ts") is not None:
+        try:
+            ts = parse_ts(item["ts"])
+        except ValueError:
+            raise ValueError(f"{where}.ts: not an ISO-8601 time or epoch seconds") from None
+    click_id = item.get("click_id") or ""
+    if click_id:
+        if not isinstance(click_id, str):
+            raise ValueError(f"{where}.click_id: must be a string")
+        try:
+            ref = verify_click_ref(keyring, click_id)
+        except TokenError as exc:
+            raise ValueError(f"{where}.click_id: not a valid click id ({exc.reason})") from None
+        return Conversion(tenant=ref.tenant, idempotency_key=key, ts=ts, value=value, currency=currency,
+                          click_id=click_id, message=ref.message, campaign=ref.campaign, variant=ref.variant,
+                          recipient=ref.recipient, link=ref.link)
+    message = item.get("message") or ""
+    if not isinstance(message, str) or not message:
+        raise ValueError(f"{where}: needs click_id or message")
+    campaign = item.get("campaign") or ""
+    if not isinstance(campaign, str):
+        raise ValueError(f"{where}.campaign: must be a string")
+    tenant = item.get("tenant") or ""
+    return Conversion(tenant=str(tenant), idempotency_key=key, ts=ts, value=value, currency=currency,
+                      message=message, campaign=campaign)
+
+
+def create_api_from_settings(settings: Settings, keyring: Keyring,
+                             publisher: Publisher | None = None) -> web.Application:
+    """The API as `pixeltrack api` runs it: Kafka from settings unless a publisher is given."""
+    own = publisher is None
+    pub: Publisher = publisher or KafkaPublisher(
+        settings.kafka_bootstrap, client_id=f"pixeltrack-api-{settings.edge_id}",
+        linger_ms=settings.producer_linger_ms, compression=settings.producer_compression)
+    keys = settings.api_keys.get_secret_value().split(",") if settings.api_keys else []
+    return create_api_app(keyring, [k.strip() for k in keys], Topics(settings.topic_prefix), pub, own_publisher=own)
