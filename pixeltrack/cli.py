@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pixeltrack.instrument_cli import add_instrument_parser
 from schemas.settings import Settings
 
 
@@ -328,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.set_defaults(fn=cmd_api)
+
+    add_instrument_parser(sub)
 
     s = sub.add_parser("classify", help="classify hit v1 JSON lines (FILE or - for stdin)")
     s.add_argument("file", nargs="?")
