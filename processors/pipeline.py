@@ -185,7 +185,7 @@ class HitProcessor:
         except (ValueError, TypeError) as exc:
             self._dead_letter(out, record, "undecodable_send", str(exc))
             return
-        out.sends.rows.append((s.tenant, s.campaign, s.variant, s.message, s.recipient, round(s.sent_at * 1000),
+        out.sends.rows.append((s.tenant, s.campaign, s.variant, s.message, s.recipient, s.sent_at,
                                s.mailbox_domain, s.links, record.topic, record.partition, record.offset))
 
     def _conversion(self, out: BatchOutput, record: SourceRecord, ctx: BatchContext) -> None:
@@ -207,7 +207,7 @@ class HitProcessor:
             self._dead_letter(out, record, "unattributed_conversion",
                               f"message {c.message!r} has no registered send and no campaign was given")
             return
-        out.conversions.rows.append((c.tenant, c.idempotency_key, round(c.ts * 1000), campaign, variant, c.message,
+        out.conversions.rows.append((c.tenant, c.idempotency_key, c.ts, campaign, variant, c.message,
                                      recipient, c.link, c.click_id, c.value, c.currency, record.topic,
                                      record.partition, record.offset))
 
@@ -225,10 +225,10 @@ class HitProcessor:
     @staticmethod
     def _row(d: Decision, record: SourceRecord, v: Verdict, revision: int, sign: int) -> tuple[object, ...]:
         h, e = d.hit, d.enrichment
-        # DateTime64(3) columns take integer milliseconds (clickhouse-connect's tick form), no datetimes.
+        # Times are epoch seconds: the writer sends rows as JSON, which DateTime64(3) columns read as such.
         # The source position is the record being processed now: a revision row belongs to the batch
         # that caused it, so its position and dedup token are those of that batch.
-        return (h.tenant, h.id, h.kind, round(h.ts * 1000), round(h.sent_at * 1000), h.campaign, h.variant,
+        return (h.tenant, h.id, h.kind, h.ts, h.sent_at, h.campaign, h.variant,
                 h.message, h.recipient, h.link, h.link_id, h.link_flags, h.method, h.host, h.ip, h.ua, h.edge,
                 v.verdict, v.source, list(v.reasons), e.browser, e.os, e.device, e.mail_client, e.country, e.city,
                 e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset)
@@ -241,7 +241,7 @@ class HitProcessor:
                            stage="processor", reason="undecodable_dead_letter", detail=str(exc)[:200],
                            raw=(record.value or b"")[:512].decode("utf-8", "backslashreplace"))
         out.dead_letters.rows.append((
-            d.id, round(d.received_at * 1000), d.stage, d.reason, d.detail, d.kind, d.method, d.host, d.path,
+            d.id, d.received_at, d.stage, d.reason, d.detail, d.kind, d.method, d.host, d.path,
             d.ip, d.ua, d.edge, d.raw, record.topic, record.partition, record.offset))
         if d.stage == "edge":
             metrics.DEAD_LETTERS.labels("edge", d.reason).inc()

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import orjson
 from clickhouse_connect.driver.client import Client
 
 from processors import metrics
@@ -47,9 +48,13 @@ class ClickHouseWriter:
             if not batch.rows:
                 continue
             started = time.perf_counter()
-            client.insert(batch.table, batch.rows, column_names=list(batch.columns),
-                          settings={"insert_deduplication_token": f"{token}/{batch.table}",
-                                    "deduplicate_blocks_in_dependent_materialized_views": 1})
+            # Rows go as JSONCompactEachRow encoded by orjson and parsed by ClickHouse itself: several
+            # times faster than clickhouse-connect building native columns (and LowCardinality
+            # dictionaries) in Python, and the same call for chDB and a server.
+            client.raw_insert(batch.table, column_names=list(batch.columns),
+                              insert_block=b"\n".join(map(orjson.dumps, batch.rows)), fmt="JSONCompactEachRow",
+                              settings={"insert_deduplication_token": f"{token}/{batch.table}",
+                                        "deduplicate_blocks_in_dependent_materialized_views": 1})
             metrics.INSERT_SECONDS.labels(batch.table).observe(time.perf_counter() - started)
             metrics.INSERT_ROWS.labels(batch.table).inc(len(batch.rows))
             written += len(batch.rows)

@@ -68,8 +68,8 @@ class Settings(BaseSettings):
         description="clickhouse-connect DSN: chdb://PATH (embedded engine) or http(s)://… (server).")
     clickhouse_database: str = Field("pixeltrack", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
                                      description="ClickHouse database of pixeltrack's tables.")
-    batch_max_records: int = Field(5000, ge=1, description="Most records per ClickHouse insert.")
-    batch_max_ms: int = Field(500, ge=1, description="Longest wait to fill a batch, in ms.")
+    batch_max_records: int = Field(20_000, ge=1, description="Most records per ClickHouse insert.")
+    batch_max_ms: int = Field(1000, ge=1, description="Longest wait to fill a batch, in ms.")
     retention_days: int = Field(395, ge=1, description="TTL of raw events in ClickHouse, in days.")
 
     # --- enrichment and classification ---

@@ -119,7 +119,7 @@ async def test_same_batch_token_inserts_once(clickhouse: ClickHouseDb) -> None:
     try:
         rows = TableRows("sends", ("tenant", "campaign", "variant", "message_id", "recipient_id", "sent_at",
                                    "mailbox_domain", "links", "src_topic", "src_partition", "src_offset"),
-                         [("", "tok", "A", f"m{i}", f"r{i}", 1_790_000_000_000, "", 0, "sends", 0, i)
+                         [("", "tok", "A", f"m{i}", f"r{i}", 1_790_000_000.123, "", 0, "sends", 0, i)
                           for i in range(100)])
         for _ in range(3):
             await writer.write([rows], "kafka:sends/0/0-99")

@@ -1,0 +1,195 @@
+"""Pipeline throughput (Kafka → classify → ClickHouse on one processor core) beside aiokafka's bare
+consume rate in the same run, and campaign_summary's time over millions of events.
+
+    .venv/bin/python bench/bench_pipeline.py [--hits 200000] [--events 5000000]
+
+Starts its own single-node Kafka broker (deploy/kafka/kafka.sh, pinned to core 1) and a chDB folder in
+a temporary directory; the benchmark process itself is pinned to core 0 (the processor's one core:
+its event loop, the ClickHouse writer thread and chDB's engine threads all share it). Prints, last:
+`pipeline_hits_per_s=… raw_consume_per_s=… summary_ms=…`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+
+from pixeltrack.simulate import load_patterns, simulate  # noqa: E402
+from pixeltrack.wiring import build_processor  # noqa: E402
+from processors.clickhouse import migrate  # noqa: E402
+from processors.kafka_runner import KafkaRunner  # noqa: E402
+from processors.writer import ClickHouseWriter  # noqa: E402
+from schemas.settings import Settings  # noqa: E402
+from schemas.tokens import Keyring  # noqa: E402
+from schemas.topics import Topics  # noqa: E402
+
+KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
+FIXTURE = ROOT / "tests" / "fixtures" / "labelled-hits.jsonl"
+
+BIG_EVENTS_SQL = """
+INSERT INTO events (tenant, hit_id, kind, ts, sent_at, campaign, variant, message_id, recipient_id, link_url,
+                    verdict, source, mail_client, device, country, revision, sign, src_topic, src_partition, src_offset)
+SELECT '', concat('b', toString(number)), if(r < 20, 'click', 'open'),
+       toDateTime64('2026-11-01 00:00:00', 3, 'UTC') + toIntervalSecond(intDiv(number, 50)),
+       toDateTime64('2026-11-01 00:00:00', 3, 'UTC'), 'big', if(m % 2 = 0, 'A', 'B'),
+       concat('big-m', toString(m)), concat('r', toString(m)),
+       if(r < 20, concat('https://shop.example.com/p', toString(r % 7)), ''),
+       multiIf(r < 30, 'machine', r < 45, 'proxy', r < 95, 'human', 'duplicate'),
+       multiIf(r < 15, 'apple_mpp', r < 30, 'scanner', r < 45, 'gmail_proxy', 'direct'),
+       multiIf(r < 45, 'unknown', r < 70, 'apple_mail', 'gmail_web'), if(r < 45, 'unknown', 'desktop'),
+       if(r < 45, '', 'DE'), 0, 1, 'bench', -1, number
+FROM (SELECT number, number % {messages:UInt64} AS m, cityHash64(number) % 100 AS r
+      FROM numbers({start:UInt64}, {count:UInt64}))
+"""
+BIG_SENDS_SQL = """
+INSERT INTO sends (tenant, campaign, variant, message_id, recipient_id, sent_at, mailbox_domain, links, src_topic,
+                   src_partition, src_offset)
+SELECT '', 'big', if(number % 2 = 0, 'A', 'B'), concat('big-m', toString(number)), concat('r', toString(number)),
+       toDateTime64('2026-11-01 00:00:00', 3, 'UTC'), 'gmail.com', 7, 'bench', -1, number
+FROM numbers({messages:UInt64})
+"""
+
+
+async def produce(bootstrap: str, topics: Topics, keyring: Keyring, n_hits: int) -> int:
+    patterns = load_patterns(FIXTURE)
+    sim = simulate(patterns, "bench", n_sends=int(n_hits / 2.03) + 1, engaged_share=1.0, seed=1)
+    records = [r for r in sim.records(keyring, topics) if r.topic == topics.hits_raw][:n_hits]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024,
+                                compression_type="lz4", acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        futures = [await producer.send(r.topic, r.value, key=r.key) for r in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(records)
+
+
+async def bare_consume(bootstrap: str, topic: str, n: int) -> float:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bare-{uuid.uuid4().hex[:6]}",
+                                auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=5000,
+                                fetch_max_bytes=16 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    try:
+        seen = 0
+        started = None
+        while seen < n:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            if started is None and batches:
+                started = time.perf_counter()
+            seen += sum(len(v) for v in batches.values())
+        assert started is not None
+        return n / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def pipeline(bootstrap: str, topics: Topics, keyring: Keyring, dsn: str, n: int) -> float:
+    settings = Settings(_env_file=None, spool_dir=None, topic_prefix=topics.prefix)  # type: ignore[call-arg]
+    writer = ClickHouseWriter(dsn, "bench")
+    runner = KafkaRunner(bootstrap, f"bench-{uuid.uuid4().hex[:6]}", topics, build_processor(settings, keyring),
+                         writer, max_records=5000, max_ms=200)
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    task = asyncio.create_task(runner.run(stop))
+    first_batch_at = None
+    try:
+        while True:
+            await asyncio.sleep(0.25)
+            _, rows = await writer.query("SELECT uniqExact(hit_id) FROM events WHERE sign = 1 AND revision = 0")
+            done = int(rows[0][0])
+            if first_batch_at is None and done:
+                first_batch_at = time.perf_counter()
+            if done >= n:
+                break
+            if task.done():
+                task.result()
+                raise RuntimeError("processor stopped early")
+        # Rate from the first insert on: group join and the first fetch are not throughput.
+        elapsed = time.perf_counter() - (first_batch_at or started)
+        return n / elapsed
+    finally:
+        stop.set()
+        await task
+        await writer.close()
+
+
+def summary_ms(dsn: str, events: int, messages: int) -> float:
+    from processors.clickhouse import connect
+
+    client = connect(dsn, "bench")
+    try:
+        client.command(BIG_SENDS_SQL, parameters={"messages": messages})
+        step = 1_000_000
+        for start in range(0, events, step):
+            client.command(BIG_EVENTS_SQL, parameters={"messages": messages, "start": start,
+                                                       "count": min(step, events - start)})
+        total = client.query("SELECT count() FROM events WHERE campaign = 'big'").result_rows[0][0]
+        assert total == events, total
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            rows = client.query("SELECT * FROM campaign_summary WHERE campaign = 'big'").result_rows
+            times.append((time.perf_counter() - t) * 1000)
+        assert len(rows) == 2 and sum(r[3] for r in rows) == messages, rows
+        return statistics.median(times)
+    finally:
+        client.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hits", type=int, default=200_000)
+    ap.add_argument("--events", type=int, default=5_000_000)
+    ap.add_argument("--messages", type=int, default=1_000_000, help="distinct messages among --events")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="pixeltrack-bench-"))
+    kafka_dir = tmp / "kafka"
+    try:
+        bootstrap = subprocess.run(["taskset", "-c", "1", str(KAFKA_SH), "start", str(kafka_dir)], check=True,
+                                   capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        os.sched_setaffinity(0, {0})
+        keyring = Keyring({"b1": b"bench-secret-0123456789abcdef"}, "b1")
+        topics = Topics(prefix="bench.")
+        dsn = f"chdb://{tmp / 'chdb'}"
+        migrate(dsn, "bench", retention_days=3650)
+
+        async def run() -> tuple[int, float, float]:
+            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+            await admin.start()
+            await admin.create_topics([NewTopic(t, 4, 1) for t in (topics.hits_raw, topics.hits_dlq, topics.sends,
+                                                                   topics.conversions)])
+            await admin.close()
+            n = await produce(bootstrap, topics, keyring, args.hits)
+            raw = await bare_consume(bootstrap, topics.hits_raw, n)
+            rate = await pipeline(bootstrap, topics, keyring, dsn, n)
+            return n, raw, rate
+
+        n, raw, rate = asyncio.run(run())
+        print(f"pipeline: {n:,} hits Kafka → decode → verify → classify → ClickHouse: {rate:,.0f} hits/s "
+              f"(bare aiokafka consume: {raw:,.0f} records/s, ratio {rate / raw:.2f})")
+        ms = summary_ms(dsn, args.events, args.messages)
+        print(f"campaign_summary over {args.events:,} events / {args.messages:,} messages: {ms:.0f} ms (median of 5)")
+        print(f"pipeline_hits_per_s={rate:.0f} raw_consume_per_s={raw:.0f} summary_ms={ms:.0f}")
+    finally:
+        subprocess.run([str(KAFKA_SH), "stop", str(kafka_dir)], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
