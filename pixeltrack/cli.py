@@ -192,8 +192,16 @@ def make_query(args: argparse.Namespace) -> Callable[[str, dict[str, Any]], tupl
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    params = {}
+    for item in args.param or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            print(f"pixeltrack query: --param {item!r} must be NAME=VALUE (used as {{NAME:Type}} in the SQL)",
+                  file=sys.stderr)
+            return 2
+        params[name] = value
     try:
-        columns, rows = make_query(args)(args.sql, {})
+        columns, rows = make_query(args)(args.sql, params)
     except QueryError as exc:
         print(f"pixeltrack query: {exc}", file=sys.stderr)
         return 1
@@ -310,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help="serve data folder")
     s.add_argument("--clickhouse", help="DSN of a ClickHouse server or chdb://PATH")
     s.add_argument("--format", choices=["table", "json", "csv", "tsv"], default="table")
+    s.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="a query parameter, used in the SQL as {NAME:Type} (repeatable)")
     s.set_defaults(fn=cmd_query)
 
     s = sub.add_parser("settings", help="print every setting as a Markdown table")

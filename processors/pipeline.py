@@ -32,7 +32,7 @@ DEAD_LETTER_COLUMNS = (
 SEND_COLUMNS = ("tenant", "campaign", "variant", "message_id", "recipient_id", "sent_at", "mailbox_domain", "links",
                 "src_topic", "src_partition", "src_offset")
 CONVERSION_COLUMNS = ("tenant", "idempotency_key", "ts", "campaign", "variant", "message_id", "recipient_id", "link",
-                      "click_id", "value", "currency", "src_topic", "src_partition", "src_offset")
+                      "click_id", "click_hit_id", "value", "currency", "src_topic", "src_partition", "src_offset")
 
 
 class SourceRecord(Protocol):
@@ -208,7 +208,7 @@ class HitProcessor:
                               f"message {c.message!r} has no registered send and no campaign was given")
             return
         out.conversions.rows.append((c.tenant, c.idempotency_key, c.ts, campaign, variant, c.message,
-                                     recipient, c.link, c.click_id, c.value, c.currency, record.topic,
+                                     recipient, c.link, c.click_id, c.click_hit_id, c.value, c.currency, record.topic,
                                      record.partition, record.offset))
 
     def _event_rows(self, out: BatchOutput, d: Decision, record: SourceRecord) -> None:

@@ -86,6 +86,7 @@ class Conversion:
     value: float
     currency: str
     click_id: str = ""
+    click_hit_id: str = ""  # the edge's id of the click the conversion followed (joins to events.hit_id)
     message: str = ""
     campaign: str = ""
     variant: str = ""

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS conversions
     recipient_id    String,
     link            String,
     click_id        String,
+    click_hit_id    String,
     value           Float64,
     currency        LowCardinality(String),
     src_topic       LowCardinality(String),

@@ -23,29 +23,43 @@ SELECT tenant, campaign, variant, toStartOfHour(sent_at) AS hour,
 FROM sends
 GROUP BY tenant, campaign, variant, hour;
 
--- Engagement per message and hour: opens by verdict, clicks, conversions, revenue.
-CREATE TABLE IF NOT EXISTS message_engagement
+-- One row per message once merged: was it sent (and in which variant), its opens by verdict, clicks,
+-- conversions and revenue. Sends, events and conversions all feed it; the variant is the max() of what
+-- they carry, so a conversion processed before its send (variant unknown then) still lands in the
+-- message's variant. Read it with FINAL (or GROUP BY message and sum/max): campaign_summary does.
+CREATE TABLE IF NOT EXISTS message_totals
 (
     tenant          LowCardinality(String),
     campaign        LowCardinality(String),
-    variant         LowCardinality(String),
     message_id      String,
-    recipient_id    String,
-    hour            DateTime('UTC'),
-    opens_human     Int64,
-    opens_proxy     Int64,
-    opens_machine   Int64,
-    opens_duplicate Int64,
-    clicks_human    Int64,
-    clicks_filtered Int64,
-    conversions     Int64,
-    revenue         Float64
+    variant         SimpleAggregateFunction(max, String),
+    recipient_id    SimpleAggregateFunction(max, String),
+    sent            SimpleAggregateFunction(max, UInt8),
+    first_sent_at   SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+    opens_human     SimpleAggregateFunction(sum, Int64),
+    opens_proxy     SimpleAggregateFunction(sum, Int64),
+    opens_machine   SimpleAggregateFunction(sum, Int64),
+    opens_duplicate SimpleAggregateFunction(sum, Int64),
+    clicks_human    SimpleAggregateFunction(sum, Int64),
+    clicks_filtered SimpleAggregateFunction(sum, Int64),
+    conversions     SimpleAggregateFunction(sum, Int64),
+    revenue         SimpleAggregateFunction(sum, Float64)
 )
-ENGINE = SummingMergeTree
-ORDER BY (tenant, campaign, variant, message_id, recipient_id, hour);
+ENGINE = AggregatingMergeTree
+ORDER BY (tenant, campaign, message_id);
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS message_engagement_from_events TO message_engagement AS
-SELECT tenant, campaign, variant, message_id, recipient_id, toStartOfHour(ts) AS hour,
+CREATE MATERIALIZED VIEW IF NOT EXISTS message_totals_from_sends TO message_totals AS
+SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) AS recipient_id,
+       toUInt8(1) AS sent, min(sent_at) AS first_sent_at,
+       toInt64(0) AS opens_human, toInt64(0) AS opens_proxy, toInt64(0) AS opens_machine,
+       toInt64(0) AS opens_duplicate, toInt64(0) AS clicks_human, toInt64(0) AS clicks_filtered,
+       toInt64(0) AS conversions, toFloat64(0) AS revenue
+FROM sends
+GROUP BY tenant, campaign, message_id;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS message_totals_from_events TO message_totals AS
+SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) AS recipient_id,
+       toUInt8(0) AS sent, toDateTime64('2106-01-01 00:00:00', 3, 'UTC') AS first_sent_at,
        sumIf(sign, kind = 'open' AND verdict = 'human') AS opens_human,
        sumIf(sign, kind = 'open' AND verdict = 'proxy') AS opens_proxy,
        sumIf(sign, kind = 'open' AND verdict = 'machine') AS opens_machine,
@@ -54,15 +68,16 @@ SELECT tenant, campaign, variant, message_id, recipient_id, toStartOfHour(ts) AS
        sumIf(sign, kind = 'click' AND verdict = 'machine') AS clicks_filtered,
        toInt64(0) AS conversions, toFloat64(0) AS revenue
 FROM events
-GROUP BY tenant, campaign, variant, message_id, recipient_id, hour;
+GROUP BY tenant, campaign, message_id;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS message_engagement_from_conversions TO message_engagement AS
-SELECT tenant, campaign, variant, message_id, recipient_id, toStartOfHour(ts) AS hour,
+CREATE MATERIALIZED VIEW IF NOT EXISTS message_totals_from_conversions TO message_totals AS
+SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) AS recipient_id,
+       toUInt8(0) AS sent, toDateTime64('2106-01-01 00:00:00', 3, 'UTC') AS first_sent_at,
        toInt64(0) AS opens_human, toInt64(0) AS opens_proxy, toInt64(0) AS opens_machine,
        toInt64(0) AS opens_duplicate, toInt64(0) AS clicks_human, toInt64(0) AS clicks_filtered,
        count() AS conversions, sum(value) AS revenue
 FROM conversions
-GROUP BY tenant, campaign, variant, message_id, recipient_id, hour;
+GROUP BY tenant, campaign, message_id;
 
 -- Machine opens by source (apple_mpp, gmail_prefetch, scanner, ...) and everything by hour.
 CREATE TABLE IF NOT EXISTS verdict_hourly
@@ -84,35 +99,35 @@ SELECT tenant, campaign, variant, toStartOfHour(ts) AS hour, kind, verdict, sour
 FROM events
 GROUP BY tenant, campaign, variant, hour, kind, verdict, source;
 
--- Clicks per link and message: totals, unique clickers, filtered clicks.
-CREATE TABLE IF NOT EXISTS link_engagement
+-- Clicks per link and message: totals, unique clickers, filtered clicks, conversions on the link.
+CREATE TABLE IF NOT EXISTS link_totals
 (
     tenant          LowCardinality(String),
     campaign        LowCardinality(String),
-    variant         LowCardinality(String),
     link            String,
     message_id      String,
-    clicks_human    Int64,
-    clicks_filtered Int64,
-    conversions     Int64,
-    revenue         Float64
+    variant         SimpleAggregateFunction(max, String),
+    clicks_human    SimpleAggregateFunction(sum, Int64),
+    clicks_filtered SimpleAggregateFunction(sum, Int64),
+    conversions     SimpleAggregateFunction(sum, Int64),
+    revenue         SimpleAggregateFunction(sum, Float64)
 )
-ENGINE = SummingMergeTree
-ORDER BY (tenant, campaign, variant, link, message_id);
+ENGINE = AggregatingMergeTree
+ORDER BY (tenant, campaign, link, message_id);
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS link_engagement_from_events TO link_engagement AS
-SELECT tenant, campaign, variant, if(link_id != '', link_id, link_url) AS link, message_id,
+CREATE MATERIALIZED VIEW IF NOT EXISTS link_totals_from_events TO link_totals AS
+SELECT tenant, campaign, if(link_id != '', link_id, link_url) AS link, message_id, max(variant) AS variant,
        sumIf(sign, verdict IN ('human', 'proxy')) AS clicks_human,
        sumIf(sign, verdict = 'machine') AS clicks_filtered,
        toInt64(0) AS conversions, toFloat64(0) AS revenue
 FROM events WHERE kind = 'click'
-GROUP BY tenant, campaign, variant, link, message_id;
+GROUP BY tenant, campaign, link, message_id;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS link_engagement_from_conversions TO link_engagement AS
-SELECT tenant, campaign, variant, link, message_id,
+CREATE MATERIALIZED VIEW IF NOT EXISTS link_totals_from_conversions TO link_totals AS
+SELECT tenant, campaign, link, message_id, max(variant) AS variant,
        toInt64(0) AS clicks_human, toInt64(0) AS clicks_filtered, count() AS conversions, sum(value) AS revenue
 FROM conversions WHERE link != ''
-GROUP BY tenant, campaign, variant, link, message_id;
+GROUP BY tenant, campaign, link, message_id;
 
 -- Hits by mail client, device, OS and country (device and place are unknown behind proxies).
 CREATE TABLE IF NOT EXISTS client_hourly
