@@ -152,7 +152,8 @@ def _conversion(keyring: Keyring, item: Any, where: str, now: float) -> Conversi
         except TokenError as exc:
             raise ValueError(f"{where}.click_id: not a valid click id ({exc.reason})") from None
         return Conversion(tenant=ref.tenant, idempotency_key=key, ts=ts, value=value, currency=currency,
-                          click_id=click_id, click_hit_id=ref.hit_id, message=ref.message, campaign=ref.campaign, variant=ref.variant,
+                          click_id=click_id, click_hit_id=ref.hit_id,
+                          message=ref.message, campaign=ref.campaign, variant=ref.variant,
                           recipient=ref.recipient, link=ref.link)
     message = item.get("message") or ""
     if not isinstance(message, str) or not message:

@@ -1,0 +1,226 @@
+"""docs/analysts.md stays true: every ```sql block runs against a simulated campaign and returns rows,
+a few give the simulation's known numbers, and the doc names every table and view the migrations make."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clickhouse_connect.driver.client import Client
+from mmdb_writer import MMDBWriter
+from netaddr import IPSet
+
+from pixeltrack.simulate import SimHit, Simulation, load_patterns, simulate
+from pixeltrack.wiring import build_processor
+from processors.clickhouse import connect, migrate
+from processors.local_runner import LocalRecord
+from processors.step import process_and_write
+from processors.writer import ClickHouseWriter
+from schemas.records import DeadLetter, Record
+from schemas.settings import Settings
+from schemas.tokens import Keyring
+from schemas.topics import Topics
+from tests.integration.test_analytics import run_pipeline
+from tests.plugins.clickhouse import ClickHouseDb
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "analysts.md"
+FIXTURE = ROOT / "tests" / "fixtures" / "labelled-hits.jsonl"
+CAMPAIGN = "spring"  # the campaign every query in the doc is written for
+SQL_BLOCK = re.compile(r"^```sql\n(.*?)^```", re.MULTILINE | re.DOTALL)
+HEADING = re.compile(r"^#{1,6} +(.+)$", re.MULTILINE)
+
+# Human hits of the labelled sample come from these networks; a small GeoLite2-shaped City database
+# gives them a place, so the geo queries have something to show (proxied and machine hits never do).
+GEO = {
+    "GB": ["81.0.0.0/8", "2a02:c7f::/32"],
+    "US": ["73.0.0.0/8", "24.0.0.0/8"],
+    "FR": ["92.0.0.0/8"],
+    "DE": ["86.0.0.0/8"],
+}
+DEAD_LETTERS = (("edge", "bad_signature"), ("edge", "bad_signature"), ("edge", "bad_signature"),
+                ("edge", "expired"), ("edge", "malformed"), ("processor", "undecodable"))
+KEYRING = Keyring({"t1": b"test-secret-0123456789abcdef"}, "t1")
+RESIDENTIAL_IP = "81.2.69.160"
+CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
+          "Safari/537.36")
+
+
+def doc_queries() -> list[tuple[str, str]]:
+    """(nearest heading above, SQL) of every ```sql block of the doc."""
+    text = DOC.read_text(encoding="utf-8")
+    out = []
+    for block in SQL_BLOCK.finditer(text):
+        headings = HEADING.findall(text, 0, block.start())
+        out.append((headings[-1].strip() if headings else "(top)", block.group(1).strip()))
+    return out
+
+
+def slug(heading: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-")
+
+
+def write_city_db(path: Path) -> Path:
+    w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-City", languages=["en"],
+                   description="pixeltrack cookbook test database")
+    for country, cidrs in GEO.items():
+        w.insert_network(IPSet(cidrs), {"country": {"iso_code": country}})
+    w.to_db_file(str(path))
+    return path
+
+
+def with_extras(sim: Simulation) -> tuple[list[Record], list[Record]]:
+    """Records of the simulation (its truth updated), with what it does not make on its own: conversions
+    that carry the clicked link, and a quiet message whose first click gets revised (a two-link burst
+    from one residential client: human at first, then the scanner's). Also returns dead letters from
+    the edge and the processor, which `fill` writes separately."""
+    human_link = {s.message: h.link for s, h in sim.hits if h.kind == "click" and h.verdict == "human"}
+    sim.conversions = [dataclasses.replace(c, link=human_link.get(c.message, "")) for c in sim.conversions]
+
+    engaged = {s.message for s, _ in sim.hits}
+    quiet = next(s for s in sim.sends if s.message not in engaged)
+    headers = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+    burst = [SimHit(f"burst{i}", quiet.sent_at + 900 + 0.3 * i, "click", "GET", RESIDENTIAL_IP, CHROME, headers,
+                    f"https://shop.example.com/{page}", False, "machine") for i, page in enumerate(("sale", "new"))]
+    sim.hits = sorted([*sim.hits, *((quiet, h) for h in burst)], key=lambda sh: sh[1].ts)
+    sim.truth[quiet.variant].clicks_filtered += len(burst)
+
+    topics = Topics()
+    start = min(s.sent_at for s in sim.sends)
+    letters = [Record(topics.hits_dlq, None, DeadLetter(
+        id=f"dl-{i}", received_at=start + 60 * i, stage=stage, reason=reason, detail="cookbook", kind="open",
+        method="GET", host="t.example.com", path="/o/not-a-token.gif", ip="198.51.100.7", ua=CHROME,
+        edge="sim").encode()) for i, (stage, reason) in enumerate(DEAD_LETTERS)]
+    return list(sim.records(KEYRING, topics)), letters
+
+
+async def fill(db: ClickHouseDb, settings: Settings, records: list[Record], letters: list[Record]) -> None:
+    """The campaign as the embedded runner would write it; then the dead letters as records of Kafka
+    partition 0, so that `consumer_positions` has a row as in production."""
+    await run_pipeline(db, settings, KEYRING, records)
+    processor = build_processor(settings, KEYRING)
+    writer = ClickHouseWriter(db.dsn, db.database)
+    try:
+        batch = [LocalRecord(r.topic, 0, offset, r.value, r.headers) for offset, r in enumerate(letters)]
+        await process_and_write(processor, writer, batch, "cookbook:dlq")
+    finally:
+        await writer.close()
+
+
+@dataclass(frozen=True)
+class Cookbook:
+    db: ClickHouseDb
+    client: Client
+    sim: Simulation
+
+    def query(self, sql: str) -> tuple[list[str], list[tuple[object, ...]]]:
+        """As `pixeltrack query` runs it: read-only, no parameters."""
+        result = self.client.query(sql, settings={"readonly": 1})
+        return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+
+@pytest.fixture(scope="module")
+def cookbook(chdb_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cookbook]:
+    """One migrated database for the module, filled once: queries only read it."""
+    db = ClickHouseDb(chdb_dsn, f"cookbook_{uuid.uuid4().hex[:12]}")
+    migrate(db.dsn, db.database, retention_days=3650)
+    city = write_city_db(tmp_path_factory.mktemp("geoip") / "city.mmdb")
+    settings = Settings(_env_file=None, edge_id="test-edge", spool_dir=None, geoip_city_db=city)
+    sim = simulate(load_patterns(FIXTURE), CAMPAIGN, 4000, engaged_share=0.5, click_boost={"B": 0.25}, seed=5)
+    asyncio.run(fill(db, settings, *with_extras(sim)))
+    client = db.client()
+    try:
+        yield Cookbook(db, client, sim)
+    finally:
+        client.close()
+        admin = connect(chdb_dsn, None)
+        try:
+            admin.command(f"DROP DATABASE IF EXISTS {db.database} SYNC")
+        finally:
+            admin.close()
+
+
+QUERIES = doc_queries()
+
+
+def params() -> list[Any]:
+    seen: dict[str, int] = {}
+    out = []
+    for heading, sql in QUERIES:
+        name = slug(heading)
+        seen[name] = seen.get(name, 0) + 1
+        out.append(pytest.param(sql, id=name if seen[name] == 1 else f"{name}-{seen[name]}"))
+    return out
+
+
+def query_under(heading: str, index: int = 0) -> str:
+    """The `index`-th SQL block under the heading that starts with `heading`."""
+    found = [sql for h, sql in QUERIES if h.startswith(heading)]
+    assert len(found) > index, f"{len(found)} SQL blocks under a heading starting with {heading!r}"
+    return found[index]
+
+
+def test_doc_has_a_cookbook_of_at_least_twelve_queries() -> None:
+    cookbook_part = DOC.read_text(encoding="utf-8").split("\n## Cookbook\n", 1)
+    assert len(cookbook_part) == 2, "docs/analysts.md has no '## Cookbook' section"
+    assert len(SQL_BLOCK.findall(cookbook_part[1])) >= 12
+    # written for the simulated campaign, so that every query here finds its data
+    assert {name for _, sql in QUERIES for name in re.findall(r"campaign\s*=\s*'([^']*)'", sql)} == {CAMPAIGN}
+
+
+@pytest.mark.parametrize("sql", params())
+def test_doc_query_runs_and_returns_rows(cookbook: Cookbook, sql: str) -> None:
+    columns, rows = cookbook.query(sql)
+    assert columns
+    assert rows, "no rows: the query, or the simulated campaign it runs on, has gone wrong"
+
+
+def test_every_table_and_view_is_documented(cookbook: Cookbook) -> None:
+    _, rows = cookbook.query(f"SELECT name FROM system.tables WHERE database = '{cookbook.db.database}' ORDER BY name")
+    names = [str(r[0]) for r in rows]
+    assert {"events", "hits", "campaign_summary"} <= set(names)
+    text = DOC.read_text(encoding="utf-8")
+    assert [n for n in names if f"`{n}`" not in text] == []
+
+
+def test_doc_numbers_equal_the_simulated_truth(cookbook: Cookbook) -> None:
+    truth = cookbook.sim.truth
+    total = {f: sum(getattr(t, f) for t in truth.values()) for f in (
+        "delivered", "unique_opens", "unique_clicks", "converted_messages", "opens_human", "opens_proxy",
+        "opens_machine", "opens_duplicate", "clicks_human", "clicks_filtered")}
+
+    _, funnel = cookbook.query(query_under("Funnel"))
+    assert {stage: messages for stage, messages, *_ in funnel} == {
+        "delivered": total["delivered"], "opened": total["unique_opens"], "clicked": total["unique_clicks"],
+        "converted": total["converted_messages"]}
+
+    # raw events read with sum(sign): the revised burst click counts once, as the machine's
+    assert cookbook.db.rows("SELECT max(revision) FROM events WHERE hit_id = 'burst0'") == [(1,)]
+    _, raw = cookbook.query(query_under("`events`"))
+    assert {(kind, verdict): hits for kind, verdict, hits in raw} == {
+        ("open", "human"): total["opens_human"], ("open", "proxy"): total["opens_proxy"],
+        ("open", "machine"): total["opens_machine"], ("open", "duplicate"): total["opens_duplicate"],
+        ("click", "human"): total["clicks_human"], ("click", "machine"): total["clicks_filtered"]}
+
+    columns, ab = cookbook.query(query_under("A/B comparison"))
+    got = {r[0]: dict(zip(columns, r, strict=True)) for r in ab}
+    for variant, t in truth.items():
+        assert (got[variant]["delivered"], got[variant]["unique_opens"], got[variant]["unique_clicks"],
+                got[variant]["converted_messages"]) == (t.delivered, t.unique_opens, t.unique_clicks,
+                                                        t.converted_messages)
+
+    columns, money = cookbook.query(query_under("Conversions and revenue per variant"))
+    rows = [dict(zip(columns, r, strict=True)) for r in money]
+    assert {r["variant"]: r["conversions"] for r in rows} == {v: t.conversions for v, t in truth.items()}
+    assert {r["variant"]: r["revenue"] for r in rows} == pytest.approx({v: t.revenue for v, t in truth.items()})
+
+    _, letters = cookbook.query(query_under("Dead letters by reason"))
+    assert {(stage, reason): n for stage, reason, n, *_ in letters} == {
+        (stage, reason): DEAD_LETTERS.count((stage, reason)) for stage, reason in DEAD_LETTERS}
