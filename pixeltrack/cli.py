@@ -72,6 +72,10 @@ def cmd_process(args: argparse.Namespace) -> int:
 
     settings = _settings(clickhouse_dsn=args.clickhouse)
     migrate(settings.clickhouse_dsn, settings.clickhouse_database, settings.retention_days)
+    if settings.processor_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.processor_metrics_port)
 
     async def main() -> None:
         import signal

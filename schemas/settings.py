@@ -70,6 +70,8 @@ class Settings(BaseSettings):
                                      description="ClickHouse database of pixeltrack's tables.")
     batch_max_records: int = Field(20_000, ge=1, description="Most records per ClickHouse insert.")
     batch_max_ms: int = Field(1000, ge=1, description="Longest wait to fill a batch, in ms.")
+    processor_metrics_port: int = Field(9108, ge=0, le=65535,
+                                        description="Port of a processor's Prometheus /metrics (0 = off).")
     retention_days: int = Field(395, ge=1, description="TTL of raw events in ClickHouse, in days.")
 
     # --- enrichment and classification ---
