@@ -100,8 +100,11 @@ class KafkaRunner:
         records = [r for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for r in batches[tp]]
         ranges = {tp: (msgs[0].offset, msgs[-1].offset) for tp, msgs in batches.items()}
         out = await process_and_write(self._processor, self._writer, records, batch_token(ranges))
-        if out.to_dlq:
-            futures = [await producer.send(r.topic, r.value, key=r.key) for r in out.to_dlq]
+        # Dead letters and classified events go out after the insert and before the commit: a crash in
+        # between re-sends them (at least once; consumers key on ids and revisions).
+        outgoing = out.to_dlq + out.classified
+        if outgoing:
+            futures = [await producer.send(r.topic, r.value, key=r.key) for r in outgoing]
             await asyncio.gather(*futures)
         if self._after_insert is not None:
             await self._after_insert(self.batches_done)

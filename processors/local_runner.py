@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from processors.pipeline import HitProcessor
@@ -30,12 +31,16 @@ class LocalRunner:
     as they would through Kafka's hits.dlq."""
 
     def __init__(self, bus: asyncio.Queue[Record], processor: HitProcessor, writer: ClickHouseWriter,
-                 max_records: int = 5000, max_ms: int = 200) -> None:
+                 max_records: int = 5000, max_ms: int = 200,
+                 on_classified: Callable[[list[Record]], Awaitable[None]] | None = None) -> None:
+        """`on_classified` receives each batch's classified events after its insert (the embedded
+        wiring's stand-in for the events.classified topic)."""
         self._bus = bus
         self._processor = processor
         self._writer = writer
         self._max_records = max_records
         self._max_ms = max_ms
+        self._on_classified = on_classified
         self._run_id = os.urandom(6).hex()
         self._seq = 0
         self.rows_written = 0
@@ -67,6 +72,8 @@ class LocalRunner:
         self.rows_written += sum(len(t.rows) for t in out.tables())
         for letter in out.to_dlq:
             self._bus.put_nowait(letter)
+        if self._on_classified is not None and out.classified:
+            await self._on_classified(out.classified)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Runs until `stop` is set; a batch taken off the bus is always written before returning."""

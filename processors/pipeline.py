@@ -13,6 +13,7 @@ import orjson
 from processors import metrics
 from processors.batch import BatchContext, Lookups, TableRows
 from processors.classify import Classifier, Decision, Verdict
+from schemas.classified import ClassifiedEvent
 from schemas.hit import Hit
 from schemas.records import REPLAY_HEADER, DeadLetter, RawHit, Record
 from schemas.sends import Conversion, Send
@@ -60,6 +61,7 @@ class BatchOutput:
     sends: TableRows = field(default_factory=lambda: TableRows("sends", SEND_COLUMNS))
     conversions: TableRows = field(default_factory=lambda: TableRows("conversions", CONVERSION_COLUMNS))
     to_dlq: list[Record] = field(default_factory=list)
+    classified: list[Record] = field(default_factory=list)  # for events.classified, after the insert
 
     def tables(self) -> list[TableRows]:
         return [self.events, self.dead_letters, self.sends, self.conversions]
@@ -216,6 +218,10 @@ class HitProcessor:
             out.events.rows.append(self._row(d, record, d.previous, d.revision - 1, -1))
             metrics.REVISIONS.inc()
         out.events.rows.append(self._row(d, record, d.verdict, d.revision, 1))
+        h, v = d.hit, d.verdict
+        out.classified.append(Record(self._topics.events_classified, h.message.encode(), ClassifiedEvent(
+            h.tenant, h.id, h.kind, h.ts, h.sent_at, h.campaign, h.variant, h.message, h.recipient, h.link,
+            h.link_id, h.link_flags, v.verdict, v.source, v.reasons, d.revision).encode()))
         key = (d.hit.kind, d.verdict.verdict)
         counter = self._hit_counters.get(key)
         if counter is None:

@@ -22,6 +22,11 @@ class Topics:
         return f"{self.prefix}hits.dlq"
 
     @property
+    def events_classified(self) -> str:
+        """ClassifiedEvent values (every verdict and revision the processors write), key = message id."""
+        return f"{self.prefix}events.classified"
+
+    @property
     def sends(self) -> str:
         """Send values (one per message and recipient), key = message id."""
         return f"{self.prefix}sends"

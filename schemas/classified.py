@@ -1,0 +1,48 @@
+"""Classified events: every verdict a processor writes, revisions included, for downstream consumers
+(behaviour triggers). Kafka topic `events.classified`, key = message id."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import orjson
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifiedEvent:
+    """One decision about one hit. A later record with the same `hit_id` and a higher `revision`
+    replaces an earlier one (verdicts may be revised within the processors' settle window, so a
+    consumer that acts on verdicts should wait that long before acting). `ts` and `sent_at` are
+    epoch seconds."""
+
+    tenant: str
+    hit_id: str
+    kind: str
+    ts: float
+    sent_at: float
+    campaign: str
+    variant: str
+    message: str
+    recipient: str
+    link: str
+    link_id: str
+    link_flags: int
+    verdict: str
+    source: str
+    reasons: tuple[str, ...]
+    revision: int
+    v: int = 1
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, value: bytes) -> ClassifiedEvent:
+        obj = orjson.loads(value)
+        if not isinstance(obj, dict):
+            raise ValueError("a ClassifiedEvent must be a JSON object")
+        try:
+            obj["reasons"] = tuple(obj.get("reasons") or ())
+            return cls(**{k: obj[k] for k in cls.__dataclass_fields__ if k in obj})
+        except TypeError as exc:
+            raise ValueError(f"ClassifiedEvent fields: {exc}") from None
