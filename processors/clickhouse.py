@@ -10,6 +10,8 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from schemas.clickhouse_cluster import split_statements
+
 DEFAULT_DATABASE = "pixeltrack"
 _DB_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -32,16 +34,6 @@ def migration_files() -> list[tuple[str, str]]:
     folder = resources.files("schemas") / "clickhouse"
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
     return [(n, (folder / n).read_text(encoding="utf-8")) for n in names]
-
-
-def split_statements(sql: str) -> list[str]:
-    """Statements of a DDL file: split on ';' at line ends, comment-only chunks dropped."""
-    out = []
-    for chunk in re.split(r";\s*(?:\n|$)", sql):
-        body = "\n".join(line for line in chunk.splitlines() if not line.strip().startswith("--")).strip()
-        if body:
-            out.append(body)
-    return out
 
 
 def migrate(dsn: str, database: str = DEFAULT_DATABASE, retention_days: int = 395) -> list[str]:

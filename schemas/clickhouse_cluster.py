@@ -7,13 +7,14 @@ it uses on a single node. Materialized views run on each shard, reading from and
 `_local` tables; plain views read the Distributed tables. Everything is `ON CLUSTER` and
 `IF NOT EXISTS`, so the output can be applied again after an upgrade.
 
-Sharding: the tables the processors insert into are sharded by `cityHash64(message_id)`, so every row
-of one message lives on one shard. Collapsing pairs of a verdict revision (-1 old, +1 new) must meet in
-one table part to collapse, and `FINAL` (the `hits` view) runs per shard; repeated sends of a message
-must meet to be replaced; the per-message rows that unique counts come from are then whole on their
-shard. A deterministic key also keeps exactly-once: a retried insert (same dedup token) splits into
-the same per-shard blocks, which each shard's replicated dedup recognises. Tables only materialized
-views write to get no sharding key, so a stray insert through their Distributed table fails.
+Sharding: the tables with a message id that the processors insert into are sharded by
+`cityHash64(message_id)`, so every row of one message lives on one shard. `FINAL` on a Distributed
+table runs per shard: the collapsing pair of a verdict revision (-1 old, +1 new) must meet to
+collapse (the `hits` view), and a message's sends, hits and conversions must feed one per-message row
+of `message_totals` (what unique opens, clicks and CTOR are counted from) rather than one per shard.
+A deterministic key also keeps exactly-once: a retried insert (same dedup token) splits into the same
+per-shard blocks, which each shard's replicated deduplication recognises. Tables that only
+materialized views write get no sharding key, so a stray insert through their Distributed table fails.
 """
 
 from __future__ import annotations
@@ -31,8 +32,16 @@ LOCAL_SUFFIX = "_local"
 REPLICA_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
 REPLICA_NAME = "{replica}"
 MESSAGE_SHARDING_KEY = "cityHash64(message_id)"
-# Inserted tables without a message_id column, with the key that keeps a retried insert's split stable.
-SHARDING_KEYS = {"dead_letters": "cityHash64(id)"}
+# Inserted tables that are not sharded by message (the rest with a message_id column are). A key must be
+# deterministic, and for a Replacing/Collapsing engine a function of its ORDER BY columns, so rows
+# that replace one another meet on one shard.
+SHARDING_KEYS = {
+    "dead_letters": "cityHash64(id)",
+    "erasures": "cityHash64(recipient_hash)",
+    # One recipient's opt-outs replace one another (ORDER BY tenant, recipient_hash, campaign), and
+    # `forget` finds them on one shard.
+    "unsubscribes": "cityHash64(recipient_hash)",
+}
 
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9_.{}-]{1,128}$")
 _DATABASE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -223,10 +232,10 @@ class _Generator:
     def _sharding_key(self, st: _Statement, columns: str) -> str | None:
         if st.name in self.mv_targets:
             return None  # written on each shard by its materialized views only
-        if _MESSAGE_COLUMN.search(columns):
-            return MESSAGE_SHARDING_KEY
         if st.name in SHARDING_KEYS:
             return SHARDING_KEYS[st.name]
+        if _MESSAGE_COLUMN.search(columns):
+            return MESSAGE_SHARDING_KEY
         raise ValueError(f"{st.source}: table {st.name} is inserted into and has no message_id column; "
                          "give it a deterministic sharding key in SHARDING_KEYS")
 

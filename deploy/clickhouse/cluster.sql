@@ -1,0 +1,458 @@
+-- GENERATED FILE: do not edit. The ClickHouse cluster form of schemas/clickhouse/*.sql, made by
+-- schemas.clickhouse_cluster.cluster_ddl:
+--     pixeltrack ddl --cluster pixeltrack --out deploy/clickhouse/cluster.sql
+-- cluster pixeltrack, database pixeltrack, retention_days 395; sources: 001_events.sql, 002_dead_letters.sql, 003_positions.sql, 004_sends_conversions.sql, 005_aggregates.sql, 006_views.sql, 007_privacy.sql
+-- Apply on any one node: clickhouse-client --queries-file cluster.sql (idempotent). The servers need
+-- the cluster in remote_servers, the {shard} and {replica} macros and ClickHouse Keeper: see
+-- deploy/clickhouse/README.md.
+
+CREATE DATABASE IF NOT EXISTS pixeltrack ON CLUSTER 'pixeltrack';
+
+-- 001_events.sql
+
+CREATE TABLE IF NOT EXISTS pixeltrack.events_local ON CLUSTER 'pixeltrack'
+(
+    tenant        LowCardinality(String),
+    hit_id        String,
+    kind          LowCardinality(String),
+    ts            DateTime64(3, 'UTC'),
+    sent_at       DateTime64(3, 'UTC'),
+    campaign      LowCardinality(String),
+    variant       LowCardinality(String),
+    message_id    String,
+    recipient_id  String,
+    link_url      String,
+    link_id       String,
+    link_flags    UInt8,
+    method        LowCardinality(String),
+    host          LowCardinality(String),
+    ip            String,
+    user_agent    String,
+    edge          LowCardinality(String),
+    verdict       LowCardinality(String),
+    source        LowCardinality(String),
+    reasons       Array(LowCardinality(String)),
+    browser       LowCardinality(String),
+    os            LowCardinality(String),
+    device        LowCardinality(String),
+    mail_client   LowCardinality(String),
+    country       LowCardinality(String),
+    city          String,
+    asn           UInt32,
+    as_org        LowCardinality(String),
+    revision      UInt16,
+    sign          Int8,
+    src_topic     LowCardinality(String),
+    src_partition Int32,
+    src_offset    Int64,
+    INDEX hit_id_bloom hit_id TYPE bloom_filter(0.001) GRANULARITY 1
+)
+ENGINE = ReplicatedVersionedCollapsingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', sign, revision)
+PARTITION BY toYYYYMM(ts)
+ORDER BY (tenant, campaign, kind, message_id, hit_id)
+TTL toDateTime(ts) + INTERVAL 395 DAY
+SETTINGS replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS pixeltrack.events ON CLUSTER 'pixeltrack'
+AS pixeltrack.events_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'events_local', cityHash64(message_id));
+
+CREATE VIEW IF NOT EXISTS pixeltrack.hits ON CLUSTER 'pixeltrack'
+AS SELECT * EXCEPT (sign, src_topic, src_partition, src_offset)
+FROM pixeltrack.events FINAL
+WHERE sign = 1;
+
+-- 002_dead_letters.sql
+
+CREATE TABLE IF NOT EXISTS pixeltrack.dead_letters_local ON CLUSTER 'pixeltrack'
+(
+    id            String,
+    received_at   DateTime64(3, 'UTC'),
+    stage         LowCardinality(String),
+    reason        LowCardinality(String),
+    detail        String,
+    kind          LowCardinality(String),
+    method        LowCardinality(String),
+    host          String,
+    path          String,
+    ip            String,
+    user_agent    String,
+    edge          LowCardinality(String),
+    raw           String,
+    src_topic     LowCardinality(String),
+    src_partition Int32,
+    src_offset    Int64
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+PARTITION BY toYYYYMM(received_at)
+ORDER BY (stage, reason, id)
+TTL toDateTime(received_at) + INTERVAL 395 DAY
+SETTINGS replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS pixeltrack.dead_letters ON CLUSTER 'pixeltrack'
+AS pixeltrack.dead_letters_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'dead_letters_local', cityHash64(id));
+
+-- 003_positions.sql
+
+CREATE TABLE IF NOT EXISTS pixeltrack.consumer_positions_local ON CLUSTER 'pixeltrack'
+(
+    src_topic     LowCardinality(String),
+    src_partition Int32,
+    max_offset    SimpleAggregateFunction(max, Int64)
+)
+ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+ORDER BY (src_topic, src_partition);
+
+CREATE TABLE IF NOT EXISTS pixeltrack.consumer_positions ON CLUSTER 'pixeltrack'
+AS pixeltrack.consumer_positions_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'consumer_positions_local');
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.consumer_positions_from_events ON CLUSTER 'pixeltrack'
+TO pixeltrack.consumer_positions_local
+AS SELECT src_topic, src_partition, max(src_offset) AS max_offset
+FROM pixeltrack.events_local WHERE src_partition >= 0
+GROUP BY src_topic, src_partition;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.consumer_positions_from_dead_letters ON CLUSTER 'pixeltrack'
+TO pixeltrack.consumer_positions_local
+AS SELECT src_topic, src_partition, max(src_offset) AS max_offset
+FROM pixeltrack.dead_letters_local WHERE src_partition >= 0
+GROUP BY src_topic, src_partition;
+
+-- 004_sends_conversions.sql
+
+CREATE TABLE IF NOT EXISTS pixeltrack.sends_local ON CLUSTER 'pixeltrack'
+(
+    tenant         LowCardinality(String),
+    campaign       LowCardinality(String),
+    variant        LowCardinality(String),
+    message_id     String,
+    recipient_id   String,
+    sent_at        DateTime64(3, 'UTC'),
+    mailbox_domain LowCardinality(String),
+    links          UInt16,
+    src_topic      LowCardinality(String),
+    src_partition  Int32,
+    src_offset     Int64,
+    INDEX message_bloom message_id TYPE bloom_filter(0.001) GRANULARITY 1
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+PARTITION BY toYYYYMM(sent_at)
+ORDER BY (tenant, campaign, variant, message_id)
+TTL toDateTime(sent_at) + INTERVAL 395 DAY
+SETTINGS replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS pixeltrack.sends ON CLUSTER 'pixeltrack'
+AS pixeltrack.sends_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'sends_local', cityHash64(message_id));
+
+CREATE TABLE IF NOT EXISTS pixeltrack.conversions_local ON CLUSTER 'pixeltrack'
+(
+    tenant          LowCardinality(String),
+    idempotency_key String,
+    ts              DateTime64(3, 'UTC'),
+    campaign        LowCardinality(String),
+    variant         LowCardinality(String),
+    message_id      String,
+    recipient_id    String,
+    link            String,
+    click_id        String,
+    click_hit_id    String,
+    value           Float64,
+    currency        LowCardinality(String),
+    src_topic       LowCardinality(String),
+    src_partition   Int32,
+    src_offset      Int64,
+    INDEX key_bloom idempotency_key TYPE bloom_filter(0.001) GRANULARITY 1
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+PARTITION BY toYYYYMM(ts)
+ORDER BY (tenant, campaign, variant, idempotency_key)
+TTL toDateTime(ts) + INTERVAL 395 DAY
+SETTINGS replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS pixeltrack.conversions ON CLUSTER 'pixeltrack'
+AS pixeltrack.conversions_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'conversions_local', cityHash64(message_id));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.consumer_positions_from_sends ON CLUSTER 'pixeltrack'
+TO pixeltrack.consumer_positions_local
+AS SELECT src_topic, src_partition, max(src_offset) AS max_offset
+FROM pixeltrack.sends_local WHERE src_partition >= 0
+GROUP BY src_topic, src_partition;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.consumer_positions_from_conversions ON CLUSTER 'pixeltrack'
+TO pixeltrack.consumer_positions_local
+AS SELECT src_topic, src_partition, max(src_offset) AS max_offset
+FROM pixeltrack.conversions_local WHERE src_partition >= 0
+GROUP BY src_topic, src_partition;
+
+-- 005_aggregates.sql
+
+CREATE TABLE IF NOT EXISTS pixeltrack.campaign_sends_hourly_local ON CLUSTER 'pixeltrack'
+(
+    tenant     LowCardinality(String),
+    campaign   LowCardinality(String),
+    variant    LowCardinality(String),
+    hour       DateTime('UTC'),
+    delivered  AggregateFunction(uniqExact, String),
+    recipients AggregateFunction(uniqExact, String)
+)
+ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+ORDER BY (tenant, campaign, variant, hour);
+
+CREATE TABLE IF NOT EXISTS pixeltrack.campaign_sends_hourly ON CLUSTER 'pixeltrack'
+AS pixeltrack.campaign_sends_hourly_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'campaign_sends_hourly_local');
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.campaign_sends_hourly_mv ON CLUSTER 'pixeltrack'
+TO pixeltrack.campaign_sends_hourly_local
+AS SELECT tenant, campaign, variant, toStartOfHour(sent_at) AS hour,
+       uniqExactState(message_id) AS delivered, uniqExactState(recipient_id) AS recipients
+FROM pixeltrack.sends_local
+GROUP BY tenant, campaign, variant, hour;
+
+CREATE TABLE IF NOT EXISTS pixeltrack.message_totals_local ON CLUSTER 'pixeltrack'
+(
+    tenant          LowCardinality(String),
+    campaign        LowCardinality(String),
+    message_id      String,
+    variant         SimpleAggregateFunction(max, String),
+    recipient_id    SimpleAggregateFunction(max, String),
+    sent            SimpleAggregateFunction(max, UInt8),
+    first_sent_at   SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+    opens_human     SimpleAggregateFunction(sum, Int64),
+    opens_proxy     SimpleAggregateFunction(sum, Int64),
+    opens_machine   SimpleAggregateFunction(sum, Int64),
+    opens_duplicate SimpleAggregateFunction(sum, Int64),
+    clicks_human    SimpleAggregateFunction(sum, Int64),
+    clicks_filtered SimpleAggregateFunction(sum, Int64),
+    conversions     SimpleAggregateFunction(sum, Int64),
+    revenue         SimpleAggregateFunction(sum, Float64)
+)
+ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+ORDER BY (tenant, campaign, message_id);
+
+CREATE TABLE IF NOT EXISTS pixeltrack.message_totals ON CLUSTER 'pixeltrack'
+AS pixeltrack.message_totals_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'message_totals_local');
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.message_totals_from_sends ON CLUSTER 'pixeltrack'
+TO pixeltrack.message_totals_local
+AS SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) AS recipient_id,
+       toUInt8(1) AS sent, min(sent_at) AS first_sent_at,
+       toInt64(0) AS opens_human, toInt64(0) AS opens_proxy, toInt64(0) AS opens_machine,
+       toInt64(0) AS opens_duplicate, toInt64(0) AS clicks_human, toInt64(0) AS clicks_filtered,
+       toInt64(0) AS conversions, toFloat64(0) AS revenue
+FROM pixeltrack.sends_local
+GROUP BY tenant, campaign, message_id;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.message_totals_from_events ON CLUSTER 'pixeltrack'
+TO pixeltrack.message_totals_local
+AS SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) AS recipient_id,
+       toUInt8(0) AS sent, toDateTime64('2106-01-01 00:00:00', 3, 'UTC') AS first_sent_at,
+       sumIf(sign, kind = 'open' AND verdict = 'human') AS opens_human,
+       sumIf(sign, kind = 'open' AND verdict = 'proxy') AS opens_proxy,
+       sumIf(sign, kind = 'open' AND verdict = 'machine') AS opens_machine,
+       sumIf(sign, kind = 'open' AND verdict = 'duplicate') AS opens_duplicate,
+       sumIf(sign, kind = 'click' AND verdict IN ('human', 'proxy')) AS clicks_human,
+       sumIf(sign, kind = 'click' AND verdict = 'machine') AS clicks_filtered,
+       toInt64(0) AS conversions, toFloat64(0) AS revenue
+FROM pixeltrack.events_local
+GROUP BY tenant, campaign, message_id;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.message_totals_from_conversions ON CLUSTER 'pixeltrack'
+TO pixeltrack.message_totals_local
+AS SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) AS recipient_id,
+       toUInt8(0) AS sent, toDateTime64('2106-01-01 00:00:00', 3, 'UTC') AS first_sent_at,
+       toInt64(0) AS opens_human, toInt64(0) AS opens_proxy, toInt64(0) AS opens_machine,
+       toInt64(0) AS opens_duplicate, toInt64(0) AS clicks_human, toInt64(0) AS clicks_filtered,
+       count() AS conversions, sum(value) AS revenue
+FROM pixeltrack.conversions_local
+GROUP BY tenant, campaign, message_id;
+
+CREATE TABLE IF NOT EXISTS pixeltrack.verdict_hourly_local ON CLUSTER 'pixeltrack'
+(
+    tenant   LowCardinality(String),
+    campaign LowCardinality(String),
+    variant  LowCardinality(String),
+    hour     DateTime('UTC'),
+    kind     LowCardinality(String),
+    verdict  LowCardinality(String),
+    source   LowCardinality(String),
+    hits     Int64
+)
+ENGINE = ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+ORDER BY (tenant, campaign, variant, hour, kind, verdict, source);
+
+CREATE TABLE IF NOT EXISTS pixeltrack.verdict_hourly ON CLUSTER 'pixeltrack'
+AS pixeltrack.verdict_hourly_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'verdict_hourly_local');
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.verdict_hourly_mv ON CLUSTER 'pixeltrack'
+TO pixeltrack.verdict_hourly_local
+AS SELECT tenant, campaign, variant, toStartOfHour(ts) AS hour, kind, verdict, source, sum(sign) AS hits
+FROM pixeltrack.events_local
+GROUP BY tenant, campaign, variant, hour, kind, verdict, source;
+
+CREATE TABLE IF NOT EXISTS pixeltrack.link_totals_local ON CLUSTER 'pixeltrack'
+(
+    tenant          LowCardinality(String),
+    campaign        LowCardinality(String),
+    link            String,
+    message_id      String,
+    variant         SimpleAggregateFunction(max, String),
+    clicks_human    SimpleAggregateFunction(sum, Int64),
+    clicks_filtered SimpleAggregateFunction(sum, Int64),
+    conversions     SimpleAggregateFunction(sum, Int64),
+    revenue         SimpleAggregateFunction(sum, Float64)
+)
+ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+ORDER BY (tenant, campaign, link, message_id);
+
+CREATE TABLE IF NOT EXISTS pixeltrack.link_totals ON CLUSTER 'pixeltrack'
+AS pixeltrack.link_totals_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'link_totals_local');
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.link_totals_from_events ON CLUSTER 'pixeltrack'
+TO pixeltrack.link_totals_local
+AS SELECT tenant, campaign, if(link_id != '', link_id, link_url) AS link, message_id, max(variant) AS variant,
+       sumIf(sign, verdict IN ('human', 'proxy')) AS clicks_human,
+       sumIf(sign, verdict = 'machine') AS clicks_filtered,
+       toInt64(0) AS conversions, toFloat64(0) AS revenue
+FROM pixeltrack.events_local WHERE kind = 'click'
+GROUP BY tenant, campaign, link, message_id;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.link_totals_from_conversions ON CLUSTER 'pixeltrack'
+TO pixeltrack.link_totals_local
+AS SELECT tenant, campaign, link, message_id, max(variant) AS variant,
+       toInt64(0) AS clicks_human, toInt64(0) AS clicks_filtered, count() AS conversions, sum(value) AS revenue
+FROM pixeltrack.conversions_local WHERE link != ''
+GROUP BY tenant, campaign, link, message_id;
+
+CREATE TABLE IF NOT EXISTS pixeltrack.client_hourly_local ON CLUSTER 'pixeltrack'
+(
+    tenant      LowCardinality(String),
+    campaign    LowCardinality(String),
+    variant     LowCardinality(String),
+    hour        DateTime('UTC'),
+    kind        LowCardinality(String),
+    verdict     LowCardinality(String),
+    mail_client LowCardinality(String),
+    device      LowCardinality(String),
+    os          LowCardinality(String),
+    country     LowCardinality(String),
+    hits        Int64
+)
+ENGINE = ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+ORDER BY (tenant, campaign, variant, hour, kind, verdict, mail_client, device, os, country);
+
+CREATE TABLE IF NOT EXISTS pixeltrack.client_hourly ON CLUSTER 'pixeltrack'
+AS pixeltrack.client_hourly_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'client_hourly_local');
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.client_hourly_mv ON CLUSTER 'pixeltrack'
+TO pixeltrack.client_hourly_local
+AS SELECT tenant, campaign, variant, toStartOfHour(ts) AS hour, kind, verdict, mail_client, device, os, country,
+       sum(sign) AS hits
+FROM pixeltrack.events_local
+GROUP BY tenant, campaign, variant, hour, kind, verdict, mail_client, device, os, country;
+
+-- 006_views.sql
+
+CREATE VIEW IF NOT EXISTS pixeltrack.campaign_summary ON CLUSTER 'pixeltrack'
+AS SELECT
+    tenant, campaign, variant,
+    countIf(is_sent) AS delivered,
+    uniqExactIf(recipient, is_sent) AS recipients,
+    countIf(oh + op > 0) AS unique_opens,
+    countIf(oh > 0) AS unique_human_opens,
+    countIf(op > 0 AND oh = 0) AS unique_proxy_only_opens,
+    sum(oh) AS opens_human,
+    sum(op) AS opens_proxy,
+    sum(om) AS opens_machine,
+    sum(od) AS opens_duplicate,
+    countIf(om > 0 AND oh + op = 0) AS machine_only_messages,
+    countIf(ch > 0) AS unique_clicks,
+    countIf(ch > 0 AND oh + op > 0) AS unique_clicks_of_openers,
+    sum(ch) AS clicks_human,
+    sum(cf) AS clicks_filtered,
+    countIf(cv > 0) AS converted_messages,
+    sum(cv) AS conversions,
+    sum(rev) AS revenue,
+    unique_opens / nullIf(delivered, 0) AS open_rate,
+    opens_machine / nullIf(opens_human + opens_proxy + opens_machine, 0) AS machine_open_share,
+    unique_clicks / nullIf(delivered, 0) AS ctr,
+    unique_clicks_of_openers / nullIf(unique_opens, 0) AS ctor,
+    clicks_filtered / nullIf(clicks_human + clicks_filtered, 0) AS filtered_click_share,
+    converted_messages / nullIf(delivered, 0) AS conversion_rate,
+    revenue / nullIf(delivered, 0) AS revenue_per_recipient
+FROM (
+    SELECT tenant, campaign, variant, sent > 0 AS is_sent, recipient_id AS recipient,
+           opens_human AS oh, opens_proxy AS op, opens_machine AS om, opens_duplicate AS od,
+           clicks_human AS ch, clicks_filtered AS cf, conversions AS cv, revenue AS rev
+    FROM pixeltrack.message_totals FINAL
+)
+GROUP BY tenant, campaign, variant;
+
+CREATE VIEW IF NOT EXISTS pixeltrack.link_stats ON CLUSTER 'pixeltrack'
+AS SELECT tenant, campaign, variant, link,
+       sum(ch) AS clicks_human,
+       countIf(ch > 0) AS unique_clicks,
+       sum(cf) AS clicks_filtered,
+       sum(cv) AS conversions,
+       sum(rev) AS revenue,
+       clicks_filtered / nullIf(clicks_human + clicks_filtered, 0) AS filtered_share
+FROM (
+    SELECT tenant, campaign, variant, link, clicks_human AS ch, clicks_filtered AS cf, conversions AS cv,
+           revenue AS rev
+    FROM pixeltrack.link_totals FINAL
+)
+GROUP BY tenant, campaign, variant, link;
+
+CREATE VIEW IF NOT EXISTS pixeltrack.client_stats ON CLUSTER 'pixeltrack'
+AS SELECT tenant, campaign, variant, kind, verdict, mail_client, device, os, country, sum(h) AS hits
+FROM (SELECT *, hits AS h FROM pixeltrack.client_hourly)
+GROUP BY tenant, campaign, variant, kind, verdict, mail_client, device, os, country
+HAVING hits != 0;
+
+CREATE VIEW IF NOT EXISTS pixeltrack.campaign_hourly ON CLUSTER 'pixeltrack'
+AS SELECT tenant, campaign, variant, hour, kind, verdict, source, sum(h) AS hits
+FROM (SELECT *, hits AS h FROM pixeltrack.verdict_hourly)
+GROUP BY tenant, campaign, variant, hour, kind, verdict, source
+HAVING hits != 0;
+
+-- 007_privacy.sql
+
+CREATE TABLE IF NOT EXISTS pixeltrack.erasures_local ON CLUSTER 'pixeltrack'
+(
+    tenant         LowCardinality(String),
+    recipient_hash String,
+    requested_at   DateTime64(3, 'UTC'),
+    rows_deleted   Map(String, UInt64)
+)
+ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+ORDER BY (tenant, requested_at);
+
+CREATE TABLE IF NOT EXISTS pixeltrack.erasures ON CLUSTER 'pixeltrack'
+AS pixeltrack.erasures_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'erasures_local', cityHash64(recipient_hash));
+
+CREATE TABLE IF NOT EXISTS pixeltrack.unsubscribes_local ON CLUSTER 'pixeltrack'
+(
+    tenant         LowCardinality(String),
+    recipient_hash String,
+    campaign       LowCardinality(String),
+    message_id     String,
+    ts             DateTime64(3, 'UTC'),
+    src_topic      LowCardinality(String),
+    src_partition  Int32,
+    src_offset     Int64
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+ORDER BY (tenant, recipient_hash, campaign);
+
+CREATE TABLE IF NOT EXISTS pixeltrack.unsubscribes ON CLUSTER 'pixeltrack'
+AS pixeltrack.unsubscribes_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'unsubscribes_local', cityHash64(recipient_hash));

@@ -1,0 +1,97 @@
+"""Readers of the files under deploy/ shared by the deploy tests."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from schemas.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[3]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+SETTING_VARS = {f"PIXELTRACK_{name.upper()}" for name in Settings.model_fields}
+# Settings that must come from a secret store, never from a plain value in a manifest.
+SECRET_SETTINGS = {"PIXELTRACK_SIGNING_KEYS", "PIXELTRACK_API_KEYS", "PIXELTRACK_CLICKHOUSE_DSN"}
+ANALYST_VIEWS = {"campaign_summary", "campaign_hourly", "link_stats", "client_stats"}
+# A table or view named after FROM or JOIN (not a subquery, not a table function).
+SQL_SOURCE = re.compile(r"\b(?:FROM|JOIN)\s+([A-Za-z_][\w.]*)\b(?!\s*\()", re.I)
+
+
+def deploy_files(*suffixes: str) -> list[Path]:
+    """Files under deploy/ with one of `suffixes`, without the Kafka jar cache."""
+    return sorted(p for p in DEPLOY.rglob("*")
+                  if p.is_file() and p.suffix in suffixes and ".cache" not in p.relative_to(DEPLOY).parts)
+
+
+def load_yaml_documents(path: Path) -> list[Any]:
+    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+
+
+def compose() -> dict[str, Any]:
+    doc = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text(encoding="utf-8"))
+    assert isinstance(doc, dict)
+    return doc
+
+
+def k8s_objects() -> list[dict[str, Any]]:
+    """Every object kustomization.yaml lists, in its order."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text(encoding="utf-8"))
+    return [doc for name in kustomization["resources"] for doc in load_yaml_documents(K8S / name)]
+
+
+def dashboard() -> dict[str, Any]:
+    doc = json.loads((DEPLOY / "grafana" / "pixeltrack.json").read_text(encoding="utf-8"))
+    assert isinstance(doc, dict)
+    return doc
+
+
+def pod_specs(objects: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(workload, pod template) of every Deployment, StatefulSet and Job."""
+    for obj in objects:
+        if obj["kind"] in ("Deployment", "StatefulSet", "Job"):
+            yield obj, obj["spec"]["template"]
+
+
+def env_example() -> dict[str, str]:
+    out = {}
+    for line in (DEPLOY / ".env.example").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f".env.example: {line!r} is not KEY=VALUE"
+            out[key.strip()] = value.strip()
+    return out
+
+
+def grafana_panels(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in doc["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def grafana_sql(doc: dict[str, Any]) -> list[str]:
+    """Every ClickHouse query of the dashboard: panel targets and template variables."""
+    out = []
+    for panel in grafana_panels(doc):
+        for target in panel.get("targets", []):
+            if target.get("datasource", {}).get("type") == "grafana-clickhouse-datasource":
+                out.append(target["rawSql"])
+    for var in doc["templating"]["list"]:
+        if var.get("datasource", {}).get("type") == "grafana-clickhouse-datasource":
+            out.append(var["query"]["rawSql"])
+    return out
+
+
+def grafana_promql(doc: dict[str, Any]) -> list[str]:
+    return [t["expr"] for p in grafana_panels(doc) for t in p.get("targets", [])
+            if t.get("datasource", {}).get("type") == "prometheus"]
+
+
+def topics_created(script: str) -> dict[str, int]:
+    """topic → partitions of the `create NAME PARTITIONS RETENTION` lines of a topics script."""
+    return {name: int(parts) for name, parts in re.findall(r"^\s*create\s+(\S+)\s+(\d+)\s", script, re.M)}
