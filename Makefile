@@ -6,7 +6,7 @@ DATA   ?= .pixeltrack
 PORT   ?= 8080
 KAFKA_DIR ?= .kafka
 
-.PHONY: run test unit lint typecheck kafka kafka-stop kafka-jars bench-classify bench-pipeline bench-edge bench-faults clean
+.PHONY: run test browser unit lint typecheck kafka kafka-stop kafka-jars bench-classify bench-pipeline bench-edge bench-faults clean
 
 $(BIN)/pixeltrack: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,13 @@ kafka-jars:
 run: $(BIN)/pixeltrack
 	$(BIN)/pixeltrack serve --data $(DATA) --port $(PORT)
 
-test: $(BIN)/pixeltrack kafka-jars
+# The dashboard's browser test drives Debian's headless Chromium; installed here when missing (as root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; } || \
+	  echo "chromium not installed: the dashboard browser test will be skipped"
+
+test: $(BIN)/pixeltrack kafka-jars browser
 	$(BIN)/ruff check ingest processors schemas pixeltrack tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q

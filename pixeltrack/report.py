@@ -65,10 +65,10 @@ def ab_verdict(rows: list[dict[str, Any]], metric: str = "click", alpha: float =
     if all(c.p_value < threshold and c.diff > 0 for c in comps):
         worst = max(comps, key=lambda c: c.p_value)
         return comps, (f"Variant {name} wins on {label}: {_pts(worst.diff)} over {worst.a} "
-                       f"(95% CI {_pts(worst.ci_low)} to {_pts(worst.ci_high)}), p = {_p(worst.p_value)}.")
+                       f"(95% CI {_pts(worst.ci_low)} to {_pts(worst.ci_high)}), p {_p(worst.p_value)}.")
     weakest = max(comps, key=lambda c: c.p_value)
     return comps, (f"No variant wins on {label} yet: {name} leads {weakest.a} by {_pts(weakest.diff)} "
-                   f"(95% CI {_pts(weakest.ci_low)} to {_pts(weakest.ci_high)}), p = {_p(weakest.p_value)}"
+                   f"(95% CI {_pts(weakest.ci_low)} to {_pts(weakest.ci_high)}), p {_p(weakest.p_value)}"
                    f" (needs p < {threshold:.3g}).")
 
 
@@ -77,7 +77,8 @@ def _pts(x: float) -> str:
 
 
 def _p(p: float) -> str:
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+    """The p-value after "p": "p < 0.0001" or "p = 0.0123"."""
+    return "< 0.0001" if p < 1e-4 else f"= {p:.4f}"
 
 
 def fetch(query: QueryFn, campaign: str, tenant: str = "") -> list[dict[str, Any]]:
@@ -134,6 +135,6 @@ def _table(rows: list[dict[str, Any]], campaign: str, comps: list[Comparison], v
         console.print(table)
         for c in comps:
             console.print(f"{c.b} vs {c.a}: {_pct(c.p_b)} vs {_pct(c.p_a)}, difference {_pts(c.diff)} "
-                          f"(95% CI {_pts(c.ci_low)} to {_pts(c.ci_high)}), z = {c.z:.2f}, p = {_p(c.p_value)}")
+                          f"(95% CI {_pts(c.ci_low)} to {_pts(c.ci_high)}), z = {c.z:.2f}, p {_p(c.p_value)}")
         console.print(verdict)
     return cap.get()

@@ -18,6 +18,7 @@ from aiohttp import web
 from ingest.api import create_api_app
 from ingest.app import create_app
 from ingest.publisher import QueuePublisher
+from pixeltrack.dashboard import query_with, start_dashboard
 from pixeltrack.wiring import API_KEY_FILE, build_processor, data_dir_secret, keyring_for
 from processors.clickhouse import migrate
 from processors.local_runner import LocalRunner
@@ -35,6 +36,7 @@ ADMIN_HEADER = "X-Pixeltrack-Admin"
 @dataclass(frozen=True, slots=True)
 class ServeInfo:
     edge_url: str
+    dashboard_url: str
     api_url: str
     api_key: str
     admin_url: str
@@ -75,13 +77,24 @@ def admin_app(writer: ClickHouseWriter, token: str) -> web.Application:
             return web.json_response({"error": str(exc).strip()[:2000]}, status=400)
         return web.json_response({"columns": columns, "rows": rows}, dumps=lambda o: json.dumps(o, default=str))
 
+    async def forget(request: web.Request) -> web.Response:
+        if not hmac.compare_digest(request.headers.get(ADMIN_HEADER, ""), token):
+            return web.json_response({"error": "missing or wrong admin token"}, status=401)
+        body = await request.json()
+        recipient = str(body.get("recipient") or "")
+        if not recipient:
+            return web.json_response({"error": "recipient is required"}, status=400)
+        deleted = await writer.forget(recipient, str(body.get("tenant") or ""))
+        return web.json_response({"deleted": deleted})
+
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_post("/query", query)
+    app.router.add_post("/forget", forget)
     return app
 
 
 async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_port: int = 8081,
-                stop: asyncio.Event | None = None, announce: bool = True) -> None:
+                dashboard_port: int = 8082, stop: asyncio.Event | None = None, announce: bool = True) -> None:
     """Runs until SIGINT/SIGTERM (or `stop`), then stops in order: edge (drains its queue onto the
     bus), runner (writes what is on the bus), writer."""
     stop = stop or asyncio.Event()
@@ -118,9 +131,13 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     admin_site = web.TCPSite(admin, "127.0.0.1", 0)
     await admin_site.start()
 
+    # The dashboard reads through the writer's thread, like every other reader of this chDB folder.
+    dashboard = await start_dashboard(query_with(writer), "127.0.0.1", dashboard_port)
+
     edge_port, api_bound, admin_port = edge.addresses[0][1], api.addresses[0][1], admin.addresses[0][1]
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    info = ServeInfo(f"http://{shown_host}:{edge_port}", f"http://{shown_host}:{api_bound}", api_key,
+    info = ServeInfo(f"http://{shown_host}:{edge_port}", f"http://127.0.0.1:{dashboard.addresses[0][1]}",
+                     f"http://{shown_host}:{api_bound}", api_key,
                      f"http://127.0.0.1:{admin_port}", token, os.getpid())
     state = data_dir / STATE_FILE
     fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -136,6 +153,7 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
         await runner_task
         await api.cleanup()
         await runner.drain()
+        await dashboard.cleanup()
         await admin.cleanup()
         await writer.close()
         log.info("stopped; %d rows written", runner.rows_written)
@@ -146,6 +164,7 @@ def _announce(info: ServeInfo, data_dir: Path) -> None:
 
     c = Console(highlight=False, soft_wrap=True)
     c.print(f"[bold]pixeltrack serve[/] — edge, processors and chDB in one process (data: {data_dir})")
+    c.print(f"  [bold]dashboard {info.dashboard_url}/[/]")
     c.print(f"  pixels   {info.edge_url}/o/<token>.gif")
     c.print(f"  clicks   {info.edge_url}/c/<token>")
     c.print(f"  health   {info.edge_url}/healthz   metrics {info.edge_url}/metrics")

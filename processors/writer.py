@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from processors.batch import BatchContext, Lookups, TableRows
 from processors.clickhouse import DEFAULT_DATABASE, connect
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class ClickHouseWriter:
@@ -32,11 +34,19 @@ class ClickHouseWriter:
         self._database = database
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixeltrack-clickhouse")
         self._client: Client | None = None
+        self._reader: Client | None = None
 
     def _client_sync(self) -> Client:
         if self._client is None:
             self._client = connect(self._dsn, self._database)
         return self._client
+
+    def _reader_sync(self) -> Client:
+        # Read-only queries get a client of their own: chDB keeps a query's settings (readonly=1)
+        # in its session, which would then refuse the writer's inserts.
+        if self._reader is None:
+            self._reader = connect(self._dsn, self._database, readonly=1)
+        return self._reader
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -60,9 +70,21 @@ class ClickHouseWriter:
             written += len(batch.rows)
         return written
 
-    async def write(self, batches: Sequence[TableRows], token: str) -> int:
-        """Inserts each table's rows; returns once ClickHouse has them (or raises)."""
-        return await self._run(lambda: self.write_sync(batches, token))
+    async def write(self, batches: Sequence[TableRows], token: str, attempts: int = 4) -> int:
+        """Inserts each table's rows; returns once ClickHouse has them, or raises after `attempts`.
+        A retry re-sends every table with the same tokens, so what already landed is not doubled."""
+        delay = 0.2
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._run(lambda: self.write_sync(batches, token))
+            except Exception as exc:  # the server's or engine's errors are many; retry, then give up loudly
+                if attempt == attempts:
+                    raise
+                log.warning("insert %s failed (%s); retry %d of %d in %.1fs", token, exc, attempt, attempts - 1,
+                            delay)
+                await asyncio.sleep(delay)
+                delay *= 3
+        raise AssertionError("unreachable")
 
     def positions_sync(self) -> dict[tuple[str, int], int]:
         """Highest stored Kafka offset per (topic, partition)."""
@@ -107,10 +129,16 @@ class ClickHouseWriter:
         """Runs SQL on the writer's thread (the only one allowed to touch a chDB path in this process).
         readonly=True refuses anything that writes."""
         def run() -> tuple[list[str], list[Sequence[Any]]]:
-            settings = {"readonly": 1} if readonly else None
-            result = self._client_sync().query(sql, parameters=parameters or None, settings=settings)
+            client = self._reader_sync() if readonly else self._client_sync()
+            result = client.query(sql, parameters=parameters or None)
             return list(result.column_names), [list(r) for r in result.result_rows]
         return await self._run(run)
+
+    async def forget(self, recipient: str, tenant: str = "") -> dict[str, int]:
+        """Erases a recipient on the writer's thread (see processors.privacy.forget)."""
+        from processors.privacy import forget
+
+        return await self._run(lambda: forget(self._client_sync(), recipient, tenant))
 
     async def ping(self) -> bool:
         try:
@@ -120,8 +148,9 @@ class ClickHouseWriter:
 
     async def close(self) -> None:
         def close_client() -> None:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            for client in (self._client, self._reader):
+                if client is not None:
+                    client.close()
+            self._client = self._reader = None
         await self._run(close_client)
         self._executor.shutdown(wait=True)

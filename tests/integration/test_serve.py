@@ -29,7 +29,8 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, str, subprocess.Popen[str]]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELTRACK_")}
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(BIN), "serve", "--port", "0", "--api-port", "0", "--data", str(data)], env=env,
+        proc = subprocess.Popen([str(BIN), "serve", "--port", "0", "--api-port", "0", "--dashboard-port", "0",
+                                 "--data", str(data)], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, text=True)
     state = data / "serve.json"
     deadline = time.monotonic() + 60
@@ -77,12 +78,36 @@ def test_serve_link_fetch_query(served: tuple[Path, str, subprocess.Popen[str]])
                             capture_output=True, text=True, timeout=60)
     assert failed.returncode == 1
 
+    # the ingest API registers sends; report and dashboard read them through serve
+    info = json.loads((data / "serve.json").read_text())
+    from pixeltrack.sdk import ApiClient
+    from schemas.sends import Send
+
+    api = ApiClient(info["api_url"], info["api_key"])
+    assert api.register_sends([Send("", "welcome", "", "m-1", "r-1", time.time()),
+                               Send("", "welcome", "", "m-2", "r-2", time.time())]) == 2
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        report = json.loads(run("report", "--data", str(data), "--campaign", "welcome", "--format", "json"))
+        if report["variants"] and report["variants"][0]["delivered"] == 2:
+            break
+        time.sleep(0.3)
+    assert report["variants"][0]["delivered"] == 2
+    with urllib.request.urlopen(info["dashboard_url"] + "/") as resp:
+        assert "welcome" in resp.read().decode()
+
+    # erasure goes through serve too
+    assert "erased" in run("forget", "--data", str(data), "--recipient", "r-1")
+    out = run("query", "--data", str(data), "--format", "csv",
+              "SELECT count() FROM events WHERE recipient_id = 'r-1'")
+    assert out.splitlines() == ["count()", "0"]
+
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     assert not (data / "serve.json").exists()
     # stopped: the same query opens the chDB folder directly and sees the same rows
-    out = run("query", "--data", str(data), "--format", "csv", "SELECT count() FROM hits")
-    assert out.splitlines() == ["count()", "2"]
+    out = run("query", "--data", str(data), "--format", "csv", "SELECT count() FROM sends")
+    assert out.splitlines() == ["count()", "1"]
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):

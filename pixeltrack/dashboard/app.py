@@ -1,0 +1,242 @@
+"""The dashboard's aiohttp app: pages, the panels they poll, /healthz, and a shared read cache."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar, cast
+
+from aiohttp import web
+
+from pixeltrack.dashboard import pages
+from pixeltrack.dashboard.queries import CampaignData, CampaignRow, Query, fetch_campaign, fetch_campaigns
+from pixeltrack.dashboard.templates import CONTENT_SECURITY_POLICY
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+HEALTH_TIMEOUT_SECONDS = 5.0
+QUERY_TIMEOUT_SECONDS = 30.0
+
+
+class ResultCache:
+    """Shares one load per key among concurrent requests and keeps its answer for `ttl` seconds after it
+    arrived, so any number of open pages polling every few seconds cost at most one set of queries per
+    ttl (in `pixeltrack serve` they queue on the writer's thread with the inserts). Failures are not
+    kept. Holds at most `max_entries` keys (campaign names come from URLs), oldest dropped first."""
+
+    def __init__(self, ttl: float, max_entries: int = 64) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, ...], _Entry] = OrderedDict()
+
+    async def get(self, key: tuple[str, ...], load: Callable[[], Awaitable[T]]) -> T:
+        loop = asyncio.get_running_loop()
+        entry = self._entries.get(key)
+        if entry is None or not entry.usable(loop.time(), self.ttl):
+            entry = _Entry(asyncio.ensure_future(load()))
+            self._entries[key] = entry
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        self._entries.move_to_end(key)
+        # shield: a request that goes away does not cancel the load the others wait for
+        return cast(T, await asyncio.shield(entry.future))
+
+    def close(self) -> None:
+        for entry in self._entries.values():
+            entry.future.cancel()
+        self._entries.clear()
+
+
+class _Entry:
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+        self.done_at: float | None = None
+        future.add_done_callback(self._done)
+
+    def _done(self, future: asyncio.Future[Any]) -> None:
+        self.done_at = asyncio.get_running_loop().time()
+        if not future.cancelled():
+            future.exception()  # retrieved here: a failure every waiter left is not logged as lost
+
+    def usable(self, now: float, ttl: float) -> bool:
+        if not self.future.done():
+            return True
+        ok = not self.future.cancelled() and self.future.exception() is None
+        return ok and self.done_at is not None and now - self.done_at < ttl
+
+
+@dataclass(frozen=True, slots=True)
+class Dashboard:
+    query: Query
+    tenant: str
+    refresh_seconds: int
+    cache: ResultCache
+
+    async def campaigns(self) -> list[CampaignRow]:
+        return await self.cache.get(("list",), lambda: _timed(fetch_campaigns(self.query, self.tenant)))
+
+    async def campaign(self, name: str) -> CampaignData | None:
+        return await self.cache.get(("campaign", name),
+                                    lambda: _timed(fetch_campaign(self.query, name, self.tenant)))
+
+
+DASHBOARD = web.AppKey("dashboard", Dashboard)
+
+
+async def _timed(aw: Awaitable[T]) -> T:
+    return await asyncio.wait_for(aw, QUERY_TIMEOUT_SECONDS)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _html(body: str, status: int = 200) -> web.Response:
+    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+
+
+def _unavailable(exc: BaseException) -> str:
+    log.warning("dashboard query failed: %r", exc)
+    if isinstance(exc, TimeoutError):
+        detail = "it took too long"
+    else:
+        lines = str(exc).strip().splitlines()
+        detail = lines[0][:300] if lines else type(exc).__name__
+    return f"ClickHouse did not answer ({detail}). The page retries on its own."
+
+
+async def index(request: web.Request) -> web.Response:
+    d = request.app[DASHBOARD]
+    try:
+        rows = await d.campaigns()
+    except Exception as exc:
+        return _html(pages.error_page("Dashboard unavailable", _unavailable(exc), d.refresh_seconds, _now(),
+                                      reload_when_back=True), 503)
+    return _html(pages.list_page(rows, d.tenant, d.refresh_seconds, _now()))
+
+
+async def list_panels(request: web.Request) -> web.Response:
+    d = request.app[DASHBOARD]
+    try:
+        rows = await d.campaigns()
+    except Exception as exc:
+        return web.json_response({"error": _unavailable(exc)}, status=503)
+    return web.json_response({"panels": pages.list_panels(rows), "updated": pages.updated_at(_now())})
+
+
+def _campaign_name(request: web.Request) -> str | None:
+    name = request.query.get("name")
+    return name if name is not None and len(name) <= 512 else None
+
+
+async def campaign(request: web.Request) -> web.Response:
+    d = request.app[DASHBOARD]
+    name = _campaign_name(request)
+    if name is None:
+        return _html(pages.error_page("No campaign given", "Open a campaign from the list: "
+                                      "campaign?name=<campaign>.", d.refresh_seconds, _now()), 400)
+    panels_url = pages.panels_href(name)
+    try:
+        data = await d.campaign(name)
+    except Exception as exc:
+        return _html(pages.error_page("Dashboard unavailable", _unavailable(exc), d.refresh_seconds, _now(),
+                                      panels_url, reload_when_back=True), 503)
+    if data is None:
+        return _html(pages.error_page("Campaign not found", f"No sends or hits for campaign {name!r} yet. "
+                                      "This page opens it as soon as there are.", d.refresh_seconds, _now(),
+                                      panels_url, reload_when_back=True), 404)
+    return _html(pages.campaign_page(data, d.tenant, d.refresh_seconds, _now()))
+
+
+async def campaign_panels(request: web.Request) -> web.Response:
+    d = request.app[DASHBOARD]
+    name = _campaign_name(request)
+    if name is None:
+        return web.json_response({"error": "name=<campaign> is required"}, status=400)
+    try:
+        data = await d.campaign(name)
+    except Exception as exc:
+        return web.json_response({"error": _unavailable(exc)}, status=503)
+    if data is None:
+        return web.json_response({"error": f"no campaign {name!r}"}, status=404)
+    return web.json_response({"panels": pages.campaign_panels(data), "updated": pages.updated_at(_now())})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when ClickHouse answers a trivial read, 503 with the reason when it does not."""
+    d = request.app[DASHBOARD]
+    try:
+        await asyncio.wait_for(d.query("SELECT 1", {}), HEALTH_TIMEOUT_SECONDS)
+    except Exception as exc:
+        return web.json_response({"status": "unavailable", "error": _unavailable(exc)}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+@web.middleware
+async def security_headers(request: web.Request,
+                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def create_dashboard_app(query: Query, tenant: str = "", refresh_seconds: int = 5, *,
+                         cache_seconds: float | None = None) -> web.Application:
+    """The dashboard for one tenant. `query` runs read-only SQL with `{name:Type}` parameters (see
+    `query_with`). Pages poll their panels every `refresh_seconds`; reads are shared for
+    `cache_seconds` (default: half the refresh interval). No authentication: bind it to localhost or
+    put it behind one."""
+    if refresh_seconds < 1:
+        raise ValueError(f"refresh_seconds={refresh_seconds!r}: must be a whole number of seconds >= 1")
+    ttl = refresh_seconds / 2 if cache_seconds is None else cache_seconds
+    if ttl < 0:
+        raise ValueError(f"cache_seconds={cache_seconds!r}: must be >= 0")
+    app = web.Application(middlewares=[security_headers])
+    cache = ResultCache(ttl)
+    app[DASHBOARD] = Dashboard(query, tenant, refresh_seconds, cache)
+
+    async def close_cache(_: web.Application) -> None:
+        cache.close()
+
+    app.on_cleanup.append(close_cache)
+    app.router.add_get("/", index)
+    app.router.add_get("/panels", list_panels)
+    app.router.add_get("/campaign", campaign)
+    app.router.add_get("/campaign/panels", campaign_panels)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+class ReadOnlyQuerier(Protocol):
+    """What `query_with` needs: processors.writer.ClickHouseWriter has it."""
+
+    async def query(self, sql: str, readonly: bool = True,
+                    parameters: dict[str, Any] | None = None) -> tuple[list[str], list[Sequence[Any]]]: ...
+
+
+def query_with(writer: ReadOnlyQuerier) -> Query:
+    """The dashboard's query function over a ClickHouseWriter: read-only SQL on the thread that owns
+    the client (the only one allowed to touch a chDB path in its process)."""
+
+    async def query(sql: str, parameters: dict[str, Any]) -> tuple[list[str], list[Sequence[Any]]]:
+        return await writer.query(sql, readonly=True, parameters=parameters)
+
+    return query
+
+
+async def start_dashboard(query: Query, host: str = "127.0.0.1", port: int = 8082, *, tenant: str = "",
+                          refresh_seconds: int = 5) -> web.AppRunner:
+    """Serves the dashboard until the returned runner's `cleanup()`; `runner.addresses` has the bound
+    (host, port) — port 0 picks a free one."""
+    runner = web.AppRunner(create_dashboard_app(query, tenant, refresh_seconds), access_log=None,
+                           handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    return runner

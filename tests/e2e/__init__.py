@@ -1,0 +1,1 @@
+"""End-to-end tests: the real pieces together, driven from outside (a browser, a client)."""
