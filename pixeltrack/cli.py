@@ -42,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     data = Path(args.data)
     settings = _settings(data_dir=data)
-    _run(serve(settings, data, args.host, args.port, args.api_port))
+    _run(serve(settings, data, args.host, args.port, args.api_port, args.dashboard_port))
     return 0
 
 
@@ -71,7 +71,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     from schemas.topics import Topics
 
     settings = _settings(clickhouse_dsn=args.clickhouse)
-    migrate(settings.clickhouse_dsn, settings.clickhouse_database, settings.retention_days)
+    if settings.migrate_on_start:
+        migrate(settings.clickhouse_dsn, settings.clickhouse_database, settings.retention_days)
     if settings.processor_metrics_port:
         from prometheus_client import start_http_server
 
@@ -104,6 +105,21 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(clickhouse_dsn=dsn)
     applied = migrate(settings.clickhouse_dsn, settings.clickhouse_database, settings.retention_days)
     print("applied: " + (", ".join(applied) if applied else "nothing new"))
+    return 0
+
+
+def cmd_ddl(args: argparse.Namespace) -> int:
+    """The ClickHouse cluster DDL (Replicated + Distributed), generated from the single-node schema."""
+    from processors.clickhouse import migration_files
+    from schemas.clickhouse_cluster import cluster_ddl
+
+    settings = _settings()
+    sql = cluster_ddl(args.cluster, migration_files(), settings.clickhouse_database,
+                      retention_days=settings.retention_days)
+    if args.out:
+        Path(args.out).write_text(sql, encoding="utf-8")
+    else:
+        sys.stdout.write(sql)
     return 0
 
 
@@ -239,6 +255,103 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from pixeltrack.dashboard.run import run_dashboard
+    from pixeltrack.serve import ServeInfo
+
+    if args.data and (info := ServeInfo.read(Path(args.data))) is not None:
+        print(f"pixeltrack dashboard: a running serve owns {args.data}; its dashboard is {info.dashboard_url}/",
+              file=sys.stderr)
+        return 1
+    s = _settings(clickhouse_dsn=args.clickhouse)
+    _run(run_dashboard(s.clickhouse_dsn, s.clickhouse_database, args.host, args.port, tenant=args.tenant,
+                       refresh_seconds=args.refresh))
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    """Erase a recipient everywhere (through a running serve, or directly)."""
+    from pixeltrack.serve import ADMIN_HEADER, ServeInfo, chdb_dsn
+
+    info = ServeInfo.read(Path(args.data)) if args.data else None
+    if info is not None:
+        req = urllib.request.Request(f"{info.admin_url}/forget", method="POST",
+                                     data=json.dumps({"recipient": args.recipient, "tenant": args.tenant}).encode(),
+                                     headers={ADMIN_HEADER: info.admin_token, "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            deleted = json.loads(resp.read())["deleted"]
+    else:
+        from processors.clickhouse import connect
+        from processors.privacy import forget
+
+        settings = _settings()
+        dsn = args.clickhouse or (chdb_dsn(Path(args.data)) if args.data else settings.clickhouse_dsn)
+        client = connect(dsn, settings.clickhouse_database)
+        try:
+            deleted = forget(client, args.recipient, args.tenant)
+        finally:
+            client.close()
+    total = sum(deleted.values())
+    print(f"erased {total} rows naming the recipient: " + ", ".join(f"{t}={n}" for t, n in deleted.items()))
+    print("recorded in the erasures table under the recipient's hash")
+    return 0
+
+
+def cmd_dnt_hash(args: argparse.Namespace) -> int:
+    from schemas.privacy import recipient_hash
+
+    for r in args.recipient:
+        print(recipient_hash(args.tenant, r))
+    return 0
+
+
+def cmd_tenants(args: argparse.Namespace) -> int:
+    from schemas.tenants import Tenant, TenantRegistry, validate
+    from schemas.tokens import new_secret
+
+    settings = _settings()
+    path = Path(args.file) if args.file else settings.tenants_file
+    if path is None:
+        print("pixeltrack tenants: give --file or set PIXELTRACK_TENANTS_FILE", file=sys.stderr)
+        return 2
+    reg = TenantRegistry.load(path)
+    if args.action == "list":
+        for t in sorted(reg.tenants.values(), key=lambda t: t.name):
+            kids = [k.split(":", 1)[0] for k in t.keys.split(",")]
+            print(f"{t.name}\tdomains={','.join(t.domains)}\tkeys={','.join(kids)}\tcurrent={t.current_key or kids[0]}")
+        return 0
+    if not args.name:
+        print("pixeltrack tenants: --name is required", file=sys.stderr)
+        return 2
+    old = reg.tenants.get(args.name)
+    if args.action == "add":
+        if old is not None:
+            print(f"pixeltrack tenants: {args.name!r} exists", file=sys.stderr)
+            return 2
+        new = Tenant(args.name, tuple(args.domain or ()), f"k1:{new_secret()}", "k1", (new_secret(),))
+    elif old is None:
+        print(f"pixeltrack tenants: no tenant {args.name!r}", file=sys.stderr)
+        return 2
+    elif args.action == "add-domain":
+        new = Tenant(old.name, old.domains + tuple(args.domain or ()), old.keys, old.current_key, old.api_keys)
+    elif args.action == "rotate-key":
+        kids = [k.split(":", 1)[0] for k in old.keys.split(",")]
+        kid = f"k{max(int(k[1:]) for k in kids if k[1:].isdigit()) + 1}"
+        new = Tenant(old.name, old.domains, f"{old.keys},{kid}:{new_secret()}", kid, old.api_keys)
+    else:  # remove
+        del reg.tenants[args.name]
+        reg.save(path)
+        print(f"removed {args.name}")
+        return 0
+    validate(new, f"tenant {new.name!r}")
+    reg.tenants[new.name] = new
+    TenantRegistry(reg.tenants)  # checks that no domain belongs to two tenants
+    reg.save(path)
+    print(f"{args.action}: {new.name} domains={','.join(new.domains)} current key={new.current_key}"
+          + (f" api key={new.api_keys[0]}" if args.action == "add" else ""))
+    return 0
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     import orjson
 
@@ -284,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080, help="edge port (0 = any free port)")
     s.add_argument("--api-port", type=int, default=8081, help="ingest API port (0 = any free port)")
+    s.add_argument("--dashboard-port", type=int, default=8082, help="dashboard port on 127.0.0.1 (0 = any)")
     s.add_argument("--data", default=".pixeltrack", help="data folder: signing key, chDB, state")
     s.set_defaults(fn=cmd_serve)
 
@@ -300,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clickhouse", help="DSN; default PIXELTRACK_CLICKHOUSE_DSN")
     s.add_argument("--data", help="a serve data folder (its chDB) in place of a DSN")
     s.set_defaults(fn=cmd_migrate)
+
+    s = sub.add_parser("ddl", help="print the ClickHouse cluster DDL generated from the single-node schema")
+    s.add_argument("--cluster", required=True, help="the ClickHouse cluster name (remote_servers)")
+    s.add_argument("--out", help="write to this file instead of standard output")
+    s.set_defaults(fn=cmd_ddl)
 
     s = sub.add_parser("keygen", help="print a new signing key (kid:secret)")
     s.add_argument("--kid", default="k1")
@@ -345,6 +464,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_api)
 
     add_instrument_parser(sub)
+
+    s = sub.add_parser("dashboard", help="the live dashboard over a ClickHouse server (production)")
+    s.add_argument("--clickhouse", help="DSN; default PIXELTRACK_CLICKHOUSE_DSN")
+    s.add_argument("--data", help="a serve data folder (refused while that serve runs: use its dashboard)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8082)
+    s.add_argument("--tenant", default="")
+    s.add_argument("--refresh", type=int, default=5, help="seconds between live refreshes")
+    s.set_defaults(fn=cmd_dashboard)
+
+    s = sub.add_parser("forget", help="erase a recipient from every table (recorded in `erasures`)")
+    s.add_argument("--recipient", required=True)
+    s.add_argument("--tenant", default="")
+    s.add_argument("--data", help="serve data folder")
+    s.add_argument("--clickhouse", help="DSN of a ClickHouse server or chdb://PATH")
+    s.set_defaults(fn=cmd_forget)
+
+    s = sub.add_parser("dnt-hash", help="print recipient hashes for the do-not-track file")
+    s.add_argument("recipient", nargs="+")
+    s.add_argument("--tenant", default="")
+    s.set_defaults(fn=cmd_dnt_hash)
+
+    s = sub.add_parser("tenants", help="manage tenants: domains and signing keys (a JSON file, 0600)")
+    s.add_argument("action", choices=["list", "add", "add-domain", "rotate-key", "remove"])
+    s.add_argument("--name")
+    s.add_argument("--domain", action="append", help="a tracking domain (repeatable)")
+    s.add_argument("--file", help="tenants file (default PIXELTRACK_TENANTS_FILE)")
+    s.set_defaults(fn=cmd_tenants)
 
     s = sub.add_parser("classify", help="classify hit v1 JSON lines (FILE or - for stdin)")
     s.add_argument("file", nargs="?")

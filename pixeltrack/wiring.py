@@ -7,7 +7,9 @@ from pathlib import Path
 
 from processors.classify_file import build_classifier
 from processors.pipeline import HitProcessor
+from schemas.privacy import load_do_not_track
 from schemas.settings import Settings
+from schemas.tenants import TenantRegistry
 from schemas.tokens import Keyring, new_secret
 from schemas.topics import Topics
 
@@ -38,8 +40,15 @@ def keyring_for(settings: Settings, data_dir: Path | None = None) -> Keyring:
     return data_dir_keyring(data_dir)
 
 
-def build_processor(settings: Settings, keyring: Keyring) -> HitProcessor:
+def tenants_for(settings: Settings, keyring: Keyring | None) -> TenantRegistry:
+    """The tenants file's tenants; `keyring` (settings' or the data folder's keys) serves tenant ""."""
+    return TenantRegistry.load(settings.tenants_file, default=keyring)
+
+
+def build_processor(settings: Settings, keyring: Keyring | None) -> HitProcessor:
     classifier = build_classifier(
         geoip_city_db=settings.geoip_city_db, geoip_asn_db=settings.geoip_asn_db,
         networks_file=settings.networks_file, internal_networks=settings.internal_networks)
-    return HitProcessor(keyring, classifier, Topics(settings.topic_prefix))
+    return HitProcessor(tenants_for(settings, keyring), classifier, Topics(settings.topic_prefix),
+                        truncate_ips=settings.truncate_ips,
+                        do_not_track=load_do_not_track(settings.do_not_track_file))

@@ -15,8 +15,10 @@ from processors.batch import BatchContext, Lookups, TableRows
 from processors.classify import Classifier, Decision, Verdict
 from schemas.classified import ClassifiedEvent
 from schemas.hit import Hit
+from schemas.privacy import recipient_hash, truncate_ip
 from schemas.records import REPLAY_HEADER, DeadLetter, RawHit, Record
 from schemas.sends import Conversion, Send
+from schemas.tenants import TenantRegistry
 from schemas.tokens import Keyring, TokenError, TokenPayload
 from schemas.topics import Topics
 
@@ -99,15 +101,21 @@ class HitProcessor:
     not re-checked (the edge judged it at receive time, and a replay hours later must agree).
     """
 
-    def __init__(self, keyring: Keyring, classifier: Classifier, topics: Topics) -> None:
-        self._keyring = keyring
+    def __init__(self, tenants: TenantRegistry | Keyring, classifier: Classifier, topics: Topics,
+                 truncate_ips: bool = True, do_not_track: frozenset[str] = frozenset()) -> None:
+        """`tenants`: host → tenant → keys (a bare Keyring means one default tenant). `truncate_ips`:
+        store IPv4 /24 and IPv6 /48 only (enrichment has already used the full address).
+        `do_not_track`: recipient hashes whose hits are dropped before anything is stored."""
+        self._tenants = tenants if isinstance(tenants, TenantRegistry) else TenantRegistry({}, tenants)
         self._classifier = classifier
         self._topics = topics
+        self._truncate = truncate_ips
+        self._dnt = do_not_track
         self._recent = RecentIds()
         self._recent_conversions = RecentIds(50_000)
         # Verified tokens: hits of one message share a pixel token and a few click tokens, so most
         # re-checks are dictionary hits. FIFO-bounded (about 1 KB an entry: 50,000 ≈ 50 MB at most).
-        self._verified: dict[tuple[str, str], TokenPayload] = {}
+        self._verified: dict[tuple[str, str, str], TokenPayload] = {}
         self._hit_counters: dict[tuple[str, str], Any] = {}
         self.repeats_dropped = 0
 
@@ -160,18 +168,21 @@ class HitProcessor:
     def _hit(self, out: BatchOutput, record: SourceRecord, stored_ids: Set[str]) -> None:
         try:
             raw = RawHit.decode(record.value or b"")
-            payload = self._verified.get((raw.token, raw.kind))
+            payload = self._verified.get((raw.token, raw.kind, raw.host))
             if payload is None:
-                payload = self._keyring.verify(raw.token, raw.kind)  # type: ignore[arg-type]
+                payload = self._verify(raw)
                 if len(self._verified) >= VERIFIED_CACHE:
                     del self._verified[next(iter(self._verified))]
-                self._verified[(raw.token, raw.kind)] = payload
+                self._verified[(raw.token, raw.kind, raw.host)] = payload
         except (ValueError, TokenError) as exc:
             self._dead_letter(out, record, exc.reason if isinstance(exc, TokenError) else "undecodable", str(exc))
             return
         if raw.id in stored_ids or self._recent.seen(raw.id):
             self.repeats_dropped += 1
             metrics.REPEATS_DROPPED.inc()
+            return
+        if self._dnt and recipient_hash(payload.tenant, payload.recipient) in self._dnt:
+            metrics.DO_NOT_TRACK.inc()
             return
         hit = Hit(id=raw.id, ts=raw.received_at, kind=raw.kind, method=raw.method, ip=raw.ip, ua=raw.ua,
                   message=payload.message, recipient=payload.recipient, campaign=payload.campaign,
@@ -180,6 +191,17 @@ class HitProcessor:
                   link_id=payload.link_id, link_flags=payload.flags, host=raw.host, edge=raw.edge)
         for decision in self._classifier.feed(hit):
             self._event_rows(out, decision, record)
+
+    def _verify(self, raw: RawHit) -> TokenPayload:
+        """The token's payload, checked with the keys of the tenant whose domain it was fetched on."""
+        found = self._tenants.for_host(raw.host)
+        if found is None:
+            raise TokenError("unknown_host", raw.host[:100])
+        tenant, keyring = found
+        payload = keyring.verify(raw.token, raw.kind)  # type: ignore[arg-type]
+        if payload.tenant != tenant:
+            raise TokenError("wrong_tenant", f"a token of {payload.tenant!r} on a domain of {tenant!r}")
+        return payload
 
     def _send(self, out: BatchOutput, record: SourceRecord) -> None:
         try:
@@ -214,10 +236,11 @@ class HitProcessor:
                                      record.partition, record.offset))
 
     def _event_rows(self, out: BatchOutput, d: Decision, record: SourceRecord) -> None:
+        ip = truncate_ip(d.hit.ip) if self._truncate else d.hit.ip
         if d.previous is not None:
-            out.events.rows.append(self._row(d, record, d.previous, d.revision - 1, -1))
+            out.events.rows.append(self._row(d, record, d.previous, d.revision - 1, -1, ip))
             metrics.REVISIONS.inc()
-        out.events.rows.append(self._row(d, record, d.verdict, d.revision, 1))
+        out.events.rows.append(self._row(d, record, d.verdict, d.revision, 1, ip))
         h, v = d.hit, d.verdict
         out.classified.append(Record(self._topics.events_classified, h.message.encode(), ClassifiedEvent(
             h.tenant, h.id, h.kind, h.ts, h.sent_at, h.campaign, h.variant, h.message, h.recipient, h.link,
@@ -229,13 +252,13 @@ class HitProcessor:
         counter.inc()
 
     @staticmethod
-    def _row(d: Decision, record: SourceRecord, v: Verdict, revision: int, sign: int) -> tuple[object, ...]:
+    def _row(d: Decision, record: SourceRecord, v: Verdict, revision: int, sign: int, ip: str) -> tuple[object, ...]:
         h, e = d.hit, d.enrichment
         # Times are epoch seconds: the writer sends rows as JSON, which DateTime64(3) columns read as such.
         # The source position is the record being processed now: a revision row belongs to the batch
         # that caused it, so its position and dedup token are those of that batch.
         return (h.tenant, h.id, h.kind, h.ts, h.sent_at, h.campaign, h.variant,
-                h.message, h.recipient, h.link, h.link_id, h.link_flags, h.method, h.host, h.ip, h.ua, h.edge,
+                h.message, h.recipient, h.link, h.link_id, h.link_flags, h.method, h.host, ip, h.ua, h.edge,
                 v.verdict, v.source, list(v.reasons), e.browser, e.os, e.device, e.mail_client, e.country, e.city,
                 e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset)
 

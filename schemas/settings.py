@@ -70,6 +70,8 @@ class Settings(BaseSettings):
                                      description="ClickHouse database of pixeltrack's tables.")
     batch_max_records: int = Field(20_000, ge=1, description="Most records per ClickHouse insert.")
     batch_max_ms: int = Field(1000, ge=1, description="Longest wait to fill a batch, in ms.")
+    migrate_on_start: bool = Field(True, description="Processors apply the single-node DDL at start "
+                                   "(turn off on a cluster: apply deploy/clickhouse/cluster.sql instead).")
     processor_metrics_port: int = Field(9108, ge=0, le=65535,
                                         description="Port of a processor's Prometheus /metrics (0 = off).")
     retention_days: int = Field(395, ge=1, description="TTL of raw events in ClickHouse, in days.")
@@ -80,6 +82,12 @@ class Settings(BaseSettings):
     networks_file: Path | None = Field(None, description="Extra network lists (JSON, shipped shape).")
     internal_networks: CsvList = Field(
         default_factory=list, description="The sender's own networks: hits from here are not opens.")
+
+    # --- tenants and privacy ---
+    tenants_file: Path | None = Field(None, description="Tenants (domains, keys) JSON; `pixeltrack tenants` edits it.")
+    truncate_ips: bool = Field(True, description="Store IPv4 /24 and IPv6 /48 only (after enrichment).")
+    do_not_track_file: Path | None = Field(
+        None, description="Recipient hashes (one per line) whose hits are answered and never stored.")
 
     # --- embedded mode ---
     data_dir: Path = Field(Path(".pixeltrack"), description="Folder of `pixeltrack serve`: key, chDB, spool.")

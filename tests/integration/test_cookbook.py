@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "analysts.md"
 FIXTURE = ROOT / "tests" / "fixtures" / "labelled-hits.jsonl"
 CAMPAIGN = "spring"  # the campaign every query in the doc is written for
+# what `pixeltrack query --param NAME=VALUE` gives a doc query that uses {NAME:Type}
+PARAMS = {"campaign": CAMPAIGN, "tenant": ""}
 SQL_BLOCK = re.compile(r"^```sql\n(.*?)^```", re.MULTILINE | re.DOTALL)
 HEADING = re.compile(r"^#{1,6} +(.+)$", re.MULTILINE)
 
@@ -78,11 +80,13 @@ def write_city_db(path: Path) -> Path:
 
 def with_extras(sim: Simulation) -> tuple[list[Record], list[Record]]:
     """Records of the simulation (its truth updated), with what it does not make on its own: conversions
-    that carry the clicked link, and a quiet message whose first click gets revised (a two-link burst
-    from one residential client: human at first, then the scanner's). Also returns dead letters from
-    the edge and the processor, which `fill` writes separately."""
-    human_link = {s.message: h.link for s, h in sim.hits if h.kind == "click" and h.verdict == "human"}
-    sim.conversions = [dataclasses.replace(c, link=human_link.get(c.message, "")) for c in sim.conversions]
+    that name the click they followed (its link and hit id, as a click id would), and a quiet message
+    whose first click gets revised (a two-link burst from one residential client: human at first, then
+    the scanner's). Also returns dead letters from the edge and the processor, which `fill` writes
+    separately."""
+    human_click = {s.message: h for s, h in sim.hits if h.kind == "click" and h.verdict == "human"}
+    sim.conversions = [dataclasses.replace(c, link=human_click[c.message].link, click_hit_id=human_click[c.message].id)
+                       if c.message in human_click else c for c in sim.conversions]
 
     engaged = {s.message for s, _ in sim.hits}
     quiet = next(s for s in sim.sends if s.message not in engaged)
@@ -121,8 +125,9 @@ class Cookbook:
     sim: Simulation
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[object, ...]]]:
-        """As `pixeltrack query` runs it: read-only, no parameters."""
-        result = self.client.query(sql, settings={"readonly": 1})
+        """As `pixeltrack query` runs it: read-only, with `--param` for each {NAME:Type} the SQL uses."""
+        parameters = {name: value for name, value in PARAMS.items() if f"{{{name}:" in sql}
+        result = self.client.query(sql, parameters=parameters or None, settings={"readonly": 1})
         return list(result.column_names), [tuple(r) for r in result.result_rows]
 
 
@@ -173,6 +178,8 @@ def test_doc_has_a_cookbook_of_at_least_twelve_queries() -> None:
     assert len(SQL_BLOCK.findall(cookbook_part[1])) >= 12
     # written for the simulated campaign, so that every query here finds its data
     assert {name for _, sql in QUERIES for name in re.findall(r"campaign\s*=\s*'([^']*)'", sql)} == {CAMPAIGN}
+    # query parameters are ones the test (like `pixeltrack query --param`) can fill
+    assert {name for _, sql in QUERIES for name in re.findall(r"\{(\w+):", sql)} <= set(PARAMS)
 
 
 @pytest.mark.parametrize("sql", params())
@@ -224,3 +231,71 @@ def test_doc_numbers_equal_the_simulated_truth(cookbook: Cookbook) -> None:
     _, letters = cookbook.query(query_under("Dead letters by reason"))
     assert {(stage, reason): n for stage, reason, n, *_ in letters} == {
         (stage, reason): DEAD_LETTERS.count((stage, reason)) for stage, reason in DEAD_LETTERS}
+
+
+def test_doc_per_message_queries_equal_the_simulated_truth(cookbook: Cookbook) -> None:
+    """The queries on `message_totals`, `link_totals` and `conversions.click_hit_id` count each message
+    (and each conversion's click) once, whatever state of merging the parts are in."""
+    truth = cookbook.sim.truth
+    total = {f: sum(getattr(t, f) for t in truth.values()) for f in (
+        "delivered", "unique_opens", "unique_clicks", "converted_messages", "conversions", "opens_human",
+        "opens_proxy")}
+    # several partial rows per message are what the queries must merge; the test is moot without them
+    assert cookbook.db.rows(f"SELECT count() > uniqExact(message_id) FROM message_totals "
+                            f"WHERE campaign = '{CAMPAIGN}'") == [(1,)]
+
+    # the same messages read with FINAL and with GROUP BY
+    final = cookbook.query(query_under("`message_totals`", 0))
+    grouped = cookbook.query(query_under("`message_totals`", 1))
+    assert len(final[1]) == 20
+    as_dicts = [[{k: v for k, v in zip(cols, r, strict=True) if k in grouped[0]} for r in rows]
+                for cols, rows in (final, grouped)]
+    assert as_dicts[0] == as_dicts[1]
+
+    columns, split = cookbook.query(query_under("`campaign_summary`"))
+    got = {r[0]: dict(zip(columns, r, strict=True)) for r in split}
+    for variant, t in truth.items():
+        row = got[variant]
+        assert (row["delivered"], row["unique_opens"], row["unique_clicks"]) == (
+            t.delivered, t.unique_opens, t.unique_clicks)
+        assert row["unique_human_opens"] + row["unique_proxy_only_opens"] == t.unique_opens
+        assert 0 < row["unique_clicks_of_openers"] <= t.unique_clicks
+        assert row["ctor"] == pytest.approx(row["unique_clicks_of_openers"] / t.unique_opens, abs=1e-4)
+
+    columns, cohorts = cookbook.query(query_under("Cohorts by send hour"))
+    sums = {c: sum(dict(zip(columns, r, strict=True))[c] for r in cohorts) for c in (
+        "delivered", "opened", "clicked", "converted")}
+    assert sums == {"delivered": total["delivered"], "opened": total["unique_opens"],
+                    "clicked": total["unique_clicks"], "converted": total["converted_messages"]}
+
+    columns, domains = cookbook.query(query_under("Machine share by mailbox provider"))
+    rows = [dict(zip(columns, r, strict=True)) for r in domains]
+    assert (sum(r["delivered"] for r in rows), sum(r["opened"] for r in rows)) == (
+        total["delivered"], total["unique_opens"])
+
+    columns, first = cookbook.query(query_under("Time to first open"))
+    rows = [dict(zip(columns, r, strict=True)) for r in first]
+    assert sum(r["messages"] for r in rows) == total["unique_opens"]
+    assert all(r["direct"] + r["proxied"] == r["messages"] for r in rows)
+
+    _, reopens = cookbook.query(query_under("Re-opens per recipient"))
+    assert sum(opens * recipients for opens, recipients in reopens) == total["opens_human"] + total["opens_proxy"]
+
+    _, links = cookbook.query(query_under("`link_totals`"))
+    assert sum(messages for _, messages in links) == total["unique_clicks"]
+
+    # every simulated conversion names the human click it followed (see `with_extras`)
+    columns, after_click = cookbook.query(query_under("Time from click to conversion"))
+    rows = [dict(zip(columns, r, strict=True)) for r in after_click]
+    assert sum(r["conversions"] for r in rows) == total["conversions"]
+    assert sum(r["after_filtered_click"] for r in rows) == 0
+    assert sum(r["revenue"] for r in rows) == pytest.approx(sum(t.revenue for t in truth.values()))
+    columns, clicks = cookbook.query(query_under("`conversions`"))
+    rows = [dict(zip(columns, r, strict=True)) for r in clicks]
+    assert {r["click_verdict"] for r in rows} == {"human"}
+    assert sum(r["conversions"] for r in rows) == total["conversions"]
+
+    # a saved query with --param gives what the literal one does
+    columns, with_params = cookbook.query(query_under("Running SQL"))
+    assert {r[0]: r[1:4] for r in with_params} == {
+        v: (t.delivered, t.unique_opens, t.unique_clicks) for v, t in truth.items()}

@@ -1,0 +1,123 @@
+"""Tenants: brands sharing one installation, each with its own tracking domains and signing keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schemas.tokens import Keyring
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|^localhost$|^127\.0\.0\.1$")
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    name: str
+    domains: tuple[str, ...]
+    keys: str  # "kid:secret,kid2:secret2" (base64url secrets)
+    current_key: str = ""
+    api_keys: tuple[str, ...] = ()
+
+    def keyring(self) -> Keyring:
+        return Keyring.parse(self.keys, self.current_key or None)
+
+
+@dataclass(slots=True)
+class TenantRegistry:
+    """Host → tenant → keyring. A token is accepted only with the keys of the tenant whose domain it
+    was fetched on, and only if it names that tenant: tenant A's token on tenant B's domain is a
+    forgery like any other. With no tenants configured, every host is the default tenant ("")."""
+
+    tenants: dict[str, Tenant] = field(default_factory=dict)
+    default: Keyring | None = None  # the settings' keys: tenant "" on any host no tenant claims
+    _by_host: dict[str, tuple[str, Keyring]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._by_host = {}
+        for t in self.tenants.values():
+            ring = t.keyring()
+            for d in t.domains:
+                self._by_host[d] = (t.name, ring)
+
+    @staticmethod
+    def _host(host: str) -> str:
+        host = host.strip().lower().rstrip(".")
+        if host.startswith("["):  # [v6]:port
+            return host.split("]", 1)[0] + "]"
+        return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+    def for_host(self, host: str) -> tuple[str, Keyring] | None:
+        """(tenant, keyring) for a request's Host, or None when no tenant serves it and there is no
+        default keyring."""
+        found = self._by_host.get(self._host(host))
+        if found is not None:
+            return found
+        return ("", self.default) if self.default is not None else None
+
+    def for_tenant(self, name: str) -> Keyring | None:
+        if name in self.tenants:
+            return self.tenants[name].keyring()
+        return self.default if name == "" else None
+
+    def tenant_of_api_key(self, key: str) -> str | None:
+        for t in self.tenants.values():
+            if key in t.api_keys:
+                return t.name
+        return None
+
+    # --- the tenants file (JSON, mode 0600: it holds secrets) ---
+
+    @classmethod
+    def load(cls, path: Path | None, default: Keyring | None = None) -> TenantRegistry:
+        if path is None or not path.exists():
+            return cls({}, default)
+        try:
+            doc = json.loads(path.read_text())
+        except ValueError as exc:
+            raise ValueError(f"tenants file {path}: not JSON ({exc})") from None
+        tenants = {}
+        for i, t in enumerate(doc.get("tenants", [])):
+            where = f"tenants file {path}: tenants[{i}]"
+            try:
+                tenant = Tenant(t["name"], tuple(t.get("domains", [])), t["keys"], t.get("current_key", ""),
+                                tuple(t.get("api_keys", [])))
+            except (KeyError, TypeError) as exc:
+                raise ValueError(f"{where}: missing or bad field {exc}") from None
+            validate(tenant, where)
+            tenants[tenant.name] = tenant
+        _check_unique_domains(tenants.values())
+        return cls(tenants, default)
+
+    def save(self, path: Path) -> None:
+        doc = {"tenants": [{"name": t.name, "domains": list(t.domains), "keys": t.keys,
+                            "current_key": t.current_key, "api_keys": list(t.api_keys)}
+                           for t in sorted(self.tenants.values(), key=lambda t: t.name)]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=2)
+        os.replace(tmp, path)
+
+
+def validate(t: Tenant, where: str) -> None:
+    if not NAME_RE.match(t.name):
+        raise ValueError(f"{where}: name {t.name!r} must be lower-case letters, digits, _ or - (1-63)")
+    for d in t.domains:
+        if not DOMAIN_RE.match(d):
+            raise ValueError(f"{where}: {d!r} is not a host name such as t.example.com")
+    t.keyring()  # raises ValueError naming the key
+
+
+def _check_unique_domains(tenants: Iterable[Tenant]) -> None:
+    seen: dict[str, str] = {}
+    for t in tenants:
+        for d in t.domains:
+            if d in seen:
+                raise ValueError(f"domain {d!r} belongs to both {seen[d]!r} and {t.name!r}")
+            seen[d] = t.name

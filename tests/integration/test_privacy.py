@@ -1,0 +1,142 @@
+"""Recipient privacy on chDB: IP truncation, do-not-track, erasure across every table, tenants apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pixeltrack.simulate import load_patterns, simulate
+from processors.classify_file import build_classifier
+from processors.local_runner import LocalRecord
+from processors.pipeline import HitProcessor
+from processors.privacy import forget
+from processors.step import process_and_write
+from processors.writer import ClickHouseWriter
+from schemas.privacy import recipient_hash
+from schemas.records import DeadLetter, RawHit, Record
+from schemas.tenants import Tenant, TenantRegistry
+from schemas.tokens import Keyring, TokenPayload
+from schemas.topics import Topics
+from tests.integration.test_analytics import FIXTURE, run_pipeline
+from tests.plugins.clickhouse import ClickHouseDb
+
+TABLES_WITH_RECIPIENT = ("events", "sends", "conversions", "message_totals")
+
+
+async def feed(db: ClickHouseDb, processor: HitProcessor, records: list[Record]) -> None:
+    writer = ClickHouseWriter(db.dsn, db.database)
+    try:
+        await process_and_write(processor, writer, [LocalRecord(r.topic, -1, i, r.value) for i, r in
+                                                    enumerate(records)], "privacy:1")
+    finally:
+        await writer.close()
+
+
+async def test_forget_erases_the_recipient_everywhere(clickhouse: ClickHouseDb, settings: object,
+                                                      keyring: Keyring) -> None:
+    sim = simulate(load_patterns(FIXTURE), "gdpr", 400, engaged_share=0.8, seed=2)
+    await run_pipeline(clickhouse, settings, keyring, sim.records(keyring, Topics()))  # type: ignore[arg-type]
+    # a recipient with hits, a send and a conversion if there is one
+    send, _ = next((s, h) for s, h in sim.hits if h.kind == "click")
+    target = send.recipient
+    before = clickhouse.rows("SELECT delivered FROM campaign_summary WHERE variant = '" + send.variant + "'")[0][0]
+    assert all(clickhouse.rows(f"SELECT count() FROM {t} WHERE recipient_id = '{target}'")[0][0] > 0
+               for t in ("events", "sends", "message_totals"))
+    # every stored IP is truncated (IPv4 /24, IPv6 /48)
+    assert clickhouse.rows("SELECT countIf(ip LIKE '%.%' AND ip NOT LIKE '%.0') FROM events") == [(0,)]
+
+    client = clickhouse.client()
+    try:
+        deleted = forget(client, target)
+    finally:
+        client.close()
+    assert deleted["events"] > 0
+    assert deleted["sends"] == 1
+    for table in TABLES_WITH_RECIPIENT:
+        assert clickhouse.rows(f"SELECT count() FROM {table} WHERE recipient_id = '{target}'") == [(0,)], table
+    assert clickhouse.rows(f"SELECT count() FROM link_totals WHERE message_id = '{send.message}'") == [(0,)]
+    assert clickhouse.rows("SELECT recipient_hash FROM erasures") == [(recipient_hash("", target),)]
+    after = clickhouse.rows("SELECT delivered FROM campaign_summary WHERE variant = '" + send.variant + "'")[0][0]
+    assert after == before - 1
+    # no column of any table holds the recipient id any more
+    tables = [r[0] for r in clickhouse.rows(
+        f"SELECT name FROM system.tables WHERE database = '{clickhouse.database}' AND engine LIKE '%MergeTree%'")]
+    for t in tables:
+        hits = clickhouse.rows(f"SELECT count() FROM {t} WHERE position(toString(tuple(*)), '{target}') > 0")
+        assert hits == [(0,)], t
+
+
+async def test_do_not_track_stores_nothing(clickhouse: ClickHouseDb, keyring: Keyring) -> None:
+    dnt = frozenset({recipient_hash("", "r-quiet")})
+    processor = HitProcessor(keyring, build_classifier(), Topics(), do_not_track=dnt)
+    records = []
+    for i, recipient in enumerate(("r-quiet", "r-loud")):
+        token = keyring.mint(TokenPayload("open", "", "dnt", "", f"m-{i}", recipient, 1_790_000_000_000))
+        raw = RawHit(f"h{i}", 1_790_000_100.0, "open", "GET", "t.example.com", "/", token, "198.51.100.7",
+                     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36",
+                     "e", {"accept": "image/avif,image/webp,*/*"})
+        records.append(Record("hits.raw", b"m", raw.encode()))
+    await feed(clickhouse, processor, records)
+    assert clickhouse.rows("SELECT recipient_id FROM hits") == [("r-loud",)]
+
+
+@pytest.fixture
+def two_tenants() -> TenantRegistry:
+    return TenantRegistry({
+        "acme": Tenant("acme", ("t.acme.example",), "a1:" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFB"),
+        "globex": Tenant("globex", ("t.globex.example",), "g1:" + "R0dHR0dHR0dHR0dHR0dHR0dHR0dH"),
+    })
+
+
+async def test_tenants_cannot_forge_each_other(clickhouse: ClickHouseDb, two_tenants: TenantRegistry) -> None:
+    acme = two_tenants.for_tenant("acme")
+    globex = two_tenants.for_tenant("globex")
+    assert acme is not None
+    assert globex is not None
+    processor = HitProcessor(two_tenants, build_classifier(), Topics())
+
+    def hit(i: int, ring: Keyring, tenant: str, host: str) -> Record:
+        token = ring.mint(TokenPayload("open", tenant, "c", "", f"m-{i}", f"r-{i}", 1_790_000_000_000))
+        raw = RawHit(f"h{i}", 1_790_000_100.0, "open", "GET", host, "/", token, "198.51.100.7",
+                     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)",
+                     "e", {})
+        return Record("hits.raw", b"m", raw.encode())
+
+    records = [
+        hit(1, acme, "acme", "t.acme.example"),          # genuine
+        hit(2, acme, "acme", "t.globex.example"),        # acme's token on globex's domain
+        hit(3, globex, "acme", "t.globex.example"),      # globex's key claiming to be acme
+        hit(4, globex, "globex", "t.globex.example:443"),  # genuine, with a port
+        hit(5, globex, "globex", "unknown.example"),     # a host no tenant serves
+    ]
+    writer = ClickHouseWriter(clickhouse.dsn, clickhouse.database)
+    try:
+        out = await process_and_write(processor, writer, [LocalRecord(r.topic, -1, i, r.value)
+                                                          for i, r in enumerate(records)], "tenants:1")
+    finally:
+        await writer.close()
+    assert clickhouse.rows("SELECT tenant, message_id FROM hits ORDER BY tenant") == [("acme", "m-1"),
+                                                                                    ("globex", "m-4")]
+    reasons = sorted(DeadLetter.decode(r.value).reason for r in out.to_dlq)
+    assert reasons == ["unknown_host", "unknown_key", "wrong_tenant"]
+    # every view is per tenant: globex's summary holds nothing of acme's
+    rows = clickhouse.rows("SELECT tenant, sum(unique_opens) FROM campaign_summary GROUP BY tenant ORDER BY tenant")
+    assert rows == [("acme", 1), ("globex", 1)]
+
+
+def test_tenants_file_round_trip_and_validation(tmp_path: Path, two_tenants: TenantRegistry) -> None:
+    path = tmp_path / "tenants.json"
+    two_tenants.save(path)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    again = TenantRegistry.load(path)
+    assert sorted(again.tenants) == ["acme", "globex"]
+    found = again.for_host("T.ACME.EXAMPLE:8443")
+    assert found is not None
+    assert found[0] == "acme"
+    assert again.for_host("nobody.example") is None
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"tenants": [{"name": "a", "domains": ["x.example"], "keys": "k:QUFBQUFBQUFBQUFBQUFBQUFBQUFB"},'
+                   ' {"name": "b", "domains": ["x.example"], "keys": "k:QUFBQUFBQUFBQUFBQUFBQUFBQUFB"}]}')
+    with pytest.raises(ValueError, match="belongs to both"):
+        TenantRegistry.load(bad)
