@@ -271,7 +271,8 @@ class HitProcessor:
                            raw=(record.value or b"")[:512].decode("utf-8", "backslashreplace"))
         out.dead_letters.rows.append((
             d.id, d.received_at, d.stage, d.reason, d.detail, d.kind, d.method, d.host, d.path,
-            truncate_ip(d.ip) if self._truncate else d.ip, d.ua, d.edge, d.raw, record.topic, record.partition, record.offset))
+            truncate_ip(d.ip) if self._truncate else d.ip, d.ua, d.edge, d.raw, record.topic, record.partition,
+            record.offset))
         if d.stage == "edge":
             metrics.DEAD_LETTERS.labels("edge", d.reason).inc()
 
