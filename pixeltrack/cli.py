@@ -66,6 +66,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
 def cmd_process(args: argparse.Namespace) -> int:
     from pixeltrack.wiring import build_processor
     from processors.clickhouse import migrate
+    from processors.gc_tuning import tune_gc_for_batches
     from processors.kafka_runner import KafkaRunner
     from processors.writer import ClickHouseWriter
     from schemas.topics import Topics
@@ -86,8 +87,10 @@ def cmd_process(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         writer = ClickHouseWriter(settings.clickhouse_dsn, settings.clickhouse_database)
+        processor = build_processor(settings, settings.keyring())
+        tune_gc_for_batches()
         runner = KafkaRunner(settings.kafka_bootstrap, settings.consumer_group, Topics(settings.topic_prefix),
-                             build_processor(settings, settings.keyring()), writer,
+                             processor, writer,
                              settings.batch_max_records, settings.batch_max_ms)
         try:
             await runner.run(stop)

@@ -21,6 +21,7 @@ from ingest.publisher import QueuePublisher
 from pixeltrack.dashboard import query_with, start_dashboard
 from pixeltrack.wiring import API_KEY_FILE, build_processor, data_dir_secret, keyring_for
 from processors.clickhouse import migrate
+from processors.gc_tuning import tune_gc_for_batches
 from processors.local_runner import LocalRunner
 from processors.writer import ClickHouseWriter
 from schemas.records import Record
@@ -110,6 +111,7 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     bus: asyncio.Queue[Record] = asyncio.Queue()
     runner = LocalRunner(bus, build_processor(settings, keyring), writer,
                          settings.batch_max_records, settings.batch_max_ms)
+    tune_gc_for_batches()
     runner_task = asyncio.create_task(runner.run(stop), name="pixeltrack-local-runner")
 
     # The in-process bus never refuses, and the whole process is the unit of failure: no spool here.

@@ -71,6 +71,7 @@ class KafkaRunner:
         self._client_id = client_id
         self._after_insert = after_insert
         self.batches_done = 0
+        self.records_done = 0  # records whose batch was inserted and committed
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -119,3 +120,4 @@ class KafkaRunner:
             if high is not None:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - ranges[tp][1] - 1))
         self.batches_done += 1
+        self.records_done += len(records)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import orjson
 
@@ -34,7 +34,8 @@ class ClassifiedEvent:
     v: int = 1
 
     def encode(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        # orjson serialises the dataclass itself: dataclasses.asdict deep-copies and costs ~50x more.
+        return orjson.dumps(self, option=orjson.OPT_SERIALIZE_DATACLASS)
 
     @classmethod
     def decode(cls, value: bytes) -> ClassifiedEvent:

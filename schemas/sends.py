@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -54,7 +54,7 @@ class Send:
     v: int = 1
 
     def encode(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self, option=orjson.OPT_SERIALIZE_DATACLASS)
 
     @classmethod
     def decode(cls, value: bytes) -> Send:
@@ -95,7 +95,7 @@ class Conversion:
     v: int = 1
 
     def encode(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self, option=orjson.OPT_SERIALIZE_DATACLASS)
 
     @classmethod
     def decode(cls, value: bytes) -> Conversion:

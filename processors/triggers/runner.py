@@ -1,0 +1,371 @@
+"""Triggers in production: an aiokafka consumer group on events.classified, state kept in a compacted topic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from processors.triggers.dispatch import Dispatcher
+from processors.triggers.engine import DEFAULT_SETTLE_SECONDS, EngineLimits, Step, TriggerEngine
+from processors.triggers.records import DEAD, FIRED, Action, StateRecord, TriggerDeadLetter, action_record
+from processors.triggers.rules import RuleSet
+from processors.triggers.webhook import Delivery, RetryPolicy, WebhookClient
+from schemas.classified import ClassifiedEvent
+from schemas.topics import Topics
+
+log = logging.getLogger(__name__)
+
+_TOPIC_ALREADY_EXISTS = 36
+_DLQ_RETENTION_MS = 30 * 86400 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerTopics:
+    """The triggers' own topics, under the installation's prefix."""
+
+    prefix: str = ""
+
+    @property
+    def state(self) -> str:
+        """StateRecord values, key = idempotency key; compacted; partition p holds the state of the
+        messages of events.classified partition p (so it moves with the partition)."""
+        return f"{self.prefix}triggers.state"
+
+    @property
+    def dlq(self) -> str:
+        """TriggerDeadLetter values: actions given up on and unreadable events, with a reason."""
+        return f"{self.prefix}triggers.dlq"
+
+
+async def ensure_topics(bootstrap: str, events_topic: str, topics: TriggerTopics, remember_seconds: float,
+                        replication_factor: int = -1) -> int:
+    """Creates triggers.state (compact + delete after `remember`, as many partitions as events.classified)
+    and triggers.dlq when they are missing; returns the partition count of events.classified. Raises
+    RuntimeError naming the topic when events.classified is missing or triggers.state has too few
+    partitions. `replication_factor` -1 takes the broker's default."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = {t["topic"]: t for t in await admin.describe_topics([events_topic, topics.state, topics.dlq])}
+        events = described.get(events_topic)
+        if events is None or events["error_code"] != 0 or not events["partitions"]:
+            raise RuntimeError(f"topic {events_topic!r} does not exist: create it first (docs/deploy.md)")
+        partitions = len(events["partitions"])
+        wanted = {
+            topics.state: NewTopic(topics.state, partitions, replication_factor, topic_configs={
+                "cleanup.policy": "compact,delete", "retention.ms": str(int(remember_seconds * 1000))}),
+            topics.dlq: NewTopic(topics.dlq, min(partitions, 6), replication_factor, topic_configs={
+                "retention.ms": str(_DLQ_RETENTION_MS)}),
+        }
+        missing = [nt for name, nt in wanted.items()
+                   if name not in described or described[name]["error_code"] != 0]
+        if missing:
+            resp = await admin.create_topics(missing)
+            for name, code, *rest in resp.topic_errors:
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise RuntimeError(f"creating topic {name!r} failed (error {code}: {rest[0] if rest else ''})")
+            log.info("created %s", ", ".join(nt.name for nt in missing))
+        state = described.get(topics.state)
+        if state is not None and state["error_code"] == 0 and len(state["partitions"]) < partitions:
+            raise RuntimeError(f"topic {topics.state!r} has {len(state['partitions'])} partitions, fewer than "
+                               f"{events_topic!r} ({partitions}): add partitions to it")
+        return partitions
+    finally:
+        await admin.close()
+
+
+class _Partition:
+    """One assigned partition: its engine and the offsets consumed but not yet safe to commit."""
+
+    __slots__ = ("acked", "engine", "offsets", "tp")
+
+    def __init__(self, tp: TopicPartition, engine: TriggerEngine) -> None:
+        self.tp = tp
+        self.engine = engine
+        self.offsets: deque[int] = deque()  # consumed, in order
+        self.acked: set[int] = set()        # of those, the ones whose effects are durable
+
+    def commit_point(self) -> int | None:
+        """The offset to commit (one past the last record before the first one still in flight), if it moved."""
+        moved = None
+        while self.offsets and self.offsets[0] in self.acked:
+            offset = self.offsets.popleft()
+            self.acked.discard(offset)
+            moved = offset + 1
+        return moved
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: TriggerRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._runner._revoke(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._runner._assign(assigned)
+
+
+class TriggerRunner:
+    """Consumes events.classified in a consumer group and fires the rules' webhooks.
+
+    Durability: each batch's state changes (counting windows, DUE actions with their bodies, closed
+    windows) are acknowledged by triggers.state (acks=all) before the batch's offsets are committed, and
+    events still settling hold their partition's commit back; so a restart re-reads only what is not yet
+    recorded, and the state it loads says what was already decided. Deliveries run apart from the
+    consumer loop (a slow receiver does not stop consumption): the DUE record is the outbox, FIRED or
+    DEAD (after the dead letter is acknowledged) closes it; an action still DUE at a restart or a
+    rebalance is delivered again by the partition's next owner under the same idempotency key.
+
+    Partitions: events.classified is keyed by message id, so one message (the window of every rule) is in
+    one partition; partition p's state is kept in triggers.state partition p and loaded when p is
+    assigned, so any number of runners in the group keep "once per recipient and window".
+
+    Memory: one TriggerEngine per assigned partition, `limits` split between them (see TriggerEngine for
+    the figures), plus at most `max_in_flight` deliveries and one fetch (max_poll_records).
+    """
+
+    def __init__(self, bootstrap: str, group: str, topics: Topics, rules: RuleSet, *,
+                 settle_seconds: float = DEFAULT_SETTLE_SECONDS, max_attempts: int = 8,
+                 retry: RetryPolicy | None = None, limits: EngineLimits | None = None, max_in_flight: int = 32,
+                 client_id: str = "pixeltrack-triggers", create_topics: bool = True, replication_factor: int = -1,
+                 poll_ms: int = 100, max_poll_records: int = 1000, shutdown_grace: float = 5.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        """`retry` overrides the retry policy (its max_attempts wins over `max_attempts`)."""
+        self._bootstrap = bootstrap
+        self._group = group
+        self._events_topic = topics.events_classified
+        self.topics = TriggerTopics(topics.prefix)
+        self._rules = rules
+        self._settle = settle_seconds
+        self._retry = retry or RetryPolicy(max_attempts=max_attempts)
+        self._limits = limits or EngineLimits()
+        self._max_in_flight = max_in_flight
+        self._client_id = client_id
+        self._create_topics = create_topics
+        self._replication_factor = replication_factor
+        self._poll_ms = poll_ms
+        self._max_poll_records = max_poll_records
+        self._grace = shutdown_grace
+        self._clock = clock
+        self._parts: dict[int, _Partition] = {}
+        self._lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._reader: AIOKafkaConsumer | None = None
+        self._dispatcher: Dispatcher | None = None
+        self.delivered = 0
+        self.dead_lettered = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Runs until `stop` is set; then waits up to shutdown_grace for running deliveries (the rest stay
+        due), commits what is recorded and leaves the group."""
+        if self._create_topics:
+            await ensure_topics(self._bootstrap, self._events_topic, self.topics, self._rules.remember,
+                                self._replication_factor)
+        producer = self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap, client_id=self._client_id, acks="all", enable_idempotence=True)
+        reader = self._reader = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+            client_id=self._client_id + "-state")
+        consumer = self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=self._group, client_id=self._client_id,
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self._max_poll_records)
+        async with contextlib.AsyncExitStack() as stack:
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            await reader.start()
+            stack.push_async_callback(reader.stop)
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            self._dispatcher = Dispatcher(WebhookClient(session, self._retry), self._rules, self._on_delivered,
+                                          self._max_in_flight)
+            consumer.subscribe([self._events_topic], listener=_Rebalance(self))
+            await consumer.start()
+            stack.push_async_callback(consumer.stop)
+            try:
+                while not stop.is_set():
+                    batches = await consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_poll_records)
+                    async with self._lock:
+                        await self._step(batches)
+                        offsets = self._commit_points(self._parts.values())
+                    await self._commit(offsets)
+                    self._backpressure()
+            finally:
+                await self._dispatcher.close(self._grace)
+                async with self._lock:
+                    offsets = self._commit_points(self._parts.values())
+                await self._commit(offsets)
+                self._parts.clear()
+
+    # --- the loop ------------------------------------------------------------------------------------
+
+    async def _step(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Feeds a fetch, advances every engine, makes the changes durable, then acknowledges offsets."""
+        now = self._clock()
+        steps: list[tuple[_Partition, Step]] = []
+        letters: list[tuple[_Partition, int, TriggerDeadLetter]] = []
+        for tp, records in batches.items():
+            part = self._parts.get(tp.partition)
+            if part is None:
+                continue  # revoked since the fetch
+            for r in records:
+                part.offsets.append(r.offset)
+                try:
+                    if r.value is None:
+                        raise ValueError("empty record")
+                    event = ClassifiedEvent.decode(r.value)
+                except ValueError as exc:
+                    raw = (r.value or b"")[:512].decode("utf-8", "replace")
+                    letters.append((part, r.offset, TriggerDeadLetter(
+                        "event", "undecodable", f"{tp.topic}/{tp.partition}/{r.offset}: {exc}"[:500], now, raw=raw)))
+                    continue
+                steps.append((part, part.engine.feed(event, now, r.offset)))
+        for part in self._parts.values():
+            steps.append((part, part.engine.advance(now)))
+        await self._persist([(part.tp.partition, c) for part, s in steps for c in s.changes],
+                            [letter for _, _, letter in letters])
+        for part, s in steps:
+            part.acked.update(s.done)
+        for part, offset, _ in letters:
+            part.acked.add(offset)
+        assert self._dispatcher is not None
+        for part, s in steps:
+            for action in s.actions:
+                self._dispatcher.submit(action, part.tp.partition)
+
+    async def _persist(self, changes: Iterable[tuple[int, StateRecord]], letters: Iterable[TriggerDeadLetter]) -> None:
+        producer = self._producer
+        assert producer is not None
+        futures = [await producer.send(self.topics.state, rec.encode(), key=rec.key.encode(), partition=p)
+                   for p, rec in changes]
+        futures += [await producer.send(self.topics.dlq, letter.encode(), key=letter.key.encode() or None)
+                    for letter in letters]
+        if futures:
+            await asyncio.gather(*futures)
+
+    @staticmethod
+    def _commit_points(parts: Iterable[_Partition]) -> dict[TopicPartition, int]:
+        out = {}
+        for part in parts:
+            offset = part.commit_point()
+            if offset is not None:
+                out[part.tp] = offset
+        return out
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets or self._consumer is None:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The partitions moved: their next owner re-reads from the last commit; what it re-reads was
+            # recorded already, and the engine ignores repeats (counting by hit id, keys decided once).
+            log.warning("commit failed (%s); the next owner re-reads from the last commit", exc)
+
+    def _backpressure(self) -> None:
+        """Pauses partitions whose engine is over its soft bounds (settling or undelivered)."""
+        consumer = self._consumer
+        assert consumer is not None
+        paused = consumer.paused()
+        for part in self._parts.values():
+            if part.engine.full and part.tp not in paused:
+                consumer.pause(part.tp)
+            elif not part.engine.full and part.tp in paused:
+                consumer.resume(part.tp)
+
+    # --- deliveries --------------------------------------------------------------------------------
+
+    async def _on_delivered(self, action: Action, delivery: Delivery, tag: Hashable) -> None:
+        """Records the outcome: FIRED, or a dead letter (acknowledged) then DEAD, in the state partition."""
+        producer = self._producer
+        assert producer is not None
+        assert isinstance(tag, int)
+        now = self._clock()
+        part = self._parts.get(tag)
+        if delivery.ok:
+            rec = (part.engine.mark_fired(action, now, delivery.attempts) if part is not None
+                   else action_record(action, FIRED, now, now + self._rules.remember, delivery.attempts))
+            self.delivered += 1
+        else:
+            webhook = self._rules.webhooks.get(action.webhook)
+            letter = TriggerDeadLetter(
+                "action", delivery.reason, delivery.detail[:500], now, key=action.key, rule=action.rule,
+                webhook=action.webhook, url=webhook.url if webhook else "", attempts=delivery.attempts,
+                first_attempt_at=delivery.first_attempt_at, last_status=delivery.status, payload=action.payload)
+            await producer.send_and_wait(self.topics.dlq, letter.encode(), key=action.key.encode())
+            rec = (part.engine.mark_dead(action, now, delivery.attempts, delivery.reason) if part is not None
+                   else action_record(action, DEAD, now, now + self._rules.remember, delivery.attempts,
+                                      delivery.reason))
+            self.dead_lettered += 1
+        await producer.send_and_wait(self.topics.state, rec.encode(), key=rec.key.encode(), partition=tag)
+
+    # --- rebalancing -------------------------------------------------------------------------------
+
+    async def _revoke(self, revoked: set[TopicPartition]) -> None:
+        """Commits what is recorded, stops the partitions' deliveries (they stay due) and drops their state."""
+        async with self._lock:
+            gone = [self._parts.pop(tp.partition) for tp in revoked
+                    if tp.topic == self._events_topic and tp.partition in self._parts]
+            offsets = self._commit_points(gone)
+        await self._commit(offsets)
+        if self._dispatcher is not None:
+            for part in gone:
+                await self._dispatcher.cancel(part.tp.partition)
+
+    async def _assign(self, assigned: set[TopicPartition]) -> None:
+        """Loads each new partition's kept state, then delivers its actions still due."""
+        async with self._lock:
+            now = self._clock()
+            for tp in sorted(assigned, key=lambda t: t.partition):
+                if tp.topic != self._events_topic or tp.partition in self._parts:
+                    continue
+                engine = TriggerEngine(self._rules, self._settle, self._limits)
+                loaded = await self._load_state(tp.partition, engine, now)
+                self._parts[tp.partition] = _Partition(tp, engine)
+                due = engine.due_actions()
+                log.info("partition %d: %d state records loaded, %d actions due", tp.partition, loaded, len(due))
+                assert self._dispatcher is not None
+                for action in due:
+                    self._dispatcher.submit(action, tp.partition)
+            share = self._limits.split(len(self._parts))
+            for part in self._parts.values():
+                part.engine.limits = share
+
+    async def _load_state(self, partition: int, engine: TriggerEngine, now: float) -> int:
+        """Reads triggers.state partition `partition` from its start to its current end into `engine`."""
+        reader = self._reader
+        assert reader is not None
+        stp = TopicPartition(self.topics.state, partition)
+        reader.assign([stp])
+        await reader.seek_to_beginning(stp)
+        end = (await reader.end_offsets([stp]))[stp]
+        loaded = 0
+        idle_deadline = time.monotonic() + 30
+        while await reader.position(stp) < end:
+            batch = (await reader.getmany(stp, timeout_ms=200, max_records=5000)).get(stp, [])
+            if not batch:
+                if time.monotonic() > idle_deadline:
+                    raise RuntimeError(f"reading {self.topics.state}/{partition} stalled before offset {end}")
+                continue
+            idle_deadline = time.monotonic() + 30
+            records = []
+            for r in batch:
+                if r.offset >= end or r.value is None:
+                    continue
+                try:
+                    records.append(StateRecord.decode(r.value))
+                except ValueError as exc:
+                    log.warning("%s/%d/%d skipped: %s", self.topics.state, partition, r.offset, exc)
+            engine.restore(records, now)
+            loaded += len(records)
+        return loaded

@@ -1,0 +1,209 @@
+"""Triggers in the embedded wiring (`pixeltrack serve`): fed by the LocalRunner, state kept in a local journal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from pathlib import Path
+
+import aiohttp
+
+from processors.triggers.dispatch import Dispatcher
+from processors.triggers.engine import DEFAULT_SETTLE_SECONDS, EngineLimits, Step, TriggerEngine
+from processors.triggers.records import Action, StateRecord, TriggerDeadLetter
+from processors.triggers.rules import RuleSet
+from processors.triggers.webhook import Delivery, RetryPolicy, WebhookClient
+from schemas.classified import ClassifiedEvent
+from schemas.records import Record
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "triggers-state.jsonl"
+DLQ_FILE = "triggers-dlq.jsonl"
+
+
+class StateJournal:
+    """StateRecords as JSON lines, appended and fsynced; the last line per key wins. Rewritten without
+    superseded and expired lines when opened and after every `compact_after` appended lines, so the
+    file holds about one line per live key."""
+
+    def __init__(self, path: Path, compact_after: int = 200_000) -> None:
+        self.path = path
+        self._compact_after = compact_after
+        self._appended = 0
+
+    def load(self, now: float) -> list[StateRecord]:
+        """The live records (oldest first), after compacting the file."""
+        latest = self._latest(now)
+        self._rewrite(latest)
+        return list(latest.values())
+
+    def append(self, records: Iterable[StateRecord], now: float) -> None:
+        lines = b"".join(r.encode() + b"\n" for r in records)
+        if not lines:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("ab") as f:
+            f.write(lines)
+            f.flush()
+            os.fsync(f.fileno())
+        self._appended += lines.count(b"\n")
+        if self._appended >= self._compact_after:
+            self._rewrite(self._latest(now))
+
+    def _latest(self, now: float) -> dict[str, StateRecord]:
+        latest: dict[str, StateRecord] = {}
+        if not self.path.exists():
+            return latest
+        with self.path.open("rb") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = StateRecord.decode(line)
+                except ValueError as exc:
+                    log.warning("%s:%d skipped: %s", self.path, n, exc)  # e.g. a line cut by a crash
+                    continue
+                latest.pop(rec.key, None)  # keep the order of last writes
+                latest[rec.key] = rec
+        return {k: r for k, r in latest.items() if r.expires_at > now}
+
+    def _rewrite(self, latest: dict[str, StateRecord]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            f.write(b"".join(r.encode() + b"\n" for r in latest.values()))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self._appended = 0
+
+
+class TriggerService:
+    """The rules over the embedded wiring's classified events. Wire it as
+
+        triggers = TriggerService(rules, state_dir=data_dir / "triggers", settle_seconds=…, max_attempts=…)
+        runner = LocalRunner(bus, processor, writer, …, on_classified=triggers.feed)
+        task = asyncio.create_task(triggers.run(stop))
+
+    `feed` takes the LocalRunner's batches of events.classified records and returns at once (it waits
+    only while the engine is over its soft bounds, which slows the runner down instead of growing).
+    `run` releases settled events, checks deadlines and delivers, until `stop` is set.
+
+    Kept state (what fired, due actions, counting windows) is journalled in `state_dir` before anything
+    is delivered, so a restart neither fires again nor forgets an action still due; dead letters go to
+    `state_dir`/triggers-dlq.jsonl. Events still settling when the process stops are lost, as the
+    in-process bus is (a crash of serve loses them anyway).
+    """
+
+    def __init__(self, rules: RuleSet, *, state_dir: Path | None, settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+                 max_attempts: int = 8, retry: RetryPolicy | None = None, limits: EngineLimits | None = None,
+                 max_in_flight: int = 16, tick_seconds: float = 0.1, shutdown_grace: float = 5.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._rules = rules
+        self._retry = retry or RetryPolicy(max_attempts=max_attempts)
+        self._max_in_flight = max_in_flight
+        self._tick = tick_seconds
+        self._grace = shutdown_grace
+        self._clock = clock
+        self.engine = TriggerEngine(rules, settle_seconds, limits)
+        self._journal = StateJournal(state_dir / STATE_FILE) if state_dir is not None else None
+        self._dlq_path = state_dir / DLQ_FILE if state_dir is not None else None
+        if self._journal is not None:
+            self.engine.restore(self._journal.load(clock()), clock())
+        self._queued: list[Action] = self.engine.due_actions()
+        self._write_lock = asyncio.Lock()
+        self._dispatcher: Dispatcher | None = None
+        self._running = False
+        self._room = asyncio.Event()  # set by run() whenever the engine is under its soft bounds
+        self.delivered = 0
+        self.dead_lettered = 0
+        self.undecodable = 0
+
+    async def feed(self, records: Sequence[Record]) -> None:
+        """The LocalRunner's `on_classified` callback."""
+        while self._running and self.engine.full:
+            self._room.clear()
+            await self._room.wait()
+        now = self._clock()
+        step = Step()
+        for r in records:
+            try:
+                step.extend(self.engine.feed(ClassifiedEvent.decode(r.value), now))
+            except ValueError as exc:
+                self.undecodable += 1
+                await self._dead_letter(TriggerDeadLetter("event", "undecodable", str(exc)[:500], now,
+                                                          raw=r.value[:512].decode("utf-8", "replace")))
+        await self._record(step)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop`: every tick_seconds, acts on what has settled and delivers; then waits up to
+        shutdown_grace for running deliveries (the others stay due in the journal)."""
+        async with aiohttp.ClientSession() as session:
+            self._dispatcher = Dispatcher(WebhookClient(session, self._retry), self._rules, self._on_delivered,
+                                          self._max_in_flight)
+            self._running = True
+            try:
+                queued, self._queued = self._queued, []
+                for action in queued:
+                    self._dispatcher.submit(action)
+                while not stop.is_set():
+                    await self._record(self.engine.advance(self._clock()))
+                    if not self.engine.full:
+                        self._room.set()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self._tick)
+            finally:
+                self._running = False
+                self._room.set()
+                await self._dispatcher.close(self._grace)
+                self._dispatcher = None
+
+    async def _record(self, step: Step) -> None:
+        """Journals the changes, then delivers the new actions (queued until run() starts)."""
+        if step.changes and self._journal is not None:
+            async with self._write_lock:
+                await asyncio.to_thread(self._journal.append, step.changes, self._clock())
+        for action in step.actions:
+            if self._dispatcher is not None:
+                self._dispatcher.submit(action)
+            else:
+                self._queued.append(action)
+
+    async def _on_delivered(self, action: Action, delivery: Delivery, tag: Hashable) -> None:
+        now = self._clock()
+        if delivery.ok:
+            rec = self.engine.mark_fired(action, now, delivery.attempts)
+            self.delivered += 1
+        else:
+            webhook = self._rules.webhooks.get(action.webhook)
+            await self._dead_letter(TriggerDeadLetter(
+                "action", delivery.reason, delivery.detail[:500], now, key=action.key, rule=action.rule,
+                webhook=action.webhook, url=webhook.url if webhook else "", attempts=delivery.attempts,
+                first_attempt_at=delivery.first_attempt_at, last_status=delivery.status, payload=action.payload))
+            rec = self.engine.mark_dead(action, now, delivery.attempts, delivery.reason)
+            self.dead_lettered += 1
+        if self._journal is not None:
+            async with self._write_lock:
+                await asyncio.to_thread(self._journal.append, [rec], now)
+
+    async def _dead_letter(self, letter: TriggerDeadLetter) -> None:
+        log.warning("trigger dead letter: %s %s %s", letter.kind, letter.reason, letter.key or letter.detail)
+        path = self._dlq_path
+        if path is None:
+            return
+        line = letter.encode() + b"\n"
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("ab") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+
+        async with self._write_lock:
+            await asyncio.to_thread(write)
