@@ -83,7 +83,7 @@ class KafkaRunner:
         await producer.start()
         try:
             t = self._topics
-            consumer.subscribe([t.hits_raw, t.hits_dlq, t.sends, t.conversions],
+            consumer.subscribe([t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes],
                                listener=ResumeAfterClickHouse(consumer, self._writer))
             await consumer.start()
             try:

@@ -17,7 +17,7 @@ from schemas.classified import ClassifiedEvent
 from schemas.hit import Hit
 from schemas.privacy import recipient_hash, truncate_ip
 from schemas.records import REPLAY_HEADER, DeadLetter, RawHit, Record
-from schemas.sends import Conversion, Send
+from schemas.sends import Conversion, Send, Unsubscribe
 from schemas.tenants import TenantRegistry
 from schemas.tokens import Keyring, TokenError, TokenPayload
 from schemas.topics import Topics
@@ -34,6 +34,8 @@ DEAD_LETTER_COLUMNS = (
 )
 SEND_COLUMNS = ("tenant", "campaign", "variant", "message_id", "recipient_id", "sent_at", "mailbox_domain", "links",
                 "src_topic", "src_partition", "src_offset")
+UNSUBSCRIBE_COLUMNS = ("tenant", "recipient_hash", "campaign", "message_id", "ts", "src_topic", "src_partition",
+                       "src_offset")
 CONVERSION_COLUMNS = ("tenant", "idempotency_key", "ts", "campaign", "variant", "message_id", "recipient_id", "link",
                       "click_id", "click_hit_id", "value", "currency", "src_topic", "src_partition", "src_offset")
 
@@ -62,11 +64,12 @@ class BatchOutput:
     dead_letters: TableRows = field(default_factory=lambda: TableRows("dead_letters", DEAD_LETTER_COLUMNS))
     sends: TableRows = field(default_factory=lambda: TableRows("sends", SEND_COLUMNS))
     conversions: TableRows = field(default_factory=lambda: TableRows("conversions", CONVERSION_COLUMNS))
+    unsubscribes: TableRows = field(default_factory=lambda: TableRows("unsubscribes", UNSUBSCRIBE_COLUMNS))
     to_dlq: list[Record] = field(default_factory=list)
     classified: list[Record] = field(default_factory=list)  # for events.classified, after the insert
 
     def tables(self) -> list[TableRows]:
-        return [self.events, self.dead_letters, self.sends, self.conversions]
+        return [self.events, self.dead_letters, self.sends, self.conversions, self.unsubscribes]
 
 
 VERIFIED_CACHE = 50_000
@@ -154,6 +157,8 @@ class HitProcessor:
                 self._send(out, record)
             elif record.topic == t.conversions:
                 self._conversion(out, record, ctx)
+            elif record.topic == t.unsubscribes:
+                self._unsubscribe(out, record)
         metrics.BATCH_SECONDS.labels("classify").observe(time.perf_counter() - started)
         return out
 
@@ -211,6 +216,15 @@ class HitProcessor:
             return
         out.sends.rows.append((s.tenant, s.campaign, s.variant, s.message, s.recipient, s.sent_at,
                                s.mailbox_domain, s.links, record.topic, record.partition, record.offset))
+
+    def _unsubscribe(self, out: BatchOutput, record: SourceRecord) -> None:
+        try:
+            u = Unsubscribe.decode(record.value or b"")
+        except (ValueError, TypeError) as exc:
+            self._dead_letter(out, record, "undecodable_unsubscribe", str(exc))
+            return
+        out.unsubscribes.rows.append((u.tenant, u.recipient_hash, u.campaign, u.message, u.ts, record.topic,
+                                      record.partition, record.offset))
 
     def _conversion(self, out: BatchOutput, record: SourceRecord, ctx: BatchContext) -> None:
         try:

@@ -76,6 +76,28 @@ class Send:
 
 
 @dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """A recipient's one-click unsubscribe (RFC 8058 POST), named by hash only."""
+
+    tenant: str
+    recipient_hash: str
+    campaign: str
+    message: str
+    ts: float
+    v: int = 1
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self, option=orjson.OPT_SERIALIZE_DATACLASS)
+
+    @classmethod
+    def decode(cls, value: bytes) -> Unsubscribe:
+        obj = orjson.loads(value)
+        if not isinstance(obj, dict):
+            raise ValueError("an Unsubscribe must be a JSON object")
+        return cls(**{k: obj[k] for k in cls.__dataclass_fields__ if k in obj})
+
+
+@dataclass(frozen=True, slots=True)
 class Conversion:
     """An outcome attributed to a click (by click id) or to a message. `idempotency_key` makes a
     retried POST count once. `value` is in `currency` units (ISO 4217, upper case)."""

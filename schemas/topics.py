@@ -32,6 +32,11 @@ class Topics:
         return f"{self.prefix}sends"
 
     @property
+    def unsubscribes(self) -> str:
+        """Unsubscribe values (one-click POSTs taken by the edge), key = message id."""
+        return f"{self.prefix}unsubscribes"
+
+    @property
     def conversions(self) -> str:
         """Conversion values, key = message id."""
         return f"{self.prefix}conversions"

@@ -456,3 +456,9 @@ ORDER BY (tenant, recipient_hash, campaign);
 CREATE TABLE IF NOT EXISTS pixeltrack.unsubscribes ON CLUSTER 'pixeltrack'
 AS pixeltrack.unsubscribes_local
 ENGINE = Distributed('pixeltrack', 'pixeltrack', 'unsubscribes_local', cityHash64(recipient_hash));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.consumer_positions_from_unsubscribes ON CLUSTER 'pixeltrack'
+TO pixeltrack.consumer_positions_local
+AS SELECT src_topic, src_partition, max(src_offset) AS max_offset
+FROM pixeltrack.unsubscribes_local WHERE src_partition >= 0
+GROUP BY src_topic, src_partition;

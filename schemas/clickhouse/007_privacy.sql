@@ -24,3 +24,8 @@ CREATE TABLE IF NOT EXISTS unsubscribes
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (tenant, recipient_hash, campaign);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS consumer_positions_from_unsubscribes TO consumer_positions AS
+SELECT src_topic, src_partition, max(src_offset) AS max_offset
+FROM unsubscribes WHERE src_partition >= 0
+GROUP BY src_topic, src_partition;

@@ -69,5 +69,6 @@ async def create_topics(bootstrap: str, names: list[str], partitions: int = 4) -
 async def kafka_topics(kafka_bootstrap: str) -> Topics:
     """Fresh topics (hits.raw, hits.dlq, sends, conversions) under a unique prefix, 4 partitions each."""
     topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
-    await create_topics(kafka_bootstrap, [topics.hits_raw, topics.hits_dlq, topics.sends, topics.conversions])
+    await create_topics(kafka_bootstrap, [topics.hits_raw, topics.hits_dlq, topics.sends, topics.conversions,
+                                          topics.unsubscribes, topics.events_classified])
     return topics
