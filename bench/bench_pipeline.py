@@ -175,8 +175,9 @@ def main() -> None:
         async def run() -> tuple[int, float, float]:
             admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
             await admin.start()
-            await admin.create_topics([NewTopic(t, 4, 1) for t in (topics.hits_raw, topics.hits_dlq, topics.sends,
-                                                                   topics.conversions)])
+            await admin.create_topics([NewTopic(t, 4, 1) for t in (
+                topics.hits_raw, topics.hits_dlq, topics.sends, topics.conversions, topics.unsubscribes,
+                topics.events_classified)])
             await admin.close()
             n = await produce(bootstrap, topics, keyring, args.hits)
             raw = await bare_consume(bootstrap, topics.hits_raw, n)

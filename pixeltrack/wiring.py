@@ -51,4 +51,5 @@ def build_processor(settings: Settings, keyring: Keyring | None) -> HitProcessor
         networks_file=settings.networks_file, internal_networks=settings.internal_networks)
     return HitProcessor(tenants_for(settings, keyring), classifier, Topics(settings.topic_prefix),
                         truncate_ips=settings.truncate_ips,
-                        do_not_track=load_do_not_track(settings.do_not_track_file))
+                        do_not_track=load_do_not_track(settings.do_not_track_file),
+                        publish_classified=settings.publish_classified)

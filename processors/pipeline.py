@@ -67,6 +67,7 @@ class BatchOutput:
     unsubscribes: TableRows = field(default_factory=lambda: TableRows("unsubscribes", UNSUBSCRIBE_COLUMNS))
     to_dlq: list[Record] = field(default_factory=list)
     classified: list[Record] = field(default_factory=list)  # for events.classified, after the insert
+    classified_partitions: list[int] = field(default_factory=list)  # the source partition of each
 
     def tables(self) -> list[TableRows]:
         return [self.events, self.dead_letters, self.sends, self.conversions, self.unsubscribes]
@@ -105,7 +106,8 @@ class HitProcessor:
     """
 
     def __init__(self, tenants: TenantRegistry | Keyring, classifier: Classifier, topics: Topics,
-                 truncate_ips: bool = True, do_not_track: frozenset[str] = frozenset()) -> None:
+                 truncate_ips: bool = True, do_not_track: frozenset[str] = frozenset(),
+                 publish_classified: bool = True) -> None:
         """`tenants`: host → tenant → keys (a bare Keyring means one default tenant). `truncate_ips`:
         store IPv4 /24 and IPv6 /48 only (enrichment has already used the full address).
         `do_not_track`: recipient hashes whose hits are dropped before anything is stored."""
@@ -114,6 +116,7 @@ class HitProcessor:
         self._topics = topics
         self._truncate = truncate_ips
         self._dnt = do_not_track
+        self._publish_classified = publish_classified
         self._recent = RecentIds()
         self._recent_conversions = RecentIds(50_000)
         # Verified tokens: hits of one message share a pixel token and a few click tokens, so most
@@ -255,7 +258,10 @@ class HitProcessor:
             out.events.rows.append(self._row(d, record, d.previous, d.revision - 1, -1, ip))
             metrics.REVISIONS.inc()
         out.events.rows.append(self._row(d, record, d.verdict, d.revision, 1, ip))
+        if not self._publish_classified:
+            return
         h, v = d.hit, d.verdict
+        out.classified_partitions.append(record.partition)
         out.classified.append(Record(self._topics.events_classified, h.message.encode(), ClassifiedEvent(
             h.tenant, h.id, h.kind, h.ts, h.sent_at, h.campaign, h.variant, h.message, h.recipient, h.link,
             h.link_id, h.link_flags, v.verdict, v.source, v.reasons, d.revision).encode()))

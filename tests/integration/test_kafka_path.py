@@ -87,6 +87,21 @@ async def test_pixel_and_click_reach_clickhouse(settings: Settings, keyring: Key
          True, ua),
     ]
     assert clickhouse.rows("SELECT stage, reason, kind FROM dead_letters") == [("edge", "bad_signature", "click")]
+    # Every verdict went on to events.classified for downstream consumers (triggers).
+    from aiokafka import AIOKafkaConsumer
+
+    from schemas.classified import ClassifiedEvent
+
+    consumer = AIOKafkaConsumer(kafka_topics.events_classified, bootstrap_servers=kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=5000)
+    finally:
+        await consumer.stop()
+    classified = [ClassifiedEvent.decode(m.value) for ms in batches.values() for m in ms]
+    assert sorted((c.kind, c.message, c.verdict, c.revision) for c in classified) == [
+        ("click", "m-42", "human", 0), ("open", "m-42", "human", 0)]
     # The processor committed its offsets after the insert, and ClickHouse holds their positions.
     positions = clickhouse.rows("SELECT src_topic, sum(max_offset >= 0) FROM consumer_positions GROUP BY 1")
     assert {t for t, _ in positions} == {kafka_topics.hits_raw, kafka_topics.hits_dlq}
