@@ -258,6 +258,38 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_triggers(args: argparse.Namespace) -> int:
+    """Behaviour triggers: events.classified → rules → signed webhooks (production)."""
+    from processors.triggers.rules import RuleError, load_rules
+    from processors.triggers.runner import TriggerRunner
+    from schemas.topics import Topics
+
+    s = _settings()
+    path = Path(args.rules) if args.rules else s.triggers_rules
+    if path is None:
+        print("pixeltrack triggers: give --rules FILE or set PIXELTRACK_TRIGGERS_RULES", file=sys.stderr)
+        return 2
+    secret = s.triggers_webhook_secret.get_secret_value() if s.triggers_webhook_secret else None
+    try:
+        rules = load_rules(path, secret)
+    except RuleError as exc:
+        raise SystemExit(f"pixeltrack triggers: {exc}") from None
+
+    async def main() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        runner = TriggerRunner(s.kafka_bootstrap, s.triggers_consumer_group, Topics(s.topic_prefix), rules,
+                               settle_seconds=s.triggers_settle_seconds, max_attempts=s.triggers_max_attempts)
+        await runner.run(stop)
+
+    _run(main())
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from pixeltrack.dashboard.run import run_dashboard
     from pixeltrack.serve import ServeInfo
@@ -476,6 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tenant", default="")
     s.add_argument("--refresh", type=int, default=5, help="seconds between live refreshes")
     s.set_defaults(fn=cmd_dashboard)
+
+    s = sub.add_parser("triggers", help="behaviour triggers: rules on settled events → signed webhooks")
+    s.add_argument("--rules", help="rules file (TOML); default PIXELTRACK_TRIGGERS_RULES")
+    s.set_defaults(fn=cmd_triggers)
 
     s = sub.add_parser("forget", help="erase a recipient from every table (recorded in `erasures`)")
     s.add_argument("--recipient", required=True)

@@ -109,8 +109,21 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     await asyncio.to_thread(migrate, dsn, "pixeltrack", settings.retention_days)
     writer = ClickHouseWriter(dsn)
     bus: asyncio.Queue[Record] = asyncio.Queue()
+    triggers = None
+    if settings.triggers_rules is not None:
+        from processors.triggers.rules import load_rules
+        from processors.triggers.service import TriggerService
+
+        secret = settings.triggers_webhook_secret.get_secret_value() if settings.triggers_webhook_secret else None
+        triggers = TriggerService(load_rules(settings.triggers_rules, secret), state_dir=data_dir / "triggers",
+                                  settle_seconds=settings.triggers_settle_seconds,
+                                  max_attempts=settings.triggers_max_attempts)
     runner = LocalRunner(bus, build_processor(settings, keyring), writer,
-                         settings.batch_max_records, settings.batch_max_ms)
+                         settings.batch_max_records, settings.batch_max_ms,
+                         on_classified=triggers.feed if triggers is not None else None)
+    triggers_stop = asyncio.Event()
+    triggers_task = (asyncio.create_task(triggers.run(triggers_stop), name="pixeltrack-triggers")
+                     if triggers is not None else None)
     tune_gc_for_batches()
     runner_task = asyncio.create_task(runner.run(stop), name="pixeltrack-local-runner")
 
@@ -155,6 +168,9 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
         await runner_task
         await api.cleanup()
         await runner.drain()
+        triggers_stop.set()  # after the drain, so the drained events reach the triggers too
+        if triggers_task is not None:
+            await triggers_task
         await dashboard.cleanup()
         await admin.cleanup()
         await writer.close()

@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     internal_networks: CsvList = Field(
         default_factory=list, description="The sender's own networks: hits from here are not opens.")
 
+    # --- behaviour triggers ---
+    triggers_rules: Path | None = Field(None, description="Rules file of behaviour triggers (TOML); empty = off.")
+    triggers_webhook_secret: SecretStr | None = Field(
+        None, description="Signs webhooks without a secret of their own (16+ characters).")
+    triggers_settle_seconds: float = Field(150.0, ge=0, description="Seconds each event is held before triggers act.")
+    triggers_max_attempts: int = Field(10, ge=1, le=100, description="Webhook attempts before an action goes to "
+                                       "triggers.dlq.")
+    triggers_consumer_group: str = Field("pixeltrack-triggers", description="Consumer group of `pixeltrack triggers`.")
+
     # --- tenants and privacy ---
     tenants_file: Path | None = Field(None, description="Tenants (domains, keys) JSON; `pixeltrack tenants` edits it.")
     truncate_ips: bool = Field(True, description="Store IPv4 /24 and IPv6 /48 only (after enrichment).")

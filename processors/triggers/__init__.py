@@ -1,7 +1,7 @@
 """Behaviour triggers: rules over classified events that call signed webhooks (e.g. a CRM).
 
-rules.py (TOML → typed rules) · engine.py (the pure core) · webhook.py (signed delivery, retries) ·
-dispatch.py (concurrent deliveries) · runner.py (Kafka consumer group, triggers.state, triggers.dlq) ·
-service.py (the embedded wiring) · signature.py (verify_signature for receivers; standard library only).
-See docs/triggers.md.
+rules.py (TOML → typed rules) · engine.py (the pure core) · records.py (actions, triggers.state and
+triggers.dlq records) · webhook.py (signed delivery, retries) · dispatch.py (concurrent deliveries) ·
+runner.py (Kafka consumer group) · service.py (the embedded wiring) · signature.py (verify_signature
+for receivers; standard library only) · metrics.py. See docs/triggers.md.
 """

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
 
+from processors.triggers import metrics
 from processors.triggers.records import Action
 from processors.triggers.rules import RuleSet
 from processors.triggers.webhook import Delivery, WebhookClient
@@ -66,6 +67,7 @@ class Dispatcher:
                                     f"webhook {action.webhook!r} is not in {self._rules.source}", None, now, now)
             else:
                 delivery = await self._client.deliver(webhook, action)
+        metrics.DELIVERIES.labels(action.rule, "delivered" if delivery.ok else "dead_lettered").inc()
         await self._on_delivered(action, delivery, tag)
 
     async def cancel(self, tag: Hashable) -> None:

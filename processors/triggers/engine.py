@@ -156,10 +156,11 @@ class TriggerEngine:
     (the Kafka runner passes offsets) handed back in `Step.done` once the event's effects are in
     `Step.changes`.
 
-    Memory (CPython 3.11, measured by tests/unit/processors/triggers/test_engine_limits.py): a held event
-    ~1.4 KB, a counting window ~1.0 KB (3 opens), a due action ~1.5 KB, a mark ~0.2 KB. At the default
-    EngineLimits (50,000 held, 10,000 due, 100,000 windows, 500,000 marks) at most ~290 MB; in steady
-    state held ≈ counting events per second × settle_seconds.
+    Memory (CPython 3.11, realistic id and URL lengths; checked by tests/unit/processors/triggers/
+    test_engine_limits.py): a held event ~0.85 KB, a counting window ~1.15 KB (3 opens), a due action
+    ~1.35 KB (its body), a mark ~0.25 KB. At the default EngineLimits (50,000 held, 10,000 due,
+    100,000 windows, 500,000 marks): 43 + 14 + 115 + 125 ≈ 300 MB at most. In steady state, held ≈
+    counting events per second × settle_seconds (e.g. 100/s × 150 s = 15,000, ~13 MB).
     """
 
     def __init__(self, rules: RuleSet, settle_seconds: float = DEFAULT_SETTLE_SECONDS,

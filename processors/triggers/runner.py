@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from processors.triggers import metrics
 from processors.triggers.dispatch import Dispatcher
 from processors.triggers.engine import DEFAULT_SETTLE_SECONDS, EngineLimits, Step, TriggerEngine
 from processors.triggers.records import DEAD, FIRED, Action, StateRecord, TriggerDeadLetter, action_record
@@ -48,40 +49,65 @@ class TriggerTopics:
 
 
 async def ensure_topics(bootstrap: str, events_topic: str, topics: TriggerTopics, remember_seconds: float,
-                        replication_factor: int = -1) -> int:
-    """Creates triggers.state (compact + delete after `remember`, as many partitions as events.classified)
-    and triggers.dlq when they are missing; returns the partition count of events.classified. Raises
-    RuntimeError naming the topic when events.classified is missing or triggers.state has too few
-    partitions. `replication_factor` -1 takes the broker's default."""
+                        replication_factor: int | None = None, create: bool = True, wait: float = 10.0) -> int:
+    """Checks the triggers' topics and, with `create`, creates the missing ones: triggers.state (compact
+    + delete after `remember`, as many partitions as events.classified) and triggers.dlq. Returns the
+    partition count of events.classified. Raises RuntimeError naming the topic when events.classified
+    is missing, a topic is missing and `create` is off, or triggers.state has too few partitions.
+    `replication_factor` None: 3, or the number of brokers when there are fewer. A missing
+    events.classified is waited for up to `wait` seconds."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        described = {t["topic"]: t for t in await admin.describe_topics([events_topic, topics.state, topics.dlq])}
-        events = described.get(events_topic)
-        if events is None or events["error_code"] != 0 or not events["partitions"]:
+        # Only topics known to exist are described: a metadata request naming a missing topic creates it
+        # with the broker's defaults (not compacted) where auto.create.topics.enable is on.
+        existing = set(await admin.list_topics())
+        deadline = time.monotonic() + wait
+        while events_topic not in existing and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)  # created moments ago (a topics job): metadata is still spreading
+            existing = set(await admin.list_topics())
+        if events_topic not in existing:
             raise RuntimeError(f"topic {events_topic!r} does not exist: create it first (docs/deploy.md)")
+        (events,) = await admin.describe_topics([events_topic])
         partitions = len(events["partitions"])
+        if replication_factor is None:
+            replication_factor = max(1, min(3, len((await admin.describe_cluster())["brokers"])))
         wanted = {
             topics.state: NewTopic(topics.state, partitions, replication_factor, topic_configs={
                 "cleanup.policy": "compact,delete", "retention.ms": str(int(remember_seconds * 1000))}),
             topics.dlq: NewTopic(topics.dlq, min(partitions, 6), replication_factor, topic_configs={
                 "retention.ms": str(_DLQ_RETENTION_MS)}),
         }
-        missing = [nt for name, nt in wanted.items()
-                   if name not in described or described[name]["error_code"] != 0]
+        missing = [nt for name, nt in wanted.items() if name not in existing]
+        if missing and not create:
+            raise RuntimeError(f"topics {[nt.name for nt in missing]} do not exist: create them (docs/triggers.md)")
         if missing:
             resp = await admin.create_topics(missing)
             for name, code, *rest in resp.topic_errors:
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
                     raise RuntimeError(f"creating topic {name!r} failed (error {code}: {rest[0] if rest else ''})")
             log.info("created %s", ", ".join(nt.name for nt in missing))
-        state = described.get(topics.state)
-        if state is not None and state["error_code"] == 0 and len(state["partitions"]) < partitions:
+            await _wait_for_leaders(admin, [nt.name for nt in missing])
+        (state,) = await admin.describe_topics([topics.state])  # exists now, whoever created it
+        if len(state["partitions"]) < partitions:
             raise RuntimeError(f"topic {topics.state!r} has {len(state['partitions'])} partitions, fewer than "
                                f"{events_topic!r} ({partitions}): add partitions to it")
         return partitions
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout: float = 15.0) -> None:
+    """Waits until every partition of freshly created topics has a leader (clients that look earlier get
+    NotLeaderForPartition and back off for seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        described = await admin.describe_topics(names)
+        if all(t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+               for t in described):
+            return
+        await asyncio.sleep(0.1)
+    log.warning("topics %s have partitions without a leader after %.0fs", names, timeout)
 
 
 class _Partition:
@@ -136,11 +162,11 @@ class TriggerRunner:
     """
 
     def __init__(self, bootstrap: str, group: str, topics: Topics, rules: RuleSet, *,
-                 settle_seconds: float = DEFAULT_SETTLE_SECONDS, max_attempts: int = 8,
+                 settle_seconds: float = DEFAULT_SETTLE_SECONDS, max_attempts: int = 10,
                  retry: RetryPolicy | None = None, limits: EngineLimits | None = None, max_in_flight: int = 32,
-                 client_id: str = "pixeltrack-triggers", create_topics: bool = True, replication_factor: int = -1,
-                 poll_ms: int = 100, max_poll_records: int = 1000, shutdown_grace: float = 5.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 client_id: str = "pixeltrack-triggers", create_topics: bool = True,
+                 replication_factor: int | None = None, poll_ms: int = 100, max_poll_records: int = 1000,
+                 shutdown_grace: float = 5.0, clock: Callable[[], float] = time.time) -> None:
         """`retry` overrides the retry policy (its max_attempts wins over `max_attempts`)."""
         self._bootstrap = bootstrap
         self._group = group
@@ -164,20 +190,30 @@ class TriggerRunner:
         self._producer: AIOKafkaProducer | None = None
         self._reader: AIOKafkaConsumer | None = None
         self._dispatcher: Dispatcher | None = None
+        self.events_read = 0
         self.delivered = 0
         self.dead_lettered = 0
+
+    @property
+    def held(self) -> int:
+        """Events settling, over the assigned partitions."""
+        return sum(p.engine.held for p in self._parts.values())
+
+    @property
+    def due(self) -> int:
+        """Actions decided and not yet delivered or dead-lettered, over the assigned partitions."""
+        return sum(p.engine.due for p in self._parts.values())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Runs until `stop` is set; then waits up to shutdown_grace for running deliveries (the rest stay
         due), commits what is recorded and leaves the group."""
-        if self._create_topics:
-            await ensure_topics(self._bootstrap, self._events_topic, self.topics, self._rules.remember,
-                                self._replication_factor)
+        await ensure_topics(self._bootstrap, self._events_topic, self.topics, self._rules.remember,
+                            self._replication_factor, create=self._create_topics)
         producer = self._producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap, client_id=self._client_id, acks="all", enable_idempotence=True)
         reader = self._reader = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
-            client_id=self._client_id + "-state")
+            client_id=self._client_id + "-state", fetch_max_wait_ms=50)
         consumer = self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap, group_id=self._group, client_id=self._client_id,
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self._max_poll_records)
@@ -218,6 +254,7 @@ class TriggerRunner:
             part = self._parts.get(tp.partition)
             if part is None:
                 continue  # revoked since the fetch
+            self.events_read += len(records)
             for r in records:
                 part.offsets.append(r.offset)
                 try:
@@ -241,7 +278,10 @@ class TriggerRunner:
         assert self._dispatcher is not None
         for part, s in steps:
             for action in s.actions:
+                metrics.DECIDED.labels(action.rule).inc()
                 self._dispatcher.submit(action, part.tp.partition)
+        metrics.SETTLING.set(self.held)
+        metrics.DUE.set(self.due)
 
     async def _persist(self, changes: Iterable[tuple[int, StateRecord]], letters: Iterable[TriggerDeadLetter]) -> None:
         producer = self._producer
@@ -323,49 +363,55 @@ class TriggerRunner:
                 await self._dispatcher.cancel(part.tp.partition)
 
     async def _assign(self, assigned: set[TopicPartition]) -> None:
-        """Loads each new partition's kept state, then delivers its actions still due."""
+        """Loads the new partitions' kept state, then delivers their actions still due."""
         async with self._lock:
             now = self._clock()
-            for tp in sorted(assigned, key=lambda t: t.partition):
-                if tp.topic != self._events_topic or tp.partition in self._parts:
-                    continue
-                engine = TriggerEngine(self._rules, self._settle, self._limits)
-                loaded = await self._load_state(tp.partition, engine, now)
-                self._parts[tp.partition] = _Partition(tp, engine)
+            new = sorted(tp.partition for tp in assigned
+                         if tp.topic == self._events_topic and tp.partition not in self._parts)
+            engines = {p: TriggerEngine(self._rules, self._settle, self._limits) for p in new}
+            loaded = await self._load_state(engines, now)
+            assert self._dispatcher is not None
+            for p, engine in engines.items():
+                self._parts[p] = _Partition(TopicPartition(self._events_topic, p), engine)
                 due = engine.due_actions()
-                log.info("partition %d: %d state records loaded, %d actions due", tp.partition, loaded, len(due))
-                assert self._dispatcher is not None
+                log.info("partition %d: %d state records loaded, %d actions due", p, loaded[p], len(due))
                 for action in due:
-                    self._dispatcher.submit(action, tp.partition)
+                    self._dispatcher.submit(action, p)
             share = self._limits.split(len(self._parts))
             for part in self._parts.values():
                 part.engine.limits = share
 
-    async def _load_state(self, partition: int, engine: TriggerEngine, now: float) -> int:
-        """Reads triggers.state partition `partition` from its start to its current end into `engine`."""
+    async def _load_state(self, engines: dict[int, TriggerEngine], now: float) -> dict[int, int]:
+        """Reads the triggers.state partitions of `engines` from their start to their current end, each
+        into its engine; returns the records loaded per partition."""
+        loaded = dict.fromkeys(engines, 0)
+        if not engines:
+            return loaded
         reader = self._reader
         assert reader is not None
-        stp = TopicPartition(self.topics.state, partition)
-        reader.assign([stp])
-        await reader.seek_to_beginning(stp)
-        end = (await reader.end_offsets([stp]))[stp]
-        loaded = 0
+        tps = [TopicPartition(self.topics.state, p) for p in engines]
+        reader.assign(tps)
+        await reader.seek_to_beginning(*tps)
+        ends = await reader.end_offsets(tps)
         idle_deadline = time.monotonic() + 30
-        while await reader.position(stp) < end:
-            batch = (await reader.getmany(stp, timeout_ms=200, max_records=5000)).get(stp, [])
-            if not batch:
+        while True:
+            behind = [tp for tp in tps if await reader.position(tp) < ends[tp]]
+            if not behind:
+                return loaded
+            batches = await reader.getmany(*behind, timeout_ms=200, max_records=5000)
+            if not batches:
                 if time.monotonic() > idle_deadline:
-                    raise RuntimeError(f"reading {self.topics.state}/{partition} stalled before offset {end}")
+                    raise RuntimeError(f"reading {self.topics.state} stalled before the offsets {ends}")
                 continue
             idle_deadline = time.monotonic() + 30
-            records = []
-            for r in batch:
-                if r.offset >= end or r.value is None:
-                    continue
-                try:
-                    records.append(StateRecord.decode(r.value))
-                except ValueError as exc:
-                    log.warning("%s/%d/%d skipped: %s", self.topics.state, partition, r.offset, exc)
-            engine.restore(records, now)
-            loaded += len(records)
-        return loaded
+            for tp, batch in batches.items():
+                records = []
+                for r in batch:
+                    if r.offset >= ends[tp] or r.value is None:
+                        continue
+                    try:
+                        records.append(StateRecord.decode(r.value))
+                    except ValueError as exc:
+                        log.warning("%s/%d/%d skipped: %s", tp.topic, tp.partition, r.offset, exc)
+                engines[tp.partition].restore(records, now)
+                loaded[tp.partition] += len(records)

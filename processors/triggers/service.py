@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
+from processors.triggers import metrics
 from processors.triggers.dispatch import Dispatcher
 from processors.triggers.engine import DEFAULT_SETTLE_SECONDS, EngineLimits, Step, TriggerEngine
 from processors.triggers.records import Action, StateRecord, TriggerDeadLetter
@@ -101,7 +102,7 @@ class TriggerService:
     """
 
     def __init__(self, rules: RuleSet, *, state_dir: Path | None, settle_seconds: float = DEFAULT_SETTLE_SECONDS,
-                 max_attempts: int = 8, retry: RetryPolicy | None = None, limits: EngineLimits | None = None,
+                 max_attempts: int = 10, retry: RetryPolicy | None = None, limits: EngineLimits | None = None,
                  max_in_flight: int = 16, tick_seconds: float = 0.1, shutdown_grace: float = 5.0,
                  clock: Callable[[], float] = time.time) -> None:
         self._rules = rules
@@ -131,14 +132,19 @@ class TriggerService:
             await self._room.wait()
         now = self._clock()
         step = Step()
+        letters = []
         for r in records:
             try:
                 step.extend(self.engine.feed(ClassifiedEvent.decode(r.value), now))
             except ValueError as exc:
-                self.undecodable += 1
-                await self._dead_letter(TriggerDeadLetter("event", "undecodable", str(exc)[:500], now,
-                                                          raw=r.value[:512].decode("utf-8", "replace")))
+                letters.append(TriggerDeadLetter("event", "undecodable", str(exc)[:500], now,
+                                                 raw=r.value[:512].decode("utf-8", "replace")))
+        # Journalled before anything else can await: the journal's order is the engine's order (the
+        # write lock is first come, first served).
         await self._record(step)
+        for letter in letters:
+            self.undecodable += 1
+            await self._dead_letter(letter)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`: every tick_seconds, acts on what has settled and delivers; then waits up to
@@ -168,7 +174,10 @@ class TriggerService:
         if step.changes and self._journal is not None:
             async with self._write_lock:
                 await asyncio.to_thread(self._journal.append, step.changes, self._clock())
+        metrics.SETTLING.set(self.engine.held)
+        metrics.DUE.set(self.engine.due)
         for action in step.actions:
+            metrics.DECIDED.labels(action.rule).inc()
             if self._dispatcher is not None:
                 self._dispatcher.submit(action)
             else:

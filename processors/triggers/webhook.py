@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from processors.triggers import metrics
 from processors.triggers.records import Action
 from processors.triggers.rules import Webhook
 from processors.triggers.signature import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign, verify_signature
@@ -33,8 +34,8 @@ class RetryPolicy:
     [d/2, d] with d = min(max_delay, base_delay * 2**(n-1)) (jitter spreads retries of many actions
     to one receiver). A Retry-After (seconds) on 429/503 is honoured up to max_retry_after."""
 
-    max_attempts: int = 8
-    base_delay: float = 1.0
+    max_attempts: int = 10
+    base_delay: float = 2.0
     max_delay: float = 300.0
     max_retry_after: float = 600.0
 
@@ -96,6 +97,7 @@ class WebhookClient:
         while True:
             attempt += 1
             result = await self.attempt(webhook, action, body, attempt)
+            metrics.ATTEMPTS.labels(action.rule, "ok" if result.ok else result.reason).inc()
             if result.ok or not result.retryable or attempt >= self.policy.max_attempts:
                 if not result.ok:
                     log.warning("trigger %s (%s) to %s failed after %d attempt(s): %s %s", action.rule, action.key,
