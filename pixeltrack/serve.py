@@ -118,6 +118,8 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
         triggers = TriggerService(load_rules(settings.triggers_rules, secret), state_dir=data_dir / "triggers",
                                   settle_seconds=settings.triggers_settle_seconds,
                                   max_attempts=settings.triggers_max_attempts)
+    if triggers is not None:
+        settings = settings.model_copy(update={"publish_classified": True})
     runner = LocalRunner(bus, build_processor(settings, keyring), writer,
                          settings.batch_max_records, settings.batch_max_ms,
                          on_classified=triggers.feed if triggers is not None else None)

@@ -112,8 +112,11 @@ class KafkaRunner:
             bootstrap_servers=self._bootstrap, group_id=self._group, client_id=self._client_id,
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self._max_records,
             fetch_max_bytes=16 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024)
-        producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, client_id=self._client_id + "-dlq",
-                                    acks="all", enable_idempotence=True)
+        # Large batches: a partition takes one batch at a time, so small ones would queue behind each
+        # other's round trips when a whole insert's classified events go out together.
+        producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, client_id=self._client_id + "-out",
+                                    acks="all", enable_idempotence=True, max_batch_size=1024 * 1024,
+                                    linger_ms=5, compression_type="lz4")
         await producer.start()
         try:
             t = self._topics

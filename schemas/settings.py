@@ -72,8 +72,8 @@ class Settings(BaseSettings):
     batch_max_ms: int = Field(1000, ge=1, description="Longest wait to fill a batch, in ms.")
     migrate_on_start: bool = Field(True, description="Processors apply the single-node DDL at start "
                                    "(turn off on a cluster: apply deploy/clickhouse/cluster.sql instead).")
-    publish_classified: bool = Field(True, description="Processors publish every verdict to events.classified "
-                                     "(for `pixeltrack triggers`).")
+    publish_classified: bool = Field(False, description="Processors publish every verdict to events.classified "
+                                     "(turn on for `pixeltrack triggers`).")
     processor_metrics_port: int = Field(9108, ge=0, le=65535,
                                         description="Port of a processor's Prometheus /metrics (0 = off).")
     retention_days: int = Field(395, ge=1, description="TTL of raw events in ClickHouse, in days.")

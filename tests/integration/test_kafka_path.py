@@ -55,7 +55,7 @@ async def running_processor(settings: Settings, keyring: Keyring, bootstrap: str
 
 async def test_pixel_and_click_reach_clickhouse(settings: Settings, keyring: Keyring, kafka_bootstrap: str,
                                                 kafka_topics: Topics, clickhouse: ClickHouseDb) -> None:
-    s = settings.model_copy(update={"topic_prefix": kafka_topics.prefix})
+    s = settings.model_copy(update={"topic_prefix": kafka_topics.prefix, "publish_classified": True})
     async with running_edge(s, keyring, kafka_bootstrap) as base, \
             running_processor(s, keyring, kafka_bootstrap, kafka_topics, clickhouse, f"g-{kafka_topics.prefix}"):
         tracker = Tracker(base, keyring)
