@@ -5,67 +5,222 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
+import re
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
 
+import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from ingest import metrics
 from ingest.client_ip import ClientIpResolver
 from ingest.forwarder import Forwarder, HitQueue
 from ingest.pixel import GIF, NOT_FOUND_HEADERS, NOT_FOUND_HTML, PIXEL_HEADERS, REDIRECT_HEADERS
 from ingest.publisher import KafkaPublisher, Publisher
-from ingest.spool import Spool
-from schemas.records import KEPT_HEADERS, MAX_HEADER, MAX_HOST, MAX_PATH, MAX_UA, DeadLetter, RawHit, Record
+from ingest.spool import Spool, SpoolInUse
+from schemas.privacy import load_do_not_track, recipient_hash
+from schemas.records import (
+    KEPT_HEADERS,
+    MAX_HEADER,
+    MAX_HOST,
+    MAX_PATH,
+    MAX_UA,
+    RAW_HIT_VERSION,
+    DeadLetter,
+    Record,
+)
+from schemas.sends import Unsubscribe
 from schemas.settings import Settings
-from schemas.tokens import Keyring, TokenError
+from schemas.tenants import TenantRegistry
+from schemas.tokens import (
+    FLAG_HONEYPOT,
+    FLAG_NO_CLICK_ID,
+    FLAG_UNSUBSCRIBE,
+    MAX_TOKEN_CHARS,
+    ClickRef,
+    Keyring,
+    TokenError,
+    TokenKind,
+    TokenPayload,
+    mint_click_ref,
+)
 from schemas.topics import Topics
 
+log = logging.getLogger(__name__)
 
-@dataclass(slots=True)
+# Bounds on what a client may send, enforced by aiohttp's parser before any handler runs (an answer
+# of 400, or 431 for too many headers, never a 5xx). The request line fits the longest token
+# (MAX_TOKEN_CHARS) with room for a query string; a header field fits a long User-Agent or cookie.
+SERVER_LIMITS: dict[str, Any] = {
+    "max_line_size": 8190,
+    "max_field_size": 8190,
+    "max_headers": 64,
+}
+# A token is base64url and the dots between kid, payload and tag, nothing else.
+_token_shape = re.compile(r"[A-Za-z0-9_.-]+").fullmatch
+
+
+def check_token(keyring: Keyring, token: str, kind: TokenKind, now_ms: int) -> TokenPayload:
+    """The payload of a genuine token of `kind`, or TokenError. Junk is turned away before any decoding:
+    anything too long or not plain base64url-and-dots costs a length check and one regex match, so a
+    token that is not ASCII (a surrogate-escaped byte from the request line included) never reaches
+    the HMAC. Whatever else goes wrong in checking a token makes it malformed, never an error page."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise TokenError("too_long", f"{len(token)} characters")
+    if _token_shape(token) is None:
+        raise TokenError("malformed", "characters outside base64url")
+    try:
+        return keyring.verify(token, kind, now_ms)
+    except TokenError:
+        raise
+    except Exception as exc:  # e.g. a payload of an unexpected shape
+        raise TokenError("malformed", type(exc).__name__) from None
+
+
+def _clean(text: str) -> str:
+    # aiohttp hands undecodable request bytes over as surrogate escapes, which JSON cannot carry.
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+MAX_CACHED_HOSTS = 1024  # Host header -> tenant lookups remembered (tracking domains are few)
+
+
+_KEPT = frozenset(KEPT_HEADERS)
+
+
+def raw_hit_json(hit_id: str, received_at: float, kind: str, method: str, host: str, path: str, token: str,
+                 ip: str, ua: str, edge: str, headers: dict[str, str]) -> bytes:
+    """RawHit(...).encode(), byte for byte, without building the dataclass first: orjson encodes a dict
+    several times faster than a slots dataclass, and this runs for every hit. The keys are RawHit's
+    fields in order (test_records_contract pins the equality, so a new field fails a test here)."""
+    fields = {"id": hit_id, "received_at": received_at, "kind": kind, "method": method, "host": host,
+              "path": path, "token": token, "ip": ip, "ua": ua, "edge": edge, "headers": headers,
+              "v": RAW_HIT_VERSION}
+    try:
+        return compact(orjson.dumps(fields))
+    except orjson.JSONEncodeError:  # surrogate escapes of undecodable request bytes
+        fields["headers"] = {k: _clean(v) for k, v in headers.items()}
+        for key in ("host", "path", "ua"):
+            fields[key] = _clean(fields[key])  # type: ignore[arg-type]
+        return compact(orjson.dumps(fields))
+
+
+def compact(data: bytes) -> bytes:
+    """A right-sized copy: orjson hands back its whole output buffer (4-8 KiB for a 650-byte hit), and a
+    record waiting in the queue through a slow publish would hold all of it (measured: 4 KiB a hit)."""
+    return bytes(memoryview(data))
+
+
 class Edge:
     """Per-app state the handlers use. Handlers parse, enqueue and answer; nothing else."""
 
-    keyring: Keyring
-    forwarder: Forwarder
-    ips: ClientIpResolver
-    edge_id: str
-    topics: Topics
-    _ids: itertools.count[int]
-    _prefix: str
+    __slots__ = ("_counters", "_dlq_topic", "_hosts", "_ids", "_prefix", "_raw_topic", "click_id_param", "dnt",
+                 "edge_id", "forwarder", "ips", "tenants", "topics")
+
+    def __init__(self, tenants: TenantRegistry, forwarder: Forwarder, ips: ClientIpResolver, edge_id: str,
+                 topics: Topics, click_id_param: str = "", dnt: frozenset[str] = frozenset()) -> None:
+        self.tenants = tenants
+        self.click_id_param = click_id_param
+        self.dnt = dnt
+        self._hosts: dict[str, tuple[str, Keyring] | None] = {}
+        self.forwarder = forwarder
+        self.ips = ips
+        self.edge_id = edge_id
+        self.topics = topics
+        self._raw_topic = topics.hits_raw  # one string shared by every record, not one built per hit
+        self._dlq_topic = topics.hits_dlq
+        self._ids = itertools.count(1)
+        self._prefix = os.urandom(8).hex()
+        self._counters: dict[tuple[str, str], Any] = {}
+
+    def verify(self, host: str, token: str, kind: TokenKind) -> TokenPayload:
+        """The payload of a genuine token for the tenant whose domain was fetched, or TokenError: a
+        token is checked with that tenant's keys and must name that tenant, so one tenant's token never
+        redirects from another's domain. Hosts no tenant claims use the settings' keys (tenant "")."""
+        try:
+            found = self._hosts[host]
+        except KeyError:
+            found = self.tenants.for_host(host)
+            if len(self._hosts) < MAX_CACHED_HOSTS:
+                self._hosts[host] = found
+        if found is None:
+            raise TokenError("unknown_host", host[:100])
+        tenant, keyring = found
+        payload = check_token(keyring, token, kind, _now_ms())
+        # On a tenant's domain the token must name that tenant. On other hosts (the settings' keys) the
+        # signature is the check, as before tenants existed.
+        if tenant and payload.tenant != tenant:
+            raise TokenError("wrong_tenant", f"a token of {payload.tenant!r} on a domain of {tenant!r}")
+        return payload
+
+    def keyring_of(self, host: str) -> Keyring | None:
+        found = self._hosts.get(host) or self.tenants.for_host(host)
+        return found[1] if found else None
+
+    def do_not_track(self, payload: TokenPayload) -> bool:
+        """A recipient who asked not to be tracked: answered as usual, nothing kept."""
+        if self.dnt and recipient_hash(payload.tenant, payload.recipient) in self.dnt:
+            self.count(payload.kind, "do_not_track")
+            return True
+        return False
 
     def next_id(self) -> str:
         # Unique across edges and restarts: 64 random bits per process start, then a counter.
         return f"{self._prefix}{next(self._ids):x}"
 
-    def _common(self, request: web.Request) -> tuple[str, float, str, str, str, str]:
-        h = request.headers
-        ip = self.ips.resolve(request.remote, h.get("X-Forwarded-For"))
-        return (self.next_id(), time.time(), ip, h.get("User-Agent", "")[:MAX_UA],
-                (request.host or "")[:MAX_HOST], request.raw_path[:MAX_PATH])
+    def count(self, kind: str, result: str) -> None:
+        counter = self._counters.get((kind, result))
+        if counter is None:
+            counter = self._counters[(kind, result)] = metrics.HITS.labels(kind, result)
+        counter.inc()
 
-    def record_hit(self, request: web.Request, kind: str, token: str, message: str) -> None:
-        hid, now, ip, ua, host, path = self._common(request)
-        h = request.headers
-        headers = {k: h[k][:MAX_HEADER] for k in KEPT_HEADERS if k in h}
-        hit = RawHit(id=hid, received_at=now, kind=kind, method=request.method, host=host, path=path,
-                     token=token, ip=ip, ua=ua, edge=self.edge_id, headers=headers)
-        kept = self.forwarder.submit(Record(self.topics.hits_raw, message.encode(), hit.encode()))
-        metrics.HITS.labels(kind, "ok" if kept else "dropped").inc()
+    def record_hit(self, request: web.Request, kind: str, token: str, message: str, hit_id: str = "") -> None:
+        """Journal and queue the hit the edge is about to answer for. Never raises: a hit that cannot
+        be kept is counted (result "dropped" or "error") and the answer goes out all the same."""
+        try:
+            h = request.headers
+            headers: dict[str, str] = {}
+            for name, v in h.items():  # a request has a handful of headers; KEPT_HEADERS has a dozen
+                key = name.lower()
+                if key in _KEPT and key not in headers:
+                    headers[key] = v[:MAX_HEADER]
+            value = raw_hit_json(hit_id or self.next_id(), time.time(), kind, request.method,
+                                 (request.host or "")[:MAX_HOST], request.raw_path[:MAX_PATH], token,
+                                 self.ips.resolve(request.remote, forwarded_for(h)),
+                                 h.get("User-Agent", "")[:MAX_UA], self.edge_id, headers)
+            kept = self.forwarder.submit(Record(self._raw_topic, message.encode(), value))
+        except Exception:
+            log.exception("edge: hit not recorded")
+            self.count(kind, "error")
+            return
+        self.count(kind, "ok" if kept else "dropped")
 
     def record_bad(self, request: web.Request, kind: str, reason: str, detail: str = "") -> None:
-        hid, now, ip, ua, host, path = self._common(request)
-        letter = DeadLetter(id=hid, received_at=now, stage="edge", reason=reason, detail=detail[:200],
-                            kind=kind, method=request.method, host=host, path=path, ip=ip, ua=ua,
-                            edge=self.edge_id)
-        self.forwarder.submit(Record(self.topics.hits_dlq, None, letter.encode()))
-        metrics.HITS.labels(kind, reason).inc()
+        """A dead letter for input the edge would not count; never raises, like record_hit."""
+        try:
+            h = request.headers
+            letter = DeadLetter(id=self.next_id(), received_at=time.time(), stage="edge", reason=reason,
+                                detail=_clean(detail[:200]), kind=kind, method=request.method,
+                                host=_clean((request.host or "")[:MAX_HOST]),
+                                path=_clean(request.raw_path[:MAX_PATH]),
+                                ip=self.ips.resolve(request.remote, forwarded_for(h)),
+                                ua=_clean(h.get("User-Agent", "")[:MAX_UA]), edge=self.edge_id)
+            self.forwarder.submit(Record(self._dlq_topic, None, compact(letter.encode())))
+        except Exception:
+            log.exception("edge: dead letter not recorded")
+            self.count(kind, "error")
+            return
+        self.count(kind, reason)
 
 
 EDGE = web.AppKey("edge", Edge)
+METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 
 
 def _now_ms() -> int:
@@ -77,28 +232,116 @@ async def open_pixel(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     token = name[:-4] if name.endswith(".gif") else name
     try:
-        payload = edge.keyring.verify(token, "open", _now_ms())
+        payload = edge.verify(request.host, token, "open")
     except TokenError as exc:
         edge.record_bad(request, "open", exc.reason, str(exc))
     else:
-        edge.record_hit(request, "open", token, payload.message)
+        if not edge.do_not_track(payload):
+            edge.record_hit(request, "open", token, payload.message)
     # A pixel is always a pixel: a bad token must not show a broken image in someone's mail.
     return web.Response(body=GIF, headers=PIXEL_HEADERS)
+
+
+def _not_found() -> web.Response:
+    return web.Response(status=404, body=NOT_FOUND_HTML, headers=NOT_FOUND_HEADERS)
+
+
+def _safe_destination(url: str) -> bool:
+    # mint() allows only http(s); a control character would make the header unsendable (an error
+    # page), so such a destination is treated like a bad token.
+    return url.startswith(("https://", "http://")) and url.isprintable()
 
 
 async def click(request: web.Request) -> web.Response:
     edge = request.app[EDGE]
     token = request.match_info["token"]
     try:
-        payload = edge.keyring.verify(token, "click", _now_ms())
+        payload = edge.verify(request.host, token, "click")
+        if not _safe_destination(payload.url):
+            raise TokenError("bad_destination", payload.url[:60])
     except TokenError as exc:
         edge.record_bad(request, "click", exc.reason, str(exc))
         # Never redirect on anything unsigned: the destination comes only from a verified token.
-        return web.Response(status=404, body=NOT_FOUND_HTML, headers=NOT_FOUND_HEADERS)
-    edge.record_hit(request, "click", token, payload.message)
+        return _not_found()
     headers = dict(REDIRECT_HEADERS)
     headers["Location"] = payload.url
+    if not edge.do_not_track(payload):
+        hit_id = edge.next_id()
+        edge.record_hit(request, "click", token, payload.message, hit_id)
+        if edge.click_id_param and not payload.flags & (FLAG_NO_CLICK_ID | FLAG_UNSUBSCRIBE | FLAG_HONEYPOT):
+            keyring = edge.keyring_of(request.host)
+            if keyring is not None:
+                ref = ClickRef(payload.tenant, payload.campaign, payload.variant, payload.message, payload.recipient,
+                               hit_id, payload.link_id or payload.url)
+                headers["Location"] = with_query_param(payload.url, edge.click_id_param, mint_click_ref(keyring, ref))
     return web.Response(status=302, headers=headers)
+
+
+def with_query_param(url: str, name: str, value: str) -> str:
+    """`url` with name=value added to its query, before any #fragment; the rest left as signed."""
+    head, hash_, fragment = url.partition("#")
+    sep = "&" if "?" in head else "?"
+    return f"{head}{sep}{name}={value}{hash_}{fragment}"
+
+
+def forwarded_for(headers: Any) -> str | None:
+    """Every X-Forwarded-For line, folded: a client can send its own line first, and a proxy appends
+    to the last one, so reading only the first would let the client choose its address."""
+    lines = headers.getall("X-Forwarded-For", None)
+    return ",".join(lines) if lines else None
+
+
+UNSUBSCRIBE_PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="robots" content="noindex">
+<title>Unsubscribe</title></head><body><h1>Unsubscribe</h1><p>Stop receiving these emails?</p>
+<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">
+<button type="submit">Unsubscribe</button></form></body></html>"""
+UNSUBSCRIBED_PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="robots" content="noindex">
+<title>Unsubscribed</title></head><body><h1>You are unsubscribed</h1></body></html>"""
+HTML_NO_STORE = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
+                 "X-Robots-Tag": "noindex"}
+
+
+async def unsubscribe(request: web.Request) -> web.Response:
+    """/u/<token> with a link token flagged unsubscribe. GET (a person, or a scanner following every
+    link) only shows a confirmation form and changes nothing; POST (the form, or a mail client's RFC 8058
+    one-click POST) records the unsubscribe."""
+    edge = request.app[EDGE]
+    token = request.match_info["token"]
+    try:
+        payload = edge.verify(request.host, token, "click")
+        if not payload.flags & FLAG_UNSUBSCRIBE:
+            raise TokenError("not_unsubscribe", "the token is not an unsubscribe link")
+    except TokenError as exc:
+        edge.record_bad(request, "unsubscribe", exc.reason, str(exc))
+        return _not_found()
+    if request.method != "POST":
+        return web.Response(text=UNSUBSCRIBE_PAGE, headers=HTML_NO_STORE)
+    record = Unsubscribe(payload.tenant, recipient_hash(payload.tenant, payload.recipient), payload.campaign,
+                         payload.message, time.time())
+    edge.forwarder.submit(Record(edge.topics.unsubscribes, payload.message.encode(), record.encode()))
+    edge.count("unsubscribe", "ok")
+    return web.Response(text=UNSUBSCRIBED_PAGE, headers=HTML_NO_STORE)
+
+
+async def open_malformed(request: web.Request) -> web.Response:
+    """/o/ paths that are not one token (a slash inside, an empty name): still a pixel."""
+    request.app[EDGE].record_bad(request, "open", "malformed", "path is not /o/<token>")
+    return web.Response(body=GIF, headers=PIXEL_HEADERS)
+
+
+async def click_malformed(request: web.Request) -> web.Response:
+    request.app[EDGE].record_bad(request, "click", "malformed", "path is not /c/<token>")
+    return _not_found()
+
+
+async def watch_loop_lag(interval: float = 0.1) -> None:
+    """Observes how late a timer fires (LOOP_LAG): anything that holds the event loop (a long batch, a
+    blocking call, a collection) delays every answer by as much, and shows here."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + interval
+        await asyncio.sleep(interval)
+        metrics.LOOP_LAG.observe(max(0.0, loop.time() - due))
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -107,57 +350,151 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Not ready when the spool nears its bound, so the load balancer prefers other edges. A broken
-    transport alone keeps it ready: the spool holds the hits. Pixels are answered either way."""
+    transport alone keeps it ready: the spool holds the hits. Pixels are answered either way; with
+    several workers on one port this is the answer of whichever worker took the connection."""
     f = request.app[EDGE].forwarder
     ready = not f.at_bound()
     body = {"ready": ready, "transport": "ok" if f.healthy() else "catching-up",
-            "queue": f.queue.qsize(), "spool_bytes": f.spool.pending_bytes() if f.spool else 0}
+            "mode": "direct" if f.direct else "catch-up", "queue": f.queue.qsize(),
+            "spool_bytes": f.spool.pending_bytes() if f.spool else 0,
+            "spool_segments": f.spool.segment_count() if f.spool else 0, "dropped": f.dropped,
+            "pid": os.getpid()}
     return web.json_response(body, status=200 if ready else 503)
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    request.app[EDGE].forwarder.update_gauges()
+    body = generate_latest(request.app[METRICS_REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def metrics_registry(multiprocess_dir: Path | None) -> CollectorRegistry:
+    """The registry /metrics shows: this process's metrics, or, with several workers (prometheus_client
+    multiprocess mode, PROMETHEUS_MULTIPROC_DIR set before prometheus_client was imported), the sum of
+    every worker's, whichever worker answers the scrape."""
+    if multiprocess_dir is None:
+        from prometheus_client import REGISTRY
+
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(multiprocess_dir))  # type: ignore[no-untyped-call]
+    return registry
+
+
+async def adopt_spool(folder: Path, settings: Settings, publisher: Publisher, owned: bool) -> None:
+    """Replays a spool no live edge writes to any more (a former worker's), then removes its files.
+    Skipped when another process still holds it; on shutdown what is left stays for the next start."""
+    try:
+        spool = Spool(folder, settings.spool_segment_bytes, settings.spool_max_bytes)
+    except SpoolInUse as exc:
+        log.warning("not replaying %s: %s", folder, exc)
+        return
+    try:
+        if spool.pending_bytes():
+            log.info("replaying %d bytes left in %s", spool.pending_bytes(), folder)
+            fwd = Forwarder(HitQueue(1), publisher, spool, publish_timeout=settings.publish_timeout_ms / 1000,
+                            report=False)
+            try:
+                await fwd.replay_all()
+            finally:
+                if owned:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(publisher.stop(), 5.0)
+        emptied = spool.pending_bytes() == 0
+    finally:
+        spool.close()
+    if emptied:
+        _remove_spool_files(folder)
+        log.info("replayed and removed %s", folder)
+
+
+def _remove_spool_files(folder: Path) -> None:
+    """Removes an emptied spool: a former worker's folder entirely; at the spool root (which holds the
+    worker folders) only the journal files."""
+    for p in folder.iterdir():
+        if p.name.startswith(("seg-", "checkpoint")) or (p.name == "lock" and folder.name.startswith("worker-")):
+            p.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def edge_tenants(settings: Settings, keyring: Keyring | None = None) -> TenantRegistry:
+    """The tenants file's tenants, and for tenant "" `keyring`, else the settings' keys (if any)."""
+    default = keyring or (settings.keyring() if settings.signing_keys is not None else None)
+    tenants = TenantRegistry.load(settings.tenants_file, default=default)
+    if default is None and not tenants.tenants:
+        settings.keyring()  # raises, naming PIXELTRACK_SIGNING_KEYS
+    return tenants
 
 
 def create_app(settings: Settings, publisher: Publisher | None = None,
-               keyring: Keyring | None = None, drain_timeout: float = 10.0) -> web.Application:
-    """The edge. `publisher` defaults to Kafka at settings.kafka_bootstrap, `keyring` to the settings'
-    keys; the spool is settings.spool_dir (None: no spool). The transport is started by the forwarder,
-    so the edge answers even when Kafka is down at start. On shutdown it stops accepting, then
-    publishes what is left within `drain_timeout`; the rest stays in the spool."""
-    pub: Publisher = publisher or KafkaPublisher(
-        settings.kafka_bootstrap, client_id=f"pixeltrack-edge-{settings.edge_id}",
-        linger_ms=settings.producer_linger_ms, compression=settings.producer_compression)
-    spool = (Spool(settings.spool_dir, settings.spool_segment_bytes, settings.spool_max_bytes)
-             if settings.spool_dir is not None else None)
-    forwarder = Forwarder(HitQueue(settings.queue_size), pub, spool,
+               keyring: Keyring | None = None, tenants: TenantRegistry | None = None, drain_timeout: float = 10.0,
+               spool_dir: Path | None = None, metrics_dir: Path | None = None,
+               adopt: Sequence[Path] = (), max_batch: int = 2000,
+               queue_max_bytes: int = 16 << 20) -> web.Application:
+    """The edge. `publisher` defaults to Kafka at settings.kafka_bootstrap; tokens are checked with
+    `tenants`, by default the settings' tenants file plus, for tenant "", `keyring` or else the
+    settings' keys (edge_tenants); the spool is `spool_dir`, else settings.spool_dir (None: no spool).
+    The transport is started by the forwarder, so the edge answers even when Kafka is down at start.
+    On shutdown it stops accepting, then publishes what is left within `drain_timeout`; the rest stays in the spool.
+    `metrics_dir`: the prometheus_client multiprocess folder when several workers share the port.
+    `adopt`: spool folders of former workers to replay in the background (see ingest.workers).
+    `queue_max_bytes`: the in-memory queue's bound in bytes of record values (with a spool)."""
+
+    def kafka() -> Publisher:
+        return KafkaPublisher(
+            settings.kafka_bootstrap, client_id=f"pixeltrack-edge-{settings.edge_id}",
+            linger_ms=settings.producer_linger_ms, compression=settings.producer_compression,
+            request_timeout_ms=settings.publish_timeout_ms)
+
+    pub: Publisher = publisher or kafka()
+    folder = spool_dir or settings.spool_dir
+    spool = Spool(folder, settings.spool_segment_bytes, settings.spool_max_bytes) if folder is not None else None
+    # With a spool the queue is only the fast path (an overflow sends the forwarder to the spool, losing
+    # nothing), so it is also bounded in bytes: memory stays flat when Kafka stalls under load.
+    queue = HitQueue(settings.queue_size, queue_max_bytes if spool is not None else None)
+    forwarder = Forwarder(queue, pub, spool, max_batch=max_batch,
                           publish_timeout=settings.publish_timeout_ms / 1000,
-                          fsync_interval=settings.spool_fsync_ms / 1000)
-    app = web.Application(client_max_size=64 * 1024)
-    app[EDGE] = Edge(keyring=keyring or settings.keyring(), forwarder=forwarder,
+                          fsync_interval=settings.spool_fsync_ms / 1000,
+                          linger=settings.producer_linger_ms / 1000)
+    app = web.Application(client_max_size=64 * 1024, handler_args=SERVER_LIMITS)
+    app[EDGE] = Edge(tenants=tenants or edge_tenants(settings, keyring), forwarder=forwarder,
                      ips=ClientIpResolver(settings.trusted_proxies), edge_id=settings.edge_id,
-                     topics=Topics(settings.topic_prefix),
-                     _ids=itertools.count(1), _prefix=os.urandom(8).hex())
+                     topics=Topics(settings.topic_prefix), click_id_param=settings.click_id_param,
+                     dnt=load_do_not_track(settings.do_not_track_file))
+    app[METRICS_REGISTRY] = metrics_registry(metrics_dir)
 
     async def forwarding(app: web.Application) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(forwarder.run(), name="pixeltrack-forwarder")]
+        tasks = [asyncio.create_task(forwarder.run(), name="pixeltrack-forwarder"),
+                 asyncio.create_task(watch_loop_lag(), name="pixeltrack-loop-lag")]
         if spool is not None:
             tasks.append(asyncio.create_task(forwarder.sync_spool(), name="pixeltrack-spool-fsync"))
-        yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await forwarder.drain(drain_timeout)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(pub.stop(), 5.0)
-        if spool is not None:
-            spool.close()
+        for old in adopt:
+            tasks.append(asyncio.create_task(adopt_spool(old, settings, publisher or kafka(), publisher is None),
+                                             name=f"pixeltrack-adopt-{old.name}"))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            try:
+                await forwarder.drain(drain_timeout)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pub.stop(), 5.0)
+            finally:
+                if spool is not None:
+                    spool.close()
 
     app.cleanup_ctx.append(forwarding)
     app.router.add_get("/o/{name}", open_pixel, allow_head=True)
+    app.router.add_get("/o/{tail:.*}", open_malformed, allow_head=True)
     app.router.add_get("/c/{token}", click, allow_head=True)
+    app.router.add_get("/c/{tail:.*}", click_malformed, allow_head=True)
+    app.router.add_route("GET", "/u/{token}", unsubscribe)
+    app.router.add_route("POST", "/u/{token}", unsubscribe)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

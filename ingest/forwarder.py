@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
+from collections import deque
 from typing import NamedTuple
 
 from ingest import metrics
@@ -15,6 +15,7 @@ from ingest.spool import Position, Spool
 from schemas.records import REPLAY_HEADER, Record
 
 log = logging.getLogger(__name__)
+REPLAYED_HEADERS = ((REPLAY_HEADER, b"1"),)
 
 
 class Pending(NamedTuple):
@@ -23,42 +24,64 @@ class Pending(NamedTuple):
 
 
 class HitQueue:
-    """Bounded in-memory queue between request handlers and the forwarder. `offer` never waits."""
+    """Bounded in-memory queue between request handlers and the forwarder. `offer` never waits.
 
-    def __init__(self, maxsize: int) -> None:
-        self._queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize)
+    A deque plus one waiter future, not asyncio.Queue: the handlers' side is an append and, only when
+    the forwarder sleeps on an empty queue, one set_result; the forwarder takes whole batches."""
+
+    def __init__(self, maxsize: int, max_bytes: int | None = None) -> None:
+        self._items: deque[Pending] = deque()
+        self._maxsize = maxsize
+        self._max_bytes = max_bytes  # bound on the records' values too (None: the count only)
+        self._bytes = 0
+        self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, item: Pending) -> bool:
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        size = len(item.record.value)
+        if len(self._items) >= self._maxsize or (self._max_bytes is not None and self._bytes + size > self._max_bytes):
             metrics.QUEUE_OVERFLOW.inc()
             return False
+        self._items.append(item)
+        self._bytes += size
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
         return True
 
     def qsize(self) -> int:
-        return self._queue.qsize()
+        return len(self._items)
 
-    async def take_batch(self, max_records: int, timeout: float) -> list[Pending]:
-        """Waits up to `timeout` for one record, then takes what else is queued, up to max_records."""
-        try:
-            batch = [await asyncio.wait_for(self._queue.get(), timeout)]
-        except TimeoutError:
-            return []
-        while len(batch) < max_records:
+    async def take_batch(self, max_records: int, timeout: float, linger: float = 0.0) -> list[Pending]:
+        """Waits up to `timeout` for a record; then, if fewer than max_records are queued, up to `linger`
+        more for others (fewer, bigger batches: less CPU per record); takes up to max_records."""
+        items = self._items
+        if not items:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
-                batch.append(self._queue.get_nowait())
-            except asyncio.QueueEmpty:
-                break
+                async with asyncio.timeout(timeout):
+                    await waiter
+            except TimeoutError:
+                return []
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+        if linger > 0 and len(items) < max_records:
+            await asyncio.sleep(linger)
+        n = min(max_records, len(items))
+        batch = [items.popleft() for _ in range(n)]
+        self._bytes -= sum(len(p.record.value) for p in batch)
         return batch
 
     def take_all(self) -> list[Pending]:
-        out: list[Pending] = []
-        while True:
-            try:
-                out.append(self._queue.get_nowait())
-            except asyncio.QueueEmpty:
-                return out
+        out = list(self._items)
+        self._items.clear()
+        self._bytes = 0
+        return out
+
+    def qbytes(self) -> int:
+        return self._bytes
 
 
 class Forwarder:
@@ -75,28 +98,41 @@ class Forwarder:
     """
 
     def __init__(self, queue: HitQueue, publisher: Publisher, spool: Spool | None = None,
-                 max_batch: int = 2000, publish_timeout: float = 5.0, fsync_interval: float = 0.2) -> None:
+                 max_batch: int = 2000, publish_timeout: float = 5.0, fsync_interval: float = 0.2,
+                 linger: float = 0.0, report: bool = True) -> None:
         self.queue = queue
         self._publisher = publisher
         self.spool = spool
         self._max_batch = max_batch
         self._publish_timeout = publish_timeout
         self._fsync_interval = fsync_interval
+        self._linger = linger
         self.direct = spool is None or spool.pending_bytes() == 0
         self._started = False
         self._backoff = 0.05
         self.dropped = 0
+        self._last_drop_log = -1e9
+        self._failures = 0
+        # Catch-up reads at most this many records a step (a bounded pause for the handlers).
+        self._catch_up_batch = min(max_batch, 1000)
+        self._chunk: tuple[list[Record], Position] | None = None  # read from the spool, not yet acked
+        self._report = report  # False for a helper forwarder (replaying a former worker's spool)
 
     # --- called by request handlers: never awaits ---
     def submit(self, record: Record) -> bool:
-        """Takes a record the edge is about to answer for. False only when the spool is at its bound."""
+        """Takes a record the edge is about to answer for. False when it could not be kept: the spool is
+        at its bound or the disk refused the write (with a spool), or the queue is full (without)."""
         position = None
         if self.spool is not None:
             position = self.spool.append(record)
             if position is None:
                 self.dropped += 1
                 metrics.SPOOL_DROPPED.inc()
-                log.error("spool full (%d bytes pending): hit dropped", self.spool.pending_bytes())
+                now = time.monotonic()
+                if now - self._last_drop_log >= 10.0:  # one line per 10 s, not one per hit
+                    self._last_drop_log = now
+                    log.error("spool refused a hit (%d bytes pending of %d; %d dropped so far)",
+                              self.spool.pending_bytes(), self.spool.max_bytes, self.dropped)
                 return False
         if self.direct and not self.queue.offer(Pending(record, position)):
             if self.spool is None:
@@ -116,7 +152,8 @@ class Forwarder:
             log.warning("forwarder: catch-up from the spool (%s)", why)
         self.direct = False
         self.queue.take_all()  # every queued record is also in the spool
-        metrics.FORWARDER_MODE.set(0)
+        if self._report:
+            metrics.FORWARDER_MODE.set(0)
 
     async def _publish(self, records: list[Record]) -> bool:
         started = time.perf_counter()
@@ -129,14 +166,18 @@ class Forwarder:
             raise
         except Exception as exc:  # the transport's errors are many; each means "not acknowledged"
             metrics.PUBLISH_ERRORS.inc()
+            self._failures += 1
             log.warning("publish of %d records failed: %r", len(records), exc)
-            if self._started:
-                await self._publisher.reset()
-                self._started = False
+            # Also after a failed start: a half-started producer is replaced, never restarted.
+            await self._publisher.reset()
+            self._started = False
             return False
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        counts: dict[str, int] = {}
         for record in records:
-            metrics.PUBLISHED.labels(record.topic).inc()
+            counts[record.topic] = counts.get(record.topic, 0) + 1
+        for topic, n in counts.items():
+            metrics.PUBLISHED.labels(topic).inc(n)
         self._backoff = 0.05
         return True
 
@@ -145,11 +186,21 @@ class Forwarder:
         self._backoff = min(self._backoff * 2, 2.0)
 
     async def _step_direct(self) -> None:
-        batch = await self.queue.take_batch(self._max_batch, timeout=0.1)
-        metrics.QUEUE_DEPTH.set(self.queue.qsize())
+        batch = await self.queue.take_batch(self._max_batch, timeout=0.1, linger=self._linger)
         if not batch or not self.direct:
             return
-        if await self._publish([p.record for p in batch]):
+        try:
+            published = await self._publish([p.record for p in batch])
+        except asyncio.CancelledError:
+            # Shutdown (or drain's deadline) interrupted the publish: the batch may or may not have
+            # reached Kafka. Acking a later batch would cover it, so go back to the spool's last ack.
+            if self.spool is not None:
+                self._enter_catch_up("publish interrupted")
+            else:
+                for item in batch:
+                    self.queue.offer(item)
+            raise
+        if published:
             if self.spool is not None and batch[-1].position is not None:
                 self.spool.ack(batch[-1].position)
         elif self.spool is not None:
@@ -161,17 +212,24 @@ class Forwarder:
 
     async def _step_catch_up(self) -> None:
         assert self.spool is not None
-        chunk = self.spool.read_from(self.spool.acked, self._max_batch)
-        if not chunk:
-            # No await between the read and the switch: no handler can append in between.
-            self.direct = True
-            metrics.FORWARDER_MODE.set(1)
-            log.info("forwarder: spool caught up; direct mode")
-            return
-        replayed = [Record(r.topic, r.key, r.value, ((REPLAY_HEADER, b"1"),)) for r, _ in chunk]
-        if await self._publish(replayed):
-            self.spool.ack(chunk[-1][1])
-            metrics.REPLAYED.inc(len(chunk))
+        if self._chunk is None or self._chunk[1] <= self.spool.acked:
+            # Read once per chunk, not once per attempt: through an outage the same chunk is retried
+            # every few seconds, and re-reading it would block the event loop each time.
+            read = self.spool.read_from(self.spool.acked, self._catch_up_batch)
+            if not read:
+                # No await between the read and the switch: no handler can append in between.
+                self._chunk = None
+                self.direct = True
+                if self._report:
+                    metrics.FORWARDER_MODE.set(1)
+                    log.info("forwarder: spool caught up; direct mode")
+                return
+            self._chunk = ([Record(r.topic, r.key, r.value, REPLAYED_HEADERS) for r, _ in read], read[-1][1])
+        records, end = self._chunk
+        if await self._publish(records):
+            self.spool.ack(end)
+            self._chunk = None
+            metrics.REPLAYED.inc(len(records))
         else:
             await self._pause()
 
@@ -182,38 +240,47 @@ class Forwarder:
                 await self._step_direct()
             else:
                 await self._step_catch_up()
-            if self.spool is not None:
-                metrics.SPOOL_BYTES.set(self.spool.pending_bytes())
-                metrics.SPOOL_SEGMENTS.set(len(self.spool.segments()))
+            self.update_gauges()
+
+    async def replay_all(self) -> None:
+        """Publishes the whole spool in order (catch-up steps until it is empty), for a spool nobody
+        appends to any more; returns once everything is acknowledged."""
+        while not self.direct:
+            await self._step_catch_up()
+
+    def update_gauges(self) -> None:
+        if not self._report:
+            return
+        metrics.QUEUE_DEPTH.set(self.queue.qsize())
+        if self.spool is not None:
+            metrics.SPOOL_BYTES.set(self.spool.pending_bytes())
+            metrics.SPOOL_SEGMENTS.set(self.spool.segment_count())
 
     async def sync_spool(self) -> None:
         """fsync the spool every `fsync_interval`, in a worker thread: a machine crash loses at most
         that window; a killed process loses nothing (the page cache holds every write)."""
         while self.spool is not None:
             await asyncio.sleep(self._fsync_interval)
-            fd = self.spool.sync_fd()
-            try:
-                await asyncio.to_thread(os.fsync, fd)
-            finally:
-                os.close(fd)
+            await asyncio.to_thread(self.spool.take_sync_work().run)
 
     async def drain(self, timeout: float) -> None:
-        """After `run` was cancelled: publish what is left within `timeout`; what is not published
-        stays in the spool (fsynced) and is replayed by the next start."""
+        """After `run` was cancelled: publish what is left within `timeout`, stopping early once a
+        publish fails (Kafka down: waiting would only delay the exit); what is not published stays in
+        the spool (fsynced) and is replayed by the next start."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.direct and self.queue.qsize() == 0:
                 break
             remaining = max(0.1, deadline - time.monotonic())
+            failures = self._failures
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._step_direct() if self.direct else self._step_catch_up(), remaining)
+            if self._failures != failures and self.spool is not None:
+                break  # the transport is failing: the spool keeps the rest; no point holding up the exit
         left = self.queue.qsize() if self.spool is None else self.spool.pending_bytes()
         if left:
             log.warning("shutdown: %d %s not published; %s", left, "records" if self.spool is None else "bytes",
                         "lost (no spool)" if self.spool is None else "kept in the spool for the next start")
         if self.spool is not None:
-            fd = self.spool.sync_fd()
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            self.spool.take_sync_work().run()
+        self.update_gauges()

@@ -50,6 +50,13 @@ class Tracker:
     def pixel_url(self, m: Message) -> str:
         return f"{self.base_url}/o/{self._keyring.mint(self._payload(m, 'open'))}.gif"
 
+    def unsubscribe_url(self, m: Message) -> str:
+        """The edge's own unsubscribe page for this message (GET confirms, POST unsubscribes: RFC 8058);
+        use it as the List-Unsubscribe URL with List-Unsubscribe-Post: List-Unsubscribe=One-Click."""
+        token = self._keyring.mint(self._payload(m, "click", url=f"{self.base_url}/u", link_id="unsubscribe",
+                                                 flags=FLAG_UNSUBSCRIBE | FLAG_NO_CLICK_ID))
+        return f"{self.base_url}/u/{token}"
+
     def click_url(self, m: Message, url: str, link_id: str = "", honeypot: bool = False,
                   unsubscribe: bool = False, click_id: bool = True) -> str:
         flags = ((FLAG_HONEYPOT if honeypot else 0) | (FLAG_UNSUBSCRIBE if unsubscribe else 0)

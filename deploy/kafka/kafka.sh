@@ -65,7 +65,11 @@ log.flush.interval.messages=9223372036854775807
 PROPS
     echo "127.0.0.1:$port" > "$dir/bootstrap"
     local cluster_id
-    cluster_id=$(python3 -c 'import base64,uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+    # A base64url id may start with "-", which the storage tool's argument parser takes for an option
+    # (as Kafka's own Uuid.randomUuid does, draw again until it does not).
+    cluster_id=$(python3 -c 'import base64,uuid
+while (c := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"): pass
+print(c)')
     (java_run kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties") >> "$dir/broker.log" 2>&1
   fi
   java_run kafka.Kafka "$dir/server.properties" >> "$dir/broker.log" 2>&1 &

@@ -21,6 +21,7 @@ from schemas.settings import Settings
 from schemas.tokens import Keyring
 from schemas.topics import Topics
 from tests.plugins.clickhouse import ClickHouseDb
+from tests.plugins.edge import strip_click_id
 from tests.plugins.waiting import eventually
 
 pytestmark = pytest.mark.kafka
@@ -67,7 +68,8 @@ async def test_pixel_and_click_reach_clickhouse(settings: Settings, keyring: Key
             async with http.get(tracker.click_url(msg, "https://shop.example.com/sale"),
                                 allow_redirects=False) as resp:
                 assert resp.status == 302
-                assert resp.headers["Location"] == "https://shop.example.com/sale"
+                assert strip_click_id(resp.headers["Location"]) == "https://shop.example.com/sale"
+                assert "pt_cid=" in resp.headers["Location"]
             forged = tracker.click_url(msg, "https://shop.example.com/sale")[:-3] + "AAA"
             async with http.get(forged, allow_redirects=False) as resp:
                 assert resp.status == 404

@@ -32,3 +32,14 @@ async def edge_app(settings: Settings, keyring: Keyring) -> AsyncIterator[EdgeUn
     app = create_app(settings, publisher=QueuePublisher(bus), keyring=keyring)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield EdgeUnderTest(client, bus)
+
+
+def strip_click_id(location: str, param: str = "pt_cid") -> str:
+    """A redirect's Location without the click id the edge appends: the destination as signed."""
+    head, hash_, fragment = location.partition("#")
+    for sep in ("&", "?"):
+        at = head.find(f"{sep}{param}=")
+        if at >= 0:
+            head = head[:at]
+            break
+    return head + hash_ + fragment

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from ingest.forwarder import Forwarder, HitQueue
+from ingest.forwarder import Forwarder, HitQueue, Pending
 from ingest.spool import Spool
 from schemas.records import REPLAY_HEADER, Record
 from tests.plugins.waiting import eventually
@@ -129,3 +129,97 @@ async def test_spool_at_bound_drops_and_says_so(tmp_path: Path) -> None:
     assert results.count(False) > 0
     assert fwd.dropped == results.count(False)
     assert fwd.at_bound()
+
+
+class HangingPublisher(SwitchablePublisher):
+    """Takes batches but never acknowledges them while `hang` is set (a broker that stopped answering)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hang = True
+        self.attempted: list[Record] = []
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        self.attempted.extend(records)
+        if self.hang:
+            await asyncio.sleep(3600)
+        await super().publish(records)
+
+
+async def test_shutdown_during_a_publish_loses_nothing(tmp_path: Path) -> None:
+    """A publish cut short by shutdown may or may not have reached Kafka: the drain must go back to the
+    spool's last ack, never ack a later batch over it."""
+    pub = HangingPublisher()
+    fwd = Forwarder(HitQueue(1000), pub, Spool(tmp_path), max_batch=10, publish_timeout=3600)
+    task = asyncio.create_task(fwd.run())
+    for i in range(10):
+        fwd.submit(rec(i))
+    await eventually(lambda: len(pub.attempted) == 10)  # the first batch is in flight, hanging
+    for i in range(10, 25):
+        fwd.submit(rec(i))
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    pub.hang = False
+    await fwd.drain(5.0)
+    assert fwd.spool is not None
+    assert fwd.spool.pending_bytes() == 0
+    assert sorted({int(r.value) for r in pub.got}) == list(range(25))
+    # the interrupted batch went again, from the spool, marked as a replay
+    assert {int(r.value) for r in pub.got if dict(r.headers).get(REPLAY_HEADER)} >= set(range(10))
+
+
+async def test_drain_stops_at_the_first_failure_and_keeps_the_spool(tmp_path: Path) -> None:
+    pub = SwitchablePublisher()
+    pub.up = False
+    fwd = Forwarder(HitQueue(100), pub, Spool(tmp_path), max_batch=10)
+    for i in range(30):
+        fwd.submit(rec(i))
+    started = asyncio.get_running_loop().time()
+    await fwd.drain(30.0)
+    assert asyncio.get_running_loop().time() - started < 2.0
+    assert fwd.spool is not None
+    assert len(fwd.spool.read_from(fwd.spool.acked, 100)) == 30
+
+
+async def test_linger_gathers_bigger_batches() -> None:
+    sizes: list[int] = []
+
+    class Recording(SwitchablePublisher):
+        async def publish(self, records: Sequence[Record]) -> None:
+            sizes.append(len(records))
+            await super().publish(records)
+
+    pub = Recording()
+    fwd = Forwarder(HitQueue(1000), pub, None, max_batch=500, linger=0.2)
+    task = asyncio.create_task(fwd.run())
+    try:
+        for i in range(40):
+            fwd.submit(rec(i))
+            await asyncio.sleep(0.001)
+        await eventually(lambda: len(pub.got) == 40)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len(sizes) <= 3
+
+
+async def test_replay_all_publishes_a_former_spool_in_order(tmp_path: Path) -> None:
+    old = Spool(tmp_path)
+    for i in range(40):
+        old.append(rec(i))
+    old.close()
+    pub = SwitchablePublisher()
+    fwd = Forwarder(HitQueue(1), pub, Spool(tmp_path), max_batch=7, report=False)
+    await asyncio.wait_for(fwd.replay_all(), 5)
+    assert [int(r.value) for r in pub.got] == list(range(40))
+    assert fwd.spool is not None
+    assert fwd.spool.pending_bytes() == 0
+
+
+def test_queue_offer_is_bounded() -> None:
+    q = HitQueue(3)
+    assert [q.offer(Pending(rec(i), None)) for i in range(5)] == [True, True, True, False, False]
+    assert q.qsize() == 3
+    assert [int(p.record.value) for p in q.take_all()] == [0, 1, 2]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.spool import Position, Spool
+from ingest.spool import Position, Spool, SpoolInUse
 from schemas.records import Record
 
 
@@ -34,6 +34,7 @@ def test_ack_trims_segments_and_survives_restart(tmp_path: Path) -> None:
     got = spool.read_from(spool.acked, 1000)
     before = len(spool.segments())
     spool.ack(got[11][1])
+    spool.take_sync_work().run()
     assert len(spool.segments()) < before
     spool.close()
     again = Spool(tmp_path, segment_bytes=200)
@@ -97,3 +98,88 @@ def test_sync_fd_is_a_duplicate(tmp_path: Path) -> None:
     os.close(fd)
     spool.append(rec(2))  # the spool's own descriptor is still open
     assert len(spool.read_from(spool.acked, 10)) == 2
+
+
+def test_one_owner_at_a_time(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    with pytest.raises(SpoolInUse, match="in use"):
+        Spool(tmp_path)
+    spool.close()
+    Spool(tmp_path).close()  # the lock goes with the owner
+
+
+def test_failed_write_is_refused_and_appends_go_on_in_a_new_segment(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    spool = Spool(tmp_path)
+    for i in range(3):
+        assert spool.append(rec(i)) is not None
+    real_write = os.write
+
+    def short_write(fd: int, data: bytes) -> int:  # a full disk: part of the frame, then no more
+        return real_write(fd, data[:7])
+
+    monkeypatch.setattr(os, "write", short_write)
+    with caplog.at_level(logging.ERROR):
+        assert spool.append(rec(3)) is None
+    assert "write failed" in caplog.text
+
+    def no_space(fd: int, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", no_space)
+    assert spool.append(rec(4)) is None
+    monkeypatch.setattr(os, "write", real_write)
+    assert spool.append(rec(5)) is not None
+    # The torn frame ends its segment; nothing before or after it is lost.
+    assert [r for r, _ in spool.read_from(spool.acked, 100)] == [rec(0), rec(1), rec(2), rec(5)]
+    spool.close()
+    again = Spool(tmp_path)
+    assert [r for r, _ in again.read_from(again.acked, 100)] == [rec(0), rec(1), rec(2), rec(5)]
+
+
+def test_a_long_backlog_is_read_in_bounded_chunks(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_bytes=8 << 20)
+    big = [Record("hits.raw", f"m-{i}".encode(), b"v" * (700 + i % 300)) for i in range(3000)]
+    for r in big:
+        spool.append(r)
+    got: list[Record] = []
+    pos = spool.acked
+    while chunk := spool.read_from(pos, 250):  # frames straddle READ_CHUNK boundaries
+        got += [r for r, _ in chunk]
+        pos = chunk[-1][1]
+    assert got == big
+    assert spool.pending_bytes() == spool.total_bytes()
+    spool.ack(pos)
+    assert spool.pending_bytes() == 0
+
+
+def test_pending_bytes_follow_appends_acks_and_restarts(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_bytes=300)
+    ends = [spool.append(rec(i)) for i in range(12)]
+    assert spool.pending_bytes() == spool.total_bytes()
+    assert ends[5] is not None
+    spool.ack(ends[5])
+    after = spool.pending_bytes()
+    assert 0 < after < spool.total_bytes()
+    spool.close()
+    again = Spool(tmp_path, segment_bytes=300)
+    assert again.pending_bytes() == after
+    assert len(again.read_from(again.acked, 100)) == 6
+
+
+def test_sync_work_covers_rotated_segments_and_the_folder(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_bytes=200)
+    for i in range(10):
+        spool.append(rec(i))  # several rotations
+    work = spool.take_sync_work()
+    assert len(work.fds) >= 3  # rotated segments + the active one + the folder
+    work.run()
+    before = set(spool.segments())
+    spool.ack(spool.end)
+    assert set(spool.segments()) == before  # deleting is left to the sync work, off the event loop
+    rest = spool.take_sync_work()
+    assert len(rest.fds) == 1  # nothing rotated since: only the active segment
+    rest.run()
+    assert spool.segments() == [max(before)]
+    spool.close()
