@@ -47,20 +47,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_edge(args: argparse.Namespace) -> int:
-    from aiohttp import web
+    """The public edge: one process, or --workers N processes on one port (SO_REUSEPORT, supervised)."""
+    from ingest.workers import run_edge
 
-    from ingest.app import create_app
-
-    settings = _settings(edge_host=args.host, edge_port=args.port)
-    try:
-        import uvloop
-
-        loop_factory: Any = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-    web.run_app(create_app(settings), host=settings.edge_host, port=settings.edge_port, access_log=None,
-                loop=loop_factory() if loop_factory else None, print=lambda s: print(s, flush=True))
-    return 0
+    return run_edge(_settings(edge_host=args.host, edge_port=args.port), args.workers)
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -439,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("edge", help="the public edge, producing to Kafka (production)")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
+    s.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (uvloop each)")
     s.set_defaults(fn=cmd_edge)
 
     s = sub.add_parser("process", help="a processor in the Kafka consumer group (production)")
