@@ -51,5 +51,14 @@ kafka-stop:
 bench-classify: $(BIN)/pixeltrack
 	$(BIN)/python bench/bench_classify.py
 
+bench-pipeline: $(BIN)/pixeltrack kafka-jars
+	$(BIN)/python bench/bench_pipeline.py
+
+bench-edge: $(BIN)/pixeltrack kafka-jars
+	$(BIN)/python bench/bench_edge.py
+
+bench-faults: $(BIN)/pixeltrack kafka-jars
+	$(BIN)/python bench/bench_faults.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
