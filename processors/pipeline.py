@@ -121,7 +121,9 @@ class HitProcessor:
         self._recent_conversions = RecentIds(50_000)
         # Verified tokens: hits of one message share a pixel token and a few click tokens, so most
         # re-checks are dictionary hits. FIFO-bounded (about 1 KB an entry: 50,000 ≈ 50 MB at most).
-        self._verified: dict[tuple[str, str, str], TokenPayload] = {}
+        # An OrderedDict, not a dict: deleting a plain dict's oldest key again and again makes
+        # next(iter(d)) walk the growing run of deleted slots (quadratic once the cache is full).
+        self._verified: OrderedDict[tuple[str, str, str], TokenPayload] = OrderedDict()
         self._hit_counters: dict[tuple[str, str], Any] = {}
         self.repeats_dropped = 0
 
@@ -180,7 +182,7 @@ class HitProcessor:
             if payload is None:
                 payload = self._verify(raw)
                 if len(self._verified) >= VERIFIED_CACHE:
-                    del self._verified[next(iter(self._verified))]
+                    self._verified.popitem(last=False)
                 self._verified[(raw.token, raw.kind, raw.host)] = payload
         except (ValueError, TokenError) as exc:
             self._dead_letter(out, record, exc.reason if isinstance(exc, TokenError) else "undecodable", str(exc))

@@ -173,7 +173,9 @@ class TriggerEngine:
         self._rules_by_name = {r.name: r for r in rules.rules}
         self._open_verdicts = frozenset().union(*(r.verdicts for r in rules.rules if r.type != TAGGED_CLICK))
         self._clicks_matter = any(r.type in (TAGGED_CLICK, OPENS_WITHOUT_CLICK) for r in rules.rules)
-        self._held: dict[str, _Held] = {}  # hit id → held event, in arrival order
+        # OrderedDict: removing the oldest entry of a plain dict repeatedly makes next(iter()) walk the
+        # deleted slots (quadratic under load).
+        self._held: OrderedDict[str, _Held] = OrderedDict()  # hit id → held event, in arrival order
         self._held_scopes: dict[tuple[str, str, str], int] = {}  # (tenant, recipient, message) → held events
         self._counting: OrderedDict[str, _Counting] = OrderedDict()  # least recently updated first
         self._due: dict[str, Action] = {}
