@@ -69,46 +69,34 @@ def create_api_app(keyring: Keyring, api_keys: list[str], topics: Topics, publis
             return _error(401, "missing or wrong API key (Authorization: Bearer KEY)")
         return await handler(request)  # type: ignore[no-any-return]
 
-    async def post_sends(request: web.Request) -> web.Response:
-        items = await _items(request, "sends")
-        if isinstance(items, web.Response):
-            return items
-        now = clock()
-        sends, errors = [], []
-        for i, item in enumerate(items):
-            try:
-                sends.append(Send.from_api(item, f"sends[{i}]", default_ts=now))
-            except ValueError as exc:
-                errors.append(str(exc))
-        if errors:
-            return _error(422, "invalid sends; nothing was recorded", errors)
-        try:
-            await request.app[PUBLISHER].publish(
-                [Record(topics.sends, s.message.encode(), s.encode()) for s in sends])
-        except Exception as exc:
-            return _error(503, f"could not record the sends now ({type(exc).__name__}); retry")
-        return web.json_response({"accepted": len(sends)}, status=202)
-
-    async def post_conversions(request: web.Request) -> web.Response:
-        items = await _items(request, "conversions")
+    async def accept(request: web.Request, name: str, topic: str,
+                     parse: Callable[[Any, str, float], Send | Conversion]) -> web.Response:
+        """Validates every item (all or nothing), publishes them, answers 202 once acknowledged."""
+        items = await _items(request, name)
         if isinstance(items, web.Response):
             return items
         now = clock()
         out, errors = [], []
         for i, item in enumerate(items):
-            where = f"conversions[{i}]"
             try:
-                out.append(_conversion(keyring, item, where, now))
+                out.append(parse(item, f"{name}[{i}]", now))
             except ValueError as exc:
                 errors.append(str(exc))
         if errors:
-            return _error(422, "invalid conversions; nothing was recorded", errors)
+            return _error(422, f"invalid {name}; nothing was recorded", errors)
         try:
-            await request.app[PUBLISHER].publish(
-                [Record(topics.conversions, c.message.encode(), c.encode()) for c in out])
+            await request.app[PUBLISHER].publish([Record(topic, x.message.encode(), x.encode()) for x in out])
         except Exception as exc:
-            return _error(503, f"could not record the conversions now ({type(exc).__name__}); retry")
+            return _error(503, f"could not record the {name} now ({type(exc).__name__}); retry")
         return web.json_response({"accepted": len(out)}, status=202)
+
+    async def post_sends(request: web.Request) -> web.Response:
+        return await accept(request, "sends", topics.sends,
+                            lambda item, where, now: Send.from_api(item, where, default_ts=now))
+
+    async def post_conversions(request: web.Request) -> web.Response:
+        return await accept(request, "conversions", topics.conversions,
+                            lambda item, where, now: _conversion(keyring, item, where, now))
 
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
