@@ -117,13 +117,15 @@ class KafkaRunner:
         producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, client_id=self._client_id + "-out",
                                     acks="all", enable_idempotence=True, max_batch_size=1024 * 1024,
                                     linger_ms=5, compression_type="lz4")
-        await producer.start()
         try:
+            # A start that fails (the broker away) still opened connections: stop() in `finally` closes
+            # them, so a runner restarted through an outage leaves no socket behind.
+            await producer.start()
             t = self._topics
             consumer.subscribe([t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes],
                                listener=ResumeAfterClickHouse(consumer, self._writer))
-            await consumer.start()
             try:
+                await consumer.start()
                 while not stop.is_set():
                     batches = await consumer.getmany(timeout_ms=self._max_ms, max_records=self._max_records)
                     if batches:
@@ -131,7 +133,10 @@ class KafkaRunner:
             finally:
                 await consumer.stop()
         finally:
-            await producer.stop()
+            try:
+                await asyncio.wait_for(producer.stop(), 10)  # bounded: a flush can wait on a dead broker
+            except TimeoutError:
+                log.warning("output producer did not stop within 10 s")
 
     async def _handle(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
                       batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
