@@ -145,8 +145,9 @@ class KafkaPublisher:
         self._healthy = True
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
+        old, self._producer = self._producer, None
+        if old is not None:
+            await discard_producer(old, timeout=5.0)
 
     async def reset(self) -> None:
         # A producer that failed (or hung: idempotent sends can wait forever on a dead broker) is
@@ -154,11 +155,32 @@ class KafkaPublisher:
         self._healthy = False
         old, self._producer = self._producer, None
         if old is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(old.stop(), 2.0)
+            await discard_producer(old)
 
     def healthy(self) -> bool:
         return self._healthy
+
+
+async def discard_producer(producer: AIOKafkaProducer, timeout: float = 2.0) -> None:
+    """Stops a producer within `timeout`. stop() flushes first, and a flush waits as long as the broker
+    does not answer; past the timeout the pending batches are failed (the forwarder re-sends them from
+    the spool), the sender task cancelled and the connections closed now, so a dead producer leaves no
+    task, buffer or socket behind however many an outage goes through."""
+    try:
+        await asyncio.wait_for(producer.stop(), timeout)
+        return
+    except Exception:  # TimeoutError, or the transport's own errors: the cleanup below still runs
+        pass
+    from aiokafka.errors import KafkaConnectionError
+
+    with contextlib.suppress(Exception):
+        producer._message_accumulator.fail_all(KafkaConnectionError("producer discarded"))
+    sender = getattr(producer, "_sender", None)
+    if sender is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sender.close(), 1.0)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(producer.client.close(), 1.0)
 
 
 class QueuePublisher:
