@@ -165,32 +165,46 @@ class QueryError(RuntimeError):
     """ClickHouse's own message for a query that failed."""
 
 
+def _admin_post(info: Any, path: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """POST to a running serve's admin endpoint (it owns the chDB folder); QueryError carries its message."""
+    from pixeltrack.serve import ADMIN_HEADER
+
+    req = urllib.request.Request(f"{info.admin_url}{path}", method="POST", data=json.dumps(payload).encode(),
+                                 headers={ADMIN_HEADER: info.admin_token, "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            answer: dict[str, Any] = json.loads(resp.read())
+            return answer
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}")
+        exc.close()
+        raise QueryError(detail.get("error", str(exc))) from None
+
+
+def _direct_dsn(args: argparse.Namespace, settings: Settings) -> str:
+    """--clickhouse, else the chDB folder of --data, else the settings' DSN."""
+    from pixeltrack.serve import chdb_dsn
+
+    return str(args.clickhouse or (chdb_dsn(Path(args.data)) if args.data else settings.clickhouse_dsn))
+
+
 def make_query(args: argparse.Namespace) -> Callable[[str, dict[str, Any]], tuple[list[str], list[Sequence[Any]]]]:
     """Read-only SQL through a running `serve` that owns --data's chDB folder, else a direct client
     (a chDB folder no process holds, or a ClickHouse server DSN)."""
-    from pixeltrack.serve import ADMIN_HEADER, ServeInfo, chdb_dsn
+    from pixeltrack.serve import ServeInfo
 
     info = ServeInfo.read(Path(args.data)) if args.data else None
     if info is not None:
         def through_serve(sql: str, parameters: dict[str, Any]) -> tuple[list[str], list[Sequence[Any]]]:
             assert info is not None
-            req = urllib.request.Request(f"{info.admin_url}/query", method="POST",
-                                         data=json.dumps({"sql": sql, "parameters": parameters}).encode(),
-                                         headers={ADMIN_HEADER: info.admin_token, "Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(req, timeout=120) as resp:
-                    body = json.loads(resp.read())
-            except urllib.error.HTTPError as exc:
-                detail = json.loads(exc.read() or b"{}")
-                exc.close()
-                raise QueryError(detail.get("error", str(exc))) from None
+            body = _admin_post(info, "/query", {"sql": sql, "parameters": parameters}, timeout=120)
             return body["columns"], body["rows"]
         return through_serve
 
     from processors.clickhouse import connect
 
     settings = _settings()
-    dsn = args.clickhouse or (chdb_dsn(Path(args.data)) if args.data else settings.clickhouse_dsn)
+    dsn = _direct_dsn(args, settings)
 
     def direct(sql: str, parameters: dict[str, Any]) -> tuple[list[str], list[Sequence[Any]]]:
         client = connect(dsn, settings.clickhouse_database)
@@ -296,22 +310,21 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def cmd_forget(args: argparse.Namespace) -> int:
     """Erase a recipient everywhere (through a running serve, or directly)."""
-    from pixeltrack.serve import ADMIN_HEADER, ServeInfo, chdb_dsn
+    from pixeltrack.serve import ServeInfo
 
     info = ServeInfo.read(Path(args.data)) if args.data else None
     if info is not None:
-        req = urllib.request.Request(f"{info.admin_url}/forget", method="POST",
-                                     data=json.dumps({"recipient": args.recipient, "tenant": args.tenant}).encode(),
-                                     headers={ADMIN_HEADER: info.admin_token, "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=600) as resp:
-            deleted = json.loads(resp.read())["deleted"]
+        try:
+            deleted = _admin_post(info, "/forget", {"recipient": args.recipient, "tenant": args.tenant}, 600)["deleted"]
+        except QueryError as exc:
+            print(f"pixeltrack forget: {exc}", file=sys.stderr)
+            return 1
     else:
         from processors.clickhouse import connect
         from processors.privacy import forget
 
         settings = _settings()
-        dsn = args.clickhouse or (chdb_dsn(Path(args.data)) if args.data else settings.clickhouse_dsn)
-        client = connect(dsn, settings.clickhouse_database)
+        client = connect(_direct_dsn(args, settings), settings.clickhouse_database)
         try:
             deleted = forget(client, args.recipient, args.tenant)
         finally:
