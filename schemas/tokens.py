@@ -116,6 +116,10 @@ class Keyring:
             raise ValueError(f"current key id {current!r} is not among the keys {sorted(keys)}")
         self._keys = dict(keys)
         self.current = current
+        # HMAC state after each key id's fixed prefix: a tag then costs a copy and one update instead
+        # of the key schedule and two hashes of setup (a third of a token check).
+        self._prefixed = {kid: hmac.new(secret, DOMAIN + kid.encode() + b".", "sha256")
+                          for kid, secret in self._keys.items()}
 
     @classmethod
     def parse(cls, spec: str, current: str | None = None) -> Keyring:
@@ -134,8 +138,10 @@ class Keyring:
         return cls(keys, current or next(iter(keys), ""))
 
     def _tag(self, kid: str, payload_b64: str) -> bytes:
-        msg = DOMAIN + kid.encode() + b"." + payload_b64.encode()
-        return hmac.digest(self._keys[kid], msg, "sha256")[:TAG_BYTES]
+        """HMAC-SHA256(key, DOMAIN + kid + "." + payload), first TAG_BYTES bytes."""
+        mac = self._prefixed[kid].copy()
+        mac.update(payload_b64.encode())
+        return mac.digest()[:TAG_BYTES]
 
     def mint(self, payload: TokenPayload) -> str:
         if payload.kind == "click" and not payload.url.startswith(("https://", "http://")):
