@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDictProxy
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -92,6 +93,7 @@ MAX_CACHED_HOSTS = 1024  # Host header -> tenant lookups remembered (tracking do
 
 
 _KEPT = frozenset(KEPT_HEADERS)
+Headers = CIMultiDictProxy[str]  # a request's headers, as aiohttp's parser hands them over
 
 
 def raw_hit_json(hit_id: str, received_at: float, kind: str, method: str, host: str, path: str, token: str,
@@ -180,43 +182,83 @@ class Edge:
             counter = self._counters[(kind, result)] = metrics.HITS.labels(kind, result)
         counter.inc()
 
-    def record_hit(self, request: web.Request, kind: str, token: str, message: str, hit_id: str = "") -> None:
+    def open_hit(self, host: str, name: str, method: str, raw_path: str, headers: Headers,
+                 peer: str | None) -> None:
+        """A fetch of /o/<name>: recorded when the token is genuine, a dead letter when not. The answer
+        is the pixel either way (the caller's), so a bad token never shows a broken image."""
+        token = name[:-4] if name.endswith(".gif") else name
+        try:
+            payload = self.verify(host, token, "open")
+        except TokenError as exc:
+            self.record_bad("open", exc.reason, str(exc), method, host, raw_path, headers, peer)
+            return
+        if not self.do_not_track(payload):
+            self.record_hit("open", token, payload.message, method, host, raw_path, headers, peer)
+
+    def click_hit(self, host: str, token: str, method: str, raw_path: str, headers: Headers,
+                  peer: str | None) -> str | None:
+        """A fetch of /c/<token>: the Location to redirect to (with the click id appended when
+        configured), or None for a token that is not genuine (a dead letter; the caller answers 404).
+        Never a redirect on anything unsigned: the destination comes only from a verified token."""
+        try:
+            payload = self.verify(host, token, "click")
+            if not _safe_destination(payload.url):
+                raise TokenError("bad_destination", payload.url[:60])
+        except TokenError as exc:
+            self.record_bad("click", exc.reason, str(exc), method, host, raw_path, headers, peer)
+            return None
+        if self.do_not_track(payload):
+            return payload.url
+        hit_id = self.next_id()
+        self.record_hit("click", token, payload.message, method, host, raw_path, headers, peer, hit_id)
+        if self.click_id_param and not payload.flags & (FLAG_NO_CLICK_ID | FLAG_UNSUBSCRIBE | FLAG_HONEYPOT):
+            keyring = self.keyring_of(host)
+            if keyring is not None:
+                ref = ClickRef(payload.tenant, payload.campaign, payload.variant, payload.message, payload.recipient,
+                               hit_id, payload.link_id or payload.url)
+                return with_query_param(payload.url, self.click_id_param, mint_click_ref(keyring, ref))
+        return payload.url
+
+    def record_hit(self, kind: str, token: str, message: str, method: str, host: str, raw_path: str,
+                   headers: Headers, peer: str | None, hit_id: str = "") -> None:
         """Journal and queue the hit the edge is about to answer for. Never raises: a hit that cannot
         be kept is counted (result "dropped" or "error") and the answer goes out all the same."""
         try:
-            h = request.headers
-            headers: dict[str, str] = {}
-            for name, v in h.items():  # a request has a handful of headers; KEPT_HEADERS has a dozen
+            kept: dict[str, str] = {}
+            for name, v in headers.items():  # a request has a handful of headers; KEPT_HEADERS has a dozen
                 key = name.lower()
-                if key in _KEPT and key not in headers:
-                    headers[key] = v[:MAX_HEADER]
-            value = raw_hit_json(hit_id or self.next_id(), time.time(), kind, request.method,
-                                 (request.host or "")[:MAX_HOST], request.raw_path[:MAX_PATH], token,
-                                 self.ips.resolve(request.remote, forwarded_for(h)),
-                                 h.get("User-Agent", "")[:MAX_UA], self.edge_id, headers)
-            kept = self.forwarder.submit(Record(self._raw_topic, message.encode(), value))
+                if key in _KEPT and key not in kept:
+                    kept[key] = v[:MAX_HEADER]
+            value = raw_hit_json(hit_id or self.next_id(), time.time(), kind, method, host[:MAX_HOST],
+                                 raw_path[:MAX_PATH], token, self.ips.resolve(peer, forwarded_for(headers)),
+                                 headers.get("User-Agent", "")[:MAX_UA], self.edge_id, kept)
+            ok = self.forwarder.submit(Record(self._raw_topic, message.encode(), value))
         except Exception:
             log.exception("edge: hit not recorded")
             self.count(kind, "error")
             return
-        self.count(kind, "ok" if kept else "dropped")
+        self.count(kind, "ok" if ok else "dropped")
 
-    def record_bad(self, request: web.Request, kind: str, reason: str, detail: str = "") -> None:
+    def record_bad(self, kind: str, reason: str, detail: str, method: str, host: str, raw_path: str,
+                   headers: Headers, peer: str | None) -> None:
         """A dead letter for input the edge would not count; never raises, like record_hit."""
         try:
-            h = request.headers
             letter = DeadLetter(id=self.next_id(), received_at=time.time(), stage="edge", reason=reason,
-                                detail=_clean(detail[:200]), kind=kind, method=request.method,
-                                host=_clean((request.host or "")[:MAX_HOST]),
-                                path=_clean(request.raw_path[:MAX_PATH]),
-                                ip=self.ips.resolve(request.remote, forwarded_for(h)),
-                                ua=_clean(h.get("User-Agent", "")[:MAX_UA]), edge=self.edge_id)
+                                detail=_clean(detail[:200]), kind=kind, method=method,
+                                host=_clean(host[:MAX_HOST]), path=_clean(raw_path[:MAX_PATH]),
+                                ip=self.ips.resolve(peer, forwarded_for(headers)),
+                                ua=_clean(headers.get("User-Agent", "")[:MAX_UA]), edge=self.edge_id)
             self.forwarder.submit(Record(self._dlq_topic, None, compact(letter.encode())))
         except Exception:
             log.exception("edge: dead letter not recorded")
             self.count(kind, "error")
             return
         self.count(kind, reason)
+
+    def bad_request(self, request: web.Request, kind: str, reason: str, detail: str = "") -> None:
+        """record_bad for a request aiohttp parsed."""
+        self.record_bad(kind, reason, detail, request.method, request.host or "", request.raw_path,
+                        request.headers, request.remote)
 
 
 EDGE = web.AppKey("edge", Edge)
@@ -228,16 +270,8 @@ def _now_ms() -> int:
 
 
 async def open_pixel(request: web.Request) -> web.Response:
-    edge = request.app[EDGE]
-    name = request.match_info["name"]
-    token = name[:-4] if name.endswith(".gif") else name
-    try:
-        payload = edge.verify(request.host, token, "open")
-    except TokenError as exc:
-        edge.record_bad(request, "open", exc.reason, str(exc))
-    else:
-        if not edge.do_not_track(payload):
-            edge.record_hit(request, "open", token, payload.message)
+    request.app[EDGE].open_hit(request.host or "", request.match_info["name"], request.method, request.raw_path,
+                               request.headers, request.remote)
     # A pixel is always a pixel: a bad token must not show a broken image in someone's mail.
     return web.Response(body=GIF, headers=PIXEL_HEADERS)
 
@@ -253,27 +287,12 @@ def _safe_destination(url: str) -> bool:
 
 
 async def click(request: web.Request) -> web.Response:
-    edge = request.app[EDGE]
-    token = request.match_info["token"]
-    try:
-        payload = edge.verify(request.host, token, "click")
-        if not _safe_destination(payload.url):
-            raise TokenError("bad_destination", payload.url[:60])
-    except TokenError as exc:
-        edge.record_bad(request, "click", exc.reason, str(exc))
-        # Never redirect on anything unsigned: the destination comes only from a verified token.
+    location = request.app[EDGE].click_hit(request.host or "", request.match_info["token"], request.method,
+                                           request.raw_path, request.headers, request.remote)
+    if location is None:
         return _not_found()
     headers = dict(REDIRECT_HEADERS)
-    headers["Location"] = payload.url
-    if not edge.do_not_track(payload):
-        hit_id = edge.next_id()
-        edge.record_hit(request, "click", token, payload.message, hit_id)
-        if edge.click_id_param and not payload.flags & (FLAG_NO_CLICK_ID | FLAG_UNSUBSCRIBE | FLAG_HONEYPOT):
-            keyring = edge.keyring_of(request.host)
-            if keyring is not None:
-                ref = ClickRef(payload.tenant, payload.campaign, payload.variant, payload.message, payload.recipient,
-                               hit_id, payload.link_id or payload.url)
-                headers["Location"] = with_query_param(payload.url, edge.click_id_param, mint_click_ref(keyring, ref))
+    headers["Location"] = location
     return web.Response(status=302, headers=headers)
 
 
@@ -312,7 +331,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
         if not payload.flags & FLAG_UNSUBSCRIBE:
             raise TokenError("not_unsubscribe", "the token is not an unsubscribe link")
     except TokenError as exc:
-        edge.record_bad(request, "unsubscribe", exc.reason, str(exc))
+        edge.bad_request(request, "unsubscribe", exc.reason, str(exc))
         return _not_found()
     if request.method != "POST":
         return web.Response(text=UNSUBSCRIBE_PAGE, headers=HTML_NO_STORE)
@@ -325,12 +344,12 @@ async def unsubscribe(request: web.Request) -> web.Response:
 
 async def open_malformed(request: web.Request) -> web.Response:
     """/o/ paths that are not one token (a slash inside, an empty name): still a pixel."""
-    request.app[EDGE].record_bad(request, "open", "malformed", "path is not /o/<token>")
+    request.app[EDGE].bad_request(request, "open", "malformed", "path is not /o/<token>")
     return web.Response(body=GIF, headers=PIXEL_HEADERS)
 
 
 async def click_malformed(request: web.Request) -> web.Response:
-    request.app[EDGE].record_bad(request, "click", "malformed", "path is not /c/<token>")
+    request.app[EDGE].bad_request(request, "click", "malformed", "path is not /c/<token>")
     return _not_found()
 
 

@@ -116,6 +116,7 @@ async def serve_worker(settings: Settings, index: int, workers: int, *, metrics_
     from aiohttp import web
 
     from ingest.app import create_app
+    from ingest.fastpath import EdgeSite
 
     logging.getLogger("aiohttp.server").addFilter(QuietBadRequests())
     stop = stop or asyncio.Event()
@@ -130,8 +131,9 @@ async def serve_worker(settings: Settings, index: int, workers: int, *, metrics_
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.edge_host, settings.edge_port if port is None else port,
-                           reuse_port=workers > 1, backlog=1024)
+        site_class = EdgeSite if settings.edge_fast_path else web.TCPSite
+        site = site_class(runner, settings.edge_host, settings.edge_port if port is None else port,
+                          reuse_port=workers > 1, backlog=1024)
         await site.start()
         bound = runner.addresses[0][1]
         if tuned_gc:

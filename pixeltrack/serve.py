@@ -17,6 +17,7 @@ from aiohttp import web
 
 from ingest.api import create_api_app
 from ingest.app import create_app
+from ingest.fastpath import EdgeSite
 from ingest.publisher import QueuePublisher
 from pixeltrack.dashboard import query_with, start_dashboard
 from pixeltrack.wiring import API_KEY_FILE, build_processor, data_dir_secret, keyring_for
@@ -134,7 +135,8 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     edge = web.AppRunner(create_app(edge_settings, publisher=QueuePublisher(bus), keyring=keyring),
                          access_log=None, handle_signals=False)
     await edge.setup()
-    edge_site = web.TCPSite(edge, host, port, reuse_address=True)
+    edge_site = (EdgeSite(edge, host, port, reuse_address=True) if settings.edge_fast_path
+                 else web.TCPSite(edge, host, port, reuse_address=True))
     await edge_site.start()
     api_key = (settings.api_keys.get_secret_value().split(",")[0].strip() if settings.api_keys
                else data_dir_secret(data_dir, API_KEY_FILE))

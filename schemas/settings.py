@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     # --- edge ---
     edge_host: str = Field("127.0.0.1", description="Address the public edge listens on.")
     edge_port: int = Field(8080, ge=0, le=65535, description="Port of the public edge.")
+    edge_fast_path: bool = Field(
+        True, description="Answer plain pixel and click fetches on the edge's fast path (off: aiohttp only).")
     edge_id: str = Field(default_factory=_default_edge_id, description="Name of this edge in hit records.")
     trusted_proxies: CsvList = Field(
         default_factory=list,

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.app import check_token, create_app
+from ingest.fastpath import EdgeSite
 from ingest.pixel import GIF
 from schemas.records import DeadLetter, RawHit, Record
 from schemas.settings import Settings
@@ -115,9 +116,12 @@ class CollectingPublisher:
 
 class ThreadedEdge:
     """The edge on 127.0.0.1 in a thread of its own, so synchronous hypothesis tests can send it raw
-    bytes through a socket (what a test HTTP client would refuse to send)."""
+    bytes through a socket (what a test HTTP client would refuse to send). `fast`: served by EdgeSite
+    (the fast path, handing other requests to aiohttp) as `pixeltrack edge` serves it, else by aiohttp
+    alone: every property must hold for both."""
 
-    def __init__(self) -> None:
+    def __init__(self, fast: bool = True) -> None:
+        self.fast = fast
         self.publisher = CollectingPublisher()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="edge-under-test", daemon=True)
@@ -129,7 +133,7 @@ class ThreadedEdge:
                      producer_linger_ms=0)
         self.runner = web.AppRunner(create_app(s, publisher=self.publisher, keyring=KEYRING), access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = EdgeSite(self.runner, "127.0.0.1", 0) if self.fast else web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
         return int(self.runner.addresses[0][1])
 
@@ -162,9 +166,9 @@ class ThreadedEdge:
         return int(status), headers, body
 
 
-@pytest.fixture(scope="module")
-def edge() -> Iterator[ThreadedEdge]:
-    e = ThreadedEdge()
+@pytest.fixture(scope="module", params=["fastpath", "aiohttp"])
+def edge(request: pytest.FixtureRequest) -> Iterator[ThreadedEdge]:
+    e = ThreadedEdge(fast=request.param == "fastpath")
     e.start()
     yield e
     e.stop()

@@ -1,0 +1,196 @@
+"""The edge's fast path (ingest/fastpath.py) on a real socket: it answers plain pixel and click fetches
+exactly as the aiohttp handlers do, and hands everything else, byte for byte, to aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import web
+
+from ingest.app import create_app
+from ingest.fastpath import EdgeSite
+from ingest.pixel import GIF, NOT_FOUND_HTML
+from schemas.records import DeadLetter, RawHit, Record
+from schemas.settings import Settings
+from schemas.tokens import Keyring, TokenPayload
+from tests.unit.ingest.test_edge_properties import CollectingPublisher
+
+KEYRING = Keyring({"f1": b"fastpath-secret-0123456789abcdef"}, "f1")
+NOW = int(time.time() * 1000)
+OPEN = KEYRING.mint(TokenPayload("open", "", "c", "A", "m-1", "r-1", NOW))
+CLICK = KEYRING.mint(TokenPayload("click", "", "c", "A", "m-2", "r-2", NOW, url="https://shop.example/p?x=1"))
+UA = "Mozilla/5.0 (Macintosh) AppleWebKit/605.1.15 (KHTML, like Gecko)"
+
+
+@dataclass
+class Served:
+    port: int
+    publisher: CollectingPublisher
+    site: web.BaseSite
+
+    async def records(self, n: int, topic: str = "hits.raw") -> list[Record]:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            got = [r for r in self.publisher.records if r.topic == topic]
+            if len(got) >= n:
+                return got
+            await asyncio.sleep(0.01)
+        return [r for r in self.publisher.records if r.topic == topic]
+
+
+async def _serve(fast: bool, keepalive_timeout: float = 75.0) -> tuple[web.AppRunner, Served]:
+    s = Settings(_env_file=None, edge_id="fp", spool_dir=None, producer_linger_ms=0)  # type: ignore[call-arg]
+    publisher = CollectingPublisher()
+    runner = web.AppRunner(create_app(s, publisher=publisher, keyring=KEYRING), access_log=None)
+    await runner.setup()
+    site: web.BaseSite = (EdgeSite(runner, "127.0.0.1", 0, keepalive_timeout=keepalive_timeout) if fast
+                          else web.TCPSite(runner, "127.0.0.1", 0))
+    await site.start()
+    return runner, Served(int(runner.addresses[0][1]), publisher, site)
+
+
+@pytest.fixture
+async def fast() -> AsyncIterator[Served]:
+    runner, served = await _serve(True)
+    yield served
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def plain() -> AsyncIterator[Served]:
+    runner, served = await _serve(False)
+    yield served
+    await runner.cleanup()
+
+
+def get(path: str, *, method: str = "GET", version: str = "1.1", extra: str = "") -> bytes:
+    return (f"{method} {path} HTTP/{version}\r\nHost: t.example\r\nUser-Agent: {UA}\r\nAccept: image/*\r\n"
+            f"X-Forwarded-For: 203.0.113.9\r\n{extra}\r\n").encode()
+
+
+async def read_answer(reader: asyncio.StreamReader, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    length = 0 if head_only else int(headers.get("content-length", "0"))
+    body = await asyncio.wait_for(reader.readexactly(length), 5) if length else b""
+    return status, headers, body
+
+
+async def exchange(port: int, raw: bytes, answers: int = 1, head_only: bool = False,
+                   chunk: int = 0) -> list[tuple[int, dict[str, str], bytes]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        if chunk:
+            for i in range(0, len(raw), chunk):
+                writer.write(raw[i:i + chunk])
+                await writer.drain()
+                await asyncio.sleep(0.001)
+        else:
+            writer.write(raw)
+        return [await read_answer(reader, head_only) for _ in range(answers)]
+    finally:
+        writer.close()
+
+
+async def test_pixel_and_click_are_answered_and_recorded_like_aiohttp_does(fast: Served, plain: Served) -> None:
+    hits = {}
+    for name, served in (("fast", fast), ("plain", plain)):
+        (st, h, body), = await exchange(served.port, get(f"/o/{OPEN}.gif?cb=7"))
+        assert (st, body, h["content-type"], h["content-length"]) == (200, GIF, "image/gif", "43")
+        assert "no-store" in h["cache-control"]
+        assert "date" in h
+        (st, h, body), = await exchange(served.port, get(f"/c/{CLICK}"))
+        assert st == 302
+        assert body == b""
+        assert h["location"].startswith("https://shop.example/p?x=1&pt_cid=")
+        assert h["referrer-policy"] == "no-referrer"
+        hits[name] = [RawHit.decode(r.value) for r in await served.records(2)]
+    for f, p in zip(hits["fast"], hits["plain"], strict=True):
+        assert (f.kind, f.method, f.host, f.path, f.token, f.ip, f.ua, f.headers) == (
+            p.kind, p.method, p.host, p.path, p.token, p.ip, p.ua, p.headers)
+    assert hits["fast"][0].path == f"/o/{OPEN}.gif?cb=7"
+
+
+async def test_head_has_no_body_and_bad_tokens_get_pixel_or_404_with_a_dead_letter(fast: Served) -> None:
+    (st, h, _body), = await exchange(fast.port, get(f"/o/{OPEN}.gif", method="HEAD"), head_only=True)
+    assert (st, h["content-length"]) == (200, "43")
+    forged = CLICK[:-3] + ("AAA" if not CLICK.endswith("AAA") else "BBB")
+    answers = await exchange(fast.port, get("/o/f1.junk.AAAAAAAAAAAAAAAAAAAAAA.gif") + get(f"/c/{forged}"), 2)
+    assert [(a[0], a[2]) for a in answers] == [(200, GIF), (404, NOT_FOUND_HTML)]
+    letters = [DeadLetter.decode(r.value) for r in await fast.records(2, "hits.dlq")]
+    assert [(d.kind, d.reason) for d in letters] == [("open", "bad_signature"), ("click", "bad_signature")]
+
+
+async def test_pipelined_requests_are_answered_in_order_across_the_hand_over(fast: Served) -> None:
+    raw = get(f"/o/{OPEN}") + get(f"/c/{CLICK}") + get("/healthz") + get(f"/o/{OPEN}.gif") + get("/readyz")
+    answers = await exchange(fast.port, raw, 5)
+    assert [a[0] for a in answers] == [200, 302, 200, 200, 200]
+    assert answers[2][2] == b'{"status": "ok"}'
+    assert answers[3][2] == GIF
+    assert b"ready" in answers[4][2]
+    assert len(await fast.records(3)) == 3
+
+
+async def test_a_request_in_pieces_and_one_with_a_body_are_still_answered(fast: Served) -> None:
+    assert (await exchange(fast.port, get(f"/o/{OPEN}.gif"), chunk=7))[0][2] == GIF
+    # A GET with a body is not a plain fetch: aiohttp takes it (and the request after it).
+    raw = get(f"/o/{OPEN}.gif", extra="Content-Length: 5\r\n") + b"hello" + get(f"/o/{OPEN}.gif")
+    assert [a[2] for a in await exchange(fast.port, raw, 2)] == [GIF, GIF]
+    chunked = get(f"/o/{OPEN}.gif", extra="Transfer-Encoding: chunked\r\n") + b"5\r\nhello\r\n0\r\n\r\n"
+    assert (await exchange(fast.port, chunked + get(f"/c/{CLICK}"), 2))[1][0] == 302
+
+
+async def test_connection_close_and_http10_are_honoured(fast: Served) -> None:
+    for raw in (get(f"/o/{OPEN}", extra="Connection: close\r\n"), get(f"/o/{OPEN}", version="1.0")):
+        reader, writer = await asyncio.open_connection("127.0.0.1", fast.port)
+        writer.write(raw)
+        st, h, body = await read_answer(reader)
+        assert (st, body, h["connection"]) == (200, GIF, "close")
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the edge
+        writer.close()
+    (st, h, _), = await exchange(fast.port, get(f"/o/{OPEN}", version="1.0", extra="Connection: keep-alive\r\n"))
+    assert (st, h["connection"]) == (200, "keep-alive")
+
+
+async def test_what_the_fast_path_does_not_take_gets_aiohttps_answer(fast: Served, plain: Served) -> None:
+    cases = [
+        get("/o/a%2Eb.gif"),  # percent-encoding: aiohttp decodes, so aiohttp routes it
+        get(f"/c/{CLICK}", extra="X-Long: " + "x" * 9000 + "\r\n"),  # past the header limit: 431/400
+        f"GET /o/{OPEN}.gif HTTP/1.1\nHost: t.example\n\n".encode(),  # bare LF line ends
+        get(f"/c/{CLICK}").replace(b"Host: t.example\r\n", b""),  # no Host
+        f"GET /o/{OPEN}.gif HTTP/1.1\r\nHost: t.example\r\nHost: u.example\r\n\r\n".encode(),
+        b"GET /o/" + b"x" * 9000 + b" HTTP/1.1\r\nHost: t.example\r\n\r\n",  # request line too long
+        get("/metrics/"), get(f"/u/{CLICK}"), get(f"/o/{OPEN}", method="POST", extra="Content-Length: 0\r\n"),
+    ]
+    for raw in cases:
+        want = (await exchange(plain.port, raw + b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", 1))[0]
+        got = (await exchange(fast.port, raw + b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", 1))[0]
+        assert (got[0], got[2]) == (want[0], want[2]), raw[:60]
+
+
+async def test_idle_connections_are_closed_and_stop_closes_the_rest() -> None:
+    runner, served = await _serve(True, keepalive_timeout=0.3)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(get(f"/o/{OPEN}"))
+        assert (await read_answer(reader))[0] == 200
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # idle past the timeout: closed
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(b"GET /o/")  # a head that never ends (slowloris) is idle too
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(get(f"/o/{OPEN}"))
+        assert (await read_answer(reader))[0] == 200
+        await served.site.stop()
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+        writer.close()
+    finally:
+        await runner.cleanup()
