@@ -36,6 +36,7 @@ from aiohttp.http_parser import HttpRequestParser
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.tcp_helpers import tcp_nodelay
 
+from ingest import metrics
 from ingest.app import EDGE, SERVER_LIMITS, Edge
 from ingest.pixel import GIF, NOT_FOUND_HEADERS, NOT_FOUND_HTML, PIXEL_HEADERS, REDIRECT_HEADERS
 
@@ -208,6 +209,7 @@ class FastPathProtocol(asyncio.Protocol):
         self._conns.discard(self)
         if transport is None or transport.is_closing():
             return
+        metrics.HANDED_OVER.inc()
         handler = self._server()
         transport.set_protocol(handler)
         if self._paused:

@@ -33,3 +33,5 @@ BAD_REQUESTS = Counter("pixeltrack_edge_bad_requests_total",
 LOOP_LAG = Histogram("pixeltrack_edge_loop_lag_seconds", "How late the event loop ran a timer due every "
                      "100 ms: time every request waited for whatever held the loop.",
                      buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+HANDED_OVER = Counter("pixeltrack_edge_handed_over_total", "Connections the fast path handed to aiohttp (a "
+                      "request other than a plain pixel or click fetch: another route, a body, a parse error).")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from ingest.app import create_app
 from ingest.fastpath import EdgeSite
@@ -129,7 +130,9 @@ async def test_head_has_no_body_and_bad_tokens_get_pixel_or_404_with_a_dead_lett
 
 async def test_pipelined_requests_are_answered_in_order_across_the_hand_over(fast: Served) -> None:
     raw = get(f"/o/{OPEN}") + get(f"/c/{CLICK}") + get("/healthz") + get(f"/o/{OPEN}.gif") + get("/readyz")
+    handed_over = REGISTRY.get_sample_value("pixeltrack_edge_handed_over_total") or 0.0
     answers = await exchange(fast.port, raw, 5)
+    assert REGISTRY.get_sample_value("pixeltrack_edge_handed_over_total") == handed_over + 1
     assert [a[0] for a in answers] == [200, 302, 200, 200, 200]
     assert answers[2][2] == b'{"status": "ok"}'
     assert answers[3][2] == GIF
