@@ -8,6 +8,8 @@ idempotence, lz4). Servers measured in the same run, with the same load:
   (a) bare:  bench/bare_gif.py, an aiohttp handler returning the GIF and nothing else
   (b) edge:  `python -m ingest.workers` (what `pixeltrack edge` runs), one worker, spool in a temp folder
   (c) nginx: `empty_gif` at /o/, one worker process, if nginx is installed (nginx_rps=na otherwise)
+  and, for information, the edge with its fast path off (`edge-aiohttp`: every request through
+  aiohttp's handlers, PIXELTRACK_EDGE_FAST_PATH=false); --no-aiohttp-edge skips it
 
 Throughput: wrk (Debian's package; installed with apt-get when missing), one thread, 64 keep-alive
 connections, every request a different signed pixel; --rounds rounds, servers interleaved, the median
@@ -75,7 +77,7 @@ def measure(name: str, port: int, pid: int, script: Path, seconds: float, connec
     cpu0 = rig.cpu_seconds(pid)
     r = rig.wrk(url, script, seconds, connections)
     cpu = rig.cpu_seconds(pid) - cpu0
-    rig.log(f"  {name:5s} {r.rps:9.0f} req/s  wrk p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  "
+    rig.log(f"  {name:12s} {r.rps:9.0f} req/s  wrk p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  "
             f"cpu {cpu * 1e6 / max(r.requests, 1):6.1f} us/req  {r.errors}")
     return r
 
@@ -102,6 +104,8 @@ def main() -> int:
     p.add_argument("--edge-env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra PIXELTRACK_* setting for the edge (repeatable), e.g. PIXELTRACK_PRODUCER_LINGER_MS=20")
     p.add_argument("--skip-bare", action="store_true", help="measure the edge (and nginx) only")
+    p.add_argument("--no-aiohttp-edge", dest="aiohttp_edge", action="store_false",
+                   help="skip the edge with its fast path off (PIXELTRACK_EDGE_FAST_PATH=false)")
     args = p.parse_args()
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("bench_edge pins servers and load to different cores: it needs 2")
@@ -130,6 +134,14 @@ def main() -> int:
                               tmp / "edge.log")
         procs.append(edge)
         servers = {"bare": bare, "edge": edge}
+        if args.aiohttp_edge:
+            # The same edge with its fast path off (every request through aiohttp's handlers): what the
+            # fast path is worth, measured in the same rounds. Not in the last line.
+            ports["edge-aiohttp"] = rig.free_port()
+            off = {**extra, "PIXELTRACK_EDGE_FAST_PATH": "false", "PIXELTRACK_EDGE_ID": "bench-aiohttp"}
+            env = rig.edge_env(key_spec, bootstrap, tmp / "spool-aiohttp", prefix, **off)
+            servers["edge-aiohttp"] = rig.start_edge(env, ports["edge-aiohttp"], tmp / "edge-aiohttp.log")
+            procs.append(servers["edge-aiohttp"])
         if nginx_binary():
             ports["nginx"] = rig.free_port()
             servers["nginx"] = start_nginx(tmp / "nginx", ports["nginx"])
