@@ -8,7 +8,7 @@ import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -92,12 +92,18 @@ def _b64e(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-_FROM_URLSAFE = str.maketrans("-_", "+/")
-
-
 def _b64d(text: str) -> bytes:
-    """base64url without padding, strictly: anything outside the alphabet raises binascii.Error."""
-    return binascii.a2b_base64((text + "=" * (-len(text) % 4)).translate(_FROM_URLSAFE), strict_mode=True)
+    """base64url without padding, strictly: anything outside the alphabet raises binascii.Error.
+    (Two str.replace calls, not str.translate: a sixth of the time, and this runs for every hit.)"""
+    return binascii.a2b_base64((text + "=" * (-len(text) % 4)).replace("-", "+").replace("_", "/"),
+                               strict_mode=True)
+
+
+def _prefixed_mac(secret: bytes, prefix: bytes) -> Any:
+    """HMAC-SHA256 state after `prefix`, to copy per tag. OpenSSL's HMAC object itself where the hmac
+    module wraps one (its copy costs about half the wrapper's), else the hmac object."""
+    mac = hmac.new(secret, prefix, "sha256")
+    return getattr(mac, "_hmac", None) or mac
 
 
 class Keyring:
@@ -118,7 +124,7 @@ class Keyring:
         self.current = current
         # HMAC state after each key id's fixed prefix: a tag then costs a copy and one update instead
         # of the key schedule and two hashes of setup (a third of a token check).
-        self._prefixed = {kid: hmac.new(secret, DOMAIN + kid.encode() + b".", "sha256")
+        self._prefixed = {kid: _prefixed_mac(secret, DOMAIN + kid.encode() + b".")
                           for kid, secret in self._keys.items()}
 
     @classmethod
@@ -141,7 +147,8 @@ class Keyring:
         """HMAC-SHA256(key, DOMAIN + kid + "." + payload), first TAG_BYTES bytes."""
         mac = self._prefixed[kid].copy()
         mac.update(payload_b64.encode())
-        return mac.digest()[:TAG_BYTES]
+        tag: bytes = mac.digest()[:TAG_BYTES]
+        return tag
 
     def mint(self, payload: TokenPayload) -> str:
         if payload.kind == "click" and not payload.url.startswith(("https://", "http://")):
