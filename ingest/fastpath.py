@@ -67,21 +67,20 @@ KEEP_ALIVE = b"Connection: keep-alive\r\n"  # for HTTP/1.0 clients that asked fo
 
 
 class _Clock:
-    """The Date line, rendered once a second."""
+    """The Date line, rendered again each second by EdgeSite's ticker (as aiohttp does), so an answer
+    reads an attribute instead of the time."""
 
-    __slots__ = ("_line", "_second")
+    __slots__ = ("line",)
 
     def __init__(self) -> None:
-        self._second = -1
-        self._line = b""
+        self.line = b""
+        self.tick()
 
-    def date_line(self) -> bytes:
+    def tick(self) -> float:
+        """Renders the line for now; the seconds to the next whole second."""
         now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._line = f"Date: {formatdate(now, usegmt=True)}\r\n".encode()
-        return self._line
+        self.line = f"Date: {formatdate(now, usegmt=True)}\r\n".encode()
+        return 1.0 - (now % 1.0)
 
 
 class FastPathProtocol(asyncio.Protocol):
@@ -193,7 +192,7 @@ class FastPathProtocol(asyncio.Protocol):
                 body = b""
         close = message.should_close
         connection = CLOSE if close else (KEEP_ALIVE if message.version.minor == 0 else b"")
-        out = status_head + self._clock.date_line() + connection + b"\r\n"
+        out = status_head + self._clock.line + connection + b"\r\n"
         transport = self.transport
         assert transport is not None
         transport.write(out + body if method == b"GET" else out)
@@ -258,15 +257,20 @@ class EdgeSite(web.TCPSite):
             backlog=self._backlog, reuse_address=self._reuse_address, reuse_port=self._reuse_port)
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
-        self._sweeper = asyncio.create_task(self._sweep(), name="pixeltrack-fastpath-sweeper")
+        self._sweeper = asyncio.create_task(self._sweep(clock), name="pixeltrack-fastpath-sweeper")
 
-    async def _sweep(self) -> None:
+    async def _sweep(self, clock: _Clock) -> None:
+        """Each second: the Date line; every few: closes connections idle past the keep-alive timeout."""
         loop = asyncio.get_running_loop()
+        every = min(SWEEP_INTERVAL, self._keepalive_timeout)
+        next_sweep = loop.time() + every
         while True:
-            await asyncio.sleep(min(SWEEP_INTERVAL, self._keepalive_timeout))
-            cutoff = loop.time() - self._keepalive_timeout
-            for conn in [c for c in self._conns if c.idle_since() < cutoff]:
-                conn.close_idle()
+            await asyncio.sleep(min(clock.tick() + 0.001, every))
+            if loop.time() >= next_sweep:
+                next_sweep = loop.time() + every
+                cutoff = loop.time() - self._keepalive_timeout
+                for conn in [c for c in self._conns if c.idle_since() < cutoff]:
+                    conn.close_idle()
 
     async def stop(self) -> None:
         """Stops listening and closes the fast path's connections (between requests: every fast answer
