@@ -41,9 +41,11 @@ class SyncWork(NamedTuple):
 
     fds: list[int]
     unlink: list[Path]
+    checkpoint: tuple[Path, Position] | None = None
 
     def run(self) -> None:
-        """fsync then close each descriptor, then delete the files (blocking: for a worker thread)."""
+        """fsync then close each descriptor, write the checkpoint, then delete the files (blocking: for
+        a worker thread)."""
         for fd in self.fds:
             try:
                 os.fsync(fd)
@@ -51,8 +53,20 @@ class SyncWork(NamedTuple):
                 log.error("spool fsync failed: %s", exc)
             finally:
                 os.close(fd)
+        if self.checkpoint is not None:
+            try:
+                write_checkpoint(*self.checkpoint)
+            except OSError as exc:  # the old checkpoint stands: more is replayed, never less
+                log.error("spool checkpoint not written: %s", exc)
         for path in self.unlink:
             path.unlink(missing_ok=True)
+
+
+def write_checkpoint(path: Path, pos: Position) -> None:
+    """Replaces the checkpoint atomically (a temp file, then rename)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(CHECKPOINT.pack(pos.segment, pos.offset))
+    os.replace(tmp, path)
 
 
 class SpoolInUse(RuntimeError):
@@ -96,7 +110,8 @@ class Spool:
       A failed or short write (full disk) is not acknowledged to the caller: the torn segment is closed
       where its last whole frame ends and appends go on in a new one.
     - `ack(pos)` records that everything before `pos` reached Kafka and deletes wholly acknowledged
-      segments. The checkpoint is replaced atomically; losing it replays more, never less.
+      segments. The checkpoint is replaced atomically with the sync work (and at close); losing it
+      replays more, never less.
     - `read_from(pos)` returns (record, position after it) in order, across segments, reading bounded
       chunks so a catch-up after a long outage costs no more memory than a short one.
     - Size bound: past `max_bytes` of unacknowledged data `append` refuses (returns None). Policy: the
@@ -120,6 +135,7 @@ class Spool:
         self.max_bytes = max_bytes
         self._ckpt_path = folder / "checkpoint"
         self.acked = self._read_checkpoint()
+        self._ckpt_dirty = False  # acked moved past what the checkpoint file says
         existing = self.segments()
         # Never append to a segment a previous process wrote: its tail may be torn.
         self._active_id = (existing[-1] + 1) if existing else max(1, self.acked.segment)
@@ -234,15 +250,18 @@ class Spool:
             self._dir_dirty = False
             fds.append(os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY))
         unlink, self._to_unlink = self._to_unlink, []
-        return SyncWork(fds, unlink)
+        checkpoint = (self._ckpt_path, self.acked) if self._ckpt_dirty else None
+        self._ckpt_dirty = False
+        return SyncWork(fds, unlink, checkpoint)
 
     def ack(self, pos: Position) -> None:
+        """Everything before `pos` reached the transport. The checkpoint file is written with the next
+        sync work, off the event loop (a rename costs milliseconds on some disks, once per publish):
+        a crash in between replays the records acknowledged since, which processors drop by hit id."""
         if pos <= self.acked:
             return
         self.acked = pos
-        tmp = self._ckpt_path.with_suffix(".tmp")
-        tmp.write_bytes(CHECKPOINT.pack(pos.segment, pos.offset))
-        os.replace(tmp, self._ckpt_path)
+        self._ckpt_dirty = True
         for seg in [s for s in self._sizes if s < pos.segment]:
             # Unlinking a big file costs the kernel milliseconds: done with the next fsync, in a worker
             # thread. Until then it lies before the checkpoint, where no reader looks.
@@ -326,6 +345,12 @@ class Spool:
             self._recount()
 
     def close(self) -> None:
+        if self._ckpt_dirty:
+            self._ckpt_dirty = False
+            try:
+                write_checkpoint(self._ckpt_path, self.acked)
+            except OSError as exc:
+                log.error("spool checkpoint not written: %s", exc)
         for fd in self._to_sync:
             os.close(fd)
         self._to_sync = []

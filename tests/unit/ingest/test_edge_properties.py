@@ -158,7 +158,9 @@ class ThreadedEdge:
         head, _, body = data.partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         version, status = lines[0].split(b" ")[:2]
-        assert version in (b"HTTP/1.1", b"HTTP/1.0"), lines[0]
+        # aiohttp answers in the version it parsed: 0.9 for a request line with an empty target
+        # ("CONNECT  HTTP/1.1"), which it answers 404.
+        assert version in (b"HTTP/1.1", b"HTTP/1.0", b"HTTP/0.9"), lines[0]
         headers = {}
         for line in lines[1:]:
             name, _, value = line.partition(b":")
