@@ -10,10 +10,14 @@ from dataclasses import dataclass
 
 import pytest
 from aiohttp import web
+from aiohttp.http_parser import HttpRequestParser
+from aiohttp.streams import EMPTY_PAYLOAD
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from ingest.app import create_app
-from ingest.fastpath import EdgeSite
+from ingest.app import SERVER_LIMITS, create_app
+from ingest.fastpath import EdgeSite, parse_head
 from ingest.pixel import GIF, NOT_FOUND_HTML
 from schemas.records import DeadLetter, RawHit, Record
 from schemas.settings import Settings
@@ -197,3 +201,94 @@ async def test_idle_connections_are_closed_and_stop_closes_the_rest() -> None:
         writer.close()
     finally:
         await runner.cleanup()
+
+
+# --- parse_head against aiohttp's own parser (differential) ---------------------------------------------
+
+def aiohttp_reads(head: bytes) -> tuple[str, str, int, list[tuple[str, str]], bool] | None:
+    """What aiohttp's parser (with the edge's limits) reads from `head`: None if it refuses it or finds
+    anything but one bodiless, non-upgrade request."""
+    parser = HttpRequestParser(None, None, 2 ** 16, **SERVER_LIMITS)  # type: ignore[arg-type]
+    try:
+        messages, upgraded, tail = parser.feed_data(head)
+    except Exception:
+        return None
+    if len(messages) != 1 or upgraded or tail:
+        return None
+    message, payload = messages[0]
+    if payload is not EMPTY_PAYLOAD or message.chunked or message.upgrade:
+        return None
+    return (message.method, message.path, message.version.minor, list(message.headers.items()),
+            message.should_close)
+
+
+VISIBLE = "".join(chr(c) for c in range(0x21, 0x7F))
+TCHARS = "!#$%&'*+.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-"
+obs_text = st.binary(min_size=1, max_size=20).map(lambda b: bytes(c | 0x80 for c in b).decode("latin-1"))
+# Parts of heads the fast path should take, and parts that should send a head to aiohttp.
+GOOD = {
+    "method": st.sampled_from(["GET", "HEAD"]),
+    "route": st.sampled_from(["/o/", "/c/"]),
+    "name": st.one_of(st.just(OPEN), st.just(CLICK), st.text(alphabet="aZ09_.-", min_size=1, max_size=20)),
+    "query": st.one_of(st.just(""), st.text(alphabet=VISIBLE, max_size=20).map(lambda q: "?" + q)),
+    "version": st.sampled_from(["HTTP/1.1", "HTTP/1.0"]),
+    "host": st.sampled_from(["Host: t.example", "host:t.example", "HOST: t.example:8080"]),
+    "name_h": st.one_of(st.sampled_from(["User-Agent", "Accept", "Connection", "X-Forwarded-For", "Via"]),
+                        st.text(alphabet=TCHARS, min_size=1, max_size=12)),
+    "sep": st.sampled_from([": ", ":"]),
+    "value": st.one_of(st.sampled_from(["close", "keep-alive", "Close, keep-alive", "upgrade", UA, "", "a\tb"]),
+                       st.text(alphabet=VISIBLE + " ", max_size=30).map(str.strip), obs_text),
+}
+ODD = {
+    "method": st.sampled_from(["get", "POST", "GETS", "GET ", "CONNECT"]),
+    "route": st.sampled_from(["/o//", "//c/", "/x/", "/o", "o/", "http://t.example/o/"]),
+    "name": st.text(alphabet="aZ09_.-%/é \x00?#", max_size=20),
+    "query": st.binary(max_size=20).map(lambda b: "?" + b.decode("latin-1")),
+    "version": st.sampled_from(["HTTP/1.2", "HTTP/2.0", "http/1.1", "HTTP/1.1 "]),
+    "host": st.sampled_from(["", "Host:", "Host: a\r\nHost: b", "Host : t.example", " Host: t.example"]),
+    "name_h": st.one_of(st.sampled_from(["Content-Length", "Transfer-Encoding", "Upgrade", "Expect", ""]),
+                        st.text(alphabet="abc:;@ \t\x00é\x7f", min_size=1, max_size=8)),
+    "sep": st.sampled_from([":  ", " : ", ":\t", ": \t"]),
+    "value": st.one_of(st.sampled_from([" x", "x ", "a  b", "\tx", "x\x00", "\x7f", "0", "chunked"]),
+                       st.binary(max_size=30).map(lambda b: b.decode("latin-1"))),
+}
+
+
+@st.composite
+def heads(draw: st.DrawFn, odd_parts: int) -> bytes:
+    """A request head of GOOD parts with up to `odd_parts` of them swapped for ODD ones."""
+    odd = set(draw(st.lists(st.sampled_from([*GOOD, "header"]), max_size=odd_parts)))
+    part = {k: draw((ODD if k in odd else GOOD)[k]) for k in GOOD}
+    lines = [f"{part['method']} {part['route']}{part['name']}{part['query']} {part['version']}"]
+    if part["host"]:
+        lines.append(part["host"])
+    for _ in range(draw(st.integers(0, 5))):
+        src = ODD if "header" in odd and draw(st.booleans()) else GOOD
+        lines.append(f"{draw(src['name_h'])}{draw(src['sep'])}{draw(src['value'])}")
+    raw = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    return raw[:raw.index(b"\r\n\r\n") + 4]  # what the protocol cuts: up to the first blank line
+
+
+@settings(max_examples=1500, deadline=None)
+@given(head=st.one_of(heads(0), heads(1), heads(3)))
+def test_what_parse_head_takes_aiohttp_reads_the_same(head: bytes) -> None:
+    req = parse_head(head)
+    event("fast path" if req is not None else "aiohttp")
+    if req is None:
+        return
+    read = aiohttp_reads(head)
+    assert read is not None, head
+    # Header names compare without case: aiohttp spells well-known names its own way ("host" -> "Host").
+    assert read[:3] + read[4:] == (req.method, req.target, 0 if req.http10 else 1, req.close)
+    assert [(k.lower(), v) for k, v in read[3]] == [(k.lower(), v) for k, v in req.headers.items()]
+    assert req.host == req.headers["Host"]
+    assert req.target.startswith(f"/{req.route.decode()}/{req.name}")
+
+
+def test_parse_head_takes_what_mail_clients_send() -> None:
+    for extra in ("", "Connection: keep-alive\r\n", "Accept-Language: en-US,en;q=0.9\r\nVia: 1.1 google\r\n",
+                  "X-Empty:\r\n"):
+        head = get(f"/o/{OPEN}.gif?x=1&y=%20", extra=extra)
+        req = parse_head(head)
+        assert req is not None, extra
+        assert aiohttp_reads(head) == (req.method, req.target, 1, list(req.headers.items()), req.close)
