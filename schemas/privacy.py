@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from pathlib import Path
@@ -12,6 +13,13 @@ def truncate_ip(ip: str) -> str:
     if ip.count(".") == 3 and ":" not in ip:
         head, _, _ = ip.rpartition(".")
         return f"{head}.0"
+    return _truncate_parsed(ip)
+
+
+@functools.lru_cache(maxsize=16384)
+def _truncate_parsed(ip: str) -> str:
+    """truncate_ip through the ipaddress module (IPv6 and odd spellings): microseconds a call, so the
+    addresses seen lately are remembered (proxies and scanners come back many times)."""
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
