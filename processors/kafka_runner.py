@@ -85,6 +85,37 @@ class ResumeAfterClickHouse(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._consumer.seek(tp, written + 1)
 
 
+class BrokersLost(KafkaError):  # type: ignore[misc]
+    """The consumer's cluster metadata has held no broker for too long (see MetadataWatch)."""
+
+
+class MetadataWatch:
+    """After a broker restart aiokafka can be left with cluster metadata that names no broker at all,
+    and then retries "Unable to update metadata from []" forever without consuming or failing (aiokafka
+    issue 267). A runner that sees no broker for `timeout` seconds raises BrokersLost, so the process
+    exits and its supervisor starts a fresh one (new clients bootstrap from the configured servers)."""
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self.timeout = timeout
+        self._since: float | None = None
+
+    def check(self, brokers: int, now: float) -> None:
+        if brokers:
+            self._since = None
+            return
+        if self._since is None:
+            self._since = now
+        elif now - self._since >= self.timeout:
+            raise BrokersLost(f"no broker in the cluster metadata for {now - self._since:.0f} s")
+
+
+def known_brokers(consumer: AIOKafkaConsumer) -> int:
+    """How many brokers the consumer's client knows (aiokafka keeps them in its cluster metadata)."""
+    client = getattr(consumer, "_client", None)
+    cluster = getattr(client, "cluster", None)
+    return len(cluster.brokers()) if cluster is not None else 1
+
+
 class KafkaRunner:
     """Consumes hits.raw and hits.dlq, processes a batch, inserts it, produces its dead letters, and
     only then commits its offsets: at-least-once into Kafka offsets, exactly-once into ClickHouse."""
@@ -92,7 +123,8 @@ class KafkaRunner:
     def __init__(self, bootstrap: str, group: str, topics: Topics, processor: HitProcessor,
                  writer: ClickHouseWriter, max_records: int = 5000, max_ms: int = 500,
                  client_id: str = "pixeltrack-processor",
-                 after_insert: Callable[[int], Awaitable[None]] | None = None) -> None:
+                 after_insert: Callable[[int], Awaitable[None]] | None = None,
+                 brokers_lost_after: float = 60.0) -> None:
         """`after_insert(batch_number)` runs after a batch's insert and before its commit: a fault
         injection point for tests (raising there is a crash between insert and commit)."""
         self._bootstrap = bootstrap
@@ -104,6 +136,7 @@ class KafkaRunner:
         self._max_ms = max_ms
         self._client_id = client_id
         self._after_insert = after_insert
+        self._brokers_lost_after = brokers_lost_after  # seconds without a broker in the metadata: raise
         self.batches_done = 0
         self.records_done = 0  # records whose batch was inserted and committed
 
@@ -126,10 +159,13 @@ class KafkaRunner:
                                listener=ResumeAfterClickHouse(consumer, self._writer))
             try:
                 await consumer.start()
+                watch = MetadataWatch(self._brokers_lost_after)
+                loop = asyncio.get_running_loop()
                 while not stop.is_set():
                     batches = await consumer.getmany(timeout_ms=self._max_ms, max_records=self._max_records)
                     if batches:
                         await self._handle(consumer, producer, batches)
+                    watch.check(known_brokers(consumer), loop.time())
             finally:
                 await consumer.stop()
         finally:

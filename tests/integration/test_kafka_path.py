@@ -15,7 +15,7 @@ from ingest.app import create_app
 from ingest.publisher import KafkaPublisher
 from pixeltrack.sdk import Message, Tracker
 from pixeltrack.wiring import build_processor
-from processors.kafka_runner import KafkaRunner
+from processors.kafka_runner import KafkaRunner, known_brokers
 from processors.writer import ClickHouseWriter
 from schemas.settings import Settings
 from schemas.tokens import Keyring
@@ -99,6 +99,7 @@ async def test_pixel_and_click_reach_clickhouse(settings: Settings, keyring: Key
     await consumer.start()
     try:
         batches = await consumer.getmany(timeout_ms=5000)
+        assert known_brokers(consumer) == 1  # what the runner's MetadataWatch reads, on a real client
     finally:
         await consumer.stop()
     classified = [ClassifiedEvent.decode(m.value) for ms in batches.values() for m in ms]
