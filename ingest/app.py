@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +92,19 @@ def _clean(text: str) -> str:
 MAX_CACHED_HOSTS = 1024  # Host header -> tenant lookups remembered (tracking domains are few)
 
 
-_KEPT = frozenset(KEPT_HEADERS)
+KEPT = frozenset(KEPT_HEADERS)
 Headers = CIMultiDictProxy[str]  # a request's headers, as aiohttp's parser hands them over
+
+
+def kept_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The headers a RawHit keeps (KEPT_HEADERS), by lower-case name: the first of each, cut to MAX_HEADER.
+    A request has a handful of headers; KEPT_HEADERS has a dozen."""
+    kept: dict[str, str] = {}
+    for name, value in items:
+        key = name.lower()
+        if key in KEPT and key not in kept:
+            kept[key] = value[:MAX_HEADER]
+    return kept
 
 
 def raw_hit_json(hit_id: str, received_at: float, kind: str, method: str, host: str, path: str, token: str,
@@ -194,7 +205,7 @@ class Edge:
             counter.inc(n)
 
     def open_hit(self, host: str, name: str, method: str, raw_path: str, headers: Headers,
-                 peer: str | None) -> None:
+                 peer: str | None, kept: dict[str, str] | None = None) -> None:
         """A fetch of /o/<name>: recorded when the token is genuine, a dead letter when not. The answer
         is the pixel either way (the caller's), so a bad token never shows a broken image."""
         token = name[:-4] if name.endswith(".gif") else name
@@ -204,10 +215,10 @@ class Edge:
             self.record_bad("open", exc.reason, str(exc), method, host, raw_path, headers, peer)
             return
         if not self.do_not_track(payload):
-            self.record_hit("open", token, payload.message, method, host, raw_path, headers, peer)
+            self.record_hit("open", token, payload.message, method, host, raw_path, headers, peer, kept=kept)
 
     def click_hit(self, host: str, token: str, method: str, raw_path: str, headers: Headers,
-                  peer: str | None) -> str | None:
+                  peer: str | None, kept: dict[str, str] | None = None) -> str | None:
         """A fetch of /c/<token>: the Location to redirect to (with the click id appended when
         configured), or None for a token that is not genuine (a dead letter; the caller answers 404).
         Never a redirect on anything unsigned: the destination comes only from a verified token."""
@@ -221,7 +232,7 @@ class Edge:
         if self.do_not_track(payload):
             return payload.url
         hit_id = self.next_id()
-        self.record_hit("click", token, payload.message, method, host, raw_path, headers, peer, hit_id)
+        self.record_hit("click", token, payload.message, method, host, raw_path, headers, peer, hit_id, kept)
         if self.click_id_param and not payload.flags & (FLAG_NO_CLICK_ID | FLAG_UNSUBSCRIBE | FLAG_HONEYPOT):
             keyring = self.keyring_of(host)
             if keyring is not None:
@@ -231,15 +242,13 @@ class Edge:
         return payload.url
 
     def record_hit(self, kind: str, token: str, message: str, method: str, host: str, raw_path: str,
-                   headers: Headers, peer: str | None, hit_id: str = "") -> None:
+                   headers: Headers, peer: str | None, hit_id: str = "", kept: dict[str, str] | None = None) -> None:
         """Journal and queue the hit the edge is about to answer for. Never raises: a hit that cannot
-        be kept is counted (result "dropped" or "error") and the answer goes out all the same."""
+        be kept is counted (result "dropped" or "error") and the answer goes out all the same.
+        `kept`: kept_headers(headers) when the caller already has it (the fast path reads it as it parses)."""
         try:
-            kept: dict[str, str] = {}
-            for name, v in headers.items():  # a request has a handful of headers; KEPT_HEADERS has a dozen
-                key = name.lower()
-                if key in _KEPT and key not in kept:
-                    kept[key] = v[:MAX_HEADER]
+            if kept is None:
+                kept = kept_headers(headers.items())
             value = raw_hit_json(hit_id or self.next_id(), time.time(), kind, method, host[:MAX_HOST],
                                  raw_path[:MAX_PATH], token, self.ips.resolve(peer, forwarded_for(headers)),
                                  headers.get("User-Agent", "")[:MAX_UA], self.edge_id, kept)

@@ -42,8 +42,9 @@ from aiohttp.tcp_helpers import tcp_nodelay
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ingest import metrics
-from ingest.app import EDGE, SERVER_LIMITS, Edge
+from ingest.app import EDGE, KEPT, SERVER_LIMITS, Edge
 from ingest.pixel import GIF, NOT_FOUND_HEADERS, NOT_FOUND_HTML, PIXEL_HEADERS, REDIRECT_HEADERS
+from schemas.records import MAX_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class FastRequest(NamedTuple):
     route: bytes  # b"o" or b"c"
     name: str  # the path segment after /o/ or /c/
     headers: CIMultiDictProxy[str]
+    kept: dict[str, str]  # kept_headers(headers), read on the way
     host: str
     close: bool  # close the connection after the answer
     http10: bool
@@ -88,6 +90,7 @@ def parse_head(head: bytes) -> FastRequest | None:
     if m is None or len(head) - len(m.group(6)) > _LINE_MAX + 4:
         return None
     pairs: list[tuple[str, str]] = []
+    kept: dict[str, str] = {}
     host: str | None = None
     seen: set[str] = set()
     connection = ""
@@ -110,6 +113,8 @@ def parse_head(head: bytes) -> FastRequest | None:
                 return None
             elif lower == "connection":
                 connection = f"{connection},{value.lower()}"
+            if lower in KEPT and lower not in kept:  # as kept_headers does
+                kept[lower] = value[:MAX_HEADER]
             pairs.append((name, value))
     if not host:
         return None
@@ -118,7 +123,7 @@ def parse_head(head: bytes) -> FastRequest | None:
     # As llhttp decides: HTTP/1.0 keeps the connection only when asked to, HTTP/1.1 unless asked not to.
     close = "keep-alive" not in tokens if http10 else "close" in tokens
     return FastRequest(m.group(1).decode(), m.group(2).decode(), m.group(3), m.group(4).decode(),
-                       CIMultiDictProxy(CIMultiDict(pairs)), host, close, http10)
+                       CIMultiDictProxy(CIMultiDict(pairs)), kept, host, close, http10)
 
 
 def _head(status: str, headers: Any, length: int) -> bytes:
@@ -229,10 +234,11 @@ class FastPathProtocol(asyncio.Protocol):
             return False
         edge = self._edge
         if req.route == b"o":
-            edge.open_hit(req.host, req.name, req.method, req.target, req.headers, self._peer)
+            edge.open_hit(req.host, req.name, req.method, req.target, req.headers, self._peer, req.kept)
             status_head, body = PIXEL_HEAD, GIF
         else:
-            location = edge.click_hit(req.host, req.name, req.method, req.target, req.headers, self._peer)
+            location = edge.click_hit(req.host, req.name, req.method, req.target, req.headers, self._peer,
+                                      req.kept)
             if location is None:
                 status_head, body = NOT_FOUND_HEAD, NOT_FOUND_HTML
             else:

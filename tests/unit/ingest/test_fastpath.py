@@ -16,7 +16,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from ingest.app import SERVER_LIMITS, create_app
+from ingest.app import SERVER_LIMITS, create_app, kept_headers
 from ingest.fastpath import EdgeSite, parse_head
 from ingest.pixel import GIF, NOT_FOUND_HTML
 from schemas.records import DeadLetter, RawHit, Record
@@ -281,6 +281,7 @@ def test_what_parse_head_takes_aiohttp_reads_the_same(head: bytes) -> None:
     # Header names compare without case: aiohttp spells well-known names its own way ("host" -> "Host").
     assert read[:3] + read[4:] == (req.method, req.target, 0 if req.http10 else 1, req.close)
     assert [(k.lower(), v) for k, v in read[3]] == [(k.lower(), v) for k, v in req.headers.items()]
+    assert req.kept == kept_headers(read[3])  # what record_hit would have read from aiohttp's headers
     assert req.host == req.headers["Host"]
     assert req.target.startswith(f"/{req.route.decode()}/{req.name}")
 
