@@ -37,7 +37,7 @@ def migration_files() -> list[tuple[str, str]]:
 
 
 def migrate(dsn: str, database: str = DEFAULT_DATABASE, retention_days: int = 395) -> list[str]:
-    """Creates the database and applies every DDL file; idempotent (IF NOT EXISTS throughout).
+    """Creates the database and applies every DDL file; idempotent (tables IF NOT EXISTS, views replaced).
     Returns the names of files applied for the first time."""
     admin = connect(dsn, database=None)
     try:

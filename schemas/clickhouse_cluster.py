@@ -4,8 +4,9 @@ Every `*MergeTree` table becomes `<table>_local`, replicated (`Replicated*MergeT
 /clickhouse/tables/{shard}/{database}/{table}, replica {replica}; the engine's own arguments kept),
 plus a `Distributed` table under the original name, so every reader and writer keeps using the names
 it uses on a single node. Materialized views run on each shard, reading from and writing to the
-`_local` tables; plain views read the Distributed tables. Everything is `ON CLUSTER` and
-`IF NOT EXISTS`, so the output can be applied again after an upgrade.
+`_local` tables; plain views read the Distributed tables. Everything is `ON CLUSTER`; tables and materialized views
+are `IF NOT EXISTS` and plain views `OR REPLACE` (they hold no data), so the output can be applied
+again after an upgrade and brings its new view definitions.
 
 Sharding: the tables with a message id that the processors insert into are sharded by
 `cityHash64(message_id)`, so every row of one message lives on one shard. `FINAL` on a Distributed
@@ -51,7 +52,8 @@ _ENGINE = re.compile(r"\s*ENGINE\s*=\s*(?P<engine>\w+)", re.I)
 _CREATE_MV = re.compile(
     rf"CREATE\s+MATERIALIZED\s+VIEW\s+{_IF_NOT_EXISTS}(?P<name>\w+)\s+TO\s+(?P<target>\w+)\s+AS\s+(?P<select>.+)",
     re.I | re.S)
-_CREATE_VIEW = re.compile(rf"CREATE\s+VIEW\s+{_IF_NOT_EXISTS}(?P<name>\w+)\s+AS\s+(?P<select>.+)", re.I | re.S)
+_CREATE_VIEW = re.compile(rf"CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+{_IF_NOT_EXISTS}(?P<name>\w+)\s+AS\s+(?P<select>.+)",
+                          re.I | re.S)
 # A table named after FROM or JOIN; not a table function, not already qualified.
 _SOURCE = re.compile(r"\b(?P<kw>FROM|JOIN)(?P<ws>\s+)(?P<name>[A-Za-z_]\w*)\b(?!\s*[(.])", re.I)
 _MESSAGE_COLUMN = re.compile(r"^\s*message_id\s", re.M)
@@ -259,7 +261,7 @@ class _Generator:
         assert m is not None
         names = {t: f"{self.db}.{t}" for t in self.tables | self.views}
         select = _rename_sources(m["select"], names)
-        return [f"CREATE VIEW IF NOT EXISTS {self.db}.{st.name} {self.on_cluster}\nAS {select}"]
+        return [f"CREATE OR REPLACE VIEW {self.db}.{st.name} {self.on_cluster}\nAS {select}"]
 
 
 def cluster_ddl(cluster: str, sql_files: list[tuple[str, str]], database: str = DEFAULT_DATABASE, *,

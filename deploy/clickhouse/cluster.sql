@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS pixeltrack.events ON CLUSTER 'pixeltrack'
 AS pixeltrack.events_local
 ENGINE = Distributed('pixeltrack', 'pixeltrack', 'events_local', cityHash64(message_id));
 
-CREATE VIEW IF NOT EXISTS pixeltrack.hits ON CLUSTER 'pixeltrack'
+CREATE OR REPLACE VIEW pixeltrack.hits ON CLUSTER 'pixeltrack'
 AS SELECT * EXCEPT (sign, src_topic, src_partition, src_offset)
 FROM pixeltrack.events FINAL
 WHERE sign = 1;
@@ -361,26 +361,11 @@ GROUP BY tenant, campaign, variant, hour, kind, verdict, mail_client, device, os
 
 -- 006_views.sql
 
-CREATE VIEW IF NOT EXISTS pixeltrack.campaign_summary ON CLUSTER 'pixeltrack'
+CREATE OR REPLACE VIEW pixeltrack.campaign_summary ON CLUSTER 'pixeltrack'
 AS SELECT
-    tenant, campaign, variant,
-    countIf(is_sent) AS delivered,
-    uniqExactIf(recipient, is_sent) AS recipients,
-    countIf(oh + op > 0) AS unique_opens,
-    countIf(oh > 0) AS unique_human_opens,
-    countIf(op > 0 AND oh = 0) AS unique_proxy_only_opens,
-    sum(oh) AS opens_human,
-    sum(op) AS opens_proxy,
-    sum(om) AS opens_machine,
-    sum(od) AS opens_duplicate,
-    countIf(om > 0 AND oh + op = 0) AS machine_only_messages,
-    countIf(ch > 0) AS unique_clicks,
-    countIf(ch > 0 AND oh + op > 0) AS unique_clicks_of_openers,
-    sum(ch) AS clicks_human,
-    sum(cf) AS clicks_filtered,
-    countIf(cv > 0) AS converted_messages,
-    sum(cv) AS conversions,
-    sum(rev) AS revenue,
+    tenant, campaign, variant, delivered, recipients, unique_opens, unique_human_opens, unique_proxy_only_opens,
+    opens_human, opens_proxy, opens_machine, opens_duplicate, machine_only_messages, unique_clicks,
+    unique_clicks_of_openers, clicks_human, clicks_filtered, converted_messages, conversions, revenue,
     unique_opens / nullIf(delivered, 0) AS open_rate,
     opens_machine / nullIf(opens_human + opens_proxy + opens_machine, 0) AS machine_open_share,
     unique_clicks / nullIf(delivered, 0) AS ctr,
@@ -389,14 +374,39 @@ AS SELECT
     converted_messages / nullIf(delivered, 0) AS conversion_rate,
     revenue / nullIf(delivered, 0) AS revenue_per_recipient
 FROM (
-    SELECT tenant, campaign, variant, sent > 0 AS is_sent, recipient_id AS recipient,
-           opens_human AS oh, opens_proxy AS op, opens_machine AS om, opens_duplicate AS od,
-           clicks_human AS ch, clicks_filtered AS cf, conversions AS cv, revenue AS rev
-    FROM pixeltrack.message_totals FINAL
-)
-GROUP BY tenant, campaign, variant;
+    SELECT
+        tenant, campaign, variant,
+        countIf(is_sent) AS delivered,
+        countIf(oh + op > 0) AS unique_opens,
+        countIf(oh > 0) AS unique_human_opens,
+        countIf(op > 0 AND oh = 0) AS unique_proxy_only_opens,
+        sum(oh) AS opens_human,
+        sum(op) AS opens_proxy,
+        sum(om) AS opens_machine,
+        sum(od) AS opens_duplicate,
+        countIf(om > 0 AND oh + op = 0) AS machine_only_messages,
+        countIf(ch > 0) AS unique_clicks,
+        countIf(ch > 0 AND oh + op > 0) AS unique_clicks_of_openers,
+        sum(ch) AS clicks_human,
+        sum(cf) AS clicks_filtered,
+        countIf(cv > 0) AS converted_messages,
+        sum(cv) AS conversions,
+        sum(rev) AS revenue
+    FROM (
+        SELECT tenant, campaign, variant, sent > 0 AS is_sent,
+               opens_human AS oh, opens_proxy AS op, opens_machine AS om, opens_duplicate AS od,
+               clicks_human AS ch, clicks_filtered AS cf, conversions AS cv, revenue AS rev
+        FROM pixeltrack.message_totals FINAL
+    )
+    GROUP BY tenant, campaign, variant
+) AS per_message
+LEFT JOIN (
+    SELECT tenant, campaign, variant, uniqExactMerge(recipients) AS recipients
+    FROM pixeltrack.campaign_sends_hourly
+    GROUP BY tenant, campaign, variant
+) AS sent_to USING (tenant, campaign, variant);
 
-CREATE VIEW IF NOT EXISTS pixeltrack.link_stats ON CLUSTER 'pixeltrack'
+CREATE OR REPLACE VIEW pixeltrack.link_stats ON CLUSTER 'pixeltrack'
 AS SELECT tenant, campaign, variant, link,
        sum(ch) AS clicks_human,
        countIf(ch > 0) AS unique_clicks,
@@ -411,13 +421,13 @@ FROM (
 )
 GROUP BY tenant, campaign, variant, link;
 
-CREATE VIEW IF NOT EXISTS pixeltrack.client_stats ON CLUSTER 'pixeltrack'
+CREATE OR REPLACE VIEW pixeltrack.client_stats ON CLUSTER 'pixeltrack'
 AS SELECT tenant, campaign, variant, kind, verdict, mail_client, device, os, country, sum(h) AS hits
 FROM (SELECT *, hits AS h FROM pixeltrack.client_hourly)
 GROUP BY tenant, campaign, variant, kind, verdict, mail_client, device, os, country
 HAVING hits != 0;
 
-CREATE VIEW IF NOT EXISTS pixeltrack.campaign_hourly ON CLUSTER 'pixeltrack'
+CREATE OR REPLACE VIEW pixeltrack.campaign_hourly ON CLUSTER 'pixeltrack'
 AS SELECT tenant, campaign, variant, hour, kind, verdict, source, sum(h) AS hits
 FROM (SELECT *, hits AS h FROM pixeltrack.verdict_hourly)
 GROUP BY tenant, campaign, variant, hour, kind, verdict, source

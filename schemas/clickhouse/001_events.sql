@@ -47,7 +47,7 @@ TTL toDateTime(ts) + INTERVAL {retention_days} DAY
 SETTINGS non_replicated_deduplication_window = 10000;
 
 -- One row per hit with its final verdict: what analysts query for raw events.
-CREATE VIEW IF NOT EXISTS hits AS
+CREATE OR REPLACE VIEW hits AS
 SELECT * EXCEPT (sign, src_topic, src_partition, src_offset)
 FROM events FINAL
 WHERE sign = 1;

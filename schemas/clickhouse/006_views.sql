@@ -1,26 +1,16 @@
 -- Views for analysts. They read the aggregates, never raw events. Rates count opens as human + proxy
 -- (a proxy open is a person's open seen through Gmail's or Yahoo's image proxy); machine opens
 -- (Apple MPP, prefetchers, scanners, bots) and duplicates are reported beside, never inside, a rate.
-CREATE VIEW IF NOT EXISTS campaign_summary AS
+-- Views are replaced on every migration (they hold no data), so an upgrade's new definitions land.
+--
+-- Per-message counts come from message_totals FINAL (one row per message, exact under revisions);
+-- distinct recipients from campaign_sends_hourly's uniqExact states, merged per variant (hashing a
+-- million-message campaign's recipient ids again at every read cost more than the rest together).
+CREATE OR REPLACE VIEW campaign_summary AS
 SELECT
-    tenant, campaign, variant,
-    countIf(is_sent) AS delivered,
-    uniqExactIf(recipient, is_sent) AS recipients,
-    countIf(oh + op > 0) AS unique_opens,
-    countIf(oh > 0) AS unique_human_opens,
-    countIf(op > 0 AND oh = 0) AS unique_proxy_only_opens,
-    sum(oh) AS opens_human,
-    sum(op) AS opens_proxy,
-    sum(om) AS opens_machine,
-    sum(od) AS opens_duplicate,
-    countIf(om > 0 AND oh + op = 0) AS machine_only_messages,
-    countIf(ch > 0) AS unique_clicks,
-    countIf(ch > 0 AND oh + op > 0) AS unique_clicks_of_openers,
-    sum(ch) AS clicks_human,
-    sum(cf) AS clicks_filtered,
-    countIf(cv > 0) AS converted_messages,
-    sum(cv) AS conversions,
-    sum(rev) AS revenue,
+    tenant, campaign, variant, delivered, recipients, unique_opens, unique_human_opens, unique_proxy_only_opens,
+    opens_human, opens_proxy, opens_machine, opens_duplicate, machine_only_messages, unique_clicks,
+    unique_clicks_of_openers, clicks_human, clicks_filtered, converted_messages, conversions, revenue,
     unique_opens / nullIf(delivered, 0) AS open_rate,
     opens_machine / nullIf(opens_human + opens_proxy + opens_machine, 0) AS machine_open_share,
     unique_clicks / nullIf(delivered, 0) AS ctr,
@@ -29,15 +19,40 @@ SELECT
     converted_messages / nullIf(delivered, 0) AS conversion_rate,
     revenue / nullIf(delivered, 0) AS revenue_per_recipient
 FROM (
-    -- FINAL merges each message's rows at read time: one row per message, exact under revisions.
-    SELECT tenant, campaign, variant, sent > 0 AS is_sent, recipient_id AS recipient,
-           opens_human AS oh, opens_proxy AS op, opens_machine AS om, opens_duplicate AS od,
-           clicks_human AS ch, clicks_filtered AS cf, conversions AS cv, revenue AS rev
-    FROM message_totals FINAL
-)
-GROUP BY tenant, campaign, variant;
+    SELECT
+        tenant, campaign, variant,
+        countIf(is_sent) AS delivered,
+        countIf(oh + op > 0) AS unique_opens,
+        countIf(oh > 0) AS unique_human_opens,
+        countIf(op > 0 AND oh = 0) AS unique_proxy_only_opens,
+        sum(oh) AS opens_human,
+        sum(op) AS opens_proxy,
+        sum(om) AS opens_machine,
+        sum(od) AS opens_duplicate,
+        countIf(om > 0 AND oh + op = 0) AS machine_only_messages,
+        countIf(ch > 0) AS unique_clicks,
+        countIf(ch > 0 AND oh + op > 0) AS unique_clicks_of_openers,
+        sum(ch) AS clicks_human,
+        sum(cf) AS clicks_filtered,
+        countIf(cv > 0) AS converted_messages,
+        sum(cv) AS conversions,
+        sum(rev) AS revenue
+    FROM (
+        -- FINAL merges each message's rows at read time: one row per message, exact under revisions.
+        SELECT tenant, campaign, variant, sent > 0 AS is_sent,
+               opens_human AS oh, opens_proxy AS op, opens_machine AS om, opens_duplicate AS od,
+               clicks_human AS ch, clicks_filtered AS cf, conversions AS cv, revenue AS rev
+        FROM message_totals FINAL
+    )
+    GROUP BY tenant, campaign, variant
+) AS per_message
+LEFT JOIN (
+    SELECT tenant, campaign, variant, uniqExactMerge(recipients) AS recipients
+    FROM campaign_sends_hourly
+    GROUP BY tenant, campaign, variant
+) AS sent_to USING (tenant, campaign, variant);
 
-CREATE VIEW IF NOT EXISTS link_stats AS
+CREATE OR REPLACE VIEW link_stats AS
 SELECT tenant, campaign, variant, link,
        sum(ch) AS clicks_human,
        countIf(ch > 0) AS unique_clicks,
@@ -52,13 +67,13 @@ FROM (
 )
 GROUP BY tenant, campaign, variant, link;
 
-CREATE VIEW IF NOT EXISTS client_stats AS
+CREATE OR REPLACE VIEW client_stats AS
 SELECT tenant, campaign, variant, kind, verdict, mail_client, device, os, country, sum(h) AS hits
 FROM (SELECT *, hits AS h FROM client_hourly)
 GROUP BY tenant, campaign, variant, kind, verdict, mail_client, device, os, country
 HAVING hits != 0;
 
-CREATE VIEW IF NOT EXISTS campaign_hourly AS
+CREATE OR REPLACE VIEW campaign_hourly AS
 SELECT tenant, campaign, variant, hour, kind, verdict, source, sum(h) AS hits
 FROM (SELECT *, hits AS h FROM verdict_hourly)
 GROUP BY tenant, campaign, variant, hour, kind, verdict, source

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from processors.clickhouse import connect, migration_files
+from processors.clickhouse import connect, migrate, migration_files
 from schemas.clickhouse_cluster import cluster_ddl, split_statements
 from tests.plugins.clickhouse import ClickHouseDb
 from tests.unit.deploy.deployfiles import DEPLOY
@@ -24,10 +24,12 @@ def _objects(sql_texts: list[str]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {"table": {}, "mv": {}, "view": {}}
     for text in sql_texts:
         for st in split_statements(text):
-            m = re.match(r"CREATE\s+(TABLE|MATERIALIZED\s+VIEW|VIEW|DATABASE)\s+IF\s+NOT\s+EXISTS\s+([\w.]+)", st)
+            # Tables, materialized views and databases only if they do not exist; plain views replaced.
+            m = re.match(r"CREATE\s+(TABLE|MATERIALIZED\s+VIEW|DATABASE)\s+IF\s+NOT\s+EXISTS\s+([\w.]+)"
+                         r"|CREATE\s+OR\s+REPLACE\s+(VIEW)\s+([\w.]+)", st)
             assert m, f"unexpected statement {st[:60]!r}"
-            kind = {"TABLE": "table", "VIEW": "view", "DATABASE": "database"}.get(m[1], "mv")
-            out.setdefault(kind, {})[m[2]] = st
+            kind = {"TABLE": "table", "VIEW": "view", "DATABASE": "database"}.get(m[1] or m[3], "mv")
+            out.setdefault(kind, {})[m[2] or m[4]] = st
     return out
 
 
@@ -56,6 +58,19 @@ def test_migration_created_every_table_and_view(clickhouse: ClickHouseDb) -> Non
     for name in objects["view"]:
         assert engines.get(name) == "View", f"view {name}"
     assert {"events", "sends", "conversions", "campaign_summary", "link_stats"} <= set(engines)
+
+
+def test_migrating_again_replaces_views_of_an_older_release(clickhouse: ClickHouseDb) -> None:
+    """Views hold no data: a migration brings their new definitions (tables are left as they are)."""
+    c = clickhouse.client()
+    try:
+        c.command("CREATE OR REPLACE VIEW campaign_summary AS SELECT 'old' AS campaign")
+        migrate(clickhouse.dsn, clickhouse.database, retention_days=3650)
+        columns = [r[0] for r in c.query("SELECT name FROM system.columns WHERE database = currentDatabase() "
+                                         "AND table = 'campaign_summary' ORDER BY position").result_rows]
+    finally:
+        c.close()
+    assert columns[:5] == ["tenant", "campaign", "variant", "delivered", "recipients"]
 
 
 def test_cluster_sql_is_generated_from_the_single_node_ddl() -> None:
