@@ -7,8 +7,15 @@ Starts its own single-node Kafka broker (deploy/kafka/kafka.sh, pinned to core 1
 a temporary directory; the benchmark process itself is pinned to core 0 (the processor's one core:
 its event loop, the ClickHouse writer thread and chDB's engine threads all share it). The rate counts
 the hits after the first batch, over the time after it; beside it, CPU microseconds per hit by thread
-(steadier than the rate on a shared machine). summary_ms is measured right after loading the events,
-while their merges run on the same core; the settled time follows. `--events 0` skips the summary.
+(steadier than the rate on a shared machine).
+
+The summary is an analyst's query, not the processor's work: it runs in a process of its own with
+every core of the machine, as it would on a ClickHouse server (the broker stopped), over a chDB folder
+of its own. It is timed three ways over the same --events: `live`, the last line's summary_ms, once
+the bulk load's merges settled and five pipeline-sized inserts (20,000 events for messages all over
+the campaign) then landed, unmerged, as the newest parts always are on a store a pipeline writes to
+(FINAL merges every message's rows at read time); `loading`, right after the bulk load, its merges
+running beside the query; `merged`, the bulk load's merges settled. `--events 0` skips the summary.
 Prints, last: `pipeline_hits_per_s=… raw_consume_per_s=… summary_ms=…`.
 """
 
@@ -16,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -58,7 +67,7 @@ SELECT '', concat('b', toString(number)), if(r < 20, 'click', 'open'),
        multiIf(r < 15, 'apple_mpp', r < 30, 'scanner', r < 45, 'gmail_proxy', 'direct'),
        multiIf(r < 45, 'unknown', r < 70, 'apple_mail', 'gmail_web'), if(r < 45, 'unknown', 'desktop'),
        if(r < 45, '', 'DE'), 0, 1, 'bench', -1, number
-FROM (SELECT number, number % {messages:UInt64} AS m, cityHash64(number) % 100 AS r
+FROM (SELECT number, number * {stride:UInt64} % {messages:UInt64} AS m, cityHash64(number) % 100 AS r
       FROM numbers({start:UInt64}, {count:UInt64}))
 """
 BIG_SENDS_SQL = """
@@ -104,9 +113,9 @@ async def bare_consume(bootstrap: str, topic: str, n: int) -> float:
         await consumer.stop()
 
 
-def thread_cpu() -> dict[str, float]:
-    """CPU seconds (user + system) per thread name of this process: the event loop, the writer's
-    thread (Python row encoding and chDB's insert path) and chDB's background pools (merges, MVs)."""
+def thread_cpu(names: dict[int, str] | None = None) -> dict[str, float]:
+    """CPU seconds (user + system) per thread of this process, by name: `names` (thread id → name) for
+    the threads of ours, else the name the thread gave itself (chDB's pools: merges, MVs, inserts)."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     for task in Path("/proc/self/task").iterdir():
@@ -114,7 +123,7 @@ def thread_cpu() -> dict[str, float]:
             stat = (task / "stat").read_text()
         except OSError:
             continue  # the thread ended
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        name = (names or {}).get(int(task.name)) or stat[stat.index("(") + 1:stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2:].split()
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
@@ -131,6 +140,10 @@ def cpu_split(before: dict[str, float], after: dict[str, float], n: int) -> str:
 async def pipeline(bootstrap: str, topics: Topics, keyring: Keyring, dsn: str, n: int) -> tuple[float, float, str]:
     settings = Settings(_env_file=None, spool_dir=None, topic_prefix=topics.prefix)  # type: ignore[call-arg]
     writer = ClickHouseWriter(dsn, "bench")
+    # Our two threads by id: the event loop (consume, decode, verify, classify, rows, publish) and the
+    # writer's (rows to JSON, then chDB's insert, which runs in the calling thread).
+    names = {threading.get_native_id(): "event_loop",
+             await writer._run(threading.get_native_id): "writer(json+chdb_insert)"}
     processor = build_processor(settings, keyring)
     tune_gc_for_batches()  # as `pixeltrack process` does
     runner = KafkaRunner(bootstrap, f"bench-{uuid.uuid4().hex[:6]}", topics, processor, writer,
@@ -139,7 +152,7 @@ async def pipeline(bootstrap: str, topics: Topics, keyring: Keyring, dsn: str, n
     started = time.perf_counter()
     task = asyncio.create_task(runner.run(stop))
     first_batch_at = None
-    cpu_before = thread_cpu()
+    cpu_before = thread_cpu(names)
     cpu_at_first: dict[str, float] = {}
     first_done = 0
     try:
@@ -148,7 +161,7 @@ async def pipeline(bootstrap: str, topics: Topics, keyring: Keyring, dsn: str, n
             done = runner.records_done  # the runner's own count: polling ClickHouse would compete for the core
             if first_batch_at is None and done:
                 first_batch_at = time.perf_counter()
-                cpu_at_first, first_done = thread_cpu(), done
+                cpu_at_first, first_done = thread_cpu(names), done
             if done >= n:
                 break
             if task.done():
@@ -158,7 +171,7 @@ async def pipeline(bootstrap: str, topics: Topics, keyring: Keyring, dsn: str, n
         # throughput, and counting the first batch's hits over a clock started after them would
         # inflate the rate (by a third on three batches).
         elapsed = time.perf_counter() - (first_batch_at or started)
-        cpu_after = thread_cpu()
+        cpu_after = thread_cpu(names)
         measured = n - first_done
         if measured <= 0:
             raise RuntimeError(f"all {n:,} hits went in the first batch: give --hits several batches (20,000 each)")
@@ -173,31 +186,55 @@ async def pipeline(bootstrap: str, topics: Topics, keyring: Keyring, dsn: str, n
         await writer.close()
 
 
-def summary_ms(dsn: str, events: int, messages: int) -> tuple[float, float, int]:
-    """campaign_summary's time right after loading `events` (merges of the load still running on the
-    same core), then after those merges settle; and message_totals' part count then."""
+LIVE_INSERTS, LIVE_EVENTS = 5, 20_000  # what a processor inserts in five batches
+SPREAD = 7_919  # a prime: a batch's events go to messages all over the campaign, as real opens do
+
+
+def summary_ms(dsn: str, events: int, messages: int) -> dict[str, tuple[float, str]]:
+    """campaign_summary's median time over `events` (see the module's docstring), `loading`, `merged`
+    and `live`, each with message_totals' parts then."""
     from processors.clickhouse import connect
 
     client = connect(dsn, "bench")
-    try:
-        client.command(BIG_SENDS_SQL, parameters={"messages": messages})
-        step = 1_000_000
-        for start in range(0, events, step):
-            client.command(BIG_EVENTS_SQL, parameters={"messages": messages, "start": start,
-                                                       "count": min(step, events - start)})
-        total = client.query("SELECT count() FROM events WHERE campaign = 'big'").result_rows[0][0]
-        assert total == events, total
-        under_load = time_summary(client, messages)
-        # The same query once the load's background merges are done (bounded wait): what an analyst
-        # sees on a store that is not digesting a 5M-row bulk load on the same core.
-        deadline, quiet = time.monotonic() + 180, 0
+
+    def insert_events(start: int, count: int, stride: int) -> None:
+        client.command(BIG_EVENTS_SQL, parameters={"messages": messages, "start": start, "count": count,
+                                                   "stride": stride})
+
+    def settle() -> float:
+        """Waits (bounded) for the background merges; returns the seconds waited."""
+        started = time.monotonic()
+        deadline, quiet = started + 300, 0
         while quiet < 3 and time.monotonic() < deadline:
             time.sleep(1)
             busy = client.query("SELECT count() FROM system.merges WHERE database = currentDatabase()").result_rows
             quiet = quiet + 1 if busy[0][0] == 0 else 0
-        parts = client.query("SELECT count() FROM system.parts WHERE active AND database = currentDatabase() "
-                             "AND table = 'message_totals'").result_rows[0][0]
-        return under_load, time_summary(client, messages), int(parts)
+        return time.monotonic() - started
+
+    def parts() -> str:
+        """message_totals' active parts, by rows: what FINAL merges at read time."""
+        rows = client.query("SELECT rows FROM system.parts WHERE active AND database = currentDatabase() "
+                            "AND table = 'message_totals' ORDER BY rows DESC").result_rows
+        return "+".join(f"{r[0]:,}" for r in rows)
+
+    try:
+        client.command(BIG_SENDS_SQL, parameters={"messages": messages})
+        step = 1_000_000
+        for start in range(0, events, step):
+            insert_events(start, min(step, events - start), 1)
+        total = client.query("SELECT count() FROM events WHERE campaign = 'big'").result_rows[0][0]
+        assert total == events, total
+        out: dict[str, tuple[float, str]] = {}
+        now = parts()
+        out["loading"] = (time_summary(client, messages), now)
+        waited = settle()
+        now = f"{parts()}, after {waited:.0f} s of merges"
+        out["merged"] = (time_summary(client, messages), now)
+        for i in range(LIVE_INSERTS):
+            insert_events(events + i * LIVE_EVENTS, LIVE_EVENTS, SPREAD)
+        now = parts()
+        out["live"] = (time_summary(client, messages), now)
+        return out
     finally:
         client.close()
 
@@ -219,7 +256,14 @@ def main() -> None:
     ap.add_argument("--hits", type=int, default=200_000)
     ap.add_argument("--events", type=int, default=5_000_000)
     ap.add_argument("--messages", type=int, default=1_000_000, help="distinct messages among --events")
+    ap.add_argument("--summary-only", action="store_true", help=argparse.SUPPRESS)  # the summary's own process
+    ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.summary_only:
+        dsn = f"chdb://{args.dir}"
+        migrate(dsn, "bench", retention_days=3650)
+        print(json.dumps(summary_ms(dsn, args.events, args.messages)))
+        return
     tmp = Path(tempfile.mkdtemp(prefix="pixeltrack-bench-"))
     kafka_dir = tmp / "kafka"
     try:
@@ -244,16 +288,28 @@ def main() -> None:
             return n, raw, rate, cpu_us, split
 
         n, raw, rate, cpu_us, split = asyncio.run(run())
+        subprocess.run([str(KAFKA_SH), "stop", str(kafka_dir)], check=False)  # the summary needs no broker
         print(f"pipeline: {n:,} hits Kafka → decode → verify → classify → ClickHouse: {rate:,.0f} hits/s "
               f"(bare aiokafka consume: {raw:,.0f} records/s, ratio {rate / raw:.2f})")
         print(f"pipeline CPU: {cpu_us:.1f} µs per hit (≤ {1e6 / cpu_us:,.0f} hits/s on a whole core); "
               f"by thread, µs per hit: {split}")
         if not args.events:  # --events 0: the pipeline alone
             return
-        ms, settled_ms, parts = summary_ms(dsn, args.events, args.messages)
-        print(f"campaign_summary over {args.events:,} events / {args.messages:,} messages: {ms:.0f} ms (median of 5, "
-              f"right after the load); {settled_ms:.0f} ms once its merges settled ({parts} message_totals parts)")
-        print(f"pipeline_hits_per_s={rate:.0f} raw_consume_per_s={raw:.0f} summary_ms={ms:.0f}")
+        # In a process of its own, started unpinned: chDB sizes its thread pools (queries, merges) by the
+        # cores it sees at start, and this one saw core 0 only.
+        child = subprocess.run([sys.executable, __file__, "--summary-only", "--events", str(args.events),
+                                "--messages", str(args.messages), "--dir", str(tmp / "summary")],
+                               capture_output=True, text=True)
+        if child.returncode:
+            raise RuntimeError(f"the summary's process failed:\n{child.stderr[-3000:]}")
+        ms = json.loads(child.stdout.strip().splitlines()[-1])
+        print(f"campaign_summary over {args.events:,} events / {args.messages:,} messages, median of 5 "
+              f"(message_totals' parts by rows):")
+        for state, what in (("live", f"merged, then {LIVE_INSERTS} inserts of {LIVE_EVENTS:,} events"),
+                            ("loading", "right after the bulk load, its merges running"),
+                            ("merged", "the bulk load's merges settled")):
+            print(f"  {state:8s} {ms[state][0]:6.0f} ms  {what} ({ms[state][1]})")
+        print(f"pipeline_hits_per_s={rate:.0f} raw_consume_per_s={raw:.0f} summary_ms={ms['live'][0]:.0f}")
     finally:
         subprocess.run([str(KAFKA_SH), "stop", str(kafka_dir)], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
