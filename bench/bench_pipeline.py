@@ -44,7 +44,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
 from pixeltrack.simulate import load_patterns, simulate  # noqa: E402
 from pixeltrack.wiring import build_processor  # noqa: E402
-from processors.clickhouse import migrate  # noqa: E402
+from processors.clickhouse import connect, migrate  # noqa: E402
 from processors.gc_tuning import tune_gc_for_batches  # noqa: E402
 from processors.kafka_runner import KafkaRunner  # noqa: E402
 from processors.writer import ClickHouseWriter  # noqa: E402
@@ -190,26 +190,24 @@ LIVE_INSERTS, LIVE_EVENTS = 5, 20_000  # what a processor inserts in five batche
 SPREAD = 7_919  # a prime: a batch's events go to messages all over the campaign, as real opens do
 
 
+def settle(client: Any) -> float:
+    """Waits (bounded) until the engine has run no merge for three seconds; returns the seconds waited."""
+    started = time.monotonic()
+    deadline, quiet = started + 300, 0
+    while quiet < 3 and time.monotonic() < deadline:
+        time.sleep(1)
+        quiet = quiet + 1 if client.query("SELECT count() FROM system.merges").result_rows[0][0] == 0 else 0
+    return time.monotonic() - started
+
+
 def summary_ms(dsn: str, events: int, messages: int) -> dict[str, tuple[float, str]]:
     """campaign_summary's median time over `events` (see the module's docstring), `loading`, `merged`
     and `live`, each with message_totals' parts then."""
-    from processors.clickhouse import connect
-
     client = connect(dsn, "bench")
 
     def insert_events(start: int, count: int, stride: int) -> None:
         client.command(BIG_EVENTS_SQL, parameters={"messages": messages, "start": start, "count": count,
                                                    "stride": stride})
-
-    def settle() -> float:
-        """Waits (bounded) for the background merges; returns the seconds waited."""
-        started = time.monotonic()
-        deadline, quiet = started + 300, 0
-        while quiet < 3 and time.monotonic() < deadline:
-            time.sleep(1)
-            busy = client.query("SELECT count() FROM system.merges WHERE database = currentDatabase()").result_rows
-            quiet = quiet + 1 if busy[0][0] == 0 else 0
-        return time.monotonic() - started
 
     def parts() -> str:
         """message_totals' active parts, by rows: what FINAL merges at read time."""
@@ -227,7 +225,7 @@ def summary_ms(dsn: str, events: int, messages: int) -> dict[str, tuple[float, s
         out: dict[str, tuple[float, str]] = {}
         now = parts()
         out["loading"] = (time_summary(client, messages), now)
-        waited = settle()
+        waited = settle(client)
         now = f"{parts()}, after {waited:.0f} s of merges"
         out["merged"] = (time_summary(client, messages), now)
         for i in range(LIVE_INSERTS):
@@ -260,6 +258,7 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.summary_only:
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))  # not the parent's core 0: before chDB starts
         dsn = f"chdb://{args.dir}"
         migrate(dsn, "bench", retention_days=3650)
         print(json.dumps(summary_ms(dsn, args.events, args.messages)))
@@ -296,7 +295,13 @@ def main() -> None:
         if not args.events:  # --events 0: the pipeline alone
             return
         # In a process of its own, started unpinned: chDB sizes its thread pools (queries, merges) by the
-        # cores it sees at start, and this one saw core 0 only.
+        # cores it sees at start, and this one saw core 0 only. This process's engine first finishes
+        # merging the pipeline's inserts, which would otherwise run beside the summary's queries.
+        client = connect(dsn, "bench")
+        try:
+            settle(client)
+        finally:
+            client.close()
         child = subprocess.run([sys.executable, __file__, "--summary-only", "--events", str(args.events),
                                 "--messages", str(args.messages), "--dir", str(tmp / "summary")],
                                capture_output=True, text=True)
