@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,22 @@ async def test_link_and_client_views(clickhouse: ClickHouseDb, settings: Setting
     assert all(device in ("", "unknown") and country in ("", "unknown") for device, country in proxied)
     hourly = clickhouse.rows("SELECT sum(hits) FROM campaign_hourly WHERE campaign = 'views'")
     assert hourly[0][0] == len(sim.hits)
+
+
+def test_campaign_summary_counts_distinct_recipients_per_variant(clickhouse: ClickHouseDb) -> None:
+    """`recipients` is merged from campaign_sends_hourly: a recipient sent two messages counts once,
+    per campaign and variant, across send hours; another campaign's sends stay out."""
+    c = clickhouse.client()
+    try:
+        at = datetime(2026, 10, 1, 9, tzinfo=UTC)
+        later = at + timedelta(hours=3)  # another send hour: another state, merged with the first
+        c.insert("sends", [
+            ("", "spring", "A", "m1", "r1", at), ("", "spring", "A", "m2", "r1", later),
+            ("", "spring", "A", "m3", "r2", at), ("", "spring", "B", "m4", "r3", at),
+            ("", "autumn", "A", "m5", "r1", at), ("", "autumn", "A", "m6", "r4", at),
+        ], column_names=["tenant", "campaign", "variant", "message_id", "recipient_id", "sent_at"])
+    finally:
+        c.close()
+    assert clickhouse.rows("SELECT campaign, variant, delivered, recipients FROM campaign_summary "
+                           "ORDER BY campaign, variant") == [("autumn", "A", 2, 2), ("spring", "A", 3, 2),
+                                                             ("spring", "B", 1, 1)]
