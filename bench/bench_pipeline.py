@@ -223,15 +223,17 @@ def summary_ms(dsn: str, events: int, messages: int) -> dict[str, tuple[float, s
         total = client.query("SELECT count() FROM events WHERE campaign = 'big'").result_rows[0][0]
         assert total == events, total
         out: dict[str, tuple[float, str]] = {}
-        now = parts()
-        out["loading"] = (time_summary(client, messages), now)
+
+        def measure(state: str, note: str = "") -> None:
+            layout = parts() + note  # the parts the query reads, listed before it is timed
+            out[state] = (time_summary(client, messages), layout)
+
+        measure("loading")
         waited = settle(client)
-        now = f"{parts()}, after {waited:.0f} s of merges"
-        out["merged"] = (time_summary(client, messages), now)
+        measure("merged", f", after {waited:.0f} s of merges")
         for i in range(LIVE_INSERTS):
             insert_events(events + i * LIVE_EVENTS, LIVE_EVENTS, SPREAD)
-        now = parts()
-        out["live"] = (time_summary(client, messages), now)
+        measure("live")
         return out
     finally:
         client.close()
@@ -294,9 +296,9 @@ def main() -> None:
               f"by thread, µs per hit: {split}")
         if not args.events:  # --events 0: the pipeline alone
             return
-        # In a process of its own, started unpinned: chDB sizes its thread pools (queries, merges) by the
-        # cores it sees at start, and this one saw core 0 only. This process's engine first finishes
-        # merging the pipeline's inserts, which would otherwise run beside the summary's queries.
+        # In a process of its own that takes every core before its chDB starts: chDB sizes its pools
+        # (queries, merges) by the cores it sees at start, and this process's saw core 0 only. This
+        # process's engine first finishes merging the pipeline's inserts, which would run beside it.
         client = connect(dsn, "bench")
         try:
             settle(client)
