@@ -13,7 +13,8 @@ they did not publish stays in their spools for the next start).
 
 Shutdown of a worker (SIGTERM/SIGINT): stop accepting, let in-flight requests finish (their answers
 are already journaled), close idle keep-alive connections, then publish what is queued within
-`drain_timeout`; the rest stays in the spool. Total bound: shutdown_timeout + drain_timeout + 5 s.
+`drain_timeout`; the rest stays in the spool. Total bound: shutdown_timeout + drain_timeout + 5 s,
+enforced: past it the worker logs what it still waits on and exits at once (code 70), as a kill would.
 
 Metrics: with several workers, prometheus_client's multiprocess mode (a fresh folder per supervisor
 run, named by PROMETHEUS_MULTIPROC_DIR in the workers' environment) makes every worker's /metrics the
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import io
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -40,7 +42,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 5.0  # in-flight requests (answers are in memory: they take milliseconds)
 DRAIN_TIMEOUT = 10.0  # queued records to Kafka; the rest stays in the spool
+CLOSE_MARGIN = 5.0  # the transport's own close, after the drain
+STUCK_EXIT_CODE = 70  # EX_SOFTWARE: the shutdown overran its bound and the process was ended
 FAST_EXIT_S = 3.0  # a worker that dies sooner than this after start counts as failing to start
 MAX_FAST_EXITS = 5
 
@@ -144,8 +148,31 @@ async def serve_worker(settings: Settings, index: int, workers: int, *, metrics_
         await stop.wait()
         log.info("edge worker %d stopping: no new connections, draining", index)
     finally:
-        await runner.cleanup()  # stops accepting, finishes requests, then the forwarder drains
+        # Stops accepting, finishes requests, then the forwarder drains.
+        await cleanup_within(runner.cleanup(), shutdown_timeout + drain_timeout + CLOSE_MARGIN)
     log.info("edge worker %d stopped", index)
+
+
+async def cleanup_within(cleanup: Coroutine[Any, Any, None], bound: float,
+                         end_process: Callable[[int], object] = os._exit) -> None:
+    """Runs `cleanup` (the worker's shutdown), holding it to `bound` seconds. Every close in it has a
+    timeout of its own, but one await that ignores cancellation would keep the process alive for good
+    (seen once under a loaded test run: an edge still up minutes after SIGTERM, Kafka reachable). Past
+    the bound the pending tasks' stacks go to the log and the process ends at once, as a kill would:
+    what Kafka has not acknowledged is in the spool, and the next start replays it."""
+    task = asyncio.ensure_future(cleanup)
+    done, _ = await asyncio.wait({task}, timeout=bound)  # not wait_for: it would wait on the cancel too
+    if done:
+        task.result()
+        return
+    for pending in asyncio.all_tasks():
+        if pending is not asyncio.current_task():
+            stack = io.StringIO()
+            pending.print_stack(file=stack)
+            log.error("shutdown still waiting after %.0f s: %s", bound, stack.getvalue().strip())
+    log.error("shutdown overran its bound of %.0f s; exiting now (the spool keeps what is unpublished)", bound)
+    logging.shutdown()
+    end_process(STUCK_EXIT_CODE)
 
 
 def _run_loop(main: Any) -> None:

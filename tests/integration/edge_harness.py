@@ -151,6 +151,11 @@ class EdgeProcess:
                     raise AssertionError(f"edge not up in {timeout}s; see {self.log}")
                 await asyncio.sleep(0.1)
 
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log is None or not self.log.exists():
+            return "(no log)"
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, sig)
@@ -161,7 +166,8 @@ class EdgeProcess:
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None:
             if time.monotonic() > deadline:
-                raise AssertionError(f"edge still running {timeout}s after the signal")
+                raise AssertionError(f"edge still running {timeout}s after the signal; its log ends:\n"
+                                     f"{self.log_tail()}")
             await asyncio.sleep(0.05)
         return self.proc.returncode
 
