@@ -303,7 +303,8 @@ class Supervisor:
         for p in alive:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + SHUTDOWN_TIMEOUT + DRAIN_TIMEOUT + 8.0
+        # A little past the bound each worker holds itself to, so a stuck one logs why before it is killed.
+        deadline = time.monotonic() + SHUTDOWN_TIMEOUT + DRAIN_TIMEOUT + CLOSE_MARGIN + 3.0
         for p in alive:
             p.join(max(0.0, deadline - time.monotonic()))
         for p in alive:

@@ -4,9 +4,9 @@ Every `*MergeTree` table becomes `<table>_local`, replicated (`Replicated*MergeT
 /clickhouse/tables/{shard}/{database}/{table}, replica {replica}; the engine's own arguments kept),
 plus a `Distributed` table under the original name, so every reader and writer keeps using the names
 it uses on a single node. Materialized views run on each shard, reading from and writing to the
-`_local` tables; plain views read the Distributed tables. Everything is `ON CLUSTER`; tables and materialized views
-are `IF NOT EXISTS` and plain views `OR REPLACE` (they hold no data), so the output can be applied
-again after an upgrade and brings its new view definitions.
+`_local` tables; plain views read the Distributed tables. Everything is `ON CLUSTER`; tables and
+materialized views are `IF NOT EXISTS`, plain views `OR REPLACE` (they hold no data), so the output
+can be applied again after an upgrade and brings its new view definitions.
 
 Sharding: the tables with a message id that the processors insert into are sharded by
 `cityHash64(message_id)`, so every row of one message lives on one shard. `FINAL` on a Distributed
