@@ -19,7 +19,7 @@ from schemas.privacy import recipient_hash, truncate_ip
 from schemas.records import REPLAY_HEADER, DeadLetter, RawHit, Record
 from schemas.sends import Conversion, Send, Unsubscribe
 from schemas.tenants import TenantRegistry
-from schemas.tokens import Keyring, TokenError, TokenPayload
+from schemas.tokens import FLAG_HONEYPOT, Keyring, TokenError, TokenPayload
 from schemas.topics import Topics
 
 EVENT_COLUMNS = (
@@ -125,6 +125,7 @@ class HitProcessor:
         # next(iter(d)) walk the growing run of deleted slots (quadratic once the cache is full).
         self._verified: OrderedDict[tuple[str, str, str], TokenPayload] = OrderedDict()
         self._hit_counters: dict[tuple[str, str], Any] = {}
+        self._hit_counts: dict[tuple[str, str], int] = {}  # this batch's decisions by (kind, verdict)
         self.repeats_dropped = 0
 
     def lookups(self, records: Sequence[SourceRecord]) -> Lookups:
@@ -153,9 +154,10 @@ class HitProcessor:
         out = BatchOutput()
         started = time.perf_counter()
         t = self._topics
+        hits_raw, stored = t.hits_raw, ctx.stored_hit_ids  # (a property: read once, not per record)
         for record in records:
-            if record.topic == t.hits_raw:
-                self._hit(out, record, ctx.stored_hit_ids)
+            if record.topic == hits_raw:
+                self._hit(out, record, stored)
             elif record.topic == t.hits_dlq:
                 self._dead_letter_row(out, record)
             elif record.topic == t.sends:
@@ -164,6 +166,7 @@ class HitProcessor:
                 self._conversion(out, record, ctx)
             elif record.topic == t.unsubscribes:
                 self._unsubscribe(out, record)
+        self._count_hits()
         metrics.BATCH_SECONDS.labels("classify").observe(time.perf_counter() - started)
         return out
 
@@ -194,11 +197,12 @@ class HitProcessor:
         if self._dnt and recipient_hash(payload.tenant, payload.recipient) in self._dnt:
             metrics.DO_NOT_TRACK.inc()
             return
-        hit = Hit(id=raw.id, ts=raw.received_at, kind=raw.kind, method=raw.method, ip=raw.ip, ua=raw.ua,
-                  message=payload.message, recipient=payload.recipient, campaign=payload.campaign,
-                  sent_at=payload.sent_at / 1000.0, headers=raw.headers, link=payload.url,
-                  honeypot=payload.honeypot, variant=payload.variant, tenant=payload.tenant,
-                  link_id=payload.link_id, link_flags=payload.flags, host=raw.host, edge=raw.edge)
+        # Positional, in Hit's field order: keyword arguments make this call three times dearer
+        # (2.7 against 0.9 us), and it runs for every hit.
+        hit = Hit(raw.id, raw.received_at, raw.kind, raw.method, raw.ip, raw.ua, payload.message, payload.recipient,
+                  payload.campaign, payload.sent_at / 1000.0, raw.headers, payload.url,
+                  bool(payload.flags & FLAG_HONEYPOT), payload.variant, payload.tenant, payload.link_id,
+                  payload.flags, raw.host, raw.edge)
         for decision in self._classifier.feed(hit):
             self._event_rows(out, decision, record)
 
@@ -262,6 +266,9 @@ class HitProcessor:
             out.events.rows.append(self._row(d, record, d.previous, d.revision - 1, -1, ip))
             metrics.REVISIONS.inc()
         out.events.rows.append(self._row(d, record, d.verdict, d.revision, 1, ip))
+        key = (d.hit.kind, d.verdict.verdict)
+        counts = self._hit_counts
+        counts[key] = counts.get(key, 0) + 1
         if not self._publish_classified:
             return
         h, v = d.hit, d.verdict
@@ -269,11 +276,16 @@ class HitProcessor:
         out.classified.append(Record(self._topics.events_classified, h.message.encode(), ClassifiedEvent(
             h.tenant, h.id, h.kind, h.ts, h.sent_at, h.campaign, h.variant, h.message, h.recipient, h.link,
             h.link_id, h.link_flags, v.verdict, v.source, v.reasons, d.revision).encode()))
-        key = (d.hit.kind, d.verdict.verdict)
-        counter = self._hit_counters.get(key)
-        if counter is None:
-            counter = self._hit_counters[key] = metrics.HITS.labels(*key)
-        counter.inc()
+
+    def _count_hits(self) -> None:
+        """Adds a batch's decisions to pixeltrack_hits_total: once per (kind, verdict) a batch, not per
+        hit (a Counter's increment takes a lock)."""
+        for key, n in self._hit_counts.items():
+            counter = self._hit_counters.get(key)
+            if counter is None:
+                counter = self._hit_counters[key] = metrics.HITS.labels(*key)
+            counter.inc(n)
+        self._hit_counts.clear()
 
     @staticmethod
     def _row(d: Decision, record: SourceRecord, v: Verdict, revision: int, sign: int, ip: str) -> tuple[object, ...]:

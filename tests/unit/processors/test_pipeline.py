@@ -1,0 +1,84 @@
+"""HitProcessor, pure: one record in, rows out; every column where it belongs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+import pytest
+from prometheus_client import REGISTRY
+
+from processors.classify_file import build_classifier
+from processors.pipeline import EVENT_COLUMNS, HitProcessor
+from schemas.classified import ClassifiedEvent
+from schemas.records import RawHit
+from schemas.tokens import FLAG_HONEYPOT, Keyring, TokenPayload
+from schemas.topics import Topics
+from tests.unit.processors.builders import CHROME, HTML_ACCEPT, SENT
+
+KEYRING = Keyring({"k1": b"unit-test-secret-0123456789"}, "k1")
+
+
+@dataclass
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def click_record(flags: int = 0, hit_id: str = "h-1", offset: int = 41) -> Rec:
+    payload = TokenPayload("click", "", "camp-7", "B", "msg-3", "rcpt-5", int(SENT * 1000), 0,
+                           "https://shop.example.com/p?x=1", "L2", flags)
+    raw = RawHit(hit_id, SENT + 600.5, "click", "GET", "t.example.com", "/c/x", KEYRING.mint(payload),
+                 "81.2.69.142", CHROME, "edge-9", dict(HTML_ACCEPT))
+    return Rec(Topics().hits_raw, 2, offset, raw.encode())
+
+
+def hits_counted(kind: str, verdict: str) -> float:
+    return REGISTRY.get_sample_value("pixeltrack_hits_total", {"kind": kind, "verdict": verdict}) or 0.0
+
+
+@pytest.mark.parametrize("publish", [False, True])
+def test_a_click_becomes_one_event_row_with_every_column_in_place(publish: bool) -> None:
+    processor = HitProcessor(KEYRING, build_classifier(), Topics(), publish_classified=publish)
+    before = hits_counted("click", "human")
+    out = processor.process([click_record()])
+    assert out.to_dlq == []
+    assert len(out.events.rows) == 1
+    row = dict(zip(EVENT_COLUMNS, out.events.rows[0], strict=True))
+    assert {k: v for k, v in row.items() if k not in ("reasons", "browser", "os", "device", "mail_client",
+                                                     "country", "city", "asn", "as_org")} == {
+        "tenant": "", "hit_id": "h-1", "kind": "click", "ts": SENT + 600.5, "sent_at": SENT,
+        "campaign": "camp-7", "variant": "B", "message_id": "msg-3", "recipient_id": "rcpt-5",
+        "link_url": "https://shop.example.com/p?x=1", "link_id": "L2", "link_flags": 0, "method": "GET",
+        "host": "t.example.com", "ip": "81.2.69.0", "user_agent": CHROME, "edge": "edge-9",
+        "verdict": "human", "source": "direct", "revision": 0, "sign": 1,
+        "src_topic": Topics().hits_raw, "src_partition": 2, "src_offset": 41}
+    assert (row["browser"], row["device"]) == ("Chrome", "desktop")
+    # Counted whether or not verdicts are published (a batch adds its counts once).
+    assert hits_counted("click", "human") == before + 1
+    if publish:
+        event = ClassifiedEvent.decode(out.classified[0].value)
+        assert (event.hit_id, event.message, event.recipient, event.campaign, event.variant, event.link,
+                event.link_id, event.verdict, event.revision) == (
+            "h-1", "msg-3", "rcpt-5", "camp-7", "B", "https://shop.example.com/p?x=1", "L2", "human", 0)
+        assert out.classified[0].key == b"msg-3"
+    else:
+        assert out.classified == []
+
+
+def test_a_honeypot_flag_in_the_token_makes_a_scanners_click() -> None:
+    processor = HitProcessor(KEYRING, build_classifier(), Topics())
+    row = dict(zip(EVENT_COLUMNS, processor.process([click_record(FLAG_HONEYPOT)]).events.rows[0], strict=True))
+    assert (row["verdict"], row["source"], row["link_flags"]) == ("machine", "scanner", FLAG_HONEYPOT)
+    assert "honeypot" in row["reasons"]
+
+
+def test_a_record_that_is_not_a_raw_hit_is_a_dead_letter_not_a_row() -> None:
+    processor = HitProcessor(KEYRING, build_classifier(), Topics())
+    out = processor.process([Rec(Topics().hits_raw, 0, 7, orjson.dumps({"v": 1, "id": "x"}))])
+    assert out.events.rows == []
+    letter = orjson.loads(out.to_dlq[0].value)
+    assert (letter["reason"], letter["id"]) == ("undecodable", f"{Topics().hits_raw}:0:7")
