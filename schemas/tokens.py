@@ -88,6 +88,9 @@ class TokenPayload:
         return cls(kind, tenant, campaign, variant, message, recipient, sent_at, expires_at, url, link_id, flags)
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64e(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -176,7 +179,8 @@ class Keyring:
         if kid not in self._keys:
             raise TokenError("unknown_key", kid[:16])
         # Compared as base64url text (the canonical encoding of the expected tag): no decode needed.
-        expected = base64.urlsafe_b64encode(self._tag(kid, body))[:TAG_CHARS]
+        # binascii and a translate table, not base64.urlsafe_b64encode: two Python calls fewer a hit.
+        expected = binascii.b2a_base64(self._tag(kid, body), newline=False)[:TAG_CHARS].translate(_URLSAFE)
         if not hmac.compare_digest(tag_b64.encode("utf-8", "replace"), expected):
             raise TokenError("bad_signature")
         try:
