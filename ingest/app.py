@@ -25,6 +25,7 @@ from ingest.forwarder import Forwarder, HitQueue
 from ingest.pixel import GIF, NOT_FOUND_HEADERS, NOT_FOUND_HTML, PIXEL_HEADERS, REDIRECT_HEADERS
 from ingest.publisher import KafkaPublisher, Publisher
 from ingest.spool import Spool, SpoolInUse
+from schemas.aio import finish_within
 from schemas.privacy import load_do_not_track, recipient_hash
 from schemas.records import (
     KEPT_HEADERS,
@@ -89,6 +90,7 @@ def _clean(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+TASK_CANCEL_WAIT = 1.0  # shutdown: how long the edge's own tasks get to end once cancelled
 MAX_CACHED_HOSTS = 1024  # Host header -> tenant lookups remembered (tracking domains are few)
 
 
@@ -448,7 +450,7 @@ async def adopt_spool(folder: Path, settings: Settings, publisher: Publisher, ow
             finally:
                 if owned:
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(publisher.stop(), 5.0)
+                        await finish_within(publisher.stop(), 5.0)
         emptied = spool.pending_bytes() == 0
     finally:
         spool.close()
@@ -527,13 +529,16 @@ def create_app(settings: Settings, publisher: Publisher | None = None,
         finally:
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # Bounded: a task that does not end on its cancel is named and left behind, and the drain
+            # and the spool's close still run.
+            _, stuck = await asyncio.wait(tasks, timeout=TASK_CANCEL_WAIT)
+            for task in stuck:
+                log.error("shutdown: %s did not end within %.0f s of its cancel; going on without it",
+                          task.get_name(), TASK_CANCEL_WAIT)
             try:
                 await forwarder.drain(drain_timeout)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pub.stop(), 5.0)
+                    await finish_within(pub.stop(), 5.0)
             finally:
                 if spool is not None:
                     spool.close()

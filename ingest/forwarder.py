@@ -158,10 +158,15 @@ class Forwarder:
     async def _publish(self, records: list[Record]) -> bool:
         started = time.perf_counter()
         try:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that lands as the
+            # publish completes (CPython gh-86296), and `run` then went on forwarding after shutdown
+            # cancelled it, holding the edge's exit for good.
             if not self._started:
-                await asyncio.wait_for(self._publisher.start(), self._publish_timeout)
+                async with asyncio.timeout(self._publish_timeout):
+                    await self._publisher.start()
                 self._started = True
-            await asyncio.wait_for(self._publisher.publish(records), self._publish_timeout)
+            async with asyncio.timeout(self._publish_timeout):
+                await self._publisher.publish(records)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the transport's errors are many; each means "not acknowledged"
@@ -274,7 +279,8 @@ class Forwarder:
             remaining = max(0.1, deadline - time.monotonic())
             failures = self._failures
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._step_direct() if self.direct else self._step_catch_up(), remaining)
+                async with asyncio.timeout(remaining):
+                    await (self._step_direct() if self.direct else self._step_catch_up())
             if self._failures != failures and self.spool is not None:
                 break  # the transport is failing: the spool keeps the rest; no point holding up the exit
         left = self.queue.qsize() if self.spool is None else self.spool.pending_bytes()

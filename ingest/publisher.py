@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 
+from schemas.aio import finish_within
 from schemas.records import Record
 
 
@@ -192,7 +193,7 @@ async def discard_producer(producer: AIOKafkaProducer, timeout: float = 2.0) -> 
     the spool), the sender task cancelled and the connections closed now, so a dead producer leaves no
     task, buffer or socket behind however many an outage goes through."""
     try:
-        await asyncio.wait_for(producer.stop(), timeout)
+        await finish_within(producer.stop(), timeout)
         return
     except Exception:  # TimeoutError, or the transport's own errors: the cleanup below still runs
         pass
@@ -203,9 +204,9 @@ async def discard_producer(producer: AIOKafkaProducer, timeout: float = 2.0) -> 
     sender = getattr(producer, "_sender", None)
     if sender is not None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(sender.close(), 1.0)
+            await finish_within(sender.close(), 1.0)
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(producer.client.close(), 1.0)
+        await finish_within(producer.client.close(), 1.0)
 
 
 class QueuePublisher:

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 5.0  # in-flight requests (answers are in memory: they take milliseconds)
 DRAIN_TIMEOUT = 10.0  # queued records to Kafka; the rest stays in the spool
-CLOSE_MARGIN = 5.0  # the transport's own close, after the drain
+CLOSE_MARGIN = 6.0  # after the drain: the edge's tasks ending on their cancel (1 s), the transport's close (5 s)
 STUCK_EXIT_CODE = 70  # EX_SOFTWARE: the shutdown overran its bound and the process was ended
 FAST_EXIT_S = 3.0  # a worker that dies sooner than this after start counts as failing to start
 MAX_FAST_EXITS = 5

@@ -14,6 +14,7 @@ from processors import metrics
 from processors.pipeline import HitProcessor
 from processors.step import process_and_write
 from processors.writer import ClickHouseWriter
+from schemas.aio import finish_within
 from schemas.records import Record
 from schemas.topics import Topics
 
@@ -170,7 +171,7 @@ class KafkaRunner:
                 await consumer.stop()
         finally:
             try:
-                await asyncio.wait_for(producer.stop(), 10)  # bounded: a flush can wait on a dead broker
+                await finish_within(producer.stop(), 10)  # bounded: a flush can wait on a dead broker
             except TimeoutError:
                 log.warning("output producer did not stop within 10 s")
 

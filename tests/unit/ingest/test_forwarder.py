@@ -223,3 +223,33 @@ def test_queue_offer_is_bounded() -> None:
     assert [q.offer(Pending(rec(i), None)) for i in range(5)] == [True, True, True, False, False]
     assert q.qsize() == 3
     assert [int(p.record.value) for p in q.take_all()] == [0, 1, 2]
+
+
+class CancelledOnAck(SwitchablePublisher):
+    """The broker's acknowledgement and the shutdown's cancel of the forwarder land in the same step of
+    the loop: `publish` returns just after the forwarder's task was cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.task: asyncio.Task[None] | None = None
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        await super().publish(records)
+        if self.task is not None and len(self.got) == len(records):
+            self.task.cancel()
+
+
+async def test_a_cancel_that_lands_with_the_acknowledgement_still_ends_the_forwarder(tmp_path: Path) -> None:
+    """Seen once under a loaded test run: asyncio.wait_for (Python 3.11) dropped such a cancel, and the
+    forwarder went on for good, holding the edge's shutdown until it was killed."""
+    for spool in (None, Spool(tmp_path)):
+        pub = CancelledOnAck()
+        fwd = Forwarder(HitQueue(50), pub, spool, max_batch=10)
+        fwd.submit(rec(1))
+        pub.task = task = asyncio.create_task(fwd.run())
+        done, _ = await asyncio.wait({task}, timeout=2.0)
+        assert done == {task}, "the forwarder ignored its cancel"
+        assert task.cancelled()
+        assert [r.value for r in pub.got] == [b"1"]
+        if spool is not None:
+            spool.close()
