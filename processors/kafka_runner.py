@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from processors import metrics
-from processors.pipeline import HitProcessor
-from processors.step import process_and_write
+from processors.pipeline import BatchOutput, HitProcessor
+from processors.step import process_batch, write_batch
 from processors.writer import ClickHouseWriter
 from schemas.aio import finish_within
 from schemas.records import Record
@@ -64,14 +64,23 @@ class ResumeAfterClickHouse(ConsumerRebalanceListener):  # type: ignore[misc]
 
     Kafka's committed offset can lag ClickHouse (a crash between insert and commit); ClickHouse is
     the truth for what was written, so nothing is inserted twice whatever the new batch boundaries.
+    Before partitions are given up, the batch being written finishes (insert and commit, bounded by
+    `finish_timeout`), so their next owner reads positions that include it.
     """
 
-    def __init__(self, consumer: AIOKafkaConsumer, writer: ClickHouseWriter) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, writer: ClickHouseWriter,
+                 in_flight: Callable[[], asyncio.Task[None] | None] = lambda: None,
+                 finish_timeout: float = 60.0) -> None:
         self._consumer = consumer
         self._writer = writer
+        self._in_flight = in_flight
+        self._finish_timeout = finish_timeout
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        return None
+        task = self._in_flight()
+        if task is not None and not task.done():
+            # Not awaited directly: a failed write is the runner's to raise, and a cancel must not reach it.
+            await asyncio.wait({task}, timeout=self._finish_timeout)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         stored = await self._writer.positions()
@@ -140,6 +149,7 @@ class KafkaRunner:
         self._brokers_lost_after = brokers_lost_after  # seconds without a broker in the metadata: raise
         self.batches_done = 0
         self.records_done = 0  # records whose batch was inserted and committed
+        self._writing: asyncio.Task[None] | None = None  # the previous batch's insert, publish and commit
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -157,17 +167,22 @@ class KafkaRunner:
             await producer.start()
             t = self._topics
             consumer.subscribe([t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes],
-                               listener=ResumeAfterClickHouse(consumer, self._writer))
+                               listener=ResumeAfterClickHouse(consumer, self._writer, lambda: self._writing))
             try:
                 await consumer.start()
                 watch = MetadataWatch(self._brokers_lost_after)
                 loop = asyncio.get_running_loop()
                 while not stop.is_set():
                     batches = await consumer.getmany(timeout_ms=self._max_ms, max_records=self._max_records)
+                    if self._writing is not None and self._writing.done():
+                        self._writing.result()  # a failed write ends the runner now, not a batch later
                     if batches:
                         await self._handle(consumer, producer, batches)
                     watch.check(known_brokers(consumer), loop.time())
+                await self._written()  # stopping: the last batch is inserted and committed first
             finally:
+                if self._writing is not None and not self._writing.done():
+                    self._writing.cancel()  # an error above: its offsets stay uncommitted, replayed
                 await consumer.stop()
         finally:
             try:
@@ -175,11 +190,31 @@ class KafkaRunner:
             except TimeoutError:
                 log.warning("output producer did not stop within 10 s")
 
+    async def _written(self) -> None:
+        """Waits for the previous batch's insert, publish and commit; raises what failed it."""
+        if self._writing is not None:
+            task, self._writing = self._writing, None
+            await task
+
     async def _handle(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
                       batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Processes a batch while the previous one is still being inserted (ClickHouse's work and ours
+        overlap: the insert waits on the writer's thread or on the server, not on this loop), then, once
+        that one is committed, starts this one's insert. Inserts and commits stay one at a time, in
+        order, each batch's commit after its own insert."""
         records = [r for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for r in batches[tp]]
         ranges = {tp: (msgs[0].offset, msgs[-1].offset) for tp, msgs in batches.items()}
-        out = await process_and_write(self._processor, self._writer, records, batch_token(ranges))
+        out = await process_batch(self._processor, self._writer, records)
+        await self._written()
+        self._writing = asyncio.create_task(self._write(consumer, producer, records, ranges, out),
+                                            name="pixeltrack-processor-write")
+        # Let it hand its insert to the writer's thread now: the next getmany may return without
+        # suspending (records already fetched), and the next batch would be processed first.
+        await asyncio.sleep(0)
+
+    async def _write(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, records: list[Any],
+                     ranges: dict[TopicPartition, tuple[int, int]], out: BatchOutput) -> None:
+        await write_batch(self._writer, out, batch_token(ranges))
         # Dead letters and classified events go out after the insert and before the commit: a crash in
         # between re-sends them (at least once; consumers key on ids and revisions).
         futures = [await producer.send(r.topic, r.value, key=r.key) for r in out.to_dlq]

@@ -1,4 +1,4 @@
-"""One batch through the pipeline and into ClickHouse: the step both runners share."""
+"""One batch through the pipeline and into ClickHouse: the steps both runners share."""
 
 from __future__ import annotations
 
@@ -10,13 +10,25 @@ from processors.pipeline import BatchOutput, HitProcessor, SourceRecord
 from processors.writer import ClickHouseWriter
 
 
-async def process_and_write(processor: HitProcessor, writer: ClickHouseWriter, records: Sequence[SourceRecord],
-                            token: str) -> BatchOutput:
-    """Looks up what the batch needs, processes it, and inserts its rows under the dedup `token`.
-    Returns once ClickHouse has the rows; the caller then publishes dead letters and acknowledges."""
+async def process_batch(processor: HitProcessor, writer: ClickHouseWriter,
+                        records: Sequence[SourceRecord]) -> BatchOutput:
+    """Looks up what the batch needs in ClickHouse (only re-sent hits and conversions ask anything; the
+    lookup runs on the writer's thread, after any insert already queued there), then processes it."""
     context = await writer.lookup(processor.lookups(records))
-    out = processor.process(records, context)
+    return processor.process(records, context)
+
+
+async def write_batch(writer: ClickHouseWriter, out: BatchOutput, token: str) -> None:
+    """Inserts a processed batch's rows under the dedup `token`; returns once ClickHouse has them."""
     started = time.perf_counter()
     await writer.write(out.tables(), token)
     metrics.BATCH_SECONDS.labels("insert").observe(time.perf_counter() - started)
+
+
+async def process_and_write(processor: HitProcessor, writer: ClickHouseWriter, records: Sequence[SourceRecord],
+                            token: str) -> BatchOutput:
+    """Both steps, one after the other. Returns once ClickHouse has the rows; the caller then publishes
+    dead letters and acknowledges."""
+    out = await process_batch(processor, writer, records)
+    await write_batch(writer, out, token)
     return out

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -128,3 +130,69 @@ async def test_same_batch_token_inserts_once(clickhouse: ClickHouseDb) -> None:
         await writer.close()
     assert clickhouse.rows("SELECT count() FROM sends") == [(200,)]
     assert clickhouse.rows("SELECT delivered FROM campaign_summary WHERE campaign = 'tok'") == [(100,)]
+
+
+class SlowWriter(ClickHouseWriter):
+    """The real writer, each insert held 0.3 s longer (a busy server), noting when inserts run."""
+
+    def __init__(self, dsn: str, database: str, log: list[tuple[str, int]]) -> None:
+        super().__init__(dsn, database)
+        self.log = log
+        self.inserting = False
+
+    def _insert(self, client: Any, table: str, columns: Sequence[str], block: bytes, dedup_token: str) -> None:
+        if table != "events":
+            super()._insert(client, table, columns, block, dedup_token)
+            return
+        self.inserting = True
+        self.log.append(("insert", 0))
+        time.sleep(0.3)
+        super()._insert(client, table, columns, block, dedup_token)
+        self.inserting = False
+        self.log.append(("inserted", 0))
+
+
+async def test_a_batch_is_processed_while_the_previous_one_is_inserted_and_commits_stay_in_order(
+        settings: Settings, keyring: Keyring, kafka_bootstrap: str, kafka_topics: Topics,
+        clickhouse: ClickHouseDb) -> None:
+    """The processor's work and ClickHouse's overlap; inserts and commits stay one at a time and in
+    order, each batch's commit after its own insert; a stop commits the last batch."""
+    patterns = load_patterns(FIXTURE)
+    sim = simulate(patterns, "overlap", n_sends=400, engaged_share=1.0, seed=11)
+    hits = [r for r in sim.records(keyring, kafka_topics) if r.topic == kafka_topics.hits_raw]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(r.topic, r.value, key=r.key) for r in hits])
+    finally:
+        await producer.stop()
+    log: list[tuple[str, int]] = []
+    writer = SlowWriter(clickhouse.dsn, clickhouse.database, log)
+    processor = build_processor(settings.model_copy(update={"topic_prefix": kafka_topics.prefix}), keyring)
+    overlapped: list[bool] = []
+    process = processor.process
+
+    def noting_process(records: Any, ctx: Any = None) -> Any:
+        overlapped.append(writer.inserting)
+        log.append(("process", len(records)))
+        return process(records, ctx)
+
+    processor.process = noting_process  # type: ignore[method-assign]
+
+    async def before_commit(batch: int) -> None:
+        log.append(("commit", batch))
+
+    runner = KafkaRunner(kafka_bootstrap, f"g-overlap-{kafka_topics.prefix}", kafka_topics, processor, writer,
+                         max_records=100, max_ms=50, after_insert=before_commit)
+    try:
+        await run_until(runner, lambda: runner.records_done >= len(hits))
+    finally:
+        await writer.close()
+    assert runner.records_done == len(hits)
+    assert any(overlapped), f"no batch was processed while the previous one was being inserted: {log}"
+    # One insert at a time, each followed by its own commit before the next insert starts.
+    writes = [e for e in log if e[0] != "process"]
+    assert writes == [step for k in range(runner.batches_done)
+                      for step in (("insert", 0), ("inserted", 0), ("commit", k))]
+    assert clickhouse.rows("SELECT count(), uniqExact(hit_id) FROM events WHERE sign = 1 AND revision = 0") == [
+        (len(hits), len(hits))]
