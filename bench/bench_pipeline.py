@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -137,51 +138,103 @@ def cpu_split(before: dict[str, float], after: dict[str, float], n: int) -> str:
     return f"total={sum(spent.values()) / n * 1e6:.1f} " + " ".join(parts)
 
 
-async def pipeline(bootstrap: str, topics: Topics, keyring: Keyring, dsn: str, n: int) -> tuple[float, float, str]:
+class EngineElsewhereWriter(ClickHouseWriter):
+    """The writer with ClickHouse's share of the work on another core, as a server's would be on its own
+    machine: chDB runs an insert in the calling thread, so the writer's thread moves to `core` for the
+    insert and back for the next batch's JSON. `engine_cpu`: CPU seconds spent inside the inserts."""
+
+    def __init__(self, dsn: str, database: str, core: int, home: int) -> None:
+        super().__init__(dsn, database)
+        self.core, self.home, self.engine_cpu = core, home, 0.0
+
+    def _insert(self, client: Any, table: str, columns: Any, block: bytes, dedup_token: str) -> None:
+        os.sched_setaffinity(0, {self.core})  # 0: this thread
+        started = time.thread_time()
+        try:
+            super()._insert(client, table, columns, block, dedup_token)
+        finally:
+            self.engine_cpu += time.thread_time() - started
+            os.sched_setaffinity(0, {self.home})
+
+
+def keep_engine_threads_on(core: int, ours: set[int], stop: threading.Event) -> threading.Thread:
+    """Moves every thread of this process but `ours` (chDB's pools, which it starts as it needs them)
+    to `core`, every 0.2 s until `stop`; the mover runs there too."""
+    def run() -> None:
+        os.sched_setaffinity(0, {core})
+        while not stop.is_set():
+            for task in Path("/proc/self/task").iterdir():
+                tid = int(task.name)
+                if tid not in ours:
+                    with contextlib.suppress(OSError):  # the thread ended
+                        os.sched_setaffinity(tid, {core})
+            stop.wait(0.2)
+    mover = threading.Thread(target=run, name="bench-engine-mover", daemon=True)
+    mover.start()
+    return mover
+
+
+async def pipeline(bootstrap: str, topics: Topics, keyring: Keyring, dsn: str, n: int,
+                   engine_core: int | None = None) -> tuple[float, float, str]:
+    """The processor over `n` hits.raw records, from the start, in a consumer group and database of its
+    own. `engine_core`: ClickHouse's work (chDB's inserts and pools) on that core, off the processor's;
+    the CPU split then names the processor's part and the engine's."""
     settings = Settings(_env_file=None, spool_dir=None, topic_prefix=topics.prefix)  # type: ignore[call-arg]
-    writer = ClickHouseWriter(dsn, "bench")
+    database = "bench" if engine_core is None else "bench_engine_elsewhere"
+    migrate(dsn, database, retention_days=3650)
+    writer = (ClickHouseWriter(dsn, database) if engine_core is None
+              else EngineElsewhereWriter(dsn, database, engine_core, home=0))
     # Our two threads by id: the event loop (consume, decode, verify, classify, rows, publish) and the
     # writer's (rows to JSON, then chDB's insert, which runs in the calling thread).
+    writer_tid = await writer._run(threading.get_native_id)
     names = {threading.get_native_id(): "event_loop",
-             await writer._run(threading.get_native_id): "writer(json+chdb_insert)"}
+             writer_tid: "writer(json+chdb_insert)" if engine_core is None else "writer"}
+    stop_mover = threading.Event()
+    if engine_core is not None:
+        keep_engine_threads_on(engine_core, set(names), stop_mover)
     processor = build_processor(settings, keyring)
     tune_gc_for_batches()  # as `pixeltrack process` does
     runner = KafkaRunner(bootstrap, f"bench-{uuid.uuid4().hex[:6]}", topics, processor, writer,
                          max_records=20_000, max_ms=1000)
+    # The clock and the CPU counts start as the first batch reaches the processor (group join and the
+    # first fetch are not throughput) and stop when the last batch is committed. Every hit is counted,
+    # and the window holds all their work: the first batch's processing, which nothing overlaps, and
+    # the last one's insert, which nothing follows, included (conservative by about a batch).
+    first: dict[str, Any] = {}
+    process = processor.process
+
+    def noting_process(records: Any, ctx: Any = None) -> Any:
+        if not first:
+            first.update(at=time.perf_counter(), cpu=thread_cpu(names),
+                         engine=writer.engine_cpu if isinstance(writer, EngineElsewhereWriter) else 0.0)
+        return process(records, ctx)
+
+    processor.process = noting_process  # type: ignore[method-assign]
     stop = asyncio.Event()
-    started = time.perf_counter()
     task = asyncio.create_task(runner.run(stop))
-    first_batch_at = None
-    cpu_before = thread_cpu(names)
-    cpu_at_first: dict[str, float] = {}
-    first_done = 0
     try:
-        while True:
-            await asyncio.sleep(0.25)
-            done = runner.records_done  # the runner's own count: polling ClickHouse would compete for the core
-            if first_batch_at is None and done:
-                first_batch_at = time.perf_counter()
-                cpu_at_first, first_done = thread_cpu(names), done
-            if done >= n:
-                break
+        while runner.records_done < n:  # the runner's own count: polling ClickHouse would compete for the core
+            await asyncio.sleep(0.01)
             if task.done():
                 task.result()
                 raise RuntimeError("processor stopped early")
-        # Rate from the first insert on, over the hits after it: group join and the first fetch are not
-        # throughput, and counting the first batch's hits over a clock started after them would
-        # inflate the rate (by a third on three batches).
-        elapsed = time.perf_counter() - (first_batch_at or started)
+        elapsed = time.perf_counter() - first["at"]
         cpu_after = thread_cpu(names)
-        measured = n - first_done
-        if measured <= 0:
-            raise RuntimeError(f"all {n:,} hits went in the first batch: give --hits several batches (20,000 each)")
         # CPU over the same hits: comparable across runs on a shared machine, where the wall-clock
         # rate also measures the neighbours.
-        split = cpu_split(cpu_at_first or cpu_before, cpu_after, measured)
-        spent = sum(cpu_after.values()) - sum((cpu_at_first or cpu_before).values())
-        return measured / elapsed, spent / measured * 1e6, split
+        split = cpu_split(first["cpu"], cpu_after, n)
+        spent = sum(cpu_after.values()) - sum(first["cpu"].values())
+        if isinstance(writer, EngineElsewhereWriter):
+            # The processor's own CPU: the event loop, and the writer's thread outside the inserts.
+            engine = writer.engine_cpu - first["engine"]
+            ours = sum(v - first["cpu"].get(k, 0.0) for k, v in cpu_after.items()
+                       if k in ("event_loop", "writer")) - engine
+            split = (f"processor={ours / n * 1e6:.1f} (its own core) engine_in_writer_thread="
+                     f"{engine / n * 1e6:.1f}; {split}")
+        return n / elapsed, spent / n * 1e6, split
     finally:
         stop.set()
+        stop_mover.set()
         await task
         await writer.close()
 
@@ -274,9 +327,8 @@ def main() -> None:
         keyring = Keyring({"b1": b"bench-secret-0123456789abcdef"}, "b1")
         topics = Topics(prefix="bench.")
         dsn = f"chdb://{tmp / 'chdb'}"
-        migrate(dsn, "bench", retention_days=3650)
 
-        async def run() -> tuple[int, float, float, float, str]:
+        async def run() -> tuple[int, float, tuple[float, float, str], tuple[float, float, str]]:
             admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
             await admin.start()
             await admin.create_topics([NewTopic(t, 4, 1) for t in (
@@ -285,15 +337,18 @@ def main() -> None:
             await admin.close()
             n = await produce(bootstrap, topics, keyring, args.hits)
             raw = await bare_consume(bootstrap, topics.hits_raw, n)
-            rate, cpu_us, split = await pipeline(bootstrap, topics, keyring, dsn, n)
-            return n, raw, rate, cpu_us, split
+            one_core = await pipeline(bootstrap, topics, keyring, dsn, n)
+            engine_elsewhere = await pipeline(bootstrap, topics, keyring, dsn, n, engine_core=1)
+            return n, raw, one_core, engine_elsewhere
 
-        n, raw, rate, cpu_us, split = asyncio.run(run())
+        n, raw, (rate, cpu_us, split), (rate2, _, split2) = asyncio.run(run())
         subprocess.run([str(KAFKA_SH), "stop", str(kafka_dir)], check=False)  # the summary needs no broker
         print(f"pipeline: {n:,} hits Kafka → decode → verify → classify → ClickHouse: {rate:,.0f} hits/s "
               f"(bare aiokafka consume: {raw:,.0f} records/s, ratio {rate / raw:.2f})")
         print(f"pipeline CPU: {cpu_us:.1f} µs per hit (≤ {1e6 / cpu_us:,.0f} hits/s on a whole core); "
               f"by thread, µs per hit: {split}")
+        print(f"pipeline with ClickHouse's work on core 1 (the processor alone on core 0, as beside a "
+              f"ClickHouse server): {rate2:,.0f} hits/s; CPU µs per hit: {split2}")
         if not args.events:  # --events 0: the pipeline alone
             return
         # In a process of its own that takes every core before its chDB starts: chDB sizes its pools

@@ -73,14 +73,17 @@ class ClickHouseWriter:
             # Rows go as JSONCompactEachRow encoded by orjson and parsed by ClickHouse itself: several
             # times faster than clickhouse-connect building native columns (and LowCardinality
             # dictionaries) in Python, and the same call for chDB and a server.
-            client.raw_insert(batch.table, column_names=list(batch.columns),
-                              insert_block=json_rows(batch.rows), fmt="JSONCompactEachRow",
-                              settings={"insert_deduplication_token": f"{token}/{batch.table}",
-                                        "deduplicate_blocks_in_dependent_materialized_views": 1})
+            self._insert(client, batch.table, batch.columns, json_rows(batch.rows), f"{token}/{batch.table}")
             metrics.INSERT_SECONDS.labels(batch.table).observe(time.perf_counter() - started)
             metrics.INSERT_ROWS.labels(batch.table).inc(len(batch.rows))
             written += len(batch.rows)
         return written
+
+    def _insert(self, client: Client, table: str, columns: Sequence[str], block: bytes, dedup_token: str) -> None:
+        """One table's encoded rows into ClickHouse (from here on, the engine's work, not ours)."""
+        client.raw_insert(table, column_names=list(columns), insert_block=block, fmt="JSONCompactEachRow",
+                          settings={"insert_deduplication_token": dedup_token,
+                                    "deduplicate_blocks_in_dependent_materialized_views": 1})
 
     async def write(self, batches: Sequence[TableRows], token: str, attempts: int = 4) -> int:
         """Inserts each table's rows; returns once ClickHouse has them, or raises after `attempts`.
