@@ -4,10 +4,14 @@ consume rate in the same run, and campaign_summary's time over millions of event
     .venv/bin/python bench/bench_pipeline.py [--hits 200000] [--events 5000000]
 
 Starts its own single-node Kafka broker (deploy/kafka/kafka.sh, pinned to core 1) and a chDB folder in
-a temporary directory; the benchmark process itself is pinned to core 0 (the processor's one core:
-its event loop, the ClickHouse writer thread and chDB's engine threads all share it). The rate counts
-the hits after the first batch, over the time after it; beside it, CPU microseconds per hit by thread
-(steadier than the rate on a shared machine).
+a temporary directory; the benchmark process itself is pinned to core 0. The processor runs twice over
+the same hits, each time in a consumer group and database of its own: first with everything on core 0
+(its event loop, the ClickHouse writer thread and chDB's engine threads share it: the embedded
+wiring on one core), then with ClickHouse's work on core 1 (chDB's inserts, which run in the writer's
+thread, and its pools), the processor alone on core 0 as it is beside a ClickHouse server. A rate
+spans the first batch reaching the processor to the last one committed; beside it, CPU microseconds
+per hit by thread (steadier than the rate on a shared machine), and in the second pass the
+processor's own share (the event loop, and the writer's thread outside the inserts).
 
 The summary is an analyst's query, not the processor's work: it runs in a process of its own with
 every core of the machine, as it would on a ClickHouse server (the broker stopped), over a chDB folder
