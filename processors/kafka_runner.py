@@ -64,23 +64,27 @@ class ResumeAfterClickHouse(ConsumerRebalanceListener):  # type: ignore[misc]
 
     Kafka's committed offset can lag ClickHouse (a crash between insert and commit); ClickHouse is
     the truth for what was written, so nothing is inserted twice whatever the new batch boundaries.
-    Before partitions are given up, the batch being written finishes (insert and commit, bounded by
-    `finish_timeout`), so their next owner reads positions that include it.
+    Before partitions are given up, every batch already fetched is inserted and committed (aiokafka
+    runs a rebalance beside the consumer's own work, and waits for this callback before rejoining),
+    so their next owner reads positions that include it; bounded by `finish_timeout`.
     """
 
     def __init__(self, consumer: AIOKafkaConsumer, writer: ClickHouseWriter,
-                 in_flight: Callable[[], asyncio.Task[None] | None] = lambda: None,
-                 finish_timeout: float = 60.0) -> None:
+                 all_written: asyncio.Event | None = None, finish_timeout: float = 60.0) -> None:
         self._consumer = consumer
         self._writer = writer
-        self._in_flight = in_flight
+        self._all_written = all_written
         self._finish_timeout = finish_timeout
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        task = self._in_flight()
-        if task is not None and not task.done():
-            # Not awaited directly: a failed write is the runner's to raise, and a cancel must not reach it.
-            await asyncio.wait({task}, timeout=self._finish_timeout)
+        if self._all_written is None or self._all_written.is_set():
+            return
+        try:
+            async with asyncio.timeout(self._finish_timeout):
+                await self._all_written.wait()
+        except TimeoutError:
+            log.warning("rebalance: a fetched batch is still not written after %.0f s; giving the partitions up",
+                        self._finish_timeout)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         stored = await self._writer.positions()
@@ -150,6 +154,9 @@ class KafkaRunner:
         self.batches_done = 0
         self.records_done = 0  # records whose batch was inserted and committed
         self._writing: asyncio.Task[None] | None = None  # the previous batch's insert, publish and commit
+        self._unwritten = 0  # batches fetched and not yet committed
+        self._all_written = asyncio.Event()
+        self._all_written.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -167,7 +174,7 @@ class KafkaRunner:
             await producer.start()
             t = self._topics
             consumer.subscribe([t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes],
-                               listener=ResumeAfterClickHouse(consumer, self._writer, lambda: self._writing))
+                               listener=ResumeAfterClickHouse(consumer, self._writer, self._all_written))
             try:
                 await consumer.start()
                 watch = MetadataWatch(self._brokers_lost_after)
@@ -204,8 +211,14 @@ class KafkaRunner:
         order, each batch's commit after its own insert."""
         records = [r for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for r in batches[tp]]
         ranges = {tp: (msgs[0].offset, msgs[-1].offset) for tp, msgs in batches.items()}
-        out = await process_batch(self._processor, self._writer, records)
-        await self._written()
+        self._unwritten += 1
+        self._all_written.clear()
+        try:
+            out = await process_batch(self._processor, self._writer, records)
+            await self._written()
+        except BaseException:
+            self._settled()
+            raise
         self._writing = asyncio.create_task(self._write(consumer, producer, records, ranges, out),
                                             name="pixeltrack-processor-write")
         # Let it hand its insert to the writer's thread now: the next getmany may return without
@@ -214,24 +227,36 @@ class KafkaRunner:
 
     async def _write(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, records: list[Any],
                      ranges: dict[TopicPartition, tuple[int, int]], out: BatchOutput) -> None:
-        await write_batch(self._writer, out, batch_token(ranges))
-        # Dead letters and classified events go out after the insert and before the commit: a crash in
-        # between re-sends them (at least once; consumers key on ids and revisions).
-        futures = [await producer.send(r.topic, r.value, key=r.key) for r in out.to_dlq]
-        futures += await send_batches(producer, out.classified, out.classified_partitions)
-        if futures:
-            await asyncio.gather(*futures)
-        if self._after_insert is not None:
-            await self._after_insert(self.batches_done)
-        # Offsets are committed only after the insert returned and the dead letters were acknowledged.
         try:
-            await consumer.commit({tp: b + 1 for tp, (_, b) in ranges.items()})
-        except (CommitFailedError, KafkaError) as exc:
-            # A rebalance took the partitions: the next owner resumes after ClickHouse's positions.
-            log.warning("commit failed after insert (%s); positions in ClickHouse cover it", exc)
-        for tp in ranges:
-            high = consumer.highwater(tp)
-            if high is not None:
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - ranges[tp][1] - 1))
-        self.batches_done += 1
-        self.records_done += len(records)
+            await write_batch(self._writer, out, batch_token(ranges))
+            # Dead letters and classified events go out after the insert and before the commit: a crash in
+            # between re-sends them (at least once; consumers key on ids and revisions).
+            futures = [await producer.send(r.topic, r.value, key=r.key) for r in out.to_dlq]
+            futures += await send_batches(producer, out.classified, out.classified_partitions)
+            if futures:
+                await asyncio.gather(*futures)
+            if self._after_insert is not None:
+                await self._after_insert(self.batches_done)
+            # Offsets are committed only after the insert returned and the dead letters were acknowledged.
+            try:
+                await consumer.commit({tp: b + 1 for tp, (_, b) in ranges.items()})
+            except (CommitFailedError, KafkaError) as exc:
+                # A rebalance took the partitions: the next owner resumes after ClickHouse's positions.
+                log.warning("commit failed after insert (%s); positions in ClickHouse cover it", exc)
+            assigned = consumer.assignment()
+            for tp in ranges:
+                # Only partitions still ours: aiokafka asserts on a revoked one (a rebalance that
+                # outwaited this batch).
+                high = consumer.highwater(tp) if tp in assigned else None
+                if high is not None:
+                    metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - ranges[tp][1] - 1))
+            self.batches_done += 1
+            self.records_done += len(records)
+        finally:
+            self._settled()  # also when it failed: the runner then ends, and a rebalance must not wait on
+
+    def _settled(self) -> None:
+        """A fetched batch is committed, or will never be (the runner is ending)."""
+        self._unwritten -= 1
+        if not self._unwritten:
+            self._all_written.set()

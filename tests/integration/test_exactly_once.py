@@ -196,3 +196,43 @@ async def test_a_batch_is_processed_while_the_previous_one_is_inserted_and_commi
                       for step in (("insert", 0), ("inserted", 0), ("commit", k))]
     assert clickhouse.rows("SELECT count(), uniqExact(hit_id) FROM events WHERE sign = 1 AND revision = 0") == [
         (len(hits), len(hits))]
+
+
+async def test_a_processor_joining_mid_stream_counts_nothing_twice(
+        settings: Settings, keyring: Keyring, kafka_bootstrap: str, kafka_topics: Topics,
+        clickhouse: ClickHouseDb) -> None:
+    """A second processor joins the group while the first has batches fetched, processed and being
+    inserted: the partitions it takes over resume after what the first wrote, never before."""
+    sim = simulate(load_patterns(FIXTURE), "join", n_sends=600, engaged_share=1.0, seed=5)
+    hits = [r for r in sim.records(keyring, kafka_topics) if r.topic == kafka_topics.hits_raw]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(r.topic, r.value, key=r.key) for r in hits])
+    finally:
+        await producer.stop()
+    s = settings.model_copy(update={"topic_prefix": kafka_topics.prefix})
+    group = f"g-join-{kafka_topics.prefix}"
+    writers = [SlowWriter(clickhouse.dsn, clickhouse.database, []) for _ in range(2)]
+    first, second = (KafkaRunner(kafka_bootstrap, group, kafka_topics, build_processor(s, keyring), w,
+                                 max_records=60, max_ms=50) for w in writers)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(first.run(stop))]
+
+    def stored() -> int:
+        return int(clickhouse.rows("SELECT uniqExact(hit_id) FROM events")[0][0])
+
+    try:
+        await eventually(lambda: first.batches_done >= 2, timeout=60, what="the first processor under way")
+        tasks.append(asyncio.create_task(second.run(stop)))
+        await eventually(lambda: stored() >= len(hits) or any(t.done() for t in tasks), timeout=120,
+                         what="every hit stored")
+        assert second.records_done > 0, "the second processor never took a partition"
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        for w in writers:
+            await w.close()
+    assert stored() == len(hits)
+    assert clickhouse.rows("SELECT count() FROM (SELECT hit_id FROM events WHERE sign = 1 AND revision = 0 "
+                           "GROUP BY hit_id HAVING count() > 1)") == [(0,)]
