@@ -91,7 +91,6 @@ def _clean(text: str) -> str:
 
 
 TASK_CANCEL_WAIT = 1.0  # shutdown: how long the edge's own tasks get to end once cancelled
-MAX_CACHED_HOSTS = 1024  # Host header -> tenant lookups remembered (tracking domains are few)
 
 
 KEPT = frozenset(KEPT_HEADERS)
@@ -135,7 +134,7 @@ def compact(data: bytes) -> bytes:
 class Edge:
     """Per-app state the handlers use. Handlers parse, enqueue and answer; nothing else."""
 
-    __slots__ = ("_counters", "_dlq_topic", "_hosts", "_ids", "_pending", "_prefix", "_raw_topic", "click_id_param",
+    __slots__ = ("_counters", "_dlq_topic", "_ids", "_pending", "_prefix", "_raw_topic", "click_id_param",
                  "dnt", "edge_id", "forwarder", "ips", "tenants", "topics")
 
     def __init__(self, tenants: TenantRegistry, forwarder: Forwarder, ips: ClientIpResolver, edge_id: str,
@@ -143,7 +142,6 @@ class Edge:
         self.tenants = tenants
         self.click_id_param = click_id_param
         self.dnt = dnt
-        self._hosts: dict[str, tuple[str, Keyring] | None] = {}
         self.forwarder = forwarder
         self.ips = ips
         self.edge_id = edge_id
@@ -159,12 +157,7 @@ class Edge:
         """The payload of a genuine token for the tenant whose domain was fetched, or TokenError: a
         token is checked with that tenant's keys and must name that tenant, so one tenant's token never
         redirects from another's domain. Hosts no tenant claims use the settings' keys (tenant "")."""
-        try:
-            found = self._hosts[host]
-        except KeyError:
-            found = self.tenants.for_host(host)
-            if len(self._hosts) < MAX_CACHED_HOSTS:
-                self._hosts[host] = found
+        found = self.tenants.for_host(host)
         if found is None:
             raise TokenError("unknown_host", host[:100])
         tenant, keyring = found
@@ -176,7 +169,7 @@ class Edge:
         return payload
 
     def keyring_of(self, host: str) -> Keyring | None:
-        found = self._hosts.get(host) or self.tenants.for_host(host)
+        found = self.tenants.for_host(host)
         return found[1] if found else None
 
     def do_not_track(self, payload: TokenPayload) -> bool:

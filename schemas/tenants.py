@@ -15,6 +15,8 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|^localhost$|^127\.0\.0\.1$")
 
 
+MAX_REMEMBERED_HOSTS = 1024  # Host headers whose tenant is remembered (tracking domains are few)
+
 @dataclass(frozen=True, slots=True)
 class Tenant:
     name: str
@@ -36,9 +38,13 @@ class TenantRegistry:
     tenants: dict[str, Tenant] = field(default_factory=dict)
     default: Keyring | None = None  # the settings' keys: tenant "" on any host no tenant claims
     _by_host: dict[str, tuple[str, Keyring]] = field(default_factory=dict)
+    # for_host's answers by Host header as received: the edge and the processors ask once a fetch, and
+    # normalising the header costs more than the lookup. Bounded: Host headers are the client's to choose.
+    _seen: dict[str, tuple[str, Keyring] | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._by_host = {}
+        self._seen = {}
         for t in self.tenants.values():
             ring = t.keyring()
             for d in t.domains:
@@ -54,10 +60,16 @@ class TenantRegistry:
     def for_host(self, host: str) -> tuple[str, Keyring] | None:
         """(tenant, keyring) for a request's Host, or None when no tenant serves it and there is no
         default keyring."""
+        try:
+            return self._seen[host]
+        except KeyError:
+            pass
         found = self._by_host.get(self._host(host))
-        if found is not None:
-            return found
-        return ("", self.default) if self.default is not None else None
+        if found is None and self.default is not None:
+            found = ("", self.default)
+        if len(self._seen) < MAX_REMEMBERED_HOSTS:
+            self._seen[host] = found
+        return found
 
     def for_tenant(self, name: str) -> Keyring | None:
         if name in self.tenants:

@@ -1,0 +1,34 @@
+"""TenantRegistry.for_host: which tenant's keys check a token fetched on a host."""
+
+from __future__ import annotations
+
+from schemas.tenants import MAX_REMEMBERED_HOSTS, Tenant, TenantRegistry
+from schemas.tokens import Keyring, new_secret
+
+DEFAULT = Keyring({"d1": b"default-secret-0123456789"}, "d1")
+
+
+def acme() -> Tenant:
+    return Tenant("acme", ("t.acme.example",), f"k1:{new_secret()}", "k1", ())
+
+
+def test_a_host_is_its_tenants_in_any_spelling_and_elsewhere_the_default() -> None:
+    reg = TenantRegistry({"acme": acme()}, DEFAULT)
+    for spelling in ("t.acme.example", "T.ACME.EXAMPLE:8443", "t.acme.example.", " t.acme.example"):
+        found = reg.for_host(spelling)
+        assert found is not None
+        assert found[0] == "acme"
+    assert reg.for_host("t.acme.example") == reg.for_host("T.ACME.EXAMPLE:8443")  # remembered, same answer
+    assert reg.for_host("shop.example") == ("", DEFAULT)
+    assert TenantRegistry({"acme": acme()}).for_host("shop.example") is None
+    assert TenantRegistry({"acme": acme()}).for_host("shop.example") is None  # and again, remembered
+
+
+def test_hosts_remembered_are_bounded_and_answers_stay_right_past_the_bound() -> None:
+    reg = TenantRegistry({"acme": acme()})
+    for i in range(MAX_REMEMBERED_HOSTS + 50):
+        assert reg.for_host(f"h{i}.example") is None
+    assert len(reg._seen) == MAX_REMEMBERED_HOSTS
+    found = reg.for_host("T.Acme.Example")
+    assert found is not None
+    assert found[0] == "acme"
