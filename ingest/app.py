@@ -522,12 +522,16 @@ def create_app(settings: Settings, publisher: Publisher | None = None,
         finally:
             for task in tasks:
                 task.cancel()
-            # Bounded: a task that does not end on its cancel is named and left behind, and the drain
-            # and the spool's close still run.
-            _, stuck = await asyncio.wait(tasks, timeout=TASK_CANCEL_WAIT)
+            # Bounded: a task that does not end on its cancel is named and left behind (an adopted
+            # spool's replay may still be closing its producer), and the drain and the spool's close
+            # still run.
+            ended, stuck = await asyncio.wait(tasks, timeout=TASK_CANCEL_WAIT)
             for task in stuck:
-                log.error("shutdown: %s did not end within %.0f s of its cancel; going on without it",
-                          task.get_name(), TASK_CANCEL_WAIT)
+                log.warning("shutdown: %s did not end within %.0f s of its cancel; going on without it",
+                            task.get_name(), TASK_CANCEL_WAIT)
+            for task in ended:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("shutdown: %s had failed: %r", task.get_name(), task.exception())
             try:
                 await forwarder.drain(drain_timeout)
                 with contextlib.suppress(Exception):

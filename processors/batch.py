@@ -24,6 +24,10 @@ class Lookups:
     conversion_keys: list[tuple[str, str]] = field(default_factory=list)  # (tenant, idempotency key)
     messages: list[tuple[str, str]] = field(default_factory=list)  # (tenant, message): campaign, variant?
 
+    def __bool__(self) -> bool:
+        """Whether there is anything to ask."""
+        return bool(self.hit_ids or self.conversion_keys or self.messages)
+
 
 @dataclass(frozen=True, slots=True)
 class BatchContext:

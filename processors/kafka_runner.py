@@ -12,13 +12,15 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from processors import metrics
 from processors.pipeline import BatchOutput, HitProcessor
-from processors.step import process_batch, write_batch
+from processors.step import write_batch
 from processors.writer import ClickHouseWriter
 from schemas.aio import finish_within
 from schemas.records import Record
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
+
+WRITE_FINISH_TIMEOUT = 60.0  # a batch's insert, publish and commit, when a rebalance or a stop waits on it
 
 
 def batch_token(ranges: dict[TopicPartition, tuple[int, int]]) -> str:
@@ -70,7 +72,7 @@ class ResumeAfterClickHouse(ConsumerRebalanceListener):  # type: ignore[misc]
     """
 
     def __init__(self, consumer: AIOKafkaConsumer, writer: ClickHouseWriter,
-                 all_written: asyncio.Event | None = None, finish_timeout: float = 60.0) -> None:
+                 all_written: asyncio.Event | None = None, finish_timeout: float = WRITE_FINISH_TIMEOUT) -> None:
         self._consumer = consumer
         self._writer = writer
         self._all_written = all_written
@@ -188,14 +190,28 @@ class KafkaRunner:
                     watch.check(known_brokers(consumer), loop.time())
                 await self._written()  # stopping: the last batch is inserted and committed first
             finally:
-                if self._writing is not None and not self._writing.done():
-                    self._writing.cancel()  # an error above: its offsets stay uncommitted, replayed
+                await self._abandon_write()
                 await consumer.stop()
         finally:
             try:
                 await finish_within(producer.stop(), 10)  # bounded: a flush can wait on a dead broker
             except TimeoutError:
                 log.warning("output producer did not stop within 10 s")
+
+    async def _abandon_write(self) -> None:
+        """The runner is ending on an error: the batch in flight may still be inserting on the writer's
+        thread, where a cancel cannot stop it. It gets to finish (and commit, which is safe after its
+        own insert), bounded, before the group is left: else its rows could land after the partitions'
+        next owner read ClickHouse's positions."""
+        task, self._writing = self._writing, None
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=WRITE_FINISH_TIMEOUT)
+        if not done:
+            log.error("stopping: the batch in flight is not written after %.0f s; leaving it", WRITE_FINISH_TIMEOUT)
+            task.cancel()
+        elif not task.cancelled() and task.exception() is not None:
+            log.error("stopping: the batch in flight failed too: %r", task.exception())
 
     async def _written(self) -> None:
         """Waits for the previous batch's insert, publish and commit; raises what failed it."""
@@ -214,7 +230,12 @@ class KafkaRunner:
         self._unwritten += 1
         self._all_written.clear()
         try:
-            out = await process_batch(self._processor, self._writer, records)
+            want = self._processor.lookups(records)
+            if want:
+                # Its answers must see what the batch in flight writes (a send, a hit now re-sent),
+                # retries included: only such batches wait for it first.
+                await self._written()
+            out = self._processor.process(records, await self._writer.lookup(want))
             await self._written()
         except BaseException:
             self._settled()

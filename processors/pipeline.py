@@ -155,18 +155,20 @@ class HitProcessor:
         started = time.perf_counter()
         t = self._topics
         hits_raw, stored = t.hits_raw, ctx.stored_hit_ids  # (a property: read once, not per record)
-        for record in records:
-            if record.topic == hits_raw:
-                self._hit(out, record, stored)
-            elif record.topic == t.hits_dlq:
-                self._dead_letter_row(out, record)
-            elif record.topic == t.sends:
-                self._send(out, record)
-            elif record.topic == t.conversions:
-                self._conversion(out, record, ctx)
-            elif record.topic == t.unsubscribes:
-                self._unsubscribe(out, record)
-        self._count_hits()
+        try:
+            for record in records:
+                if record.topic == hits_raw:
+                    self._hit(out, record, stored)
+                elif record.topic == t.hits_dlq:
+                    self._dead_letter_row(out, record)
+                elif record.topic == t.sends:
+                    self._send(out, record)
+                elif record.topic == t.conversions:
+                    self._conversion(out, record, ctx)
+                elif record.topic == t.unsubscribes:
+                    self._unsubscribe(out, record)
+        finally:
+            self._count_hits()
         metrics.BATCH_SECONDS.labels("classify").observe(time.perf_counter() - started)
         return out
 

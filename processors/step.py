@@ -10,14 +10,6 @@ from processors.pipeline import BatchOutput, HitProcessor, SourceRecord
 from processors.writer import ClickHouseWriter
 
 
-async def process_batch(processor: HitProcessor, writer: ClickHouseWriter,
-                        records: Sequence[SourceRecord]) -> BatchOutput:
-    """Looks up what the batch needs in ClickHouse (only re-sent hits and conversions ask anything; the
-    lookup runs on the writer's thread, after any insert already queued there), then processes it."""
-    context = await writer.lookup(processor.lookups(records))
-    return processor.process(records, context)
-
-
 async def write_batch(writer: ClickHouseWriter, out: BatchOutput, token: str) -> None:
     """Inserts a processed batch's rows under the dedup `token`; returns once ClickHouse has them."""
     started = time.perf_counter()
@@ -27,8 +19,8 @@ async def write_batch(writer: ClickHouseWriter, out: BatchOutput, token: str) ->
 
 async def process_and_write(processor: HitProcessor, writer: ClickHouseWriter, records: Sequence[SourceRecord],
                             token: str) -> BatchOutput:
-    """Both steps, one after the other. Returns once ClickHouse has the rows; the caller then publishes
-    dead letters and acknowledges."""
-    out = await process_batch(processor, writer, records)
+    """Looks up what the batch needs, processes it, and inserts its rows under the dedup `token`.
+    Returns once ClickHouse has the rows; the caller then publishes dead letters and acknowledges."""
+    out = processor.process(records, await writer.lookup(processor.lookups(records)))
     await write_batch(writer, out, token)
     return out

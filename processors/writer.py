@@ -41,8 +41,10 @@ class ClickHouseWriter:
     answer, or a batch replayed with the same token, is stored once.
     """
 
-    def __init__(self, dsn: str, database: str = DEFAULT_DATABASE) -> None:
+    def __init__(self, dsn: str, database: str = DEFAULT_DATABASE, retry_delay: float = 0.2) -> None:
+        """`retry_delay`: seconds before a failed insert's first retry (tripled for each further one)."""
         self._dsn = dsn
+        self._retry_delay = retry_delay
         self._database = database
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixeltrack-clickhouse")
         self._client: Client | None = None
@@ -88,7 +90,7 @@ class ClickHouseWriter:
     async def write(self, batches: Sequence[TableRows], token: str, attempts: int = 4) -> int:
         """Inserts each table's rows; returns once ClickHouse has them, or raises after `attempts`.
         A retry re-sends every table with the same tokens, so what already landed is not doubled."""
-        delay = 0.2
+        delay = self._retry_delay
         for attempt in range(1, attempts + 1):
             try:
                 return await self._run(lambda: self.write_sync(batches, token))
@@ -135,7 +137,7 @@ class ClickHouseWriter:
     async def lookup(self, want: Lookups) -> BatchContext:
         """Answers a batch's Lookups: which re-sent hits and conversion keys ClickHouse holds already,
         and the campaign, variant and recipient of messages named by conversions."""
-        if not (want.hit_ids or want.conversion_keys or want.messages):
+        if not want:
             return BatchContext()
         return await self._run(lambda: self.lookup_sync(want))
 

@@ -28,6 +28,7 @@ async def finish_within(aw: Awaitable[T], timeout: float) -> T:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except asyncio.CancelledError:
         task.cancel()
+        task.add_done_callback(_retrieve)
         raise
     if not done:
         task.cancel()

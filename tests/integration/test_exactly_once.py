@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pixeltrack.simulate import load_patterns, simulate
 from pixeltrack.wiring import build_processor
 from processors.batch import TableRows
 from processors.kafka_runner import KafkaRunner
 from processors.writer import ClickHouseWriter
+from schemas.sends import Conversion, Send
 from schemas.settings import Settings
 from schemas.tokens import Keyring
 from schemas.topics import Topics
@@ -236,3 +237,100 @@ async def test_a_processor_joining_mid_stream_counts_nothing_twice(
     assert stored() == len(hits)
     assert clickhouse.rows("SELECT count() FROM (SELECT hit_id FROM events WHERE sign = 1 AND revision = 0 "
                            "GROUP BY hit_id HAVING count() > 1)") == [(0,)]
+
+
+class FlakySendsWriter(ClickHouseWriter):
+    """The real writer whose first insert into `sends` fails (a lost connection), and says so."""
+
+    def __init__(self, dsn: str, database: str, failed: Callable[[], None]) -> None:
+        super().__init__(dsn, database, retry_delay=2.0)  # a long pause before the retry
+        self._failed = failed
+        self.failures = 0
+
+    def _insert(self, client: Any, table: str, columns: Sequence[str], block: bytes, dedup_token: str) -> None:
+        if table == "sends" and not self.failures:
+            self.failures += 1
+            self._failed()
+            raise ConnectionError("connection reset")
+        super()._insert(client, table, columns, block, dedup_token)
+
+
+async def test_a_conversion_fetched_while_its_send_is_retried_is_still_attributed(
+        settings: Settings, keyring: Keyring, kafka_bootstrap: str, kafka_topics: Topics,
+        clickhouse: ClickHouseDb) -> None:
+    """The next batch's ClickHouse lookup waits for the batch in flight, retries included: a conversion
+    naming only its message finds the send that batch carries."""
+    send = Send("", "retry", "B", "m-retry", "r-retry", 1_790_000_000.0, "example.com", 1)
+    conversion = Conversion("", "order-1", 1_790_000_100.0, 25.0, "EUR", message="m-retry")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+    await producer.start()
+    loop = asyncio.get_running_loop()
+    failed = asyncio.Event()
+    writer = FlakySendsWriter(clickhouse.dsn, clickhouse.database, lambda: loop.call_soon_threadsafe(failed.set))
+    runner = KafkaRunner(kafka_bootstrap, f"g-retry-{kafka_topics.prefix}", kafka_topics,
+                         build_processor(settings.model_copy(update={"topic_prefix": kafka_topics.prefix}), keyring),
+                         writer, max_records=100, max_ms=50)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await (await producer.send(kafka_topics.sends, send.encode(), key=b"m-retry"))
+        await asyncio.wait_for(failed.wait(), 60)  # the send's batch is now waiting to retry its insert
+        await (await producer.send(kafka_topics.conversions, conversion.encode(), key=b"m-retry"))
+        await eventually(lambda: clickhouse.rows("SELECT count() FROM conversions")[0][0] > 0
+                         or clickhouse.rows("SELECT count() FROM dead_letters")[0][0] > 0 or task.done(),
+                         timeout=60, what="the conversion stored or refused")
+    finally:
+        stop.set()
+        await producer.stop()
+        await asyncio.wait_for(task, 30)
+        await writer.close()
+    assert writer.failures == 1
+    assert clickhouse.rows("SELECT campaign, variant, recipient_id, value FROM conversions") == [
+        ("retry", "B", "r-retry", 25.0)]
+
+
+class Boom(Exception):
+    """Stands for the processor failing on a batch."""
+
+
+async def test_a_runner_ending_on_an_error_lets_the_batch_in_flight_finish_and_commit(
+        settings: Settings, keyring: Keyring, kafka_bootstrap: str, kafka_topics: Topics,
+        clickhouse: ClickHouseDb) -> None:
+    """The insert on the writer's thread cannot be cancelled: the runner waits for it and commits it
+    before leaving the group, so the partitions' next owner resumes after it."""
+    sim = simulate(load_patterns(FIXTURE), "boom", n_sends=200, engaged_share=1.0, seed=3)
+    hits = [r for r in sim.records(keyring, kafka_topics) if r.topic == kafka_topics.hits_raw]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(r.topic, r.value, key=r.key) for r in hits])
+    finally:
+        await producer.stop()
+    writer = SlowWriter(clickhouse.dsn, clickhouse.database, [])
+    processor = build_processor(settings.model_copy(update={"topic_prefix": kafka_topics.prefix}), keyring)
+    sizes: list[int] = []
+    process = processor.process
+
+    def failing_second(records: Any, ctx: Any = None) -> Any:
+        sizes.append(len(records))
+        if len(sizes) == 2:
+            raise Boom
+        return process(records, ctx)
+
+    processor.process = failing_second  # type: ignore[method-assign]
+    group = f"g-boom-{kafka_topics.prefix}"
+    runner = KafkaRunner(kafka_bootstrap, group, kafka_topics, processor, writer, max_records=50, max_ms=50)
+    try:
+        with pytest.raises(Boom):
+            await asyncio.wait_for(runner.run(asyncio.Event()), 60)
+    finally:
+        await writer.close()
+    assert runner.records_done == sizes[0]  # the first batch was written while the second failed
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        committed = [await consumer.committed(TopicPartition(kafka_topics.hits_raw, p)) for p in range(4)]
+    finally:
+        await consumer.stop()
+    assert sum(c or 0 for c in committed) == sizes[0]
+    assert clickhouse.rows("SELECT count() FROM events WHERE revision = 0") == [(sizes[0],)]
