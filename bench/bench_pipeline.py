@@ -8,7 +8,8 @@ a temporary directory; the benchmark process itself is pinned to core 0. The pro
 the same hits, each time in a consumer group and database of its own: first with everything on core 0
 (its event loop, the ClickHouse writer thread and chDB's engine threads share it: the embedded
 wiring on one core), then with ClickHouse's work on core 1 (chDB's inserts, which run in the writer's
-thread, and its pools), the processor alone on core 0 as it is beside a ClickHouse server. A rate
+thread, and its pools; the broker shares that core), the processor alone on core 0 as it is beside a
+ClickHouse server. A rate
 spans the first batch reaching the processor to the last one committed; beside it, CPU microseconds
 per hit by thread (steadier than the rate on a shared machine), and in the second pass the
 processor's own share (the event loop, and the writer's thread outside the inserts).
@@ -351,8 +352,8 @@ def main() -> None:
               f"(bare aiokafka consume: {raw:,.0f} records/s, ratio {rate / raw:.2f})")
         print(f"pipeline CPU: {cpu_us:.1f} µs per hit (≤ {1e6 / cpu_us:,.0f} hits/s on a whole core); "
               f"by thread, µs per hit: {split}")
-        print(f"pipeline with ClickHouse's work on core 1 (the processor alone on core 0, as beside a "
-              f"ClickHouse server): {rate2:,.0f} hits/s; CPU µs per hit: {split2}")
+        print(f"pipeline with ClickHouse's work on core 1, beside the broker (the processor alone on core 0, "
+              f"as beside a ClickHouse server): {rate2:,.0f} hits/s; CPU µs per hit: {split2}")
         if not args.events:  # --events 0: the pipeline alone
             return
         # In a process of its own that takes every core before its chDB starts: chDB sizes its pools
