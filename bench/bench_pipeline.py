@@ -9,10 +9,10 @@ the same hits, each time in a consumer group and database of its own: first with
 (its event loop, the ClickHouse writer thread and chDB's engine threads share it: the embedded
 wiring on one core), then with ClickHouse's work on core 1 (chDB's inserts, which run in the writer's
 thread, and its pools; the broker shares that core), the processor alone on core 0 as it is beside a
-ClickHouse server. A rate
-spans the first batch reaching the processor to the last one committed; beside it, CPU microseconds
-per hit by thread (steadier than the rate on a shared machine), and in the second pass the
-processor's own share (the event loop, and the writer's thread outside the inserts).
+ClickHouse server. A rate spans the first batch reaching the processor to the last one committed;
+beside it, CPU microseconds per hit by thread (steadier than the rate on a shared machine), and in
+the second pass the processor's own share (the event loop, and the writer's thread outside the
+inserts).
 
 The summary is an analyst's query, not the processor's work: it runs in a process of its own with
 every core of the machine, as it would on a ClickHouse server (the broker stopped), over a chDB folder
