@@ -67,8 +67,9 @@ class TenantRegistry:
         found = self._by_host.get(self._host(host))
         if found is None and self.default is not None:
             found = ("", self.default)
-        if len(self._seen) < MAX_REMEMBERED_HOSTS:
-            self._seen[host] = found
+        if len(self._seen) >= MAX_REMEMBERED_HOSTS:
+            self._seen.clear()  # junk Host headers filled it: start again rather than stop remembering
+        self._seen[host] = found
         return found
 
     def for_tenant(self, name: str) -> Keyring | None:

@@ -28,7 +28,8 @@ def test_hosts_remembered_are_bounded_and_answers_stay_right_past_the_bound() ->
     reg = TenantRegistry({"acme": acme()})
     for i in range(MAX_REMEMBERED_HOSTS + 50):
         assert reg.for_host(f"h{i}.example") is None
-    assert len(reg._seen) == MAX_REMEMBERED_HOSTS
-    found = reg.for_host("T.Acme.Example")
+        assert len(reg._seen) <= MAX_REMEMBERED_HOSTS
+    found = reg.for_host("T.Acme.Example")  # junk hosts did not crowd a real one out
     assert found is not None
     assert found[0] == "acme"
+    assert "T.Acme.Example" in reg._seen
