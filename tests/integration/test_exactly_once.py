@@ -17,6 +17,7 @@ from pixeltrack.wiring import build_processor
 from processors.batch import TableRows
 from processors.kafka_runner import KafkaRunner
 from processors.writer import ClickHouseWriter
+from schemas.records import Record
 from schemas.sends import Conversion, Send
 from schemas.settings import Settings
 from schemas.tokens import Keyring
@@ -48,6 +49,20 @@ async def run_until(runner: KafkaRunner, done: Callable[[], bool]) -> None:
         stop.set()
         with contextlib.suppress(Crash):
             await asyncio.wait_for(task, 30)
+
+
+async def produce_hits(bootstrap: str, topics: Topics, keyring: Keyring, campaign: str, sends: int,
+                       seed: int) -> list[Record]:
+    """A simulated campaign's hits (every recipient engaged), produced to hits.raw; returns them."""
+    sim = simulate(load_patterns(FIXTURE), campaign, n_sends=sends, engaged_share=1.0, seed=seed)
+    hits = [r for r in sim.records(keyring, topics) if r.topic == topics.hits_raw]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(r.topic, r.value, key=r.key) for r in hits])
+    finally:
+        await producer.stop()
+    return hits
 
 
 def snapshot(db: ClickHouseDb) -> list[list[tuple[object, ...]]]:
@@ -158,15 +173,7 @@ async def test_a_batch_is_processed_while_the_previous_one_is_inserted_and_commi
         clickhouse: ClickHouseDb) -> None:
     """The processor's work and ClickHouse's overlap; inserts and commits stay one at a time and in
     order, each batch's commit after its own insert; a stop commits the last batch."""
-    patterns = load_patterns(FIXTURE)
-    sim = simulate(patterns, "overlap", n_sends=400, engaged_share=1.0, seed=11)
-    hits = [r for r in sim.records(keyring, kafka_topics) if r.topic == kafka_topics.hits_raw]
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
-    await producer.start()
-    try:
-        await asyncio.gather(*[await producer.send(r.topic, r.value, key=r.key) for r in hits])
-    finally:
-        await producer.stop()
+    hits = await produce_hits(kafka_bootstrap, kafka_topics, keyring, "overlap", 400, seed=11)
     log: list[tuple[str, int]] = []
     writer = SlowWriter(clickhouse.dsn, clickhouse.database, log)
     processor = build_processor(settings.model_copy(update={"topic_prefix": kafka_topics.prefix}), keyring)
@@ -204,14 +211,7 @@ async def test_a_processor_joining_mid_stream_counts_nothing_twice(
         clickhouse: ClickHouseDb) -> None:
     """A second processor joins the group while the first has batches fetched, processed and being
     inserted: the partitions it takes over resume after what the first wrote, never before."""
-    sim = simulate(load_patterns(FIXTURE), "join", n_sends=600, engaged_share=1.0, seed=5)
-    hits = [r for r in sim.records(keyring, kafka_topics) if r.topic == kafka_topics.hits_raw]
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
-    await producer.start()
-    try:
-        await asyncio.gather(*[await producer.send(r.topic, r.value, key=r.key) for r in hits])
-    finally:
-        await producer.stop()
+    hits = await produce_hits(kafka_bootstrap, kafka_topics, keyring, "join", 600, seed=5)
     s = settings.model_copy(update={"topic_prefix": kafka_topics.prefix})
     group = f"g-join-{kafka_topics.prefix}"
     writers = [SlowWriter(clickhouse.dsn, clickhouse.database, []) for _ in range(2)]
@@ -298,14 +298,7 @@ async def test_a_runner_ending_on_an_error_lets_the_batch_in_flight_finish_and_c
         clickhouse: ClickHouseDb) -> None:
     """The insert on the writer's thread cannot be cancelled: the runner waits for it and commits it
     before leaving the group, so the partitions' next owner resumes after it."""
-    sim = simulate(load_patterns(FIXTURE), "boom", n_sends=200, engaged_share=1.0, seed=3)
-    hits = [r for r in sim.records(keyring, kafka_topics) if r.topic == kafka_topics.hits_raw]
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
-    await producer.start()
-    try:
-        await asyncio.gather(*[await producer.send(r.topic, r.value, key=r.key) for r in hits])
-    finally:
-        await producer.stop()
+    await produce_hits(kafka_bootstrap, kafka_topics, keyring, "boom", 200, seed=3)
     writer = SlowWriter(clickhouse.dsn, clickhouse.database, [])
     processor = build_processor(settings.model_copy(update={"topic_prefix": kafka_topics.prefix}), keyring)
     sizes: list[int] = []
