@@ -133,8 +133,10 @@ def known_brokers(consumer: AIOKafkaConsumer) -> int:
 
 
 class KafkaRunner:
-    """Consumes hits.raw and hits.dlq, processes a batch, inserts it, produces its dead letters, and
-    only then commits its offsets: at-least-once into Kafka offsets, exactly-once into ClickHouse."""
+    """Consumes hits.raw, hits.dlq, sends, conversions and unsubscribes; processes each batch while the
+    previous one is inserted; inserts a batch, produces its dead letters and classified events, and
+    only then commits its offsets, one batch at a time and in order: at-least-once into Kafka offsets,
+    exactly-once into ClickHouse."""
 
     def __init__(self, bootstrap: str, group: str, topics: Topics, processor: HitProcessor,
                  writer: ClickHouseWriter, max_records: int = 5000, max_ms: int = 500,
@@ -184,7 +186,7 @@ class KafkaRunner:
                 while not stop.is_set():
                     batches = await consumer.getmany(timeout_ms=self._max_ms, max_records=self._max_records)
                     if self._writing is not None and self._writing.done():
-                        self._writing.result()  # a failed write ends the runner now, not a batch later
+                        await self._written()  # a failed write ends the runner now, not a batch later
                     if batches:
                         await self._handle(consumer, producer, batches)
                     watch.check(known_brokers(consumer), loop.time())
