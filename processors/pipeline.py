@@ -74,6 +74,7 @@ class BatchOutput:
 
 
 VERIFIED_CACHE = 50_000
+RECENT_SENDS = 50_000  # more than two batches of sends at the default batch_max_records (20,000)
 
 
 class RecentIds:
@@ -119,6 +120,11 @@ class HitProcessor:
         self._publish_classified = publish_classified
         self._recent = RecentIds()
         self._recent_conversions = RecentIds(50_000)
+        # Sends processed lately, (tenant, message) → (campaign, variant, recipient): a conversion naming
+        # only its message is attributed from here when its send is in the same batch or the one still
+        # being inserted, which ClickHouse cannot answer for yet (a replay from the start reads sends
+        # and conversions together). FIFO-bounded (~400 bytes an entry: 50,000 ≈ 20 MB).
+        self._recent_sends: OrderedDict[tuple[str, str], tuple[str, str, str]] = OrderedDict()
         # Verified tokens: hits of one message share a pixel token and a few click tokens, so most
         # re-checks are dictionary hits. FIFO-bounded (about 1 KB an entry: 50,000 ≈ 50 MB at most).
         # An OrderedDict, not a dict: deleting a plain dict's oldest key again and again makes
@@ -144,17 +150,20 @@ class HitProcessor:
                 except (ValueError, TypeError):
                     continue
                 out.conversion_keys.append((c.tenant, c.idempotency_key))
-                if c.message and not (c.campaign and c.variant and c.recipient):
+                if (c.message and not (c.campaign and c.variant and c.recipient)
+                        and (c.tenant, c.message) not in self._recent_sends):
                     out.messages.append((c.tenant, c.message))
         return out
 
     def process(self, records: Sequence[SourceRecord], ctx: BatchContext | None = None) -> BatchOutput:
-        """Rows for a batch; `ctx` holds the answers to `lookups(records)`."""
+        """Rows for a batch; `ctx` holds the answers to `lookups(records)`. Conversions come last, after
+        every send of the batch, whatever the records' order (Kafka's batches come topic by topic)."""
         ctx = ctx or BatchContext()
         out = BatchOutput()
         started = time.perf_counter()
         t = self._topics
         hits_raw, stored = t.hits_raw, ctx.stored_hit_ids  # (a property: read once, not per record)
+        conversions: list[SourceRecord] = []
         try:
             for record in records:
                 if record.topic == hits_raw:
@@ -164,9 +173,11 @@ class HitProcessor:
                 elif record.topic == t.sends:
                     self._send(out, record)
                 elif record.topic == t.conversions:
-                    self._conversion(out, record, ctx)
+                    conversions.append(record)
                 elif record.topic == t.unsubscribes:
                     self._unsubscribe(out, record)
+            for record in conversions:
+                self._conversion(out, record, ctx)
         finally:
             self._count_hits()
         metrics.BATCH_SECONDS.labels("classify").observe(time.perf_counter() - started)
@@ -229,6 +240,10 @@ class HitProcessor:
             return
         out.sends.rows.append((s.tenant, s.campaign, s.variant, s.message, s.recipient, s.sent_at,
                                s.mailbox_domain, s.links, record.topic, record.partition, record.offset))
+        sends = self._recent_sends
+        sends[(s.tenant, s.message)] = (s.campaign, s.variant, s.recipient)
+        if len(sends) > RECENT_SENDS:
+            sends.popitem(last=False)
 
     def _unsubscribe(self, out: BatchOutput, record: SourceRecord) -> None:
         try:
@@ -251,7 +266,7 @@ class HitProcessor:
             return
         campaign, variant, recipient = c.campaign, c.variant, c.recipient
         if c.message and not (campaign and variant and recipient):
-            known = ctx.messages.get((c.tenant, c.message))
+            known = ctx.messages.get((c.tenant, c.message)) or self._recent_sends.get((c.tenant, c.message))
             if known is not None:
                 campaign, variant, recipient = campaign or known[0], variant or known[1], recipient or known[2]
         if not campaign:

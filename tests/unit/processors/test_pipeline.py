@@ -82,3 +82,30 @@ def test_a_record_that_is_not_a_raw_hit_is_a_dead_letter_not_a_row() -> None:
     assert out.events.rows == []
     letter = orjson.loads(out.to_dlq[0].value)
     assert (letter["reason"], letter["id"]) == ("undecodable", f"{Topics().hits_raw}:0:7")
+
+
+def test_a_conversion_is_attributed_from_a_send_in_its_own_batch_or_the_previous_one() -> None:
+    """ClickHouse cannot know a send that is in the same batch (Kafka's batches put conversions before
+    sends) or in the batch still being inserted: the processor remembers the sends it processed."""
+    from schemas.sends import Conversion, Send
+
+    t = Topics()
+    processor = HitProcessor(KEYRING, build_classifier(), t)
+
+    def send(m: str, offset: int) -> Rec:
+        return Rec(t.sends, 0, offset, Send("", "camp-1", "B", m, f"r-{m}", SENT, "example.com", 2).encode())
+
+    def conversion(m: str, offset: int) -> Rec:
+        return Rec(t.conversions, 0, offset, Conversion("", f"order-{m}", SENT + 60, 9.5, "EUR", message=m).encode())
+
+    same = [conversion("m1", 0), send("m1", 0)]
+    assert processor.lookups(same).messages == [("", "m1")]  # not processed yet: asked of ClickHouse
+    out = processor.process(same)
+    assert out.to_dlq == []
+    assert [(r[3], r[4], r[6]) for r in out.conversions.rows] == [("camp-1", "B", "r-m1")]
+    later = [Rec(t.conversions, 0, 1, Conversion("", "order-2", SENT + 90, 3.0, "EUR", message="m1").encode())]
+    assert processor.lookups(later).messages == []  # known: no ClickHouse lookup needed
+    assert [(r[3], r[4], r[6]) for r in processor.process(later).conversions.rows] == [("camp-1", "B", "r-m1")]
+    unknown = processor.process([conversion("m9", 2)])
+    assert unknown.conversions.rows == []
+    assert orjson.loads(unknown.to_dlq[0].value)["reason"] == "unattributed_conversion"
