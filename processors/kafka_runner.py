@@ -12,7 +12,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from processors import metrics
 from processors.pipeline import BatchOutput, HitProcessor
-from processors.step import write_batch
+from processors.step import let_finish, write_batch
 from processors.writer import ClickHouseWriter
 from schemas.aio import finish_within
 from schemas.records import Record
@@ -192,28 +192,14 @@ class KafkaRunner:
                     watch.check(known_brokers(consumer), loop.time())
                 await self._written()  # stopping: the last batch is inserted and committed first
             finally:
-                await self._abandon_write()
+                task, self._writing = self._writing, None
+                await let_finish(task, WRITE_FINISH_TIMEOUT)  # before leaving the group (see let_finish)
                 await consumer.stop()
         finally:
             try:
                 await finish_within(producer.stop(), 10)  # bounded: a flush can wait on a dead broker
             except TimeoutError:
                 log.warning("output producer did not stop within 10 s")
-
-    async def _abandon_write(self) -> None:
-        """The runner is ending on an error: the batch in flight may still be inserting on the writer's
-        thread, where a cancel cannot stop it. It gets to finish (and commit, which is safe after its
-        own insert), bounded, before the group is left: else its rows could land after the partitions'
-        next owner read ClickHouse's positions."""
-        task, self._writing = self._writing, None
-        if task is None:
-            return
-        done, _ = await asyncio.wait({task}, timeout=WRITE_FINISH_TIMEOUT)
-        if not done:
-            log.error("stopping: the batch in flight is not written after %.0f s; leaving it", WRITE_FINISH_TIMEOUT)
-            task.cancel()
-        elif not task.cancelled() and task.exception() is not None:
-            log.error("stopping: the batch in flight failed too: %r", task.exception())
 
     async def _written(self) -> None:
         """Waits for the previous batch's insert, publish and commit; raises what failed it."""

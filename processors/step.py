@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Sequence
 
 from processors import metrics
 from processors.pipeline import BatchOutput, HitProcessor, SourceRecord
 from processors.writer import ClickHouseWriter
+
+log = logging.getLogger(__name__)
 
 
 async def write_batch(writer: ClickHouseWriter, out: BatchOutput, token: str) -> None:
@@ -24,3 +28,18 @@ async def process_and_write(processor: HitProcessor, writer: ClickHouseWriter, r
     out = processor.process(records, await writer.lookup(processor.lookups(records)))
     await write_batch(writer, out, token)
     return out
+
+
+async def let_finish(task: asyncio.Task[None] | None, timeout: float) -> None:
+    """A runner is ending on an error while a batch's write is in flight: the insert may still be running
+    on the writer's thread, where a cancel cannot stop it. It gets `timeout` seconds to land (and, in
+    Kafka, to commit, which is safe after its own insert) before the runner goes on leaving; a failure
+    of its own is logged, since the error the runner is ending on is raised."""
+    if task is None:
+        return
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        log.error("stopping: the batch in flight is not written after %.0f s; leaving it", timeout)
+        task.cancel()
+    elif not task.cancelled() and task.exception() is not None:
+        log.error("stopping: the batch in flight failed too: %r", task.exception())
