@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from processors.pipeline import HitProcessor
-from processors.step import process_and_write
+from processors.pipeline import BatchOutput, HitProcessor
+from processors.step import let_finish, write_batch
 from processors.writer import ClickHouseWriter
 from schemas.records import Record
+
+log = logging.getLogger(__name__)
+
+RETRY_MAX_DELAY = 30.0  # seconds between a failing batch's further tries, at most
+WRITE_FINISH_TIMEOUT = 60.0  # ending on an error: how long the insert in flight gets to land
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +34,19 @@ class LocalRecord:
 
 
 class LocalRunner:
-    """Takes batches off the bus, processes and inserts them; dead letters loop back onto the bus
-    as they would through Kafka's hits.dlq."""
+    """Takes batches off the bus, processes each while the previous one is inserted, and inserts them
+    one at a time and in order; dead letters loop back onto the bus after their batch's insert, as
+    they would through Kafka's hits.dlq.
+
+    There is no Kafka to fetch a batch again: a batch whose insert keeps failing (a full disk) is
+    tried again, with pauses growing to `retry_max_delay`, for as long as the runner runs, and the
+    bus holds what arrives meanwhile. Once stopping, a failure is final and `run` raises it.
+    """
 
     def __init__(self, bus: asyncio.Queue[Record], processor: HitProcessor, writer: ClickHouseWriter,
                  max_records: int = 5000, max_ms: int = 200,
-                 on_classified: Callable[[list[Record]], Awaitable[None]] | None = None) -> None:
+                 on_classified: Callable[[list[Record]], Awaitable[None]] | None = None,
+                 retry_max_delay: float = RETRY_MAX_DELAY) -> None:
         """`on_classified` receives each batch's classified events after its insert (the embedded
         wiring's stand-in for the events.classified topic)."""
         self._bus = bus
@@ -41,9 +55,12 @@ class LocalRunner:
         self._max_records = max_records
         self._max_ms = max_ms
         self._on_classified = on_classified
+        self._retry_max_delay = retry_max_delay
         self._run_id = os.urandom(6).hex()
         self._seq = 0
+        self._writing: asyncio.Task[None] | None = None  # the previous batch's insert and what follows it
         self.rows_written = 0
+        self.batches_written = 0
 
     async def _take(self, stop: asyncio.Event) -> list[Record]:
         """Up to max_records, waiting at most max_ms once the first arrived; [] when stopping."""
@@ -63,29 +80,78 @@ class LocalRunner:
             await asyncio.sleep(0.002 if batch else 0.01)
         return batch
 
-    async def _handle(self, batch: list[Record]) -> None:
+    async def _written(self) -> None:
+        """Waits for the previous batch's insert (and its dead letters and classified events); raises
+        what failed it."""
+        if self._writing is not None:
+            task, self._writing = self._writing, None
+            await task
+
+    async def _handle(self, batch: list[Record], stop: asyncio.Event | None) -> None:
+        """Processes a batch while the previous one is still being inserted (chDB inserts on the writer's
+        thread without holding the GIL, so the two use both cores), then starts its insert once that
+        one has landed. `stop`: while it is unset, a failing insert is tried again."""
         first = self._seq
         records = [LocalRecord(r.topic, -1, first + i, r.value, r.headers) for i, r in enumerate(batch)]
         self._seq += len(batch)
-        out = await process_and_write(self._processor, self._writer, records,
-                                      f"local:{self._run_id}:{first}-{self._seq - 1}")
+        want = self._processor.lookups(records)
+        if want:
+            # Its answers must see what the batch in flight writes (a send, a conversion): only such
+            # batches wait for it first.
+            await self._written()
+        out = self._processor.process(records, await self._writer.lookup(want))
+        await self._written()
+        self._writing = asyncio.create_task(
+            self._write(out, f"local:{self._run_id}:{first}-{self._seq - 1}", len(records), stop),
+            name="pixeltrack-local-write")
+        await asyncio.sleep(0)  # let it hand the insert to the writer's thread before the next batch
+
+    async def _write(self, out: BatchOutput, token: str, records: int, stop: asyncio.Event | None) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await write_batch(self._writer, out, token)
+                break
+            except Exception as exc:
+                if stop is None or stop.is_set():
+                    log.error("a batch of %d records was not written (%s: %s)", records, type(exc).__name__, exc)
+                    raise
+                # Same token: whatever part of it landed is not stored twice.
+                log.error("a batch of %d records could not be written (%s: %s); trying again in %.0f s",
+                          records, type(exc).__name__, exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await stop.wait()  # a stop cuts the pause short, for one last try
+                delay = min(delay * 2, self._retry_max_delay)
         self.rows_written += sum(len(t.rows) for t in out.tables())
+        self.batches_written += 1
         for letter in out.to_dlq:
             self._bus.put_nowait(letter)
         if self._on_classified is not None and out.classified:
             await self._on_classified(out.classified)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Runs until `stop` is set; a batch taken off the bus is always written before returning."""
-        while not stop.is_set():
-            batch = await self._take(stop)
-            if batch:
-                await self._handle(batch)
+        """Runs until `stop` is set; a batch taken off the bus is written (or its failure raised) before
+        it returns, and a failed batch ends it at once."""
+        try:
+            while not stop.is_set():
+                batch = await self._take(stop)
+                if self._writing is not None and self._writing.done():
+                    await self._written()
+                if batch:
+                    await self._handle(batch, stop)
+            await self._written()
+        finally:
+            task, self._writing = self._writing, None  # set only when ending on an error
+            await let_finish(task, WRITE_FINISH_TIMEOUT)
 
     async def drain(self) -> None:
         """Processes whatever is on the bus now (after the edge stopped), including looped-back letters."""
-        while not self._bus.empty():
+        while True:
+            await self._written()  # its dead letters join the bus first
+            if self._bus.empty():
+                return
             batch: list[Record] = []
             while not self._bus.empty() and len(batch) < self._max_records:
                 batch.append(self._bus.get_nowait())
-            await self._handle(batch)
+            await self._handle(batch, None)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from schemas.settings import Settings
 from schemas.tokens import Keyring
 from schemas.topics import Topics
 from tests.integration.test_analytics import TRUTH_COLUMNS, recount, summary
+from tests.integration.writers import SlowWriter
 from tests.plugins.clickhouse import ClickHouseDb
 from tests.plugins.waiting import eventually
 
@@ -146,26 +146,6 @@ async def test_same_batch_token_inserts_once(clickhouse: ClickHouseDb) -> None:
         await writer.close()
     assert clickhouse.rows("SELECT count() FROM sends") == [(200,)]
     assert clickhouse.rows("SELECT delivered FROM campaign_summary WHERE campaign = 'tok'") == [(100,)]
-
-
-class SlowWriter(ClickHouseWriter):
-    """The real writer, each insert held 0.3 s longer (a busy server), noting when inserts run."""
-
-    def __init__(self, dsn: str, database: str, log: list[tuple[str, int]]) -> None:
-        super().__init__(dsn, database)
-        self.log = log
-        self.inserting = False
-
-    def _insert(self, client: Any, table: str, columns: Sequence[str], block: bytes, dedup_token: str) -> None:
-        if table != "events":
-            super()._insert(client, table, columns, block, dedup_token)
-            return
-        self.inserting = True
-        self.log.append(("insert", 0))
-        time.sleep(0.3)
-        super()._insert(client, table, columns, block, dedup_token)
-        self.inserting = False
-        self.log.append(("inserted", 0))
 
 
 async def test_a_batch_is_processed_while_the_previous_one_is_inserted_and_commits_stay_in_order(

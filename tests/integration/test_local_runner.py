@@ -1,0 +1,130 @@
+"""The embedded runner on chDB: processing overlaps inserts, inserts stay in order, nothing is lost
+while inserts fail, and the numbers equal the campaign's truth."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pixeltrack.simulate import load_patterns, simulate
+from pixeltrack.wiring import build_processor
+from processors.local_runner import LocalRunner
+from schemas.records import Record
+from schemas.settings import Settings
+from schemas.tokens import Keyring
+from schemas.topics import Topics
+from tests.integration.test_analytics import FIXTURE, TRUTH_COLUMNS, summary
+from tests.integration.writers import FailingWriter, SlowWriter
+from tests.plugins.clickhouse import ClickHouseDb
+from tests.plugins.waiting import eventually
+
+
+def bus_of(records: list[Record]) -> asyncio.Queue[Record]:
+    bus: asyncio.Queue[Record] = asyncio.Queue()
+    for r in records:
+        bus.put_nowait(r)
+    return bus
+
+
+async def test_batches_overlap_inserts_in_order_and_the_numbers_equal_the_truth(
+        clickhouse: ClickHouseDb, settings: Settings, keyring: Keyring) -> None:
+    """Sends, hits and conversions through the bus in small batches, each insert slowed: a batch is
+    processed while the previous one is inserted, inserts run one at a time, a dead letter loops back
+    and is stored, and the summary equals the truth."""
+    sim = simulate(load_patterns(FIXTURE), "local", 1500, engaged_share=0.6, seed=3)
+    t = Topics()
+    # Sends, then hits, then conversions: a batch with conversions waits for the insert in flight
+    # (its lookup must see it), so the overlap shows in the batches of hits.
+    records = sorted(sim.records(keyring, t), key=lambda r: (t.sends, t.hits_raw, t.conversions).index(r.topic))
+    junk = Record(Topics().hits_raw, None, b"{not json")
+    log: list[tuple[str, int]] = []
+    writer = SlowWriter(clickhouse.dsn, clickhouse.database, log, delay=0.1)
+    processor = build_processor(settings, keyring)
+    overlapped: list[bool] = []
+    process = processor.process
+
+    def noting_process(batch: Any, ctx: Any = None) -> Any:
+        log.append(("process", len(batch)))
+        out = process(batch, ctx)
+        # Noted as it ends: the insert just handed over may not have started when it began.
+        overlapped.append(writer.inserting)
+        return out
+
+    processor.process = noting_process  # type: ignore[method-assign]
+    bus = bus_of([*records, junk])
+    runner = LocalRunner(bus, processor, writer, max_records=250, max_ms=20)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await eventually(lambda: bus.empty() and runner.batches_written * 250 >= len(records), timeout=120,
+                         what="every record written")
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await runner.drain()  # the dead letter looped back after its batch's insert
+    finally:
+        stop.set()
+        await writer.close()
+    assert any(overlapped), f"no batch was processed while the previous one was being inserted: {log}"
+    inserts = [e for e in log if e[0] != "process"]
+    assert inserts == [("insert", 0), ("inserted", 0)] * (len(inserts) // 2)  # one at a time
+    got = summary(clickhouse, "local")
+    for variant, truth in sim.truth.items():
+        want = {c: getattr(truth, c) for c in TRUTH_COLUMNS}
+        assert {c: got[variant][c] for c in TRUTH_COLUMNS} == want, variant
+    assert sum(t.conversions for t in sim.truth.values()) > 0
+    assert clickhouse.rows("SELECT reason FROM dead_letters") == [("undecodable",)]
+
+
+async def test_a_failing_insert_is_tried_again_until_it_lands_and_nothing_is_lost(
+        clickhouse: ClickHouseDb, settings: Settings, keyring: Keyring) -> None:
+    """Inserts fail for a while (more tries than the writer's own): the runner keeps the batch, keeps
+    taking what arrives, and once inserts work again every hit is stored once."""
+    sim = simulate(load_patterns(FIXTURE), "disk", 300, engaged_share=1.0, seed=4)
+    hits = [r for r in sim.records(keyring, Topics()) if r.topic == Topics().hits_raw]
+    writer = FailingWriter(clickhouse.dsn, clickhouse.database)
+    writer.failing = True
+    bus = bus_of(hits[:200])
+    runner = LocalRunner(bus, build_processor(settings, keyring), writer, max_records=100, max_ms=20,
+                         retry_max_delay=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await eventually(lambda: writer.failures >= 12, timeout=60, what="three rounds of failed tries")
+        for r in hits[200:]:
+            bus.put_nowait(r)
+        assert not task.done()
+        writer.failing = False
+        await eventually(lambda: bus.empty() and runner.batches_written * 100 >= len(hits), timeout=60,
+                         what="every hit written")
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    finally:
+        stop.set()
+        await writer.close()
+    assert clickhouse.rows("SELECT count(), uniqExact(hit_id) FROM events WHERE sign = 1 AND revision = 0") == [
+        (len(hits), len(hits))]
+
+
+async def test_a_stop_while_inserts_fail_ends_the_runner_with_the_error(
+        clickhouse: ClickHouseDb, settings: Settings, keyring: Keyring) -> None:
+    """Stopping cuts the pause short for one last try; if that fails too, `run` raises it (the caller
+    reports what was not written) instead of waiting for ever."""
+    sim = simulate(load_patterns(FIXTURE), "stop", 50, engaged_share=1.0, seed=6)
+    writer = FailingWriter(clickhouse.dsn, clickhouse.database)
+    writer.failing = True
+    bus = bus_of([r for r in sim.records(keyring, Topics()) if r.topic == Topics().hits_raw])
+    runner = LocalRunner(bus, build_processor(settings, keyring), writer, max_records=1000, max_ms=20,
+                         retry_max_delay=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await eventually(lambda: writer.failures >= 4, timeout=60, what="the writer's own tries failed")
+        stop.set()
+        with pytest.raises(OSError, match="No space left"):
+            await asyncio.wait_for(task, 10)
+    finally:
+        stop.set()
+        await writer.close()
+    assert runner.batches_written == 0
