@@ -129,6 +129,7 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
                      if triggers is not None else None)
     tune_gc_for_batches()
     runner_task = asyncio.create_task(runner.run(stop), name="pixeltrack-local-runner")
+    runner_task.add_done_callback(lambda task: _runner_ended(task, stop))
 
     # The in-process bus never refuses, and the whole process is the unit of failure: no spool here.
     edge_settings = settings.model_copy(update={"spool_dir": None})
@@ -169,9 +170,16 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     finally:
         state.unlink(missing_ok=True)
         await edge.cleanup()  # stops accepting, then the forwarder drains onto the bus
-        await runner_task
+        failed: BaseException | None = None
+        try:
+            await runner_task
+        except Exception as exc:
+            failed = exc
         await api.cleanup()
-        await runner.drain()
+        if failed is None:
+            await runner.drain()
+        else:
+            log.error("%d records on the bus were not written", bus.qsize())
         triggers_stop.set()  # after the drain, so the drained events reach the triggers too
         if triggers_task is not None:
             await triggers_task
@@ -179,6 +187,16 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
         await admin.cleanup()
         await writer.close()
         log.info("stopped; %d rows written", runner.rows_written)
+        if failed is not None:
+            raise failed
+
+
+def _runner_ended(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """The runner ends on its own only on an error: the process stops then, loudly, rather than answer
+    hits that nothing writes."""
+    if not task.cancelled() and task.exception() is not None and not stop.is_set():
+        log.error("the processor failed (%r): stopping", task.exception())
+        stop.set()
 
 
 def _announce(info: ServeInfo, data_dir: Path) -> None:
