@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import io
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -42,12 +41,13 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiohttp import http_exceptions
 
+from schemas.aio import end_within
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT = 5.0  # in-flight requests (answers are in memory: they take milliseconds)
 DRAIN_TIMEOUT = 10.0  # queued records to Kafka; the rest stays in the spool
 CLOSE_MARGIN = 6.0  # after the drain: the edge's tasks ending on their cancel (1 s), the transport's close (5 s)
-STUCK_EXIT_CODE = 70  # EX_SOFTWARE: the shutdown overran its bound and the process was ended
 FAST_EXIT_S = 3.0  # a worker that dies sooner than this after start counts as failing to start
 MAX_FAST_EXITS = 5
 
@@ -149,30 +148,10 @@ async def serve_worker(settings: Settings, index: int, workers: int, *, metrics_
         log.info("edge worker %d stopping: no new connections, draining", index)
     finally:
         # Stops accepting, finishes requests, then the forwarder drains.
-        await cleanup_within(runner.cleanup(), shutdown_timeout + drain_timeout + CLOSE_MARGIN)
+        # What Kafka has not acknowledged is in the spool, and the next start replays it.
+        await end_within(runner.cleanup(), shutdown_timeout + drain_timeout + CLOSE_MARGIN,
+                         "the spool keeps what is unpublished")
     log.info("edge worker %d stopped", index)
-
-
-async def cleanup_within(cleanup: Coroutine[Any, Any, None], bound: float,
-                         end_process: Callable[[int], object] = os._exit) -> None:
-    """Runs `cleanup` (the worker's shutdown), holding it to `bound` seconds. Every close in it has a
-    timeout of its own, but one await that ignores cancellation would keep the process alive for good
-    (seen once under a loaded test run: an edge still up minutes after SIGTERM, Kafka reachable). Past
-    the bound the pending tasks' stacks go to the log and the process ends at once, as a kill would:
-    what Kafka has not acknowledged is in the spool, and the next start replays it."""
-    task = asyncio.ensure_future(cleanup)
-    done, _ = await asyncio.wait({task}, timeout=bound)  # not wait_for: it would wait on the cancel too
-    if done:
-        task.result()
-        return
-    for pending in asyncio.all_tasks():
-        if pending is not asyncio.current_task():
-            stack = io.StringIO()
-            pending.print_stack(file=stack)
-            log.error("shutdown still waiting after %.0f s: %s", bound, stack.getvalue().strip())
-    log.error("shutdown overran its bound of %.0f s; exiting now (the spool keeps what is unpublished)", bound)
-    logging.shutdown()
-    end_process(STUCK_EXIT_CODE)
 
 
 def _run_loop(main: Any) -> None:

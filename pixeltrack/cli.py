@@ -54,12 +54,8 @@ def cmd_edge(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from pixeltrack.wiring import build_processor
+    from pixeltrack.process import run_processor
     from processors.clickhouse import migrate
-    from processors.gc_tuning import tune_gc_for_batches
-    from processors.kafka_runner import KafkaRunner
-    from processors.writer import ClickHouseWriter
-    from schemas.topics import Topics
 
     settings = _settings(clickhouse_dsn=args.clickhouse)
     if settings.migrate_on_start:
@@ -76,16 +72,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        writer = ClickHouseWriter(settings.clickhouse_dsn, settings.clickhouse_database)
-        processor = build_processor(settings, settings.keyring())
-        tune_gc_for_batches()
-        runner = KafkaRunner(settings.kafka_bootstrap, settings.consumer_group, Topics(settings.topic_prefix),
-                             processor, writer,
-                             settings.batch_max_records, settings.batch_max_ms)
-        try:
-            await runner.run(stop)
-        finally:
-            await writer.close()
+        await run_processor(settings, stop)
 
     _run(main())
     return 0

@@ -4,19 +4,16 @@ shutdown bound."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from pathlib import Path
 
-import pytest
 from aiohttp import http_exceptions
 from aiohttp.test_utils import TestClient, TestServer
 
 from ingest.app import create_app
 from ingest.publisher import QueuePublisher
 from ingest.spool import Spool
-from ingest.workers import STUCK_EXIT_CODE, QuietBadRequests, cleanup_within, orphan_spools, worker_spool
+from ingest.workers import QuietBadRequests, orphan_spools, worker_spool
 from schemas.records import Record
 from schemas.settings import Settings
 from schemas.tokens import Keyring
@@ -70,50 +67,3 @@ def test_malformed_requests_do_not_fill_the_log() -> None:
     assert not quiet.filter(record(http_exceptions.BadHttpMethod("BREW")))
     assert quiet.filter(record(RuntimeError("a real error")))
     assert quiet.filter(logging.LogRecord("aiohttp.server", logging.INFO, __file__, 1, "hello", (), None))
-
-
-async def test_a_shutdown_within_its_bound_ends_normally() -> None:
-    ended: list[int] = []
-    closed: list[str] = []
-
-    async def cleanup() -> None:
-        await asyncio.sleep(0.01)
-        closed.append("closed")
-
-    await cleanup_within(cleanup(), 5.0, end_process=ended.append)
-    assert closed == ["closed"]
-    assert ended == []
-
-
-async def test_a_shutdown_error_is_raised_not_swallowed() -> None:
-    async def cleanup() -> None:
-        raise OSError("spool folder gone")
-
-    with pytest.raises(OSError, match="spool folder gone"):
-        await cleanup_within(cleanup(), 5.0, end_process=lambda code: None)
-
-
-async def test_a_shutdown_past_its_bound_logs_what_it_waits_on_and_ends_the_process(
-        caplog: pytest.LogCaptureFixture) -> None:
-    """An await that swallows cancellation (as a wedged library close can) must not hold the process."""
-    ended: list[int] = []
-    released = asyncio.Event()
-
-    async def close_that_ignores_cancel() -> None:
-        while not released.is_set():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(0.02)
-
-    async def cleanup() -> None:
-        await close_that_ignores_cancel()
-
-    started = time.monotonic()
-    with caplog.at_level(logging.ERROR, logger="ingest.workers"):
-        await cleanup_within(cleanup(), 0.3, end_process=ended.append)
-    took = time.monotonic() - started
-    released.set()  # let the stuck task end, so the test's loop can close
-    await asyncio.sleep(0.05)
-    assert ended == [STUCK_EXIT_CODE]
-    assert 0.3 <= took < 2.0
-    assert "close_that_ignores_cancel" in caplog.text  # where it was stuck
-    assert "overran its bound" in caplog.text

@@ -1,0 +1,44 @@
+"""`pixeltrack process`: the Kafka processor's wiring, its shutdown held to a bound."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+
+from pixeltrack.wiring import build_processor
+from processors.gc_tuning import tune_gc_for_batches
+from processors.kafka_runner import KafkaRunner
+from processors.writer import ClickHouseWriter
+from schemas.aio import end_within
+from schemas.settings import Settings
+from schemas.topics import Topics
+
+# A stop's whole shutdown (the batch in hand inserted and committed, the group left, the clients
+# closed), inside the 60 s grace period that deploy/ gives processors. Each step has a timeout of its
+# own but an insert into a server that stopped answering can wait longer.
+STOP_BOUND = 50.0
+SAFE_TO_END = "a restart resumes after what ClickHouse holds; nothing is counted twice"
+
+
+async def run_processor(settings: Settings, stop: asyncio.Event, writer: ClickHouseWriter | None = None,
+                        bound: float = STOP_BOUND, end_process: Callable[[int], object] = os._exit) -> None:
+    """Consumes until `stop` is set, then shuts down within `bound` seconds, or logs what it still
+    waits on and ends the process (`end_process`). A runner that fails ends it with the error."""
+    processor = build_processor(settings, settings.keyring())  # first: it raises on missing keys
+    writer = writer or ClickHouseWriter(settings.clickhouse_dsn, settings.clickhouse_database)
+    tune_gc_for_batches()
+    runner = KafkaRunner(settings.kafka_bootstrap, settings.consumer_group, Topics(settings.topic_prefix),
+                         processor, writer, settings.batch_max_records, settings.batch_max_ms)
+    run = asyncio.create_task(runner.run(stop), name="pixeltrack-processor")
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+
+    async def finish() -> None:
+        try:
+            await run
+        finally:
+            await writer.close()
+
+    await end_within(finish(), bound, SAFE_TO_END, end_process)
