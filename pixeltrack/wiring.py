@@ -52,4 +52,5 @@ def build_processor(settings: Settings, keyring: Keyring | None) -> HitProcessor
     return HitProcessor(tenants_for(settings, keyring), classifier, Topics(settings.topic_prefix),
                         truncate_ips=settings.truncate_ips,
                         do_not_track=load_do_not_track(settings.do_not_track_file),
-                        publish_classified=settings.publish_classified)
+                        publish_classified=settings.publish_classified,
+                        batch_max_records=settings.batch_max_records)

@@ -218,12 +218,9 @@ class KafkaRunner:
         self._unwritten += 1
         self._all_written.clear()
         try:
-            want = self._processor.lookups(records)
-            if want:
-                # Its answers must see what the batch in flight writes (a send, a hit now re-sent),
-                # retries included: only such batches wait for it first.
-                await self._written()
-            out = self._processor.process(records, await self._writer.lookup(want))
+            # ClickHouse's answers cannot include the batch in flight; the processor remembers what that
+            # batch held (its hit ids, sends and conversion keys) and answers for it from memory.
+            out = self._processor.process(records, await self._writer.lookup(self._processor.lookups(records)))
             await self._written()
         except BaseException:
             self._settled()

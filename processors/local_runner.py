@@ -94,12 +94,8 @@ class LocalRunner:
         first = self._seq
         records = [LocalRecord(r.topic, -1, first + i, r.value, r.headers) for i, r in enumerate(batch)]
         self._seq += len(batch)
-        want = self._processor.lookups(records)
-        if want:
-            # Its answers must see what the batch in flight writes (a send, a conversion): only such
-            # batches wait for it first.
-            await self._written()
-        out = self._processor.process(records, await self._writer.lookup(want))
+        # The batch in flight is answered for from the processor's memory (see KafkaRunner._handle).
+        out = self._processor.process(records, await self._writer.lookup(self._processor.lookups(records)))
         await self._written()
         self._writing = asyncio.create_task(
             self._write(out, f"local:{self._run_id}:{first}-{self._seq - 1}", len(records), stop),

@@ -74,7 +74,7 @@ class BatchOutput:
 
 
 VERIFIED_CACHE = 50_000
-RECENT_SENDS = 50_000  # more than two batches of sends at the default batch_max_records (20,000)
+RECENT_SENDS = 50_000  # at least; and at least two of the runner's largest batches (see HitProcessor)
 
 
 class RecentIds:
@@ -108,18 +108,22 @@ class HitProcessor:
 
     def __init__(self, tenants: TenantRegistry | Keyring, classifier: Classifier, topics: Topics,
                  truncate_ips: bool = True, do_not_track: frozenset[str] = frozenset(),
-                 publish_classified: bool = True) -> None:
+                 publish_classified: bool = True, batch_max_records: int = 20_000) -> None:
         """`tenants`: host → tenant → keys (a bare Keyring means one default tenant). `truncate_ips`:
         store IPv4 /24 and IPv6 /48 only (enrichment has already used the full address).
-        `do_not_track`: recipient hashes whose hits are dropped before anything is stored."""
+        `do_not_track`: recipient hashes whose hits are dropped before anything is stored.
+        `batch_max_records`: the runner's largest batch. The hit ids, conversion keys and sends this
+        processor remembers cover at least two such batches: the runners look a batch up in ClickHouse
+        while the previous one is still being inserted, and memory answers for that one."""
         self._tenants = tenants if isinstance(tenants, TenantRegistry) else TenantRegistry({}, tenants)
         self._classifier = classifier
         self._topics = topics
         self._truncate = truncate_ips
         self._dnt = do_not_track
         self._publish_classified = publish_classified
-        self._recent = RecentIds()
-        self._recent_conversions = RecentIds(50_000)
+        self._recent = RecentIds(max(200_000, 2 * batch_max_records))
+        self._recent_conversions = RecentIds(max(50_000, 2 * batch_max_records))
+        self._sends_capacity = max(RECENT_SENDS, 2 * batch_max_records)
         # Sends processed lately, (tenant, message) → (campaign, variant, recipient): a conversion naming
         # only its message is attributed from here when its send is in the same batch or the one still
         # being inserted, which ClickHouse cannot answer for yet (a replay from the start reads sends
@@ -150,8 +154,8 @@ class HitProcessor:
                 except (ValueError, TypeError):
                     continue
                 out.conversion_keys.append((c.tenant, c.idempotency_key))
-                if (c.message and not (c.campaign and c.variant and c.recipient)
-                        and (c.tenant, c.message) not in self._recent_sends):
+                if c.message and not (c.campaign and c.variant and c.recipient):
+                    # Asked even when remembered: this batch's own sends may push it out of memory.
                     out.messages.append((c.tenant, c.message))
         return out
 
@@ -242,7 +246,7 @@ class HitProcessor:
                                s.mailbox_domain, s.links, record.topic, record.partition, record.offset))
         sends = self._recent_sends
         sends[(s.tenant, s.message)] = (s.campaign, s.variant, s.recipient)
-        if len(sends) > RECENT_SENDS:
+        if len(sends) > self._sends_capacity:
             sends.popitem(last=False)
 
     def _unsubscribe(self, out: BatchOutput, record: SourceRecord) -> None:

@@ -38,7 +38,8 @@ class ClickHouseWriter:
     chDB's calls block and clickhouse-connect's async client refuses chdb://, so one worker thread
     serves both DSNs and the event loop that answers pixels never waits on ClickHouse. Every insert
     carries `insert_deduplication_token` = "<batch token>/<table>": an insert retried after a lost
-    answer, or a batch replayed with the same token, is stored once.
+    answer, or a batch replayed with the same token, is stored once. A batch's lookups run on a second
+    thread with a client of their own, so they do not queue behind the insert in flight.
     """
 
     def __init__(self, dsn: str, database: str = DEFAULT_DATABASE, retry_delay: float = 0.2) -> None:
@@ -49,6 +50,8 @@ class ClickHouseWriter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixeltrack-clickhouse")
         self._client: Client | None = None
         self._reader: Client | None = None
+        self._lookup_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixeltrack-clickhouse-lookup")
+        self._looker: Client | None = None  # the lookup thread's own
 
     def _client_sync(self) -> Client:
         if self._client is None:
@@ -114,7 +117,9 @@ class ClickHouseWriter:
         return await self._run(self.positions_sync)
 
     def lookup_sync(self, want: Lookups) -> BatchContext:
-        client = self._client_sync()
+        if self._looker is None:
+            self._looker = connect(self._dsn, self._database, readonly=1)
+        client = self._looker
         hit_ids: set[str] = set()
         keys: set[tuple[str, str]] = set()
         messages: dict[tuple[str, str], tuple[str, str, str]] = {}
@@ -139,7 +144,7 @@ class ClickHouseWriter:
         and the campaign, variant and recipient of messages named by conversions."""
         if not want:
             return BatchContext()
-        return await self._run(lambda: self.lookup_sync(want))
+        return await asyncio.get_running_loop().run_in_executor(self._lookup_executor, self.lookup_sync, want)
 
     async def query(self, sql: str, readonly: bool = True,
                     parameters: dict[str, Any] | None = None) -> tuple[list[str], list[Sequence[Any]]]:
@@ -171,3 +176,10 @@ class ClickHouseWriter:
             self._client = self._reader = None
         await self._run(close_client)
         self._executor.shutdown(wait=True)
+
+        def close_looker() -> None:
+            if self._looker is not None:
+                self._looker.close()
+                self._looker = None
+        await asyncio.get_running_loop().run_in_executor(self._lookup_executor, close_looker)
+        self._lookup_executor.shutdown(wait=True)

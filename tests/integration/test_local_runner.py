@@ -31,13 +31,19 @@ def bus_of(records: list[Record]) -> asyncio.Queue[Record]:
 async def test_batches_overlap_inserts_in_order_and_the_numbers_equal_the_truth(
         clickhouse: ClickHouseDb, settings: Settings, keyring: Keyring) -> None:
     """Sends, hits and conversions through the bus in small batches, each insert slowed: a batch is
-    processed while the previous one is inserted, inserts run one at a time, a dead letter loops back
-    and is stored, and the summary equals the truth."""
+    processed while the previous one is inserted (conversions in it or not), inserts run one at a time,
+    a dead letter loops back and is stored, and the summary equals the truth."""
     sim = simulate(load_patterns(FIXTURE), "local", 1500, engaged_share=0.6, seed=3)
     t = Topics()
-    # Sends, then hits, then conversions: a batch with conversions waits for the insert in flight
-    # (its lookup must see it), so the overlap shows in the batches of hits.
-    records = sorted(sim.records(keyring, t), key=lambda r: (t.sends, t.hits_raw, t.conversions).index(r.topic))
+    # Sends, then hits with the conversions spread among them: every batch of hits asks ClickHouse
+    # about conversions, and overlaps the insert all the same (memory answers for the batch in flight).
+    records = list(sim.records(keyring, t))
+    conversions = [r for r in records if r.topic == t.conversions]
+    hits = [r for r in records if r.topic == t.hits_raw]
+    step = len(hits) // len(conversions) + 1
+    mixed = [r for i, c in enumerate(conversions) for r in (*hits[i * step:(i + 1) * step], c)]
+    records = [r for r in records if r.topic == t.sends] + mixed + hits[len(conversions) * step:]
+    assert len(records) == len(list(sim.records(keyring, t)))
     junk = Record(Topics().hits_raw, None, b"{not json")
     log: list[tuple[str, int]] = []
     writer = SlowWriter(clickhouse.dsn, clickhouse.database, log, delay=0.1)
@@ -67,6 +73,7 @@ async def test_batches_overlap_inserts_in_order_and_the_numbers_equal_the_truth(
         stop.set()
         await writer.close()
     assert any(overlapped), f"no batch was processed while the previous one was being inserted: {log}"
+    assert step < 250  # a conversion in every batch of hits
     inserts = [e for e in log if e[0] != "process"]
     assert inserts == [("insert", 0), ("inserted", 0)] * (len(inserts) // 2)  # one at a time
     got = summary(clickhouse, "local")
