@@ -36,9 +36,21 @@ def migration_files() -> list[tuple[str, str]]:
     return [(n, (folder / n).read_text(encoding="utf-8")) for n in names]
 
 
+_TABLE_SETTINGS = re.compile(r"^CREATE TABLE IF NOT EXISTS (?P<name>\w+)\b.*\bSETTINGS\s+(?P<settings>[^;]+?)\s*;?\s*$",
+                             re.DOTALL)
+
+
+def _settings_of(statement: str) -> tuple[str, str] | None:
+    """(table, "name = value, …") of a CREATE TABLE statement with a trailing SETTINGS clause."""
+    m = _TABLE_SETTINGS.match(statement.strip())
+    return (m["name"], m["settings"]) if m else None
+
+
 def migrate(dsn: str, database: str = DEFAULT_DATABASE, retention_days: int = 395) -> list[str]:
     """Creates the database and applies every DDL file; idempotent (tables IF NOT EXISTS, views replaced).
-    Returns the names of files applied for the first time."""
+    A table that exists already gets the SETTINGS its CREATE gives (a setting added in a later release,
+    such as the deduplication window of a materialized view's target, reaches older installs), when it
+    is a single-node *MergeTree. Returns the names of files applied for the first time."""
     admin = connect(dsn, database=None)
     try:
         admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")
@@ -53,6 +65,12 @@ def migrate(dsn: str, database: str = DEFAULT_DATABASE, retention_days: int = 39
         for name, sql in migration_files():
             for statement in split_statements(sql.replace("{retention_days}", str(int(retention_days)))):
                 client.command(statement)
+                found = _settings_of(statement)
+                if found is not None:
+                    engine = client.query("SELECT engine FROM system.tables WHERE database = currentDatabase() "
+                                          "AND name = {n:String}", parameters={"n": found[0]}).result_rows
+                    if engine and engine[0][0].endswith("MergeTree") and not engine[0][0].startswith("Replicated"):
+                        client.command(f"ALTER TABLE {found[0]} MODIFY SETTING {found[1]}")
             if name not in done:
                 client.insert("schema_migrations", [[name]], column_names=["name"])
                 applied.append(name)

@@ -102,7 +102,8 @@ CREATE TABLE IF NOT EXISTS pixeltrack.consumer_positions_local ON CLUSTER 'pixel
     max_offset    SimpleAggregateFunction(max, Int64)
 )
 ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
-ORDER BY (src_topic, src_partition);
+ORDER BY (src_topic, src_partition)
+SETTINGS replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS pixeltrack.consumer_positions ON CLUSTER 'pixeltrack'
 AS pixeltrack.consumer_positions_local
@@ -200,7 +201,8 @@ CREATE TABLE IF NOT EXISTS pixeltrack.campaign_sends_hourly_local ON CLUSTER 'pi
     recipients AggregateFunction(uniqExact, String)
 )
 ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
-ORDER BY (tenant, campaign, variant, hour);
+ORDER BY (tenant, campaign, variant, hour)
+SETTINGS replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS pixeltrack.campaign_sends_hourly ON CLUSTER 'pixeltrack'
 AS pixeltrack.campaign_sends_hourly_local
@@ -232,7 +234,8 @@ CREATE TABLE IF NOT EXISTS pixeltrack.message_totals_local ON CLUSTER 'pixeltrac
     revenue         SimpleAggregateFunction(sum, Float64)
 )
 ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
-ORDER BY (tenant, campaign, message_id);
+ORDER BY (tenant, campaign, message_id)
+SETTINGS replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS pixeltrack.message_totals ON CLUSTER 'pixeltrack'
 AS pixeltrack.message_totals_local
@@ -284,7 +287,8 @@ CREATE TABLE IF NOT EXISTS pixeltrack.verdict_hourly_local ON CLUSTER 'pixeltrac
     hits     Int64
 )
 ENGINE = ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
-ORDER BY (tenant, campaign, variant, hour, kind, verdict, source);
+ORDER BY (tenant, campaign, variant, hour, kind, verdict, source)
+SETTINGS replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS pixeltrack.verdict_hourly ON CLUSTER 'pixeltrack'
 AS pixeltrack.verdict_hourly_local
@@ -309,7 +313,8 @@ CREATE TABLE IF NOT EXISTS pixeltrack.link_totals_local ON CLUSTER 'pixeltrack'
     revenue         SimpleAggregateFunction(sum, Float64)
 )
 ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
-ORDER BY (tenant, campaign, link, message_id);
+ORDER BY (tenant, campaign, link, message_id)
+SETTINGS replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS pixeltrack.link_totals ON CLUSTER 'pixeltrack'
 AS pixeltrack.link_totals_local
@@ -346,7 +351,8 @@ CREATE TABLE IF NOT EXISTS pixeltrack.client_hourly_local ON CLUSTER 'pixeltrack
     hits        Int64
 )
 ENGINE = ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
-ORDER BY (tenant, campaign, variant, hour, kind, verdict, mail_client, device, os, country);
+ORDER BY (tenant, campaign, variant, hour, kind, verdict, mail_client, device, os, country)
+SETTINGS replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS pixeltrack.client_hourly ON CLUSTER 'pixeltrack'
 AS pixeltrack.client_hourly_local
@@ -461,7 +467,8 @@ CREATE TABLE IF NOT EXISTS pixeltrack.unsubscribes_local ON CLUSTER 'pixeltrack'
     src_offset     Int64
 )
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
-ORDER BY (tenant, recipient_hash, campaign);
+ORDER BY (tenant, recipient_hash, campaign)
+SETTINGS replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS pixeltrack.unsubscribes ON CLUSTER 'pixeltrack'
 AS pixeltrack.unsubscribes_local

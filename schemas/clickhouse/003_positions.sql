@@ -8,7 +8,8 @@ CREATE TABLE IF NOT EXISTS consumer_positions
     max_offset    SimpleAggregateFunction(max, Int64)
 )
 ENGINE = AggregatingMergeTree
-ORDER BY (src_topic, src_partition);
+ORDER BY (src_topic, src_partition)
+SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS consumer_positions_from_events TO consumer_positions AS
 SELECT src_topic, src_partition, max(src_offset) AS max_offset

@@ -15,7 +15,8 @@ CREATE TABLE IF NOT EXISTS campaign_sends_hourly
     recipients AggregateFunction(uniqExact, String)
 )
 ENGINE = AggregatingMergeTree
-ORDER BY (tenant, campaign, variant, hour);
+ORDER BY (tenant, campaign, variant, hour)
+SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS campaign_sends_hourly_mv TO campaign_sends_hourly AS
 SELECT tenant, campaign, variant, toStartOfHour(sent_at) AS hour,
@@ -46,7 +47,8 @@ CREATE TABLE IF NOT EXISTS message_totals
     revenue         SimpleAggregateFunction(sum, Float64)
 )
 ENGINE = AggregatingMergeTree
-ORDER BY (tenant, campaign, message_id);
+ORDER BY (tenant, campaign, message_id)
+SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS message_totals_from_sends TO message_totals AS
 SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) AS recipient_id,
@@ -92,7 +94,8 @@ CREATE TABLE IF NOT EXISTS verdict_hourly
     hits     Int64
 )
 ENGINE = SummingMergeTree
-ORDER BY (tenant, campaign, variant, hour, kind, verdict, source);
+ORDER BY (tenant, campaign, variant, hour, kind, verdict, source)
+SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS verdict_hourly_mv TO verdict_hourly AS
 SELECT tenant, campaign, variant, toStartOfHour(ts) AS hour, kind, verdict, source, sum(sign) AS hits
@@ -113,7 +116,8 @@ CREATE TABLE IF NOT EXISTS link_totals
     revenue         SimpleAggregateFunction(sum, Float64)
 )
 ENGINE = AggregatingMergeTree
-ORDER BY (tenant, campaign, link, message_id);
+ORDER BY (tenant, campaign, link, message_id)
+SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS link_totals_from_events TO link_totals AS
 SELECT tenant, campaign, if(link_id != '', link_id, link_url) AS link, message_id, max(variant) AS variant,
@@ -145,7 +149,8 @@ CREATE TABLE IF NOT EXISTS client_hourly
     hits        Int64
 )
 ENGINE = SummingMergeTree
-ORDER BY (tenant, campaign, variant, hour, kind, verdict, mail_client, device, os, country);
+ORDER BY (tenant, campaign, variant, hour, kind, verdict, mail_client, device, os, country)
+SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS client_hourly_mv TO client_hourly AS
 SELECT tenant, campaign, variant, toStartOfHour(ts) AS hour, kind, verdict, mail_client, device, os, country,

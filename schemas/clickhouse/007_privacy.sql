@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS unsubscribes
     src_offset     Int64
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (tenant, recipient_hash, campaign);
+ORDER BY (tenant, recipient_hash, campaign)
+SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS consumer_positions_from_unsubscribes TO consumer_positions AS
 SELECT src_topic, src_partition, max(src_offset) AS max_offset

@@ -14,7 +14,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pixeltrack.simulate import load_patterns, simulate
 from pixeltrack.wiring import build_processor
 from processors.batch import TableRows
+from processors.clickhouse import migrate
 from processors.kafka_runner import KafkaRunner
+from processors.local_runner import LocalRecord
 from processors.writer import ClickHouseWriter
 from schemas.records import Record
 from schemas.sends import Conversion, Send
@@ -307,3 +309,67 @@ async def test_a_runner_ending_on_an_error_lets_the_batch_in_flight_finish_and_c
         await consumer.stop()
     assert sum(c or 0 for c in committed) == sizes[0]
     assert clickhouse.rows("SELECT count() FROM events WHERE revision = 0") == [(sizes[0],)]
+
+
+class FailsOnceAfterEventsWriter(ClickHouseWriter):
+    """The real writer whose first insert into conversions fails after events and sends landed (a
+    lost connection mid-batch): the retry re-sends every table with the same tokens."""
+
+    def __init__(self, dsn: str, database: str) -> None:
+        super().__init__(dsn, database, retry_delay=0.01)
+        self.failed = False
+
+    def _insert(self, client: Any, table: str, columns: Sequence[str], block: bytes, dedup_token: str) -> None:
+        if table == "conversions" and not self.failed:
+            self.failed = True
+            raise ConnectionError("connection reset")
+        super()._insert(client, table, columns, block, dedup_token)
+
+
+async def test_a_batch_retried_after_a_partial_insert_is_counted_once_in_every_aggregate(
+        settings: Settings, keyring: Keyring, clickhouse: ClickHouseDb) -> None:
+    """The events of a batch land, its conversions fail, the retry sends it all again with the same
+    tokens: the tables and the aggregates their materialized views feed count it once (each view's
+    target table needs its own deduplication window); the same rows under another token count again."""
+    sim = simulate(load_patterns(FIXTURE), "retry", 300, engaged_share=1.0, seed=12)
+    processor = build_processor(settings, keyring)
+    out = processor.process([LocalRecord(r.topic, 0, i, r.value) for i, r in
+                             enumerate(sim.records(keyring, Topics()))])
+    assert all(t.rows for t in (out.events, out.sends, out.conversions))
+    once = FailsOnceAfterEventsWriter(clickhouse.dsn, clickhouse.database)
+    try:
+        await once.write(out.tables(), "kafka:retry/0/0-999")
+    finally:
+        await once.close()
+    assert once.failed
+    counted_once = snapshot(clickhouse)
+    got = summary(clickhouse, "retry")
+    for variant, truth in sim.truth.items():
+        assert {c: got[variant][c] for c in TRUTH_COLUMNS} == {c: getattr(truth, c) for c in TRUTH_COLUMNS}
+    writer = ClickHouseWriter(clickhouse.dsn, clickhouse.database)
+    try:
+        await writer.write(out.tables(), "kafka:retry/0/0-999")  # a replay of the same batch
+        assert snapshot(clickhouse) == counted_once
+        await writer.write(out.tables(), "kafka:retry/0/0-999-other")  # another batch
+    finally:
+        await writer.close()
+    assert summary(clickhouse, "retry") != got
+
+
+async def test_migrate_gives_an_older_table_the_settings_its_ddl_now_has(clickhouse: ClickHouseDb) -> None:
+    """An install made before a table's SETTINGS changed gets them on its next migrate."""
+    def window() -> int:
+        return int(clickhouse.rows("SELECT value FROM system.merge_tree_settings WHERE 0")[0][0]) if False else int(
+            clickhouse.rows(f"SELECT extract(engine_full, 'non_replicated_deduplication_window = (\\\\d+)') "
+                            f"FROM system.tables WHERE database = '{clickhouse.database}' "
+                            "AND name = 'message_totals'")[0][0] or 0)
+
+    assert window() == 10000
+    client = clickhouse.client()
+    try:
+        client.command("ALTER TABLE message_totals MODIFY SETTING non_replicated_deduplication_window = 0")
+    finally:
+        client.close()
+    assert window() == 0
+    migrate(clickhouse.dsn, clickhouse.database, retention_days=3650)
+    assert window() == 10000
