@@ -88,13 +88,17 @@ class Verdict:
 @dataclass(slots=True)
 class Decision:
     """A verdict about one hit. `revision` is 0 for the first decision about a hit and +1 for each
-    revision; `previous` is the verdict a revision replaces (None when revision == 0)."""
+    revision; `previous` is the verdict a revision replaces (None when revision == 0), and
+    `previous_enrichment` the enrichment written with it (a machine's verdict withholds device and
+    place, so a revision's two rows can differ there: the row that cancels must match the one it
+    cancels)."""
 
     hit: Hit
     enrichment: Enrichment
     verdict: Verdict
     revision: int
     previous: Verdict | None
+    previous_enrichment: Enrichment | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,11 +438,12 @@ class Classifier:
                 if d.dup_of is later:
                     d.dup_of = tracked
             later.dup_of = tracked
-            previous = later.verdict
+            previous, previous_e = later.verdict, later.enrichment
             later.verdict = verdict_of(DUPLICATE, verdict.source, (R_REPEAT,))
             later.revision += 1
             later.enrichment = _mask(later.enrichment, later.verdict)
-            revisions.append(Decision(later.hit, later.enrichment, later.verdict, later.revision, previous))
+            revisions.append(Decision(later.hit, later.enrichment, later.verdict, later.revision, previous,
+                                      previous_e))
         if tracked.is_click and link:
             self._check_burst(state, tracked, revisions)
             self._check_time_of_click(state, tracked, revisions)
@@ -519,12 +524,12 @@ class Classifier:
         changed = [t, *(d for d in state.hits if d.dup_of is t and d.verdict.verdict == DUPLICATE)]
         weak = _weak_of(t.verdict)
         for d in changed:
-            previous = d.verdict
+            previous, previous_e = d.verdict, d.enrichment
             d.verdict = verdict_of(MACHINE, source, (reason, *weak) if d is t else (reason, R_REPEAT))
             if d is not new:
                 d.revision += 1
                 d.enrichment = _mask(d.enrichment, d.verdict)
-                revisions.append(Decision(d.hit, d.enrichment, d.verdict, d.revision, previous))
+                revisions.append(Decision(d.hit, d.enrichment, d.verdict, d.revision, previous, previous_e))
 
 
 def _weak_of(v: Verdict) -> tuple[str, ...]:

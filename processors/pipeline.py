@@ -13,6 +13,7 @@ import orjson
 from processors import metrics
 from processors.batch import BatchContext, Lookups, TableRows
 from processors.classify import Classifier, Decision, Verdict
+from processors.enrich import Enrichment
 from schemas.classified import ClassifiedEvent
 from schemas.hit import Hit
 from schemas.privacy import recipient_hash, truncate_ip
@@ -284,9 +285,10 @@ class HitProcessor:
     def _event_rows(self, out: BatchOutput, d: Decision, record: SourceRecord) -> None:
         ip = truncate_ip(d.hit.ip) if self._truncate else d.hit.ip
         if d.previous is not None:
-            out.events.rows.append(self._row(d, record, d.previous, d.revision - 1, -1, ip))
+            out.events.rows.append(self._row(d, d.previous_enrichment or d.enrichment, record, d.previous,
+                                             d.revision - 1, -1, ip))
             metrics.REVISIONS.inc()
-        out.events.rows.append(self._row(d, record, d.verdict, d.revision, 1, ip))
+        out.events.rows.append(self._row(d, d.enrichment, record, d.verdict, d.revision, 1, ip))
         key = (d.hit.kind, d.verdict.verdict)
         counts = self._hit_counts
         counts[key] = counts.get(key, 0) + 1
@@ -309,8 +311,9 @@ class HitProcessor:
         self._hit_counts.clear()
 
     @staticmethod
-    def _row(d: Decision, record: SourceRecord, v: Verdict, revision: int, sign: int, ip: str) -> tuple[object, ...]:
-        h, e = d.hit, d.enrichment
+    def _row(d: Decision, e: Enrichment, record: SourceRecord, v: Verdict, revision: int, sign: int,
+             ip: str) -> tuple[object, ...]:
+        h = d.hit
         # Times are epoch seconds: the writer sends rows as JSON, which DateTime64(3) columns read as such.
         # The source position is the record being processed now: a revision row belongs to the batch
         # that caused it, so its position and dedup token are those of that batch.

@@ -107,3 +107,27 @@ def test_a_conversion_is_attributed_from_a_send_in_its_own_batch_or_the_previous
     unknown = processor.process([conversion("m9", 2)])
     assert unknown.conversions.rows == []
     assert orjson.loads(unknown.to_dlq[0].value)["reason"] == "unattributed_conversion"
+
+
+def test_a_revisions_cancelling_row_repeats_the_row_it_cancels() -> None:
+    """Two links clicked 0.8 s apart by one client: the first click, stored as a person's (device and
+    place shown), becomes a scanner's. Its -1 row must carry what its +1 row carried, or per-device
+    aggregates keep +1 on the device and -1 on "unknown" for ever."""
+    processor = HitProcessor(KEYRING, build_classifier(), Topics())
+
+    def click(hit_id: str, at: float, url: str, offset: int) -> Rec:
+        payload = TokenPayload("click", "", "camp-7", "A", "msg-9", "rcpt-5", int(SENT * 1000), 0, url, "", 0)
+        raw = RawHit(hit_id, SENT + at, "click", "GET", "t.example.com", "/c/x", KEYRING.mint(payload),
+                     "81.2.69.142", CHROME, "edge-9", dict(HTML_ACCEPT))
+        return Rec(Topics().hits_raw, 0, offset, raw.encode())
+
+    rows = [*processor.process([click("h1", 600.0, "https://shop.example.com/a", 1)]).events.rows,
+            *processor.process([click("h2", 600.8, "https://shop.example.com/b", 2)]).events.rows]
+    named = [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
+    cancels = [r for r in named if r["sign"] == -1]
+    assert [r["hit_id"] for r in cancels] == ["h1"]
+    original = next(r for r in named if r["hit_id"] == "h1" and r["sign"] == 1 and r["revision"] == 0)
+    assert original["device"] == "desktop"
+    source = ("sign", "src_topic", "src_partition", "src_offset")
+    assert {k: v for k, v in cancels[0].items() if k not in source} == {
+        k: v for k, v in original.items() if k not in source}
