@@ -92,10 +92,16 @@ class RecentIds:
         """True if hit_id was seen before; records it otherwise."""
         if hit_id in self._ids:
             return True
+        self.add(hit_id)
+        return False
+
+    def __contains__(self, hit_id: object) -> bool:
+        return hit_id in self._ids
+
+    def add(self, hit_id: object) -> None:
         self._ids[hit_id] = None
         if len(self._ids) > self._capacity:
             self._ids.popitem(last=False)
-        return False
 
 
 class HitProcessor:
@@ -266,7 +272,7 @@ class HitProcessor:
             self._dead_letter(out, record, "undecodable_conversion", str(exc))
             return
         key = (c.tenant, c.idempotency_key)
-        if key in ctx.stored_conversion_keys or self._recent_conversions.seen(key):
+        if key in ctx.stored_conversion_keys or key in self._recent_conversions:
             metrics.REPEATS_DROPPED.inc()
             return
         campaign, variant, recipient = c.campaign, c.variant, c.recipient
@@ -278,6 +284,9 @@ class HitProcessor:
             self._dead_letter(out, record, "unattributed_conversion",
                               f"message {c.message!r} has no registered send and no campaign was given")
             return
+        # Remembered only once stored: a conversion dead-lettered for want of its send may be posted
+        # again (same key) once the send is registered.
+        self._recent_conversions.add(key)
         out.conversions.rows.append((c.tenant, c.idempotency_key, c.ts, campaign, variant, c.message,
                                      recipient, c.link, c.click_id, c.click_hit_id, c.value, c.currency, record.topic,
                                      record.partition, record.offset))

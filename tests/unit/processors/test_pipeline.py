@@ -107,6 +107,10 @@ def test_a_conversion_is_attributed_from_a_send_in_its_own_batch_or_the_previous
     unknown = processor.process([conversion("m9", 2)])
     assert unknown.conversions.rows == []
     assert orjson.loads(unknown.to_dlq[0].value)["reason"] == "unattributed_conversion"
+    # Posted again with the same key once its send is registered: stored, not dropped as a repeat.
+    again = processor.process([send("m9", 3), conversion("m9", 4)])
+    assert [(r[1], r[3]) for r in again.conversions.rows] == [("order-m9", "camp-1")]
+    assert processor.process([conversion("m9", 5)]).conversions.rows == []  # a true repeat is dropped
 
 
 def test_a_revisions_cancelling_row_repeats_the_row_it_cancels() -> None:
