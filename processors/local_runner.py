@@ -57,7 +57,10 @@ class LocalRunner:
         self._on_classified = on_classified
         self._retry_max_delay = retry_max_delay
         self._run_id = os.urandom(6).hex()
-        self._seq = 0
+        # Record positions start at this run's start in microseconds, not at 0: a dead letter's id is
+        # its record's topic:partition:offset, and a restart must not reuse the last run's ids (the
+        # dead_letters table keeps one row per id).
+        self._seq = time.time_ns() // 1000
         self._writing: asyncio.Task[None] | None = None  # the previous batch's insert and what follows it
         self.rows_written = 0
         self.batches_written = 0

@@ -11,6 +11,7 @@ import pytest
 from pixeltrack.simulate import load_patterns, simulate
 from pixeltrack.wiring import build_processor
 from processors.local_runner import LocalRunner
+from processors.writer import ClickHouseWriter
 from schemas.records import Record
 from schemas.settings import Settings
 from schemas.tokens import Keyring
@@ -135,3 +136,17 @@ async def test_a_stop_while_inserts_fail_ends_the_runner_with_the_error(
         stop.set()
         await writer.close()
     assert runner.batches_written == 0
+
+
+async def test_dead_letters_of_a_restarted_serve_keep_ids_of_their_own(
+        clickhouse: ClickHouseDb, settings: Settings, keyring: Keyring) -> None:
+    """A dead letter's id is its record's position; a second run (a restart) must not reuse the first
+    run's positions, or its letters replace the first run's in dead_letters."""
+    writer = ClickHouseWriter(clickhouse.dsn, clickhouse.database)
+    try:
+        for _ in range(2):
+            bus = bus_of([Record(Topics().hits_raw, None, b"{not json")])
+            await LocalRunner(bus, build_processor(settings, keyring), writer).drain()
+    finally:
+        await writer.close()
+    assert clickhouse.rows("SELECT count(), uniqExact(id) FROM dead_letters FINAL") == [(2, 2)]
