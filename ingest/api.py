@@ -12,9 +12,9 @@ from aiohttp import web
 
 from ingest.publisher import KafkaPublisher, Publisher
 from schemas.records import Record
-from schemas.sends import Conversion, Send
+from schemas.sends import Conversion, Send, text_field, time_field
 from schemas.settings import Settings
-from schemas.timefmt import parse_ts
+from schemas.timefmt import MAX_FUTURE
 from schemas.tokens import Keyring, TokenError, verify_click_ref
 from schemas.topics import Topics
 
@@ -63,7 +63,9 @@ def create_api_app(keyring: Keyring, api_keys: list[str], topics: Topics, publis
         if request.path == "/v1/health":
             resp: web.StreamResponse = await handler(request)
             return resp
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip().encode()
+        # surrogateescape: a header that is not UTF-8 is a wrong key (401), not an encoding error (500).
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip().encode(
+            "utf-8", "surrogateescape")
         # Compare against every key so the time taken does not say which prefix matched.
         if not keys or not any([hmac.compare_digest(given, k) for k in keys]):  # noqa: C419
             return _error(401, "missing or wrong API key (Authorization: Bearer KEY)")
@@ -92,7 +94,8 @@ def create_api_app(keyring: Keyring, api_keys: list[str], topics: Topics, publis
 
     async def post_sends(request: web.Request) -> web.Response:
         return await accept(request, "sends", topics.sends,
-                            lambda item, where, now: Send.from_api(item, where, default_ts=now))
+                            lambda item, where, now: Send.from_api(item, where, default_ts=now,
+                                                                   latest=now + MAX_FUTURE))
 
     async def post_conversions(request: web.Request) -> web.Response:
         return await accept(request, "conversions", topics.conversions,
@@ -125,12 +128,7 @@ def _conversion(keyring: Keyring, item: Any, where: str, now: float) -> Conversi
     if not isinstance(key, str) or not key or len(key) > 200:
         raise ValueError(f"{where}.idempotency_key: is required (a string of at most 200 characters)")
     value, currency = Conversion.validate_amount(item, where)
-    ts = now
-    if item.get("ts") is not None:
-        try:
-            ts = parse_ts(item["ts"])
-        except ValueError:
-            raise ValueError(f"{where}.ts: not an ISO-8601 time or epoch seconds") from None
+    ts = time_field(item, "ts", where, now, now + MAX_FUTURE)
     click_id = item.get("click_id") or ""
     if click_id:
         if not isinstance(click_id, str):
@@ -143,15 +141,12 @@ def _conversion(keyring: Keyring, item: Any, where: str, now: float) -> Conversi
                           click_id=click_id, click_hit_id=ref.hit_id,
                           message=ref.message, campaign=ref.campaign, variant=ref.variant,
                           recipient=ref.recipient, link=ref.link)
-    message = item.get("message") or ""
-    if not isinstance(message, str) or not message:
+    message = text_field(item, "message", where, required=False)
+    if not message:
         raise ValueError(f"{where}: needs click_id or message")
-    campaign = item.get("campaign") or ""
-    if not isinstance(campaign, str):
-        raise ValueError(f"{where}.campaign: must be a string")
-    tenant = item.get("tenant") or ""
-    return Conversion(tenant=str(tenant), idempotency_key=key, ts=ts, value=value, currency=currency,
-                      message=message, campaign=campaign)
+    return Conversion(tenant=text_field(item, "tenant", where, required=False), idempotency_key=key, ts=ts,
+                      value=value, currency=currency, message=message,
+                      campaign=text_field(item, "campaign", where, required=False))
 
 
 def create_api_from_settings(settings: Settings, keyring: Keyring,

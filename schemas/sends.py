@@ -8,13 +8,15 @@ from typing import Any
 
 import orjson
 
-from schemas.timefmt import parse_ts
+from schemas.timefmt import LATEST_TS, format_ts, in_window, parse_ts
 
 MAX_ID = 200  # campaign, variant, message, recipient, link ids: bounded like everything from outside
 CURRENCY_LEN = 3
 
 
-def _text(obj: dict[str, Any], name: str, where: str, required: bool = True) -> str:
+def text_field(obj: dict[str, Any], name: str, where: str, required: bool = True) -> str:
+    """obj[name] as a string of at most MAX_ID characters (None and absent are ""); ValueError names
+    the field otherwise."""
     value = obj.get(name, "")
     if value is None:
         value = ""
@@ -27,14 +29,19 @@ def _text(obj: dict[str, Any], name: str, where: str, required: bool = True) -> 
     return value
 
 
-def _time(obj: dict[str, Any], name: str, where: str, default: float) -> float:
+def time_field(obj: dict[str, Any], name: str, where: str, default: float, latest: float = LATEST_TS) -> float:
+    """obj[name] as epoch seconds (ISO-8601 or a number; `default` when absent), within 2000-01-01 and
+    `latest`; ValueError names the field otherwise."""
     value = obj.get(name)
-    if value is None:
-        return default
-    try:
-        return parse_ts(value)
-    except ValueError:
-        raise ValueError(f"{where}.{name}: not an ISO-8601 time or epoch seconds: {value!r}") from None
+    ts = default
+    if value is not None:
+        try:
+            ts = parse_ts(value)
+        except ValueError:
+            raise ValueError(f"{where}.{name}: not an ISO-8601 time or epoch seconds: {str(value)[:40]!r}") from None
+    if not in_window(ts, latest):
+        raise ValueError(f"{where}.{name}: {str(value)[:40]!r} is not between 2000-01-01 and {format_ts(latest)}")
+    return ts
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,18 +68,20 @@ class Send:
         return cls.from_api(orjson.loads(value), "send", default_ts=0.0)
 
     @classmethod
-    def from_api(cls, obj: Any, where: str, default_ts: float, tenant: str = "") -> Send:
-        """Validates one API object; ValueError names the field (e.g. "sends[3].campaign: is required")."""
+    def from_api(cls, obj: Any, where: str, default_ts: float, tenant: str = "", latest: float = LATEST_TS) -> Send:
+        """Validates one API object; ValueError names the field (e.g. "sends[3].campaign: is required").
+        `latest`: the latest sent_at taken (the API: a day ahead of its clock)."""
         if not isinstance(obj, dict):
             raise ValueError(f"{where}: must be an object")
         links = obj.get("links", 0)
         if not isinstance(links, int) or isinstance(links, bool) or not 0 <= links <= 10_000:
             raise ValueError(f"{where}.links: must be a whole number from 0 to 10000")
-        return cls(tenant=_text(obj, "tenant", where, required=False) or tenant,
-                   campaign=_text(obj, "campaign", where), variant=_text(obj, "variant", where, required=False),
-                   message=_text(obj, "message", where), recipient=_text(obj, "recipient", where),
-                   sent_at=_time(obj, "sent_at", where, default_ts),
-                   mailbox_domain=_text(obj, "mailbox_domain", where, required=False).lower(), links=links)
+        return cls(tenant=text_field(obj, "tenant", where, required=False) or tenant,
+                   campaign=text_field(obj, "campaign", where),
+                   variant=text_field(obj, "variant", where, required=False),
+                   message=text_field(obj, "message", where), recipient=text_field(obj, "recipient", where),
+                   sent_at=time_field(obj, "sent_at", where, default_ts, latest),
+                   mailbox_domain=text_field(obj, "mailbox_domain", where, required=False).lower(), links=links)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +103,10 @@ class Unsubscribe:
         obj = orjson.loads(value)
         if not isinstance(obj, dict):
             raise ValueError("an Unsubscribe must be a JSON object")
-        return cls(**{k: obj[k] for k in cls.__dataclass_fields__ if k in obj})
+        u = cls(**{k: obj[k] for k in cls.__dataclass_fields__ if k in obj})
+        if not isinstance(u.ts, int | float) or not in_window(u.ts):
+            raise ValueError(f"an Unsubscribe's ts {str(u.ts)[:40]!r} is not a time between 2000 and 2200")
+        return u
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +136,12 @@ class Conversion:
         obj = orjson.loads(value)
         if not isinstance(obj, dict):
             raise ValueError("a Conversion must be a JSON object")
-        return cls(**{k: obj[k] for k in cls.__dataclass_fields__ if k in obj})
+        c = cls(**{k: obj[k] for k in cls.__dataclass_fields__ if k in obj})
+        if not isinstance(c.ts, int | float) or not in_window(c.ts):
+            raise ValueError(f"a Conversion's ts {str(c.ts)[:40]!r} is not a time between 2000 and 2200")
+        if not isinstance(c.value, int | float) or not math.isfinite(c.value):
+            raise ValueError(f"a Conversion's value {str(c.value)[:40]!r} is not a finite number")
+        return c
 
     @staticmethod
     def validate_amount(obj: dict[str, Any], where: str) -> tuple[float, str]:

@@ -59,3 +59,38 @@ async def test_conversion_by_click_id_is_attributed(keyring: Keyring) -> None:
     c = Conversion.decode(bus.get_nowait().value)
     assert (c.campaign, c.variant, c.message, c.recipient, c.link, c.click_hit_id, c.value, c.currency) == (
         "spring", "A", "m-7", "r-7", "pricing", "hit-42", 49.5, "EUR")
+
+
+async def test_times_outside_what_clickhouse_holds_and_overlong_fields_are_refused_by_name(keyring: Keyring) -> None:
+    """One out-of-range time would make ClickHouse refuse the processors' whole batch, again at every
+    retry: the API refuses it (the clock here is 2026-09-21) and names the field."""
+    bus: asyncio.Queue[Record] = asyncio.Queue()
+    send = {"campaign": "c", "message": "m-1", "recipient": "r-1"}
+    async with await client_for(keyring, bus) as client:
+        for sent_at in (1e300, -1e18, True, "0001-01-01T00:00:00+14:00", 1_790_000_000 + 3 * 86_400, "nan"):
+            bad = await client.post("/v1/sends", headers=KEY, json={"sends": [{**send, "sent_at": sent_at}]})
+            assert bad.status == 422, sent_at
+            assert (await bad.json())["errors"][0].startswith("sends[0].sent_at: "), sent_at
+        conversion = {"idempotency_key": "k", "message": "m-1", "value": 1}
+        bad = await client.post("/v1/conversions", headers=KEY, json={"conversions": [{**conversion, "ts": 1e300}]})
+        assert (await bad.json())["errors"][0].startswith("conversions[0].ts: ")
+        for field in ("message", "campaign", "tenant"):
+            bad = await client.post("/v1/conversions", headers=KEY,
+                                    json={"conversions": [{**conversion, field: "x" * 201}]})
+            assert bad.status == 422, field
+            assert (await bad.json())["errors"] == [f"conversions[0].{field}: longer than 200 characters"]
+        ok = await client.post("/v1/sends", headers=KEY, json={"sends": [{**send, "sent_at": 1_790_000_000 + 3600}]})
+        assert ok.status == 202  # an hour ahead: clock skew, taken
+    assert bus.qsize() == 1
+
+
+async def test_an_authorization_header_that_is_not_utf8_is_a_wrong_key_not_an_error(keyring: Keyring) -> None:
+    bus: asyncio.Queue[Record] = asyncio.Queue()
+    async with await client_for(keyring, bus) as client:
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(b"POST /v1/sends HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+                     b"Content-Length: 2\r\nConnection: close\r\n\r\n[]")
+        await writer.drain()
+        status = await reader.readline()
+        writer.close()
+    assert status.startswith(b"HTTP/1.1 401"), status

@@ -135,3 +135,22 @@ def test_a_revisions_cancelling_row_repeats_the_row_it_cancels() -> None:
     source = ("sign", "src_topic", "src_partition", "src_offset")
     assert {k: v for k, v in cancels[0].items() if k not in source} == {
         k: v for k, v in original.items() if k not in source}
+
+
+def test_times_clickhouse_cannot_hold_are_dead_letters_not_a_failed_batch() -> None:
+    """A token minted with a wild sent_at, or a send or conversion that reached Kafka some other way than
+    through the API: dead letters with a reason, and the batch's other rows stay insertable."""
+    from schemas.sends import Conversion, Send
+
+    t = Topics()
+    processor = HitProcessor(KEYRING, build_classifier(), t)
+    wild = TokenPayload("open", "", "camp-7", "A", "msg-1", "rcpt-1", 10**18, 0)
+    raw = RawHit("h-wild", SENT + 60, "open", "GET", "t.example.com", "/o/x", KEYRING.mint(wild), "81.2.69.142",
+                 CHROME, "edge-9", dict(HTML_ACCEPT))
+    out = processor.process([
+        Rec(t.hits_raw, 0, 1, raw.encode()), click_record(offset=2),
+        Rec(t.sends, 0, 3, Send("", "c", "A", "m", "r", 1e300, "x.com", 1).encode()),
+        Rec(t.conversions, 0, 4, Conversion("", "k", -1e18, 1.0, "EUR", campaign="c", message="m").encode())])
+    assert [orjson.loads(d.value)["reason"] for d in out.to_dlq] == [
+        "bad_timestamp", "undecodable_send", "undecodable_conversion"]
+    assert [r[1] for r in out.events.rows] == ["h-1"]
