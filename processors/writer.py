@@ -88,7 +88,11 @@ class ClickHouseWriter:
         """One table's encoded rows into ClickHouse (from here on, the engine's work, not ours)."""
         client.raw_insert(table, column_names=list(columns), insert_block=block, fmt="JSONCompactEachRow",
                           settings={"insert_deduplication_token": dedup_token,
-                                    "deduplicate_blocks_in_dependent_materialized_views": 1})
+                                    "deduplicate_blocks_in_dependent_materialized_views": 1,
+                                    # Tables are partitioned by month, and a backfill of sends (or a
+                                    # replay) spans more than the 100 partitions an insert may touch
+                                    # by default; times are bounded (schemas.timefmt), so are months.
+                                    "max_partitions_per_insert_block": 0})
 
     async def write(self, batches: Sequence[TableRows], token: str, attempts: int = 4) -> int:
         """Inserts each table's rows; returns once ClickHouse has them, or raises after `attempts`.

@@ -373,3 +373,18 @@ async def test_migrate_gives_an_older_table_the_settings_its_ddl_now_has(clickho
     assert window() == 0
     migrate(clickhouse.dsn, clickhouse.database, retention_days=3650)
     assert window() == 10000
+
+
+async def test_a_batch_of_sends_over_more_than_a_hundred_months_is_inserted(clickhouse: ClickHouseDb) -> None:
+    """A backfill of sends spans years; ClickHouse refuses an insert touching more than 100 partitions
+    (months) by default, which would fail the batch at every retry."""
+    writer = ClickHouseWriter(clickhouse.dsn, clickhouse.database)
+    try:
+        rows = TableRows("sends", ("tenant", "campaign", "variant", "message_id", "recipient_id", "sent_at",
+                                   "mailbox_domain", "links", "src_topic", "src_partition", "src_offset"),
+                         [("", "backfill", "A", f"m{i}", f"r{i}", 1_500_000_000.0 + i * 31 * 86_400, "", 0, "sends",
+                           0, i) for i in range(150)])
+        await writer.write([rows], "kafka:sends/0/0-149", attempts=1)
+    finally:
+        await writer.close()
+    assert clickhouse.rows("SELECT count(), uniqExact(toYYYYMM(sent_at)) FROM sends") == [(150, 150)]
