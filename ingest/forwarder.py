@@ -266,7 +266,10 @@ class Forwarder:
         that window; a killed process loses nothing (the page cache holds every write)."""
         while self.spool is not None:
             await asyncio.sleep(self._fsync_interval)
-            await asyncio.to_thread(self.spool.take_sync_work().run)
+            try:
+                await asyncio.to_thread(self.spool.take_sync_work().run)
+            except Exception:  # an fsync loop that died would leave the disk to fill: log, go on
+                log.exception("spool sync failed; trying again in %.3f s", self._fsync_interval)
 
     async def drain(self, timeout: float) -> None:
         """After `run` was cancelled: publish what is left within `timeout`, stopping early once a

@@ -51,8 +51,10 @@ class SyncWork(NamedTuple):
                 os.fsync(fd)
             except OSError as exc:
                 log.error("spool fsync failed: %s", exc)
-            finally:
+            try:
                 os.close(fd)
+            except OSError as exc:  # never fatal: the syncer must go on
+                log.error("spool close failed: %s", exc)
         if self.checkpoint is not None:
             try:
                 write_checkpoint(*self.checkpoint)
@@ -174,9 +176,19 @@ class Spool:
         self._dir_dirty = True
 
     def _rotate(self) -> None:
+        """Goes on in a new segment. Raises OSError, with nothing changed, when it cannot be opened (no
+        descriptors left under a connection flood, a full disk)."""
+        new_id = self._active_id + 1
+        fd = os.open(self.folder / self._name(new_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+        except OSError:
+            os.close(fd)
+            raise
         self._to_sync.append(self._active_fd)  # fsynced (its last frames too), then closed, by the syncer
-        self._active_id += 1
-        self._open_active()
+        self._active_id, self._active_fd, self._active_size = new_id, fd, size
+        self._sizes[new_id] = size
+        self._dir_dirty = True
 
     def _recount(self) -> None:
         acked = self.acked
@@ -208,7 +220,10 @@ class Spool:
         if self._pending + n > self.max_bytes:
             return None
         if self._active_size and self._active_size + n > self.segment_bytes:
-            self._rotate()
+            try:
+                self._rotate()
+            except OSError as exc:  # the segment grows past its size instead; rotation is tried again next time
+                log.error("spool %s: cannot open a new segment: %s", self.folder, exc)
         try:
             written = os.write(self._active_fd, frame)
         except OSError as exc:

@@ -183,3 +183,34 @@ def test_sync_work_covers_rotated_segments_and_the_folder(tmp_path: Path) -> Non
     rest.run()
     assert spool.segments() == [max(before)]
     spool.close()
+
+
+def test_a_segment_that_cannot_be_opened_loses_no_hit_and_no_descriptor(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening the next segment fails once (no descriptors left under a connection flood, a full disk):
+    the record goes into the current segment, rotation is tried again later, and the syncer closes
+    each old descriptor once (it closed one twice, died on EBADF, and stopped fsyncing for good)."""
+    import errno
+
+    import ingest.spool as spool_module
+
+    spool = Spool(tmp_path, segment_bytes=4096, max_bytes=1 << 20)
+    real_open, failures = os.open, [0]
+
+    def flaky_open(path: object, *args: object, **kwargs: object) -> int:
+        if str(path).endswith(".log") and failures[0]:
+            failures[0] -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(spool_module.os, "open", flaky_open)
+    positions = []
+    for i in range(12):
+        failures[0] = 1 if i == 4 else 0
+        positions.append(spool.append(Record("hits.raw", b"m", b"x" * 900 + str(i).encode())))
+    monkeypatch.setattr(spool_module.os, "open", real_open)
+    assert None not in positions
+    work = spool.take_sync_work()
+    assert len(set(work.fds)) == len(work.fds)
+    work.run()
+    assert [r.value[900:].decode() for r, _ in spool.read_from(spool.acked, 100)] == [str(i) for i in range(12)]
