@@ -331,6 +331,9 @@ UNSUBSCRIBE_PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta nam
 <button type="submit">Unsubscribe</button></form></body></html>"""
 UNSUBSCRIBED_PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="robots" content="noindex">
 <title>Unsubscribed</title></head><body><h1>You are unsubscribed</h1></body></html>"""
+UNSUBSCRIBE_FAILED_PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="robots" content="noindex">
+<title>Unsubscribe</title></head><body><h1>Please try again</h1><p>Your unsubscribe could not be recorded
+just now. Please try again in a minute.</p></body></html>"""
 HTML_NO_STORE = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
                  "X-Robots-Tag": "noindex"}
 
@@ -352,7 +355,16 @@ async def unsubscribe(request: web.Request) -> web.Response:
         return web.Response(text=UNSUBSCRIBE_PAGE, headers=HTML_NO_STORE)
     record = Unsubscribe(payload.tenant, recipient_hash(payload.tenant, payload.recipient), payload.campaign,
                          payload.message, time.time())
-    edge.forwarder.submit(Record(edge.topics.unsubscribes, payload.message.encode(), record.encode()))
+    try:
+        kept = edge.forwarder.submit(Record(edge.topics.unsubscribes, payload.message.encode(), record.encode()))
+    except Exception:  # the spool's disk failing: the same answer as a spool at its bound
+        log.exception("unsubscribe not kept")
+        kept = False
+    if not kept:
+        # Never confirm what was not kept: the person (or their mail client) tries again later.
+        edge.count("unsubscribe", "error")
+        return web.Response(status=503, text=UNSUBSCRIBE_FAILED_PAGE,
+                            headers={**HTML_NO_STORE, "Retry-After": "60"})
     edge.count("unsubscribe", "ok")
     return web.Response(text=UNSUBSCRIBED_PAGE, headers=HTML_NO_STORE)
 

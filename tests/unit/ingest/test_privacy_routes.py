@@ -94,3 +94,18 @@ async def test_forwarded_for_lines_are_folded(keyring: Keyring, settings: Settin
         await client.get(pixel, headers=[("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "198.51.100.7")])
         record = await asyncio.wait_for(bus.get(), 5)
     assert RawHit.decode(record.value).ip == "198.51.100.7"
+
+
+async def test_an_unsubscribe_that_cannot_be_kept_is_not_confirmed(settings: Settings, keyring: Keyring,
+                                                                   tmp_path: Path) -> None:
+    """The spool at its bound: the POST must not say "You are unsubscribed" for what was not kept."""
+    url = Tracker("http://t.example.com", keyring).unsubscribe_url(Message("spring", "m-1", "r-1"))
+    bus: asyncio.Queue[Record] = asyncio.Queue()
+    full = settings.model_copy(update={"spool_dir": tmp_path / "spool", "spool_max_bytes": 1})
+    app = create_app(full, publisher=QueuePublisher(bus), keyring=keyring)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        resp = await client.post(url.removeprefix("http://t.example.com"), data={"List-Unsubscribe": "One-Click"})
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "60"
+        assert "unsubscribed" not in await resp.text()
+    assert bus.empty()
