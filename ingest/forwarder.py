@@ -74,6 +74,12 @@ class HitQueue:
         self._bytes -= sum(len(p.record.value) for p in batch)
         return batch
 
+    def put_back(self, items: list[Pending]) -> None:
+        """Returns a batch taken by take_batch to the front, in order, past the bound if need be (it was
+        within it when taken): a failed publish loses nothing, and nothing overtakes it."""
+        self._items.extendleft(reversed(items))
+        self._bytes += sum(len(p.record.value) for p in items)
+
     def take_all(self) -> list[Pending]:
         out = list(self._items)
         self._items.clear()
@@ -202,8 +208,7 @@ class Forwarder:
             if self.spool is not None:
                 self._enter_catch_up("publish interrupted")
             else:
-                for item in batch:
-                    self.queue.offer(item)
+                self.queue.put_back(batch)
             raise
         if published:
             if self.spool is not None and batch[-1].position is not None:
@@ -211,8 +216,7 @@ class Forwarder:
         elif self.spool is not None:
             self._enter_catch_up("publish failed")
         else:
-            for item in batch:  # no spool: keep them in memory, at the front
-                self.queue.offer(item)
+            self.queue.put_back(batch)  # no spool: keep them in memory, at the front
             await self._pause()
 
     async def _step_catch_up(self) -> None:

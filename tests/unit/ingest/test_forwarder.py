@@ -253,3 +253,49 @@ async def test_a_cancel_that_lands_with_the_acknowledgement_still_ends_the_forwa
         assert [r.value for r in pub.got] == [b"1"]
         if spool is not None:
             spool.close()
+
+
+async def test_without_spool_a_failed_batch_goes_back_in_front_even_when_the_queue_filled_meanwhile() -> None:
+    """The batch being published fails while new hits fill the queue to its bound: the batch is kept,
+    ahead of them (it was re-offered at the back, and what did not fit was dropped uncounted)."""
+    gate = asyncio.Event()
+
+    class FailsFirst(SwitchablePublisher):
+        calls = 0
+
+        async def publish(self, records: Sequence[Record]) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                await gate.wait()
+                raise ConnectionError("broker gone")
+            await super().publish(records)
+
+    pub = FailsFirst()
+    fwd = Forwarder(HitQueue(4), pub, None, max_batch=4)
+    task = asyncio.create_task(fwd.run())
+    try:
+        assert [fwd.submit(rec(i)) for i in range(4)] == [True] * 4
+        await eventually(lambda: fwd.queue.qsize() == 0)  # taken: its publish is in flight
+        assert [fwd.submit(rec(i)) for i in range(4, 8)] == [True] * 4  # the queue is full again
+        gate.set()
+        await eventually(lambda: len(pub.got) == 8)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert [int(r.value) for r in pub.got] == list(range(8))
+    assert fwd.dropped == 0
+
+
+async def test_the_embedded_bus_is_bounded_for_publishers() -> None:
+    from ingest.publisher import QueuePublisher
+
+    bus: asyncio.Queue[Record] = asyncio.Queue()
+    publisher = QueuePublisher(bus, max_records=3)
+    await publisher.publish([rec(0), rec(1), rec(2)])
+    blocked = asyncio.create_task(publisher.publish([rec(3)]))
+    await asyncio.sleep(0.05)
+    assert not blocked.done()  # waits while the bus holds its bound
+    bus.get_nowait()
+    await asyncio.wait_for(blocked, 1)
+    assert [int(bus.get_nowait().value) for _ in range(3)] == [1, 2, 3]
