@@ -210,15 +210,26 @@ async def discard_producer(producer: AIOKafkaProducer, timeout: float = 2.0) -> 
 
 
 class QueuePublisher:
-    """The embedded wiring's transport: records go onto an asyncio queue read by the local runner."""
+    """The embedded wiring's transport: records go onto an asyncio queue read by the local runner.
 
-    def __init__(self, queue: asyncio.Queue[Record]) -> None:
+    `max_records` bounds what publishers may put there: a publish waits while the queue holds that
+    many (the edge's forwarder then times out and keeps its batch, its own bounded queue fills, and
+    further hits are counted as dropped), so memory stays bounded when the runner falls behind. The
+    runner's own loop-back of dead letters does not wait on it."""
+
+    def __init__(self, queue: asyncio.Queue[Record], max_records: int | None = None) -> None:
         self._queue = queue
+        self._max = max_records
 
     async def start(self) -> None:
         return None
 
     async def publish(self, records: Sequence[Record]) -> None:
+        if self._max is not None:
+            # Polled: the runner takes records with get_nowait in its own polling loop, and nothing
+            # signals room made on the queue.
+            while self._queue.qsize() >= self._max:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
         for record in records:
             await self._queue.put(record)
 

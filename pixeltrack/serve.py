@@ -98,7 +98,7 @@ def admin_app(writer: ClickHouseWriter, token: str) -> web.Application:
 async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_port: int = 8081,
                 dashboard_port: int = 8082, stop: asyncio.Event | None = None, announce: bool = True) -> None:
     """Runs until SIGINT/SIGTERM (or `stop`), then stops in order: edge (drains its queue onto the
-    bus), runner (writes what is on the bus), writer."""
+    bus) and API, runner (writes what is on the bus), writer."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -128,12 +128,15 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     triggers_task = (asyncio.create_task(triggers.run(triggers_stop), name="pixeltrack-triggers")
                      if triggers is not None else None)
     tune_gc_for_batches()
-    runner_task = asyncio.create_task(runner.run(stop), name="pixeltrack-local-runner")
+    runner_stop = asyncio.Event()  # set once the edge and the API have put their last records on the bus
+    runner_task = asyncio.create_task(runner.run(runner_stop), name="pixeltrack-local-runner")
     runner_task.add_done_callback(lambda task: _runner_ended(task, stop))
 
-    # The in-process bus never refuses, and the whole process is the unit of failure: no spool here.
+    # The whole process is the unit of failure: no spool here. The bus is bounded for the edge and the
+    # API (their publishes wait; the edge's own queue then fills and counts what it drops).
     edge_settings = settings.model_copy(update={"spool_dir": None})
-    edge = web.AppRunner(create_app(edge_settings, publisher=QueuePublisher(bus), keyring=keyring),
+    onto_bus = QueuePublisher(bus, settings.queue_size)
+    edge = web.AppRunner(create_app(edge_settings, publisher=onto_bus, keyring=keyring),
                          access_log=None, handle_signals=False)
     await edge.setup()
     edge_site = (EdgeSite(edge, host, port, reuse_address=True) if settings.edge_fast_path
@@ -141,7 +144,7 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     await edge_site.start()
     api_key = (settings.api_keys.get_secret_value().split(",")[0].strip() if settings.api_keys
                else data_dir_secret(data_dir, API_KEY_FILE))
-    api = web.AppRunner(create_api_app(keyring, [api_key], Topics(settings.topic_prefix), QueuePublisher(bus),
+    api = web.AppRunner(create_api_app(keyring, [api_key], Topics(settings.topic_prefix), onto_bus,
                                        own_publisher=False), access_log=None, handle_signals=False)
     await api.setup()
     await web.TCPSite(api, host, api_port, reuse_address=True).start()
@@ -169,13 +172,14 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
         await stop.wait()
     finally:
         state.unlink(missing_ok=True)
-        await edge.cleanup()  # stops accepting, then the forwarder drains onto the bus
+        await edge.cleanup()  # stops accepting, then the forwarder drains onto the bus (the runner reads on)
+        await api.cleanup()
+        runner_stop.set()
         failed: BaseException | None = None
         try:
             await runner_task
         except Exception as exc:
             failed = exc
-        await api.cleanup()
         if failed is None:
             await runner.drain()
         else:
