@@ -14,8 +14,9 @@ from ingest.publisher import KafkaPublisher, Publisher
 from schemas.records import Record
 from schemas.sends import Conversion, Send, text_field, time_field
 from schemas.settings import Settings
+from schemas.tenants import TenantRegistry
 from schemas.timefmt import MAX_FUTURE
-from schemas.tokens import Keyring, TokenError, verify_click_ref
+from schemas.tokens import ClickRef, Keyring, TokenError, verify_click_ref
 from schemas.topics import Topics
 
 MAX_ITEMS = 10_000  # per request; larger lists are split by the SDK
@@ -50,13 +51,24 @@ async def _items(request: web.Request, name: str) -> list[Any] | web.Response:
     return items
 
 
-def create_api_app(keyring: Keyring, api_keys: list[str], topics: Topics, publisher: Publisher,
+TENANT = web.RequestKey("tenant", str)  # the tenant an API key belongs to; absent for an operator's key
+
+
+def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topics: Topics, publisher: Publisher,
                    own_publisher: bool = True, clock: Callable[[], float] = time.time) -> web.Application:
     """POST /v1/sends and /v1/conversions with `Authorization: Bearer KEY`. A 202 means the records
     were acknowledged by the transport (acks=all for Kafka): a sender that gets any other answer may
     retry, and conversions carry an idempotency key so a retry counts once. Validation is all or
-    nothing per request, and every error names its item and field."""
-    keys = [k.encode() for k in api_keys if k]
+    nothing per request, and every error names its item and field.
+
+    `api_keys` (the settings') are the operator's: their records name their tenant ("" by default, else
+    one of the registry's). A tenant's own API keys (`pixeltrack tenants add`) write for that tenant
+    only, and its click ids are checked with its signing keys."""
+    registry = tenants if isinstance(tenants, TenantRegistry) else TenantRegistry({}, tenants)
+    # (key, tenant or None for the operator), every one compared on each request so that the time
+    # taken does not say which key, or which prefix, matched.
+    keys = [(k.encode(), None) for k in api_keys if k] + [
+        (k.encode(), t.name) for t in registry.tenants.values() for k in t.api_keys if k]
 
     @web.middleware
     async def auth(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
@@ -66,22 +78,29 @@ def create_api_app(keyring: Keyring, api_keys: list[str], topics: Topics, publis
         # surrogateescape: a header that is not UTF-8 is a wrong key (401), not an encoding error (500).
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip().encode(
             "utf-8", "surrogateescape")
-        # Compare against every key so the time taken does not say which prefix matched.
-        if not keys or not any([hmac.compare_digest(given, k) for k in keys]):  # noqa: C419
+        matches = [hmac.compare_digest(given, k) for k, _ in keys]
+        if not any(matches):
             return _error(401, "missing or wrong API key (Authorization: Bearer KEY)")
+        tenant = keys[matches.index(True)][1]
+        if tenant is not None:
+            request[TENANT] = tenant
         return await handler(request)  # type: ignore[no-any-return]
 
     async def accept(request: web.Request, name: str, topic: str,
-                     parse: Callable[[Any, str, float], Send | Conversion]) -> web.Response:
+                     parse: Callable[[Any, str, float, str | None], Send | Conversion]) -> web.Response:
         """Validates every item (all or nothing), publishes them, answers 202 once acknowledged."""
         items = await _items(request, name)
         if isinstance(items, web.Response):
             return items
         now = clock()
+        key_tenant = request.get(TENANT)
         out, errors = [], []
         for i, item in enumerate(items):
+            where = f"{name}[{i}]"
             try:
-                out.append(parse(item, f"{name}[{i}]", now))
+                record = parse(item, where, now, key_tenant)
+                _check_tenant(registry, record.tenant, key_tenant, where)
+                out.append(record)
             except ValueError as exc:
                 errors.append(str(exc))
         if errors:
@@ -94,12 +113,13 @@ def create_api_app(keyring: Keyring, api_keys: list[str], topics: Topics, publis
 
     async def post_sends(request: web.Request) -> web.Response:
         return await accept(request, "sends", topics.sends,
-                            lambda item, where, now: Send.from_api(item, where, default_ts=now,
-                                                                   latest=now + MAX_FUTURE))
+                            lambda item, where, now, tenant: Send.from_api(item, where, default_ts=now,
+                                                                           tenant=tenant or "",
+                                                                           latest=now + MAX_FUTURE))
 
     async def post_conversions(request: web.Request) -> web.Response:
         return await accept(request, "conversions", topics.conversions,
-                            lambda item, where, now: _conversion(keyring, item, where, now))
+                            lambda item, where, now, tenant: _conversion(registry, item, where, now, tenant))
 
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -121,7 +141,39 @@ def create_api_app(keyring: Keyring, api_keys: list[str], topics: Topics, publis
     return app
 
 
-def _conversion(keyring: Keyring, item: Any, where: str, now: float) -> Conversion:
+def _check_tenant(registry: TenantRegistry, tenant: str, key_tenant: str | None, where: str) -> None:
+    """A tenant's key writes for its tenant only; the operator's for the default tenant or a known one."""
+    if key_tenant is not None and tenant != key_tenant:
+        raise ValueError(f"{where}.tenant: {tenant[:64]!r} is not the tenant of this API key ({key_tenant!r})")
+    if tenant and tenant not in registry.tenants:
+        raise ValueError(f"{where}.tenant: {tenant[:64]!r} is not a tenant of this installation")
+
+
+def _verify_click_id(registry: TenantRegistry, click_id: str, key_tenant: str | None) -> ClickRef:
+    """The click id's ClickRef, checked with the keys of the tenant that minted it: the key's tenant, or
+    for an operator's key the default keys and every tenant's whose key id matches. A ref must name
+    the tenant whose keys signed it."""
+    if key_tenant is not None:
+        rings: list[tuple[str, Keyring | None]] = [(key_tenant, registry.for_tenant(key_tenant))]
+    else:
+        rings = [("", registry.default), *((t.name, t.keyring()) for t in registry.tenants.values())]
+    kid = click_id.split(".", 1)[0]
+    reason = "unknown_key"
+    for tenant, ring in rings:
+        if ring is None or not ring.has_key(kid):
+            continue
+        try:
+            ref = verify_click_ref(ring, click_id)
+        except TokenError as exc:
+            reason = exc.reason
+            continue
+        if ref.tenant == tenant:
+            return ref
+        reason = "wrong_tenant"
+    raise TokenError(reason)
+
+
+def _conversion(registry: TenantRegistry, item: Any, where: str, now: float, key_tenant: str | None) -> Conversion:
     if not isinstance(item, dict):
         raise ValueError(f"{where}: must be an object")
     key = item.get("idempotency_key")
@@ -134,7 +186,7 @@ def _conversion(keyring: Keyring, item: Any, where: str, now: float) -> Conversi
         if not isinstance(click_id, str):
             raise ValueError(f"{where}.click_id: must be a string")
         try:
-            ref = verify_click_ref(keyring, click_id)
+            ref = _verify_click_id(registry, click_id, key_tenant)
         except TokenError as exc:
             raise ValueError(f"{where}.click_id: not a valid click id ({exc.reason})") from None
         return Conversion(tenant=ref.tenant, idempotency_key=key, ts=ts, value=value, currency=currency,
@@ -144,12 +196,13 @@ def _conversion(keyring: Keyring, item: Any, where: str, now: float) -> Conversi
     message = text_field(item, "message", where, required=False)
     if not message:
         raise ValueError(f"{where}: needs click_id or message")
-    return Conversion(tenant=text_field(item, "tenant", where, required=False), idempotency_key=key, ts=ts,
+    return Conversion(tenant=text_field(item, "tenant", where, required=False) or key_tenant or "",
+                      idempotency_key=key, ts=ts,
                       value=value, currency=currency, message=message,
                       campaign=text_field(item, "campaign", where, required=False))
 
 
-def create_api_from_settings(settings: Settings, keyring: Keyring,
+def create_api_from_settings(settings: Settings, tenants: TenantRegistry | Keyring,
                              publisher: Publisher | None = None) -> web.Application:
     """The API as `pixeltrack api` runs it: Kafka from settings unless a publisher is given."""
     own = publisher is None
@@ -157,4 +210,4 @@ def create_api_from_settings(settings: Settings, keyring: Keyring,
         settings.kafka_bootstrap, client_id=f"pixeltrack-api-{settings.edge_id}",
         linger_ms=settings.producer_linger_ms, compression=settings.producer_compression)
     keys = settings.api_keys.get_secret_value().split(",") if settings.api_keys else []
-    return create_api_app(keyring, [k.strip() for k in keys], Topics(settings.topic_prefix), pub, own_publisher=own)
+    return create_api_app(tenants, [k.strip() for k in keys], Topics(settings.topic_prefix), pub, own_publisher=own)

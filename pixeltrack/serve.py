@@ -20,7 +20,7 @@ from ingest.app import create_app
 from ingest.fastpath import EdgeSite
 from ingest.publisher import QueuePublisher
 from pixeltrack.dashboard import query_with, start_dashboard
-from pixeltrack.wiring import API_KEY_FILE, build_processor, data_dir_secret, keyring_for
+from pixeltrack.wiring import API_KEY_FILE, build_processor, data_dir_secret, keyring_for, tenants_for
 from processors.clickhouse import migrate
 from processors.gc_tuning import tune_gc_for_batches
 from processors.local_runner import LocalRunner
@@ -144,8 +144,9 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     await edge_site.start()
     api_key = (settings.api_keys.get_secret_value().split(",")[0].strip() if settings.api_keys
                else data_dir_secret(data_dir, API_KEY_FILE))
-    api = web.AppRunner(create_api_app(keyring, [api_key], Topics(settings.topic_prefix), onto_bus,
-                                       own_publisher=False), access_log=None, handle_signals=False)
+    api_app = create_api_app(tenants_for(settings, keyring), [api_key], Topics(settings.topic_prefix), onto_bus,
+                             own_publisher=False)
+    api = web.AppRunner(api_app, access_log=None, handle_signals=False)
     await api.setup()
     await web.TCPSite(api, host, api_port, reuse_address=True).start()
     token = secrets.token_urlsafe(24)

@@ -146,6 +146,10 @@ class Keyring:
                 raise ValueError(f"signing key {kid!r}: the secret is not base64url") from None
         return cls(keys, current or next(iter(keys), ""))
 
+    def has_key(self, kid: str) -> bool:
+        """Whether this keyring holds key id `kid`."""
+        return kid in self._keys
+
     def _tag(self, kid: str, payload_b64: str) -> bytes:
         """HMAC-SHA256(key, DOMAIN + kid + "." + payload), first TAG_BYTES bytes."""
         mac = self._prefixed[kid].copy()

@@ -94,3 +94,43 @@ async def test_an_authorization_header_that_is_not_utf8_is_a_wrong_key_not_an_er
         status = await reader.readline()
         writer.close()
     assert status.startswith(b"HTTP/1.1 401"), status
+
+
+async def test_a_tenants_api_key_writes_for_its_tenant_only_and_its_click_ids_are_checked_with_its_keys(
+        keyring: Keyring) -> None:
+    """`pixeltrack tenants add` hands a tenant an API key: the API takes it, stamps the tenant on what it
+    writes, refuses records naming another tenant, and checks the tenant's click ids (minted on its
+    domains with its own signing keys) with those keys; the operator's key may name a known tenant."""
+    from schemas.tenants import Tenant, TenantRegistry
+
+    acme = Tenant("acme", ("t.acme.example",), "a1:YWNtZS1zZWNyZXQtMDEyMzQ1Njc4OWFiY2RlZg", "a1", ("acme-key",))
+    other = Tenant("other", ("t.other.example",), "o1:b3RoZXItc2VjcmV0LTAxMjM0NTY3ODlhYmNkZWY", "o1", ("other-key",))
+    registry = TenantRegistry({"acme": acme, "other": other}, keyring)
+    bus: asyncio.Queue[Record] = asyncio.Queue()
+    app = create_api_app(registry, ["k-secret"], Topics(), QueuePublisher(bus), own_publisher=False,
+                         clock=lambda: 1_790_000_000.0)
+    send = {"campaign": "c", "message": "m-1", "recipient": "r-1"}
+    click_id = mint_click_ref(acme.keyring(), ClickRef("acme", "spring", "A", "m-7", "r-7", "hit-42", "pricing"))
+    acme_key, other_key = {"Authorization": "Bearer acme-key"}, {"Authorization": "Bearer other-key"}
+
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        assert (await client.post("/v1/sends", headers=acme_key, json={"sends": [send]})).status == 202
+        assert Send.decode(bus.get_nowait().value).tenant == "acme"
+        wrong = await client.post("/v1/sends", headers=acme_key, json={"sends": [{**send, "tenant": "other"}]})
+        assert (await wrong.json())["errors"] == [
+            "sends[0].tenant: 'other' is not the tenant of this API key ('acme')"]
+        unknown = await client.post("/v1/sends", headers=KEY, json={"sends": [{**send, "tenant": "nobody"}]})
+        assert (await unknown.json())["errors"] == ["sends[0].tenant: 'nobody' is not a tenant of this installation"]
+        named = await client.post("/v1/sends", headers=KEY, json={"sends": [{**send, "tenant": "other"}]})
+        assert named.status == 202
+        assert Send.decode(bus.get_nowait().value).tenant == "other"
+
+        conversion = {"idempotency_key": "o-1", "value": 5, "currency": "EUR", "click_id": click_id}
+        for headers in (acme_key, KEY):  # the tenant's key, and the operator's
+            ok = await client.post("/v1/conversions", headers=headers, json={"conversions": [conversion]})
+            assert ok.status == 202
+            c = Conversion.decode(bus.get_nowait().value)
+            assert (c.tenant, c.campaign, c.click_hit_id) == ("acme", "spring", "hit-42")
+        theirs = await client.post("/v1/conversions", headers=other_key, json={"conversions": [conversion]})
+        assert theirs.status == 422  # another tenant's click id
+    assert bus.empty()
