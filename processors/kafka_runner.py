@@ -134,9 +134,9 @@ def known_brokers(consumer: AIOKafkaConsumer) -> int:
 
 class KafkaRunner:
     """Consumes hits.raw, hits.dlq, sends, conversions and unsubscribes; processes each batch while the
-    previous one is inserted; inserts a batch, produces its dead letters and classified events, and
-    only then commits its offsets, one batch at a time and in order: at-least-once into Kafka offsets,
-    exactly-once into ClickHouse."""
+    previous one is inserted; produces a batch's dead letters and classified events, inserts it, and
+    only then commits its offsets, one batch at a time and in order: at-least-once into Kafka offsets
+    and topics, exactly-once into ClickHouse."""
 
     def __init__(self, bootstrap: str, group: str, topics: Topics, processor: HitProcessor,
                  writer: ClickHouseWriter, max_records: int = 5000, max_ms: int = 500,
@@ -234,13 +234,15 @@ class KafkaRunner:
     async def _write(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, records: list[Any],
                      ranges: dict[TopicPartition, tuple[int, int]], out: BatchOutput) -> None:
         try:
-            await write_batch(self._writer, out, batch_token(ranges))
-            # Dead letters and classified events go out after the insert and before the commit: a crash in
-            # between re-sends them (at least once; consumers key on ids and revisions).
+            # Dead letters and classified events go out before the insert: a crash after the insert is
+            # never re-read (the next owner resumes after what ClickHouse holds), so anything sent after
+            # it would be lost; a crash before it re-sends them with the batch (at least once: dead
+            # letters' ids are their records' positions, classified events carry hit ids and revisions).
             futures = [await producer.send(r.topic, r.value, key=r.key) for r in out.to_dlq]
             futures += await send_batches(producer, out.classified, out.classified_partitions)
             if futures:
                 await asyncio.gather(*futures)
+            await write_batch(self._writer, out, batch_token(ranges))
             if self._after_insert is not None:
                 await self._after_insert(self.batches_done)
             # Offsets are committed only after the insert returned and the dead letters were acknowledged.

@@ -68,7 +68,7 @@ class BatchOutput:
     conversions: TableRows = field(default_factory=lambda: TableRows("conversions", CONVERSION_COLUMNS))
     unsubscribes: TableRows = field(default_factory=lambda: TableRows("unsubscribes", UNSUBSCRIBE_COLUMNS))
     to_dlq: list[Record] = field(default_factory=list)
-    classified: list[Record] = field(default_factory=list)  # for events.classified, after the insert
+    classified: list[Record] = field(default_factory=list)  # for events.classified (Kafka: before the insert)
     classified_partitions: list[int] = field(default_factory=list)  # the source partition of each
 
     def tables(self) -> list[TableRows]:

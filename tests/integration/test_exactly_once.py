@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from processors.clickhouse import migrate
 from processors.kafka_runner import KafkaRunner
 from processors.local_runner import LocalRecord
 from processors.writer import ClickHouseWriter
+from schemas.classified import ClassifiedEvent
 from schemas.records import Record
 from schemas.sends import Conversion, Send
 from schemas.settings import Settings
@@ -388,3 +390,53 @@ async def test_a_batch_of_sends_over_more_than_a_hundred_months_is_inserted(clic
     finally:
         await writer.close()
     assert clickhouse.rows("SELECT count(), uniqExact(toYYYYMM(sent_at)) FROM sends") == [(150, 150)]
+
+
+async def test_a_crash_after_the_insert_keeps_the_batchs_dead_letters_and_classified_events(
+        settings: Settings, keyring: Keyring, kafka_bootstrap: str, kafka_topics: Topics,
+        clickhouse: ClickHouseDb) -> None:
+    """The processor dies right after a batch's insert, before its commit: the next one resumes after
+    what ClickHouse holds and never reads that batch again, so its dead letters and classified events
+    must have gone out already (they went out after the insert, and were lost)."""
+    hits = await produce_hits(kafka_bootstrap, kafka_topics, keyring, "dl", 20, seed=13)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        await (await producer.send(kafka_topics.hits_raw, b"{not json", key=b"junk"))
+    finally:
+        await producer.stop()
+    s = settings.model_copy(update={"topic_prefix": kafka_topics.prefix, "publish_classified": True})
+    crashed: list[int] = []
+
+    class CrashAfterInsert(ClickHouseWriter):
+        async def write(self, batches: Sequence[TableRows], token: str, attempts: int = 4) -> int:
+            written = await super().write(batches, token, attempts)
+            if not crashed:  # the process dies the moment the insert returned
+                crashed.append(written)
+                raise Crash
+            return written
+
+    writer = CrashAfterInsert(clickhouse.dsn, clickhouse.database)
+    group = f"g-dl-{kafka_topics.prefix}"
+    try:
+        first = KafkaRunner(kafka_bootstrap, group, kafka_topics, build_processor(s, keyring), writer,
+                            max_records=1000, max_ms=300)
+        await run_until(first, lambda: bool(crashed))
+        second = KafkaRunner(kafka_bootstrap, group, kafka_topics, build_processor(s, keyring), writer,
+                             max_records=1000, max_ms=300)
+        await run_until(second, lambda: bool(clickhouse.rows("SELECT count() FROM dead_letters")[0][0]))
+    finally:
+        await writer.close()
+    assert clickhouse.rows("SELECT stage, reason FROM dead_letters FINAL") == [("processor", "undecodable")]
+    consumer = AIOKafkaConsumer(kafka_topics.events_classified, bootstrap_servers=kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        got: set[str] = set()
+        deadline = time.monotonic() + 10
+        while len(got) < len(hits) and time.monotonic() < deadline:
+            for ms in (await consumer.getmany(timeout_ms=500)).values():
+                got.update(ClassifiedEvent.decode(m.value).hit_id for m in ms)
+    finally:
+        await consumer.stop()
+    assert len(got) == len(hits)
