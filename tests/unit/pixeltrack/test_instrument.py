@@ -623,7 +623,7 @@ def test_cli_registers_sends_with_the_api(tmp_path: Path,
 
 def test_jsonl_sends_round_trip(tmp_path: Path) -> None:
     sink = JsonlSends(tmp_path / "s" / "sends.jsonl")
-    send = Send("t", "c", "v", "m", "r", 1.5, "example.com", 3)
+    send = Send("t", "c", "v", "m", "r", 1_790_000_000.5, "example.com", 3)
     sink([send, send])
     sink.close()
     assert [Send.decode(line) for line in sink.path.read_bytes().splitlines()] == [send, send]
