@@ -6,37 +6,43 @@
 -- Per-message counts come from message_totals FINAL (one row per message, exact under revisions);
 -- distinct recipients from campaign_sends_hourly's uniqExact states, merged per variant (hashing a
 -- million-message campaign's recipient ids again at every read cost more than the rest together).
+-- Unique counts (and hence every rate) count the messages of registered sends only, so a rate never
+-- passes 100%: engagement of messages whose send is not (yet) registered is counted apart, in
+-- unsent_engaged, and its hits stay in the totals (opens_*, clicks_*, conversions, revenue).
 CREATE OR REPLACE VIEW campaign_summary AS
 SELECT
     tenant, campaign, variant, delivered, recipients, unique_opens, unique_human_opens, unique_proxy_only_opens,
     opens_human, opens_proxy, opens_machine, opens_duplicate, machine_only_messages, unique_clicks,
     unique_clicks_of_openers, clicks_human, clicks_filtered, converted_messages, conversions, revenue,
+    unsent_engaged,
     unique_opens / nullIf(delivered, 0) AS open_rate,
     opens_machine / nullIf(opens_human + opens_proxy + opens_machine, 0) AS machine_open_share,
     unique_clicks / nullIf(delivered, 0) AS ctr,
     unique_clicks_of_openers / nullIf(unique_opens, 0) AS ctor,
     clicks_filtered / nullIf(clicks_human + clicks_filtered, 0) AS filtered_click_share,
     converted_messages / nullIf(delivered, 0) AS conversion_rate,
-    revenue / nullIf(delivered, 0) AS revenue_per_recipient
+    sent_revenue / nullIf(recipients, 0) AS revenue_per_recipient
 FROM (
     SELECT
         tenant, campaign, variant,
         countIf(is_sent) AS delivered,
-        countIf(oh + op > 0) AS unique_opens,
-        countIf(oh > 0) AS unique_human_opens,
-        countIf(op > 0 AND oh = 0) AS unique_proxy_only_opens,
+        countIf(is_sent AND oh + op > 0) AS unique_opens,
+        countIf(is_sent AND oh > 0) AS unique_human_opens,
+        countIf(is_sent AND op > 0 AND oh = 0) AS unique_proxy_only_opens,
         sum(oh) AS opens_human,
         sum(op) AS opens_proxy,
         sum(om) AS opens_machine,
         sum(od) AS opens_duplicate,
-        countIf(om > 0 AND oh + op = 0) AS machine_only_messages,
-        countIf(ch > 0) AS unique_clicks,
-        countIf(ch > 0 AND oh + op > 0) AS unique_clicks_of_openers,
+        countIf(is_sent AND om > 0 AND oh + op = 0) AS machine_only_messages,
+        countIf(is_sent AND ch > 0) AS unique_clicks,
+        countIf(is_sent AND ch > 0 AND oh + op > 0) AS unique_clicks_of_openers,
         sum(ch) AS clicks_human,
         sum(cf) AS clicks_filtered,
-        countIf(cv > 0) AS converted_messages,
+        countIf(is_sent AND cv > 0) AS converted_messages,
         sum(cv) AS conversions,
-        sum(rev) AS revenue
+        sum(rev) AS revenue,
+        sumIf(rev, is_sent) AS sent_revenue,
+        countIf(NOT is_sent AND oh + op + ch + cv > 0) AS unsent_engaged
     FROM (
         -- FINAL merges each message's rows at read time: one row per message, exact under revisions.
         SELECT tenant, campaign, variant, sent > 0 AS is_sent,

@@ -140,3 +140,22 @@ def test_campaign_summary_counts_distinct_recipients_per_variant(clickhouse: Cli
     assert clickhouse.rows("SELECT campaign, variant, delivered, recipients FROM campaign_summary "
                            "ORDER BY campaign, variant") == [("autumn", "A", 2, 2), ("spring", "A", 3, 2),
                                                              ("spring", "B", 1, 1)]
+
+
+def test_rates_count_delivered_messages_only_and_unsent_engagement_apart(clickhouse: ClickHouseDb) -> None:
+    """Clicks on messages whose send is not registered (yet) must not lift a rate past 100%: B has 2
+    registered sends and 5 clicked messages."""
+    at = datetime(2026, 10, 1, 9, tzinfo=UTC)
+    c = clickhouse.client()
+    try:
+        c.insert("sends", [("", "lag", "B", f"m{i}", f"r{i}", at) for i in range(2)],
+                 column_names=["tenant", "campaign", "variant", "message_id", "recipient_id", "sent_at"])
+        c.insert("events", [("", f"h{i}", "click", at + timedelta(minutes=5), at, "lag", "B", f"m{i}", f"r{i}",
+                             "human", "direct", 0, 1, "hits.raw", 0, i) for i in range(5)],
+                 column_names=["tenant", "hit_id", "kind", "ts", "sent_at", "campaign", "variant", "message_id",
+                               "recipient_id", "verdict", "source", "revision", "sign", "src_topic",
+                               "src_partition", "src_offset"])
+    finally:
+        c.close()
+    assert clickhouse.rows("SELECT delivered, unique_clicks, clicks_human, unsent_engaged, ctr FROM campaign_summary "
+                           "WHERE campaign = 'lag'") == [(2, 2, 5, 3, 1.0)]
