@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 QueryFn = Callable[[str, dict[str, Any]], tuple[list[str], list[Sequence[Any]]]]
@@ -17,13 +18,17 @@ SUMMARY_SQL = (
 )
 METRICS = {"open": ("unique_opens", "open rate"), "click": ("unique_clicks", "click rate"),
            "conversion": ("converted_messages", "conversion rate")}
-Z95 = 1.959963984540054
+
+
+MIN_EXPECTED = 5  # each cell of a comparison's 2x2 table (with and without the event, per variant)
 
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
-    """Two proportions: b against a. `diff` = p_b - p_a with its 95% confidence interval (unpooled
-    standard error) and the two-sided p-value of the pooled two-proportion z-test."""
+    """Two proportions: b against a. `diff` = p_b - p_a with its confidence interval at `level`
+    (unpooled standard error) and the two-sided p-value of the pooled two-proportion z-test.
+    `min_expected`: the smallest expected count of the 2x2 table under no difference; below
+    MIN_EXPECTED the normal approximation is not to be trusted, and no winner is named."""
 
     a: str
     b: str
@@ -34,11 +39,16 @@ class Comparison:
     ci_high: float
     z: float
     p_value: float
+    level: float = 0.95
+    min_expected: float = math.inf
 
 
-def two_proportion_test(x_a: int, n_a: int, x_b: int, n_b: int, a: str = "A", b: str = "B") -> Comparison:
+def two_proportion_test(x_a: int, n_a: int, x_b: int, n_b: int, a: str = "A", b: str = "B",
+                        level: float = 0.95) -> Comparison:
     if n_a <= 0 or n_b <= 0:
         raise ValueError("both groups need at least one send")
+    if not (0 <= x_a <= n_a and 0 <= x_b <= n_b):
+        raise ValueError(f"counts out of range: {x_a} of {n_a}, {x_b} of {n_b}")
     p_a, p_b = x_a / n_a, x_b / n_b
     diff = p_b - p_a
     se = math.sqrt(p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b)
@@ -46,30 +56,43 @@ def two_proportion_test(x_a: int, n_a: int, x_b: int, n_b: int, a: str = "A", b:
     se0 = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
     z = diff / se0 if se0 > 0 else 0.0
     p_value = math.erfc(abs(z) / math.sqrt(2))
-    return Comparison(a, b, p_a, p_b, diff, diff - Z95 * se, diff + Z95 * se, z, p_value)
+    half = NormalDist().inv_cdf(1 - (1 - level) / 2) * se
+    min_expected = min(n * q for n in (n_a, n_b) for q in (pooled, 1 - pooled))
+    return Comparison(a, b, p_a, p_b, diff, diff - half, diff + half, z, p_value, level, min_expected)
 
 
 def ab_verdict(rows: list[dict[str, Any]], metric: str = "click", alpha: float = 0.05) -> tuple[list[Comparison], str]:
-    """Compares the best variant on `metric` with every other; it wins when every comparison is
-    significant at alpha / (k - 1) (Bonferroni, so more variants do not mean more false winners)."""
+    """Compares the best variant on `metric` with every other. It wins when every comparison is
+    significant at alpha / (k - 1) (Bonferroni, so more variants do not mean more false winners), its
+    interval at that level lies above 0 (the test and the interval can disagree near the line: both
+    must say so), and every comparison has enough events for the normal approximation."""
     count_col, label = METRICS[metric]
     variants = [r for r in rows if (r.get("delivered") or 0) > 0]
     if len(variants) < 2:
-        return [], "One variant only: nothing to compare."
+        return [], ("One variant with sends: nothing to compare." if len(rows) > 1
+                    else "One variant only: nothing to compare.")
     best = max(variants, key=lambda r: (r[count_col] or 0) / r["delivered"])
     others = [r for r in variants if r is not best]
-    comps = [two_proportion_test(o[count_col] or 0, o["delivered"], best[count_col] or 0, best["delivered"],
-                                 a=o["variant"] or "(none)", b=best["variant"] or "(none)") for o in others]
     threshold = alpha / len(others)
+    comps = [two_proportion_test(o[count_col] or 0, o["delivered"], best[count_col] or 0, best["delivered"],
+                                 a=o["variant"] or "(none)", b=best["variant"] or "(none)", level=1 - threshold)
+             for o in others]
     name = best["variant"] or "(none)"
-    if all(c.p_value < threshold and c.diff > 0 for c in comps):
-        worst = max(comps, key=lambda c: c.p_value)
-        return comps, (f"Variant {name} wins on {label}: {_pts(worst.diff)} over {worst.a} "
-                       f"(95% CI {_pts(worst.ci_low)} to {_pts(worst.ci_high)}), p {_p(worst.p_value)}.")
-    weakest = max(comps, key=lambda c: c.p_value)
+    weakest = max(comps, key=lambda c: (c.p_value, -c.ci_low))
+    ci = f"{_level(weakest.level)} CI {_pts(weakest.ci_low)} to {_pts(weakest.ci_high)}"
+    if any(c.min_expected < MIN_EXPECTED for c in comps):
+        return comps, (f"No variant wins on {label} yet: too few events to test ({name} leads {weakest.a} by "
+                       f"{_pts(weakest.diff)}; each variant needs at least {MIN_EXPECTED} with and "
+                       f"{MIN_EXPECTED} without the event expected).")
+    if all(c.p_value < threshold and c.ci_low > 0 for c in comps):
+        return comps, (f"Variant {name} wins on {label}: {_pts(weakest.diff)} over {weakest.a} ({ci}), "
+                       f"p {_p(weakest.p_value)}.")
     return comps, (f"No variant wins on {label} yet: {name} leads {weakest.a} by {_pts(weakest.diff)} "
-                   f"(95% CI {_pts(weakest.ci_low)} to {_pts(weakest.ci_high)}), p {_p(weakest.p_value)}"
-                   f" (needs p < {threshold:.3g}).")
+                   f"({ci}), p {_p(weakest.p_value)} (needs p < {threshold:.3g} and an interval above 0).")
+
+
+def _level(level: float) -> str:
+    return f"{level * 100:.4g}%"
 
 
 def _pts(x: float) -> str:
@@ -98,17 +121,25 @@ def render(rows: list[dict[str, Any]], campaign: str, fmt: str, metric: str = "c
         import csv
         import io
 
+        # One rectangular table: each variant's numbers, then its comparison with the leader (empty on
+        # the leader's row) and the verdict, repeated on every row (no comment lines for a reader to trip on).
+        by_variant = {c.a: c for c in comps}
+        extra = ["compared_with", "diff", "ci_low", "ci_high", "ci_level", "z", "p_value", "verdict"]
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["variant"], lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=(list(rows[0]) if rows else ["variant"]) + extra, lineterminator="\n")
         w.writeheader()
-        w.writerows(rows)
-        return buf.getvalue() + f"# {verdict}\n"
+        for r in rows:
+            c = by_variant.get(r["variant"] or "(none)")
+            w.writerow({**r, "verdict": verdict, **({} if c is None else {
+                "compared_with": c.b, "diff": c.diff, "ci_low": c.ci_low, "ci_high": c.ci_high, "ci_level": c.level,
+                "z": c.z, "p_value": c.p_value})})
+        return buf.getvalue()
     return _table(rows, campaign, comps, verdict)
 
 
 def _comp_dict(c: Comparison) -> dict[str, Any]:
-    return {"a": c.a, "b": c.b, "rate_a": c.p_a, "rate_b": c.p_b, "diff": c.diff, "ci95": [c.ci_low, c.ci_high],
-            "z": c.z, "p_value": c.p_value}
+    return {"a": c.a, "b": c.b, "rate_a": c.p_a, "rate_b": c.p_b, "diff": c.diff, "ci": [c.ci_low, c.ci_high],
+            "ci_level": c.level, "z": c.z, "p_value": c.p_value, "min_expected": c.min_expected}
 
 
 def _pct(x: Any) -> str:
@@ -135,6 +166,7 @@ def _table(rows: list[dict[str, Any]], campaign: str, comps: list[Comparison], v
         console.print(table)
         for c in comps:
             console.print(f"{c.b} vs {c.a}: {_pct(c.p_b)} vs {_pct(c.p_a)}, difference {_pts(c.diff)} "
-                          f"(95% CI {_pts(c.ci_low)} to {_pts(c.ci_high)}), z = {c.z:.2f}, p {_p(c.p_value)}")
+                          f"({_level(c.level)} CI {_pts(c.ci_low)} to {_pts(c.ci_high)}), z = {c.z:.2f}, "
+                          f"p {_p(c.p_value)}")
         console.print(verdict)
     return cap.get()

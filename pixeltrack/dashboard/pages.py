@@ -194,10 +194,10 @@ def _ab(data: CampaignData) -> str:
     if comps:
         span = max(max(abs(c.ci_low), abs(c.ci_high)) for _, c in comps)
         rows_html = "".join(_comparison_row(metric, c, span, i) for i, (metric, c) in enumerate(comps))
-        out += "<h3>Comparisons</h3>" + _table("comparisons", ("metric", "rates", "difference", "95% CI (pts)", "",
+        out += "<h3>Comparisons</h3>" + _table("comparisons", ("metric", "rates", "difference", "CI (pts)", "",
                                                                "p-value"), rows_html)
     lines = "".join(
-        f'<li class="{"win" if " wins on " in verdict else "open"}" data-verdict="{metric}">{_e(verdict)}</li>'
+        f'<li class="{"win" if verdict.startswith("Variant ") else "open"}" data-verdict="{metric}">{_e(verdict)}</li>'
         for metric, _, verdict in sorted(results, key=lambda r: r[0] != "click"))
     return out + f'<ul class="verdicts">{lines}</ul>'
 
@@ -208,7 +208,8 @@ def _comparison_row(metric: str, c: Comparison, span: float, i: int) -> str:
                                 width=110)
     return (f'<tr data-metric="{metric}" data-a="{_e(c.a)}" data-b="{_e(c.b)}"><td>{_e(label)}</td>'
             f"<td>{_e(c.b)} {pct(c.p_b, 2)} vs {_e(c.a)} {pct(c.p_a, 2)}</td>"
-            f'<td data-field="diff">{points(c.diff)}</td><td>{_pts(c.ci_low)} to {_pts(c.ci_high)}</td>'
+            f'<td data-field="diff">{points(c.diff)}</td>'
+            f'<td>{_pts(c.ci_low)} to {_pts(c.ci_high)} ({c.level * 100:.4g}%)</td>'
             f'<td>{mark}</td><td data-field="p_value">{p_value(c.p_value)}</td></tr>')
 
 

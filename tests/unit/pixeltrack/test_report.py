@@ -1,0 +1,60 @@
+"""`pixeltrack report`'s arithmetic and verdict: the test, its interval and the winner line agree."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import orjson
+import pytest
+
+from pixeltrack.report import ab_verdict, render, two_proportion_test
+
+
+def variant(name: str, delivered: int, clicks: int) -> dict[str, object]:
+    return {"variant": name, "delivered": delivered, "unique_opens": clicks, "opens_machine": 0,
+            "machine_open_share": None, "unique_clicks": clicks, "clicks_human": clicks, "clicks_filtered": 0,
+            "converted_messages": 0, "conversions": 0, "revenue": 0.0, "open_rate": clicks / delivered,
+            "ctr": clicks / delivered, "ctor": 1.0, "conversion_rate": 0.0, "revenue_per_recipient": None}
+
+
+def test_the_two_proportion_test_matches_a_hand_computation() -> None:
+    c = two_proportion_test(10, 100, 25, 100)
+    assert (round(c.z, 3), round(c.p_value, 5)) == (2.791, 0.00525)
+    assert (round(c.ci_low * 100, 2), round(c.ci_high * 100, 2)) == (4.68, 25.32)
+    with pytest.raises(ValueError, match="out of range"):
+        two_proportion_test(5, 2, 1, 100)  # more clickers than sends: never a square root of a negative
+
+
+def test_no_winner_while_the_interval_includes_zero_even_if_p_is_small() -> None:
+    """29/50 against 74/100: the pooled test gives p = 0.046, the interval runs from -0.16 pts."""
+    comps, verdict = ab_verdict([variant("A", 50, 29), variant("B", 100, 74)])
+    assert comps[0].p_value < 0.05
+    assert comps[0].ci_low < 0
+    assert verdict.startswith("No variant wins on click rate yet"), verdict
+
+
+def test_no_winner_from_a_handful_of_sends() -> None:
+    comps, verdict = ab_verdict([variant("A", 2, 0), variant("B", 2, 2)])
+    assert comps[0].p_value < 0.05  # the normal approximation says so; four sends cannot
+    assert "too few events" in verdict, verdict
+
+
+def test_a_clear_winner_and_the_interval_level_of_several_comparisons() -> None:
+    _, verdict = ab_verdict([variant("A", 1000, 40), variant("B", 1000, 80)])
+    assert verdict.startswith("Variant B wins on click rate: +4.00 pts over A (95% CI"), verdict
+    comps, verdict = ab_verdict([variant("A", 1000, 40), variant("B", 1000, 80), variant("C", 1000, 42)])
+    assert {c.level for c in comps} == {0.975}  # alpha / (k - 1), and the interval at that level
+    assert "97.5% CI" in verdict
+
+
+def test_csv_is_one_table_with_the_comparisons_and_the_verdict() -> None:
+    rows = [variant("A", 1000, 40), variant("B", 1000, 80)]
+    table = list(csv.DictReader(io.StringIO(render(rows, "spring", "csv"))))
+    assert [r["variant"] for r in table] == ["A", "B"]
+    assert table[0]["compared_with"] == "B"
+    assert float(table[0]["p_value"]) < 0.001
+    assert table[1]["compared_with"] == ""
+    assert {r["verdict"] for r in table} == {ab_verdict(rows)[1]}
+    doc = orjson.loads(render(rows, "spring", "json"))
+    assert doc["comparisons"][0]["ci_level"] == 0.95
