@@ -40,6 +40,16 @@ _TABLE_SETTINGS = re.compile(r"^CREATE TABLE IF NOT EXISTS (?P<name>\w+)\b.*\bSE
                              re.DOTALL)
 
 
+_MATERIALIZED_VIEW = re.compile(
+    r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<name>\w+) TO \w+ AS\s+(?P<select>.+?);?\s*$", re.DOTALL)
+
+
+def _view_query_of(statement: str) -> tuple[str, str] | None:
+    """(view, SELECT) of a CREATE MATERIALIZED VIEW … TO … AS SELECT statement."""
+    m = _MATERIALIZED_VIEW.match(statement.strip())
+    return (m["name"], m["select"]) if m else None
+
+
 def _settings_of(statement: str) -> tuple[str, str] | None:
     """(table, "name = value, …") of a CREATE TABLE statement with a trailing SETTINGS clause."""
     m = _TABLE_SETTINGS.match(statement.strip())
@@ -50,7 +60,8 @@ def migrate(dsn: str, database: str = DEFAULT_DATABASE, retention_days: int = 39
     """Creates the database and applies every DDL file; idempotent (tables IF NOT EXISTS, views replaced).
     A table that exists already gets the SETTINGS its CREATE gives (a setting added in a later release,
     such as the deduplication window of a materialized view's target, reaches older installs), when it
-    is a single-node *MergeTree. Returns the names of files applied for the first time."""
+    is a single-node *MergeTree; a materialized view that exists already gets the query its CREATE
+    gives. Returns the names of files applied for the first time."""
     admin = connect(dsn, database=None)
     try:
         admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")
@@ -65,6 +76,11 @@ def migrate(dsn: str, database: str = DEFAULT_DATABASE, retention_days: int = 39
         for name, sql in migration_files():
             for statement in split_statements(sql.replace("{retention_days}", str(int(retention_days)))):
                 client.command(statement)
+                view = _view_query_of(statement)
+                if view is not None:
+                    # IF NOT EXISTS keeps an older definition: the view's query is set to the file's, in
+                    # place (no window in which inserts bypass it, unlike a drop and create).
+                    client.command(f"ALTER TABLE {view[0]} MODIFY QUERY {view[1]}")
                 found = _settings_of(statement)
                 if found is not None:
                     engine = client.query("SELECT engine FROM system.tables WHERE database = currentDatabase() "

@@ -259,8 +259,8 @@ AS SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_i
        sumIf(sign, kind = 'open' AND verdict = 'proxy') AS opens_proxy,
        sumIf(sign, kind = 'open' AND verdict = 'machine') AS opens_machine,
        sumIf(sign, kind = 'open' AND verdict = 'duplicate') AS opens_duplicate,
-       sumIf(sign, kind = 'click' AND verdict IN ('human', 'proxy')) AS clicks_human,
-       sumIf(sign, kind = 'click' AND verdict = 'machine') AS clicks_filtered,
+       sumIf(sign, kind = 'click' AND verdict IN ('human', 'proxy') AND bitAnd(link_flags, 2) = 0) AS clicks_human,
+       sumIf(sign, kind = 'click' AND verdict = 'machine' AND bitAnd(link_flags, 2) = 0) AS clicks_filtered,
        toInt64(0) AS conversions, toFloat64(0) AS revenue
 FROM pixeltrack.events_local
 GROUP BY tenant, campaign, message_id;

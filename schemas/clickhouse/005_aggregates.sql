@@ -59,6 +59,8 @@ SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) 
 FROM sends
 GROUP BY tenant, campaign, message_id;
 
+-- Clicks on a wrapped unsubscribe link (link flag 2) are not engagement: link_totals and the hourly
+-- tables keep them (per link, per kind), the per-message click counters leave them out.
 CREATE MATERIALIZED VIEW IF NOT EXISTS message_totals_from_events TO message_totals AS
 SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) AS recipient_id,
        toUInt8(0) AS sent, toDateTime64('2106-01-01 00:00:00', 3, 'UTC') AS first_sent_at,
@@ -66,8 +68,8 @@ SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) 
        sumIf(sign, kind = 'open' AND verdict = 'proxy') AS opens_proxy,
        sumIf(sign, kind = 'open' AND verdict = 'machine') AS opens_machine,
        sumIf(sign, kind = 'open' AND verdict = 'duplicate') AS opens_duplicate,
-       sumIf(sign, kind = 'click' AND verdict IN ('human', 'proxy')) AS clicks_human,
-       sumIf(sign, kind = 'click' AND verdict = 'machine') AS clicks_filtered,
+       sumIf(sign, kind = 'click' AND verdict IN ('human', 'proxy') AND bitAnd(link_flags, 2) = 0) AS clicks_human,
+       sumIf(sign, kind = 'click' AND verdict = 'machine' AND bitAnd(link_flags, 2) = 0) AS clicks_filtered,
        toInt64(0) AS conversions, toFloat64(0) AS revenue
 FROM events
 GROUP BY tenant, campaign, message_id;

@@ -159,3 +159,25 @@ def test_rates_count_delivered_messages_only_and_unsent_engagement_apart(clickho
         c.close()
     assert clickhouse.rows("SELECT delivered, unique_clicks, clicks_human, unsent_engaged, ctr FROM campaign_summary "
                            "WHERE campaign = 'lag'") == [(2, 2, 5, 3, 1.0)]
+
+
+def test_clicks_on_a_wrapped_unsubscribe_link_are_not_engagement(clickhouse: ClickHouseDb) -> None:
+    """A link wrapped with unsubscribe=True (link flag 2): its clicks stay in link_stats, per link, and
+    out of campaign_summary's clicks, CTR and CTOR (docs/triggers.md: they never count as clicks)."""
+    at = datetime(2026, 10, 1, 9, tzinfo=UTC)
+    c = clickhouse.client()
+    try:
+        c.insert("sends", [("", "unsub", "A", f"m{i}", f"r{i}", at) for i in range(3)],
+                 column_names=["tenant", "campaign", "variant", "message_id", "recipient_id", "sent_at"])
+        c.insert("events", [("", f"h{i}", "click", at + timedelta(minutes=5), at, "unsub", "A", f"m{i}", f"r{i}",
+                             link, flags, "human", "direct", 0, 1, "hits.raw", 0, i)
+                            for i, (link, flags) in enumerate([("shop", 0), ("unsubscribe", 2), ("unsubscribe", 2)])],
+                 column_names=["tenant", "hit_id", "kind", "ts", "sent_at", "campaign", "variant", "message_id",
+                               "recipient_id", "link_id", "link_flags", "verdict", "source", "revision", "sign",
+                               "src_topic", "src_partition", "src_offset"])
+    finally:
+        c.close()
+    assert clickhouse.rows("SELECT unique_clicks, clicks_human FROM campaign_summary WHERE campaign = 'unsub'") == [
+        (1, 1)]
+    assert clickhouse.rows("SELECT link, clicks_human FROM link_stats WHERE campaign = 'unsub' ORDER BY link") == [
+        ("shop", 1), ("unsubscribe", 2)]
