@@ -10,11 +10,13 @@ install pixeltrack):
         verify_signature(SECRET, request.headers.get(SIGNATURE_HEADER, ""), body, tolerance=300)
     except SignatureError as exc:
         return web.Response(status=401, text=exc.reason)
-    key = request.headers["Idempotency-Key"]         # process each key once: retries reuse it
+    key = json.loads(body)["id"]                     # process each id once: retries reuse it
 
 The header is `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`. The timestamp is signed
 with the body, so a captured delivery cannot be replayed outside the tolerance; each attempt is signed
-anew (a new `t`), the body and the idempotency key stay the same.
+anew (a new `t`), the body and the idempotency key stay the same. Deduplicate on the body's `id`,
+which the signature covers, not on the `Idempotency-Key` header (the same value, unsigned: a delivery
+captured on its way could be replayed within the tolerance under another header value).
 """
 
 from __future__ import annotations
