@@ -304,10 +304,20 @@ def cmd_forget(args: argparse.Namespace) -> int:
     """Erase a recipient everywhere (through a running serve, or directly)."""
     from pixeltrack.serve import ServeInfo
 
+    settings = _settings()
+    if args.tenant is None:
+        from schemas.tenants import TenantRegistry
+
+        if TenantRegistry.load(settings.tenants_file).tenants:
+            # '' is a tenant of its own: erasing there would record a proof and delete nothing of theirs.
+            print("pixeltrack forget: tenants are configured; give --tenant (--tenant '' for the default one)",
+                  file=sys.stderr)
+            return 2
+    tenant = args.tenant or ""
     info = ServeInfo.read(Path(args.data)) if args.data else None
     if info is not None:
         try:
-            deleted = _admin_post(info, "/forget", {"recipient": args.recipient, "tenant": args.tenant}, 600)["deleted"]
+            deleted = _admin_post(info, "/forget", {"recipient": args.recipient, "tenant": tenant}, 600)["deleted"]
         except QueryError as exc:
             print(f"pixeltrack forget: {exc}", file=sys.stderr)
             return 1
@@ -315,10 +325,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
         from processors.clickhouse import connect
         from processors.privacy import forget
 
-        settings = _settings()
         client = connect(_direct_dsn(args, settings), settings.clickhouse_database)
         try:
-            deleted = forget(client, args.recipient, args.tenant)
+            deleted = forget(client, args.recipient, tenant)
         finally:
             client.close()
     total = sum(deleted.values())
@@ -511,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("forget", help="erase a recipient from every table (recorded in `erasures`)")
     s.add_argument("--recipient", required=True)
-    s.add_argument("--tenant", default="")
+    s.add_argument("--tenant", help="the recipient's tenant (required when tenants are configured)")
     s.add_argument("--data", help="serve data folder")
     s.add_argument("--clickhouse", help="DSN of a ClickHouse server or chdb://PATH")
     s.set_defaults(fn=cmd_forget)
