@@ -12,7 +12,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from processors import metrics
 from processors.pipeline import BatchOutput, HitProcessor
-from processors.step import let_finish, write_batch
+from processors.step import ErasureWatch, let_finish, write_batch
 from processors.writer import ClickHouseWriter
 from schemas.aio import finish_within
 from schemas.records import Record
@@ -158,6 +158,7 @@ class KafkaRunner:
         self.batches_done = 0
         self.records_done = 0  # records whose batch was inserted and committed
         self._writing: asyncio.Task[None] | None = None  # the previous batch's insert, publish and commit
+        self._erasures = ErasureWatch(processor, writer)
         self._unwritten = 0  # batches fetched and not yet committed
         self._all_written = asyncio.Event()
         self._all_written.set()
@@ -220,6 +221,7 @@ class KafkaRunner:
         try:
             # ClickHouse's answers cannot include the batch in flight; the processor remembers what that
             # batch held (its hit ids, sends and conversion keys) and answers for it from memory.
+            await self._erasures.refresh()
             out = self._processor.process(records, await self._writer.lookup(self._processor.lookups(records)))
             await self._written()
         except BaseException:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from processors.pipeline import BatchOutput, HitProcessor
-from processors.step import let_finish, write_batch
+from processors.step import ErasureWatch, let_finish, write_batch
 from processors.writer import ClickHouseWriter
 from schemas.records import Record
 
@@ -62,6 +62,7 @@ class LocalRunner:
         # dead_letters table keeps one row per id).
         self._seq = time.time_ns() // 1000
         self._writing: asyncio.Task[None] | None = None  # the previous batch's insert and what follows it
+        self._erasures = ErasureWatch(processor, writer)
         self.rows_written = 0
         self.batches_written = 0
 
@@ -98,6 +99,7 @@ class LocalRunner:
         records = [LocalRecord(r.topic, -1, first + i, r.value, r.headers) for i, r in enumerate(batch)]
         self._seq += len(batch)
         # The batch in flight is answered for from the processor's memory (see KafkaRunner._handle).
+        await self._erasures.refresh()
         out = self._processor.process(records, await self._writer.lookup(self._processor.lookups(records)))
         await self._written()
         self._writing = asyncio.create_task(

@@ -5,7 +5,8 @@ from prometheus_client import Counter, Gauge, Histogram
 HITS = Counter("pixeltrack_hits_total", "Hits classified and written.", ["kind", "verdict"])
 REPEATS_DROPPED = Counter("pixeltrack_repeats_dropped_total",
                           "Hits dropped because their edge-made id was already counted.")
-DO_NOT_TRACK = Counter("pixeltrack_do_not_track_dropped_total", "Hits of do-not-track recipients, not stored.")
+DO_NOT_TRACK = Counter("pixeltrack_do_not_track_dropped_total",
+                       "Hits, sends and conversions of do-not-track or erased recipients, not stored.")
 REVISIONS = Counter("pixeltrack_verdict_revisions_total", "Verdicts revised within the settle window.")
 DEAD_LETTERS = Counter("pixeltrack_dead_letters_total", "Records sent to the dead-letter path.",
                        ["stage", "reason"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Sequence, Set
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -142,9 +142,24 @@ class HitProcessor:
         # An OrderedDict, not a dict: deleting a plain dict's oldest key again and again makes
         # next(iter(d)) walk the growing run of deleted slots (quadratic once the cache is full).
         self._verified: OrderedDict[tuple[str, str, str], TokenPayload] = OrderedDict()
+        # Recipients erased by `pixeltrack forget` (their hashes, as in `erasures`): what still arrives
+        # for them (Kafka's backlog, an edge's spool, later opens) is dropped like a do-not-track hit,
+        # or an erasure would be undone (and a late revision's -1 row drive an aggregate negative).
+        self._erased: set[str] = set()
         self._hit_counters: dict[tuple[str, str], Any] = {}
         self._hit_counts: dict[tuple[str, str], int] = {}  # this batch's decisions by (kind, verdict)
         self.repeats_dropped = 0
+
+    def forget_recipients(self, hashes: Iterable[str]) -> None:
+        """Drops from now on whatever names these recipients (schemas.privacy.recipient_hash values)."""
+        self._erased.update(hashes)
+
+    def _suppressed(self, tenant: str, recipient: str) -> bool:
+        """A recipient on the do-not-track list or erased: nothing of theirs is stored."""
+        if not (self._dnt or self._erased) or not recipient:
+            return False
+        h = recipient_hash(tenant, recipient)
+        return h in self._dnt or h in self._erased
 
     def lookups(self, records: Sequence[SourceRecord]) -> Lookups:
         """What to ask ClickHouse before `process`: re-sent hit ids, conversion keys, and messages whose
@@ -225,7 +240,7 @@ class HitProcessor:
             self.repeats_dropped += 1
             metrics.REPEATS_DROPPED.inc()
             return
-        if self._dnt and recipient_hash(payload.tenant, payload.recipient) in self._dnt:
+        if (self._dnt or self._erased) and self._suppressed(payload.tenant, payload.recipient):
             metrics.DO_NOT_TRACK.inc()
             return
         # Positional, in Hit's field order: keyword arguments make this call three times dearer
@@ -256,12 +271,17 @@ class HitProcessor:
         except (ValueError, TypeError) as exc:
             self._dead_letter(out, record, "undecodable_send", str(exc))
             return
-        out.sends.rows.append((s.tenant, s.campaign, s.variant, s.message, s.recipient, s.sent_at,
-                               s.mailbox_domain, s.links, record.topic, record.partition, record.offset))
+        # Remembered even when not stored: a conversion naming the message is then known to be the
+        # suppressed recipient's, and dropped too rather than dead-lettered.
         sends = self._recent_sends
         sends[(s.tenant, s.message)] = (s.campaign, s.variant, s.recipient)
         if len(sends) > self._sends_capacity:
             sends.popitem(last=False)
+        if self._suppressed(s.tenant, s.recipient):
+            metrics.DO_NOT_TRACK.inc()
+            return
+        out.sends.rows.append((s.tenant, s.campaign, s.variant, s.message, s.recipient, s.sent_at,
+                               s.mailbox_domain, s.links, record.topic, record.partition, record.offset))
 
     def _unsubscribe(self, out: BatchOutput, record: SourceRecord) -> None:
         try:
@@ -290,6 +310,9 @@ class HitProcessor:
         if not campaign:
             self._dead_letter(out, record, "unattributed_conversion",
                               f"message {c.message!r} has no registered send and no campaign was given")
+            return
+        if self._suppressed(c.tenant, recipient):
+            metrics.DO_NOT_TRACK.inc()
             return
         # Remembered only once stored: a conversion dead-lettered for want of its send may be posted
         # again (same key) once the send is registered.

@@ -43,3 +43,33 @@ async def let_finish(task: asyncio.Task[None] | None, timeout: float) -> None:
         task.cancel()
     elif not task.cancelled() and task.exception() is not None:
         log.error("stopping: the batch in flight failed too: %r", task.exception())
+
+
+class ErasureWatch:
+    """Keeps a processor's erased recipients in step with the `erasures` table, which `pixeltrack forget`
+    writes from anywhere: all of them at the first batch, then those recorded lately, at most every
+    `every` seconds. The look-back (an hour before the latest erasure seen) covers the clock of the
+    machine that ran forget being behind this one's."""
+
+    LOOK_BACK = 3600.0
+
+    def __init__(self, processor: HitProcessor, writer: ClickHouseWriter, every: float = 5.0) -> None:
+        self._processor = processor
+        self._writer = writer
+        self._every = every
+        self._since = 0.0
+        self._next = 0.0
+
+    async def refresh(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self._every
+        try:
+            hashes, latest = await self._writer.erasures(max(0.0, self._since - self.LOOK_BACK))
+        except Exception as exc:  # ClickHouse unreachable: the batch's own insert will say so
+            log.warning("erasures not read (%s); trying again with the next batch", exc)
+            self._next = now
+            return
+        self._processor.forget_recipients(hashes)
+        self._since = max(self._since, latest)

@@ -143,6 +143,19 @@ class ClickHouseWriter:
             messages = {(str(t), str(m)): (str(c), str(v), str(r)) for t, m, c, v, r in rows}
         return BatchContext(hit_ids, keys, messages)
 
+    def erasures_sync(self, since: float) -> tuple[set[str], float]:
+        """Recipient hashes erased at or after `since` (epoch seconds), and the latest erasure's time."""
+        if self._looker is None:
+            self._looker = connect(self._dsn, self._database, readonly=1)
+        rows = self._looker.query("SELECT recipient_hash, toFloat64(requested_at) FROM erasures "
+                                  "WHERE requested_at >= fromUnixTimestamp64Milli({s:Int64})",
+                                  parameters={"s": int(since * 1000)}).result_rows
+        return {str(h) for h, _ in rows}, max((float(t) for _, t in rows), default=since)
+
+    async def erasures(self, since: float) -> tuple[set[str], float]:
+        """erasures_sync on the lookup thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._lookup_executor, self.erasures_sync, since)
+
     async def lookup(self, want: Lookups) -> BatchContext:
         """Answers a batch's Lookups: which re-sent hits and conversion keys ClickHouse holds already,
         and the campaign, variant and recipient of messages named by conversions."""

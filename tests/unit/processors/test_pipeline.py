@@ -154,3 +154,22 @@ def test_times_clickhouse_cannot_hold_are_dead_letters_not_a_failed_batch() -> N
     assert [orjson.loads(d.value)["reason"] for d in out.to_dlq] == [
         "bad_timestamp", "undecodable_send", "undecodable_conversion"]
     assert [r[1] for r in out.events.rows] == ["h-1"]
+
+
+def test_an_erased_recipients_hits_sends_and_conversions_are_dropped() -> None:
+    from schemas.privacy import recipient_hash
+    from schemas.sends import Conversion, Send
+
+    t = Topics()
+    processor = HitProcessor(KEYRING, build_classifier(), t)
+    processor.forget_recipients([recipient_hash("", "rcpt-5")])
+    out = processor.process([
+        click_record(),  # rcpt-5's click
+        Rec(t.sends, 0, 1, Send("", "c", "A", "m-5", "rcpt-5", SENT, "x.com", 1).encode()),
+        Rec(t.sends, 0, 2, Send("", "c", "A", "m-6", "rcpt-6", SENT, "x.com", 1).encode()),
+        Rec(t.conversions, 0, 3, Conversion("", "k5", SENT + 60, 1.0, "EUR", message="m-5").encode()),
+        Rec(t.conversions, 0, 4, Conversion("", "k6", SENT + 60, 1.0, "EUR", message="m-6").encode())])
+    assert out.events.rows == []
+    assert [r[4] for r in out.sends.rows] == ["rcpt-6"]
+    assert [r[6] for r in out.conversions.rows] == ["rcpt-6"]
+    assert out.to_dlq == []  # dropped, not dead letters (they would name the recipient again)
