@@ -17,7 +17,7 @@ from processors.enrich import Enrichment
 from schemas.classified import ClassifiedEvent
 from schemas.hit import Hit
 from schemas.privacy import recipient_hash, truncate_ip
-from schemas.records import REPLAY_HEADER, DeadLetter, RawHit, Record
+from schemas.records import MAX_PATH, REPLAY_HEADER, DeadLetter, RawHit, Record
 from schemas.sends import Conversion, Send, Unsubscribe
 from schemas.tenants import TenantRegistry
 from schemas.timefmt import EARLIEST_TS, LATEST_TS
@@ -212,9 +212,28 @@ class HitProcessor:
 
     def _dead_letter(self, out: BatchOutput, record: SourceRecord, reason: str, detail: str) -> None:
         value = record.value or b""
+        fields: dict[str, str] = {}
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            obj = None
+        if type(obj) is dict:
+            # A record that decodes keeps its fields in the letter's columns (the IP truncated when the
+            # row is written, and the path, where `forget` finds a token), and `raw` keeps no more of
+            # an address than the columns do: the IP truncated, X-Forwarded-For left out.
+            for name in ("kind", "method", "host", "path", "ip", "ua", "edge"):
+                if type(obj.get(name)) is str:
+                    fields[name] = obj[name][:MAX_PATH]
+            if "ip" in fields and self._truncate:
+                obj["ip"] = truncate_ip(fields["ip"])
+            if type(obj.get("headers")) is dict:
+                obj["headers"].pop("x-forwarded-for", None)
+            value = orjson.dumps(obj)
         letter = DeadLetter(id=f"{record.topic}:{record.partition}:{record.offset}", received_at=time.time(),
                             stage="processor", reason=reason, detail=detail[:200],
-                            raw=value[:512].decode("utf-8", "backslashreplace"))
+                            raw=value[:512].decode("utf-8", "backslashreplace"), kind=fields.get("kind", ""),
+                            method=fields.get("method", ""), host=fields.get("host", ""), path=fields.get("path", ""),
+                            ip=fields.get("ip", ""), ua=fields.get("ua", ""), edge=fields.get("edge", ""))
         out.to_dlq.append(Record(self._topics.hits_dlq, None, letter.encode()))
         metrics.DEAD_LETTERS.labels("processor", reason).inc()
 

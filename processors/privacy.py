@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,18 +15,17 @@ BY_RECIPIENT = ("events", "sends", "conversions", "message_totals")
 BY_MESSAGE = ("link_totals",)
 
 
-def _token_fragments(recipient: str) -> list[str]:
-    """Base64url fragments that appear in any token whose JSON payload holds `"recipient"`, whatever
-    its alignment in the payload: lets dead letters (which keep the request path) be searched."""
-    out = []
-    needle = f'"{recipient}"'.encode()
-    for pad in range(3):
-        enc = base64.urlsafe_b64encode(b"\0" * pad + needle).rstrip(b"=").decode()
-        start = (pad * 4 + 2) // 3 + (1 if pad else 0)
-        frag = enc[start:len(enc) - 2]
-        if len(frag) >= 8:
-            out.append(frag)
-    return out
+# Dead letters naming the recipient: a token in the path (the edge's letters) or in the record kept
+# in `raw` (the processors' letters of hits) whose payload says tenant and recipient, or a send's or
+# conversion's record that does. Exact: the token's payload is decoded and compared field by field
+# (payload fields: kind, tenant, campaign, variant, message, recipient, ...).
+_TOKEN = ("if(extract(path, '/[a-z]/([A-Za-z0-9_-]{1,16}\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+)') != '', "
+          "extract(path, '/[a-z]/([A-Za-z0-9_-]{1,16}\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+)'), "
+          "JSONExtractString(raw, 'token'))")
+_PAYLOAD = f"tryBase64URLDecode(splitByChar('.', {_TOKEN})[2])"
+DEAD_LETTERS_NAMING = (
+    f"(JSONExtractString({_PAYLOAD}, 6) = {{r:String}} AND JSONExtractString({_PAYLOAD}, 2) = {{t:String}}) "
+    "OR (JSONExtractString(raw, 'recipient') = {r:String} AND JSONExtractString(raw, 'tenant') = {t:String})")
 
 
 def forget(client: Client, recipient: str, tenant: str = "") -> dict[str, int]:
@@ -54,14 +52,11 @@ def forget(client: Client, recipient: str, tenant: str = "") -> dict[str, int]:
                                  .result_rows[0][0])
             if deleted[table]:
                 client.command(f"ALTER TABLE {table} DELETE WHERE {where}", parameters=mp, settings=sync)
-    frags = _token_fragments(recipient)
-    if frags:
-        fp = {"f": frags}
-        where = "multiSearchAny(path, {f:Array(String)})"
-        deleted["dead_letters"] = int(client.query(f"SELECT count() FROM dead_letters WHERE {where}",
-                                                   parameters=fp).result_rows[0][0])
-        if deleted["dead_letters"]:
-            client.command(f"ALTER TABLE dead_letters DELETE WHERE {where}", parameters=fp, settings=sync)
+    deleted["dead_letters"] = int(client.query(f"SELECT count() FROM dead_letters WHERE {DEAD_LETTERS_NAMING}",
+                                               parameters=params).result_rows[0][0])
+    if deleted["dead_letters"]:
+        client.command(f"ALTER TABLE dead_letters DELETE WHERE {DEAD_LETTERS_NAMING}", parameters=params,
+                       settings=sync)
     client.insert("erasures", [[tenant, recipient_hash(tenant, recipient), datetime.now(UTC), deleted]],
                   column_names=["tenant", "recipient_hash", "requested_at", "rows_deleted"])
     return deleted

@@ -184,3 +184,36 @@ async def test_an_erasure_stays_in_force_against_what_arrives_after_it(clickhous
     assert clickhouse.rows("SELECT recipient_id, clicks_human, clicks_filtered FROM message_totals FINAL") == [
         ("bob", 2, 0)]
     assert clickhouse.rows("SELECT hit_id FROM hits ORDER BY hit_id") == [("b1",), ("b2",)]
+
+
+async def test_dead_letters_keep_no_full_address_and_forget_finds_exactly_the_recipients(
+        clickhouse: ClickHouseDb, keyring: Keyring) -> None:
+    """A hit signed with a retired key and a send with an impossible time become the processor's dead
+    letters: neither keeps a full IP (nor X-Forwarded-For) in `raw`, and `forget` removes exactly the
+    recipient's (by the token's decoded payload, not by a prefix: 'ali' and 'alice-2' are not 'alice')."""
+    from schemas.sends import Send
+
+    t = Topics()
+    retired = Keyring({"old": b"retired-secret-0123456789xx"}, "old")
+
+    def hit(recipient: str, offset: int) -> LocalRecord:
+        token = retired.mint(TokenPayload("open", "", "c", "A", f"m-{recipient}", recipient, 1_790_000_000_000))
+        raw = RawHit(f"h-{recipient}", 1_790_000_100.0, "open", "GET", "t.example.com", f"/o/{token}.gif", token,
+                     "81.2.69.142", "Mozilla/5.0", "e", {"x-forwarded-for": "203.0.113.77, 81.2.69.142"})
+        return LocalRecord(t.hits_raw, -1, offset, raw.encode())
+
+    bad_send = Send("", "c", "A", "m-alice", "alice", 1e300, "x.com", 1)
+    processor = HitProcessor(keyring, build_classifier(), t)
+    out = processor.process([hit("alice", 1), hit("ali", 2), hit("alice-2", 3),
+                             LocalRecord(t.sends, -1, 4, bad_send.encode())])
+    assert len(out.to_dlq) == 4
+    await feed(clickhouse, processor, out.to_dlq)
+    rows = clickhouse.rows("SELECT ip, raw FROM dead_letters WHERE reason = 'unknown_key'")
+    assert {ip for ip, _ in rows} == {"81.2.69.0"}
+    assert not any("81.2.69.142" in str(raw) or "203.0.113.77" in str(raw) for _, raw in rows)
+    client = clickhouse.client()
+    try:
+        assert forget(client, "alice")["dead_letters"] == 2  # its hit's letter and its send's
+    finally:
+        client.close()
+    assert clickhouse.rows("SELECT count() FROM dead_letters") == [(2,)]
