@@ -50,6 +50,17 @@ def _view_query_of(statement: str) -> tuple[str, str] | None:
     return (m["name"], m["select"]) if m else None
 
 
+_TABLE_TTL = re.compile(r"^CREATE TABLE IF NOT EXISTS (?P<name>\w+)\b.*^TTL (?P<ttl>.+? INTERVAL (?P<days>\d+) DAY)$",
+                        re.DOTALL | re.MULTILINE)
+_TTL_DAYS = re.compile(r"\bTTL .*?toIntervalDay\((\d+)\)")
+
+
+def _ttl_of(statement: str) -> tuple[str, str, int] | None:
+    """(table, TTL expression, days) of a CREATE TABLE statement with a TTL of whole days."""
+    m = _TABLE_TTL.match(statement.strip())
+    return (m["name"], m["ttl"], int(m["days"])) if m else None
+
+
 def _settings_of(statement: str) -> tuple[str, str] | None:
     """(table, "name = value, …") of a CREATE TABLE statement with a trailing SETTINGS clause."""
     m = _TABLE_SETTINGS.match(statement.strip())
@@ -81,6 +92,15 @@ def migrate(dsn: str, database: str = DEFAULT_DATABASE, retention_days: int = 39
                     # IF NOT EXISTS keeps an older definition: the view's query is set to the file's, in
                     # place (no window in which inserts bypass it, unlike a drop and create).
                     client.command(f"ALTER TABLE {view[0]} MODIFY QUERY {view[1]}")
+                ttl = _ttl_of(statement)
+                if ttl is not None:
+                    # A table made with another retention keeps it under IF NOT EXISTS: set the new one
+                    # (only when it differs: a TTL change recomputes the TTL of every part).
+                    full = client.query("SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
+                                        "AND name = {n:String}", parameters={"n": ttl[0]}).result_rows
+                    days = _TTL_DAYS.search(str(full[0][0])) if full else None
+                    if days is not None and int(days.group(1)) != ttl[2]:
+                        client.command(f"ALTER TABLE {ttl[0]} MODIFY TTL {ttl[1]}")
                 found = _settings_of(statement)
                 if found is not None:
                     engine = client.query("SELECT engine FROM system.tables WHERE database = currentDatabase() "

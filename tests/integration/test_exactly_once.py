@@ -458,3 +458,15 @@ async def test_migrate_gives_an_older_materialized_view_the_query_its_ddl_now_ha
     assert "bitAnd" not in query()
     migrate(clickhouse.dsn, clickhouse.database, retention_days=3650)
     assert "bitAnd(link_flags, 2) = 0" in query()
+
+
+async def test_migrate_applies_a_changed_retention_to_existing_tables(clickhouse: ClickHouseDb) -> None:
+    """PIXELTRACK_RETENTION_DAYS changed after the tables were made: the next migrate sets it."""
+    def days() -> dict[str, str]:
+        return {str(name): str(d) for name, d in clickhouse.rows(
+            "SELECT name, extract(engine_full, 'toIntervalDay\\\\((\\\\d+)\\\\)') FROM system.tables "
+            f"WHERE database = '{clickhouse.database}' AND engine_full LIKE '%TTL%toIntervalDay%'")}
+
+    assert set(days().values()) == {"3650"}
+    migrate(clickhouse.dsn, clickhouse.database, retention_days=30)
+    assert days() == {"events": "30", "dead_letters": "30", "sends": "30", "conversions": "30"}
