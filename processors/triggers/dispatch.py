@@ -20,7 +20,7 @@ OnDelivered = Callable[[Action, Delivery, Hashable], Awaitable[None]]
 
 
 class Dispatcher:
-    """Runs one task per due action, at most `max_in_flight` HTTP deliveries at a time, and awaits
+    """Runs one task per due action, at most `max_in_flight` HTTP attempts at a time, and awaits
     `on_delivered(action, delivery, tag)` when it ends (delivered or given up). The caller records the
     outcome there (FIRED, or a dead letter then DEAD); until then the action stays DUE in the kept state,
     so a crash or a cancel means it is delivered again later under the same idempotency key.
@@ -59,14 +59,14 @@ class Dispatcher:
             log.error("recording the outcome of trigger %s failed", key, exc_info=task.exception())
 
     async def _run(self, action: Action, tag: Hashable) -> None:
-        async with self._slots:
-            webhook = self._rules.webhooks.get(action.webhook)
-            if webhook is None:
-                now = time.time()
-                delivery = Delivery(False, 0, "unknown_webhook",
-                                    f"webhook {action.webhook!r} is not in {self._rules.source}", None, now, now)
-            else:
-                delivery = await self._client.deliver(webhook, action)
+        webhook = self._rules.webhooks.get(action.webhook)
+        if webhook is None:
+            now = time.time()
+            delivery = Delivery(False, 0, "unknown_webhook",
+                                f"webhook {action.webhook!r} is not in {self._rules.source}", None, now, now)
+        else:
+            # A slot per attempt, not per delivery: retries waiting out their backoff hold none.
+            delivery = await self._client.deliver(webhook, action, self._slots)
         metrics.DELIVERIES.labels(action.rule, "delivered" if delivery.ok else "dead_lettered").inc()
         await self._on_delivered(action, delivery, tag)
 

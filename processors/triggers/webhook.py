@@ -88,15 +88,21 @@ class WebhookClient:
         self._sleep = sleep
         self._rng = random.Random(seed)
 
-    async def deliver(self, webhook: Webhook, action: Action) -> Delivery:
+    async def deliver(self, webhook: Webhook, action: Action, slots: asyncio.Semaphore | None = None) -> Delivery:
         """Attempts until a 2xx, a failure that retrying cannot fix, or max_attempts. Never raises for
-        the receiver's faults; cancellation propagates (the action stays due and is delivered later)."""
+        the receiver's faults; cancellation propagates (the action stays due and is delivered later).
+        `slots` bounds concurrent attempts: one is held for each attempt, not through the pauses
+        between them, so a receiver that is down does not hold up deliveries to the others."""
         body = action.body()
         first = self._clock()
         attempt = 0
         while True:
             attempt += 1
-            result = await self.attempt(webhook, action, body, attempt)
+            if slots is None:
+                result = await self.attempt(webhook, action, body, attempt)
+            else:
+                async with slots:
+                    result = await self.attempt(webhook, action, body, attempt)
             metrics.ATTEMPTS.labels(action.rule, "ok" if result.ok else result.reason).inc()
             if result.ok or not result.retryable or attempt >= self.policy.max_attempts:
                 if not result.ok:

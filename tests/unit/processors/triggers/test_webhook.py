@@ -158,3 +158,39 @@ def test_backoff_grows_and_is_capped() -> None:
         assert d / 2 <= p.delay(attempt, rng) <= d
     with pytest.raises(ValueError, match="max_attempts"):
         RetryPolicy(max_attempts=0)
+
+
+async def test_a_receiver_that_is_down_does_not_hold_up_deliveries_to_the_others(session: aiohttp.ClientSession,
+                                                                                 receiver: Receiver) -> None:
+    """Two slots, two actions retrying against a dead receiver: the third, for a healthy one, goes out
+    at once instead of after their whole backoff (a slot was held through every pause)."""
+    import time
+
+    from processors.triggers.dispatch import Dispatcher
+    from processors.triggers.rules import parse_rules
+
+    rules = parse_rules(f"""
+[webhooks.down]
+url = "http://127.0.0.1:{free_port()}/h"
+secret = "{SECRET}"
+[webhooks.up]
+url = "{receiver.url}"
+secret = "{SECRET}"
+[[rules]]
+name = "r"
+type = "first_open"
+webhook = "down"
+""")
+    done: dict[str, float] = {}
+
+    async def on_delivered(action: Action, delivery: object, tag: object) -> None:
+        done[action.key] = time.monotonic() - started
+
+    dispatcher = Dispatcher(WebhookClient(session, RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=1.0)),
+                            rules, on_delivered, max_in_flight=2)
+    started = time.monotonic()
+    for key, webhook in (("a1", "down"), ("a2", "down"), ("b1", "up")):
+        dispatcher.submit(Action(key, "r", webhook, {"id": key}))
+    await dispatcher.close(30)
+    assert done["b1"] < 0.5 < min(done["a1"], done["a2"])
+    assert [r.key for r in receiver.accepted] == ["b1"]
