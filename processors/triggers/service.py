@@ -91,8 +91,10 @@ class TriggerService:
         runner = LocalRunner(bus, processor, writer, …, on_classified=triggers.feed)
         task = asyncio.create_task(triggers.run(stop))
 
-    `feed` takes the LocalRunner's batches of events.classified records and returns at once (it waits
-    only while the engine is over its soft bounds, which slows the runner down instead of growing).
+    `feed` takes the LocalRunner's batches of events.classified records and returns at once. While the
+    engine is over its soft bounds (a receiver down for long, deliveries piling up) it waits up to
+    `full_wait` seconds for room, then sets the batch's events aside in the dead-letter file (reason
+    `engine_full`) rather than hold up the runner: the analytics go on whatever a webhook does.
     `run` releases settled events, checks deadlines and delivers, until `stop` is set.
 
     Kept state (what fired, due actions, counting windows) is journalled in `state_dir` before anything
@@ -104,13 +106,14 @@ class TriggerService:
     def __init__(self, rules: RuleSet, *, state_dir: Path | None, settle_seconds: float = DEFAULT_SETTLE_SECONDS,
                  max_attempts: int = 10, retry: RetryPolicy | None = None, limits: EngineLimits | None = None,
                  max_in_flight: int = 16, tick_seconds: float = 0.1, shutdown_grace: float = 5.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 full_wait: float = 1.0, clock: Callable[[], float] = time.time) -> None:
         self._rules = rules
         self._retry = retry or RetryPolicy(max_attempts=max_attempts)
         self._max_in_flight = max_in_flight
         self._tick = tick_seconds
         self._grace = shutdown_grace
         self._clock = clock
+        self._full_wait = full_wait
         self.engine = TriggerEngine(rules, settle_seconds, limits)
         self._journal = StateJournal(state_dir / STATE_FILE) if state_dir is not None else None
         self._dlq_path = state_dir / DLQ_FILE if state_dir is not None else None
@@ -124,12 +127,24 @@ class TriggerService:
         self.delivered = 0
         self.dead_lettered = 0
         self.undecodable = 0
+        self.set_aside = 0
 
     async def feed(self, records: Sequence[Record]) -> None:
         """The LocalRunner's `on_classified` callback."""
-        while self._running and self.engine.full:
+        if self._running and self.engine.full:
             self._room.clear()
-            await self._room.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._full_wait):
+                    await self._room.wait()
+            if self.engine.full:
+                now = self._clock()
+                log.error("triggers: the engine is full (%d settling, %d due); %d events set aside",
+                          self.engine.held, self.engine.due, len(records))
+                self.set_aside += len(records)
+                await self._write_dead_letters([TriggerDeadLetter("event", "engine_full", "", now,
+                                                                  raw=r.value[:512].decode("utf-8", "replace"))
+                                                for r in records])
+                return
         now = self._clock()
         step = Step()
         letters = []
@@ -202,15 +217,19 @@ class TriggerService:
 
     async def _dead_letter(self, letter: TriggerDeadLetter) -> None:
         log.warning("trigger dead letter: %s %s %s", letter.kind, letter.reason, letter.key or letter.detail)
+        await self._write_dead_letters([letter])
+
+    async def _write_dead_letters(self, letters: list[TriggerDeadLetter]) -> None:
+        """Appends to the dead-letter file, one fsync for all of them."""
         path = self._dlq_path
-        if path is None:
+        if path is None or not letters:
             return
-        line = letter.encode() + b"\n"
+        lines = b"".join(letter.encode() + b"\n" for letter in letters)
 
         def write() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("ab") as f:
-                f.write(line)
+                f.write(lines)
                 f.flush()
                 os.fsync(f.fileno())
 

@@ -121,3 +121,24 @@ def test_the_journal_keeps_the_last_record_per_key_and_drops_expired_ones(tmp_pa
     assert len(path.read_bytes().splitlines()) == 2  # compacted when loaded
     journal.append([rec(f"k{i}", FIRED, 100) for i in range(6)], now=10)  # past compact_after: rewritten
     assert len(path.read_bytes().splitlines()) == 8
+
+
+async def test_a_full_engine_sets_events_aside_instead_of_holding_up_the_runner(tmp_path: Path) -> None:
+    """Over its bounds (here: one due action, its receiver down), feed waits full_wait for room and then
+    puts the batch in the dead-letter file (engine_full): pixeltrack serve's analytics never wait on a
+    webhook."""
+    from processors.triggers.engine import EngineLimits
+
+    down = Receiver(SECRET, port=free_port())  # connection refused
+    s = TriggerService(make_rules(down.url), state_dir=tmp_path, settle_seconds=SETTLE, tick_seconds=0.02,
+                       retry=RetryPolicy(max_attempts=50, base_delay=1.0, max_delay=1.0),
+                       limits=EngineLimits(max_due=1), full_wait=0.2)
+    async with running(s):
+        await s.feed(records([pricing_click("c1")]))
+        await eventually(lambda: s.engine.full, 10, "the action due")
+        started = time.monotonic()
+        await s.feed(records([pricing_click("c2", after=1), pricing_click("c3", after=2)]))
+        assert time.monotonic() - started < 2
+    assert s.set_aside == 2
+    letters = [orjson.loads(line) for line in (tmp_path / DLQ_FILE).read_bytes().splitlines()]
+    assert [(d["kind"], d["reason"]) for d in letters] == [("event", "engine_full")] * 2
