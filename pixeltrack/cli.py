@@ -141,11 +141,24 @@ def _print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str)
     else:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(*columns)
+        # Text, not markup: a user agent or a path is the internet's to choose ("[/]" would raise, and
+        # "[link=…]" would print a hyperlink); control characters are shown, not sent to the terminal.
+        table = Table()
+        for c in columns:
+            table.add_column(Text(_printable(c)))
         for row in rows:
-            table.add_row(*(str(v) for v in row))
+            table.add_row(*(Text(_printable(str(v))) for v in row))
         Console().print(table)
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0)) if c not in (0x09,)}
+
+
+def _printable(text: str) -> str:
+    """`text` with C0 and C1 control characters (ESC among them) written as \\xNN."""
+    return text.translate(_CONTROL)
 
 
 class QueryError(RuntimeError):
@@ -188,7 +201,7 @@ def make_query(args: argparse.Namespace) -> Callable[[str, dict[str, Any]], tupl
             return body["columns"], body["rows"]
         return through_serve
 
-    from processors.clickhouse import connect
+    from processors.clickhouse import connect, readonly_sql
 
     settings = _settings()
     dsn = _direct_dsn(args, settings)
@@ -196,7 +209,7 @@ def make_query(args: argparse.Namespace) -> Callable[[str, dict[str, Any]], tupl
     def direct(sql: str, parameters: dict[str, Any]) -> tuple[list[str], list[Sequence[Any]]]:
         client = connect(dsn, settings.clickhouse_database)
         try:
-            result = client.query(sql, parameters=parameters or None, settings={"readonly": 1})
+            result = client.query(readonly_sql(sql), parameters=parameters or None, settings={"readonly": 1})
         except Exception as exc:
             raise QueryError(str(exc).strip()) from None
         finally:

@@ -82,11 +82,14 @@ def admin_app(writer: ClickHouseWriter, token: str) -> web.Application:
     async def forget(request: web.Request) -> web.Response:
         if not hmac.compare_digest(request.headers.get(ADMIN_HEADER, ""), token):
             return web.json_response({"error": "missing or wrong admin token"}, status=401)
-        body = await request.json()
-        recipient = str(body.get("recipient") or "")
-        if not recipient:
-            return web.json_response({"error": "recipient is required"}, status=400)
-        deleted = await writer.forget(recipient, str(body.get("tenant") or ""))
+        try:
+            body = await request.json()
+            recipient, tenant = body.get("recipient") or "", body.get("tenant") or ""
+        except (ValueError, AttributeError):
+            return web.json_response({"error": 'body must be {"recipient": "...", "tenant": "..."}'}, status=400)
+        if not recipient or not isinstance(recipient, str) or not isinstance(tenant, str):
+            return web.json_response({"error": "recipient (a string) is required; tenant is a string"}, status=400)
+        deleted = await writer.forget(recipient, tenant)
         return web.json_response({"deleted": deleted})
 
     app = web.Application(client_max_size=1024 * 1024)

@@ -29,6 +29,25 @@ def connect(dsn: str, database: str | None = DEFAULT_DATABASE, **settings: Any) 
     return clickhouse_connect.get_client(dsn=dsn, database=database, settings=settings or None)
 
 
+READ_TIMEOUT = 60  # seconds a read-only query may run (max_execution_time): it shares a thread with inserts
+_READ_START = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.IGNORECASE)
+_SUBQUERY_START = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
+
+
+def readonly_sql(sql: str) -> str:
+    """`sql` as a query that can only read, or ValueError. readonly=1 still lets a SELECT write a file
+    (INTO OUTFILE … APPEND): a SELECT or WITH runs as a subquery, where INTO OUTFILE (and a second
+    statement) is a syntax error; SHOW, DESCRIBE, EXPLAIN and EXISTS cannot write."""
+    text = sql.strip().rstrip(";").strip()
+    if not _READ_START.match(text):
+        raise ValueError("only SELECT, WITH, SHOW, DESCRIBE, EXPLAIN and EXISTS queries are taken here")
+    if _SUBQUERY_START.match(text):
+        return f"SELECT * FROM (\n{text}\n)"
+    if re.search(r"\bINTO\s+OUTFILE\b", text, re.IGNORECASE):
+        raise ValueError("INTO OUTFILE is not taken here")
+    return text
+
+
 def migration_files() -> list[tuple[str, str]]:
     """(name, SQL) of schemas/clickhouse/NNN_*.sql in order."""
     folder = resources.files("schemas") / "clickhouse"

@@ -14,7 +14,7 @@ from clickhouse_connect.driver.client import Client
 
 from processors import metrics
 from processors.batch import BatchContext, Lookups, TableRows
-from processors.clickhouse import DEFAULT_DATABASE, connect
+from processors.clickhouse import DEFAULT_DATABASE, READ_TIMEOUT, connect, readonly_sql
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -62,7 +62,8 @@ class ClickHouseWriter:
         # Read-only queries get a client of their own: chDB keeps a query's settings (readonly=1)
         # in its session, which would then refuse the writer's inserts.
         if self._reader is None:
-            self._reader = connect(self._dsn, self._database, readonly=1)
+            # readonly=2: reads only, and settings may be set (readonly=1 refuses max_execution_time itself).
+            self._reader = connect(self._dsn, self._database, readonly=2, max_execution_time=READ_TIMEOUT)
         return self._reader
 
     async def _run(self, fn: Callable[[], T]) -> T:
@@ -166,10 +167,13 @@ class ClickHouseWriter:
     async def query(self, sql: str, readonly: bool = True,
                     parameters: dict[str, Any] | None = None) -> tuple[list[str], list[Sequence[Any]]]:
         """Runs SQL on the writer's thread (the only one allowed to touch a chDB path in this process).
-        readonly=True refuses anything that writes."""
+        readonly=True refuses anything that writes (see processors.clickhouse.readonly_sql) and stops
+        a query after READ_TIMEOUT seconds."""
+        text = readonly_sql(sql) if readonly else sql
+
         def run() -> tuple[list[str], list[Sequence[Any]]]:
             client = self._reader_sync() if readonly else self._client_sync()
-            result = client.query(sql, parameters=parameters or None)
+            result = client.query(text, parameters=parameters or None)
             return list(result.column_names), [list(r) for r in result.result_rows]
         return await self._run(run)
 
