@@ -149,14 +149,15 @@ def _pct(x: Any) -> str:
 def _table(rows: list[dict[str, Any]], campaign: str, comps: list[Comparison], verdict: str) -> str:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"campaign {campaign}", title_justify="left")
+    table = Table(title=Text(f"campaign {campaign}"), title_justify="left")
     for col in ("variant", "delivered", "unique opens", "open rate", "machine opens", "unique clicks", "CTR",
                 "CTOR", "filtered clicks", "conversions", "conv. rate", "revenue / recipient"):
         table.add_column(col, justify="left" if col == "variant" else "right")
     for r in rows:
         rpr = r.get("revenue_per_recipient")
-        table.add_row(r["variant"] or "(none)", f"{r['delivered'] or 0:,}", f"{r['unique_opens'] or 0:,}",
+        table.add_row(Text(r["variant"] or "(none)"), f"{r['delivered'] or 0:,}", f"{r['unique_opens'] or 0:,}",
                       _pct(r["open_rate"]), f"{r['opens_machine'] or 0:,} ({_pct(r['machine_open_share'])})",
                       f"{r['unique_clicks'] or 0:,}", _pct(r["ctr"]), _pct(r["ctor"]), f"{r['clicks_filtered'] or 0:,}",
                       f"{r['conversions'] or 0:,}", _pct(r["conversion_rate"]),
@@ -164,9 +165,9 @@ def _table(rows: list[dict[str, Any]], campaign: str, comps: list[Comparison], v
     console = Console(record=True, width=160, force_terminal=False)
     with console.capture() as cap:
         console.print(table)
-        for c in comps:
+        for c in comps:  # variant names are the senders' to choose: printed as text, not markup
             console.print(f"{c.b} vs {c.a}: {_pct(c.p_b)} vs {_pct(c.p_a)}, difference {_pts(c.diff)} "
                           f"({_level(c.level)} CI {_pts(c.ci_low)} to {_pts(c.ci_high)}), z = {c.z:.2f}, "
-                          f"p {_p(c.p_value)}")
-        console.print(verdict)
+                          f"p {_p(c.p_value)}", markup=False)
+        console.print(verdict, markup=False)
     return cap.get()

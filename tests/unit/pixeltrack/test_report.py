@@ -58,3 +58,19 @@ def test_csv_is_one_table_with_the_comparisons_and_the_verdict() -> None:
     assert {r["verdict"] for r in table} == {ab_verdict(rows)[1]}
     doc = orjson.loads(render(rows, "spring", "json"))
     assert doc["comparisons"][0]["ci_level"] == 0.95
+
+
+def test_names_and_values_are_printed_as_text_never_as_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    """A variant (the sender's to name) or a user agent (the internet's) of "[/]" made rich raise, and
+    "[link=…]" printed a hyperlink; ESC went to the terminal as is."""
+    from pixeltrack.cli import _print_rows
+
+    table = render([variant("[/]", 1000, 40), variant("[link=https://evil.example]B[/link]", 1000, 80)],
+                   "[bold]x", "table")
+    assert "[/]" in table
+    assert "[link=https://evil.example]B[/link]" in table
+    _print_rows(["user_agent"], [["Mozilla/5.0 [/]"], ["a\x1b[31mred"]], "table")
+    out = capsys.readouterr().out
+    assert "Mozilla/5.0 [/]" in out
+    assert "\x1b[31m" not in out
+    assert "\\x1b[31mred" in out
