@@ -104,7 +104,7 @@ class Link:
 @dataclass(frozen=True, slots=True)
 class SkippedLink:
     """A link left as it is, and why: off, empty, anchor, placeholder, relative, scheme (mailto, tel,
-    sms, javascript, ...), invalid, too_long."""
+    sms, javascript, ...), invalid, too_long, tracked (the tracker's own URL)."""
 
     tag: str
     href: str
@@ -124,17 +124,21 @@ class EmailPlan:
     pixel_at: int  # before the last </body>; else before the last </html>; else the end
     honeypot_at: int  # right after <body ...>; else next to the pixel
     base_href: str  # the <base href> that relative links were resolved against ("" = none)
+    has_pixel: bool  # the tracker's pixel is there already (see parse's tracker_base): none is added
     _pieces: tuple[str, ...] = field(repr=False, compare=False)
     _slots: tuple[int, ...] = field(repr=False, compare=False)  # link index, or _PIXEL / _HONEYPOT
 
     @classmethod
-    def parse(cls, source: str | bytes, *, encoding: str | None = None, resolve_base: bool = True) -> EmailPlan:
+    def parse(cls, source: str | bytes, *, encoding: str | None = None, resolve_base: bool = True,
+              tracker_base: str | None = None) -> EmailPlan:
         """Plans the edits of one email. Bytes are decoded as `encoding`, else by their UTF-8 BOM, else as
         UTF-8, else as their <meta charset>; ValueError when none fits. With `resolve_base`, relative
         links are resolved against an absolute http(s) <base href> and wrapped; without a <base> they
-        stay as they are."""
+        stay as they are. `tracker_base` (the tracking base URL): links already on it (an email
+        instrumented before, or quoting a tracked link) stay as they are (reason "tracked"), and an
+        email that already has its pixel gets no second one."""
         text, enc = decode_html(source, encoding) if isinstance(source, bytes) else (source, encoding or "utf-8")
-        return _build_plan(text, enc, resolve_base)
+        return _build_plan(text, enc, resolve_base, tracker_base)
 
     @property
     def unsubscribe_links(self) -> int:
@@ -445,7 +449,7 @@ def _attribute_spans(text: str, start: int, end: int) -> list[tuple[str, tuple[i
     return out
 
 
-def _build_plan(text: str, encoding: str, resolve_base: bool) -> EmailPlan:
+def _build_plan(text: str, encoding: str, resolve_base: bool, tracker_base: str | None = None) -> EmailPlan:
     scan = _Scan()
     _Tokenizer(text, 0, scan, conditional=False).run()
     starts = [0] + [m.end() for m in re.finditer("\n", text)]
@@ -464,6 +468,8 @@ def _build_plan(text: str, encoding: str, resolve_base: bool) -> EmailPlan:
     for c in scan.candidates:
         line, col = where(c.tag_start)
         destination, reason = _destination(c, base)
+        if not reason and tracker_base and _is_tracked(destination, tracker_base):
+            reason = "tracked"
         if reason:
             skipped.append(SkippedLink(c.tag, c.href, reason, line, col))
             continue
@@ -477,7 +483,8 @@ def _build_plan(text: str, encoding: str, resolve_base: bool) -> EmailPlan:
         else pixel_at
     # Edits in text order; at one offset the honeypot goes before the pixel.
     edits: list[tuple[int, int, int, int]] = [(link.start, 1, link.end, i) for i, link in enumerate(links)]
-    edits += [(honeypot_at, 0, honeypot_at, _HONEYPOT), (pixel_at, 0, pixel_at, _PIXEL)]
+    has_pixel = bool(tracker_base and f"{tracker_base.rstrip('/')}/o/" in text)
+    edits += [(honeypot_at, 0, honeypot_at, _HONEYPOT)] + ([] if has_pixel else [(pixel_at, 0, pixel_at, _PIXEL)])
     edits.sort(key=lambda e: (e[0], e[1], e[3] != _HONEYPOT))
     pieces: list[str] = []
     slots: list[int] = []
@@ -487,8 +494,16 @@ def _build_plan(text: str, encoding: str, resolve_base: bool) -> EmailPlan:
         slots.append(slot)
         pos = e
     pieces.append(text[pos:])
-    return EmailPlan(text, encoding, tuple(links), tuple(skipped), pixel_at, honeypot_at, base,
+    return EmailPlan(text, encoding, tuple(links), tuple(skipped), pixel_at, honeypot_at, base, has_pixel,
                      tuple(pieces), tuple(slots))
+
+
+def _is_tracked(url: str, tracker_base: str) -> bool:
+    """A URL the tracker serves: a pixel, a wrapped link or an unsubscribe page of `tracker_base`."""
+    mine, it = urlsplit(tracker_base), urlsplit(url)
+    prefix = mine.path.rstrip("/")
+    return (it.hostname or "") == (mine.hostname or "") and it.port == mine.port and it.path.startswith(
+        tuple(f"{prefix}/{route}/" for route in "ocu"))
 
 
 def _clean_url(href: str) -> str:

@@ -76,7 +76,8 @@ def _instrument(args: argparse.Namespace) -> int:
 
     email_path = Path(args.email)
     out_dir = Path(args.out)
-    plan = EmailPlan.parse(email_path.read_bytes(), encoding=args.encoding, resolve_base=not args.keep_relative)
+    plan = EmailPlan.parse(email_path.read_bytes(), encoding=args.encoding, resolve_base=not args.keep_relative,
+                           tracker_base=args.base_url)
     recipients = read_recipients(Path(args.recipients))
     targets = {(out_dir / name).resolve() for name in file_names(recipients)}
     if email_path.resolve() in targets:

@@ -627,3 +627,18 @@ def test_jsonl_sends_round_trip(tmp_path: Path) -> None:
     sink([send, send])
     sink.close()
     assert [Send.decode(line) for line in sink.path.read_bytes().splitlines()] == [send, send]
+
+
+def test_an_email_instrumented_twice_is_not_wrapped_twice(tracker: Tracker) -> None:
+    """Re-instrumenting an output (or an email quoting a tracked link) wrapped the tracker's own /c/ and
+    /u/ URLs in new tokens and added a second pixel: two clicks a person, maybe another message's."""
+    source = ('<html><body><a href="https://shop.example.com/p">shop</a>'
+              '<a href="https://shop.example.com/unsubscribe">unsubscribe</a></body></html>')
+    once = instrument(EmailPlan.parse(source, tracker_base=BASE_URL), tracker, MESSAGE).html
+    again_plan = EmailPlan.parse(once, tracker_base=BASE_URL)
+    assert again_plan.links == ()
+    assert {s.reason for s in again_plan.skipped} == {"tracked"}
+    assert again_plan.has_pixel
+    assert instrument(again_plan, tracker, MESSAGE).html == once
+    # another tracker's links are links like any other
+    assert len(EmailPlan.parse(once, tracker_base="https://t.other.example").links) == 2
