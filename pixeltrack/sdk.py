@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import orjson
@@ -89,30 +89,55 @@ class ApiClient:
     """Registers sends and conversions with the ingest API (`POST /v1/sends`, `/v1/conversions`).
     Blocking (urllib), for scripts and batch jobs; errors raise ApiError with the server's message."""
 
-    def __init__(self, api_url: str, api_key: str, timeout: float = 30.0) -> None:
+    def __init__(self, api_url: str, api_key: str, timeout: float = 30.0, attempts: int = 5,
+                 backoff: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> None:
+        """`attempts`: tries of a request answered 429 or 5xx, or lost on the network (the API's 202 is
+        the only acknowledgement, and sends and conversions are idempotent, so a retry is safe); the
+        waits double from `backoff` seconds (a Retry-After is honoured, up to 60 s)."""
         self.api_url = api_url.rstrip("/")
         self._key = api_key
         self._timeout = timeout
+        self._attempts = max(1, attempts)
+        self._backoff = backoff
+        self._sleep = sleep
 
     def _post(self, path: str, body: object) -> dict[str, object]:
-        req = urllib.request.Request(
-            f"{self.api_url}{path}", data=orjson.dumps(body), method="POST",
-            headers={"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=self._timeout) as resp:
-                answer: dict[str, object] = orjson.loads(resp.read())
-                return answer
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace")
-            exc.close()
-            raise ApiError(exc.code, detail) from None
+        data = orjson.dumps(body)
+        for attempt in range(1, self._attempts + 1):
+            req = urllib.request.Request(
+                f"{self.api_url}{path}", data=data, method="POST",
+                headers={"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"})
+            wait = self._backoff * 2 ** (attempt - 1)
+            try:
+                with urllib.request.urlopen(req, timeout=self._timeout) as resp:
+                    answer: dict[str, object] = orjson.loads(resp.read())
+                    return answer
+            except urllib.error.HTTPError as exc:
+                detail = exc.read().decode("utf-8", "replace")
+                retry_after = exc.headers.get("Retry-After") if exc.headers else None
+                exc.close()
+                if (exc.code != 429 and exc.code < 500) or attempt == self._attempts:
+                    raise ApiError(exc.code, detail) from None
+                if retry_after and retry_after.strip().isdigit():
+                    wait = min(60.0, float(retry_after))
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                if attempt == self._attempts:
+                    raise ApiError(0, f"no answer from {self.api_url}: {exc}") from None
+            self._sleep(wait)
+        raise AssertionError("unreachable")
 
     def register_sends(self, sends: Sequence[Send], batch: int = 5000) -> int:
-        """Posts sends in batches; returns how many the API accepted."""
+        """Posts sends in batches; returns how many the API accepted. A batch that fails for good raises
+        ApiError saying how many were accepted before it (posting all of them again is safe)."""
         accepted = 0
         for i in range(0, len(sends), batch):
             body = {"sends": [{k: v for k, v in asdict(s).items() if k != "v"} for s in sends[i:i + batch]]}
-            accepted += int(self._post("/v1/sends", body).get("accepted", 0))  # type: ignore[call-overload]
+            try:
+                answer = self._post("/v1/sends", body)
+            except ApiError as exc:
+                raise ApiError(exc.status, f"{exc.detail} ({accepted} of {len(sends)} sends were registered "
+                                           "before this batch; registering them all again is safe)") from None
+            accepted += int(answer.get("accepted", 0))  # type: ignore[call-overload]
         return accepted
 
     def record_conversion(self, idempotency_key: str, value: float = 0.0, currency: str = "",
