@@ -187,18 +187,47 @@ async def security_headers(request: web.Request,
     return response
 
 
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+def same_site_only(allowed_hosts: frozenset[str] | None) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Refuses what another site makes a browser send: any request marked Sec-Fetch-Site: cross-site
+    (a page elsewhere firing GETs at the dashboard, which run queries on the thread that inserts), and,
+    when `allowed_hosts` is given, a Host header naming anything else (DNS rebinding: a page whose
+    name resolves to 127.0.0.1 reading the dashboard as its own origin)."""
+
+    @web.middleware
+    async def middleware(request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+            return web.Response(status=403, text="cross-site requests are refused")
+        if allowed_hosts is not None:
+            host = (request.host or "").lower()
+            if host.startswith("["):  # [v6]:port
+                name = host.split("]", 1)[0] + "]"
+            else:
+                name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+            if name not in allowed_hosts:
+                return web.Response(status=421, text="this dashboard answers to its own address only")
+        return await handler(request)
+
+    return middleware
+
+
 def create_dashboard_app(query: Query, tenant: str = "", refresh_seconds: int = 5, *,
-                         cache_seconds: float | None = None) -> web.Application:
+                         cache_seconds: float | None = None,
+                         allowed_hosts: frozenset[str] | None = None) -> web.Application:
     """The dashboard for one tenant. `query` runs read-only SQL with `{name:Type}` parameters (see
     `query_with`). Pages poll their panels every `refresh_seconds`; reads are shared for
     `cache_seconds` (default: half the refresh interval). No authentication: bind it to localhost or
-    put it behind one."""
+    put it behind one. `allowed_hosts`: the Host names it answers to (None: any, as behind a proxy);
+    cross-site requests are refused either way."""
     if refresh_seconds < 1:
         raise ValueError(f"refresh_seconds={refresh_seconds!r}: must be a whole number of seconds >= 1")
     ttl = refresh_seconds / 2 if cache_seconds is None else cache_seconds
     if ttl < 0:
         raise ValueError(f"cache_seconds={cache_seconds!r}: must be >= 0")
-    app = web.Application(middlewares=[security_headers])
+    app = web.Application(middlewares=[same_site_only(allowed_hosts), security_headers])
     cache = ResultCache(ttl)
     app[DASHBOARD] = Dashboard(query, tenant, refresh_seconds, cache)
 
@@ -235,8 +264,11 @@ async def start_dashboard(query: Query, host: str = "127.0.0.1", port: int = 808
                           refresh_seconds: int = 5) -> web.AppRunner:
     """Serves the dashboard until the returned runner's `cleanup()`; `runner.addresses` has the bound
     (host, port) — port 0 picks a free one."""
-    runner = web.AppRunner(create_dashboard_app(query, tenant, refresh_seconds), access_log=None,
-                           handle_signals=False)
+    # Bound to loopback, it answers to loopback names only (see same_site_only).
+    loopback = host in LOOPBACK_NAMES or host.startswith("127.")
+    runner = web.AppRunner(create_dashboard_app(query, tenant, refresh_seconds,
+                                                allowed_hosts=LOOPBACK_NAMES | {host} if loopback else None),
+                           access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_address=True).start()
     return runner

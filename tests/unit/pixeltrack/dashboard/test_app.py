@@ -175,3 +175,19 @@ async def test_query_with_runs_read_only_sql_on_the_writer() -> None:
     query = query_with(Writer())
     assert await query("SELECT {a:UInt8} AS x", {"a": 1}) == (["x"], [[1]])
     assert seen == [("SELECT {a:UInt8} AS x", True, {"a": 1})]
+
+
+async def test_cross_site_requests_and_foreign_host_names_are_refused(client: Client) -> None:
+    """A page elsewhere could make the operator's browser fire queries at the dashboard (they run on
+    serve's insert thread), or read it after rebinding its own name to 127.0.0.1."""
+    from pixeltrack.dashboard.app import LOOPBACK_NAMES
+
+    c = await client(FakeQuery(), allowed_hosts=LOOPBACK_NAMES)
+    assert (await c.get("/")).status == 200
+    assert (await c.get("/", headers={"Sec-Fetch-Site": "cross-site"})).status == 403
+    assert (await c.get("/", headers={"Sec-Fetch-Site": "same-origin"})).status == 200
+    assert (await c.get("/healthz", headers={"Host": "attacker.example"})).status == 421
+    assert (await c.get("/healthz", headers={"Host": "localhost:8082"})).status == 200
+    assert (await c.get("/healthz", headers={"Host": "[::1]:8082"})).status == 200
+    anywhere = await client(FakeQuery())  # behind a proxy: any name, still no cross-site requests
+    assert (await anywhere.get("/healthz", headers={"Host": "dash.example.com"})).status == 200
