@@ -72,11 +72,13 @@ class ResumeAfterClickHouse(ConsumerRebalanceListener):  # type: ignore[misc]
     """
 
     def __init__(self, consumer: AIOKafkaConsumer, writer: ClickHouseWriter,
-                 all_written: asyncio.Event | None = None, finish_timeout: float = WRITE_FINISH_TIMEOUT) -> None:
+                 all_written: asyncio.Event | None = None, finish_timeout: float = WRITE_FINISH_TIMEOUT,
+                 sends_first: SendsFirst | None = None) -> None:
         self._consumer = consumer
         self._writer = writer
         self._all_written = all_written
         self._finish_timeout = finish_timeout
+        self._sends_first = sends_first
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if self._all_written is None or self._all_written.is_set():
@@ -89,6 +91,8 @@ class ResumeAfterClickHouse(ConsumerRebalanceListener):  # type: ignore[misc]
                         self._finish_timeout)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._sends_first is not None:
+            self._sends_first.hold(self._consumer)  # before the first fetch of the new assignment
         stored = await self._writer.positions()
         for tp in assigned:
             written = stored.get((tp.topic, tp.partition))
@@ -99,6 +103,44 @@ class ResumeAfterClickHouse(ConsumerRebalanceListener):  # type: ignore[misc]
                 log.info("resuming %s/%d at %d after ClickHouse (committed %s)", tp.topic, tp.partition,
                          written + 1, committed)
                 self._consumer.seek(tp, written + 1)
+
+
+class SendsFirst:
+    """Holds back the conversions partitions while a sends partition of this consumer is behind.
+
+    A conversion that names only its message is attributed from its send (processors.pipeline), and
+    Kafka reads partitions side by side: reading a topic from the start (a replay, a new deployment,
+    catching up after an outage), the small conversions topic runs ahead of the large sends topic, and
+    its conversions would become unattributed dead letters although their sends are further down the
+    sends partitions. Conversions are read once every sends partition this consumer holds has been
+    fetched up to its high watermark. (A send on another consumer's partition is found in ClickHouse
+    once that consumer has written it.)"""
+
+    def __init__(self, topics: Topics) -> None:
+        self._topics = topics
+
+    def hold(self, consumer: AIOKafkaConsumer) -> None:
+        """Pauses the conversions partitions (a new assignment: no sends partition fetched yet)."""
+        conversions = [tp for tp in consumer.assignment() if tp.topic == self._topics.conversions]
+        if conversions:
+            consumer.pause(*conversions)
+
+    async def apply(self, consumer: AIOKafkaConsumer) -> None:
+        """Pauses or resumes the conversions partitions by how far the sends partitions have been read."""
+        assigned = consumer.assignment()
+        sends = [tp for tp in assigned if tp.topic == self._topics.sends]
+        conversions = {tp for tp in assigned if tp.topic == self._topics.conversions}
+        behind = False
+        for tp in sends:
+            high = consumer.highwater(tp)
+            if high is None or high > await consumer.position(tp):
+                behind = True
+                break
+        paused = consumer.paused() & conversions
+        if behind and paused != conversions:
+            consumer.pause(*(conversions - paused))
+        elif not behind and paused:
+            consumer.resume(*paused)
 
 
 class BrokersLost(KafkaError):  # type: ignore[misc]
@@ -178,13 +220,16 @@ class KafkaRunner:
             # them, so a runner restarted through an outage leaves no socket behind.
             await producer.start()
             t = self._topics
+            sends_first = SendsFirst(t)
             consumer.subscribe([t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes],
-                               listener=ResumeAfterClickHouse(consumer, self._writer, self._all_written))
+                               listener=ResumeAfterClickHouse(consumer, self._writer, self._all_written,
+                                                              sends_first=sends_first))
             try:
                 await consumer.start()
                 watch = MetadataWatch(self._brokers_lost_after)
                 loop = asyncio.get_running_loop()
                 while not stop.is_set():
+                    await sends_first.apply(consumer)
                     batches = await consumer.getmany(timeout_ms=self._max_ms, max_records=self._max_records)
                     if self._writing is not None and self._writing.done():
                         await self._written()  # a failed write ends the runner now, not a batch later

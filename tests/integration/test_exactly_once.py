@@ -470,3 +470,34 @@ async def test_migrate_applies_a_changed_retention_to_existing_tables(clickhouse
     assert set(days().values()) == {"3650"}
     migrate(clickhouse.dsn, clickhouse.database, retention_days=30)
     assert days() == {"events": "30", "dead_letters": "30", "sends": "30", "conversions": "30"}
+
+
+async def test_a_replay_from_the_start_attributes_conversions_whose_sends_come_later_in_the_topic(
+        settings: Settings, keyring: Keyring, kafka_bootstrap: str, kafka_topics: Topics,
+        clickhouse: ClickHouseDb) -> None:
+    """Read from the start in small batches, the small conversions topic runs ahead of the large sends
+    topic: conversions naming only their message must wait for their sends, not become unattributed
+    dead letters."""
+    sends = [Send("", "replay", "A", f"m{i}", f"r{i}", 1_790_000_000.0 + i, "example.com", 1) for i in range(1500)]
+    conversions = [Conversion("", f"order-{i}", 1_790_100_000.0, 10.0, "EUR", message=f"m{i}")
+                   for i in range(1400, 1500)]  # the last sends' messages
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        futures = [await producer.send(kafka_topics.sends, s.encode(), key=s.message.encode()) for s in sends]
+        futures += [await producer.send(kafka_topics.conversions, c.encode(), key=c.message.encode())
+                    for c in conversions]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    s = settings.model_copy(update={"topic_prefix": kafka_topics.prefix})
+    writer = ClickHouseWriter(clickhouse.dsn, clickhouse.database)
+    runner = KafkaRunner(kafka_bootstrap, f"g-replay-{kafka_topics.prefix}", kafka_topics, build_processor(s, keyring),
+                         writer, max_records=100, max_ms=50)
+    try:
+        await run_until(runner, lambda: runner.records_done >= len(sends) + len(conversions))
+    finally:
+        await writer.close()
+    assert clickhouse.rows("SELECT reason, count() FROM dead_letters GROUP BY reason") == []
+    assert clickhouse.rows("SELECT count(), countIf(campaign = 'replay' AND variant = 'A') FROM conversions") == [
+        (100, 100)]
