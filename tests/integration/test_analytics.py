@@ -142,21 +142,29 @@ def test_campaign_summary_counts_distinct_recipients_per_variant(clickhouse: Cli
                                                              ("spring", "B", 1, 1)]
 
 
+def sends_and_clicks(db: ClickHouseDb, campaign: str, variant: str, sends: int,
+                     clicks: list[tuple[str, int]]) -> None:
+    """`sends` registered messages m0, m1, … and, for each (link id, link flags) of `clicks`, a person's
+    click on message m<i> (i = its place in the list), five minutes after the send."""
+    at = datetime(2026, 10, 1, 9, tzinfo=UTC)
+    c = db.client()
+    try:
+        c.insert("sends", [("", campaign, variant, f"m{i}", f"r{i}", at) for i in range(sends)],
+                 column_names=["tenant", "campaign", "variant", "message_id", "recipient_id", "sent_at"])
+        c.insert("events", [("", f"h{i}", "click", at + timedelta(minutes=5), at, campaign, variant, f"m{i}", f"r{i}",
+                             link, flags, "human", "direct", 0, 1, "hits.raw", 0, i)
+                            for i, (link, flags) in enumerate(clicks)],
+                 column_names=["tenant", "hit_id", "kind", "ts", "sent_at", "campaign", "variant", "message_id",
+                               "recipient_id", "link_id", "link_flags", "verdict", "source", "revision", "sign",
+                               "src_topic", "src_partition", "src_offset"])
+    finally:
+        c.close()
+
+
 def test_rates_count_delivered_messages_only_and_unsent_engagement_apart(clickhouse: ClickHouseDb) -> None:
     """Clicks on messages whose send is not registered (yet) must not lift a rate past 100%: B has 2
     registered sends and 5 clicked messages."""
-    at = datetime(2026, 10, 1, 9, tzinfo=UTC)
-    c = clickhouse.client()
-    try:
-        c.insert("sends", [("", "lag", "B", f"m{i}", f"r{i}", at) for i in range(2)],
-                 column_names=["tenant", "campaign", "variant", "message_id", "recipient_id", "sent_at"])
-        c.insert("events", [("", f"h{i}", "click", at + timedelta(minutes=5), at, "lag", "B", f"m{i}", f"r{i}",
-                             "human", "direct", 0, 1, "hits.raw", 0, i) for i in range(5)],
-                 column_names=["tenant", "hit_id", "kind", "ts", "sent_at", "campaign", "variant", "message_id",
-                               "recipient_id", "verdict", "source", "revision", "sign", "src_topic",
-                               "src_partition", "src_offset"])
-    finally:
-        c.close()
+    sends_and_clicks(clickhouse, "lag", "B", 2, [("shop", 0)] * 5)
     assert clickhouse.rows("SELECT delivered, unique_clicks, clicks_human, unsent_engaged, ctr FROM campaign_summary "
                            "WHERE campaign = 'lag'") == [(2, 2, 5, 3, 1.0)]
 
@@ -164,19 +172,7 @@ def test_rates_count_delivered_messages_only_and_unsent_engagement_apart(clickho
 def test_clicks_on_a_wrapped_unsubscribe_link_are_not_engagement(clickhouse: ClickHouseDb) -> None:
     """A link wrapped with unsubscribe=True (link flag 2): its clicks stay in link_stats, per link, and
     out of campaign_summary's clicks, CTR and CTOR (docs/triggers.md: they never count as clicks)."""
-    at = datetime(2026, 10, 1, 9, tzinfo=UTC)
-    c = clickhouse.client()
-    try:
-        c.insert("sends", [("", "unsub", "A", f"m{i}", f"r{i}", at) for i in range(3)],
-                 column_names=["tenant", "campaign", "variant", "message_id", "recipient_id", "sent_at"])
-        c.insert("events", [("", f"h{i}", "click", at + timedelta(minutes=5), at, "unsub", "A", f"m{i}", f"r{i}",
-                             link, flags, "human", "direct", 0, 1, "hits.raw", 0, i)
-                            for i, (link, flags) in enumerate([("shop", 0), ("unsubscribe", 2), ("unsubscribe", 2)])],
-                 column_names=["tenant", "hit_id", "kind", "ts", "sent_at", "campaign", "variant", "message_id",
-                               "recipient_id", "link_id", "link_flags", "verdict", "source", "revision", "sign",
-                               "src_topic", "src_partition", "src_offset"])
-    finally:
-        c.close()
+    sends_and_clicks(clickhouse, "unsub", "A", 3, [("shop", 0), ("unsubscribe", 2), ("unsubscribe", 2)])
     assert clickhouse.rows("SELECT unique_clicks, clicks_human FROM campaign_summary WHERE campaign = 'unsub'") == [
         (1, 1)]
     assert clickhouse.rows("SELECT link, clicks_human FROM link_stats WHERE campaign = 'unsub' ORDER BY link") == [

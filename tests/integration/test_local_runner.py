@@ -29,6 +29,25 @@ def bus_of(records: list[Record]) -> asyncio.Queue[Record]:
     return bus
 
 
+def sim_hits(keyring: Keyring, campaign: str, sends: int, seed: int) -> list[Record]:
+    """A simulated campaign's hits.raw records, every recipient engaged."""
+    sim = simulate(load_patterns(FIXTURE), campaign, sends, engaged_share=1.0, seed=seed)
+    return [r for r in sim.records(keyring, Topics()) if r.topic == Topics().hits_raw]
+
+
+def failing_runner(db: ClickHouseDb, settings: Settings, keyring: Keyring, records: list[Record], max_records: int,
+                   retry_max_delay: float) -> tuple[FailingWriter, asyncio.Queue[Record], LocalRunner, asyncio.Event,
+                                                    asyncio.Task[None]]:
+    """A runner started over `records` whose inserts into events fail (until writer.failing is unset)."""
+    writer = FailingWriter(db.dsn, db.database)
+    writer.failing = True
+    bus = bus_of(records)
+    runner = LocalRunner(bus, build_processor(settings, keyring), writer, max_records=max_records, max_ms=20,
+                         retry_max_delay=retry_max_delay)
+    stop = asyncio.Event()
+    return writer, bus, runner, stop, asyncio.create_task(runner.run(stop))
+
+
 async def test_batches_overlap_inserts_in_order_and_the_numbers_equal_the_truth(
         clickhouse: ClickHouseDb, settings: Settings, keyring: Keyring) -> None:
     """Sends, hits and conversions through the bus in small batches, each insert slowed: a batch is
@@ -89,15 +108,9 @@ async def test_a_failing_insert_is_tried_again_until_it_lands_and_nothing_is_los
         clickhouse: ClickHouseDb, settings: Settings, keyring: Keyring) -> None:
     """Inserts fail for a while (more tries than the writer's own): the runner keeps the batch, keeps
     taking what arrives, and once inserts work again every hit is stored once."""
-    sim = simulate(load_patterns(FIXTURE), "disk", 300, engaged_share=1.0, seed=4)
-    hits = [r for r in sim.records(keyring, Topics()) if r.topic == Topics().hits_raw]
-    writer = FailingWriter(clickhouse.dsn, clickhouse.database)
-    writer.failing = True
-    bus = bus_of(hits[:200])
-    runner = LocalRunner(bus, build_processor(settings, keyring), writer, max_records=100, max_ms=20,
-                         retry_max_delay=0.2)
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
+    hits = sim_hits(keyring, "disk", 300, seed=4)
+    writer, bus, runner, stop, task = failing_runner(clickhouse, settings, keyring, hits[:200], max_records=100,
+                                                     retry_max_delay=0.2)
     try:
         await eventually(lambda: writer.failures >= 12, timeout=60, what="three rounds of failed tries")
         for r in hits[200:]:
@@ -119,14 +132,8 @@ async def test_a_stop_while_inserts_fail_ends_the_runner_with_the_error(
         clickhouse: ClickHouseDb, settings: Settings, keyring: Keyring) -> None:
     """Stopping cuts the pause short for one last try; if that fails too, `run` raises it (the caller
     reports what was not written) instead of waiting for ever."""
-    sim = simulate(load_patterns(FIXTURE), "stop", 50, engaged_share=1.0, seed=6)
-    writer = FailingWriter(clickhouse.dsn, clickhouse.database)
-    writer.failing = True
-    bus = bus_of([r for r in sim.records(keyring, Topics()) if r.topic == Topics().hits_raw])
-    runner = LocalRunner(bus, build_processor(settings, keyring), writer, max_records=1000, max_ms=20,
-                         retry_max_delay=3600)
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
+    writer, _, runner, stop, task = failing_runner(clickhouse, settings, keyring, sim_hits(keyring, "stop", 50, seed=6),
+                                                   max_records=1000, retry_max_delay=3600)
     try:
         await eventually(lambda: writer.failures >= 4, timeout=60, what="the writer's own tries failed")
         stop.set()

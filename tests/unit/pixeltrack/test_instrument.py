@@ -7,7 +7,6 @@ import html
 import http.server
 import io
 import re
-import threading
 import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -42,6 +41,7 @@ from pixeltrack.sdk import Message, Tracker
 from schemas.sends import Send
 from schemas.tokens import FLAG_HONEYPOT, FLAG_NO_CLICK_ID, FLAG_UNSUBSCRIBE, Keyring
 from tests.plugins.edge import EdgeUnderTest, strip_click_id
+from tests.plugins.http import http_server
 
 EMAILS = Path(__file__).resolve().parents[2] / "fixtures" / "emails"
 BASE_URL = "https://t.example.net"
@@ -592,15 +592,8 @@ def sends_api() -> Iterator[tuple[str, list[tuple[str, Any]]]]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with http_server(Handler) as url:
+        yield url, received
 
 
 @pytest.mark.usefixtures("no_env_keys")

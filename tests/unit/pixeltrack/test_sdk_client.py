@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from pixeltrack.sdk import ApiClient, ApiError
 from schemas.sends import Send
+from tests.plugins.http import http_server
 
 
 @pytest.fixture
@@ -34,15 +34,8 @@ def api() -> Iterator[tuple[str, list[int]]]:
         def log_message(self, *args: object) -> None:
             return None
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", answers
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with http_server(Handler) as url:
+        yield url, answers
 
 
 SENDS = [Send("", "c", "A", f"m{i}", f"r{i}", 1_790_000_000.0) for i in range(3)]
