@@ -156,7 +156,7 @@ def _verify_click_id(registry: TenantRegistry, click_id: str, key_tenant: str | 
     if key_tenant is not None:
         rings: list[tuple[str, Keyring | None]] = [(key_tenant, registry.for_tenant(key_tenant))]
     else:
-        rings = [("", registry.default), *((t.name, t.keyring()) for t in registry.tenants.values())]
+        rings = [("", registry.default), *((name, registry.for_tenant(name)) for name in registry.tenants)]
     kid = click_id.split(".", 1)[0]
     reason = "unknown_key"
     for tenant, ring in rings:

@@ -255,14 +255,11 @@ def cmd_api(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from ingest.api import create_api_from_settings
-    from pixeltrack.wiring import tenants_for
+    from ingest.app import edge_tenants
 
     settings = _settings(api_host=args.host, api_port=args.port)
     # The default keys check the operator's click ids; a tenants file alone is enough for tenants' ones.
-    tenants = tenants_for(settings, settings.keyring() if settings.signing_keys is not None else None)
-    if tenants.default is None and not tenants.tenants:
-        settings.keyring()  # raises, naming PIXELTRACK_SIGNING_KEYS
-    web.run_app(create_api_from_settings(settings, tenants), host=settings.api_host,
+    web.run_app(create_api_from_settings(settings, edge_tenants(settings)), host=settings.api_host,
                 port=settings.api_port, access_log=None, print=lambda s: print(s, flush=True))
     return 0
 

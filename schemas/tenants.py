@@ -17,6 +17,15 @@ DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a
 
 MAX_REMEMBERED_HOSTS = 1024  # Host headers whose tenant is remembered (tracking domains are few)
 
+
+def host_name(host: str) -> str:
+    """A Host header's name: lower case, without its port or a trailing dot ("[v6]" kept in brackets)."""
+    host = host.strip().lower().rstrip(".")
+    if host.startswith("["):  # [v6]:port
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 @dataclass(frozen=True, slots=True)
 class Tenant:
     name: str
@@ -41,21 +50,16 @@ class TenantRegistry:
     # for_host's answers by Host header as received: the edge and the processors ask once a fetch, and
     # normalising the header costs more than the lookup. Bounded: Host headers are the client's to choose.
     _seen: dict[str, tuple[str, Keyring] | None] = field(default_factory=dict)
+    _rings: dict[str, Keyring] = field(default_factory=dict)  # parsed once: a keyring's parse is not free
 
     def __post_init__(self) -> None:
         self._by_host = {}
         self._seen = {}
+        self._rings = {}
         for t in self.tenants.values():
-            ring = t.keyring()
+            ring = self._rings[t.name] = t.keyring()
             for d in t.domains:
                 self._by_host[d] = (t.name, ring)
-
-    @staticmethod
-    def _host(host: str) -> str:
-        host = host.strip().lower().rstrip(".")
-        if host.startswith("["):  # [v6]:port
-            return host.split("]", 1)[0] + "]"
-        return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
     def for_host(self, host: str) -> tuple[str, Keyring] | None:
         """(tenant, keyring) for a request's Host, or None when no tenant serves it and there is no
@@ -64,7 +68,7 @@ class TenantRegistry:
             return self._seen[host]
         except KeyError:
             pass
-        found = self._by_host.get(self._host(host))
+        found = self._by_host.get(host_name(host))
         if found is None and self.default is not None:
             found = ("", self.default)
         if len(self._seen) >= MAX_REMEMBERED_HOSTS:
@@ -73,15 +77,9 @@ class TenantRegistry:
         return found
 
     def for_tenant(self, name: str) -> Keyring | None:
-        if name in self.tenants:
-            return self.tenants[name].keyring()
+        if name in self._rings:
+            return self._rings[name]
         return self.default if name == "" else None
-
-    def tenant_of_api_key(self, key: str) -> str | None:
-        for t in self.tenants.values():
-            if key in t.api_keys:
-                return t.name
-        return None
 
     # --- the tenants file (JSON, mode 0600: it holds secrets) ---
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from pixeltrack.dashboard import pages
 from pixeltrack.dashboard.queries import CampaignData, CampaignRow, Query, fetch_campaign, fetch_campaigns
 from pixeltrack.dashboard.templates import CONTENT_SECURITY_POLICY
+from schemas.tenants import host_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -187,7 +188,7 @@ async def security_headers(request: web.Request,
     return response
 
 
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
 
 
 def same_site_only(allowed_hosts: frozenset[str] | None) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -201,14 +202,8 @@ def same_site_only(allowed_hosts: frozenset[str] | None) -> Callable[..., Awaita
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
             return web.Response(status=403, text="cross-site requests are refused")
-        if allowed_hosts is not None:
-            host = (request.host or "").lower()
-            if host.startswith("["):  # [v6]:port
-                name = host.split("]", 1)[0] + "]"
-            else:
-                name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-            if name not in allowed_hosts:
-                return web.Response(status=421, text="this dashboard answers to its own address only")
+        if allowed_hosts is not None and host_name(request.host or "") not in allowed_hosts:
+            return web.Response(status=421, text="this dashboard answers to its own address only")
         return await handler(request)
 
     return middleware
@@ -265,7 +260,7 @@ async def start_dashboard(query: Query, host: str = "127.0.0.1", port: int = 808
     """Serves the dashboard until the returned runner's `cleanup()`; `runner.addresses` has the bound
     (host, port) — port 0 picks a free one."""
     # Bound to loopback, it answers to loopback names only (see same_site_only).
-    loopback = host in LOOPBACK_NAMES or host.startswith("127.")
+    loopback = host in LOOPBACK_NAMES or host == "::1" or host.startswith("127.")
     runner = web.AppRunner(create_dashboard_app(query, tenant, refresh_seconds,
                                                 allowed_hosts=LOOPBACK_NAMES | {host} if loopback else None),
                            access_log=None, handle_signals=False)
