@@ -226,8 +226,8 @@ class QueuePublisher:
 
     async def publish(self, records: Sequence[Record]) -> None:
         if self._max is not None:
-            # Polled: the runner takes records with get_nowait in its own polling loop, and nothing
-            # signals room made on the queue.
+            # Polled: the queue itself stays unbounded (the runner's loop-back of dead letters must never
+            # wait on room), so no put() waits and nothing signals room made.
             while self._queue.qsize() >= self._max:  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
         for record in records:

@@ -8,11 +8,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from processors import metrics
 from processors.pipeline import BatchOutput, HitProcessor
-from processors.step import ErasureWatch, let_finish, write_batch
+from processors.step import WRITE_FINISH_TIMEOUT, ErasureWatch, let_finish, write_batch
 from processors.writer import ClickHouseWriter
 from schemas.aio import finish_within
 from schemas.records import Record
@@ -20,7 +20,6 @@ from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 
-WRITE_FINISH_TIMEOUT = 60.0  # a batch's insert, publish and commit, when a rebalance or a stop waits on it
 
 
 def batch_token(ranges: dict[TopicPartition, tuple[int, int]]) -> str:
@@ -113,11 +112,14 @@ class SendsFirst:
     catching up after an outage), the small conversions topic runs ahead of the large sends topic, and
     its conversions would become unattributed dead letters although their sends are further down the
     sends partitions. Conversions are read once every sends partition this consumer holds has been
-    fetched up to its high watermark. (A send on another consumer's partition is found in ClickHouse
+    read to within `slack` records of its high watermark. (A send on another consumer's partition is found in ClickHouse
     once that consumer has written it.)"""
 
-    def __init__(self, topics: Topics) -> None:
+    def __init__(self, topics: Topics, slack: int = 0) -> None:
+        """`slack`: records a sends partition may lag by and still count as read (a batch: under a steady
+        stream of sends the high watermark is usually a little ahead, which is no backlog)."""
         self._topics = topics
+        self._slack = slack
 
     def hold(self, consumer: AIOKafkaConsumer) -> None:
         """Pauses the conversions partitions (a new assignment: no sends partition fetched yet)."""
@@ -127,20 +129,22 @@ class SendsFirst:
 
     async def apply(self, consumer: AIOKafkaConsumer) -> None:
         """Pauses or resumes the conversions partitions by how far the sends partitions have been read."""
-        assigned = consumer.assignment()
-        sends = [tp for tp in assigned if tp.topic == self._topics.sends]
-        conversions = {tp for tp in assigned if tp.topic == self._topics.conversions}
-        behind = False
-        for tp in sends:
-            high = consumer.highwater(tp)
-            if high is None or high > await consumer.position(tp):
-                behind = True
-                break
-        paused = consumer.paused() & conversions
-        if behind and paused != conversions:
-            consumer.pause(*(conversions - paused))
-        elif not behind and paused:
-            consumer.resume(*paused)
+        try:
+            behind = False
+            for tp in [tp for tp in consumer.assignment() if tp.topic == self._topics.sends]:
+                high = consumer.highwater(tp)
+                if high is None or high - await consumer.position(tp) > self._slack:
+                    behind = True
+                    break
+            # Read again after the awaits: a rebalance may have moved partitions meanwhile.
+            conversions = {tp for tp in consumer.assignment() if tp.topic == self._topics.conversions}
+            paused = consumer.paused() & conversions
+            if behind and paused != conversions:
+                consumer.pause(*(conversions - paused))
+            elif not behind and paused:
+                consumer.resume(*paused)
+        except (IllegalStateError, AssertionError):  # aiokafka's answers about a revoked partition
+            return  # the next round sees the new assignment
 
 
 class BrokersLost(KafkaError):  # type: ignore[misc]
@@ -184,9 +188,10 @@ class KafkaRunner:
                  writer: ClickHouseWriter, max_records: int = 5000, max_ms: int = 500,
                  client_id: str = "pixeltrack-processor",
                  after_insert: Callable[[int], Awaitable[None]] | None = None,
-                 brokers_lost_after: float = 60.0) -> None:
+                 brokers_lost_after: float = 60.0, sends_slack: int | None = None) -> None:
         """`after_insert(batch_number)` runs after a batch's insert and before its commit: a fault
-        injection point for tests (raising there is a crash between insert and commit)."""
+        injection point for tests (raising there is a crash between insert and commit). `sends_slack`:
+        see SendsFirst (default: a batch, `max_records`)."""
         self._bootstrap = bootstrap
         self._group = group
         self._topics = topics
@@ -197,6 +202,7 @@ class KafkaRunner:
         self._client_id = client_id
         self._after_insert = after_insert
         self._brokers_lost_after = brokers_lost_after  # seconds without a broker in the metadata: raise
+        self._sends_slack = max_records if sends_slack is None else sends_slack
         self.batches_done = 0
         self.records_done = 0  # records whose batch was inserted and committed
         self._writing: asyncio.Task[None] | None = None  # the previous batch's insert, publish and commit
@@ -220,7 +226,7 @@ class KafkaRunner:
             # them, so a runner restarted through an outage leaves no socket behind.
             await producer.start()
             t = self._topics
-            sends_first = SendsFirst(t)
+            sends_first = SendsFirst(t, slack=self._sends_slack)
             consumer.subscribe([t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes],
                                listener=ResumeAfterClickHouse(consumer, self._writer, self._all_written,
                                                               sends_first=sends_first))

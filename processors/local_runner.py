@@ -11,14 +11,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from processors.pipeline import BatchOutput, HitProcessor
-from processors.step import ErasureWatch, let_finish, write_batch
+from processors.step import WRITE_FINISH_TIMEOUT, ErasureWatch, let_finish, write_batch
 from processors.writer import ClickHouseWriter
 from schemas.records import Record
 
 log = logging.getLogger(__name__)
 
 RETRY_MAX_DELAY = 30.0  # seconds between a failing batch's further tries, at most
-WRITE_FINISH_TIMEOUT = 60.0  # ending on an error: how long the insert in flight gets to land
 
 
 @dataclass(frozen=True, slots=True)

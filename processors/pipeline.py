@@ -333,8 +333,8 @@ class HitProcessor:
         if self._suppressed(c.tenant, recipient):
             metrics.DO_NOT_TRACK.inc()
             return
-        # Remembered only once stored: a conversion dead-lettered for want of its send may be posted
-        # again (same key) once the send is registered.
+        # Remembered once it has a row, not when it is dead-lettered: a conversion dead-lettered for want
+        # of its send may be posted again (same key) once the send is registered.
         self._recent_conversions.add(key)
         out.conversions.rows.append((c.tenant, c.idempotency_key, c.ts, campaign, variant, c.message,
                                      recipient, c.link, c.click_id, c.click_hit_id, c.value, c.currency, record.topic,

@@ -13,6 +13,8 @@ from processors.writer import ClickHouseWriter
 
 log = logging.getLogger(__name__)
 
+WRITE_FINISH_TIMEOUT = 60.0  # a batch's insert (and publish and commit), when a rebalance or an ending waits on it
+
 
 async def write_batch(writer: ClickHouseWriter, out: BatchOutput, token: str) -> None:
     """Inserts a processed batch's rows under the dedup `token`; returns once ClickHouse has them."""

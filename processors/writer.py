@@ -122,9 +122,7 @@ class ClickHouseWriter:
         return await self._run(self.positions_sync)
 
     def lookup_sync(self, want: Lookups) -> BatchContext:
-        if self._looker is None:
-            self._looker = connect(self._dsn, self._database, readonly=1)
-        client = self._looker
+        client = self._looker_sync()
         hit_ids: set[str] = set()
         keys: set[tuple[str, str]] = set()
         messages: dict[tuple[str, str], tuple[str, str, str]] = {}
@@ -144,11 +142,16 @@ class ClickHouseWriter:
             messages = {(str(t), str(m)): (str(c), str(v), str(r)) for t, m, c, v, r in rows}
         return BatchContext(hit_ids, keys, messages)
 
-    def erasures_sync(self, since: float) -> tuple[set[str], float]:
-        """Recipient hashes erased at or after `since` (epoch seconds), and the latest erasure's time."""
+    def _looker_sync(self) -> Client:
+        """The lookup thread's client (read-only): a second client of the same chDB path, in this
+        process, is allowed; queries of the two run side by side."""
         if self._looker is None:
             self._looker = connect(self._dsn, self._database, readonly=1)
-        rows = self._looker.query("SELECT recipient_hash, toFloat64(requested_at) FROM erasures "
+        return self._looker
+
+    def erasures_sync(self, since: float) -> tuple[set[str], float]:
+        """Recipient hashes erased at or after `since` (epoch seconds), and the latest erasure's time."""
+        rows = self._looker_sync().query("SELECT recipient_hash, toFloat64(requested_at) FROM erasures "
                                   "WHERE requested_at >= fromUnixTimestamp64Milli({s:Int64})",
                                   parameters={"s": int(since * 1000)}).result_rows
         return {str(h) for h, _ in rows}, max((float(t) for _, t in rows), default=since)
@@ -166,9 +169,10 @@ class ClickHouseWriter:
 
     async def query(self, sql: str, readonly: bool = True,
                     parameters: dict[str, Any] | None = None) -> tuple[list[str], list[Sequence[Any]]]:
-        """Runs SQL on the writer's thread (the only one allowed to touch a chDB path in this process).
-        readonly=True refuses anything that writes (see processors.clickhouse.readonly_sql) and stops
-        a query after READ_TIMEOUT seconds."""
+        """Runs SQL on the writer's thread. readonly=True refuses anything that writes (see
+        processors.clickhouse.readonly_sql) and stops a query after READ_TIMEOUT seconds, unless the
+        query itself sets max_execution_time (readonly=2 allows settings: the bound guards against a
+        mistake, not against the operator who runs the query)."""
         text = readonly_sql(sql) if readonly else sql
 
         def run() -> tuple[list[str], list[Sequence[Any]]]:
