@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from importlib import resources
 from pathlib import Path
@@ -88,10 +89,11 @@ def _settings_of(statement: str) -> tuple[str, str] | None:
 
 def migrate(dsn: str, database: str = DEFAULT_DATABASE, retention_days: int = 395) -> list[str]:
     """Creates the database and applies every DDL file; idempotent (tables IF NOT EXISTS, views replaced).
-    A table that exists already gets the SETTINGS its CREATE gives (a setting added in a later release,
-    such as the deduplication window of a materialized view's target, reaches older installs), when it
-    is a single-node *MergeTree; a materialized view that exists already gets the query its CREATE
-    gives. Returns the names of files applied for the first time."""
+    What IF NOT EXISTS would keep from an older release is brought up to date: a materialized view gets
+    the query its CREATE gives, a single-node *MergeTree table its SETTINGS (such as the deduplication
+    window of a view's target) — each once per definition, recorded in schema_migrations (an ALTER
+    takes locks that inserts wait on, so not at every start) — and the raw tables the TTL of
+    `retention_days` when theirs differs. Returns the names of files applied for the first time."""
     admin = connect(dsn, database=None)
     try:
         admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")
@@ -102,30 +104,32 @@ def migrate(dsn: str, database: str = DEFAULT_DATABASE, retention_days: int = 39
         client.command("CREATE TABLE IF NOT EXISTS schema_migrations (name String, applied_at DateTime "
                        "DEFAULT now()) ENGINE = ReplacingMergeTree ORDER BY name")
         done = {r[0] for r in client.query("SELECT name FROM schema_migrations").result_rows}
+        tables = {str(n): (str(e), str(full)) for n, e, full in client.query(
+            "SELECT name, engine, engine_full FROM system.tables WHERE database = currentDatabase()").result_rows}
+
+        def once(key: str, alter: str) -> None:
+            key = f"{key}:{hashlib.sha256(alter.encode()).hexdigest()[:16]}"
+            if key not in done:
+                client.command(alter)
+                client.insert("schema_migrations", [[key]], column_names=["name"])
+                done.add(key)
+
         applied = []
         for name, sql in migration_files():
             for statement in split_statements(sql.replace("{retention_days}", str(int(retention_days)))):
                 client.command(statement)
                 view = _view_query_of(statement)
                 if view is not None:
-                    # IF NOT EXISTS keeps an older definition: the view's query is set to the file's, in
-                    # place (no window in which inserts bypass it, unlike a drop and create).
-                    client.command(f"ALTER TABLE {view[0]} MODIFY QUERY {view[1]}")
+                    # In place: no window in which inserts bypass the view, unlike a drop and create.
+                    once(f"query:{view[0]}", f"ALTER TABLE {view[0]} MODIFY QUERY {view[1]}")
                 ttl = _ttl_of(statement)
-                if ttl is not None:
-                    # A table made with another retention keeps it under IF NOT EXISTS: set the new one
-                    # (only when it differs: a TTL change recomputes the TTL of every part).
-                    full = client.query("SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
-                                        "AND name = {n:String}", parameters={"n": ttl[0]}).result_rows
-                    days = _TTL_DAYS.search(str(full[0][0])) if full else None
-                    if days is not None and int(days.group(1)) != ttl[2]:
-                        client.command(f"ALTER TABLE {ttl[0]} MODIFY TTL {ttl[1]}")
+                days = _TTL_DAYS.search(tables.get(ttl[0], ("", ""))[1]) if ttl is not None else None
+                if ttl is not None and days is not None and int(days.group(1)) != ttl[2]:
+                    client.command(f"ALTER TABLE {ttl[0]} MODIFY TTL {ttl[1]}")  # recomputes every part's TTL
                 found = _settings_of(statement)
-                if found is not None:
-                    engine = client.query("SELECT engine FROM system.tables WHERE database = currentDatabase() "
-                                          "AND name = {n:String}", parameters={"n": found[0]}).result_rows
-                    if engine and engine[0][0].endswith("MergeTree") and not engine[0][0].startswith("Replicated"):
-                        client.command(f"ALTER TABLE {found[0]} MODIFY SETTING {found[1]}")
+                engine = tables.get(found[0], ("", ""))[0] if found is not None else ""
+                if found is not None and engine.endswith("MergeTree") and not engine.startswith("Replicated"):
+                    once(f"settings:{found[0]}", f"ALTER TABLE {found[0]} MODIFY SETTING {found[1]}")
             if name not in done:
                 client.insert("schema_migrations", [[name]], column_names=["name"])
                 applied.append(name)
