@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import signal
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from processors.clickhouse import migrate
 from processors.gc_tuning import tune_gc_for_batches
 from processors.local_runner import LocalRunner
 from processors.writer import ClickHouseWriter
+from schemas.privacy import recipient_hash
 from schemas.records import Record
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -60,8 +62,11 @@ def chdb_dsn(data_dir: Path) -> str:
     return f"chdb://{(data_dir / 'chdb').resolve()}"
 
 
-def admin_app(writer: ClickHouseWriter, token: str) -> web.Application:
-    """Read-only SQL for `pixeltrack query` while serve owns the chDB path (one process per path)."""
+def admin_app(writer: ClickHouseWriter, token: str,
+              forgotten: Callable[[str], None] | None = None) -> web.Application:
+    """Read-only SQL for `pixeltrack query` while serve owns the chDB path (one process per path), and
+    `forget`. `forgotten(recipient_hash)` is told before the rows are deleted (the processor then drops
+    what still arrives for the recipient at once, not at its next read of `erasures`)."""
 
     async def query(request: web.Request) -> web.Response:
         if not hmac.compare_digest(request.headers.get(ADMIN_HEADER, ""), token):
@@ -89,6 +94,8 @@ def admin_app(writer: ClickHouseWriter, token: str) -> web.Application:
             return web.json_response({"error": 'body must be {"recipient": "...", "tenant": "..."}'}, status=400)
         if not recipient or not isinstance(recipient, str) or not isinstance(tenant, str):
             return web.json_response({"error": "recipient (a string) is required; tenant is a string"}, status=400)
+        if forgotten is not None:
+            forgotten(recipient_hash(tenant, recipient))
         deleted = await writer.forget(recipient, tenant)
         return web.json_response({"deleted": deleted})
 
@@ -124,7 +131,8 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
                                   max_attempts=settings.triggers_max_attempts)
     if triggers is not None:
         settings = settings.model_copy(update={"publish_classified": True})
-    runner = LocalRunner(bus, build_processor(settings, keyring), writer,
+    processor = build_processor(settings, keyring)
+    runner = LocalRunner(bus, processor, writer,
                          settings.batch_max_records, settings.batch_max_ms,
                          on_classified=triggers.feed if triggers is not None else None)
     triggers_stop = asyncio.Event()
@@ -153,7 +161,8 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     await api.setup()
     await web.TCPSite(api, host, api_port, reuse_address=True).start()
     token = secrets.token_urlsafe(24)
-    admin = web.AppRunner(admin_app(writer, token), access_log=None, handle_signals=False)
+    admin = web.AppRunner(admin_app(writer, token, lambda h: processor.forget_recipients([h])), access_log=None,
+                          handle_signals=False)
     await admin.setup()
     admin_site = web.TCPSite(admin, "127.0.0.1", 0)
     await admin_site.start()
