@@ -20,6 +20,7 @@ METRICS = {"open": ("unique_opens", "open rate"), "click": ("unique_clicks", "cl
            "conversion": ("converted_messages", "conversion rate")}
 
 
+WINNER_PREFIX = "Variant "  # how a verdict that names a winner begins (see names_a_winner)
 MIN_EXPECTED = 5  # each cell of a comparison's 2x2 table (with and without the event, per variant)
 
 
@@ -85,10 +86,15 @@ def ab_verdict(rows: list[dict[str, Any]], metric: str = "click", alpha: float =
                        f"{_pts(weakest.diff)}; each variant needs at least {MIN_EXPECTED} with and "
                        f"{MIN_EXPECTED} without the event expected).")
     if all(c.p_value < threshold and c.ci_low > 0 for c in comps):
-        return comps, (f"Variant {name} wins on {label}: {_pts(weakest.diff)} over {weakest.a} ({ci}), "
+        return comps, (f"{WINNER_PREFIX}{name} wins on {label}: {_pts(weakest.diff)} over {weakest.a} ({ci}), "
                        f"p {_p(weakest.p_value)}.")
     return comps, (f"No variant wins on {label} yet: {name} leads {weakest.a} by {_pts(weakest.diff)} "
                    f"({ci}), p {_p(weakest.p_value)} (needs p < {threshold:.3g} and an interval above 0).")
+
+
+def names_a_winner(verdict: str) -> bool:
+    """Whether an ab_verdict line names a winner (the dashboard marks it so)."""
+    return verdict.startswith(WINNER_PREFIX)
 
 
 def _level(level: float) -> str:

@@ -16,7 +16,7 @@ from pixeltrack.dashboard import charts
 from pixeltrack.dashboard.format import DASH, count, money, p_value, pct, points, ratio, when
 from pixeltrack.dashboard.queries import CampaignData, CampaignRow, LinkRow
 from pixeltrack.dashboard.templates import page
-from pixeltrack.report import METRICS, Comparison, ab_verdict
+from pixeltrack.report import METRICS, Comparison, ab_verdict, names_a_winner
 
 AB_METRICS = ("open", "click", "conversion")  # the verdict on clicks leads, as in `pixeltrack report`
 
@@ -197,7 +197,7 @@ def _ab(data: CampaignData) -> str:
         out += "<h3>Comparisons</h3>" + _table("comparisons", ("metric", "rates", "difference", "CI (pts)", "",
                                                                "p-value"), rows_html)
     lines = "".join(
-        f'<li class="{"win" if verdict.startswith("Variant ") else "open"}" data-verdict="{metric}">{_e(verdict)}</li>'
+        f'<li class="{"win" if names_a_winner(verdict) else "open"}" data-verdict="{metric}">{_e(verdict)}</li>'
         for metric, _, verdict in sorted(results, key=lambda r: r[0] != "click"))
     return out + f'<ul class="verdicts">{lines}</ul>'
 
