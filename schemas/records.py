@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
@@ -53,7 +53,11 @@ class RawHit:
     v: int = RAW_HIT_VERSION
 
     def encode(self) -> bytes:
-        return orjson.dumps(self, option=orjson.OPT_SERIALIZE_DATACLASS)
+        # A dict in field order, not OPT_SERIALIZE_DATACLASS: orjson reads a dataclass's slots itself,
+        # which a compiled one (schemas.native) does not have.
+        return orjson.dumps({"id": self.id, "received_at": self.received_at, "kind": self.kind, "method": self.method,
+                             "host": self.host, "path": self.path, "token": self.token, "ip": self.ip,
+                             "ua": self.ua, "edge": self.edge, "headers": self.headers, "v": self.v})
 
     @classmethod
     def decode(cls, value: bytes) -> RawHit:
@@ -67,17 +71,19 @@ class RawHit:
         if obj.get("v") != RAW_HIT_VERSION:
             raise ValueError(f"unknown RawHit version {obj.get('v')!r}")
         try:
-            hit = cls(obj["id"], obj["received_at"], obj["kind"], obj["method"], obj["host"], obj["path"],
-                      obj["token"], obj["ip"], obj["ua"], obj["edge"], obj.get("headers") or {})
+            id_, received_at, kind, method, host, path, token, ip, ua, edge = (
+                obj["id"], obj["received_at"], obj["kind"], obj["method"], obj["host"], obj["path"], obj["token"],
+                obj["ip"], obj["ua"], obj["edge"])
         except KeyError as exc:
             raise ValueError(f"RawHit lacks the field {exc.args[0]!r}") from None
-        # One expression of plain type checks: this runs for every hit a processor decodes.
-        if not (type(hit.id) is str and type(hit.kind) is str and type(hit.method) is str and type(hit.host) is str
-                and type(hit.path) is str and type(hit.token) is str and type(hit.ip) is str
-                and type(hit.ua) is str and type(hit.edge) is str and type(hit.headers) is dict
-                and type(hit.received_at) in (int, float)):
+        headers = obj.get("headers") or {}
+        # One expression of plain type checks, before the fields are stored (a compiled RawHit refuses a
+        # field of the wrong type with TypeError): this runs for every hit a processor decodes.
+        if not (type(id_) is str and type(kind) is str and type(method) is str and type(host) is str
+                and type(path) is str and type(token) is str and type(ip) is str and type(ua) is str
+                and type(edge) is str and type(headers) is dict and type(received_at) in (int, float)):
             raise ValueError("RawHit field of the wrong type")
-        return hit
+        return cls(id_, float(received_at), kind, method, host, path, token, ip, ua, edge, headers)
 
 
 @dataclass(slots=True)
@@ -100,15 +106,31 @@ class DeadLetter:
     v: int = RAW_HIT_VERSION
 
     def encode(self) -> bytes:
-        return orjson.dumps(self, option=orjson.OPT_SERIALIZE_DATACLASS)
+        return orjson.dumps(self.as_dict())
 
     @classmethod
     def decode(cls, value: bytes) -> DeadLetter:
+        """Raises ValueError for anything but a JSON object, TypeError for a field of the wrong type."""
         obj: Any = orjson.loads(value)
         if not isinstance(obj, dict):
             raise ValueError("a DeadLetter must be a JSON object")
-        known = {k: obj[k] for k in cls.__dataclass_fields__ if k in obj}
+        known = {k: obj[k] for k in DEAD_LETTER_FIELDS if k in obj}
+        for name, v in known.items():
+            if name == "received_at" or name == "v":
+                if type(v) not in (int, float) or (name == "v" and type(v) is not int):
+                    raise TypeError(f"DeadLetter.{name} must be a number, got {type(v).__name__}")
+            elif type(v) is not str:
+                raise TypeError(f"DeadLetter.{name} must be a string, got {type(v).__name__}")
+        if "received_at" in known:
+            known["received_at"] = float(known["received_at"])
         return cls(**known)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields in order (what encode writes)."""
+        return {"id": self.id, "received_at": self.received_at, "stage": self.stage, "reason": self.reason,
+                "detail": self.detail, "kind": self.kind, "method": self.method, "host": self.host,
+                "path": self.path, "ip": self.ip, "ua": self.ua, "edge": self.edge, "raw": self.raw, "v": self.v}
+
+
+DEAD_LETTER_FIELDS = ("id", "received_at", "stage", "reason", "detail", "kind", "method", "host", "path", "ip", "ua",
+                      "edge", "raw", "v")
