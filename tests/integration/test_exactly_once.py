@@ -28,6 +28,7 @@ from schemas.topics import Topics
 from tests.integration.test_analytics import TRUTH_COLUMNS, recount, summary
 from tests.integration.writers import SlowWriter
 from tests.plugins.clickhouse import ClickHouseDb
+from tests.plugins.stand_in import with_process
 from tests.plugins.waiting import eventually
 
 pytestmark = pytest.mark.kafka
@@ -169,7 +170,7 @@ async def test_a_batch_is_processed_while_the_previous_one_is_inserted_and_commi
         log.append(("process", len(records)))
         return process(records, ctx)
 
-    processor.process = noting_process  # type: ignore[method-assign]
+    processor = with_process(processor, noting_process)
 
     async def before_commit(batch: int) -> None:
         log.append(("commit", batch))
@@ -294,7 +295,7 @@ async def test_a_runner_ending_on_an_error_lets_the_batch_in_flight_finish_and_c
             raise Boom
         return process(records, ctx)
 
-    processor.process = failing_second  # type: ignore[method-assign]
+    processor = with_process(processor, failing_second)
     group = f"g-boom-{kafka_topics.prefix}"
     runner = KafkaRunner(kafka_bootstrap, group, kafka_topics, processor, writer, max_records=50, max_ms=50)
     try:

@@ -19,6 +19,7 @@ from schemas.topics import Topics
 from tests.integration.test_analytics import FIXTURE, TRUTH_COLUMNS, summary
 from tests.integration.writers import FailingWriter, SlowWriter
 from tests.plugins.clickhouse import ClickHouseDb
+from tests.plugins.stand_in import with_process
 from tests.plugins.waiting import eventually
 
 
@@ -78,7 +79,7 @@ async def test_batches_overlap_inserts_in_order_and_the_numbers_equal_the_truth(
         overlapped.append(writer.inserting)
         return out
 
-    processor.process = noting_process  # type: ignore[method-assign]
+    processor = with_process(processor, noting_process)
     bus = bus_of([*records, junk])
     runner = LocalRunner(bus, processor, writer, max_records=250, max_ms=20)
     stop = asyncio.Event()
