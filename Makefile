@@ -6,7 +6,12 @@ DATA   ?= .pixeltrack
 PORT   ?= 8080
 KAFKA_DIR ?= .kafka
 
-.PHONY: run test browser unit lint typecheck kafka kafka-stop kafka-jars bench-classify bench-pipeline bench-edge bench-faults clean
+# The processors' hot path compiled with mypyc (schemas/native.py lists the modules); rebuilt when one changes.
+HOT    := schemas/hit.py schemas/tokens.py schemas/records.py schemas/privacy.py processors/networks.py \
+          processors/enrich.py processors/classify.py processors/pipeline.py
+NATIVE := build/native/manifest.json
+
+.PHONY: run test native browser unit lint typecheck kafka kafka-stop kafka-jars bench-classify bench-pipeline bench-edge bench-faults clean
 
 $(BIN)/pixeltrack: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +21,17 @@ $(BIN)/pixeltrack: pyproject.toml
 
 venv: $(BIN)/pixeltrack
 
+$(NATIVE): $(BIN)/pixeltrack $(HOT) schemas/native.py deploy/native/build.py
+	$(BIN)/python deploy/native/build.py
+
+native: $(NATIVE)
+
 kafka-jars:
 	deploy/kafka/kafka.sh jars
 
+# Without a C compiler the build fails and serve runs the same modules as plain Python (slower).
 run: $(BIN)/pixeltrack
+	@$(MAKE) --no-print-directory native || echo "the compiled hot path was not built: running as plain Python"
 	$(BIN)/pixeltrack serve --data $(DATA) --port $(PORT)
 
 # The dashboard's browser test drives Debian's headless Chromium; installed here when missing (as root).
@@ -28,16 +40,17 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; } || \
 	  echo "chromium not installed: the dashboard browser test will be skipped"
 
-test: $(BIN)/pixeltrack kafka-jars browser
-	$(BIN)/ruff check ingest processors schemas pixeltrack tests bench
+# The suite runs on the compiled hot path (and checks it is), and compares it with plain Python.
+test: $(BIN)/pixeltrack $(NATIVE) kafka-jars browser
+	$(BIN)/ruff check ingest processors schemas pixeltrack tests bench deploy/native
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	PIXELTRACK_EXPECT_NATIVE=1 $(BIN)/pytest -q
 
 unit: $(BIN)/pixeltrack
 	$(BIN)/pytest -q tests/unit
 
 lint: $(BIN)/pixeltrack
-	$(BIN)/ruff check ingest processors schemas pixeltrack tests bench
+	$(BIN)/ruff check ingest processors schemas pixeltrack tests bench deploy/native
 
 typecheck: $(BIN)/pixeltrack
 	$(BIN)/mypy
@@ -48,16 +61,16 @@ kafka: kafka-jars
 kafka-stop:
 	deploy/kafka/kafka.sh stop $(KAFKA_DIR)
 
-bench-classify: $(BIN)/pixeltrack
+bench-classify: $(BIN)/pixeltrack $(NATIVE)
 	$(BIN)/python bench/bench_classify.py
 
-bench-pipeline: $(BIN)/pixeltrack kafka-jars
+bench-pipeline: $(BIN)/pixeltrack $(NATIVE) kafka-jars
 	$(BIN)/python bench/bench_pipeline.py
 
-bench-edge: $(BIN)/pixeltrack kafka-jars
+bench-edge: $(BIN)/pixeltrack $(NATIVE) kafka-jars
 	$(BIN)/python bench/bench_edge.py
 
-bench-faults: $(BIN)/pixeltrack kafka-jars
+bench-faults: $(BIN)/pixeltrack $(NATIVE) kafka-jars
 	$(BIN)/python bench/bench_faults.py
 
 clean:

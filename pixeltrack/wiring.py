@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from processors.classify_file import build_classifier
 from processors.pipeline import HitProcessor
+from schemas import native
 from schemas.privacy import load_do_not_track
 from schemas.settings import Settings
 from schemas.tenants import TenantRegistry
 from schemas.tokens import Keyring, new_secret
 from schemas.topics import Topics
+
+log = logging.getLogger(__name__)
 
 KEY_FILE = "signing.key"
 API_KEY_FILE = "api.key"
@@ -46,6 +50,7 @@ def tenants_for(settings: Settings, keyring: Keyring | None) -> TenantRegistry:
 
 
 def build_processor(settings: Settings, keyring: Keyring | None) -> HitProcessor:
+    log.info("processor hot path: %s", native.STATE)
     classifier = build_classifier(
         geoip_city_db=settings.geoip_city_db, geoip_asn_db=settings.geoip_asn_db,
         networks_file=settings.networks_file, internal_networks=settings.internal_networks)

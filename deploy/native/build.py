@@ -1,0 +1,56 @@
+"""Compiles the processors' hot path with mypyc into build/native (see schemas/native.py).
+
+    .venv/bin/python deploy/native/build.py      # or: make native
+
+The modules in schemas.native.HOT are compiled from their own sources, unchanged (no second
+implementation to keep in step): mypyc turns their type annotations into C. A manifest beside the
+build records each source's SHA-256 and the interpreter it was built for; schemas.native uses the
+build only while both still match. Needs a C compiler and the interpreter's headers; without them
+this fails and pixeltrack runs as plain Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from schemas.native import BUILD, HOT, MANIFEST, manifest  # noqa: E402
+
+
+def main() -> int:
+    from mypyc.build import mypycify
+    from setuptools import Distribution
+
+    paths = [str(Path(*m.split(".")).with_suffix(".py")) for m in HOT]
+    work = Path(tempfile.mkdtemp(prefix="pixeltrack-native-"))
+    staged = work / "lib"
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # mypyc names modules by their paths relative to here
+    try:
+        extensions = mypycify(paths, opt_level="3", target_dir=str(work / "c"))
+        dist = Distribution({"name": "pixeltrack-native", "ext_modules": extensions})
+        dist.script_name = "build.py"
+        dist.script_args = ["--quiet", "build_ext", "--build-lib", str(staged), "--build-temp", str(work / "tmp")]
+        dist.parse_command_line()
+        dist.run_commands()
+    finally:
+        os.chdir(cwd)
+    # Replaced whole: a build that failed half-way leaves the previous one (or none), never a mix.
+    shutil.rmtree(BUILD, ignore_errors=True)
+    BUILD.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(staged), str(BUILD))
+    (BUILD / MANIFEST).write_text(json.dumps(manifest(), indent=1, sort_keys=True) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"compiled {len(HOT)} modules into {BUILD}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

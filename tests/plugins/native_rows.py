@@ -1,0 +1,67 @@
+"""Prints, as JSON, every row and record a HitProcessor makes of a fixed mix of records: the labelled
+sample's patterns as a simulated campaign (hits with revisions, sends, conversions), plus records that
+must become dead letters. Run once compiled and once as plain Python (PIXELTRACK_NATIVE=0) by
+tests/unit/test_native.py, which compares the two.
+
+    python -m tests.plugins.native_rows
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import orjson
+
+from pixeltrack.simulate import load_patterns, simulate
+from processors.classify_file import build_classifier
+from processors.local_runner import LocalRecord
+from processors.pipeline import HitProcessor
+from schemas import native
+from schemas.records import DeadLetter, RawHit
+from schemas.tokens import Keyring
+from schemas.topics import Topics
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "labelled-hits.jsonl"
+
+
+def odd_records(topics: Topics, keyring: Keyring, good: RawHit) -> list[bytes]:
+    """hits.raw values that must not be counted, each in its own way."""
+    def raw(**change: object) -> bytes:
+        obj = orjson.loads(good.encode())
+        obj.update(change)
+        return orjson.dumps(obj)
+    return [b"{not json", b"[1, 2]", b'{"v": 1}', raw(v=2), raw(id=7), raw(received_at="soon"), raw(headers=[]),
+            raw(token="k1.abc.def"), raw(token=good.token[:-2] + "AA"), raw(host="elsewhere.example"),
+            raw(kind="click"), raw(received_at=1e300), raw(ua=None), raw(id="dup")]
+
+
+def main() -> None:
+    topics = Topics()
+    keyring = Keyring({"k1": b"native-rows-secret-0123456789"}, "k1")
+    sim = simulate(load_patterns(FIXTURE), "native", n_sends=1500, engaged_share=0.8, seed=5)
+    values = [(r.topic, r.value) for r in sim.records(keyring, topics)]
+    good = next(RawHit.decode(v) for t, v in values if t == topics.hits_raw)
+    values += [(topics.hits_raw, v) for v in odd_records(topics, keyring, good)]
+    values += [(topics.hits_raw, v) for t, v in values[-3:] if t == topics.hits_raw]  # repeats
+    letter = DeadLetter("edge:1", 1_790_000_000.5, "edge", "bad_signature", "x", "open", "GET", "t.example.com",
+                        "/o/abc", "81.2.69.142", "curl/8", "edge-1", "{}")
+    values += [(topics.hits_dlq, letter.encode()), (topics.hits_dlq, b'{"id": 3}'), (topics.hits_dlq, b"[]")]
+    records = [LocalRecord(t, 0, i, v) for i, (t, v) in enumerate(values)]
+    processor = HitProcessor(keyring, build_classifier(), topics, publish_classified=True, batch_max_records=500)
+    out: list[object] = [native.STATE]
+    for i in range(0, len(records), 500):
+        batch = processor.process(records[i:i + 500])
+        # Dead letters made here carry the time they were made: left out, everything else compared.
+        letters = [{k: v for k, v in orjson.loads(r.value).items() if k != "received_at"} for r in batch.to_dlq]
+        tables = {t.table: t.rows for t in batch.tables()}
+        tables["dead_letters"] = [(*r[:1], None, *r[2:]) if r[3] == "undecodable_dead_letter" else r
+                                  for r in tables["dead_letters"]]
+        out.append({"tables": tables, "dlq": letters,
+                    "classified": [r.value.decode() for r in batch.classified],
+                    "partitions": batch.classified_partitions})
+    sys.stdout.buffer.write(orjson.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
