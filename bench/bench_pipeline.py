@@ -57,6 +57,7 @@ from processors.writer import ClickHouseWriter  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 from schemas.tokens import Keyring  # noqa: E402
 from schemas.topics import Topics  # noqa: E402
+from tests.plugins.stand_in import with_process  # noqa: E402
 
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 FIXTURE = ROOT / "tests" / "fixtures" / "labelled-hits.jsonl"
@@ -198,9 +199,7 @@ async def pipeline(bootstrap: str, topics: Topics, keyring: Keyring, dsn: str, n
     if engine_core is not None:
         keep_engine_threads_on(engine_core, set(names), stop_mover)
     processor = build_processor(settings, keyring)
-    tune_gc_for_batches()  # as `pixeltrack process` does
-    runner = KafkaRunner(bootstrap, f"bench-{uuid.uuid4().hex[:6]}", topics, processor, writer,
-                         max_records=20_000, max_ms=1000)
+    batch_gc = tune_gc_for_batches()  # as `pixeltrack process` does
     # The clock and the CPU counts start as the first batch reaches the processor (group join and the
     # first fetch are not throughput) and stop when the last batch is committed. Every hit is counted,
     # and the window holds all their work: the first batch's processing, which nothing overlaps, and
@@ -214,7 +213,8 @@ async def pipeline(bootstrap: str, topics: Topics, keyring: Keyring, dsn: str, n
                          engine=writer.engine_cpu if isinstance(writer, EngineElsewhereWriter) else 0.0)
         return process(records, ctx)
 
-    processor.process = noting_process  # type: ignore[method-assign]
+    runner = KafkaRunner(bootstrap, f"bench-{uuid.uuid4().hex[:6]}", topics, with_process(processor, noting_process),
+                         writer, max_records=20_000, max_ms=1000, gc_schedule=batch_gc)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:

@@ -27,9 +27,9 @@ async def run_processor(settings: Settings, stop: asyncio.Event, writer: ClickHo
     waits on and ends the process (`end_process`). A runner that fails ends it with the error."""
     processor = build_processor(settings, settings.keyring())  # first: it raises on missing keys
     writer = writer or ClickHouseWriter(settings.clickhouse_dsn, settings.clickhouse_database)
-    tune_gc_for_batches()
     runner = KafkaRunner(settings.kafka_bootstrap, settings.consumer_group, Topics(settings.topic_prefix),
-                         processor, writer, settings.batch_max_records, settings.batch_max_ms)
+                         processor, writer, settings.batch_max_records, settings.batch_max_ms,
+                         gc_schedule=tune_gc_for_batches())
     run = asyncio.create_task(runner.run(stop), name="pixeltrack-processor")
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -134,11 +134,11 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     processor = build_processor(settings, keyring)
     runner = LocalRunner(bus, processor, writer,
                          settings.batch_max_records, settings.batch_max_ms,
-                         on_classified=triggers.feed if triggers is not None else None)
+                         on_classified=triggers.feed if triggers is not None else None,
+                         gc_schedule=tune_gc_for_batches())
     triggers_stop = asyncio.Event()
     triggers_task = (asyncio.create_task(triggers.run(triggers_stop), name="pixeltrack-triggers")
                      if triggers is not None else None)
-    tune_gc_for_batches()
     runner_stop = asyncio.Event()  # set once the edge and the API have put their last records on the bus
     runner_task = asyncio.create_task(runner.run(runner_stop), name="pixeltrack-local-runner")
     runner_task.add_done_callback(lambda task: _runner_ended(task, stop))

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from processors import metrics
+from processors.gc_tuning import BatchGc
 from processors.pipeline import BatchOutput, HitProcessor
 from processors.step import WRITE_FINISH_TIMEOUT, ErasureWatch, let_finish, write_batch
 from processors.writer import ClickHouseWriter
@@ -188,10 +189,12 @@ class KafkaRunner:
                  writer: ClickHouseWriter, max_records: int = 5000, max_ms: int = 500,
                  client_id: str = "pixeltrack-processor",
                  after_insert: Callable[[int], Awaitable[None]] | None = None,
-                 brokers_lost_after: float = 60.0, sends_slack: int | None = None) -> None:
+                 brokers_lost_after: float = 60.0, sends_slack: int | None = None,
+                 gc_schedule: BatchGc | None = None) -> None:
         """`after_insert(batch_number)` runs after a batch's insert and before its commit: a fault
         injection point for tests (raising there is a crash between insert and commit). `sends_slack`:
-        see SendsFirst (default: a batch, `max_records`)."""
+        see SendsFirst (default: a batch, `max_records`). `gc_schedule`: kept after each batch is
+        processed (processors.gc_tuning; `pixeltrack process` passes one)."""
         self._bootstrap = bootstrap
         self._group = group
         self._topics = topics
@@ -207,6 +210,7 @@ class KafkaRunner:
         self.records_done = 0  # records whose batch was inserted and committed
         self._writing: asyncio.Task[None] | None = None  # the previous batch's insert, publish and commit
         self._erasures = ErasureWatch(processor, writer)
+        self._gc = gc_schedule
         self._unwritten = 0  # batches fetched and not yet committed
         self._all_written = asyncio.Event()
         self._all_written.set()
@@ -274,6 +278,8 @@ class KafkaRunner:
             # batch held (its hit ids, sends and conversion keys) and answers for it from memory.
             await self._erasures.refresh()
             out = self._processor.process(records, await self._writer.lookup(self._processor.lookups(records)))
+            if self._gc is not None:
+                self._gc.after_batch()
             await self._written()
         except BaseException:
             self._settled()

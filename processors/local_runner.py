@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from processors.gc_tuning import BatchGc
 from processors.pipeline import BatchOutput, HitProcessor
 from processors.step import WRITE_FINISH_TIMEOUT, ErasureWatch, let_finish, write_batch
 from processors.writer import ClickHouseWriter
@@ -45,9 +46,10 @@ class LocalRunner:
     def __init__(self, bus: asyncio.Queue[Record], processor: HitProcessor, writer: ClickHouseWriter,
                  max_records: int = 5000, max_ms: int = 200,
                  on_classified: Callable[[list[Record]], Awaitable[None]] | None = None,
-                 retry_max_delay: float = RETRY_MAX_DELAY) -> None:
+                 retry_max_delay: float = RETRY_MAX_DELAY, gc_schedule: BatchGc | None = None) -> None:
         """`on_classified` receives each batch's classified events after its insert (the embedded
-        wiring's stand-in for the events.classified topic)."""
+        wiring's stand-in for the events.classified topic). `gc_schedule`: kept after each batch is
+        processed (processors.gc_tuning; `pixeltrack serve` passes one)."""
         self._bus = bus
         self._processor = processor
         self._writer = writer
@@ -62,6 +64,7 @@ class LocalRunner:
         self._seq = time.time_ns() // 1000
         self._writing: asyncio.Task[None] | None = None  # the previous batch's insert and what follows it
         self._erasures = ErasureWatch(processor, writer)
+        self._gc = gc_schedule
         self.rows_written = 0
         self.batches_written = 0
 
@@ -100,6 +103,8 @@ class LocalRunner:
         # The batch in flight is answered for from the processor's memory (see KafkaRunner._handle).
         await self._erasures.refresh()
         out = self._processor.process(records, await self._writer.lookup(self._processor.lookups(records)))
+        if self._gc is not None:
+            self._gc.after_batch()
         await self._written()
         self._writing = asyncio.create_task(
             self._write(out, f"local:{self._run_id}:{first}-{self._seq - 1}", len(records), stop),
