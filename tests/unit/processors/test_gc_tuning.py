@@ -38,10 +38,12 @@ def test_what_a_batch_kept_is_frozen_and_cycles_wait_for_the_full_collection() -
     now[0] = 299.0
     schedule.after_batch()
     gc.collect()
-    assert cycle_ref() is not None and schedule.full_collections == 0
+    assert cycle_ref() is not None
+    assert schedule.full_collections == 0
     now[0] = 300.0
     schedule.after_batch()
-    assert cycle_ref() is None and schedule.full_collections == 1
+    assert cycle_ref() is None
+    assert schedule.full_collections == 1
     assert kept_ref() is kept  # reachable objects stay, frozen again
     del kept
     assert kept_ref() is None  # reference counting frees frozen objects as ever
