@@ -55,7 +55,7 @@ class SourceRecord(Protocol):
     @property
     def value(self) -> bytes | None: ...
     @property
-    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...  # Kafka allows a header without a value
 
 
 @dataclass(slots=True)

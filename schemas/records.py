@@ -83,6 +83,9 @@ class RawHit:
                 and type(path) is str and type(token) is str and type(ip) is str and type(ua) is str
                 and type(edge) is str and type(headers) is dict and type(received_at) in (int, float)):
             raise ValueError("RawHit field of the wrong type")
+        for text in headers.values():  # two or three; the classifier reads them as text
+            if type(text) is not str:
+                raise ValueError("RawHit header value of the wrong type")
         return cls(id_, float(received_at), kind, method, host, path, token, ip, ua, edge, headers)
 
 

@@ -18,7 +18,7 @@ from processors.classify_file import build_classifier
 from processors.local_runner import LocalRecord
 from processors.pipeline import HitProcessor
 from schemas import native
-from schemas.records import DeadLetter, RawHit
+from schemas.records import REPLAY_HEADER, DeadLetter, RawHit
 from schemas.tokens import Keyring
 from schemas.topics import Topics
 
@@ -33,7 +33,22 @@ def odd_records(topics: Topics, keyring: Keyring, good: RawHit) -> list[bytes]:
         return orjson.dumps(obj)
     return [b"{not json", b"[1, 2]", b'{"v": 1}', raw(v=2), raw(id=7), raw(received_at="soon"), raw(headers=[]),
             raw(token="k1.abc.def"), raw(token=good.token[:-2] + "AA"), raw(host="elsewhere.example"),
-            raw(kind="click"), raw(received_at=1e300), raw(ua=None), raw(id="dup")]
+            raw(kind="click"), raw(received_at=1e300), raw(ua=None), raw(id="dup"),
+            raw(headers={"accept": 5}), raw(headers={"purpose": None}), raw(headers={"accept": ["image/*"]})]
+
+
+def odd_others(topics: Topics) -> list[tuple[str, bytes]]:
+    """Conversions and unsubscribes with fields of the wrong type (Kafka is an input like any other)."""
+    conversion = {"tenant": "", "idempotency_key": "odd-1", "ts": 1_790_000_000, "value": 5, "currency": "EUR",
+                  "message": "native-m0000001"}
+    unsubscribe = {"tenant": "", "recipient_hash": "ab" * 32, "campaign": "native", "message": "native-m0000002",
+                   "ts": 1_790_000_000}
+    out = [(topics.conversions, orjson.dumps({**conversion, **change})) for change in (
+        {"tenant": 5}, {"message": None}, {"idempotency_key": ["k"]}, {"value": True}, {"campaign": 7},
+        {"idempotency_key": "odd-2"})]
+    out += [(topics.unsubscribes, orjson.dumps({**unsubscribe, **change})) for change in (
+        {"recipient_hash": None}, {"tenant": 5}, {"ts": "soon"}, {})]
+    return out
 
 
 def main() -> None:
@@ -44,20 +59,25 @@ def main() -> None:
     good = next(RawHit.decode(v) for t, v in values if t == topics.hits_raw)
     values += [(topics.hits_raw, v) for v in odd_records(topics, keyring, good)]
     values += [(topics.hits_raw, v) for t, v in values[-3:] if t == topics.hits_raw]  # repeats
+    values += odd_others(topics)
     letter = DeadLetter("edge:1", 1_790_000_000.5, "edge", "bad_signature", "x", "open", "GET", "t.example.com",
                         "/o/abc", "81.2.69.142", "curl/8", "edge-1", "{}")
     values += [(topics.hits_dlq, letter.encode()), (topics.hits_dlq, b'{"id": 3}'), (topics.hits_dlq, b"[]")]
     records = [LocalRecord(t, 0, i, v) for i, (t, v) in enumerate(values)]
+    # Re-sent hits carry the replay header; Kafka allows a header without a value.
+    records += [LocalRecord(topics.hits_raw, 1, i, v, (("trace", None), (REPLAY_HEADER, b"1")))  # type: ignore[arg-type]
+                for i, v in enumerate([v for t, v in values if t == topics.hits_raw][:40])]
     processor = HitProcessor(keyring, build_classifier(), topics, publish_classified=True, batch_max_records=500)
     out: list[object] = [native.STATE]
     for i in range(0, len(records), 500):
+        want = processor.lookups(records[i:i + 500])
         batch = processor.process(records[i:i + 500])
         # Dead letters made here carry the time they were made: left out, everything else compared.
         letters = [{k: v for k, v in orjson.loads(r.value).items() if k != "received_at"} for r in batch.to_dlq]
         tables = {t.table: t.rows for t in batch.tables()}
         tables["dead_letters"] = [(*r[:1], None, *r[2:]) if r[3] == "undecodable_dead_letter" else r
                                   for r in tables["dead_letters"]]
-        out.append({"tables": tables, "dlq": letters,
+        out.append({"lookups": [want.hit_ids, want.conversion_keys, want.messages], "tables": tables, "dlq": letters,
                     "classified": [r.value.decode() for r in batch.classified],
                     "partitions": batch.classified_partitions})
     sys.stdout.buffer.write(orjson.dumps(out))
