@@ -6,9 +6,8 @@ DATA   ?= .pixeltrack
 PORT   ?= 8080
 KAFKA_DIR ?= .kafka
 
-# The processors' hot path compiled with mypyc (schemas/native.py lists the modules); rebuilt when one changes.
-HOT    := schemas/hit.py schemas/tokens.py schemas/records.py schemas/privacy.py processors/networks.py \
-          processors/enrich.py processors/classify.py processors/pipeline.py
+# The processors' hot path compiled with mypyc (schemas/native.py lists the modules); rebuilt when a
+# source of those packages changes (the build takes types from all of them).
 NATIVE := build/native/manifest.json
 
 .PHONY: run test native browser unit lint typecheck kafka kafka-stop kafka-jars bench-classify bench-pipeline bench-edge bench-faults clean
@@ -21,7 +20,7 @@ $(BIN)/pixeltrack: pyproject.toml
 
 venv: $(BIN)/pixeltrack
 
-$(NATIVE): $(BIN)/pixeltrack $(HOT) schemas/native.py deploy/native/build.py
+$(NATIVE): $(BIN)/pixeltrack $(wildcard schemas/*.py processors/*.py) deploy/native/build.py
 	$(BIN)/python deploy/native/build.py
 
 native: $(NATIVE)

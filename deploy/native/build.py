@@ -29,25 +29,29 @@ def main() -> int:
     from setuptools import Distribution
 
     paths = [str(Path(*m.split(".")).with_suffix(".py")) for m in HOT]
+    # Read before compiling: a source saved during the build then does not match, and is not used.
+    sources = manifest()
     work = Path(tempfile.mkdtemp(prefix="pixeltrack-native-"))
     staged = work / "lib"
     cwd = os.getcwd()
-    os.chdir(ROOT)  # mypyc names modules by their paths relative to here
     try:
-        extensions = mypycify(paths, opt_level="3", target_dir=str(work / "c"))
-        dist = Distribution({"name": "pixeltrack-native", "ext_modules": extensions})
-        dist.script_name = "build.py"
-        dist.script_args = ["--quiet", "build_ext", "--build-lib", str(staged), "--build-temp", str(work / "tmp")]
-        dist.parse_command_line()
-        dist.run_commands()
+        os.chdir(ROOT)  # mypyc names modules by their paths relative to here
+        try:
+            extensions = mypycify(paths, opt_level="3", target_dir=str(work / "c"))
+            dist = Distribution({"name": "pixeltrack-native", "ext_modules": extensions})
+            dist.script_name = "build.py"
+            dist.script_args = ["--quiet", "build_ext", "--build-lib", str(staged), "--build-temp", str(work / "tmp")]
+            dist.parse_command_line()
+            dist.run_commands()
+        finally:
+            os.chdir(cwd)
+        (staged / MANIFEST).write_text(json.dumps(sources, indent=1, sort_keys=True) + "\n")
+        # Replaced whole: a build that failed half-way leaves the previous one (or none), never a mix.
+        shutil.rmtree(BUILD, ignore_errors=True)
+        BUILD.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staged), str(BUILD))
     finally:
-        os.chdir(cwd)
-    # Replaced whole: a build that failed half-way leaves the previous one (or none), never a mix.
-    shutil.rmtree(BUILD, ignore_errors=True)
-    BUILD.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(staged), str(BUILD))
-    (BUILD / MANIFEST).write_text(json.dumps(manifest(), indent=1, sort_keys=True) + "\n")
-    shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     print(f"compiled {len(HOT)} modules into {BUILD}")
     return 0
 

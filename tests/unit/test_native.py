@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,12 +46,26 @@ def test_a_build_is_used_only_while_it_matches_its_sources(tmp_path: Path) -> No
     assert native.state_of(tmp_path, None, False) == "off (not built: make native)"
     now = native.manifest()
     (tmp_path / native.MANIFEST).write_text(json.dumps(now))
-    assert native.state_of(tmp_path, None, False) == "compiled"
-    assert native.state_of(tmp_path, "0", False) == "off (PIXELTRACK_NATIVE=0)"
+    assert native.state_of(tmp_path, None, False).startswith("off (the build lacks schemas.hit, schemas.tokens")
+    if native.ACTIVE:  # the real build's modules, copied: then it is complete
+        for m in native.HOT:
+            built = next(native.BUILD.glob(m.replace(".", "/") + ".*"))
+            (tmp_path / m.split(".")[0]).mkdir(exist_ok=True)
+            shutil.copy(built, tmp_path / m.split(".")[0])
+        assert native.state_of(tmp_path, None, False).startswith("off (the build lacks its shared library")
+        shared = next(p for p in native.BUILD.iterdir() if p.name.split(".")[0].endswith(native.SHARED_SUFFIX))
+        shutil.copy(shared, tmp_path)
+        assert native.state_of(tmp_path, None, False) == "compiled"
+    for off in ("0", "false", "OFF"):
+        assert native.state_of(tmp_path, off, False) == f"off (PIXELTRACK_NATIVE={off})"
     assert native.state_of(tmp_path, None, True).startswith("off (a hot module was imported")
-    edited = {**now, "modules": {**now["modules"], "processors.classify": "0" * 64}}  # type: ignore[dict-item]
+    # Any source of the packages, compiled or not (the build took its types).
+    sources = now["sources"]
+    assert isinstance(sources, dict)
+    assert {"processors/classify.py", "schemas/sends.py", "processors/batch.py"} <= set(sources)
+    edited = {**now, "sources": {**sources, "schemas/sends.py": "0" * 64}}
     (tmp_path / native.MANIFEST).write_text(json.dumps(edited))
-    assert native.state_of(tmp_path, None, False) == "off (processors.classify changed since the build: make native)"
+    assert native.state_of(tmp_path, None, False) == "off (schemas/sends.py changed since the build: make native)"
     (tmp_path / native.MANIFEST).write_text(json.dumps({**now, "interpreter": "cpython-399"}))
     assert native.state_of(tmp_path, None, False) == "off (built for another interpreter: make native)"
     (tmp_path / native.MANIFEST).write_text("{half")

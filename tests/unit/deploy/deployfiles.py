@@ -10,12 +10,15 @@ from typing import Any
 
 import yaml
 
+from schemas import native
 from schemas.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 SETTING_VARS = {f"PIXELTRACK_{name.upper()}" for name in Settings.model_fields}
+# Environment read outside the settings: whether the compiled hot path is used, and where it is.
+PROCESS_VARS = set(native.ENVIRONMENT)
 # Settings that must come from a secret store, never from a plain value in a manifest.
 SECRET_SETTINGS = {"PIXELTRACK_SIGNING_KEYS", "PIXELTRACK_API_KEYS", "PIXELTRACK_CLICKHOUSE_DSN"}
 ANALYST_VIEWS = {"campaign_summary", "campaign_hourly", "link_stats", "client_stats"}
