@@ -135,7 +135,7 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     runner = LocalRunner(bus, processor, writer,
                          settings.batch_max_records, settings.batch_max_ms,
                          on_classified=triggers.feed if triggers is not None else None,
-                         gc_schedule=tune_gc_for_batches())
+                         gc_schedule=tune_gc_for_batches(collect_young=True))  # the edge is here too
     triggers_stop = asyncio.Event()
     triggers_task = (asyncio.create_task(triggers.run(triggers_stop), name="pixeltrack-triggers")
                      if triggers is not None else None)

@@ -47,3 +47,14 @@ def test_what_a_batch_kept_is_frozen_and_cycles_wait_for_the_full_collection() -
     assert kept_ref() is kept  # reachable objects stay, frozen again
     del kept
     assert kept_ref() is None  # reference counting frees frozen objects as ever
+
+
+@pytest.mark.usefixtures("thawed")
+def test_a_schedule_that_collects_young_reclaims_cycles_at_every_batch() -> None:
+    schedule = BatchGc(full_every=300.0, clock=lambda: 0.0, collect_young=True)
+    cycle = Node()
+    cycle_ref = weakref.ref(cycle)
+    del cycle
+    schedule.after_batch()
+    assert cycle_ref() is None
+    assert schedule.full_collections == 0
