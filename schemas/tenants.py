@@ -97,9 +97,9 @@ class TenantRegistry:
             try:
                 tenant = Tenant(t["name"], tuple(t.get("domains", [])), t["keys"], t.get("current_key", ""),
                                 tuple(t.get("api_keys", [])))
+                validate(tenant, where)  # a field of the wrong type is a TypeError in there
             except (KeyError, TypeError) as exc:
                 raise ValueError(f"{where}: missing or bad field {exc}") from None
-            validate(tenant, where)
             tenants[tenant.name] = tenant
         _check_unique_domains(tenants.values())
         return cls(tenants, default)
