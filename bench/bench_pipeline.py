@@ -9,10 +9,12 @@ the same hits, each time in a consumer group and database of its own: first with
 (its event loop, the ClickHouse writer thread and chDB's engine threads share it: the embedded
 wiring on one core), then with ClickHouse's work on core 1 (chDB's inserts, which run in the writer's
 thread, and its pools; the broker shares that core), the processor alone on core 0 as it is beside a
-ClickHouse server. A rate spans the first batch reaching the processor to the last one committed;
-beside it, CPU microseconds per hit by thread (steadier than the rate on a shared machine), and in
-the second pass the processor's own share (the event loop, and the writer's thread outside the
-inserts).
+ClickHouse server. The second pass is the last line's rate: a processor's core, with ClickHouse's work
+where a deployment has it, on other machines (deploy/); the first is the embedded wiring (`pixeltrack
+serve`), where the engine's work competes for the same core. A rate spans the first batch reaching
+the processor to the last one committed; beside it, CPU microseconds per hit by thread (steadier than
+the rate on a shared machine), and in the second pass the processor's own share (the event loop, and
+the writer's thread outside the inserts).
 
 The summary is an analyst's query, not the processor's work: it runs in a process of its own with
 every core of the machine, as it would on a ClickHouse server (the broker stopped), over a chDB folder
@@ -54,6 +56,7 @@ from processors.clickhouse import connect, migrate  # noqa: E402
 from processors.gc_tuning import tune_gc_for_batches  # noqa: E402
 from processors.kafka_runner import KafkaRunner  # noqa: E402
 from processors.writer import ClickHouseWriter  # noqa: E402
+from schemas import native  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 from schemas.tokens import Keyring  # noqa: E402
 from schemas.topics import Topics  # noqa: E402
@@ -348,12 +351,12 @@ def main() -> None:
 
         n, raw, (rate, cpu_us, split), (rate2, _, split2) = asyncio.run(run())
         subprocess.run([str(KAFKA_SH), "stop", str(kafka_dir)], check=False)  # the summary needs no broker
-        print(f"pipeline: {n:,} hits Kafka → decode → verify → classify → ClickHouse: {rate:,.0f} hits/s "
-              f"(bare aiokafka consume: {raw:,.0f} records/s, ratio {rate / raw:.2f})")
-        print(f"pipeline CPU: {cpu_us:.1f} µs per hit (≤ {1e6 / cpu_us:,.0f} hits/s on a whole core); "
-              f"by thread, µs per hit: {split}")
-        print(f"pipeline with ClickHouse's work on core 1, beside the broker (the processor alone on core 0, "
-              f"as beside a ClickHouse server): {rate2:,.0f} hits/s; CPU µs per hit: {split2}")
+        print(f"all on one core (the embedded wiring: chDB's engine shares the processor's core): {rate:,.0f} "
+              f"hits/s; {cpu_us:.1f} µs CPU per hit; by thread, µs per hit: {split}")
+        print(f"pipeline: {n:,} hits Kafka → decode → verify → classify → ClickHouse, the processor alone on "
+              f"core 0 (ClickHouse's work and the broker on core 1, as a ClickHouse server's would be elsewhere): "
+              f"{rate2:,.0f} hits/s (bare aiokafka consume: {raw:,.0f} records/s, ratio {rate2 / raw:.2f}); "
+              f"CPU µs per hit: {split2}; hot path {native.STATE}")
         if not args.events:  # --events 0: the pipeline alone
             return
         # In a process of its own that takes every core before its chDB starts: chDB sizes its pools
@@ -376,7 +379,7 @@ def main() -> None:
                             ("loading", "right after the bulk load, its merges running"),
                             ("merged", "the bulk load's merges settled")):
             print(f"  {state:8s} {ms[state][0]:6.0f} ms  {what} ({ms[state][1]})")
-        print(f"pipeline_hits_per_s={rate:.0f} raw_consume_per_s={raw:.0f} summary_ms={ms['live'][0]:.0f}")
+        print(f"pipeline_hits_per_s={rate2:.0f} raw_consume_per_s={raw:.0f} summary_ms={ms['live'][0]:.0f}")
     finally:
         subprocess.run([str(KAFKA_SH), "stop", str(kafka_dir)], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
