@@ -26,8 +26,9 @@ class BatchGc:
     was old, touching every field (half a microsecond an object, cache-cold): a sixth of a processor's
     time (bench_pipeline). Reference counting frees nearly everything a processor makes; processing
     200,000 hits left no cyclic garbage at all (the library's own cycles, an exception's traceback
-    say, wait for the next full collection). The full collection walks everything once: about a
-    second with the classifier's state at its bound, every five minutes by default.
+    say, wait for the next full collection). The full collection walks everything once: one to
+    two seconds with the classifier's state at its bound (1.6 s measured over 1.9 million objects),
+    every five minutes by default.
     """
 
     def __init__(self, full_every: float = FULL_COLLECTION_EVERY, clock: Callable[[], float] = time.monotonic,
