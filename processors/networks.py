@@ -46,11 +46,11 @@ def ip_to_int(ip: str) -> tuple[int, int] | None:
     """(version, integer) of an IP address string; IPv4-mapped IPv6 counts as IPv4; None if not an address."""
     try:
         return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         pass
     try:
         value = int.from_bytes(socket.inet_pton(socket.AF_INET6, ip), "big")
-    except OSError:
+    except (OSError, ValueError):
         # inet_pton rejects zone ids ("fe80::1%eth0"); ipaddress copes with the rest of the odd forms.
         try:
             addr = ipaddress.ip_address(ip.split("%", 1)[0].strip())

@@ -228,7 +228,10 @@ class HitProcessor:
                 obj["ip"] = truncate_ip(fields["ip"])
             if type(obj.get("headers")) is dict:
                 obj["headers"].pop("x-forwarded-for", None)
-            value = orjson.dumps(obj)
+            try:
+                value = orjson.dumps(obj)
+            except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads 1024 levels, writes 254)
+                value = b'{"raw": "nested too deeply to keep"}'
         letter = DeadLetter(id=f"{record.topic}:{record.partition}:{record.offset}", received_at=time.time(),
                             stage="processor", reason=reason, detail=detail[:200],
                             raw=value[:512].decode("utf-8", "backslashreplace"), kind=fields.get("kind", ""),

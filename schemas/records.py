@@ -7,6 +7,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from schemas.timefmt import in_window
+
 RAW_HIT_VERSION = 1
 
 # Size bounds: a record never grows with hostile input. Anything longer is cut, not rejected, so the
@@ -126,6 +128,8 @@ class DeadLetter:
                 raise TypeError(f"DeadLetter.{name} must be a string, got {type(v).__name__}")
         if "received_at" in known:
             known["received_at"] = float(known["received_at"])
+            if not in_window(known["received_at"]):  # ClickHouse would refuse the batch, or store 9999-12-31
+                raise ValueError(f"DeadLetter.received_at {known['received_at']!r} is not between 2000 and 2200")
         return cls(**known)
 
     def as_dict(self) -> dict[str, Any]:

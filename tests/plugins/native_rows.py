@@ -34,7 +34,11 @@ def odd_records(topics: Topics, keyring: Keyring, good: RawHit) -> list[bytes]:
     return [b"{not json", b"[1, 2]", b'{"v": 1}', raw(v=2), raw(id=7), raw(received_at="soon"), raw(headers=[]),
             raw(token="k1.abc.def"), raw(token=good.token[:-2] + "AA"), raw(host="elsewhere.example"),
             raw(kind="click"), raw(received_at=1e300), raw(ua=None), raw(id="dup"),
-            raw(headers={"accept": 5}), raw(headers={"purpose": None}), raw(headers={"accept": ["image/*"]})]
+            raw(headers={"accept": 5}), raw(headers={"purpose": None}), raw(headers={"accept": ["image/*"]}),
+            raw(ip="81.2.69.142\u0000"), raw(id="deep", edge="e").replace(b'"e"', DEEP), DEEP]
+
+
+DEEP = b"[" * 300 + b"]" * 300  # orjson reads 1024 levels and writes 254
 
 
 def odd_others(topics: Topics) -> list[tuple[str, bytes]]:
@@ -45,7 +49,8 @@ def odd_others(topics: Topics) -> list[tuple[str, bytes]]:
                    "ts": 1_790_000_000}
     out = [(topics.conversions, orjson.dumps({**conversion, **change})) for change in (
         {"tenant": 5}, {"message": None}, {"idempotency_key": ["k"]}, {"value": True}, {"campaign": 7},
-        {"idempotency_key": "odd-2"})]
+        {"idempotency_key": "odd-2"}, {"idempotency_key": None}, {"click_id": None, "idempotency_key": "odd-3"},
+        {"idempotency_key": "odd-4", "campaign": "native", "link": [[[[]]]] * 2})]
     out += [(topics.unsubscribes, orjson.dumps({**unsubscribe, **change})) for change in (
         {"recipient_hash": None}, {"tenant": 5}, {"ts": "soon"}, {})]
     return out
@@ -62,7 +67,9 @@ def main() -> None:
     values += odd_others(topics)
     letter = DeadLetter("edge:1", 1_790_000_000.5, "edge", "bad_signature", "x", "open", "GET", "t.example.com",
                         "/o/abc", "81.2.69.142", "curl/8", "edge-1", "{}")
-    values += [(topics.hits_dlq, letter.encode()), (topics.hits_dlq, b'{"id": 3}'), (topics.hits_dlq, b"[]")]
+    far = orjson.dumps({**orjson.loads(letter.encode()), "received_at": 1e300})
+    values += [(topics.hits_dlq, letter.encode()), (topics.hits_dlq, b'{"id": 3}'), (topics.hits_dlq, b"[]"),
+               (topics.hits_dlq, far)]
     records = [LocalRecord(t, 0, i, v) for i, (t, v) in enumerate(values)]
     # Re-sent hits carry the replay header; Kafka allows a header without a value.
     records += [LocalRecord(topics.hits_raw, 1, i, v, (("trace", None), (REPLAY_HEADER, b"1")))  # type: ignore[arg-type]

@@ -173,3 +173,18 @@ def test_an_erased_recipients_hits_sends_and_conversions_are_dropped() -> None:
     assert [r[4] for r in out.sends.rows] == ["rcpt-6"]
     assert [r[6] for r in out.conversions.rows] == ["rcpt-6"]
     assert out.to_dlq == []  # dropped, not dead letters (they would name the recipient again)
+
+
+def test_records_orjson_reads_but_cannot_write_and_an_address_with_a_nul_are_answered_not_raised() -> None:
+    processor = HitProcessor(KEYRING, build_classifier(), Topics())
+    good = orjson.loads(click_record().value)
+    deep = b"[" * 300 + b"]" * 300  # orjson reads 1024 levels, writes 254: the dead letter keeps a note
+    records = [Rec(Topics().hits_raw, 0, 1, orjson.dumps({**good, "edge": "E"}).replace(b'"E"', deep)),
+               Rec(Topics().conversions, 0, 2, b'{"tenant": "", "idempotency_key": "k", "link": ' + deep + b"}"),
+               Rec(Topics().hits_raw, 0, 3, orjson.dumps({**good, "id": "h-nul", "ip": "81.2.69.142\u0000"})),
+               Rec(Topics().hits_dlq, 0, 4, b'{"id": "edge:1", "received_at": 1e300, "stage": "edge", "reason": "x"}')]
+    out = processor.process(records)
+    assert [orjson.loads(r.value)["reason"] for r in out.to_dlq] == ["undecodable", "undecodable_conversion"]
+    assert "nested too deeply" in orjson.loads(out.to_dlq[0].value)["raw"]
+    assert [row[1] for row in out.events.rows] == ["h-nul"]  # its address unknown to the lists, counted
+    assert [row[3] for row in out.dead_letters.rows] == ["undecodable_dead_letter"]  # 1e300 would fail the insert
