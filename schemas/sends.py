@@ -45,8 +45,9 @@ def time_field(obj: dict[str, Any], name: str, where: str, default: float, lates
 
 
 def typed_fields(cls: Any, obj: dict[str, Any], where: str) -> dict[str, Any]:
-    """The fields of dataclass `cls` present in `obj`, each checked against its declared type (str; float:
-    any number but a bool; int: a whole number but a bool); ValueError names the first that is not.
+    """The fields of dataclass `cls` present in `obj`, each checked against its declared type (str, where
+    null is ""; float: any number but a bool; int: a whole number but a bool); ValueError names the
+    first that is not.
     The processors' compiled code (schemas.native) refuses a field of the wrong type with TypeError
     wherever it reads one, so a record from Kafka is checked whole, here."""
     known: dict[str, Any] = {}
@@ -55,6 +56,8 @@ def typed_fields(cls: Any, obj: dict[str, Any], where: str) -> dict[str, Any]:
             continue
         value = obj[name]
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        if kind == "str" and value is None:
+            value = ""  # as the API reads it, and as ClickHouse stored a null for a String column
         if kind == "str" and type(value) is not str:
             raise ValueError(f"{where}.{name}: must be a string, got {type(value).__name__}")
         if kind == "float" and type(value) not in (int, float):
@@ -158,6 +161,8 @@ class Conversion:
         if not isinstance(obj, dict):
             raise ValueError("a Conversion must be a JSON object")
         c = cls(**typed_fields(cls, obj, "conversion"))
+        if not c.idempotency_key:
+            raise ValueError("a Conversion needs an idempotency_key")
         if not isinstance(c.ts, int | float) or not in_window(c.ts):
             raise ValueError(f"a Conversion's ts {str(c.ts)[:40]!r} is not a time between 2000 and 2200")
         if not isinstance(c.value, int | float) or not math.isfinite(c.value):
