@@ -91,15 +91,15 @@ class TenantRegistry:
             doc = json.loads(path.read_text())
         except ValueError as exc:
             raise ValueError(f"tenants file {path}: not JSON ({exc})") from None
+        listed = doc.get("tenants", []) if isinstance(doc, dict) else None
+        if not isinstance(listed, list):
+            raise ValueError(f"tenants file {path}: must be an object with a list under \"tenants\"")
         tenants = {}
-        for i, t in enumerate(doc.get("tenants", [])):
+        for i, t in enumerate(listed):
             where = f"tenants file {path}: tenants[{i}]"
-            try:
-                tenant = Tenant(t["name"], tuple(t.get("domains", [])), t["keys"], t.get("current_key", ""),
-                                tuple(t.get("api_keys", [])))
-                validate(tenant, where)  # a field of the wrong type is a TypeError in there
-            except (KeyError, TypeError) as exc:
-                raise ValueError(f"{where}: missing or bad field {exc}") from None
+            tenant = Tenant(_text(t, "name", where), _texts(t, "domains", where), _text(t, "keys", where),
+                            _text(t, "current_key", where, ""), _texts(t, "api_keys", where))
+            validate(tenant, where)
             tenants[tenant.name] = tenant
         _check_unique_domains(tenants.values())
         return cls(tenants, default)
@@ -114,6 +114,22 @@ class TenantRegistry:
         with os.fdopen(fd, "w") as f:
             json.dump(doc, f, indent=2)
         os.replace(tmp, path)
+
+
+def _text(t: object, name: str, where: str, default: str | None = None) -> str:
+    """A tenant's string field; ValueError names it when missing (without a default) or not a string."""
+    value = t.get(name, default) if isinstance(t, dict) else None
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: {name} must be a string" + ("" if default is not None else " (required)"))
+    return value
+
+
+def _texts(t: object, name: str, where: str) -> tuple[str, ...]:
+    """A tenant's list of strings (domains, api_keys); a bare string is refused, not split in letters."""
+    value = t.get(name, []) if isinstance(t, dict) else None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"{where}: {name} must be a list of non-empty strings")
+    return tuple(value)
 
 
 def validate(t: Tenant, where: str) -> None:

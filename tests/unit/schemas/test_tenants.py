@@ -1,11 +1,17 @@
-"""TenantRegistry.for_host: which tenant's keys check a token fetched on a host."""
+"""TenantRegistry: which tenant's keys check a token fetched on a host; its file, checked field by field."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
 
 from schemas.tenants import MAX_REMEMBERED_HOSTS, Tenant, TenantRegistry
 from schemas.tokens import Keyring, new_secret
 
 DEFAULT = Keyring({"d1": b"default-secret-0123456789"}, "d1")
+KEYS = f"k1:{new_secret()}"
 
 
 def acme() -> Tenant:
@@ -33,3 +39,28 @@ def test_hosts_remembered_are_bounded_and_answers_stay_right_past_the_bound() ->
     assert found is not None
     assert found[0] == "acme"
     assert "T.Acme.Example" in reg._seen
+
+
+@pytest.mark.parametrize(("doc", "says"), [
+    ({"name": "acme", "domains": ["t.acme.example"], "keys": KEYS, "api_keys": "s3cret-long-key"},
+     "api_keys must be a list"),  # a bare string was taken as one-letter keys
+    ({"name": "acme", "domains": ["t.acme.example"], "keys": KEYS, "api_keys": [5]}, "api_keys must be a list"),
+    ({"name": "acme", "domains": "t.acme.example", "keys": KEYS}, "domains must be a list"),
+    ({"name": "acme", "keys": ["x"]}, "keys must be a string"),
+    ({"name": "acme", "keys": KEYS, "current_key": 5}, "current_key must be a string"),
+    ({"keys": KEYS}, "name must be a string"),
+    ("acme", "name must be a string"),
+])
+def test_a_tenants_file_field_of_the_wrong_type_is_refused_naming_it(tmp_path: Path, doc: object, says: str) -> None:
+    path = tmp_path / "tenants.json"
+    path.write_text(json.dumps({"tenants": [doc]}))
+    with pytest.raises(ValueError, match=f"tenants\\[0\\]: {says}"):
+        TenantRegistry.load(path)
+
+
+@pytest.mark.parametrize("doc", [[1], {"tenants": None}, {"tenants": {"acme": {}}}])
+def test_a_tenants_file_of_the_wrong_shape_is_refused(tmp_path: Path, doc: object) -> None:
+    path = tmp_path / "tenants.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="must be an object with a list"):
+        TenantRegistry.load(path)
