@@ -1,11 +1,12 @@
 """The compiled hot path: the modules in HOT, compiled with mypyc (`make native`, deploy/native/build.py)
 into build/native beside the packages (or PIXELTRACK_NATIVE_DIR).
 
-The build is used only while it matches: every source byte-for-byte what was compiled, the same
-interpreter, and PIXELTRACK_NATIVE not "0". Otherwise the same modules run as plain Python, with the
-same results (tests/unit/test_native.py compares the two on the labelled sample). The modules are one
-group (compiled code calls into the others' compiled code directly), so it is all of them or none.
-`STATE` says which, and why.
+The build is used only while it matches: every source of schemas/ and processors/ byte-for-byte what
+it was compiled from, the same interpreter, every module built, and PIXELTRACK_NATIVE not 0 (or false,
+no, off). Otherwise the same modules run as plain Python, with the same results (tests/unit/
+test_native.py compares the two over a simulated campaign with odd records). The modules are one group
+(compiled code calls into the others' compiled code directly), so it is all of them or none. `STATE`
+says which, and why.
 """
 
 from __future__ import annotations
