@@ -6,9 +6,9 @@ DATA   ?= .pixeltrack
 PORT   ?= 8080
 KAFKA_DIR ?= .kafka
 
-# The processors' hot path compiled with mypyc (schemas/native.py lists the modules); rebuilt when a
-# source of those packages changes (the build takes types from all of them).
-NATIVE := build/native/manifest.json
+# The processors' hot path compiled with mypyc (schemas/native.py): built whenever the build on disk is
+# not one schemas.native would use (missing, incomplete, or any source of schemas/ or processors/ changed).
+NATIVE_CURRENT := PIXELTRACK_NATIVE=1 $(BIN)/python -c "import sys; from schemas import native; sys.exit(not native.ACTIVE)"
 
 .PHONY: run test native browser unit lint typecheck kafka kafka-stop kafka-jars bench-classify bench-pipeline bench-edge bench-faults clean
 
@@ -20,10 +20,8 @@ $(BIN)/pixeltrack: pyproject.toml
 
 venv: $(BIN)/pixeltrack
 
-$(NATIVE): $(BIN)/pixeltrack $(wildcard schemas/*.py processors/*.py) deploy/native/build.py
-	$(BIN)/python deploy/native/build.py
-
-native: $(NATIVE)
+native: $(BIN)/pixeltrack
+	@$(NATIVE_CURRENT) || $(BIN)/python deploy/native/build.py
 
 kafka-jars:
 	deploy/kafka/kafka.sh jars
@@ -40,7 +38,7 @@ browser:
 	  echo "chromium not installed: the dashboard browser test will be skipped"
 
 # The suite runs on the compiled hot path (and checks it is), and compares it with plain Python.
-test: $(BIN)/pixeltrack $(NATIVE) kafka-jars browser
+test: $(BIN)/pixeltrack native kafka-jars browser
 	$(BIN)/ruff check ingest processors schemas pixeltrack tests bench deploy/native
 	$(BIN)/mypy
 	PIXELTRACK_EXPECT_NATIVE=1 $(BIN)/pytest -q
@@ -60,16 +58,16 @@ kafka: kafka-jars
 kafka-stop:
 	deploy/kafka/kafka.sh stop $(KAFKA_DIR)
 
-bench-classify: $(BIN)/pixeltrack $(NATIVE)
+bench-classify: $(BIN)/pixeltrack native
 	$(BIN)/python bench/bench_classify.py
 
-bench-pipeline: $(BIN)/pixeltrack $(NATIVE) kafka-jars
+bench-pipeline: $(BIN)/pixeltrack native kafka-jars
 	$(BIN)/python bench/bench_pipeline.py
 
-bench-edge: $(BIN)/pixeltrack $(NATIVE) kafka-jars
+bench-edge: $(BIN)/pixeltrack native kafka-jars
 	$(BIN)/python bench/bench_edge.py
 
-bench-faults: $(BIN)/pixeltrack $(NATIVE) kafka-jars
+bench-faults: $(BIN)/pixeltrack native kafka-jars
 	$(BIN)/python bench/bench_faults.py
 
 clean:
