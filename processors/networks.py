@@ -74,7 +74,7 @@ def parse_entries(doc: Any, origin: str) -> list[NetworkEntry]:
         vendor, category, cidrs = raw.get("vendor"), raw.get("category"), raw.get("cidrs")
         if not isinstance(vendor, str) or not vendor:
             raise ValueError(f"{where}.vendor must be a non-empty string, got {vendor!r}")
-        if category not in CATEGORIES:
+        if not isinstance(category, str) or category not in CATEGORIES:
             raise ValueError(f"{where}.category must be one of {sorted(CATEGORIES)}, got {category!r}")
         if not isinstance(cidrs, list) or not all(isinstance(c, str) for c in cidrs):
             raise ValueError(f"{where}.cidrs must be a list of CIDR strings, got {cidrs!r}")

@@ -126,6 +126,7 @@ def test_internal_networks_win_over_everything() -> None:
     ({"nets": []}, "'networks' list"),
     ({"networks": [{"vendor": "", "category": "cloud", "cidrs": []}]}, "vendor"),
     ({"networks": [{"vendor": "X", "category": "isp", "cidrs": []}]}, "category must be one of"),
+    ({"networks": [{"vendor": "X", "category": ["cloud"], "cidrs": []}]}, "category must be one of"),
     ({"networks": [{"vendor": "X", "category": "cloud", "cidrs": ["300.1.1.0/24"]}]}, "'300.1.1.0/24'"),
     ({"networks": [{"vendor": "X", "category": "cloud", "cidrs": "1.2.3.0/24"}]}, "cidrs must be a list"),
 ])
