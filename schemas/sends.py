@@ -165,8 +165,8 @@ class Conversion:
             raise ValueError("a Conversion needs an idempotency_key")
         if not isinstance(c.ts, int | float) or not in_window(c.ts):
             raise ValueError(f"a Conversion's ts {str(c.ts)[:40]!r} is not a time between 2000 and 2200")
-        if not isinstance(c.value, int | float) or not math.isfinite(c.value):
-            raise ValueError(f"a Conversion's value {str(c.value)[:40]!r} is not a finite number")
+        if not isinstance(c.value, int | float) or not math.isfinite(c.value) or c.value < 0:
+            raise ValueError(f"a Conversion's value {str(c.value)[:40]!r} is not a finite number ≥ 0")
         return c
 
     @staticmethod

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from processors.classify_file import build_classifier
-from processors.pipeline import EVENT_COLUMNS, HitProcessor
+from processors.pipeline import EVENT_COLUMNS, MAX_EDGE_REASONS, HitProcessor
 from schemas.classified import ClassifiedEvent
 from schemas.records import RawHit
 from schemas.tokens import FLAG_HONEYPOT, Keyring, TokenPayload
@@ -188,3 +188,14 @@ def test_records_orjson_reads_but_cannot_write_and_an_address_with_a_nul_are_ans
     assert "nested too deeply" in orjson.loads(out.to_dlq[0].value)["raw"]
     assert [row[1] for row in out.events.rows] == ["h-nul"]  # its address unknown to the lists, counted
     assert [row[3] for row in out.dead_letters.rows] == ["undecodable_dead_letter"]  # 1e300 would fail the insert
+
+
+def test_edge_dead_letter_reasons_label_a_metric_only_up_to_a_bound() -> None:
+    processor = HitProcessor(KEYRING, build_classifier(), Topics())
+    letters = [Rec(Topics().hits_dlq, 0, i, orjson.dumps({"id": f"edge:{i}", "received_at": SENT, "stage": "edge",
+                                                          "reason": f"made-up-{i}"})) for i in range(100)]
+    before = REGISTRY.get_sample_value("pixeltrack_dead_letters_total", {"stage": "edge", "reason": "other"}) or 0.0
+    out = processor.process(letters)
+    assert len(out.dead_letters.rows) == 100  # every letter stored with its own reason
+    assert REGISTRY.get_sample_value("pixeltrack_dead_letters_total", {"stage": "edge", "reason": "other"}) == \
+        before + 100 - MAX_EDGE_REASONS
