@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
 import orjson
@@ -36,6 +36,30 @@ class Record(NamedTuple):
 REPLAY_HEADER = "pt-replay"
 
 
+def typed_fields(cls: Any, obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """The fields of dataclass `cls` present in `obj`, each checked against its declared type (str, where
+    null is ""; float: any number but a bool; int: a whole number but a bool); ValueError names the
+    first that is not.
+    The processors' compiled code (schemas.native) refuses a field of the wrong type with TypeError
+    wherever it reads one, so a record from Kafka is checked whole, here."""
+    known: dict[str, Any] = {}
+    for name, f in cls.__dataclass_fields__.items():
+        if name not in obj:
+            continue
+        value = obj[name]
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        if kind == "str" and value is None:
+            value = ""  # as the API reads it, and as ClickHouse stored a null for a String column
+        if kind == "str" and type(value) is not str:
+            raise ValueError(f"{where}.{name}: must be a string, got {type(value).__name__}")
+        if kind == "float" and type(value) not in (int, float):
+            raise ValueError(f"{where}.{name}: must be a number, got {type(value).__name__}")
+        if kind == "int" and type(value) is not int:
+            raise ValueError(f"{where}.{name}: must be a whole number, got {type(value).__name__}")
+        known[name] = float(value) if kind == "float" else value
+    return known
+
+
 @dataclass(slots=True)
 class RawHit:
     """A fetch as the edge saw it, before any interpretation. `id` is made by the edge and unique, so
@@ -57,9 +81,7 @@ class RawHit:
     def encode(self) -> bytes:
         # A dict in field order, not OPT_SERIALIZE_DATACLASS: orjson reads a dataclass's slots itself,
         # which a compiled one (schemas.native) does not have.
-        return orjson.dumps({"id": self.id, "received_at": self.received_at, "kind": self.kind, "method": self.method,
-                             "host": self.host, "path": self.path, "token": self.token, "ip": self.ip,
-                             "ua": self.ua, "edge": self.edge, "headers": self.headers, "v": self.v})
+        return orjson.dumps({name: getattr(self, name) for name in RAW_HIT_FIELDS})
 
     @classmethod
     def decode(cls, value: bytes) -> RawHit:
@@ -91,6 +113,9 @@ class RawHit:
         return cls(id_, float(received_at), kind, method, host, path, token, ip, ua, edge, headers)
 
 
+RAW_HIT_FIELDS = tuple(f.name for f in fields(RawHit))
+
+
 @dataclass(slots=True)
 class DeadLetter:
     """Input that could not be used, with why. Written to hits.dlq, then to ClickHouse dead_letters."""
@@ -115,29 +140,18 @@ class DeadLetter:
 
     @classmethod
     def decode(cls, value: bytes) -> DeadLetter:
-        """Raises ValueError for anything but a JSON object, TypeError for a field of the wrong type."""
+        """Raises ValueError for anything but a JSON object with fields of their types (typed_fields)."""
         obj: Any = orjson.loads(value)
         if not isinstance(obj, dict):
             raise ValueError("a DeadLetter must be a JSON object")
-        known = {k: obj[k] for k in DEAD_LETTER_FIELDS if k in obj}
-        for name, v in known.items():
-            if name == "received_at" or name == "v":
-                if type(v) not in (int, float) or (name == "v" and type(v) is not int):
-                    raise TypeError(f"DeadLetter.{name} must be a number, got {type(v).__name__}")
-            elif type(v) is not str:
-                raise TypeError(f"DeadLetter.{name} must be a string, got {type(v).__name__}")
-        if "received_at" in known:
-            known["received_at"] = float(known["received_at"])
-            if not in_window(known["received_at"]):  # ClickHouse would refuse the batch, or store 9999-12-31
-                raise ValueError(f"DeadLetter.received_at {known['received_at']!r} is not between 2000 and 2200")
+        known = typed_fields(cls, obj, "DeadLetter")
+        if "received_at" in known and not in_window(known["received_at"]):  # ClickHouse: refused, or 9999-12-31
+            raise ValueError(f"DeadLetter.received_at {known['received_at']!r} is not between 2000 and 2200")
         return cls(**known)
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields in order (what encode writes)."""
-        return {"id": self.id, "received_at": self.received_at, "stage": self.stage, "reason": self.reason,
-                "detail": self.detail, "kind": self.kind, "method": self.method, "host": self.host,
-                "path": self.path, "ip": self.ip, "ua": self.ua, "edge": self.edge, "raw": self.raw, "v": self.v}
+        """The fields in order (what encode writes; orjson's dataclass option cannot read a compiled one)."""
+        return {name: getattr(self, name) for name in DEAD_LETTER_FIELDS}
 
 
-DEAD_LETTER_FIELDS = ("id", "received_at", "stage", "reason", "detail", "kind", "method", "host", "path", "ip", "ua",
-                      "edge", "raw", "v")
+DEAD_LETTER_FIELDS = tuple(f.name for f in fields(DeadLetter))

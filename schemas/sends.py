@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from schemas.records import typed_fields
 from schemas.timefmt import LATEST_TS, format_ts, in_window, parse_ts
 
 MAX_ID = 200  # campaign, variant, message, recipient, link ids: bounded like everything from outside
@@ -42,30 +43,6 @@ def time_field(obj: dict[str, Any], name: str, where: str, default: float, lates
     if not in_window(ts, latest):
         raise ValueError(f"{where}.{name}: {str(value)[:40]!r} is not between 2000-01-01 and {format_ts(latest)}")
     return ts
-
-
-def typed_fields(cls: Any, obj: dict[str, Any], where: str) -> dict[str, Any]:
-    """The fields of dataclass `cls` present in `obj`, each checked against its declared type (str, where
-    null is ""; float: any number but a bool; int: a whole number but a bool); ValueError names the
-    first that is not.
-    The processors' compiled code (schemas.native) refuses a field of the wrong type with TypeError
-    wherever it reads one, so a record from Kafka is checked whole, here."""
-    known: dict[str, Any] = {}
-    for name, f in cls.__dataclass_fields__.items():
-        if name not in obj:
-            continue
-        value = obj[name]
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-        if kind == "str" and value is None:
-            value = ""  # as the API reads it, and as ClickHouse stored a null for a String column
-        if kind == "str" and type(value) is not str:
-            raise ValueError(f"{where}.{name}: must be a string, got {type(value).__name__}")
-        if kind == "float" and type(value) not in (int, float):
-            raise ValueError(f"{where}.{name}: must be a number, got {type(value).__name__}")
-        if kind == "int" and type(value) is not int:
-            raise ValueError(f"{where}.{name}: must be a whole number, got {type(value).__name__}")
-        known[name] = float(value) if kind == "float" else value
-    return known
 
 
 @dataclass(frozen=True, slots=True)
