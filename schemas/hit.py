@@ -12,7 +12,7 @@ from schemas.timefmt import format_ts, parse_ts
 HitKind = Literal["open", "click"]
 KINDS: frozenset[str] = frozenset({"open", "click"})
 
-# The hit v1 JSON-lines fields (ARCHITECTURE.md, "Hit v1 JSON lines"); `label` exists only in fixtures.
+# The hit v1 JSON-lines fields (docs/architecture.md, "Records"); `label` exists only in fixtures.
 V1_FIELDS = ("id", "ts", "kind", "method", "ip", "ua", "headers", "message", "recipient", "campaign",
              "link", "honeypot", "sent_at")
 

@@ -17,7 +17,7 @@ MAX_UA = 512
 MAX_HEADER = 256
 MAX_PATH = 512
 MAX_HOST = 255
-# Request headers kept for classification (ARCHITECTURE.md, RawHit).
+# Request headers kept for classification (docs/architecture.md, "Records").
 KEPT_HEADERS = ("accept", "accept-language", "via", "x-forwarded-for", "sec-purpose", "purpose", "x-purpose",
                 "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest", "sec-fetch-user", "x-moz")
 

@@ -22,7 +22,7 @@ FIRST_OPEN: Final = "first_open"
 RuleType = Literal["opens_without_click", "tagged_click", "first_open"]
 RULE_TYPES: tuple[RuleType, ...] = (OPENS_WITHOUT_CLICK, TAGGED_CLICK, FIRST_OPEN)
 
-# Verdicts that show a person (ARCHITECTURE.md, "Verdicts"). Machine and duplicate never count.
+# Verdicts that show a person (docs/architecture.md, "Records"). Machine and duplicate never count.
 PERSON_VERDICTS = frozenset({"human", "proxy"})
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MIN_SECRET_CHARS = 16
