@@ -152,13 +152,25 @@ def wrk(url: str, script: Path, seconds: float, connections: int = 64) -> WrkRes
     out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s",
                           "--latency", "-s", str(script), url], check=True, capture_output=True, text=True,
                          timeout=seconds + 60).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> WrkResult:
+    """wrk's summary: rate and count, p50/p99 from the "Latency Distribution" block alone (the thread
+    stats above it end in a "+/- Stdev" percentage such as 87.99%, which is no percentile)."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    p50 = re.search(r"50%\s+(\S+)", out)
-    p99 = re.search(r"99%\s+(\S+)", out)
+    percentiles: dict[str, float] = {}
+    _, found, rest = out.partition("Latency Distribution")
+    if found:
+        for line in rest.splitlines()[1:]:
+            m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)%\s+(\S+)\s*", line)
+            if m is None:
+                break  # the block ends at the first line that is not "<percent>% <latency>"
+            percentiles[m.group(1)] = _ms(m.group(2))
     errors = re.search(r"Socket errors: (.*)|Non-2xx or 3xx responses: (\d+)", out)
-    return WrkResult(rps, requests, _ms(p50.group(1)) if p50 else float("nan"),
-                     _ms(p99.group(1)) if p99 else float("nan"), errors.group(0) if errors else "")
+    return WrkResult(rps, requests, percentiles.get("50", float("nan")), percentiles.get("99", float("nan")),
+                     errors.group(0) if errors else "")
 
 
 def cpu_seconds(pid: int) -> float:
