@@ -139,26 +139,9 @@ def _print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str)
         w.writerow(columns)
         w.writerows(rows)
     else:
-        from rich.console import Console
-        from rich.table import Table
-        from rich.text import Text
+        from pixeltrack.tables import print_rows
 
-        # Text, not markup: a user agent or a path is the internet's to choose ("[/]" would raise, and
-        # "[link=…]" would print a hyperlink); control characters are shown, not sent to the terminal.
-        table = Table()
-        for c in columns:
-            table.add_column(Text(_printable(c)))
-        for row in rows:
-            table.add_row(*(Text(_printable(str(v))) for v in row))
-        Console().print(table)
-
-
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0)) if c not in (0x09,)}
-
-
-def _printable(text: str) -> str:
-    """`text` with C0 and C1 control characters (ESC among them) written as \\xNN."""
-    return text.translate(_CONTROL)
+        print_rows(columns, rows)
 
 
 class QueryError(RuntimeError):

@@ -115,7 +115,9 @@ def fetch(query: QueryFn, campaign: str, tenant: str = "") -> list[dict[str, Any
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
-def render(rows: list[dict[str, Any]], campaign: str, fmt: str, metric: str = "click") -> str:
+def render(rows: list[dict[str, Any]], campaign: str, fmt: str, metric: str = "click",
+           width: int | None = None) -> str:
+    """The report as `fmt` (table | json | csv); a table fits `width` columns (default: the terminal's)."""
     comps, verdict = ab_verdict(rows, metric)
     if fmt == "json":
         import orjson
@@ -140,7 +142,7 @@ def render(rows: list[dict[str, Any]], campaign: str, fmt: str, metric: str = "c
                 "compared_with": c.b, "diff": c.diff, "ci_low": c.ci_low, "ci_high": c.ci_high, "ci_level": c.level,
                 "z": c.z, "p_value": c.p_value})})
         return buf.getvalue()
-    return _table(rows, campaign, comps, verdict)
+    return _table(rows, campaign, comps, verdict, width)
 
 
 def _comp_dict(c: Comparison) -> dict[str, Any]:
@@ -152,25 +154,38 @@ def _pct(x: Any) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x * 100:.2f}%"
 
 
-def _table(rows: list[dict[str, Any]], campaign: str, comps: list[Comparison], verdict: str) -> str:
+def _table(rows: list[dict[str, Any]], campaign: str, comps: list[Comparison], verdict: str,
+           width: int | None = None) -> str:
+    """The variants side by side when they fit `width` (the terminal's by default, COLUMNS honoured),
+    else one block per variant; then the comparisons and the verdict."""
     from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
 
-    table = Table(title=Text(f"campaign {campaign}"), title_justify="left")
-    for col in ("variant", "delivered", "unique opens", "open rate", "machine opens", "unique clicks", "CTR",
-                "CTOR", "filtered clicks", "conversions", "conv. rate", "revenue / recipient"):
-        table.add_column(col, justify="left" if col == "variant" else "right")
+    from pixeltrack.tables import fits, print_rows, wide_table
+
+    columns = ("variant", "delivered", "unique opens", "open rate", "machine opens", "unique clicks", "CTR",
+               "CTOR", "filtered clicks", "conversions", "conv. rate", "revenue / recipient")
+    cells = []
     for r in rows:
         rpr = r.get("revenue_per_recipient")
-        table.add_row(Text(r["variant"] or "(none)"), f"{r['delivered'] or 0:,}", f"{r['unique_opens'] or 0:,}",
+        cells.append((r["variant"] or "(none)", f"{r['delivered'] or 0:,}", f"{r['unique_opens'] or 0:,}",
                       _pct(r["open_rate"]), f"{r['opens_machine'] or 0:,} ({_pct(r['machine_open_share'])})",
                       f"{r['unique_clicks'] or 0:,}", _pct(r["ctr"]), _pct(r["ctor"]), f"{r['clicks_filtered'] or 0:,}",
                       f"{r['conversions'] or 0:,}", _pct(r["conversion_rate"]),
-                      "–" if rpr is None else f"{rpr:.4f}")
-    console = Console(record=True, width=160, force_terminal=False)
+                      "–" if rpr is None else f"{rpr:.4f}"))
+    console = Console(record=True, width=width, force_terminal=False)
+    title = f"campaign {campaign}"
     with console.capture() as cap:
-        console.print(table)
+        side_by_side = wide_table(columns, cells, title, [False] + [True] * 11)
+        # Too wide for the terminal: variants as columns and measures as rows, which fits a few variants.
+        turned = wide_table(["", *(c[0] for c in cells)], [[name, *(c[i] for c in cells)]
+                                                             for i, name in enumerate(columns) if i],
+                            title, [False] + [True] * len(cells))
+        if fits(console, side_by_side):
+            console.print(side_by_side)
+        elif fits(console, turned):
+            console.print(turned)
+        else:
+            print_rows(columns, cells, console, title=title)
         for c in comps:  # variant names are the senders' to choose: printed as text, not markup
             console.print(f"{c.b} vs {c.a}: {_pct(c.p_b)} vs {_pct(c.p_a)}, difference {_pts(c.diff)} "
                           f"({_level(c.level)} CI {_pts(c.ci_low)} to {_pts(c.ci_high)}), z = {c.z:.2f}, "
