@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pixeltrack.instrument_cli import add_instrument_parser
+from pixeltrack.instrument_cli import add_instrument_parser, add_sends_parser
 from schemas.settings import Settings
 
 
@@ -497,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_api)
 
     add_instrument_parser(sub)
+    add_sends_parser(sub)
 
     s = sub.add_parser("dashboard", help="the live dashboard over a ClickHouse server (production)")
     s.add_argument("--clickhouse", help="DSN; default PIXELTRACK_CLICKHOUSE_DSN")

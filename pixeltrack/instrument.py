@@ -589,6 +589,8 @@ class Recipient:
     message: str = ""
     variant: str = ""
     line: int = 0
+    source_id: str = ""
+    """The sender's own id when `recipient` is its pseudonym (--hash-recipients); kept in the manifest only."""
 
 
 RECIPIENT_COLUMNS = ("recipient", "email", "message", "variant")
@@ -799,8 +801,11 @@ def instrument_campaign(plan: EmailPlan, tracker: Tracker, recipients: Sequence[
                                                       variant=v, tenant=tenant, sent_at=at),
                                honeypot=honeypot, honeypot_url=honeypot_url)
             (out_dir / name).write_bytes(email.to_bytes())
-            manifest.write(orjson.dumps({"recipient": r.recipient, "message": mid, "variant": v, "file": name,
-                                         "pixel": email.pixel, "links": len(email.clicks)}) + b"\n")
+            row = {"recipient": r.recipient, "message": mid, "variant": v, "file": name, "pixel": email.pixel,
+                   "links": len(email.clicks)}
+            if r.source_id:
+                row["recipient_id"] = r.source_id  # the sender's own id behind the pseudonym
+            manifest.write(orjson.dumps(row) + b"\n")
             batch.append(email.send(r.mailbox_domain))
             if register is not None and len(batch) >= batch_size:
                 manifest.flush()

@@ -7,6 +7,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from pixeltrack.instrument import (
@@ -16,6 +17,7 @@ from pixeltrack.instrument import (
     instrument_campaign,
     read_recipients,
 )
+from pixeltrack.recipient_ids import WARNING, Pseudonyms, email_like
 from schemas.sends import Send
 
 
@@ -45,9 +47,58 @@ def add_instrument_parser(subparsers: argparse._SubParsersAction[argparse.Argume
     key = s.add_mutually_exclusive_group()
     key.add_argument("--api-key", metavar="KEY", help="bearer key for --api")
     key.add_argument("--api-key-file", metavar="FILE", help="file holding the bearer key for --api")
+    s.add_argument("--hash-recipients", action="store_true",
+                   help="use a keyed pseudonym of each recipient id in URLs, files and rows (the manifest maps "
+                        "them back); advised when ids are email addresses")
     s.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is no terminal")
     s.set_defaults(fn=cmd_instrument)
     return s
+
+
+def add_sends_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Adds `sends post` (register what `instrument` wrote to a file) to the `pixeltrack` command."""
+    s = subparsers.add_parser("sends", help="register sends written to a file (by instrument) with the ingest API")
+    sub = s.add_subparsers(dest="sends_command", required=True)
+    post = sub.add_parser("post", help="POST FILE.jsonl's sends to the ingest API (safe to repeat: idempotent)")
+    post.add_argument("file", metavar="FILE.jsonl", help="sends, one JSON object a line (instrument's sends.jsonl)")
+    post.add_argument("--api", required=True, metavar="URL", help="the ingest API, e.g. http://127.0.0.1:8081")
+    key = post.add_mutually_exclusive_group(required=True)
+    key.add_argument("--api-key", metavar="KEY", help="bearer key")
+    key.add_argument("--api-key-file", metavar="FILE", help="file holding the bearer key")
+    post.add_argument("--batch", type=int, default=5000, help="sends per request (default 5000)")
+    post.set_defaults(fn=cmd_sends_post)
+    return s
+
+
+def cmd_sends_post(args: argparse.Namespace) -> int:
+    """Reads FILE.jsonl, checks every line as the API would, then posts them in batches."""
+    from pixeltrack.sdk import ApiClient, ApiError
+
+    path = Path(args.file)
+    sends: list[Send] = []
+    try:
+        with path.open("rb") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        sends.append(Send.decode(line))
+                    except ValueError as exc:
+                        print(f"pixeltrack sends post: {path}, line {n}: {exc}", file=sys.stderr)
+                        return 2
+        api_key = args.api_key or Path(args.api_key_file).read_text().strip()
+    except OSError as exc:
+        print(f"pixeltrack sends post: {exc}", file=sys.stderr)
+        return 2
+    if not sends:
+        print(f"pixeltrack sends post: {path} holds no sends", file=sys.stderr)
+        return 2
+    try:
+        accepted = ApiClient(args.api, api_key).register_sends(sends, batch=max(1, args.batch))
+    except ApiError as exc:
+        print(f"pixeltrack sends post: the API refused the sends: {exc}", file=sys.stderr)
+        return 1
+    print(f"{accepted} of {len(sends)} sends registered with {args.api}", file=sys.stderr)
+    return 0 if accepted == len(sends) else 1
 
 
 def cmd_instrument(args: argparse.Namespace) -> int:
@@ -79,11 +130,19 @@ def _instrument(args: argparse.Namespace) -> int:
     plan = EmailPlan.parse(email_path.read_bytes(), encoding=args.encoding, resolve_base=not args.keep_relative,
                            tracker_base=args.base_url)
     recipients = read_recipients(Path(args.recipients))
+    keyring = keyring_for(settings, Path(args.data) if args.data else None)
+    if args.hash_recipients:
+        pseudonyms = Pseudonyms(keyring)
+        recipients = [replace(r, recipient=pseudonyms.of(r.recipient), source_id=r.recipient) for r in recipients]
+    else:
+        count, total, example = email_like(r.recipient for r in recipients)
+        if count:
+            print("pixeltrack instrument: warning: " + WARNING.format(count=count, total=total, example=example),
+                  file=sys.stderr)
     targets = {(out_dir / name).resolve() for name in file_names(recipients)}
     if email_path.resolve() in targets:
         raise ValueError(f"{email_path} would be overwritten by a recipient's email; choose another --out")
-    tracker = Tracker(args.base_url, keyring_for(settings, Path(args.data) if args.data else None),
-                      settings.token_ttl_days)
+    tracker = Tracker(args.base_url, keyring, settings.token_ttl_days)
     _describe(plan)
 
     jsonl: JsonlSends | None = None
@@ -106,8 +165,12 @@ def _instrument(args: argparse.Namespace) -> int:
     finally:
         if jsonl is not None:
             jsonl.close()
-    print(f"wrote {result.emails} emails to {out_dir} ({result.manifest.name}); "
-          f"{result.registered} sends registered to {where}", file=sys.stderr)
+    if args.api:
+        done = f"{result.registered} sends registered with {where}"
+    else:
+        done = (f"{result.emails} sends written to {where}, not registered: post them with "
+                f"`pixeltrack sends post {where} --api URL --api-key KEY`, or pass --api next time")
+    print(f"wrote {result.emails} emails to {out_dir} ({result.manifest.name}); {done}", file=sys.stderr)
     return 0
 
 

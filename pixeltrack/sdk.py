@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -10,10 +11,12 @@ from dataclasses import asdict, dataclass, replace
 
 import orjson
 
+from pixeltrack.recipient_ids import WARNING, Pseudonyms, looks_like_email
 from schemas.sends import Send
 from schemas.tokens import FLAG_HONEYPOT, FLAG_NO_CLICK_ID, FLAG_UNSUBSCRIBE, Keyring, TokenKind, TokenPayload
 
 DAY_MS = 86_400_000
+_log = logging.getLogger("pixeltrack.sdk")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,20 +33,34 @@ class Message:
 
 class Tracker:
     """Mints URLs on a tracking base URL (e.g. https://t.example.com). Tokens expire after ttl_days
-    (0 = never)."""
+    (0 = never). With `hash_recipients`, every URL and Send carries a keyed pseudonym of the recipient
+    id (pixeltrack.recipient_ids.Pseudonyms) instead of the id; without it, an id shaped like an email
+    address is logged once as a warning, since it would be readable in every URL and row."""
 
-    def __init__(self, base_url: str, keyring: Keyring, ttl_days: int = 400) -> None:
+    def __init__(self, base_url: str, keyring: Keyring, ttl_days: int = 400, *, hash_recipients: bool = False) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base URL {base_url!r} must start with http:// or https://")
         self.base_url = base_url.rstrip("/")
         self._keyring = keyring
         self._ttl_ms = ttl_days * DAY_MS
+        self._pseudonyms = Pseudonyms(keyring) if hash_recipients else None
+        self._warned = False
+
+    def recipient_id(self, recipient: str) -> str:
+        """The id that URLs and sends carry for `recipient`: its pseudonym, or itself."""
+        if self._pseudonyms is not None:
+            return self._pseudonyms.of(recipient)
+        if not self._warned and looks_like_email(recipient):
+            self._warned = True
+            _log.warning("pixeltrack SDK: %s", WARNING.format(count="at least 1", total="the recipients",
+                                                              example="…@" + recipient.rpartition("@")[2]))
+        return recipient
 
     def _payload(self, m: Message, kind: TokenKind, url: str = "", link_id: str = "",
                  flags: int = 0) -> TokenPayload:
         sent_at = m.sent_at or int(time.time() * 1000)
         return TokenPayload(kind=kind, tenant=m.tenant, campaign=m.campaign, variant=m.variant,
-                            message=m.message, recipient=m.recipient, sent_at=sent_at,
+                            message=m.message, recipient=self.recipient_id(m.recipient), sent_at=sent_at,
                             expires_at=sent_at + self._ttl_ms if self._ttl_ms else 0,
                             url=url, link_id=link_id, flags=flags)
 
@@ -80,8 +97,8 @@ def prepare(tracker: Tracker, m: Message, urls: Sequence[str] = (), mailbox_doma
     sent_at = m.sent_at or int(time.time() * 1000)
     m = replace(m, sent_at=sent_at)
     send = Send(tenant=m.tenant, campaign=m.campaign, variant=m.variant, message=m.message,
-                recipient=m.recipient, sent_at=sent_at / 1000, mailbox_domain=mailbox_domain.lower(),
-                links=len(urls))
+                recipient=tracker.recipient_id(m.recipient), sent_at=sent_at / 1000,
+                mailbox_domain=mailbox_domain.lower(), links=len(urls))
     return PreparedSend(tracker.pixel_url(m), tuple(tracker.click_url(m, u) for u in urls), send)
 
 

@@ -36,8 +36,8 @@ from pixeltrack.instrument import (
     read_recipients,
     unescape_attribute,
 )
-from pixeltrack.instrument_cli import add_instrument_parser
-from pixeltrack.sdk import Message, Tracker
+from pixeltrack.instrument_cli import add_instrument_parser, add_sends_parser
+from pixeltrack.sdk import Message, Tracker, prepare
 from schemas.sends import Send
 from schemas.tokens import FLAG_HONEYPOT, FLAG_NO_CLICK_ID, FLAG_UNSUBSCRIBE, Keyring
 from tests.plugins.edge import EdgeUnderTest, strip_click_id
@@ -522,7 +522,9 @@ def test_two_thousand_recipients_quickly(tmp_path: Path, tracker: Tracker, keyri
 
 def _run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="pixeltrack")
-    add_instrument_parser(parser.add_subparsers(dest="command", required=True))
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_instrument_parser(sub)
+    add_sends_parser(sub)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 
@@ -612,6 +614,87 @@ def test_cli_registers_sends_with_the_api(tmp_path: Path,
     assert {k: send[k] for k in ("campaign", "message", "recipient", "mailbox_domain", "links")} == {
         "campaign": "c", "message": "m-one", "recipient": "r-1", "mailbox_domain": "x.example", "links": 7}
     assert not (tmp_path / "o" / "sends.jsonl").exists()
+
+
+@pytest.mark.usefixtures("no_env_keys")
+def test_without_api_the_sends_are_written_not_registered_and_post_registers_them(
+        tmp_path: Path, sends_api: tuple[str, list[tuple[str, Any]]], capsys: pytest.CaptureFixture[str]) -> None:
+    url, received = sends_api
+    (tmp_path / "list.csv").write_text("recipient,email\nr-1,a@x.example\nr-2,b@y.example\n")
+    out = tmp_path / "o"
+    assert _run_cli(["instrument", str(EMAILS / "receipt.html"), "--campaign", "c", "--recipients",
+                     str(tmp_path / "list.csv"), "--out", str(out), "--base-url", BASE_URL,
+                     "--data", str(tmp_path / "data")]) == 0
+    err = capsys.readouterr().err
+    assert "registered" not in err.replace("not registered", "")
+    assert f"2 sends written to {out / 'sends.jsonl'}, not registered" in err
+    assert received == []
+    assert _run_cli(["sends", "post", str(out / "sends.jsonl"), "--api", url, "--api-key", "k"]) == 0
+    ((auth, body),) = received
+    assert auth == "Bearer k"
+    assert [s["recipient"] for s in body["sends"]] == ["r-1", "r-2"]
+    assert f"2 of 2 sends registered with {url}" in capsys.readouterr().err
+
+
+def test_sends_post_refuses_a_bad_line_before_posting_anything(
+        tmp_path: Path, sends_api: tuple[str, list[tuple[str, Any]]], capsys: pytest.CaptureFixture[str]) -> None:
+    url, received = sends_api
+    good = Send("", "c", "", "m", "r", 1_790_000_000.0, "example.com", 1).encode().decode()
+    (tmp_path / "s.jsonl").write_text(good + "\n" + '{"campaign": "c"}\n')
+    assert _run_cli(["sends", "post", str(tmp_path / "s.jsonl"), "--api", url, "--api-key", "k"]) == 2
+    assert received == []
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"pixeltrack sends post: {tmp_path / 's.jsonl'}, line 2: ")
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.usefixtures("no_env_keys")
+def test_email_addresses_as_ids_are_warned_about_or_replaced_by_pseudonyms(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "list.csv").write_text("recipient,email\nAna@Example.org,ana@example.org\nr-2,b@y.example\n")
+    base = ["instrument", str(EMAILS / "receipt.html"), "--campaign", "c", "--recipients",
+            str(tmp_path / "list.csv"), "--base-url", BASE_URL, "--data", str(tmp_path / "data")]
+    assert _run_cli([*base, "--out", str(tmp_path / "plain")]) == 0
+    warning = capsys.readouterr().err
+    assert "recipient ids look like email addresses (1 of 2, e.g. 'Ana@Example.org')" in warning
+    assert "--hash-recipients" in warning
+
+    out = tmp_path / "hashed"
+    assert _run_cli([*base, "--out", str(out), "--hash-recipients"]) == 0
+    assert "look like email addresses" not in capsys.readouterr().err
+    keyring = Keyring.parse((tmp_path / "data" / "signing.key").read_text().strip())
+    manifest = [orjson.loads(line) for line in (out / "manifest.jsonl").read_bytes().splitlines()]
+    assert [m["recipient_id"] for m in manifest] == ["Ana@Example.org", "r-2"]
+    for m in manifest:
+        assert re.fullmatch(r"p-[0-9a-f]{32}", m["recipient"])
+        assert keyring.verify(_token(m["pixel"])[:-4], "open").recipient == m["recipient"]
+    # Nothing written but the manifest holds the address: not the file names, emails, URLs or sends.
+    for f in out.iterdir():
+        if f.name != "manifest.jsonl":
+            assert "ana@example.org" not in f.name.lower()
+            assert "ana@example.org" not in html.unescape(f.read_text()).lower()
+    # The same id gets the same pseudonym (case of an address aside); another key, another one.
+    from pixeltrack.recipient_ids import Pseudonyms
+
+    assert Pseudonyms(keyring).of(" ana@example.ORG ") == manifest[0]["recipient"]
+    other = Keyring({"k2": b"another-secret-of-32-bytes-length"}, "k2")
+    assert Pseudonyms(other).of("Ana@Example.org") != manifest[0]["recipient"]
+
+
+def test_the_sdk_warns_once_about_address_ids_and_can_hash_them(caplog: pytest.LogCaptureFixture) -> None:
+    keyring = Keyring({"k1": b"0123456789abcdef0123456789abcdef"}, "k1")
+    plain = Tracker(BASE_URL, keyring)
+    m = Message(campaign="c", message="m-1", recipient="ana@example.org", sent_at=NOW)
+    prepare(plain, m, ["https://shop.example.com/"])
+    prepare(plain, m, ["https://shop.example.com/"])
+    warnings = [r for r in caplog.records if "look like email addresses" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "ana@" not in warnings[0].getMessage()
+    hashed = Tracker(BASE_URL, keyring, hash_recipients=True)
+    p = prepare(hashed, m, ["https://shop.example.com/"])
+    assert re.fullmatch(r"p-[0-9a-f]{32}", p.send.recipient)
+    assert keyring.verify(_token(p.pixel)[:-4], "open").recipient == p.send.recipient
+    assert "ana" not in p.pixel + "".join(p.clicks)
 
 
 def test_jsonl_sends_round_trip(tmp_path: Path) -> None:
