@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ingest.openapi import openapi_document
 from ingest.publisher import KafkaPublisher, Publisher
 from schemas.records import Record
 from schemas.sends import Conversion, Send, text_field, time_field
@@ -39,6 +40,8 @@ async def _items(request: web.Request, name: str) -> list[Any] | web.Response:
     """The JSON list under `name` (or a bare list), or a 4xx answer saying what is wrong."""
     try:
         body = orjson.loads(await request.read())
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"body is over {MAX_BODY} bytes; send fewer {name} per request")
     except orjson.JSONDecodeError as exc:
         return _error(400, f"body is not JSON: {exc}")
     items = body.get(name) if isinstance(body, dict) else body
@@ -51,6 +54,7 @@ async def _items(request: web.Request, name: str) -> list[Any] | web.Response:
     return items
 
 
+PUBLIC_PATHS = frozenset({"/v1/health", "/v1/openapi.json"})  # answered without an API key
 TENANT = web.RequestKey("tenant", str)  # the tenant an API key belongs to; absent for an operator's key
 
 
@@ -72,7 +76,7 @@ def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topic
 
     @web.middleware
     async def auth(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-        if request.path == "/v1/health":
+        if request.path in PUBLIC_PATHS:
             resp: web.StreamResponse = await handler(request)
             return resp
         # surrogateescape: a header that is not UTF-8 is a wrong key (401), not an encoding error (500).
@@ -124,6 +128,11 @@ def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topic
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    document = orjson.dumps(openapi_document(MAX_ITEMS, MAX_BODY))
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=document, content_type="application/json")
+
     app = web.Application(middlewares=[auth], client_max_size=MAX_BODY)
     app[PUBLISHER] = publisher
 
@@ -138,6 +147,7 @@ def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topic
     app.router.add_post("/v1/sends", post_sends)
     app.router.add_post("/v1/conversions", post_conversions)
     app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/openapi.json", openapi)
     return app
 
 

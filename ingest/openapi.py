@@ -1,0 +1,124 @@
+"""The ingest API as an OpenAPI 3.1 document: served at /v1/openapi.json, checked against the handlers by tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.sends import CURRENCY_LEN, MAX_ID
+
+JSON = "application/json"
+
+
+def _text(description: str, required: bool = True) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "maxLength": MAX_ID, "description": description}
+    if required:
+        schema["minLength"] = 1
+    else:
+        schema["type"] = ["string", "null"]
+    return schema
+
+
+_WHEN = ("ISO-8601 time (e.g. 2026-12-01T09:00:00Z) or epoch seconds, from 2000-01-01 to one day ahead of the "
+         "API's clock; default: now")
+_TIME: dict[str, Any] = {"description": _WHEN, "oneOf": [{"type": "string"}, {"type": "number"}]}
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _items_endpoint(name: str, item: str, summary: str, max_items: int, description: str) -> dict[str, Any]:
+    """A POST taking `{"<name>": [<item>, …]}` (or a bare list), validated all or nothing."""
+    return {"post": {
+        "summary": summary,
+        "description": description,
+        "operationId": f"post_{name}",
+        "security": [{"bearer": []}],
+        "requestBody": {"required": True, "content": {JSON: {"schema": {"oneOf": [
+            {"type": "object", "required": [name], "properties": {name: {
+                "type": "array", "minItems": 1, "maxItems": max_items,
+                "items": {"$ref": f"#/components/schemas/{item}"}}}},
+            {"type": "array", "minItems": 1, "maxItems": max_items,
+             "items": {"$ref": f"#/components/schemas/{item}"}}]}}}},
+        "responses": {
+            "202": {"description": "Every item was acknowledged by the transport (Kafka acks=all); retrying "
+                                   "is safe", "content": {JSON: {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+            "400": _error_response("The body is not JSON"),
+            "401": _error_response("Missing or wrong API key"),
+            "413": _error_response(f"More than {max_items} items, or a body over the size limit"),
+            "422": _error_response("An item is invalid: nothing was recorded; `errors` names each item and "
+                                   "field (e.g. sends[3].campaign: is required)"),
+            "503": _error_response("The transport did not acknowledge: nothing may be assumed recorded; "
+                                   "retry later"),
+        },
+    }}
+
+
+def openapi_document(max_items: int, max_body: int) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the ingest API with its limits."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "pixeltrack ingest API",
+            "version": "1",
+            "description": "Sends (the denominators of every rate) and conversions (outcomes) from senders' "
+                           "systems. Authenticate with `Authorization: Bearer KEY`: an operator's key "
+                           "(PIXELTRACK_API_KEYS) writes for the default tenant or any tenant it names, a "
+                           "tenant's own key (`pixeltrack tenants add`) for that tenant only. Requests are "
+                           f"validated all or nothing; at most {max_items} items and {max_body} bytes each.",
+        },
+        "servers": [{"url": "http://127.0.0.1:8081", "description": "`pixeltrack api` / `serve` defaults"}],
+        "paths": {
+            "/v1/sends": _items_endpoint(
+                "sends", "Send", "Register sends", max_items,
+                "One send per message and recipient: what rates divide by. Idempotent per message id."),
+            "/v1/conversions": _items_endpoint(
+                "conversions", "Conversion", "Record conversions", max_items,
+                "An outcome after a click (by the signed click id the redirect appended) or of a message. "
+                "`idempotency_key` makes a retried POST count once."),
+            "/v1/health": {"get": {
+                "summary": "Liveness", "operationId": "get_health", "security": [],
+                "responses": {"200": {"description": "The API is up", "content": {JSON: {"schema": {
+                    "type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}}}}}}},
+            "/v1/openapi.json": {"get": {
+                "summary": "This document", "operationId": "get_openapi", "security": [],
+                "responses": {"200": {"description": "The OpenAPI 3.1 document", "content": {JSON: {"schema": {
+                    "type": "object", "required": ["openapi", "paths"]}}}}}}},
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Send": {"type": "object", "required": ["campaign", "message", "recipient"], "properties": {
+                    "tenant": _text("Tenant (default: the API key's, else the default tenant)", required=False),
+                    "campaign": _text("Campaign id"),
+                    "variant": _text("Variant of an A/B test", required=False),
+                    "message": _text("Message id, as in the message's tokens (unique per campaign and recipient)"),
+                    "recipient": _text("Recipient id: your id, not an email address (see --hash-recipients)"),
+                    "sent_at": _TIME,
+                    "mailbox_domain": _text("The recipient's address domain (e.g. gmail.com); never the address",
+                                            required=False),
+                    "links": {"type": "integer", "minimum": 0, "maximum": 10_000,
+                              "description": "Wrapped links in the message"},
+                }},
+                "Conversion": {"type": "object", "required": ["idempotency_key"], "properties": {
+                    "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200,
+                                        "description": "Your order or event id: a retry with it counts once"},
+                    "click_id": {"type": ["string", "null"], "description": "The signed click id the redirect "
+                                 "appended (pt_cid); attributes campaign, variant, message, recipient and link"},
+                    "message": _text("Message id, when there is no click id", required=False),
+                    "campaign": _text("Campaign id, with `message`", required=False),
+                    "tenant": _text("Tenant, with `message`", required=False),
+                    "value": {"type": "number", "minimum": 0, "description": "Amount in `currency` units"},
+                    "currency": {"type": "string", "pattern": f"^([A-Za-z]{{{CURRENCY_LEN}}})?$",
+                                 "description": "ISO 4217 code such as EUR"},
+                    "ts": _TIME,
+                }, "description": "Needs `click_id` or `message`."},
+                "Accepted": {"type": "object", "required": ["accepted"],
+                             "properties": {"accepted": {"type": "integer", "minimum": 1}}},
+                "Error": {"type": "object", "required": ["error"], "properties": {
+                    "error": {"type": "string"},
+                    "errors": {"type": "array", "items": {"type": "string"}, "maxItems": 20},
+                    "more_errors": {"type": "integer", "minimum": 1}}},
+            },
+        },
+    }
