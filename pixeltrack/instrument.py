@@ -159,6 +159,7 @@ class InstrumentedEmail:
     pixel: str
     clicks: tuple[str, ...]
     honeypot: str
+    recipient_id: str  # what the tokens carry: the recipient, or its pseudonym (Tracker(hash_recipients=True))
 
     def to_bytes(self) -> bytes:
         # The source round-trips through its codec (checked at parse); only inserted text could fail.
@@ -168,7 +169,7 @@ class InstrumentedEmail:
         """The Send that registers this email (the denominator of its rates)."""
         m = self.message
         return Send(tenant=m.tenant, campaign=m.campaign, variant=m.variant, message=m.message,
-                    recipient=m.recipient, sent_at=m.sent_at / 1000, mailbox_domain=mailbox_domain.lower(),
+                    recipient=self.recipient_id, sent_at=m.sent_at / 1000, mailbox_domain=mailbox_domain.lower(),
                     links=len(self.clicks))
 
 
@@ -203,7 +204,8 @@ def instrument(plan: EmailPlan, tracker: Tracker, message: Message, *, honeypot:
         else:
             parts.append(_attr_value(clicks[slot], plan.links[slot].quote))
         parts.append(piece)
-    return InstrumentedEmail("".join(parts), plan.encoding, m, pixel, tuple(clicks), trap)
+    return InstrumentedEmail("".join(parts), plan.encoding, m, pixel, tuple(clicks), trap,
+                             tracker.recipient_id(m.recipient))
 
 
 def _attr_value(url: str, quote_char: str) -> str:
