@@ -76,7 +76,8 @@ def cmd_networks_status(args: argparse.Namespace) -> int:
     days = "unknown" if age == float("inf") else f"{int(age // 86400)}"
     stale = age > max_age * 86400
     console = Console(file=sys.stdout, highlight=False)
-    console.print(Text.assemble(("network lists ", "bold"), str(args.file or "shipped (processors/data/networks.json)")))
+    shown = str(args.file or "shipped (processors/data/networks.json)")
+    console.print(Text.assemble(("network lists ", "bold"), shown))
     console.print(f"date of data  {status.date or 'unknown'} ({days} days old; stale after {max_age})"
                   + (" [bold red]STALE: rebuild with `pixeltrack networks build`[/bold red]" if stale else ""))
     if status.built_from:

@@ -316,10 +316,7 @@ def _covered(net: Network, earlier: set[tuple[int, int, int]], lengths: Mapping[
     """Whether an earlier entry holds a network equal to or wider than `net`."""
     base = int(net.network_address)
     bits = net.max_prefixlen
-    for n in lengths[net.version]:
-        if n <= net.prefixlen and (net.version, n, base >> (bits - n)) in earlier:
-            return True
-    return False
+    return any(n <= net.prefixlen and (net.version, n, base >> bits - n) in earlier for n in lengths[net.version])
 
 
 def build_snapshot(manifest: str | Path) -> bytes:
@@ -354,7 +351,8 @@ def build_snapshot(manifest: str | Path) -> bytes:
         v6 = ipaddress.collapse_addresses(n for n in published if isinstance(n, ipaddress.IPv6Network))
         kept: list[Network] = []
         shadowed = not_global = 0
-        for net in [*v4, *v6]:
+        collapsed: list[Network] = [*v4, *v6]
+        for net in collapsed:
             if not net.is_global:
                 # Documentation, private or reserved space in a published feed is the feed's mistake
                 # (one geofeed lists 192.0.2.0/24): never let it label a sender's own networks.
@@ -441,7 +439,8 @@ def snapshot_status(path: str | Path | None = None) -> SnapshotStatus:
                           sources=tuple(sources))
 
 
-def report_snapshot_age(max_age_days: float, *, now: float | None = None, path: str | Path | None = None) -> float | None:
+def report_snapshot_age(max_age_days: float, *, now: float | None = None,
+                        path: str | Path | None = None) -> float | None:
     """Sets the snapshot-age gauges and logs one warning when the snapshot is older than `max_age_days`.
 
     Called at processor start. Returns the age in seconds (None when it cannot be told); never raises:
@@ -450,7 +449,7 @@ def report_snapshot_age(max_age_days: float, *, now: float | None = None, path: 
     try:
         status = snapshot_status(path)
         age = status.age_seconds(time.time() if now is None else now)
-    except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, the processor still starts
+    except Exception as exc:
         log.warning("network lists: cannot tell the snapshot's age: %s", exc)
         return None
     stale = age > max_age_days * 86400
