@@ -233,7 +233,7 @@ def read_feed(path: str | Path, fmt: str = "auto", services: Sequence[str] = ())
 
 # --- the manifest and the snapshot ---------------------------------------------------------------
 
-_FEED_KEYS = {"vendor", "product", "category", "source", "date", "format", "files", "services", "note"}
+_FEED_KEYS = {"vendor", "product", "category", "source", "date", "format", "files", "services"}
 
 
 @dataclass(frozen=True, slots=True)
