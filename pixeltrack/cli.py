@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pixeltrack.instrument_cli import add_instrument_parser, add_sends_parser
+from pixeltrack.networks_cli import add_networks_parser
 from schemas.settings import Settings
 
 
@@ -534,6 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("classify", help="classify hit v1 JSON lines (FILE or - for stdin)")
     s.add_argument("file", nargs="?")
     s.set_defaults(fn=cmd_classify)
+
+    add_networks_parser(sub)
     return p
 
 

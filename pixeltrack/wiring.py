@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from processors.classify_file import build_classifier
+from processors.netfeeds import report_snapshot_age
 from processors.pipeline import HitProcessor
 from schemas import native
 from schemas.privacy import load_do_not_track
@@ -51,6 +52,7 @@ def tenants_for(settings: Settings, keyring: Keyring | None) -> TenantRegistry:
 
 def build_processor(settings: Settings, keyring: Keyring | None) -> HitProcessor:
     log.info("processor hot path: %s", native.STATE)
+    report_snapshot_age(settings.networks_max_age_days)
     classifier = build_classifier(
         geoip_city_db=settings.geoip_city_db, geoip_asn_db=settings.geoip_asn_db,
         networks_file=settings.networks_file, internal_networks=settings.internal_networks)

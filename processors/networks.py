@@ -1,4 +1,4 @@
-"""Network lists with provenance (mail security, proxies, relays, clouds, internal) and a fast IP lookup."""
+"""Network lists with provenance (mail security, proxies, relays, crawlers, clouds, …) and a fast IP lookup."""
 
 from __future__ import annotations
 
@@ -18,7 +18,16 @@ PROVIDER_PROXY = "provider_proxy"
 PRIVACY_RELAY = "privacy_relay"
 CLOUD = "cloud"
 INTERNAL = "internal"
-CATEGORIES: frozenset[str] = frozenset({MAIL_SECURITY, PROVIDER_PROXY, PRIVACY_RELAY, CLOUD, INTERNAL})
+# Services that fetch URLs on their own, never on a reader's screen: search and AI crawlers, the
+# link-preview fetchers of social networks and messengers, uptime monitors' probes.
+CRAWLER = "crawler"
+LINK_PREVIEW = "link_preview"
+MONITOR = "monitor"
+# A VPN's exits: people browse through them, so the network says nothing about person or machine;
+# only the place is the exit's, not the reader's.
+VPN = "vpn"
+CATEGORIES: frozenset[str] = frozenset({MAIL_SECURITY, PROVIDER_PROXY, PRIVACY_RELAY, CLOUD, INTERNAL,
+                                        CRAWLER, LINK_PREVIEW, MONITOR, VPN})
 
 # Later layers win over earlier ones when the very same prefix is listed twice; a more specific
 # prefix always wins over a wider one, whatever its layer.
@@ -40,6 +49,9 @@ class NetworkEntry:
 
     info: NetworkInfo
     cidrs: tuple[str, ...]
+    # (version, first, last) of each CIDR when already parsed (parse_entries fills it): parsing tens of
+    # thousands of networks once, not twice, at every processor start.
+    bounds: tuple[tuple[int, int, int], ...] = ()
 
 
 def ip_to_int(ip: str) -> tuple[int, int] | None:
@@ -62,6 +74,33 @@ def ip_to_int(ip: str) -> tuple[int, int] | None:
     return 6, value
 
 
+def cidr_bounds(cidr: str) -> tuple[int, int, int] | None:
+    """(version, first, last) integer addresses of a network in CIDR notation (host bits ignored, as
+    ipaddress.ip_network(strict=False) does); None if it is not one.
+
+    The common "address/length" form is parsed with inet_pton, ~10x faster than ipaddress: the shipped
+    snapshot holds tens of thousands of networks and is parsed at every processor start.
+    """
+    addr, sep, length = cidr.partition("/")
+    if sep and length.isdigit() and length.isascii() and len(length) <= 3:
+        n = int(length)
+        bits = 128 if ":" in addr else 32
+        try:
+            value = int.from_bytes(socket.inet_pton(socket.AF_INET6 if bits == 128 else socket.AF_INET, addr), "big")
+        except (OSError, ValueError):
+            return None
+        if n > bits:
+            return None
+        host = (1 << (bits - n)) - 1
+        first = value & ~host
+        return (4 if bits == 32 else 6), first, first | host
+    try:  # a bare address, a netmask, a zone id, …: whatever ipaddress accepts
+        net = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return None
+    return net.version, int(net.network_address), int(net.broadcast_address)
+
+
 def parse_entries(doc: Any, origin: str) -> list[NetworkEntry]:
     """Entries of a network list document (networks.json shape); ValueError names the bad key and value."""
     if not isinstance(doc, Mapping) or not isinstance(doc.get("networks"), list):
@@ -78,14 +117,15 @@ def parse_entries(doc: Any, origin: str) -> list[NetworkEntry]:
             raise ValueError(f"{where}.category must be one of {sorted(CATEGORIES)}, got {category!r}")
         if not isinstance(cidrs, list) or not all(isinstance(c, str) for c in cidrs):
             raise ValueError(f"{where}.cidrs must be a list of CIDR strings, got {cidrs!r}")
+        bounds: list[tuple[int, int, int]] = []
         for c in cidrs:
-            try:
-                ipaddress.ip_network(c, strict=False)
-            except ValueError:
-                raise ValueError(f"{where}.cidrs has {c!r}, which is not an IPv4 or IPv6 network") from None
+            b = cidr_bounds(c)
+            if b is None:
+                raise ValueError(f"{where}.cidrs has {c!r}, which is not an IPv4 or IPv6 network")
+            bounds.append(b)
         info = NetworkInfo(vendor=vendor, category=str(category), product=str(raw.get("product") or ""),
                            source=str(raw.get("source") or ""))
-        entries.append(NetworkEntry(info=info, cidrs=tuple(cidrs)))
+        entries.append(NetworkEntry(info=info, cidrs=tuple(cidrs), bounds=tuple(bounds)))
     return entries
 
 
@@ -161,7 +201,8 @@ class _IntervalTable:
 class NetworkLists:
     """IP → NetworkInfo over the shipped lists, a user's extra file and the sender's internal networks.
 
-    Memory: the interval tables (a few hundred intervals shipped) plus a lookup cache of at most
+    Memory: the entries and interval tables (the shipped ~27,000 networks flatten to ~19,000
+    intervals: ~7 MB, built in about half a second at start) plus a lookup cache of at most
     `cache_size` addresses (~200 bytes each: 20 MB at the default 100,000); when full, the older
     half is dropped, so the bound holds under any traffic.
     """
@@ -201,14 +242,16 @@ class NetworkLists:
         v4: list[tuple[int, int, int, NetworkInfo]] = []
         v6: list[tuple[int, int, int, NetworkInfo]] = []
         for layer, entry in self._layers:
-            for c in entry.cidrs:
-                net = ipaddress.ip_network(c, strict=False)
-                start, end = int(net.network_address), int(net.broadcast_address)
-                if net.version == 6 and start >> 32 == 0xFFFF and end >> 32 == 0xFFFF:
+            parsed = entry.bounds if len(entry.bounds) == len(entry.cidrs) else [cidr_bounds(c) for c in entry.cidrs]
+            for c, bounds in zip(entry.cidrs, parsed, strict=True):
+                if bounds is None:  # parse_entries validates; a NetworkEntry made by hand may not be valid
+                    raise ValueError(f"{entry.info.vendor}: {c!r} is not an IPv4 or IPv6 network")
+                version, start, end = bounds
+                if version == 6 and start >> 32 == 0xFFFF and end >> 32 == 0xFFFF:
                     # ::ffff:a.b.c.d/n is an IPv4 network; lookups map such addresses to IPv4 too.
                     v4.append((start & 0xFFFFFFFF, end & 0xFFFFFFFF, layer, entry.info))
                 else:
-                    (v4 if net.version == 4 else v6).append((start, end, layer, entry.info))
+                    (v4 if version == 4 else v6).append((start, end, layer, entry.info))
         self._v4 = _IntervalTable(v4)
         self._v6 = _IntervalTable(v6)
         self._cache.clear()

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     networks_file: Path | None = Field(None, description="Extra network lists (JSON, shipped shape).")
     internal_networks: CsvList = Field(
         default_factory=list, description="The sender's own networks: hits from here are not opens.")
+    networks_max_age_days: int = Field(
+        90, ge=1, description="Age of the shipped network lists' data after which processors warn at start and "
+        "set pixeltrack_networks_snapshot_stale (rebuild with `pixeltrack networks build`).")
 
     # --- behaviour triggers ---
     triggers_rules: Path | None = Field(None, description="Rules file of behaviour triggers (TOML); empty = off.")

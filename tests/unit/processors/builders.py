@@ -22,7 +22,7 @@ IMG_ACCEPT = {"accept": "image/avif,image/webp,image/apng,image/svg+xml,image/*,
 HTML_ACCEPT = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
                "accept-language": "en-GB,en;q=0.9"}
 HOME_IP = "81.2.69.142"          # a residential address no list names
-UNLISTED_CLOUD = "45.77.120.14"  # a hosting provider no shipped list names
+UNLISTED_CLOUD = "198.51.100.200"  # a server on a network no shipped list names (documentation space)
 LINKS = ("https://shop.example.com/a", "https://shop.example.com/b", "https://shop.example.com/c",
          "https://blog.example.com/d", "https://example.com/e")
 

@@ -56,7 +56,7 @@ def test_image_proxy_ua_on_a_click_is_not_a_person(classifier: Classifier) -> No
 
 
 def test_apple_mpp_from_the_relay(classifier: Classifier) -> None:
-    v = only(classifier, at=40, ua="Mozilla/5.0", ip="172.226.40.9", headers={"accept": "*/*"})
+    v = only(classifier, at=40, ua="Mozilla/5.0", ip="172.224.226.9", headers={"accept": "*/*"})
     assert v == Verdict("machine", "apple_mpp", ("ua_bare_mozilla", "net_privacy_relay"))
 
 
@@ -190,7 +190,7 @@ def test_person_clicking_two_links_a_little_apart_stays_human(classifier: Classi
 
 
 def test_pixel_then_burst_on_a_network_no_list_names(classifier: Classifier) -> None:
-    hits = scanner_visit("45.32.8.9", pixel_at=9, burst_at=41)
+    hits = scanner_visit("203.0.113.200", pixel_at=9, burst_at=41)
     final = feed_all(classifier, hits)
     assert final[hits[0].id].verdict.reasons[0] == "pixel_then_burst"
     assert final[hits[0].id].revision == 1
@@ -204,8 +204,8 @@ def test_burst_spread_over_neighbouring_addresses(classifier: Classifier) -> Non
 
 
 def test_scanner_pixel_after_its_burst(classifier: Classifier) -> None:
-    hits = scanner_visit("45.32.8.9", pixel_at=9, burst_at=41)
-    late_pixel = make_hit(44, ip="45.32.8.9", ua=CHROME)
+    hits = scanner_visit("203.0.113.200", pixel_at=9, burst_at=41)
+    late_pixel = make_hit(44, ip="203.0.113.200", ua=CHROME)
     final = feed_all(classifier, [*hits[1:], late_pixel])
     assert final[late_pixel.id].verdict.reasons == ("scanner_client", "fast_after_send")
 
@@ -213,7 +213,7 @@ def test_scanner_pixel_after_its_burst(classifier: Classifier) -> None:
 def test_scanner_burst_does_not_touch_the_persons_own_hits(classifier: Classifier) -> None:
     person_open = make_hit(30, ip=HOME_IP)
     person_click = make_hit(36, "click", ip=HOME_IP, ua=CHROME, link=LINKS[0])
-    hits = [person_open, *scanner_visit("45.32.8.9", pixel_at=31, burst_at=40), person_click]
+    hits = [person_open, *scanner_visit("203.0.113.200", pixel_at=31, burst_at=40), person_click]
     hits.sort(key=lambda h: h.ts)
     final = feed_all(classifier, hits)
     assert final[person_open.id].verdict.verdict == "human"
@@ -307,7 +307,7 @@ def test_revisions_only_within_the_settle_window(make_classifier: Callable[..., 
 
 
 def test_replay_gives_identical_decisions(make_classifier: Callable[..., Classifier]) -> None:
-    hits = [*scanner_visit("45.32.8.9", 9, 41), make_hit(60, ip=HOME_IP),
+    hits = [*scanner_visit("203.0.113.200", 9, 41), make_hit(60, ip=HOME_IP),
             make_hit(61, ip=HOME_IP), make_hit(7000, "click", ua=CHROME, link=LINKS[0])]
 
     def run() -> list[tuple[str, Verdict, int]]:

@@ -111,7 +111,7 @@ def test_scanner_network_hides_device_and_place_but_keeps_the_network(geo_enrich
 def test_privacy_relay_hides_place_not_the_readers_own_browser(geo_enricher: Enricher) -> None:
     safari = ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
               "Version/18.1 Mobile/15E148 Safari/604.1")
-    e = geo_enricher.enrich(make_hit(600, "click", ua=safari, ip="172.226.1.1", link="https://x.example"))
+    e = geo_enricher.enrich(make_hit(600, "click", ua=safari, ip="172.224.226.9", link="https://x.example"))
     assert (e.browser, e.device, e.country, e.city, e.asn) == ("Mobile Safari", "mobile", "", "", 36183)
 
 
