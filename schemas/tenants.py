@@ -19,11 +19,14 @@ MAX_REMEMBERED_HOSTS = 1024  # Host headers whose tenant is remembered (tracking
 
 
 def host_name(host: str) -> str:
-    """A Host header's name: lower case, without its port or a trailing dot ("[v6]" kept in brackets)."""
-    host = host.strip().lower().rstrip(".")
+    """A Host header's name: lower case, without its port, then without one trailing dot (the root of a
+    fully qualified name: "A.example.com.:8080" is "a.example.com"); "[v6]" is kept in brackets."""
+    host = host.strip().lower()
     if host.startswith("["):  # [v6]:port
         return host.split("]", 1)[0] + "]"
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    return host[:-1] if host.endswith(".") else host
 
 
 @dataclass(frozen=True, slots=True)
