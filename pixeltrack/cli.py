@@ -112,10 +112,10 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_link(args: argparse.Namespace) -> int:
     from pixeltrack.sdk import Message, Tracker
-    from pixeltrack.wiring import keyring_for
+    from pixeltrack.wiring import minting_keyring
 
     settings = _settings()
-    keyring = keyring_for(settings, Path(args.data) if args.data else None)
+    keyring = minting_keyring(settings, Path(args.data) if args.data else None, args.tenant or "")
     tracker = Tracker(args.base_url, keyring, settings.token_ttl_days)
     m = Message(campaign=args.campaign, message=args.message, recipient=args.recipient,
                 variant=args.variant or "", tenant=args.tenant or "")

@@ -62,7 +62,7 @@ def _instrument(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from pixeltrack.sdk import ApiClient, ApiError, Tracker
-    from pixeltrack.wiring import keyring_for
+    from pixeltrack.wiring import minting_keyring
     from schemas.settings import Settings
 
     if args.api and not (args.api_key or args.api_key_file):
@@ -82,7 +82,7 @@ def _instrument(args: argparse.Namespace) -> int:
     targets = {(out_dir / name).resolve() for name in file_names(recipients)}
     if email_path.resolve() in targets:
         raise ValueError(f"{email_path} would be overwritten by a recipient's email; choose another --out")
-    tracker = Tracker(args.base_url, keyring_for(settings, Path(args.data) if args.data else None),
+    tracker = Tracker(args.base_url, minting_keyring(settings, Path(args.data) if args.data else None, args.tenant),
                       settings.token_ttl_days)
     _describe(plan)
 
