@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from ingest.publisher import KafkaPublisher, Publisher
+from ingest.serverlog import quiet_bad_requests
 from schemas.records import Record
 from schemas.sends import Conversion, Send, text_field, time_field
 from schemas.settings import Settings
@@ -124,6 +125,7 @@ def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topic
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    quiet_bad_requests()  # a malformed request: one DEBUG line, address truncated (ingest.serverlog)
     app = web.Application(middlewares=[auth], client_max_size=MAX_BODY)
     app[PUBLISHER] = publisher
 

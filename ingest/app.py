@@ -24,6 +24,7 @@ from ingest.client_ip import ClientIpResolver
 from ingest.forwarder import Forwarder, HitQueue
 from ingest.pixel import GIF, NOT_FOUND_HEADERS, NOT_FOUND_HTML, PIXEL_HEADERS, REDIRECT_HEADERS
 from ingest.publisher import KafkaPublisher, Publisher
+from ingest.serverlog import quiet_bad_requests
 from ingest.spool import Spool, SpoolInUse
 from schemas.aio import finish_within
 from schemas.privacy import load_do_not_track, recipient_hash
@@ -504,6 +505,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None,
                           publish_timeout=settings.publish_timeout_ms / 1000,
                           fsync_interval=settings.spool_fsync_ms / 1000,
                           linger=settings.producer_linger_ms / 1000)
+    quiet_bad_requests()  # a malformed request: one DEBUG line, address truncated (ingest.serverlog)
     app = web.Application(client_max_size=64 * 1024, handler_args=SERVER_LIMITS)
     app[EDGE] = Edge(tenants=tenants or edge_tenants(settings, keyring), forwarder=forwarder,
                      ips=ClientIpResolver(settings.trusted_proxies), edge_id=settings.edge_id,

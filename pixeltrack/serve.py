@@ -20,6 +20,7 @@ from ingest.api import create_api_app
 from ingest.app import create_app
 from ingest.fastpath import EdgeSite
 from ingest.publisher import QueuePublisher
+from ingest.serverlog import quiet_bad_requests
 from pixeltrack.dashboard import query_with, start_dashboard
 from pixeltrack.wiring import API_KEY_FILE, build_processor, data_dir_secret, keyring_for, tenants_for
 from processors.clickhouse import migrate
@@ -102,6 +103,7 @@ def admin_app(writer: ClickHouseWriter, token: str,
         deleted = await writer.forget(recipient, tenant)
         return web.json_response({"deleted": deleted})
 
+    quiet_bad_requests()  # a malformed request: one DEBUG line, address truncated (ingest.serverlog)
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_post("/query", query)
     app.router.add_post("/forget", forget)
