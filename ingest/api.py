@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ingest.openapi import openapi_document
 from ingest.publisher import KafkaPublisher, Publisher
+from ingest.serverlog import quiet_bad_requests
 from schemas.records import Record
 from schemas.sends import Conversion, Send, text_field, time_field
 from schemas.settings import Settings
@@ -133,6 +134,7 @@ def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topic
     async def openapi(request: web.Request) -> web.Response:
         return web.Response(body=document, content_type="application/json")
 
+    quiet_bad_requests()  # a malformed request: one DEBUG line, address truncated (ingest.serverlog)
     app = web.Application(middlewares=[auth], client_max_size=MAX_BODY)
     app[PUBLISHER] = publisher
 

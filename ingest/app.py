@@ -24,6 +24,7 @@ from ingest.client_ip import ClientIpResolver
 from ingest.forwarder import Forwarder, HitQueue
 from ingest.pixel import GIF, NOT_FOUND_HEADERS, NOT_FOUND_HTML, PIXEL_HEADERS, REDIRECT_HEADERS
 from ingest.publisher import KafkaPublisher, Publisher
+from ingest.serverlog import quiet_bad_requests
 from ingest.spool import Spool, SpoolInUse
 from schemas.aio import finish_within
 from schemas.privacy import load_do_not_track, recipient_hash
@@ -68,8 +69,9 @@ SERVER_LIMITS: dict[str, Any] = {
 _token_shape = re.compile(r"[A-Za-z0-9_.-]+").fullmatch
 
 
-def check_token(keyring: Keyring, token: str, kind: TokenKind, now_ms: int) -> TokenPayload:
-    """The payload of a genuine token of `kind`, or TokenError. Junk is turned away before any decoding:
+def check_token(tenants: TenantRegistry, host: str, token: str, kind: TokenKind, now_ms: int) -> TokenPayload:
+    """The payload of a genuine token of `kind` fetched on `host` (TenantRegistry.verify_token: the
+    host's tenant's keys, naming that tenant), or TokenError. Junk is turned away before any decoding:
     anything too long or not plain base64url-and-dots costs a length check and one regex match, so a
     token that is not ASCII (a surrogate-escaped byte from the request line included) never reaches
     the HMAC. Whatever else goes wrong in checking a token makes it malformed, never an error page."""
@@ -78,7 +80,7 @@ def check_token(keyring: Keyring, token: str, kind: TokenKind, now_ms: int) -> T
     if _token_shape(token) is None:
         raise TokenError("malformed", "characters outside base64url")
     try:
-        return keyring.verify(token, kind, now_ms)
+        return tenants.verify_token(host, token, kind, now_ms)
     except TokenError:
         raise
     except Exception as exc:  # e.g. a payload of an unexpected shape
@@ -154,19 +156,9 @@ class Edge:
         self._pending: dict[tuple[str, str], int] = {}
 
     def verify(self, host: str, token: str, kind: TokenKind) -> TokenPayload:
-        """The payload of a genuine token for the tenant whose domain was fetched, or TokenError: a
-        token is checked with that tenant's keys and must name that tenant, so one tenant's token never
-        redirects from another's domain. Hosts no tenant claims use the settings' keys (tenant "")."""
-        found = self.tenants.for_host(host)
-        if found is None:
-            raise TokenError("unknown_host", host[:100])
-        tenant, keyring = found
-        payload = check_token(keyring, token, kind, _now_ms())
-        # On a tenant's domain the token must name that tenant. On other hosts (the settings' keys) the
-        # signature is the check, as before tenants existed.
-        if tenant and payload.tenant != tenant:
-            raise TokenError("wrong_tenant", f"a token of {payload.tenant!r} on a domain of {tenant!r}")
-        return payload
+        """The payload of a genuine token for the tenant whose domain was fetched, or TokenError (the
+        rule is TenantRegistry.verify_token's, the processors' too)."""
+        return check_token(self.tenants, host, token, kind, _now_ms())
 
     def keyring_of(self, host: str) -> Keyring | None:
         found = self.tenants.for_host(host)
@@ -513,6 +505,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None,
                           publish_timeout=settings.publish_timeout_ms / 1000,
                           fsync_interval=settings.spool_fsync_ms / 1000,
                           linger=settings.producer_linger_ms / 1000)
+    quiet_bad_requests()  # a malformed request: one DEBUG line, address truncated (ingest.serverlog)
     app = web.Application(client_max_size=64 * 1024, handler_args=SERVER_LIMITS)
     app[EDGE] = Edge(tenants=tenants or edge_tenants(settings, keyring), forwarder=forwarder,
                      ips=ClientIpResolver(settings.trusted_proxies), edge_id=settings.edge_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.sends import CURRENCY_LEN, MAX_ID
+from schemas.sends import CURRENCY_LEN, MAX_CONVERSION_VALUE, MAX_ID
 
 JSON = "application/json"
 
@@ -108,7 +108,8 @@ def openapi_document(max_items: int, max_body: int) -> dict[str, Any]:
                     "message": _text("Message id, when there is no click id", required=False),
                     "campaign": _text("Campaign id, with `message`", required=False),
                     "tenant": _text("Tenant, with `message`", required=False),
-                    "value": {"type": "number", "minimum": 0, "description": "Amount in `currency` units"},
+                    "value": {"type": "number", "minimum": 0, "maximum": MAX_CONVERSION_VALUE,
+                              "description": "Amount in `currency` units"},
                     "currency": {"type": "string", "pattern": f"^([A-Za-z]{{{CURRENCY_LEN}}})?$",
                                  "description": "ISO 4217 code such as EUR"},
                     "ts": _TIME,

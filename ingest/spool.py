@@ -67,7 +67,9 @@ class SyncWork(NamedTuple):
 def write_checkpoint(path: Path, pos: Position) -> None:
     """Replaces the checkpoint atomically (a temp file, then rename)."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(CHECKPOINT.pack(pos.segment, pos.offset))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(CHECKPOINT.pack(pos.segment, pos.offset))
     os.replace(tmp, path)
 
 
@@ -126,7 +128,8 @@ class Spool:
 
     def __init__(self, folder: Path, segment_bytes: int = 64 << 20, max_bytes: int = 2 << 30) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+        # Owner-only, like its files: the journal holds recipients' tokens and addresses.
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -4,7 +4,8 @@ Workers: each is a full edge (its own event loop on uvloop, queue, forwarder, Ka
 the same address with SO_REUSEPORT, so the kernel spreads connections across them; nothing is shared
 at run time. Each worker journals to its own spool folder, `spool_dir/worker-<i>`, so a worker
 restarted after a crash (same index) replays exactly what it had answered and Kafka had not yet
-acknowledged. The spool folder is locked while in use, so two processes never write one journal.
+acknowledged. The spool bound (spool_max_bytes) is the edge's: each of N workers gets 1/N of it. The
+spool folder is locked while in use, so two processes never write one journal.
 
 Supervisor (workers > 1): starts the workers, restarts one that dies (with backoff; it gives up and
 exits non-zero when workers keep dying right after start, e.g. the port is taken), and on SIGTERM or
@@ -45,8 +46,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aiohttp import http_exceptions
-
 from schemas.aio import end_within
 from schemas.settings import Settings
 
@@ -63,6 +62,13 @@ def worker_spool(spool_dir: Path | None, index: int) -> Path | None:
     return None if spool_dir is None else spool_dir / f"worker-{index}"
 
 
+def worker_settings(settings: Settings, index: int, workers: int) -> Settings:
+    """Worker `index`'s settings: its own edge id, and its share of the spool bound. spool_max_bytes
+    bounds the edge (what its volume must hold), so its workers' spools together stay within it."""
+    edge_id = settings.edge_id if workers == 1 else f"{settings.edge_id}-{index}"
+    return settings.model_copy(update={"edge_id": edge_id, "spool_max_bytes": settings.spool_max_bytes // workers})
+
+
 def orphan_spools(spool_dir: Path | None, index: int, workers: int) -> list[Path]:
     """Spool folders no current worker owns that worker `index` replays (see the module docstring)."""
     if spool_dir is None or not spool_dir.is_dir():
@@ -77,21 +83,6 @@ def orphan_spools(spool_dir: Path | None, index: int, workers: int) -> list[Path
     if index == 0 and any(p.name.startswith("seg-") for p in spool_dir.iterdir()):
         found.append(spool_dir)
     return found
-
-
-class QuietBadRequests(logging.Filter):
-    """aiohttp logs every malformed request (too long, bad bytes, bad method) with a traceback at ERROR;
-    on a public edge that is the client's mistake, not ours, and a cheap way to fill a disk. Such
-    records are dropped and counted (pixeltrack_edge_bad_requests_total); real errors still log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, http_exceptions.HttpProcessingError) and 400 <= (exc.code or 0) < 500:
-            from ingest import metrics
-
-            metrics.BAD_REQUESTS.inc()
-            return False
-        return True
 
 
 GC_THRESHOLD = (50_000, 20, 100)
@@ -118,17 +109,18 @@ async def serve_worker(settings: Settings, index: int, workers: int, *, metrics_
     """One edge worker until SIGTERM/SIGINT (or `stop`). `ready(port)` is called once it listens."""
     from aiohttp import web
 
+    from ingest import metrics  # here, not at import: after PROMETHEUS_MULTIPROC_DIR is set
     from ingest.app import create_app
     from ingest.fastpath import EdgeSite
+    from ingest.serverlog import quiet_bad_requests
 
-    logging.getLogger("aiohttp.server").addFilter(QuietBadRequests())
+    quiet_bad_requests(metrics.BAD_REQUESTS.inc)  # counted per edge worker (pixeltrack_edge_bad_requests_total)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    edge_id = settings.edge_id if workers == 1 else f"{settings.edge_id}-{index}"
-    app = create_app(settings.model_copy(update={"edge_id": edge_id}),
+    app = create_app(worker_settings(settings, index, workers),
                      spool_dir=worker_spool(settings.spool_dir, index), metrics_dir=metrics_dir,
                      drain_timeout=drain_timeout, adopt=orphan_spools(settings.spool_dir, index, workers))
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)

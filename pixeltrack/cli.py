@@ -113,10 +113,10 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_link(args: argparse.Namespace) -> int:
     from pixeltrack.sdk import Message, Tracker
-    from pixeltrack.wiring import keyring_for
+    from pixeltrack.wiring import minting_keyring
 
     settings = _settings()
-    keyring = keyring_for(settings, Path(args.data) if args.data else None)
+    keyring = minting_keyring(settings, Path(args.data) if args.data else None, args.tenant or "")
     tracker = Tracker(args.base_url, keyring, settings.token_ttl_days)
     m = Message(campaign=args.campaign, message=args.message, recipient=args.recipient,
                 variant=args.variant or "", tenant=args.tenant or "")
@@ -299,16 +299,22 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from pixeltrack.serve import ServeInfo
 
     settings = _settings()
+    info = ServeInfo.read(Path(args.data)) if args.data else None
     if args.tenant is None:
         from schemas.tenants import TenantRegistry
 
-        if TenantRegistry.load(settings.tenants_file).tenants:
-            # '' is a tenant of its own: erasing there would record a proof and delete nothing of theirs.
+        # '' is a tenant of its own: erasing there would record a proof and delete nothing of theirs. The
+        # tenants that count are those of the installation that erases: a running serve's own (its state
+        # file says; a serve that does not say is taken to have some), else these settings' tenants file.
+        if info is not None:
+            has_tenants = info.tenants is None or bool(info.tenants)
+        else:
+            has_tenants = bool(TenantRegistry.load(settings.tenants_file).tenants)
+        if has_tenants:
             print("pixeltrack forget: tenants are configured; give --tenant (--tenant '' for the default one)",
                   file=sys.stderr)
             return 2
     tenant = args.tenant or ""
-    info = ServeInfo.read(Path(args.data)) if args.data else None
     if info is not None:
         try:
             deleted = _admin_post(info, "/forget", {"recipient": args.recipient, "tenant": tenant}, 600)["deleted"]

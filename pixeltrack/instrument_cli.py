@@ -113,7 +113,7 @@ def _instrument(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from pixeltrack.sdk import ApiClient, ApiError, Tracker
-    from pixeltrack.wiring import keyring_for
+    from pixeltrack.wiring import minting_keyring
     from schemas.settings import Settings
 
     if args.api and not (args.api_key or args.api_key_file):
@@ -130,7 +130,7 @@ def _instrument(args: argparse.Namespace) -> int:
     plan = EmailPlan.parse(email_path.read_bytes(), encoding=args.encoding, resolve_base=not args.keep_relative,
                            tracker_base=args.base_url)
     recipients = read_recipients(Path(args.recipients))
-    keyring = keyring_for(settings, Path(args.data) if args.data else None)
+    keyring = minting_keyring(settings, Path(args.data) if args.data else None, args.tenant)
     if args.hash_recipients:
         pseudonyms = Pseudonyms(keyring)
         recipients = [replace(r, recipient=pseudonyms.of(r.recipient), source_id=r.recipient) for r in recipients]

@@ -20,6 +20,7 @@ from ingest.api import create_api_app
 from ingest.app import create_app
 from ingest.fastpath import EdgeSite
 from ingest.publisher import QueuePublisher
+from ingest.serverlog import quiet_bad_requests
 from pixeltrack.dashboard import query_with, start_dashboard
 from pixeltrack.wiring import API_KEY_FILE, build_processor, data_dir_secret, keyring_for, tenants_for
 from processors.clickhouse import migrate
@@ -46,6 +47,9 @@ class ServeInfo:
     admin_url: str
     admin_token: str
     pid: int
+    # The tenants this serve answers for (from its own tenants file, read at its start); None in the
+    # state file of a serve that did not say. `forget` asks here, not its caller's environment.
+    tenants: list[str] | None = None
 
     @classmethod
     def read(cls, data_dir: Path) -> ServeInfo | None:
@@ -99,6 +103,7 @@ def admin_app(writer: ClickHouseWriter, token: str,
         deleted = await writer.forget(recipient, tenant)
         return web.json_response({"deleted": deleted})
 
+    quiet_bad_requests()  # a malformed request: one DEBUG line, address truncated (ingest.serverlog)
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_post("/query", query)
     app.router.add_post("/forget", forget)
@@ -174,7 +179,8 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     info = ServeInfo(f"http://{shown_host}:{edge_port}", f"http://127.0.0.1:{dashboard.addresses[0][1]}",
                      f"http://{shown_host}:{api_bound}", api_key,
-                     f"http://127.0.0.1:{admin_port}", token, os.getpid())
+                     f"http://127.0.0.1:{admin_port}", token, os.getpid(),
+                     sorted(tenants_for(settings, keyring).tenants))
     state = data_dir / STATE_FILE
     fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -45,6 +45,18 @@ def keyring_for(settings: Settings, data_dir: Path | None = None) -> Keyring:
     return data_dir_keyring(data_dir)
 
 
+def minting_keyring(settings: Settings, data_dir: Path | None, tenant: str) -> Keyring:
+    """The keys that mint `tenant`'s links (`link`, `instrument`): its own from the tenants file, since
+    the edge accepts a tenant's token only with its keys on its domains; tenant "": keyring_for's."""
+    if not tenant:
+        return keyring_for(settings, data_dir)
+    keyring = TenantRegistry.load(settings.tenants_file).for_tenant(tenant)
+    if keyring is None:
+        where = settings.tenants_file or "none: PIXELTRACK_TENANTS_FILE is not set"
+        raise ValueError(f"tenant {tenant!r} is not in the tenants file ({where})")
+    return keyring
+
+
 def tenants_for(settings: Settings, keyring: Keyring | None) -> TenantRegistry:
     """The tenants file's tenants; `keyring` (settings' or the data folder's keys) serves tenant ""."""
     return TenantRegistry.load(settings.tenants_file, default=keyring)

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schemas.tokens import Keyring
+from schemas.tokens import Keyring, TokenError, TokenKind, TokenPayload
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|^localhost$|^127\.0\.0\.1$")
@@ -19,11 +19,14 @@ MAX_REMEMBERED_HOSTS = 1024  # Host headers whose tenant is remembered (tracking
 
 
 def host_name(host: str) -> str:
-    """A Host header's name: lower case, without its port or a trailing dot ("[v6]" kept in brackets)."""
-    host = host.strip().lower().rstrip(".")
+    """A Host header's name: lower case, without its port, then without one trailing dot (the root of a
+    fully qualified name: "A.example.com.:8080" is "a.example.com"); "[v6]" is kept in brackets."""
+    host = host.strip().lower()
     if host.startswith("["):  # [v6]:port
         return host.split("]", 1)[0] + "]"
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    return host[:-1] if host.endswith(".") else host
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,22 @@ class TenantRegistry:
             self._seen.clear()  # junk Host headers filled it: start again rather than stop remembering
         self._seen[host] = found
         return found
+
+    def verify_token(self, host: str, token: str, kind: TokenKind, now_ms: int | None = None) -> TokenPayload:
+        """The one rule for tokens, at the edge and in the processors: a token fetched on `host` is
+        checked with the keys of the tenant that host belongs to ("" on hosts no tenant claims, with the
+        default keys) and must name that same tenant. So tenant T's token verifies only with T's keys
+        and only on T's domains, and a token naming T signed with the default keys is a forgery
+        anywhere. `now_ms`: also refuse an expired token. TokenError otherwise (unknown_host,
+        wrong_tenant, or the keyring's reason)."""
+        found = self.for_host(host)
+        if found is None:
+            raise TokenError("unknown_host", host[:100])
+        tenant, keyring = found
+        payload = keyring.verify(token, kind, now_ms)
+        if payload.tenant != tenant:
+            raise TokenError("wrong_tenant", f"a token of {payload.tenant[:64]!r} on a domain of {tenant!r}")
+        return payload
 
     def for_tenant(self, name: str) -> Keyring | None:
         if name in self._rings:

@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from aiohttp import web
 
+from ingest.serverlog import quiet_bad_requests
 from pixeltrack.dashboard import pages
 from pixeltrack.dashboard.queries import CampaignData, CampaignRow, Query, fetch_campaign, fetch_campaigns
 from pixeltrack.dashboard.templates import CONTENT_SECURITY_POLICY
@@ -222,6 +223,7 @@ def create_dashboard_app(query: Query, tenant: str = "", refresh_seconds: int = 
     ttl = refresh_seconds / 2 if cache_seconds is None else cache_seconds
     if ttl < 0:
         raise ValueError(f"cache_seconds={cache_seconds!r}: must be >= 0")
+    quiet_bad_requests()  # a malformed request: one DEBUG line, address truncated (ingest.serverlog)
     app = web.Application(middlewares=[same_site_only(allowed_hosts), security_headers])
     cache = ResultCache(ttl)
     app[DASHBOARD] = Dashboard(query, tenant, refresh_seconds, cache)

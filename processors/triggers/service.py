@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import aiohttp
 
@@ -25,6 +26,20 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "triggers-state.jsonl"
 DLQ_FILE = "triggers-dlq.jsonl"
+
+
+def open_private(path: Path, append: bool) -> BinaryIO:
+    """`path` opened for writing, owner-only: trigger state and dead letters hold recipient ids, action
+    bodies and webhook answers. Its folder is created 0700; a file an earlier version left 0644 is
+    narrowed to 0600."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab" if append else "wb")
 
 
 class StateJournal:
@@ -47,8 +62,7 @@ class StateJournal:
         lines = b"".join(r.encode() + b"\n" for r in records)
         if not lines:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as f:
+        with open_private(self.path, append=True) as f:
             f.write(lines)
             f.flush()
             os.fsync(f.fileno())
@@ -74,9 +88,8 @@ class StateJournal:
         return {k: r for k, r in latest.items() if r.expires_at > now}
 
     def _rewrite(self, latest: dict[str, StateRecord]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
+        with open_private(tmp, append=False) as f:
             f.write(b"".join(r.encode() + b"\n" for r in latest.values()))
             f.flush()
             os.fsync(f.fileno())
@@ -227,8 +240,7 @@ class TriggerService:
         lines = b"".join(letter.encode() + b"\n" for letter in letters)
 
         def write() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("ab") as f:
+            with open_private(path, append=True) as f:
                 f.write(lines)
                 f.flush()
                 os.fsync(f.fileno())

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC
 
 import aiohttp
 
@@ -32,7 +35,8 @@ RETRYABLE_STATUS = frozenset({408, 425, 429, *range(500, 600)})
 class RetryPolicy:
     """Attempts and the waits between them: after failed attempt n the wait is drawn from
     [d/2, d] with d = min(max_delay, base_delay * 2**(n-1)) (jitter spreads retries of many actions
-    to one receiver). A Retry-After (seconds) on 429/503 is honoured up to max_retry_after."""
+    to one receiver). A Retry-After (seconds or an HTTP-date) on 429/503 is honoured up to
+    max_retry_after; one that is neither (junk, nan, inf, negative) leaves the wait to the backoff."""
 
     max_attempts: int = 10
     base_delay: float = 2.0
@@ -46,7 +50,8 @@ class RetryPolicy:
             raise ValueError(f"need 0 ≤ base_delay ≤ max_delay, got {self.base_delay!r} and {self.max_delay!r}")
 
     def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
-        if retry_after is not None:
+        # A non-finite wait would reach the event loop's timer (uvloop raises on nan): the backoff decides.
+        if retry_after is not None and math.isfinite(retry_after):
             return min(max(retry_after, 0.0), self.max_retry_after)
         d = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         return d / 2 + rng.random() * d / 2
@@ -129,7 +134,8 @@ class WebhookClient:
                 if 200 <= status < 300:
                     return _Attempt(True, False, "", "", status)
                 text = (await resp.content.read(300)).decode("utf-8", "replace")
-                retry_after = _retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None
+                retry_after = (_retry_after(resp.headers.get("Retry-After"), self._clock())
+                               if status in (429, 503) else None)
                 return _Attempt(False, status in RETRYABLE_STATUS, f"http_{status}", text.strip(), status,
                                 retry_after)
         except TimeoutError:
@@ -142,10 +148,20 @@ class WebhookClient:
             return _Attempt(False, True, "connection_error", f"{type(exc).__name__}: {exc}")
 
 
-def _retry_after(value: str | None) -> float | None:
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Seconds a Retry-After asks to wait (RFC 9110 10.2.3: delay-seconds, or an HTTP-date, which is
+    `now` or later); None when absent or neither (junk, "nan", "inf", "-5", "1.5"): the backoff decides.
+    Very large values come back large; RetryPolicy.delay caps them."""
     if value is None:
         return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        # Cut before int(): a header of thousands of digits must not cost a big-number conversion.
+        return float(int(text)) if len(text) <= 12 else 1e12
     try:
-        return float(value)
-    except ValueError:
-        return None  # an HTTP date: the backoff decides instead
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000" and a missing zone: HTTP-dates are in GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import re
 from collections.abc import Iterator
@@ -10,8 +12,12 @@ from typing import Any
 
 import yaml
 
-from schemas import native
+from ingest.app import create_app
+from ingest.publisher import QueuePublisher
+from pixeltrack.sdk import Message, Tracker
+from schemas import native, tokens
 from schemas.settings import Settings
+from schemas.tokens import Keyring
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
@@ -98,3 +104,34 @@ def grafana_promql(doc: dict[str, Any]) -> list[str]:
 def topics_created(script: str) -> dict[str, int]:
     """topic → partitions of the `create NAME PARTITIONS RETENTION` lines of a topics script."""
     return {name: int(parts) for name, parts in re.findall(r"^\s*create\s+(\S+)\s+(\d+)\s", script, re.M)}
+
+
+def first_segment(path: str) -> str:
+    """"/o/abc.gif" → "/o/", "/healthz" → "/healthz": the part a proxy routes on."""
+    head, sep, _ = path.lstrip("/").partition("/")
+    return f"/{head}{sep}"
+
+
+def minted_prefixes() -> set[str]:
+    """The path prefix of every URL the SDK's Tracker mints (what `pixeltrack link` and `instrument`
+    print too): each public `*_url` method is called, so a new kind of link is found without being named
+    here, plus one prefix per token kind of schemas.tokens."""
+    tracker = Tracker("https://t.example.com", Keyring({"k1": b"k" * 32}, "k1"))
+    message = Message(campaign="c", message="m", recipient="r")
+    minted: set[str] = set()
+    for name, method in inspect.getmembers(tracker, inspect.ismethod):
+        if name.startswith("_") or not name.endswith("_url"):
+            continue
+        required = [p for p in inspect.signature(method).parameters.values()
+                    if p.default is inspect.Parameter.empty][1:]  # after the message
+        url = method(message, *(["https://example.com/landing"] * len(required)))
+        minted.add(first_segment(url.removeprefix(tracker.base_url)))
+    minted |= {f"/{code}/" for code in tokens._KIND_CODE.values()}
+    return minted
+
+
+def edge_route_prefixes() -> set[str]:
+    """The first path segment of every route of the edge's route table."""
+    settings = Settings(signing_keys="k1:" + "a" * 43, spool_dir=None)
+    app = create_app(settings, publisher=QueuePublisher(asyncio.Queue()))
+    return {first_segment(r.canonical) for r in app.router.resources()}

@@ -30,12 +30,14 @@ from tests.unit.deploy.deployfiles import (
     compose,
     dashboard,
     deploy_files,
+    edge_route_prefixes,
     env_example,
     grafana_panels,
     grafana_promql,
     grafana_sql,
     k8s_objects,
     load_yaml_documents,
+    minted_prefixes,
     pod_specs,
     topics_created,
 )
@@ -146,6 +148,13 @@ def test_compose_gives_each_edge_its_own_spool_volume() -> None:
     assert len(set(spools)) == 2, "two edges never share one journal"
     assert any(v.split(":")[1] == "/var/lib/clickhouse" for v in services["clickhouse"]["volumes"])
     assert any(v.split(":")[1] == "/var/lib/kafka/data" for v in services["kafka"]["volumes"])
+
+
+def test_compose_publishes_the_dashboard_on_loopback_only() -> None:
+    """The dashboard has no login: its port is bound to 127.0.0.1, never to every interface."""
+    ports = compose()["services"]["dashboard"].get("ports", [])
+    for port in ports:
+        assert str(port).startswith("127.0.0.1:"), f"dashboard port {port!r} is published on every interface"
 
 
 def test_compose_healthchecks() -> None:
@@ -315,7 +324,7 @@ def test_k8s_selectors_and_references_meet() -> None:
                 backend = path["backend"]["service"]
                 assert backend["name"] in services
                 assert backend["port"]["name"] in {p["name"] for p in services[backend["name"]]["spec"]["ports"]}
-                assert path["path"] in ("/o/", "/c/"), "only tracking paths are public"
+                assert path["path"] in _public_edge_paths(), "only tracking paths are public"
     stateful = _by_kind(objects, "StatefulSet")["edge"]
     assert services[stateful["spec"]["serviceName"]]["spec"]["clusterIP"] == "None"
 
@@ -420,3 +429,102 @@ def test_grafana_sql_runs_on_the_schema(clickhouse: ClickHouseDb) -> None:
         assert [tuple(r) for r in summary] == [(1, 1)]
     finally:
         client.close()
+
+
+# --- every minted link reaches an edge -----------------------------------------------------------
+
+def _edge_internal_paths() -> set[str]:
+    """Paths only the cluster uses: the edge's probes and its scrape path, as the manifests name them."""
+    pod = _by_kind(k8s_objects(), "StatefulSet")["edge"]["spec"]["template"]
+    paths = {pod["metadata"]["annotations"]["prometheus.io/path"]}
+    for container in pod["spec"]["containers"]:
+        paths |= {container[probe]["httpGet"]["path"] for probe in ("readinessProbe", "livenessProbe", "startupProbe")
+                  if probe in container}
+    return paths
+
+
+def _public_edge_paths() -> set[str]:
+    """What the public must reach: every prefix the SDK mints, and every edge route but the internal ones."""
+    return minted_prefixes() | (edge_route_prefixes() - _edge_internal_paths())
+
+
+def _ingress_unrouted(required: set[str]) -> dict[str, set[str]]:
+    """host → the required prefixes the edge Ingress does not send to the edge Service there."""
+    ingress = _by_kind(k8s_objects(), "Ingress")["edge"]
+    edge_port = "http"
+    missing = {}
+    for rule in ingress["spec"]["rules"]:
+        routed = {p["path"] for p in rule["http"]["paths"]
+                  if p["pathType"] == "Prefix" and p["backend"]["service"]["name"] == "edge"
+                  and p["backend"]["service"]["port"]["name"] == edge_port}
+        missing[rule["host"]] = {need for need in required
+                                 if not any(need.startswith(r.rstrip("/") + "/") or need == r for r in routed)}
+    return missing
+
+
+HAPROXY_RULE = re.compile(r"^\s*(http-request\s+deny|use_backend\s+(\S+)|default_backend\s+(\S+))(.*)$")
+HAPROXY_PATH_ACL = re.compile(r"\bif\s+\{\s*(path_beg|path)\s+([^}]+?)\s*\}\s*$")
+
+
+def _haproxy_backend(cfg: str, frontend: str, path: str) -> str | None:
+    """The backend the frontend sends `path` to (None: denied or no backend), from its deny, use_backend
+    and default_backend lines; a rule with a condition this reader does not know fails the test."""
+    block = re.search(rf"^frontend\s+{frontend}\s*$(.*?)(?=^\S|\Z)", cfg, re.M | re.S)
+    assert block, f"haproxy.cfg has no frontend {frontend}"
+    default = None
+    for line in block.group(1).splitlines():
+        rule = HAPROXY_RULE.match(line)
+        if rule is None:
+            continue
+        if rule.group(3):
+            default = rule.group(3)
+            continue
+        cond = HAPROXY_PATH_ACL.search(rule.group(4))
+        assert cond, f"haproxy.cfg: cannot tell which paths {line.strip()!r} applies to"
+        matcher, values = cond.group(1), cond.group(2).split()
+        hit = any(path.startswith(v) for v in values) if matcher == "path_beg" else path in values
+        if hit:
+            return rule.group(2)  # None for a deny
+    return default
+
+
+def _haproxy_unrouted(required: set[str]) -> set[str]:
+    services = compose()["services"]
+    mounts = [v.split(":") for v in services["lb"]["volumes"]]
+    cfg = next(DEPLOY / src for src, dst, *_ in mounts if dst.endswith("haproxy.cfg")).read_text(encoding="utf-8")
+    return {need for need in required if _haproxy_backend(cfg, "tracking", need + "token") != "edges"}
+
+
+def test_the_edge_answers_every_minted_link() -> None:
+    minted = minted_prefixes()
+    assert {"/o/", "/c/", "/u/"} <= minted, "the SDK's URL builders were not all found"
+    assert minted <= edge_route_prefixes(), "the SDK mints a link the edge has no route for"
+
+
+def test_ingress_routes_every_tracking_path_on_every_host() -> None:
+    required = _public_edge_paths()
+    missing = _ingress_unrouted(required)
+    assert missing, "the ingress has no host"
+    assert all(not paths for paths in missing.values()), f"not routed to the edges: {missing}"
+    # ... and keeps the probes and metrics inside the cluster.
+    internal = _ingress_unrouted(_edge_internal_paths())
+    assert all(paths == _edge_internal_paths() for paths in internal.values()), internal
+
+
+def test_haproxy_routes_every_tracking_path_to_the_edges() -> None:
+    assert _haproxy_unrouted(_public_edge_paths()) == set()
+    assert _haproxy_unrouted({"/metrics"}) == {"/metrics"}, "the edges' metrics stay away from the public"
+
+
+def test_a_new_kind_of_link_fails_the_routing_checks_until_routed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The required paths come from the code: a URL builder added to the SDK (here a /d/ download) is a
+    path the ingress does not route yet, so the checks above fail until the deploy files route it."""
+    from pixeltrack import sdk
+
+    def download_url(self: sdk.Tracker, m: sdk.Message, url: str) -> str:
+        return f"{self.base_url}/d/{self.click_url(m, url).rsplit('/', 1)[1]}"
+
+    monkeypatch.setattr(sdk.Tracker, "download_url", download_url, raising=False)
+    assert "/d/" in minted_prefixes()
+    assert all("/d/" in missing for missing in _ingress_unrouted(_public_edge_paths()).values())
+    assert "/d/" not in edge_route_prefixes()

@@ -61,6 +61,22 @@ async def test_conversion_by_click_id_is_attributed(keyring: Keyring) -> None:
         "spring", "A", "m-7", "r-7", "pricing", "hit-42", 49.5, "EUR")
 
 
+async def test_a_conversion_value_beyond_the_bound_is_refused_naming_the_field_and_the_limit(keyring: Keyring) -> None:
+    """Two posts of 1e308 summed to a revenue of Infinity: a value is at most 1e12 (a 422, nothing sent)."""
+    bus: asyncio.Queue[Record] = asyncio.Queue()
+    conversion = {"idempotency_key": "k", "message": "m-1"}
+    async with await client_for(keyring, bus) as client:
+        for value in (1e308, 1e12 + 1, 10**13, -1, "5"):
+            bad = await client.post("/v1/conversions", headers=KEY,
+                                    json={"conversions": [{**conversion, "value": value}]})
+            assert bad.status == 422, value
+            assert (await bad.json())["errors"] == ["conversions[0].value: must be a number from 0 to 1e+12"]
+        assert bus.empty()
+        ok = await client.post("/v1/conversions", headers=KEY, json={"conversions": [{**conversion, "value": 1e12}]})
+        assert ok.status == 202
+    assert Conversion.decode(bus.get_nowait().value).value == 1e12
+
+
 async def test_times_outside_what_clickhouse_holds_and_overlong_fields_are_refused_by_name(keyring: Keyring) -> None:
     """One out-of-range time would make ClickHouse refuse the processors' whole batch, again at every
     retry: the API refuses it (the clock here is 2026-09-21) and names the field."""

@@ -20,9 +20,11 @@ from ingest.fastpath import EdgeSite
 from ingest.pixel import GIF
 from schemas.records import DeadLetter, RawHit, Record
 from schemas.settings import Settings
+from schemas.tenants import TenantRegistry
 from schemas.tokens import MAX_TOKEN_CHARS, Keyring, TokenError, TokenPayload
 
 KEYRING = Keyring({"p1": b"property-secret-0123456789abcdef", "p0": b"older-property-secret-0123456789"}, "p1")
+ANY_HOST = TenantRegistry({}, KEYRING)  # no tenants: every host is tenant "" with KEYRING
 NOW = int(time.time() * 1000)
 URLS = [f"https://shop.example.com/item/{i}?ref=mail&x=%20" for i in range(5)]
 CLICKS = [KEYRING.mint(TokenPayload("click", "", "c", "A", f"m-{i}", "r", NOW, url=u)) for i, u in enumerate(URLS)]
@@ -68,7 +70,7 @@ def test_check_token_raises_only_token_error_and_accepts_only_what_was_signed(ca
     reasons = {"too_long", "malformed", "unknown_key", "bad_signature", "wrong_kind", "expired"}
     for kind in ("open", "click"):
         try:
-            payload = check_token(KEYRING, candidate, kind, NOW)  # type: ignore[arg-type]
+            payload = check_token(ANY_HOST, "t.example.com", candidate, kind, NOW)  # type: ignore[arg-type]
         except TokenError as exc:
             reason = exc.reason
             payload = None
@@ -86,7 +88,7 @@ def test_check_token_rejects_cheaply_before_any_hmac() -> None:
     for junk, reason in [("x" * (MAX_TOKEN_CHARS + 1), "too_long"), ("p1.é.abc", "malformed"),
                          ("p1.\udcff.abc", "malformed"), ("p1.a b.c", "malformed"), ("", "malformed")]:
         with pytest.raises(TokenError) as caught:
-            check_token(KEYRING, junk, "click", NOW)
+            check_token(ANY_HOST, "t.example.com", junk, "click", NOW)
         assert caught.value.reason == reason
 
 

@@ -120,8 +120,10 @@ async def test_every_documented_answer_is_given_as_documented(keyring: Keyring) 
     {"sends": [{**SEND, "campaign": "x" * 201}]},
     {"sends": [{**SEND, "links": -1}]},
     {"sends": []},
+    [{"idempotency_key": "o", "message": "m", "value": 2e12}],
 ])
 def test_what_the_handler_refuses_the_request_schema_refuses(bad: Any) -> None:
     doc = document()
-    schema = doc["paths"]["/v1/sends"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    path = "/v1/conversions" if isinstance(bad, list) else "/v1/sends"
+    schema = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert list(schema_validator(doc, schema).iter_errors(bad)) != []

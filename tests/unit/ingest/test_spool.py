@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,27 @@ def test_ack_trims_segments_and_survives_restart(tmp_path: Path) -> None:
     again = Spool(tmp_path, segment_bytes=200)
     assert [r for r, _ in again.read_from(again.acked, 1000)] == [rec(i) for i in range(12, 20)]
     assert again.pending_bytes() > 0
+
+
+def test_the_spool_folder_and_its_files_are_owner_only(tmp_path: Path) -> None:
+    """The journal holds tokens (recipient ids) and client addresses: a 0700 folder of 0600 files, also
+    under a permissive umask."""
+    old_umask = os.umask(0o022)
+    try:
+        spool = Spool(tmp_path / "spool" / "worker-0", segment_bytes=200)
+        for i in range(20):
+            spool.append(rec(i))
+        got = spool.read_from(spool.acked, 1000)
+        spool.ack(got[11][1])
+        spool.take_sync_work().run()
+        spool.close()
+    finally:
+        os.umask(old_umask)
+    folder = tmp_path / "spool" / "worker-0"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    files = list(folder.iterdir())
+    assert len(files) > 2  # the lock, segments and the checkpoint
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o600 for p in files}
 
 
 def test_everything_acked_leaves_nothing_pending(tmp_path: Path) -> None:

@@ -1,19 +1,17 @@
-"""The runner's pure parts: spool folders per worker, spools left by a former layout, quiet 4xx logs, the
-shutdown bound."""
+"""The runner's pure parts: spool folders per worker, spools left by a former layout, the shutdown bound
+(its quiet 4xx logs: test_serverlog.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
-from aiohttp import http_exceptions
 from aiohttp.test_utils import TestClient, TestServer
 
 from ingest.app import create_app
 from ingest.publisher import QueuePublisher
 from ingest.spool import Spool
-from ingest.workers import QuietBadRequests, orphan_spools, worker_spool
+from ingest.workers import orphan_spools, worker_settings, worker_spool
 from schemas.records import Record
 from schemas.settings import Settings
 from schemas.tokens import Keyring
@@ -56,14 +54,19 @@ async def test_a_former_workers_spool_is_replayed_and_removed(tmp_path: Path, se
     assert not (tmp_path / "worker-5").exists()
 
 
-def test_malformed_requests_do_not_fill_the_log() -> None:
-    quiet = QuietBadRequests()
-
-    def record(exc: BaseException) -> logging.LogRecord:
-        return logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request", (),
-                                 (type(exc), exc, None))
-
-    assert not quiet.filter(record(http_exceptions.LineTooLong("x", "8190")))
-    assert not quiet.filter(record(http_exceptions.BadHttpMethod("BREW")))
-    assert quiet.filter(record(RuntimeError("a real error")))
-    assert quiet.filter(logging.LogRecord("aiohttp.server", logging.INFO, __file__, 1, "hello", (), None))
+def test_the_spool_bound_is_the_edges_shared_by_its_workers(tmp_path: Path) -> None:
+    """spool_max_bytes bounds the edge (its volume), not each worker: N workers get 1/N each, and their
+    spools together refuse what the bound does not hold."""
+    s = Settings(_env_file=None, edge_id="e", spool_max_bytes=4 << 20, spool_segment_bytes=1 << 16)  # type: ignore[call-arg]
+    assert (worker_settings(s, 0, 1).edge_id, worker_settings(s, 0, 1).spool_max_bytes) == ("e", 4 << 20)
+    shares = [worker_settings(s, i, 4) for i in range(4)]
+    assert [w.edge_id for w in shares] == ["e-0", "e-1", "e-2", "e-3"]
+    assert [w.spool_max_bytes for w in shares] == [1 << 20] * 4
+    kept = 0
+    record = Record("hits.raw", b"m", b"x" * 4000)
+    for i, w in enumerate(shares):
+        spool = Spool(worker_spool(tmp_path, i) or tmp_path, w.spool_segment_bytes, w.spool_max_bytes)
+        while spool.append(record) is not None:
+            kept += 1
+        spool.close()
+    assert 0 < kept * 4000 <= s.spool_max_bytes

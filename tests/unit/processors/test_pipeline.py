@@ -12,6 +12,7 @@ from processors.classify_file import build_classifier
 from processors.pipeline import EVENT_COLUMNS, MAX_EDGE_REASONS, HitProcessor
 from schemas.classified import ClassifiedEvent
 from schemas.records import RawHit
+from schemas.sends import Conversion, Send
 from schemas.tokens import FLAG_HONEYPOT, Keyring, TokenPayload
 from schemas.topics import Topics
 from tests.unit.processors.builders import CHROME, HTML_ACCEPT, SENT
@@ -199,3 +200,19 @@ def test_edge_dead_letter_reasons_label_a_metric_only_up_to_a_bound() -> None:
     assert len(out.dead_letters.rows) == 100  # every letter stored with its own reason
     assert REGISTRY.get_sample_value("pixeltrack_dead_letters_total", {"stage": "edge", "reason": "other"}) == \
         before + 100 - MAX_EDGE_REASONS
+
+
+def test_a_kafka_conversion_beyond_the_value_bound_is_dead_lettered() -> None:
+    """The conversions topic is an input like any other: a value the API would refuse (two of 1e308 made
+    revenue Infinity) is a dead letter naming the bound, and the conversions within it are stored."""
+    t = Topics()
+    processor = HitProcessor(KEYRING, build_classifier(), t)
+    out = processor.process([
+        Rec(t.sends, 0, 0, Send("", "c", "A", "m-1", "rcpt-1", SENT, "x.com", 1).encode()),
+        Rec(t.conversions, 0, 1, Conversion("", "k1", SENT + 60, 1e308, "EUR", message="m-1").encode()),
+        Rec(t.conversions, 0, 2, Conversion("", "k2", SENT + 60, 1e12 + 1, "EUR", message="m-1").encode()),
+        Rec(t.conversions, 0, 3, Conversion("", "k3", SENT + 60, 1e12, "EUR", message="m-1").encode())])
+    letters = [orjson.loads(r.value) for r in out.to_dlq]
+    assert [d["reason"] for d in letters] == ["undecodable_conversion"] * 2
+    assert all("from 0 to 1e+12" in d["detail"] for d in letters), letters
+    assert [r[1] for r in out.conversions.rows] == ["k3"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.tenants import MAX_REMEMBERED_HOSTS, Tenant, TenantRegistry
+from schemas.tenants import MAX_REMEMBERED_HOSTS, Tenant, TenantRegistry, host_name
 from schemas.tokens import Keyring, new_secret
 
 DEFAULT = Keyring({"d1": b"default-secret-0123456789"}, "d1")
@@ -28,6 +28,21 @@ def test_a_host_is_its_tenants_in_any_spelling_and_elsewhere_the_default() -> No
     assert reg.for_host("shop.example") == ("", DEFAULT)
     assert TenantRegistry({"acme": acme()}).for_host("shop.example") is None
     assert TenantRegistry({"acme": acme()}).for_host("shop.example") is None  # and again, remembered
+
+
+@pytest.mark.parametrize(("header", "name"), [
+    ("a.example.com", "a.example.com"), ("A.Example.COM:8080", "a.example.com"), ("a.example.com.", "a.example.com"),
+    ("a.example.com.:8080", "a.example.com"), ("A.EXAMPLE.COM.:443", "a.example.com"),
+    ("a.example.com..", "a.example.com."), ("[::1]:8080", "[::1]"), ("localhost:8080", "localhost"),
+])
+def test_host_name_lowercases_and_strips_the_port_then_one_trailing_dot(header: str, name: str) -> None:
+    assert host_name(header) == name
+
+
+def test_a_fully_qualified_host_with_a_port_is_its_tenants() -> None:
+    found = TenantRegistry({"acme": acme()}, DEFAULT).for_host("T.acme.example.:8080")
+    assert found is not None
+    assert found[0] == "acme"
 
 
 def test_hosts_remembered_are_bounded_and_answers_stay_right_past_the_bound() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import stat
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -104,6 +106,31 @@ async def test_given_up_actions_and_unreadable_events_are_dead_lettered(tmp_path
     assert letters[1]["rule"] == "tell-sales"
     assert letters[1]["payload"]["recipient"] == "r-1"
     assert len(receiver.calls) == 2
+
+
+async def test_state_and_dead_letters_are_owner_only(tmp_path: Path, receiver: Receiver) -> None:
+    """They hold recipient ids, action bodies and receivers' answers: files 0600 in a 0700 folder, also
+    under a permissive umask, and a file an earlier version left 0644 is narrowed."""
+    state_dir = tmp_path / "data" / "triggers"
+    state_dir.mkdir(parents=True)
+    (state_dir / DLQ_FILE).write_bytes(b"")
+    (state_dir / DLQ_FILE).chmod(0o644)
+    fresh = tmp_path / "fresh" / "triggers"
+    receiver.always = 500
+    retry = RetryPolicy(max_attempts=1)
+    old_umask = os.umask(0o022)
+    try:
+        for folder in (state_dir, fresh):
+            s = service(receiver.url, folder, retry=retry)
+            async with running(s):
+                await s.feed(records([pricing_click()]))
+                await eventually(lambda: s.dead_lettered == 1, 10, "the dead letter")  # noqa: B023
+    finally:
+        os.umask(old_umask)
+    for folder in (state_dir, fresh):
+        assert stat.S_IMODE((folder / STATE_FILE).stat().st_mode) == 0o600
+        assert stat.S_IMODE((folder / DLQ_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
 
 
 def test_the_journal_keeps_the_last_record_per_key_and_drops_expired_ones(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import AsyncIterator
 
@@ -148,6 +149,51 @@ async def test_retry_after_is_honoured_within_its_cap(session: aiohttp.ClientSes
         await runner.cleanup()
     assert (d.ok, d.reason) == (False, "http_429")
     assert waits.delays == [5, 5]
+
+
+class StrictWaits(Waits):
+    """Refuses what an event loop's timer refuses (uvloop raises ValueError on nan), and negative waits."""
+
+    async def __call__(self, seconds: float) -> None:
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"cannot wait {seconds!r} s")
+        self.delays.append(seconds)
+
+
+NOW = 1_445_412_400.0  # Wed, 21 Oct 2015 07:26:40 GMT
+
+
+@pytest.mark.parametrize(("retry_after", "waited"), [
+    ("7", 7.0), ("99999999999999999999999", 30.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 30.0),
+    ("Wed, 21 Oct 2015 07:27:00 GMT", 20.0), ("Wed, 21 Oct 2015 07:00:00 GMT", 0.0),
+    ("nan", None), ("inf", None), ("-inf", None), ("-5", None), ("1e400", None), ("soon", None), ("", None),
+])
+async def test_retry_after_seconds_dates_and_junk(session: aiohttp.ClientSession, retry_after: str,
+                                                  waited: float | None) -> None:
+    """Seconds and HTTP-dates are honoured up to the cap; junk, nan, inf and negatives fall back to the
+    backoff. Either way the action ends in a Delivery (here given up after the attempts) and never raises."""
+    async def throttled(request: web.Request) -> web.Response:
+        return web.Response(status=503, headers={"Retry-After": retry_after})
+
+    app = web.Application()
+    app.router.add_post("/hook", throttled)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    waits = StrictWaits()
+    policy = RetryPolicy(max_attempts=2, base_delay=1.0, max_delay=4.0, max_retry_after=30)
+    try:
+        client = WebhookClient(session, policy, clock=lambda: NOW, sleep=waits)
+        d = await client.deliver(hook(f"http://127.0.0.1:{port}/hook"), ACTION)
+    finally:
+        await runner.cleanup()
+    assert (d.ok, d.reason, d.attempts) == (False, "http_503", 2)
+    assert len(waits.delays) == 1
+    if waited is None:
+        assert 0.5 <= waits.delays[0] <= 1.0  # the first backoff step: [base/2, base]
+    else:
+        assert waits.delays[0] == waited
 
 
 def test_backoff_grows_and_is_capped() -> None:
