@@ -37,7 +37,9 @@ class Settings(BaseSettings):
     queue_size: int = Field(100_000, ge=1, description="Bound of the edge's in-memory hit queue.")
     spool_dir: Path | None = Field(
         Path(".pixeltrack/spool"), description="Edge spool folder (journal of answered hits); empty = none.")
-    spool_max_bytes: int = Field(2 << 30, ge=1 << 20, description="Spool bound per edge (its workers share it equally); past it hits are dropped.")
+    spool_max_bytes: int = Field(
+        2 << 30, ge=1 << 20,
+        description="Spool bound per edge (its workers share it equally); past it hits are dropped.")
     spool_segment_bytes: int = Field(64 << 20, ge=1 << 16, description="Size of one spool segment file.")
     spool_fsync_ms: int = Field(200, ge=1, description="fsync the spool at most this often (ms).")
     publish_timeout_ms: int = Field(5000, ge=100, description="A publish not acknowledged by then fails.")
