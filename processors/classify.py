@@ -149,6 +149,9 @@ class ClassifierConfig:
     """Other hits of a client within this of its scanner evidence (burst, honeypot) are the scanner's."""
     time_of_click_window: float = 2.0
     """Two clients' clicks on one link this close: one is a check (before) or a re-scan (after) of the other."""
+    rescan_window: float = 30.0
+    """A fetch of a link this soon after a reader's click on it, from another client with no trail of its own
+    (or from a mail-security or cloud network when the reader's was not), is the vendor's re-scan."""
     security_scan_window: float = 900.0
     """A mail-security network's fetch this soon after send is its delivery-time scan; later ones are a
     person's clicks through the vendor's browser isolation unless behaviour says otherwise."""
@@ -564,11 +567,12 @@ class Classifier:
         another client's click on the same link."""
         cfg = self.config
         client, ts, link, ua = new.client, new.ts, new.link, new.hit.ua
-        slow, msg_win, toc_win = cfg.slow_burst_window, cfg.message_burst_window, cfg.time_of_click_window
+        slow, msg_win = cfg.slow_burst_window, cfg.message_burst_window
+        pair_win = max(cfg.time_of_click_window, cfg.rescan_window)
         ua_win, head_win = cfg.ua_switch_window, cfg.head_then_get_window
         members: list[_Tracked] = []       # this client's clicks within the slow burst window (new too)
         near: list[_Tracked] = []          # the message's clicks within the message burst window (new too)
-        others: list[_Tracked] | None = None  # other clients' clicks on this link within the check window
+        others: list[_Tracked] | None = None  # other clients' clicks on this link within the pair window
         switched: list[_Tracked] | None = None  # this client's fetches of this link with another UA
         head_before = opened = False
         for t in state.hits:
@@ -583,7 +587,7 @@ class Classifier:
                         if switched is None:
                             switched = []
                         switched.append(t)
-                elif t.link == link and -toc_win <= d <= toc_win:
+                elif t.link == link and -pair_win <= d <= pair_win:
                     if others is None:
                         others = []
                     others.append(t)
@@ -684,32 +688,42 @@ class Classifier:
 
     def _check_time_of_click(self, state: _MessageState, new: _Tracked, others: list[_Tracked],
                              revisions: list[Decision]) -> None:
-        """Two clients' clicks on one link within the check window: one is a machine's, but which?
+        """Two clients' clicks on one link close together: one is a machine's, but which?
 
         Safe Links and its kind check a URL at the moment a person clicks: the check arrives a fraction
         of a second before the person's own click, from another address
         (https://learn.microsoft.com/en-us/defender-office-365/safe-links-about). Other vendors re-scan at
         click time too ("Rescanning the link at the time the user clicks on it",
         https://vipre.helpjuice.com/en_US/email-cloud-addon-link-isolation/link-isolation-overview), and
-        their fetch can land just after the person's. The one from a mail-security or cloud network is
-        the machine; else the one whose client had not shown the message before; else (no evidence either
-        way) the earlier one, as the check, marked ambiguous.
+        their fetch lands after the person's: a second later, or 12 s later from another network with
+        another OS in the UA (https://github.com/resend/resend-node/issues/901).
+
+        Within `time_of_click_window` the one from a mail-security or cloud network is the machine; else
+        the one whose client had not shown the message before; else (no evidence either way) the earlier
+        one, as the check, marked ambiguous. Up to `rescan_window` later, only a later fetch with such
+        evidence against it is a re-scan; without evidence two clicks that far apart stay people's.
         """
+        toc_win = self.config.time_of_click_window
         for t in others:
             if t.verdict.verdict != HUMAN or new.verdict.verdict != HUMAN:
                 continue
             earlier, later = (t, new) if t.ts <= new.ts else (new, t)
             extra: tuple[str, ...] = ()
-            if (earlier.net_kind != _NET_NONE) != (later.net_kind != _NET_NONE):
-                machine = earlier if earlier.net_kind != _NET_NONE else later
+            e_net, l_net = earlier.net_kind != _NET_NONE, later.net_kind != _NET_NONE
+            if e_net != l_net:
+                machine = earlier if e_net else later
             else:
                 earlier_read = self._shown_before(state, earlier)
-                if earlier_read and not self._shown_before(state, later):
+                later_read = self._shown_before(state, later)
+                if earlier_read and not later_read:
                     machine = later
+                elif later_read and not earlier_read:
+                    machine = earlier
                 else:
                     machine = earlier
-                    if not earlier_read and not self._shown_before(state, later):
-                        extra = (R_AMBIGUOUS_ORDER,)
+                    extra = (R_AMBIGUOUS_ORDER,)
+            if later.ts - earlier.ts > toc_win and machine is earlier:
+                continue  # too far apart for a check at the moment of the click
             reason = R_TIME_OF_CLICK if machine is earlier else R_RESCAN
             self._revise(state, machine, SCANNER, reason, revisions, new, extra)
             if machine is new:
