@@ -152,7 +152,7 @@ class ClassifierConfig:
     rescan_window: float = 30.0
     """A fetch of a link this soon after a reader's click on it, from another client with no trail of its own
     (or from a mail-security or cloud network when the reader's was not), is the vendor's re-scan."""
-    security_scan_window: float = 900.0
+    security_scan_window: float = 300.0
     """A mail-security network's fetch this soon after send is its delivery-time scan; later ones are a
     person's clicks through the vendor's browser isolation unless behaviour says otherwise."""
     proxy_dedupe_window: float = 300.0

@@ -69,7 +69,7 @@ def test_build_classifier_with_settings_values(tmp_path: Path) -> None:
     c = build_classifier(geoip_city_db=city, geoip_asn_db=None, networks_file=extra,
                          internal_networks=["192.0.2.0/24"])
     # A mail-security network's fetch at delivery time (its scan window); later ones may be isolation.
-    scan = c.feed(make_hit(300, "click", ip="198.51.100.9", ua=CHROME, link=LINKS[0]))[0]
+    scan = c.feed(make_hit(200, "click", ip="198.51.100.9", ua=CHROME, link=LINKS[0]))[0]
     own = c.feed(make_hit(7200, ip="192.0.2.7", message="m-2"))[0]
     person = c.feed(make_hit(7200, ip="81.2.69.142", message="m-3"))[0]
     assert (scan.verdict.verdict, scan.verdict.reasons) == ("machine", ("net_mail_security",))

@@ -106,7 +106,7 @@ def test_prefetch_header(classifier: Classifier, header: dict[str, str]) -> None
 
 
 def test_mail_security_network_at_delivery_is_its_scan(classifier: Classifier) -> None:
-    v = only(classifier, at=600, kind="click", ua=CHROME, ip="40.107.90.3", link=LINKS[1])
+    v = only(classifier, at=200, kind="click", ua=CHROME, ip="40.107.90.3", link=LINKS[1])
     assert v == Verdict("machine", "scanner", ("net_mail_security",))
 
 
