@@ -571,35 +571,51 @@ class Classifier:
         pair_win = max(cfg.time_of_click_window, cfg.rescan_window)
         ua_win, head_win = cfg.ua_switch_window, cfg.head_then_get_window
         members: list[_Tracked] = []       # this client's clicks within the slow burst window (new too)
-        near: list[_Tracked] = []          # the message's clicks within the message burst window (new too)
         others: list[_Tracked] | None = None  # other clients' clicks on this link within the pair window
         switched: list[_Tracked] | None = None  # this client's fetches of this link with another UA
-        head_before = opened = False
+        head_before = opened = mixed = False  # mixed: another client clicked within the message burst window
+        if new.verdict.verdict not in COUNTED:
+            # Already a machine's (most clicks: scanners): only its part in a burst matters.
+            for t in state.hits:
+                if t.is_click:
+                    d = ts - t.ts
+                    if t.client == client:
+                        if -slow <= d <= slow:
+                            members.append(t)
+                    elif -msg_win <= d <= msg_win:
+                        mixed = True
+            if len(members) >= 2:
+                self._check_burst(state, new, members, revisions)
+            if mixed:
+                self._check_message_burst(state, new, revisions)
+            return
         for t in state.hits:
+            if not t.is_click:
+                if t.client == client and t.ts <= ts:
+                    opened = True
+                continue
             d = ts - t.ts
-            if t.is_click:
+            if t.client == client:
+                if -slow <= d <= slow:
+                    members.append(t)
+                if t.link == link and t is not new and -ua_win <= d <= ua_win and t.hit.ua != ua:
+                    if switched is None:
+                        switched = []
+                    switched.append(t)
+            else:
                 if -msg_win <= d <= msg_win:
-                    near.append(t)
-                if t.client == client:
-                    if -slow <= d <= slow:
-                        members.append(t)
-                    if t.link == link and t is not new and -ua_win <= d <= ua_win and t.hit.ua != ua:
-                        if switched is None:
-                            switched = []
-                        switched.append(t)
-                elif t.link == link and -pair_win <= d <= pair_win:
+                    mixed = True
+                if t.link == link and -pair_win <= d <= pair_win:
                     if others is None:
                         others = []
                     others.append(t)
-                if t.is_head and t.link == link and 0 <= d <= head_win:
-                    head_before = True
-            elif t.client == client and d >= 0:
-                opened = True
+            if t.is_head and t.link == link and 0 <= d <= head_win:
+                head_before = True
 
         if len(members) >= 2:
             self._check_burst(state, new, members, revisions)
-        if len(near) >= cfg.message_burst_min_links:
-            self._check_message_burst(state, new, near, revisions)
+        if mixed:
+            self._check_message_burst(state, new, revisions)
         if new.verdict.verdict != HUMAN:
             return
         if head_before and not new.is_head:
@@ -643,13 +659,17 @@ class Classifier:
                 self._revise(state, t, SCANNER, R_LINK_BURST, revisions, new)
         self._scanner_evidence(state, new.client, min(t.ts for t in members), revisions, new)
 
-    def _check_message_burst(self, state: _MessageState, new: _Tracked, near: list[_Tracked],
-                             revisions: list[Decision]) -> None:
+    def _check_message_burst(self, state: _MessageState, new: _Tracked, revisions: list[Decision]) -> None:
         """Every link of one message within a second or two, each from another address: a scanner on
         rotating (often residential) proxies. People behind one address click one or two links of their
         own message; a forwarded message's readers do not click three links within two seconds."""
+        cfg = self.config
+        ts, window = new.ts, cfg.message_burst_window
+        near = [t for t in state.hits if t.is_click and -window <= ts - t.ts <= window]
+        if len(near) < cfg.message_burst_min_links:
+            return
         links = {t.link for t in near}
-        if len(links) < self.config.message_burst_min_links:
+        if len(links) < cfg.message_burst_min_links:
             return
         clients = {t.client for t in near}
         if len(clients) < 2:
@@ -660,7 +680,7 @@ class Classifier:
         start = min(t.ts for t in near)
         # An open that was ambiguous on its own (fast, no image/* in Accept) just before the burst is the
         # scanner's rendering of the message, whatever address it used.
-        window = self.config.pixel_burst_window
+        window = cfg.pixel_burst_window
         for t in state.hits:
             if (not t.is_click and t.verdict.verdict == HUMAN and R_AMBIGUOUS_ACCEPT in t.verdict.reasons
                     and 0 <= start - t.ts <= window):
