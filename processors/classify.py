@@ -358,12 +358,19 @@ class Classifier:
     """Feeds hits one at a time; returns each hit's decision, then revisions of earlier hits.
 
     Static signals decide most hits at once (UA signatures, networks, HEAD, prefetch headers,
-    honeypot links, time since send). Behaviour across one message's hits revises provisional human
-    verdicts to machine: a link burst from one client, a pixel followed by such a burst, further
-    hits of a client caught scanning, a time-of-click check just before another client's click on
-    the same link. A repeat by the same client within the dedupe window is a duplicate of the
-    counted original. Revisions only happen within the settle window, in event time (hit.ts), so a
-    replay gives the same decisions.
+    honeypot links, unsubscribe links fetched at once, time since send, a hosting AS). Behaviour
+    across one message's hits revises provisional human verdicts to machine: a link burst from one
+    client, or from rotating addresses (every link within seconds, each from another client), a
+    pixel followed by such a burst, further hits of a client caught scanning, a GET after a HEAD of
+    the link, one link fetched with two UAs at once, a hosting network's click without an open, and,
+    around another client's click on the same link, a time-of-click check just before it or a
+    vendor's re-scan just after it (which of the two is the machine's is decided by evidence, and
+    marked ambiguous when there is none). A mail-security network's fetch after its delivery-time
+    scan window is a person's through the vendor's isolation browser unless behaviour says otherwise.
+    A repeat by the same client within the dedupe window, or by the same image proxy from any node
+    within the proxy window, is a duplicate of the counted original. Revisions only happen within the
+    settle window, in event time (hit.ts), so a replay gives the same decisions. Bursts, evidence and
+    duplicates are per message: many readers behind one address never make each other machines.
 
     Memory bound: state is per message in an LRU of at most `max_messages` messages holding at most
     `max_tracked_hits` hits in all (`max_hits_per_message` each); a message is dropped once the
