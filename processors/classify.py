@@ -723,7 +723,9 @@ class Classifier:
         click time too ("Rescanning the link at the time the user clicks on it",
         https://vipre.helpjuice.com/en_US/email-cloud-addon-link-isolation/link-isolation-overview), and
         their fetch lands after the person's: a second later, or 12 s later from another network with
-        another OS in the UA (https://github.com/resend/resend-node/issues/901).
+        another OS in the UA (https://github.com/resend/resend-node/issues/901); Outlook's on-click scan
+        came "immediately before/after my user agent"
+        (https://thomask.sdf.org/blog/2022/07/22/outlook-doesnt-automatically-send-email-links-to-bing.html).
 
         Within `time_of_click_window` the one from a mail-security or cloud network is the machine; else
         the one whose client had not shown the message before; else (no evidence either way) the earlier
