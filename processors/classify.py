@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass, fields
 
 from processors.enrich import (
@@ -13,6 +14,7 @@ from processors.enrich import (
     UA_GMAIL_PREFETCH,
     UA_GMAIL_PROXY,
     UA_LIBRARY,
+    UA_WEBMAIL_PROXY,
     UA_YAHOO_PROXY,
     Enricher,
     Enrichment,
@@ -30,6 +32,7 @@ from processors.networks import (
     ip_to_int,
 )
 from schemas.hit import Hit
+from schemas.tokens import FLAG_UNSUBSCRIBE
 
 # Verdicts (ARCHITECTURE.md, "Verdicts").
 HUMAN, PROXY, MACHINE, DUPLICATE = "human", "proxy", "machine", "duplicate"
@@ -39,6 +42,12 @@ COUNTED = frozenset({HUMAN, PROXY})
 DIRECT = "direct"                  # the reader's own client
 GMAIL_PROXY = "gmail_proxy"        # Gmail's image proxy, fetching when the reader opens
 YAHOO_PROXY = "yahoo_proxy"        # Yahoo / AOL image proxy
+# Other webmails' image proxies that say who they are in the UA (HEY, Fastmail): an open through them
+# is a person's, counted with device and place withheld, like Gmail's and Yahoo's.
+WEBMAIL_PROXY = "webmail_proxy"
+# A person's fetch rendered by a security vendor's remote browser (Menlo, Zscaler, Proofpoint, Symantec
+# isolation): it comes from the vendor's network, long after the vendor's own delivery-time scan.
+ISOLATION = "isolation"
 APPLE_MPP = "apple_mpp"            # Apple Mail Privacy Protection prefetch
 GMAIL_PREFETCH = "gmail_prefetch"  # Gmail's prefetch / content sampling right after delivery
 SCANNER = "scanner"                # security scanners: named vendors and unnamed ones found by behaviour
@@ -59,6 +68,17 @@ R_HEAD = "head_request"
 R_NET_MAIL_SECURITY = "net_mail_security"
 R_UA_GMAIL_PROXY = "ua_gmail_proxy"
 R_UA_YAHOO_PROXY = "ua_yahoo_proxy"
+R_UA_WEBMAIL_PROXY = "ua_webmail_proxy"
+R_VIA_ISOLATION = "via_isolation"
+R_NET_HOSTING = "net_hosting"
+R_UNSUBSCRIBE_FAST = "unsubscribe_fast"
+R_AMBIGUOUS_ACCEPT = "ambiguous_accept_not_image"
+R_MESSAGE_BURST = "message_link_burst"
+R_HEAD_THEN_GET = "head_then_get"
+R_UA_SWITCH = "ua_switch_same_link"
+R_CLOUD_CLICK_NO_OPEN = "cloud_click_without_open"
+R_RESCAN = "rescan_after_click"
+R_AMBIGUOUS_ORDER = "ambiguous_click_order"
 R_PROXY_CLICK = "click_by_image_proxy"
 R_BARE_MOZILLA = "ua_bare_mozilla"
 R_NET_PRIVACY_RELAY = "net_privacy_relay"
@@ -72,8 +92,9 @@ R_SCANNER_CLIENT = "scanner_client"
 R_TIME_OF_CLICK = "time_of_click_check"
 R_REPEAT = "repeat_within_window"
 
-# Weak signals: none decides alone; two together make a machine (Mautic-style "two of").
-_WEAK = frozenset({R_FAST, R_NET_CLOUD, R_NET_PROVIDER, R_ACCEPT_NOT_IMAGE})
+# Weak signals: none decides alone; two together make a machine (Mautic-style "two of"), as long as
+# one of the two is the network's: a mail client that sends `Accept: */*` and is read at once is a person.
+_WEAK = frozenset({R_FAST, R_NET_CLOUD, R_NET_PROVIDER, R_NET_HOSTING, R_ACCEPT_NOT_IMAGE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +148,23 @@ class ClassifierConfig:
     scanner_client_window: float = 60.0
     """Other hits of a client within this of its scanner evidence (burst, honeypot) are the scanner's."""
     time_of_click_window: float = 2.0
-    """A click this shortly before another client's click on the same link is a time-of-click check."""
+    """Two clients' clicks on one link this close: one is a check (before) or a re-scan (after) of the other."""
+    rescan_window: float = 30.0
+    """A fetch of a link this soon after a reader's click on it, from another client with no trail of its own
+    (or from a mail-security or cloud network when the reader's was not), is the vendor's re-scan."""
+    security_scan_window: float = 300.0
+    """A mail-security network's fetch this soon after send is its delivery-time scan; later ones are a
+    person's clicks through the vendor's browser isolation unless behaviour says otherwise."""
+    proxy_dedupe_window: float = 300.0
+    """An image proxy's repeat of the same pixel within this, from any of its nodes, is a duplicate."""
+    message_burst_window: float = 2.0
+    """`message_burst_min_links` distinct links of one message within this, from two or more clients, is a
+    scanner spread over rotating addresses."""
+    message_burst_min_links: int = 3
+    head_then_get_window: float = 60.0
+    """A GET of a link this soon after a HEAD of it (any client) is the link checker's follow-up."""
+    ua_switch_window: float = 1.0
+    """One client fetching one link with two user agents within this is a sandbox, not a person."""
     client_prefix_v4: int = 24
     """Bursts group addresses by prefix: scanners spread one visit over neighbouring addresses."""
     client_prefix_v6: int = 64
@@ -143,9 +180,10 @@ class ClassifierConfig:
             value = getattr(self, f.name)
             if not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"ClassifierConfig.{f.name} must be a positive number, got {value!r}")
-        if self.burst_min_links < 2 or self.slow_burst_min_links < 2:
-            raise ValueError("ClassifierConfig.burst_min_links and slow_burst_min_links must be at least 2, "
-                             f"got {self.burst_min_links!r} and {self.slow_burst_min_links!r}")
+        if self.burst_min_links < 2 or self.slow_burst_min_links < 2 or self.message_burst_min_links < 2:
+            raise ValueError("ClassifierConfig.burst_min_links, slow_burst_min_links and message_burst_min_links "
+                             f"must be at least 2, got {self.burst_min_links!r}, {self.slow_burst_min_links!r} "
+                             f"and {self.message_burst_min_links!r}")
         if self.client_prefix_v4 > 32 or self.client_prefix_v6 > 128:
             raise ValueError("ClassifierConfig.client_prefix_v4 must be ≤ 32 and client_prefix_v6 ≤ 128, got "
                              f"{self.client_prefix_v4!r} and {self.client_prefix_v6!r}")
@@ -167,6 +205,9 @@ def verdict_of(verdict: str, source: str, reasons: tuple[str, ...]) -> Verdict:
 
 _V6_CLIENT = 1 << 129  # marks an IPv6 client (see Classifier._client)
 
+# Where a hit came from, as far as behaviour rules care (_Tracked.net_kind).
+_NET_NONE, _NET_CLOUD, _NET_SECURITY = 0, 1, 2
+
 _PREFETCH_HEADERS = frozenset({"sec-purpose", "purpose", "x-purpose", "x-moz"})
 
 
@@ -180,8 +221,11 @@ def _is_prefetch(headers: dict[str, str]) -> bool:
     return False
 
 
-def static_verdict(hit: Hit, prof: UaProfile, net: NetworkInfo | None, config: ClassifierConfig) -> Verdict:
+def static_verdict(hit: Hit, prof: UaProfile, net: NetworkInfo | None, config: ClassifierConfig,
+                   hosting: bool = False) -> Verdict:
     """The verdict a hit earns on its own (UA, network, method, headers, link flags, time since send).
+    `hosting` says the address's AS is a hosting provider's (from the enrichment's ASN), for networks
+    no list names.
 
     Pure. A `human` answer here is provisional: behaviour across the message's hits may revise it.
     """
@@ -202,13 +246,22 @@ def static_verdict(hit: Hit, prof: UaProfile, net: NetworkInfo | None, config: C
     if kind == UA_GMAIL_PREFETCH:
         return verdict_of(MACHINE, GMAIL_PREFETCH, (R_UA_GMAIL_PREFETCH,))
     is_open = hit.kind == "open"
+    since_send = hit.ts - hit.sent_at
     if hit.method == "HEAD":
         # No mail client displays an image or follows a link with HEAD: a checker probing the URL.
         if category == MAIL_SECURITY:
             return verdict_of(MACHINE, SCANNER, (R_HEAD, R_NET_MAIL_SECURITY))
         return verdict_of(MACHINE, SCANNER, (R_HEAD,))
     if category == MAIL_SECURITY:
-        return verdict_of(MACHINE, SCANNER, (R_NET_MAIL_SECURITY,))
+        if since_send < config.security_scan_window:
+            return verdict_of(MACHINE, SCANNER, (R_NET_MAIL_SECURITY,))
+        # Long after delivery the vendor's network fetches for a person: click-time protection renders
+        # the page in its isolation browser "at each click for the lifetime of a URL"
+        # (https://knowledge.broadcom.com/external/article/170869/email-threat-isolation-for-email-securit.html).
+        # Provisional: a check just before another client's click, or a re-scan just after, is revised.
+        if is_open:
+            return verdict_of(PROXY, ISOLATION, (R_VIA_ISOLATION, R_NET_MAIL_SECURITY))
+        return verdict_of(HUMAN, ISOLATION, (R_VIA_ISOLATION, R_NET_MAIL_SECURITY))
     if kind == UA_GMAIL_PROXY:
         if is_open:
             return verdict_of(PROXY, GMAIL_PROXY, (R_UA_GMAIL_PROXY,))
@@ -217,27 +270,50 @@ def static_verdict(hit: Hit, prof: UaProfile, net: NetworkInfo | None, config: C
         if is_open:
             return verdict_of(PROXY, YAHOO_PROXY, (R_UA_YAHOO_PROXY,))
         return verdict_of(MACHINE, YAHOO_PROXY, (R_UA_YAHOO_PROXY, R_PROXY_CLICK))
+    if kind == UA_WEBMAIL_PROXY:
+        # https://www.hey.com/image-proxy: "Does not crawl: Never follows links"; Fastmail's proxy
+        # (https://fastmail.com/policies/bots) loads images when a user opens an email.
+        if is_open:
+            return verdict_of(PROXY, WEBMAIL_PROXY, (R_UA_WEBMAIL_PROXY,))
+        return verdict_of(MACHINE, WEBMAIL_PROXY, (R_UA_WEBMAIL_PROXY, R_PROXY_CLICK))
     if kind == UA_BARE_MOZILLA:
         if not is_open:
             return verdict_of(MACHINE, BOT, (R_BARE_MOZILLA,))
         if category == PRIVACY_RELAY:
             return verdict_of(MACHINE, APPLE_MPP, (R_BARE_MOZILLA, R_NET_PRIVACY_RELAY))
         return verdict_of(MACHINE, APPLE_MPP, (R_BARE_MOZILLA,))
+    fast = since_send < config.fast_after_send
+    if fast and not is_open and hit.link_flags & FLAG_UNSUBSCRIBE:
+        # Scanners follow every link, the unsubscribe link too, on delivery
+        # (https://help.pushwoosh.com/hc/en-us/articles/30493475150493): a GET never unsubscribes, and
+        # one this fast is the scanner's, not a person's click.
+        return verdict_of(MACHINE, SCANNER, (R_UNSUBSCRIBE_FAST, R_FAST))
     # Weak signals. None decides alone: people read at once, use cloud VPNs, browse from Google's
     # networks; a fast fetch from a cloud with headers no real browser sends is another matter.
     weak: tuple[str, ...] = ()
-    if hit.ts - hit.sent_at < config.fast_after_send:
+    if fast:
         weak = (R_FAST,)
+    network = True
     if category == CLOUD:
         weak = (*weak, R_NET_CLOUD)
     elif category == PROVIDER_PROXY:
         weak = (*weak, R_NET_PROVIDER)
+    elif hosting and category == "":
+        weak = (*weak, R_NET_HOSTING)
+    else:
+        network = False
     if is_open and kind == UA_BROWSER:
         accept = hit.headers.get("accept") if hit.headers else None
         if accept is not None and "image" not in accept:
-            # Browsers ask for images with image/* in Accept; scanners wearing a browser's UA often don't.
+            # Browsers ask for images with image/* in Accept; scanners wearing a browser's UA often don't,
+            # but neither do some mail clients (Outlook's Word renderer, Android apps with their own HTTP
+            # stack), so this only counts together with the network's signal.
             weak = (*weak, R_ACCEPT_NOT_IMAGE)
     if len(weak) >= 2:
+        if not network:
+            # Fast and without image/* in Accept: a person reading at once in such a client, or a scanner
+            # that no list names. Counted; a link burst of the same client later revises it.
+            return verdict_of(HUMAN, DIRECT, (*weak, R_AMBIGUOUS_ACCEPT))
         if category == PROVIDER_PROXY and is_open and net is not None and net.vendor.startswith("Google"):
             return verdict_of(MACHINE, GMAIL_PREFETCH, weak)
         return verdict_of(MACHINE, SCANNER, weak)
@@ -247,11 +323,11 @@ def static_verdict(hit: Hit, prof: UaProfile, net: NetworkInfo | None, config: C
 class _Tracked:
     """One hit still inside its message's settle window: what behaviour rules need, and its decision."""
 
-    __slots__ = ("click_client", "client", "dup_key", "dup_of", "enrichment", "hit", "is_click", "link", "revision",
-                 "ts", "verdict")
+    __slots__ = ("client", "dup_key", "dup_of", "enrichment", "hit", "is_click", "is_head", "link",
+                 "net_kind", "revision", "ts", "verdict")
 
     def __init__(self, hit: Hit, enrichment: Enrichment, verdict: Verdict, client: object,
-                 dup_key: tuple[str, str, object, str]) -> None:
+                 dup_key: tuple[str, str, object, str], net_kind: int) -> None:
         self.hit = hit
         self.enrichment = enrichment
         self.verdict = verdict
@@ -261,9 +337,10 @@ class _Tracked:
         self.dup_of: _Tracked | None = None
         self.ts = hit.ts
         self.is_click = hit.kind == "click"
-        # The client for clicks, None for opens: the burst check's one filter.
-        self.click_client = client if self.is_click else None
         self.link = hit.link or hit.link_id
+        self.is_head = hit.method == "HEAD"
+        # _NET_NONE, _NET_CLOUD (a listed cloud or a hosting AS) or _NET_SECURITY (a mail-security network).
+        self.net_kind = net_kind
 
 
 class _MessageState:
@@ -281,12 +358,19 @@ class Classifier:
     """Feeds hits one at a time; returns each hit's decision, then revisions of earlier hits.
 
     Static signals decide most hits at once (UA signatures, networks, HEAD, prefetch headers,
-    honeypot links, time since send). Behaviour across one message's hits revises provisional human
-    verdicts to machine: a link burst from one client, a pixel followed by such a burst, further
-    hits of a client caught scanning, a time-of-click check just before another client's click on
-    the same link. A repeat by the same client within the dedupe window is a duplicate of the
-    counted original. Revisions only happen within the settle window, in event time (hit.ts), so a
-    replay gives the same decisions.
+    honeypot links, unsubscribe links fetched at once, time since send, a hosting AS). Behaviour
+    across one message's hits revises provisional human verdicts to machine: a link burst from one
+    client, or from rotating addresses (every link within seconds, each from another client), a
+    pixel followed by such a burst, further hits of a client caught scanning, a GET after a HEAD of
+    the link, one link fetched with two UAs at once, a hosting network's click without an open, and,
+    around another client's click on the same link, a time-of-click check just before it or a
+    vendor's re-scan just after it (which of the two is the machine's is decided by evidence, and
+    marked ambiguous when there is none). A mail-security network's fetch after its delivery-time
+    scan window is a person's through the vendor's isolation browser unless behaviour says otherwise.
+    A repeat by the same client within the dedupe window, or by the same image proxy from any node
+    within the proxy window, is a duplicate of the counted original. Revisions only happen within the
+    settle window, in event time (hit.ts), so a replay gives the same decisions. Bursts, evidence and
+    duplicates are per message: many readers behind one address never make each other machines.
 
     Memory bound: state is per message in an LRU of at most `max_messages` messages holding at most
     `max_tracked_hits` hits in all (`max_hits_per_message` each); a message is dropped once the
@@ -299,8 +383,12 @@ class Classifier:
     fails: later hits are judged without it, and there are fewer revisions.
     """
 
-    def __init__(self, config: ClassifierConfig, networks: NetworkLists, enricher: Enricher) -> None:
+    def __init__(self, config: ClassifierConfig, networks: NetworkLists, enricher: Enricher,
+                 hosting_asns: Collection[int] = ()) -> None:
+        """`hosting_asns`: autonomous systems of hosting providers, for addresses no network list names
+        (a weak signal, like a listed cloud); the enricher's ASN database says which AS an address is in."""
         self.config = config
+        self._hosting_asns = frozenset(hosting_asns)
         self._networks = networks
         self._enricher = enricher
         self._messages: OrderedDict[tuple[str, str], _MessageState] = OrderedDict()
@@ -380,7 +468,16 @@ class Classifier:
         prof = self._enricher.ua_profile(hit.ua)
         net = self._networks.lookup(hit.ip)
         enrichment = self._enricher.enrich(hit)
-        verdict = static_verdict(hit, prof, net, cfg)
+        asn = enrichment.asn
+        hosting = asn != 0 and asn in self._hosting_asns
+        verdict = static_verdict(hit, prof, net, cfg, hosting)
+        category = net.category if net is not None else ""
+        if category == MAIL_SECURITY:
+            net_kind = _NET_SECURITY
+        elif category == CLOUD or (hosting and category == ""):
+            net_kind = _NET_CLOUD
+        else:
+            net_kind = _NET_NONE
 
         ts = hit.ts
         if ts > self._watermark:
@@ -405,11 +502,19 @@ class Classifier:
 
         client = self._client(hit.ip)
         link = hit.link or hit.link_id
-        dup_key = (hit.kind, link, client, hit.ua)
+        if verdict.verdict == PROXY:
+            # An image proxy fetches from many nodes and re-fetches a pixel it has not cached yet a minute
+            # later from another one (https://outsolvi.com/glossary/gmail-image-proxy: "the cached image
+            # can be re-fetched as the user scrolls, generating duplicate open events"): one open per
+            # proxy and pixel within the proxy window, whatever the node or its UA version.
+            dup_key: tuple[str, str, object, str] = (hit.kind, link, verdict.source, "")
+            window = cfg.proxy_dedupe_window
+        else:
+            dup_key = (hit.kind, link, client, hit.ua)
+            window = cfg.dedupe_window
         original: _Tracked | None = None
         later: _Tracked | None = None  # a counted hit that this one, arriving late, fetched before
         if verdict.verdict in COUNTED:
-            window = cfg.dedupe_window
             for t in reversed(hits):
                 if t.dup_key == dup_key and -window <= ts - t.ts <= window:
                     root = t.dup_of or t
@@ -424,7 +529,7 @@ class Classifier:
                         verdict = verdict_of(MACHINE, rv.source, (rv.reasons[0], R_REPEAT))
                     break
 
-        tracked = _Tracked(hit, enrichment, verdict, client, dup_key)
+        tracked = _Tracked(hit, enrichment, verdict, client, dup_key, net_kind)
         tracked.dup_of = original
         hits.append(tracked)
         self._hit_count += 1
@@ -445,8 +550,7 @@ class Classifier:
             revisions.append(Decision(later.hit, later.enrichment, later.verdict, later.revision, previous,
                                       previous_e))
         if tracked.is_click and link:
-            self._check_burst(state, tracked, revisions)
-            self._check_time_of_click(state, tracked, revisions)
+            self._check_click(state, tracked, revisions)
         if hit.honeypot:
             self._scanner_evidence(state, client, ts, revisions, tracked)
         elif tracked.verdict.verdict == HUMAN and state.evidence:
@@ -463,14 +567,93 @@ class Classifier:
 
     # --- behaviour rules -------------------------------------------------------------------------
 
-    def _check_burst(self, state: _MessageState, new: _Tracked, revisions: list[Decision]) -> None:
+    def _check_click(self, state: _MessageState, new: _Tracked, revisions: list[Decision]) -> None:
+        """The behaviour rules a click triggers, from one pass over the message's live hits (at most
+        max_hits_per_message): link bursts by one client and across clients, a GET following a HEAD, one
+        link fetched with two UAs, a cloud's click without an open, and checks and re-scans around
+        another client's click on the same link."""
+        cfg = self.config
+        client, ts, link, ua = new.client, new.ts, new.link, new.hit.ua
+        slow, msg_win = cfg.slow_burst_window, cfg.message_burst_window
+        pair_win = max(cfg.time_of_click_window, cfg.rescan_window)
+        ua_win, head_win = cfg.ua_switch_window, cfg.head_then_get_window
+        members: list[_Tracked] = []       # this client's clicks within the slow burst window (new too)
+        others: list[_Tracked] | None = None  # other clients' clicks on this link within the pair window
+        switched: list[_Tracked] | None = None  # this client's fetches of this link with another UA
+        head_before = opened = mixed = False  # mixed: another client clicked within the message burst window
+        if new.verdict.verdict not in COUNTED:
+            # Already a machine's (most clicks: scanners): only its part in a burst matters.
+            for t in state.hits:
+                if t.is_click:
+                    d = ts - t.ts
+                    if t.client == client:
+                        if -slow <= d <= slow:
+                            members.append(t)
+                    elif -msg_win <= d <= msg_win:
+                        mixed = True
+            if len(members) >= 2:
+                self._check_burst(state, new, members, revisions)
+            if mixed:
+                self._check_message_burst(state, new, revisions)
+            return
+        for t in state.hits:
+            if not t.is_click:
+                if t.client == client and t.ts <= ts:
+                    opened = True
+                continue
+            d = ts - t.ts
+            if t.client == client:
+                if -slow <= d <= slow:
+                    members.append(t)
+                if t.link == link and t is not new and -ua_win <= d <= ua_win and t.hit.ua != ua:
+                    if switched is None:
+                        switched = []
+                    switched.append(t)
+            else:
+                if -msg_win <= d <= msg_win:
+                    mixed = True
+                if t.link == link and -pair_win <= d <= pair_win:
+                    if others is None:
+                        others = []
+                    others.append(t)
+            if t.is_head and t.link == link and 0 <= d <= head_win:
+                head_before = True
+
+        if len(members) >= 2:
+            self._check_burst(state, new, members, revisions)
+        if mixed:
+            self._check_message_burst(state, new, revisions)
+        if new.verdict.verdict != HUMAN:
+            return
+        if head_before and not new.is_head:
+            # Link checkers probe with HEAD, then fetch with GET, often from another address of their pool
+            # (https://github.com/beyondcode/helo-community/issues/34: "tries to perform a HEAD request
+            # ... If this fails, an actual GET request will be sent").
+            self._revise(state, new, SCANNER, R_HEAD_THEN_GET, revisions, new)
+            return
+        if switched is not None:
+            # A person's click is one fetch by one browser; a sandbox detonating a link fetches it at once
+            # with two engines (two UAs) from the same place.
+            for t in switched:
+                if t.verdict.verdict == HUMAN:
+                    self._revise(state, t, SCANNER, R_UA_SWITCH, revisions, new)
+            self._revise(state, new, SCANNER, R_UA_SWITCH, revisions, new)
+            return
+        if new.net_kind == _NET_CLOUD and not opened:
+            # A hosting network clicking one link minutes after delivery without ever showing the message:
+            # a sandbox no list names ("click event with no open event" and "click sourced from a known
+            # datacenter IP", https://www.autoemails.com/help/agent/mark-bot-unsubscribe). A person on a
+            # cloud VPN who opened the message from it first stays a person.
+            self._revise(state, new, SCANNER, R_CLOUD_CLICK_NO_OPEN, revisions, new)
+            return
+        if others is not None:
+            self._check_time_of_click(state, new, others, revisions)
+
+    def _check_burst(self, state: _MessageState, new: _Tracked, members: list[_Tracked],
+                     revisions: list[Decision]) -> None:
         """Distinct links from one client in quick succession: a scanner following every link."""
         cfg = self.config
-        client, ts = new.client, new.ts
-        slow = cfg.slow_burst_window
-        members = [t for t in state.hits if t.click_client == client and -slow <= ts - t.ts <= slow]
-        if len(members) < 2:
-            return
+        ts = new.ts
         fast = cfg.burst_window
         near_links = {t.link for t in members if -fast <= ts - t.ts <= fast}
         burst = len(near_links) >= cfg.burst_min_links
@@ -479,9 +662,40 @@ class Classifier:
         if not burst:
             return
         for t in members:
-            if t.verdict.verdict == HUMAN:
+            if t.verdict.verdict in COUNTED:
                 self._revise(state, t, SCANNER, R_LINK_BURST, revisions, new)
-        self._scanner_evidence(state, client, min(t.ts for t in members), revisions, new)
+        self._scanner_evidence(state, new.client, min(t.ts for t in members), revisions, new)
+
+    def _check_message_burst(self, state: _MessageState, new: _Tracked, revisions: list[Decision]) -> None:
+        """Every link of one message within a second or two, each from another address: a scanner on
+        rotating (often residential) proxies. People behind one address click one or two links of their
+        own message; a forwarded message's readers do not click three links within two seconds."""
+        cfg = self.config
+        ts, window = new.ts, cfg.message_burst_window
+        near = [t for t in state.hits if t.is_click and -window <= ts - t.ts <= window]
+        if len(near) < cfg.message_burst_min_links:
+            return
+        links = {t.link for t in near}
+        if len(links) < cfg.message_burst_min_links:
+            return
+        clients = {t.client for t in near}
+        if len(clients) < 2:
+            return  # one client: the per-client burst rule's case
+        for t in near:
+            if t.verdict.verdict in COUNTED:
+                self._revise(state, t, SCANNER, R_MESSAGE_BURST, revisions, new)
+        start = min(t.ts for t in near)
+        # An open that was ambiguous on its own (fast, no image/* in Accept) just before the burst is the
+        # scanner's rendering of the message, whatever address it used.
+        window = cfg.pixel_burst_window
+        for t in state.hits:
+            if (not t.is_click and t.verdict.verdict == HUMAN and R_AMBIGUOUS_ACCEPT in t.verdict.reasons
+                    and 0 <= start - t.ts <= window):
+                self._revise(state, t, SCANNER, R_PIXEL_THEN_BURST, revisions, new)
+        for c in clients:
+            prev = state.evidence.get(c)
+            if prev is None or start > prev:
+                state.evidence[c] = start
 
     def _scanner_evidence(self, state: _MessageState, client: object, ev_ts: float,
                           revisions: list[Decision], new: _Tracked) -> None:
@@ -499,24 +713,60 @@ class Classifier:
             elif -cfg.scanner_client_window <= d <= cfg.scanner_client_window:
                 self._revise(state, t, SCANNER, R_SCANNER_CLIENT, revisions, new)
 
-    def _check_time_of_click(self, state: _MessageState, new: _Tracked, revisions: list[Decision]) -> None:
-        """Safe Links and its kind check a URL at the moment a person clicks: the check arrives a
-        fraction of a second before the person's own click on the same link, from another address."""
-        window = self.config.time_of_click_window
-        ts, link, client = new.ts, new.link, new.client
-        for t in state.hits:
-            if t is new or not t.is_click or t.link != link or t.client == client:
+    def _check_time_of_click(self, state: _MessageState, new: _Tracked, others: list[_Tracked],
+                             revisions: list[Decision]) -> None:
+        """Two clients' clicks on one link close together: one is a machine's, but which?
+
+        Safe Links and its kind check a URL at the moment a person clicks: the check arrives a fraction
+        of a second before the person's own click, from another address
+        (https://learn.microsoft.com/en-us/defender-office-365/safe-links-about). Other vendors re-scan at
+        click time too ("Rescanning the link at the time the user clicks on it",
+        https://vipre.helpjuice.com/en_US/email-cloud-addon-link-isolation/link-isolation-overview), and
+        their fetch lands after the person's: a second later, or 12 s later from another network with
+        another OS in the UA (https://github.com/resend/resend-node/issues/901); Outlook's on-click scan
+        came "immediately before/after my user agent"
+        (https://thomask.sdf.org/blog/2022/07/22/outlook-doesnt-automatically-send-email-links-to-bing.html).
+
+        Within `time_of_click_window` the one from a mail-security or cloud network is the machine; else
+        the one whose client had not shown the message before; else (no evidence either way) the earlier
+        one, as the check, marked ambiguous. Up to `rescan_window` later, only a later fetch with such
+        evidence against it is a re-scan; without evidence two clicks that far apart stay people's.
+        """
+        toc_win = self.config.time_of_click_window
+        for t in others:
+            if t.verdict.verdict != HUMAN or new.verdict.verdict != HUMAN:
                 continue
-            d = ts - t.ts
-            if 0 <= d <= window and t.verdict.verdict == HUMAN and new.verdict.verdict == HUMAN:
-                self._revise(state, t, SCANNER, R_TIME_OF_CLICK, revisions, None)
-            elif -window <= d < 0 and t.verdict.verdict == HUMAN and new.verdict.verdict == HUMAN:
-                # Arrived out of order: the new hit is the earlier one, hence the check.
-                self._revise(state, new, SCANNER, R_TIME_OF_CLICK, revisions, new)
+            earlier, later = (t, new) if t.ts <= new.ts else (new, t)
+            extra: tuple[str, ...] = ()
+            e_net, l_net = earlier.net_kind != _NET_NONE, later.net_kind != _NET_NONE
+            if e_net != l_net:
+                machine = earlier if e_net else later
+            else:
+                earlier_read = self._shown_before(state, earlier)
+                later_read = self._shown_before(state, later)
+                if earlier_read and not later_read:
+                    machine = later
+                elif later_read and not earlier_read:
+                    machine = earlier
+                else:
+                    machine = earlier
+                    extra = (R_AMBIGUOUS_ORDER,)
+            if later.ts - earlier.ts > toc_win and machine is earlier:
+                continue  # too far apart for a check at the moment of the click
+            reason = R_TIME_OF_CLICK if machine is earlier else R_RESCAN
+            self._revise(state, machine, SCANNER, reason, revisions, new, extra)
+            if machine is new:
+                return
+
+    def _shown_before(self, state: _MessageState, t: _Tracked) -> bool:
+        """Whether t's client fetched something of the message, counted, well before t (a reader's trail)."""
+        before = t.ts - self.config.time_of_click_window
+        client = t.client
+        return any(h.client == client and h.ts < before and h.verdict.verdict in COUNTED for h in state.hits)
 
     @staticmethod
     def _revise(state: _MessageState, t: _Tracked, source: str, reason: str, revisions: list[Decision],
-                new: _Tracked | None) -> None:
+                new: _Tracked | None, extra: tuple[str, ...] = ()) -> None:
         """Makes t a machine's; emits a revision unless t is the hit being decided now (`new`).
 
         Repeats of t (its duplicates) were counted as t's; now they are the machine's too.
@@ -525,7 +775,7 @@ class Classifier:
         weak = _weak_of(t.verdict)
         for d in changed:
             previous, previous_e = d.verdict, d.enrichment
-            d.verdict = verdict_of(MACHINE, source, (reason, *weak) if d is t else (reason, R_REPEAT))
+            d.verdict = verdict_of(MACHINE, source, (reason, *extra, *weak) if d is t else (reason, R_REPEAT))
             if d is not new:
                 d.revision += 1
                 d.enrichment = _mask(d.enrichment, d.verdict)
@@ -540,6 +790,6 @@ def _mask(e: Enrichment, v: Verdict) -> Enrichment:
     """Device and place belong to a reader seen directly; for anything else they are withheld."""
     if v.source == DIRECT:  # human, or a duplicate of a human's hit
         return e
-    if v.verdict == PROXY or v.source in (GMAIL_PROXY, YAHOO_PROXY, APPLE_MPP):
+    if v.verdict == PROXY or v.source in (GMAIL_PROXY, YAHOO_PROXY, WEBMAIL_PROXY, APPLE_MPP):
         return masked(e, e.mail_client)
     return masked(e)

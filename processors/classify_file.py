@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,14 @@ _PENDING = Verdict("human", "direct", ())
 
 def build_classifier(geoip_city_db: str | Path | None = None, geoip_asn_db: str | Path | None = None,
                      networks_file: str | Path | None = None, internal_networks: Sequence[str] = (),
-                     config: ClassifierConfig | None = None) -> Classifier:
+                     config: ClassifierConfig | None = None, hosting_asns: Collection[int] = ()) -> Classifier:
     """A Classifier over the shipped network lists plus `networks_file` and `internal_networks`, with
-    an Enricher over the given GeoIP databases (None: no place or ASN). Raises ValueError naming a
+    an Enricher over the given GeoIP databases (None: no place or ASN), and `hosting_asns` (hosting
+    providers' AS numbers: a weak signal for addresses no list names). Raises ValueError naming a
     file that cannot be read or a network that is not one."""
     networks = NetworkLists.load(networks_file, internal_networks)
     enricher = Enricher(geoip_city_db, geoip_asn_db, networks)
-    return Classifier(config or ClassifierConfig(), networks, enricher)
+    return Classifier(config or ClassifierConfig(), networks, enricher, hosting_asns)
 
 
 def classify_lines(lines: Iterable[bytes | str], classifier: Classifier) -> Iterator[dict[str, Any]]:

@@ -19,13 +19,14 @@ UNKNOWN = "unknown"
 DESKTOP, MOBILE, TABLET, BOT = "desktop", "mobile", "tablet", "bot"
 
 # Mail clients.
-GMAIL_PROXY, YAHOO_PROXY = "gmail_proxy", "yahoo_proxy"
+GMAIL_PROXY, YAHOO_PROXY, WEBMAIL_PROXY = "gmail_proxy", "yahoo_proxy", "webmail_proxy"
 APPLE_MAIL, IOS_MAIL, OUTLOOK, THUNDERBIRD, SAMSUNG_EMAIL, WEBMAIL = (
     "apple_mail", "ios_mail", "outlook", "thunderbird", "samsung_email", "webmail")
 
 # What a user agent is, for classification (UaProfile.kind).
 UA_GMAIL_PROXY = "gmail_proxy"        # Gmail's image proxy: a person's open, seen through Google
 UA_YAHOO_PROXY = "yahoo_proxy"        # Yahoo / AOL image proxy
+UA_WEBMAIL_PROXY = "webmail_proxy"    # other webmails' image proxies that name themselves (HEY, Fastmail)
 UA_GMAIL_PREFETCH = "gmail_prefetch"  # Gmail's prefetch / content-sampling bot
 UA_BARE_MOZILLA = "bare_mozilla"      # exactly "Mozilla/5.0": Apple Mail Privacy Protection's prefetch
 UA_LIBRARY = "library"                # HTTP libraries and command-line tools
@@ -71,7 +72,7 @@ class Enrichment:
     browser: str
     os: str
     device: str        # desktop | mobile | tablet | bot | unknown
-    mail_client: str   # gmail_proxy | yahoo_proxy | apple_mail | ios_mail | outlook | thunderbird |
+    mail_client: str   # gmail_proxy | yahoo_proxy | webmail_proxy | apple_mail | ios_mail | outlook | thunderbird |
     #                    samsung_email | webmail | unknown
     country: str       # ISO 3166-1 alpha-2
     city: str
@@ -135,6 +136,10 @@ def ua_signature(ua: str) -> str | None:
         return UA_GMAIL_PROXY
     if "YahooMailProxy" in s:
         return UA_YAHOO_PROXY
+    # https://www.hey.com/image-proxy ("hey.com/imageproxy Mozilla/5.0 ...") and
+    # https://fastmail.com/policies/bots ("... Chrome/118.0.5993.117 Safari/537.36 FastmailUA/1.0").
+    if "hey.com/imageproxy" in s or "FastmailUA" in s:
+        return UA_WEBMAIL_PROXY
     if s == "Mozilla/5.0":
         return UA_BARE_MOZILLA
     low = s.lower()
@@ -203,6 +208,8 @@ def profile_ua(ua: str, parser: Any) -> UaProfile:
         return UaProfile(UNKNOWN, UNKNOWN, UNKNOWN, GMAIL_PROXY, sig, True)
     if sig == UA_YAHOO_PROXY:
         return UaProfile(UNKNOWN, UNKNOWN, UNKNOWN, YAHOO_PROXY, sig, True)
+    if sig == UA_WEBMAIL_PROXY:
+        return UaProfile(UNKNOWN, UNKNOWN, UNKNOWN, WEBMAIL_PROXY, sig, True)
     if sig == UA_BARE_MOZILLA:
         # Mail Privacy Protection fetches for Apple Mail (macOS and iOS alike): the client is known,
         # the device and place are Apple's relay's.

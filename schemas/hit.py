@@ -13,6 +13,7 @@ HitKind = Literal["open", "click"]
 KINDS: frozenset[str] = frozenset({"open", "click"})
 
 # The hit v1 JSON-lines fields (docs/architecture.md, "Records"); `label` exists only in fixtures.
+# Optional besides: variant, tenant, and link_flags (the token's flags, e.g. FLAG_UNSUBSCRIBE).
 V1_FIELDS = ("id", "ts", "kind", "method", "ip", "ua", "headers", "message", "recipient", "campaign",
              "link", "honeypot", "sent_at")
 
@@ -57,6 +58,9 @@ class Hit:
             headers = obj.get("headers") or {}
             if not isinstance(headers, dict):
                 raise ValueError("headers must be an object")
+            link_flags = obj.get("link_flags") or 0
+            if not isinstance(link_flags, int) or isinstance(link_flags, bool) or link_flags < 0:
+                raise ValueError(f"link_flags must be a non-negative integer, got {link_flags!r}")
             return cls(
                 id=str(obj["id"]),
                 ts=parse_ts(obj["ts"]),
@@ -73,6 +77,7 @@ class Hit:
                 sent_at=parse_ts(obj["sent_at"]),
                 variant=str(obj.get("variant") or ""),
                 tenant=str(obj.get("tenant") or ""),
+                link_flags=link_flags,
             )
         except KeyError as exc:
             raise ValueError(f"hit v1 record lacks the field {exc.args[0]!r}") from None
@@ -89,6 +94,8 @@ class Hit:
             out["variant"] = self.variant
         if self.tenant:
             out["tenant"] = self.tenant
+        if self.link_flags:
+            out["link_flags"] = self.link_flags
         return out
 
 

@@ -68,7 +68,8 @@ def test_build_classifier_with_settings_values(tmp_path: Path) -> None:
     w.to_db_file(str(city))
     c = build_classifier(geoip_city_db=city, geoip_asn_db=None, networks_file=extra,
                          internal_networks=["192.0.2.0/24"])
-    scan = c.feed(make_hit(7200, "click", ip="198.51.100.9", ua=CHROME, link=LINKS[0]))[0]
+    # A mail-security network's fetch at delivery time (its scan window); later ones may be isolation.
+    scan = c.feed(make_hit(200, "click", ip="198.51.100.9", ua=CHROME, link=LINKS[0]))[0]
     own = c.feed(make_hit(7200, ip="192.0.2.7", message="m-2"))[0]
     person = c.feed(make_hit(7200, ip="81.2.69.142", message="m-3"))[0]
     assert (scan.verdict.verdict, scan.verdict.reasons) == ("machine", ("net_mail_security",))
@@ -87,3 +88,16 @@ def test_build_classifier_rejects_a_bad_networks_file(tmp_path: Path) -> None:
     bad.write_text("[]")
     with pytest.raises(ValueError, match="networks"):
         build_classifier(networks_file=bad)
+
+
+def test_link_flags_of_a_v1_line_reach_the_classifier(classifier: Classifier) -> None:
+    """Hit v1 lines may carry the token's link flags (an unsubscribe link: FLAG_UNSUBSCRIBE = 2)."""
+    unsub = make_hit(20, "click", ip="198.51.100.70", ua=CHROME, link="https://x.example/unsubscribe", hit_id="u")
+    unsub.link_flags = 2
+    assert orjson.loads(line(unsub))["link_flags"] == 2  # to_v1 writes them when set
+    bad = [line(unsub, id="neg", link_flags=-1), line(unsub, id="text", link_flags="2")]
+    out = list(classify_lines([line(unsub), *bad], classifier))
+    assert out[0] == {"id": "u", "verdict": "machine", "source": "scanner",
+                      "reasons": ["unsubscribe_fast", "fast_after_send"]}
+    assert [o["line"] for o in out[1:]] == [2, 3]
+    assert all("link_flags" in str(o["error"]) for o in out[1:])

@@ -105,9 +105,15 @@ def test_prefetch_header(classifier: Classifier, header: dict[str, str]) -> None
     assert v == Verdict("machine", "prefetch", ("prefetch_header",))
 
 
-def test_mail_security_network_hours_after_send(classifier: Classifier) -> None:
-    v = only(classifier, at=7200, kind="click", ua=CHROME, ip="40.107.90.3", link=LINKS[1])
+def test_mail_security_network_at_delivery_is_its_scan(classifier: Classifier) -> None:
+    v = only(classifier, at=200, kind="click", ua=CHROME, ip="40.107.90.3", link=LINKS[1])
     assert v == Verdict("machine", "scanner", ("net_mail_security",))
+
+
+def test_mail_security_network_hours_after_send_is_a_person_through_isolation(classifier: Classifier) -> None:
+    # Alone, hours later: a click rendered by the vendor's isolation browser (test_classify_behaviour.py).
+    v = only(classifier, at=7200, kind="click", ua=CHROME, ip="40.107.90.3", link=LINKS[1])
+    assert v == Verdict("human", "isolation", ("via_isolation", "net_mail_security"))
 
 
 def test_internal_network_is_not_a_recipients_open(make_classifier: Callable[..., Classifier]) -> None:
@@ -124,7 +130,9 @@ def test_person_reading_at_once_stays_human(classifier: Classifier) -> None:
 
 
 def test_cloud_address_alone_is_not_a_machine(classifier: Classifier) -> None:
-    v = only(classifier, at=5000, kind="click", ua=CHROME, ip="54.80.3.3", link=LINKS[0])
+    # A reader on a cloud VPN: the open, and a click after it from the same address.
+    assert only(classifier, at=5000, ua=CHROME, ip="54.80.3.3") == Verdict("human", "direct", ("net_cloud",))
+    v = classifier.feed(make_hit(5030, "click", ua=CHROME, ip="54.80.3.3", link=LINKS[0]))[0].verdict
     assert v == Verdict("human", "direct", ("net_cloud",))
 
 
@@ -134,8 +142,11 @@ def test_cloud_address_right_after_send_is_a_scanner(classifier: Classifier) -> 
 
 
 def test_browser_ua_asking_for_no_image_right_after_send(classifier: Classifier) -> None:
+    # Ambiguous alone (some mail clients send */*): counted, and said so; a cloud network would decide it.
     v = only(classifier, at=9, ua=CHROME, ip=UNLISTED_CLOUD, headers={"accept": "*/*"})
-    assert v == Verdict("machine", "scanner", ("fast_after_send", "accept_not_image"))
+    assert v == Verdict("human", "direct", ("fast_after_send", "accept_not_image", "ambiguous_accept_not_image"))
+    v = only(classifier, at=9, ua=CHROME, ip="54.80.3.3", headers={"accept": "*/*"}, message="m-3")
+    assert v == Verdict("machine", "scanner", ("fast_after_send", "net_cloud", "accept_not_image"))
     # Without an Accept header there is no such evidence.
     assert only(classifier, at=9, ua=CHROME, ip=HOME_IP, headers={}, message="m-2").verdict == "human"
 
@@ -224,7 +235,7 @@ def test_safe_links_time_of_click_check_then_the_persons_click(classifier: Class
     check = make_hit(5000, "click", ip="40.94.87.12", ua=CHROME, link=LINKS[2])
     person = make_hit(5000.35, "click", ip=HOME_IP, ua=CHROME, link=LINKS[2])
     final = feed_all(classifier, [check, person])
-    assert final[check.id].verdict == Verdict("machine", "scanner", ("net_mail_security",))
+    assert final[check.id].verdict == Verdict("machine", "scanner", ("time_of_click_check",))
     assert final[person.id].verdict.verdict == "human"
 
 
@@ -235,14 +246,16 @@ def test_time_of_click_check_from_an_unlisted_address(classifier: Classifier) ->
     assert d1.verdict.verdict == "human"
     d2, revision = classifier.feed(person)
     assert d2.verdict.verdict == "human"
-    assert (revision.hit, revision.verdict.reasons) == (check, ("time_of_click_check",))
+    # Neither address is a listed network nor had shown the message before: the earlier is taken as the
+    # check, and the reasons say that this was a guess.
+    assert (revision.hit, revision.verdict.reasons) == (check, ("time_of_click_check", "ambiguous_click_order"))
 
 
 def test_time_of_click_check_arriving_after_the_click(classifier: Classifier) -> None:
     check = make_hit(7300, "click", ip="198.51.100.99", ua=CHROME, link=LINKS[1])
     person = make_hit(7300.5, "click", ip=HOME_IP, ua=CHROME, link=LINKS[1])
     final = feed_all(classifier, [person, check])
-    assert final[check.id].verdict.reasons == ("time_of_click_check",)
+    assert final[check.id].verdict.reasons == ("time_of_click_check", "ambiguous_click_order")
     assert final[person.id].verdict.verdict == "human"
 
 
