@@ -34,7 +34,7 @@ from processors.networks import (
 from schemas.hit import Hit
 from schemas.tokens import FLAG_UNSUBSCRIBE
 
-# Verdicts (ARCHITECTURE.md, "Verdicts").
+# Verdicts (docs/architecture.md, "Records").
 HUMAN, PROXY, MACHINE, DUPLICATE = "human", "proxy", "machine", "duplicate"
 COUNTED = frozenset({HUMAN, PROXY})
 
@@ -126,7 +126,7 @@ class Decision:
 class ClassifierConfig:
     """Windows and bounds of the classifier; every window is in event time (seconds of hit.ts).
 
-    Defaults come from the field data in SIGNALS.md: scanners fetch 5–90 s after send, hit all links
+    Defaults come from the field data in docs/signals.md: scanners fetch 5–90 s after send, hit all links
     within a second or two (gaps of a few hundred ms), the pixel up to ~40 s before their link burst;
     retries by one client come within seconds, real re-opens minutes to hours later.
     """

@@ -71,7 +71,7 @@ def test_bare_mozilla_click_is_a_bot(classifier: Classifier) -> None:
 
 
 def test_stripped_webkit_ua_alone_is_not_mpp(classifier: Classifier) -> None:
-    # Real Apple Mail and Outlook for Mac send this UA too (SIGNALS.md).
+    # Real Apple Mail and Outlook for Mac send this UA too (docs/signals.md).
     assert only(classifier, ua=APPLE_MAIL).verdict == "human"
 
 
