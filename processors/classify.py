@@ -23,8 +23,11 @@ from processors.enrich import (
 )
 from processors.networks import (
     CLOUD,
+    CRAWLER,
     INTERNAL,
+    LINK_PREVIEW,
     MAIL_SECURITY,
+    MONITOR,
     PRIVACY_RELAY,
     PROVIDER_PROXY,
     NetworkInfo,
@@ -72,6 +75,9 @@ R_UA_WEBMAIL_PROXY = "ua_webmail_proxy"
 R_VIA_ISOLATION = "via_isolation"
 R_NET_HOSTING = "net_hosting"
 R_UNSUBSCRIBE_FAST = "unsubscribe_fast"
+R_NET_CRAWLER = "net_crawler"            # a search or AI crawler's published ranges
+R_NET_LINK_PREVIEW = "net_link_preview"  # a link-preview fetcher's published ranges (chat and social apps)
+R_NET_MONITOR = "net_monitor"            # an uptime monitor's published probe addresses
 R_AMBIGUOUS_ACCEPT = "ambiguous_accept_not_image"
 R_MESSAGE_BURST = "message_link_burst"
 R_HEAD_THEN_GET = "head_then_get"
@@ -94,6 +100,10 @@ R_REPEAT = "repeat_within_window"
 
 # Weak signals: none decides alone; two together make a machine (Mautic-style "two of"), as long as
 # one of the two is the network's: a mail client that sends `Accept: */*` and is read at once is a person.
+# Network categories that are machines by themselves (networks.py), with their reason.
+_MACHINE_NETWORK_REASONS: dict[str, str] = {CRAWLER: R_NET_CRAWLER, LINK_PREVIEW: R_NET_LINK_PREVIEW,
+                                            MONITOR: R_NET_MONITOR}
+
 _WEAK = frozenset({R_FAST, R_NET_CLOUD, R_NET_PROVIDER, R_NET_HOSTING, R_ACCEPT_NOT_IMAGE})
 
 
@@ -282,6 +292,12 @@ def static_verdict(hit: Hit, prof: UaProfile, net: NetworkInfo | None, config: C
         if category == PRIVACY_RELAY:
             return verdict_of(MACHINE, APPLE_MPP, (R_BARE_MOZILLA, R_NET_PRIVACY_RELAY))
         return verdict_of(MACHINE, APPLE_MPP, (R_BARE_MOZILLA,))
+    machine_net = _MACHINE_NETWORK_REASONS.get(category)
+    if machine_net is not None:
+        # Crawlers, link previews and monitors publish the ranges they fetch from; no reader is behind
+        # them whatever the UA says (proxy and MPP UAs are decided above: Googlebot's ranges lie inside
+        # Gmail's).
+        return verdict_of(MACHINE, BOT, (machine_net,))
     fast = since_send < config.fast_after_send
     if fast and not is_open and hit.link_flags & FLAG_UNSUBSCRIBE:
         # Scanners follow every link, the unsubscribe link too, on delivery

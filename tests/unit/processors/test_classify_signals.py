@@ -335,3 +335,28 @@ def test_config_errors_name_the_key() -> None:
         ClassifierConfig(dedupe_window=0)
     with pytest.raises(ValueError, match="burst_min_links"):
         ClassifierConfig(burst_min_links=1)
+
+
+# --- networks that are machines by themselves (the shipped snapshot, deploy/networks/feeds) -------------
+
+
+@pytest.mark.parametrize(("ip", "reason"), [
+    ("66.249.66.10", "net_crawler"),      # Googlebot's published googlebot.json ranges
+    ("23.22.2.46", "net_monitor"),        # a Pingdom probe (Pingdom's published probe list)
+    ("31.13.64.7", "net_link_preview"),   # Meta's published ranges (facebookexternalhit fetches from them)
+])
+def test_published_crawler_monitor_and_preview_ranges_are_machines_whatever_the_ua(
+        classifier: Classifier, ip: str, reason: str) -> None:
+    v = only(classifier, at=86_400.0, kind="click", ip=ip, ua=CHROME, link=LINKS[0])
+    assert (v.verdict, v.source, v.reasons) == ("machine", "bot", (reason,))
+
+
+def test_a_vpn_exit_is_no_machine_signal(classifier: Classifier) -> None:
+    # A ProtonVPN exit (its published list): people browse through these.
+    v = only(classifier, at=86_400.0, kind="click", ip="5.157.13.2", ua=CHROME, link=LINKS[0])
+    assert v.verdict == "human"
+
+
+def test_gmail_proxy_inside_googles_crawler_space_is_still_a_proxy_open(classifier: Classifier) -> None:
+    v = only(classifier, at=86_400.0, ip="66.249.66.10", ua=GMAIL_PROXY)
+    assert (v.verdict, v.source) == ("proxy", "gmail_proxy")
