@@ -214,7 +214,6 @@ async def test_worker_killed_under_load_is_restarted_and_replays_its_spool(
                          what="the supervisor restarted the killed worker")
         await asyncio.sleep(2)
         # Multiprocess metrics: any worker's /metrics is the sum over both.
-        replayed = await edge.metric("pixeltrack_edge_replayed_total")
         hits = await edge.metric("pixeltrack_edge_hits_total")
     finally:
         stop_load.set()
@@ -226,9 +225,8 @@ async def test_worker_killed_under_load_is_restarted_and_replays_its_spool(
     assert exit_code == 0
     assert sorted(p.name for p in spool.iterdir()) == ["worker-0", "worker-1"]
     # Whether the killed worker left anything unacknowledged depends on timing (Kafka is up and acks in
-    # milliseconds), so the replay counter is reported, not required; what must hold is below: every
+    # milliseconds), so the replay counter is not asserted; what must hold is below: every
     # answered hit reached Kafka.
-    assert replayed >= 0
     assert hits >= len(result.answered) * 0.5  # counts of both workers (the dead one's included)
     answered = set(result.answered)
     seen = await kafka_keys(kafka_bootstrap, kafka_topics.hits_raw, answered)
