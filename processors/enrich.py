@@ -79,11 +79,10 @@ _BOT_FRAGMENTS = (
     # New Relic's ping monitor: "NewRelicPinger/1.0 (<account id>)" (New Relic synthetic monitoring docs).
     "newrelicpinger/",
 )
-# Whole user agents that say nothing about a client: placeholders left by a library or a script.
+# Whole user agents that are a placeholder, not a client: "default_user_agent" (seen in public bot lists, an
+# SDK's unset default), "-" (how access logs and proxies write a missing header), a script's unset variable.
 _GENERIC_UAS = frozenset({
-    "default_user_agent",   # seen in public bot lists: a placeholder some SDKs send
-    "mozilla", "mozilla/4.0", "mozilla/5.0 (compatible)", "user-agent", "useragent", "-", "null", "none",
-    "undefined", "unknown", "test", "agent",
+    "default_user_agent", "-", "null", "undefined", "user-agent", "mozilla/5.0 (compatible)",
 })
 # A "Mozilla/<version>" with something glued on without a space: "Mozilla/5.0libwww-perl/5.826".
 _GLUED_MOZILLA = re.compile(r"mozilla/[0-9.]+(?=[a-z])")

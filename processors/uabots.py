@@ -40,9 +40,9 @@ NARROWED: dict[str, str | None] = {
     r"008\/": r"^008\/",
     # REDbot starts with "RED/"; Wired's iPad app says "WIRED/3.2".
     r"RED\/": r"^RED\/",
-    # Real Chrome builds that a person drives (a page-speed report, a screenshot, an AI browser): isbot's
-    # browser list files these as "misidentified browsers", legitimate user agents. A reader never sends
-    # them to an email link by accident, but neither are they a crawler's signature.
+    # Real Chrome builds that load a page at a person's request (a page-speed report, a screenshot, an AI
+    # browser): isbot's browser list files them as "misidentified browsers", legitimate user agents, and
+    # so do we.
     "GTmetrix": None,
     "YLT Chrome": None,
     "TSM-turingos": None,
@@ -149,18 +149,29 @@ class BotMatcher:
     """
 
     def __init__(self, entries: Iterable[Entry], *, rust: bool = True) -> None:
-        self.entries = tuple(entries)
-        self._regexes = [re.compile(e.pattern) for e in self.entries]
+        kept: list[Entry] = []
+        self._regexes: list[re.Pattern[str]] = []
+        rejected: list[tuple[Entry, str]] = []
+        for e in entries:
+            try:
+                self._regexes.append(re.compile(e.pattern))
+            except re.error as exc:
+                # A later list release with a pattern Python cannot read: that entry is lost, not the others.
+                rejected.append((e, str(exc)))
+                continue
+            kept.append(e)
+        self.entries = tuple(kept)
+        self.rejected = tuple(rejected)
         self._rs: Any = None
         if rust:
             try:
                 import ua_parser_rs
-            except ImportError:
-                pass
-            else:
                 # The family of a match is the entry's index; no version groups are read.
                 self._rs = ua_parser_rs.UserAgentExtractor(
                     [(e.pattern, str(idx), None, None, None, None) for idx, e in enumerate(self.entries)])
+            except (ImportError, ValueError):
+                # Not installed, or a pattern the Rust engine does not take (look-around): Python answers.
+                self._rs = None
         self._by_key: dict[int, dict[str, list[int]]] = {size: {} for size in _KEY_LENGTHS}
         rest: list[int] = []
         for idx, e in enumerate(self.entries):
