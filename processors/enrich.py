@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import maxminddb
 import ua_parser
 
+from processors import uabots
 from processors.networks import MAIL_SECURITY, PRIVACY_RELAY, PROVIDER_PROXY, NetworkLists
 from schemas.hit import Hit
 
@@ -40,23 +42,59 @@ UA_OTHER = "other"                    # anything else: no opinion
 # device nor the place is a reader's. Privacy relays hide only the place.
 _MACHINE_NETWORKS = frozenset({MAIL_SECURITY, PROVIDER_PROXY})
 
-# Lower-case prefixes of HTTP libraries and tools (a person's mail client never sends these).
+# What the public lists (processors.uabots: crawler-user-agents, and ua_parser's "Spider" device) miss,
+# each with where it was seen. The lists match case-sensitively, as their UAs are usually written; these
+# are lower-case, so they also catch other spellings of the same tools.
+#
+# Prefixes of HTTP libraries and tools: a default UA "<name>/<version>" is the UA's own self-description
+# (a person's browser or mail client never starts so). Also matched after a "Mozilla/<version>" glued on
+# without a space, as in "Mozilla/5.0libwww-perl/5.826" (seen in public bot lists).
 _LIBRARY_PREFIXES = (
-    "python-requests", "python-urllib", "python-httpx", "python/", "aiohttp", "httpx", "curl/", "wget/",
-    "go-http-client", "okhttp", "java/", "java ", "apache-httpclient", "libwww-perl", "lwp::", "php/",
-    "guzzlehttp", "ruby", "axios/", "node-fetch", "node/", "undici", "got (", "postmanruntime", "insomnia/",
-    "powershell", "winhttp", "http.rb", "faraday", "rest-client", "reqwest", "hyper/", "dart:io", "scrapy",
-    "libcurl", "mechanize", "httpie", "jakarta commons-httpclient",
+    "python-urllib",        # urllib3's default "python-urllib3/2.2.1" (the list has only "Python-urllib")
+    "curl/", "libcurl",     # the list anchors "^curl": the glued form escapes it
+    "lwp::", "lwp-",        # Perl LWP's "LWP::Simple/6.00", "lwp-request/6.15"
+    "java/",                # the JDK's HttpURLConnection: "Java/17.0.2"
+    "apache-httpclient",    # the list anchors "^Apache-HttpClient": the glued form escapes it
+    "jakarta commons-httpclient",
+    "php/", "guzzlehttp",   # PHP streams' "PHP/8.2", Guzzle's "GuzzleHttp/7"
+    "ruby", "faraday", "rest-client", "http.rb", "typhoeus",    # Ruby's Net::HTTP "Ruby", and gems
+    "node/", "undici", "got (", "node-superagent",             # Node.js: fetch (undici), got, superagent
+    "postmanruntime", "insomnia/", "httpie",                   # API clients: "PostmanRuntime/7.39.0"
+    "winhttp", "reqwest", "hyper/", "dart:io", "dart/",      # Windows, Rust, Dart's "Dart/3.2 (dart:io)"
+    "http-kit/",            # Clojure's http-kit client: "http-kit/2.0" (seen in public bot lists)
 )
-# Lower-case fragments of self-declared bots, link expanders and automation.
-# Not a bare "bot": phone makers such as Cubot end in it (ua_parser's "Spider" device catches the rest).
+# Lower-case fragments of HTTP tools that do not start their UA with their name.
+_LIBRARY_FRAGMENTS = (
+    # PowerShell's Invoke-WebRequest: "Mozilla/5.0 (Windows NT; Windows NT 10.0; en-US) WindowsPowerShell/5.1"
+    # (Microsoft's Invoke-WebRequest docs, -UserAgent).
+    "windowspowershell/",
+)
+# Lower-case fragments of machines the lists miss.
 _BOT_FRAGMENTS = (
-    "bot/", "bot;", "crawler", "spider", "slurp", "facebookexternalhit", "linkexpanding", "whatsapp/",
-    "headlesschrome", "phantomjs", "selenium", "puppeteer", "playwright", "lighthouse", "+http",
-    "preview", "validator", "scanner", "urlscan", "linkcheck", "slack-imgproxy",
+    # LiveJournal's feed and link fetcher: "LiveJournal.com (webmaster@livejournal.com; for
+    # http://www.livejournal.com/; ...)", its own self-description (seen in public bot lists).
+    "livejournal.com (",
+    # Office checking that a link exists before opening it: "Microsoft Office Existence Discovery", its own
+    # self-description (a HEAD or GET by Word/Outlook, not a person's view).
+    "microsoft office existence discovery",
+    # New Relic's ping monitor: "NewRelicPinger/1.0 (<account id>)" (New Relic synthetic monitoring docs).
+    "newrelicpinger/",
 )
+# Whole user agents that are a placeholder, not a client: "default_user_agent" (seen in public bot lists, an
+# SDK's unset default), "-" (how access logs and proxies write a missing header), a script's unset variable.
+_GENERIC_UAS = frozenset({
+    "default_user_agent", "-", "null", "undefined", "user-agent", "mozilla/5.0 (compatible)",
+})
+# A "Mozilla/<version>" with something glued on without a space: "Mozilla/5.0libwww-perl/5.826".
+_GLUED_MOZILLA = re.compile(r"mozilla/[0-9.]+(?=[a-z])")
 # ua_parser families of native mail clients (the parse result names them for us).
 _MAIL_APP_FAMILIES = {"Outlook": OUTLOOK, "Apple Mail": APPLE_MAIL, "Thunderbird": THUNDERBIRD}
+# ua_parser browser families: a UA parsed as one of these is a browser's, whatever a catch-all rule says.
+_NAMED_BROWSERS = frozenset({
+    "IE", "Edge", "Chrome", "Chrome Mobile", "Chrome Mobile WebView", "Chromium", "Firefox", "Firefox Mobile",
+    "Safari", "Mobile Safari", "Mobile Safari UI/WKWebView", "Opera", "Opera Mini", "Opera Mobile",
+    "Samsung Internet", "Android",
+})
 # ua_parser OS families that mean a desktop computer.
 _DESKTOP_OS = frozenset({
     "Windows", "Mac OS X", "macOS", "Linux", "Ubuntu", "Fedora", "Debian", "Chrome OS", "ChromeOS", "FreeBSD",
@@ -128,7 +166,9 @@ _MASKED: dict[tuple[str, int, str], Enrichment] = {}
 
 
 def ua_signature(ua: str) -> str | None:
-    """The kind of a user agent recognisable from its text alone (proxies, prefetchers, tools), else None."""
+    """The kind of a user agent recognisable from its text alone (proxies, prefetchers, tools, listed bots),
+    else None. Mail-specific signatures first (a listed pattern must not turn Gmail's proxy into a bot), then
+    our own table of what the public lists miss, then the crawler-user-agents list (processors.uabots)."""
     s = ua.strip()
     if not s:
         return UA_EMPTY
@@ -149,12 +189,21 @@ def ua_signature(ua: str) -> str | None:
     # browser repeats the Mozilla token, so the doubled token is the signature, whatever the versions.
     if s.endswith("Mozilla/5.0") and s.count("Mozilla/5.0") >= 2:
         return UA_GMAIL_PREFETCH
-    if "Chrome/42.0.2311.135" in s and "Edge/12." in s:
+    # The same prefetcher's UA without the tail: the exact build it wears. A real Edge 12 of 2015 has
+    # other builds (uap-core's test cases have "Edge/12.9600"): the Edge version alone is not enough.
+    if "Chrome/42.0.2311.135" in s and "Edge/12.246" in s:
         return UA_GMAIL_PREFETCH
-    if low.startswith(_LIBRARY_PREFIXES):
+    if low in _GENERIC_UAS:
+        return UA_LIBRARY
+    glued = _GLUED_MOZILLA.match(low)
+    tool = low[glued.end():] if glued is not None else low
+    if tool.startswith(_LIBRARY_PREFIXES) or any(f in low for f in _LIBRARY_FRAGMENTS):
         return UA_LIBRARY
     if any(f in low for f in _BOT_FRAGMENTS):
         return UA_BOT
+    listed = uabots.default_matcher().match(s)
+    if listed is not None:
+        return UA_LIBRARY if listed.kind == uabots.LIBRARY else UA_BOT
     return None
 
 
@@ -222,7 +271,12 @@ def profile_ua(ua: str, parser: Any) -> UaProfile:
     browser = result.user_agent.family if result.user_agent else UNKNOWN
     os_family = result.os.family if result.os else UNKNOWN
     dev = result.device
-    device = _device(ua, os_family, dev.family if dev else "", (dev.brand or "") if dev else "")
+    device_family = dev.family if dev else ""
+    if device_family == "Spider" and browser in _NAMED_BROWSERS:
+        # ua_parser's catch-all spider rule matches substrings ("bot" in "Banca Caboto s.p.a.", an IE
+        # build's tag); a bot that ua_parser knows gets its own family, not a browser's.
+        device_family = ""
+    device = _device(ua, os_family, device_family, (dev.brand or "") if dev else "")
     if sig in (UA_LIBRARY, UA_BOT):
         return UaProfile(browser, os_family, BOT, UNKNOWN, sig, False)
     if device == BOT:
