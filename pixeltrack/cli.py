@@ -409,6 +409,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     settings = _settings()
     classifier = build_classifier(
         geoip_city_db=settings.geoip_city_db, geoip_asn_db=settings.geoip_asn_db,
+        geoip_default=settings.geoip_default,
         networks_file=settings.networks_file, internal_networks=settings.internal_networks)
     src = sys.stdin.buffer if args.file in (None, "-") else open(args.file, "rb")  # noqa: SIM115
     try:

@@ -53,6 +53,7 @@ def build_processor(settings: Settings, keyring: Keyring | None) -> HitProcessor
     log.info("processor hot path: %s", native.STATE)
     classifier = build_classifier(
         geoip_city_db=settings.geoip_city_db, geoip_asn_db=settings.geoip_asn_db,
+        geoip_default=settings.geoip_default,
         networks_file=settings.networks_file, internal_networks=settings.internal_networks)
     return HitProcessor(tenants_for(settings, keyring), classifier, Topics(settings.topic_prefix),
                         truncate_ips=settings.truncate_ips,

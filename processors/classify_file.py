@@ -17,12 +17,12 @@ _PENDING = Verdict("human", "direct", ())
 
 def build_classifier(geoip_city_db: str | Path | None = None, geoip_asn_db: str | Path | None = None,
                      networks_file: str | Path | None = None, internal_networks: Sequence[str] = (),
-                     config: ClassifierConfig | None = None) -> Classifier:
+                     config: ClassifierConfig | None = None, geoip_default: bool = False) -> Classifier:
     """A Classifier over the shipped network lists plus `networks_file` and `internal_networks`, with
-    an Enricher over the given GeoIP databases (None: no place or ASN). Raises ValueError naming a
-    file that cannot be read or a network that is not one."""
+    an Enricher over the given GeoIP databases (None: no place or ASN, or with `geoip_default` the
+    shipped open ones). Raises ValueError naming a file that cannot be read or a network that is not one."""
     networks = NetworkLists.load(networks_file, internal_networks)
-    enricher = Enricher(geoip_city_db, geoip_asn_db, networks)
+    enricher = Enricher(geoip_city_db, geoip_asn_db, networks, default_geo=geoip_default)
     return Classifier(config or ClassifierConfig(), networks, enricher)
 
 
