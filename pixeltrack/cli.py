@@ -395,10 +395,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
     import orjson
 
     from processors.classify_file import build_classifier, classify_lines
+    from processors.geodata import HOSTING_ASNS
 
     settings = _settings()
     classifier = build_classifier(
         geoip_city_db=settings.geoip_city_db, geoip_asn_db=settings.geoip_asn_db,
+        geoip_default=settings.geoip_default, hosting_asns=HOSTING_ASNS,
         networks_file=settings.networks_file, internal_networks=settings.internal_networks)
     src = sys.stdin.buffer if args.file in (None, "-") else open(args.file, "rb")  # noqa: SIM115
     try:

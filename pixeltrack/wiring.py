@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from processors.classify_file import build_classifier
+from processors.geodata import HOSTING_ASNS
 from processors.netfeeds import report_snapshot_age
 from processors.pipeline import HitProcessor
 from schemas import native
@@ -67,6 +68,7 @@ def build_processor(settings: Settings, keyring: Keyring | None) -> HitProcessor
     report_snapshot_age(settings.networks_max_age_days)
     classifier = build_classifier(
         geoip_city_db=settings.geoip_city_db, geoip_asn_db=settings.geoip_asn_db,
+        geoip_default=settings.geoip_default, hosting_asns=HOSTING_ASNS,
         networks_file=settings.networks_file, internal_networks=settings.internal_networks)
     return HitProcessor(tenants_for(settings, keyring), classifier, Topics(settings.topic_prefix),
                         truncate_ips=settings.truncate_ips,

@@ -17,13 +17,15 @@ _PENDING = Verdict("human", "direct", ())
 
 def build_classifier(geoip_city_db: str | Path | None = None, geoip_asn_db: str | Path | None = None,
                      networks_file: str | Path | None = None, internal_networks: Sequence[str] = (),
-                     config: ClassifierConfig | None = None, hosting_asns: Collection[int] = ()) -> Classifier:
-    """A Classifier over the shipped network lists plus `networks_file` and `internal_networks`, with
-    an Enricher over the given GeoIP databases (None: no place or ASN), and `hosting_asns` (hosting
-    providers' AS numbers: a weak signal for addresses no list names). Raises ValueError naming a
-    file that cannot be read or a network that is not one."""
+                     config: ClassifierConfig | None = None, hosting_asns: Collection[int] = (),
+                     geoip_default: bool = False) -> Classifier:
+    """A Classifier over the shipped network lists plus `networks_file` and `internal_networks`, with an
+    Enricher over the given GeoIP databases (None: no place or ASN, or with `geoip_default` the shipped
+    open ones), and `hosting_asns` (hosting providers' AS numbers: a weak signal for addresses no list
+    names; processors.geodata.HOSTING_ASNS ships them). Raises ValueError naming a file that cannot be
+    read or a network that is not one."""
     networks = NetworkLists.load(networks_file, internal_networks)
-    enricher = Enricher(geoip_city_db, geoip_asn_db, networks)
+    enricher = Enricher(geoip_city_db, geoip_asn_db, networks, default_geo=geoip_default)
     return Classifier(config or ClassifierConfig(), networks, enricher, hosting_asns)
 
 

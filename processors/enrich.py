@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import maxminddb
 import ua_parser
 
-from processors import uabots
+from processors import geodata, uabots
 from processors.networks import MAIL_SECURITY, PRIVACY_RELAY, PROVIDER_PROXY, NetworkLists
 from schemas.hit import Hit
 
@@ -307,8 +306,10 @@ class Enricher:
     """Turns a hit's user agent and address into an Enrichment.
 
     GeoIP databases are MaxMind-format (GeoLite2/GeoIP2 City or Country, and ASN) files opened once,
-    memory-mapped; a None path means those fields stay unknown. `networks`, when given, lets the
-    enricher withhold place from proxy, relay and mail-security addresses whatever the UA says.
+    memory-mapped; a None path means those fields stay unknown, or, with `default_geo`, come from the
+    shipped open databases (processors.geodata; a damaged shipped file is logged, not raised).
+    `networks`, when given, lets the enricher withhold place from proxy, relay and mail-security
+    addresses whatever the UA says.
 
     Memory: a UA cache of at most `ua_cache_size` profiles (~400 bytes each with the key: 20 MB at
     50,000) and an IP cache of at most `ip_cache_size` entries (~250 bytes: 25 MB at 100,000); each
@@ -317,9 +318,11 @@ class Enricher:
 
     def __init__(self, city_db: str | Path | None = None, asn_db: str | Path | None = None,
                  networks: NetworkLists | None = None, *, ua_cache_size: int = 50_000,
-                 ip_cache_size: int = 100_000, parser: Any = None) -> None:
-        self._city = self._open(city_db, "city") if city_db is not None else None
-        self._asn = self._open(asn_db, "asn") if asn_db is not None else None
+                 ip_cache_size: int = 100_000, parser: Any = None, default_geo: bool = False) -> None:
+        self._city = self._open(city_db, "city") if city_db is not None else (
+            geodata.open_default(geodata.DEFAULT_COUNTRY_DB, "country") if default_geo else None)
+        self._asn = self._open(asn_db, "asn") if asn_db is not None else (
+            geodata.open_default(geodata.DEFAULT_ASN_DB, "asn") if default_geo else None)
         self._networks = networks
         self._parser = parser if parser is not None else default_ua_parser()
         self._ua_cache: dict[str, UaProfile] = {}
@@ -329,10 +332,7 @@ class Enricher:
 
     @staticmethod
     def _open(path: str | Path, what: str) -> Any:
-        try:
-            return maxminddb.open_database(str(path))
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"GeoIP {what} database {str(path)!r} cannot be opened: {exc}") from None
+        return geodata.open_reader(path, what)
 
     def close(self) -> None:
         """Closes the GeoIP readers (lookups after this give unknown place)."""
@@ -386,6 +386,9 @@ class Enricher:
                 if isinstance(rec, dict):
                     c = rec.get("country") or rec.get("registered_country") or {}
                     country = str(c.get("iso_code") or "") if isinstance(c, dict) else ""
+                    if not country:  # the shipped open database's record: {"country_code": "US"}
+                        cc = rec.get("country_code")
+                        country = cc if isinstance(cc, str) else ""
                     cty = rec.get("city")
                     names = cty.get("names") if isinstance(cty, dict) else None
                     city = str(names.get("en") or "") if isinstance(names, dict) else ""
@@ -397,6 +400,9 @@ class Enricher:
                     as_org = str(rec.get("autonomous_system_organization") or "")
         except ValueError:
             # Not an IP address (the edge should never send one, a replay file might): unknown place.
+            return _NO_GEO
+        except geodata.InvalidDatabaseError as exc:  # a file damaged past its header: logged once
+            geodata.lookup_failed(exc)
             return _NO_GEO
         if not (country or city or asn or as_org):
             return _NO_GEO

@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     # --- enrichment and classification ---
     geoip_city_db: Path | None = Field(None, description="MaxMind-format City (or Country) database.")
     geoip_asn_db: Path | None = Field(None, description="MaxMind-format ASN database.")
+    geoip_default: bool = Field(True, description="Country and ASN from the shipped open databases where "
+                                "geoip_city_db / geoip_asn_db are unset (docs/data.md); false: unknown.")
     networks_file: Path | None = Field(None, description="Extra network lists (JSON, shipped shape).")
     internal_networks: CsvList = Field(
         default_factory=list, description="The sender's own networks: hits from here are not opens.")
