@@ -44,8 +44,8 @@ HEADER_TIMEOUT: float = _DEFAULTS["header_timeout_seconds"].default
 KEEPALIVE_TIMEOUT: float = _DEFAULTS["keepalive_timeout_seconds"].default
 # Descriptors an edge worker keeps for itself beyond its connections: stdio, the event loop's epoll and
 # wake-up pipe, the listening socket, the spool's lock and segment files (one written, one replayed),
-# a connection per Kafka broker, prometheus' multiprocess files, the supervisor's queue. Measured: about
-# 25 with 3 brokers; 64 leaves room for a broker list that grows and a former worker's spool to replay.
+# a connection per Kafka broker, prometheus' multiprocess files, the supervisor's queue. Measured: 16 for
+# an idle worker; 64 leaves room for every broker of a cluster and a former worker's spool to replay.
 FD_RESERVE = 64
 # `pixeltrack serve` also runs chDB in its process, which opens files per table part while it merges.
 SERVE_FD_RESERVE = 512
