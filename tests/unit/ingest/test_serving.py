@@ -27,6 +27,7 @@ from ingest.serving import (
     check_aiohttp_internals,
     default_cap,
     fd_soft_limit,
+    serve_until_stopped,
 )
 from pixeltrack.dashboard import start_dashboard
 from schemas.records import Record
@@ -262,3 +263,32 @@ def test_the_default_cap_leaves_the_reserve_below_the_descriptor_limit(monkeypat
         assert default_cap() == want, soft
     monkeypatch.setattr(resource, "getrlimit", lambda _which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     assert default_cap() == (1 << 20) - FD_RESERVE
+
+
+async def test_serve_until_stopped_runs_an_app_under_the_limits_until_told_to_stop() -> None:
+    """What `pixeltrack api` runs the ingest API with (instead of web.run_app)."""
+    bus: asyncio.Queue[Record] = asyncio.Queue()
+    app = create_api_app(KEYRING, ["k"], Topics(), QueuePublisher(bus), own_publisher=False)
+    lines: list[str] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_until_stopped(app, "127.0.0.1", 0, limits=ServerLimits(HEAD, IDLE, 5),
+                                                   server="api", announce=lines.append, stop=stop))
+    for _ in range(100):
+        if lines or task.done():
+            break
+        await asyncio.sleep(0.02)
+    assert lines, task
+    assert "at most 5 connections" in lines[0]
+    port = int(lines[0].split("http://127.0.0.1:")[1].split(" ")[0])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert await status_of(reader) == 200
+    writer.close()
+    silent_r, silent_w = await asyncio.open_connection("127.0.0.1", port)
+    took = await closed_after(silent_r, time.monotonic(), IDLE)
+    assert took < HEAD + 0.8
+    silent_w.close()
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    with pytest.raises(ConnectionRefusedError):  # no longer listening
+        await asyncio.open_connection("127.0.0.1", port)
