@@ -82,7 +82,8 @@ async def test_a_flood_of_idle_connections_is_refused_before_descriptors_run_out
         # The ones past the cap were answered 503 and closed; the rest are held open.
         answers = await asyncio.gather(*(asyncio.wait_for(r.read(), 0.5) for r, _ in held), return_exceptions=True)
         refused = [a for a in answers if a == REFUSED]
-        assert len(refused) == FLOOD - cap + 1 or len(refused) == FLOOD - cap, len(refused)  # +1: /healthz's own
+        # (one more when the harness's /healthz connection was not yet closed on the worker's side)
+        assert len(refused) in (FLOOD - cap, FLOOD - cap + 1), len(refused)
         assert sum(isinstance(a, TimeoutError) for a in answers) == FLOOD - len(refused)
         # At the cap a real fetch is refused cleanly too ...
         assert await fetch(edge.port, next(paths)[1]) == REFUSED
@@ -102,8 +103,8 @@ async def test_a_flood_of_idle_connections_is_refused_before_descriptors_run_out
         for _, w in held:
             w.close()
     await asyncio.sleep(0.3)
-    metrics = (await fetch(edge.port, "/metrics")).decode()
-    assert 'pixeltrack_connections_refused_total{server="edge"}' in metrics
+    # Every refusal counted: the flood's and the fetch made at the cap.
+    assert await edge.metric("pixeltrack_connections_refused_total") >= len(refused) + 1
     text = log.read_text()
     assert "Too many open files" not in text, edge.log_tail()
     assert "Traceback" not in text, edge.log_tail()
