@@ -244,8 +244,7 @@ class FastPathProtocol(asyncio.Protocol):
                 self._hand_over(buf)
                 return
             buf = buf[end:]
-            if not buf:
-                self._head_since = 0.0
+            self._head_since = now if buf else 0.0  # a pipelined head's clock starts with its bytes
             if self.transport is None or self.transport.is_closing():
                 return
         self._buf = buf

@@ -120,12 +120,16 @@ def metric(name: str, server: str) -> float:
 async def test_a_head_not_complete_in_time_is_closed(kind: str) -> None:
     async with running(kind, ServerLimits(HEAD, IDLE * 2)) as srv:
         timeouts = metric("pixeltrack_head_timeouts_total", srv.server)
+        handed = REGISTRY.get_sample_value("pixeltrack_edge_handed_over_total") or 0.0
         # Silent after connecting.
         start = time.monotonic()
         silent_r, silent_w = await asyncio.open_connection("127.0.0.1", srv.port)
         # A slow loris: a byte every 0.1 s (each byte would reset an idle timer).
         loris_r, loris_w = await asyncio.open_connection("127.0.0.1", srv.port)
         loris = asyncio.create_task(_trickle(loris_w, srv.request()))
+        # Another route (on the edge, the fast path hands it to aiohttp after 8 bytes; the clock goes along).
+        other_r, other_w = await asyncio.open_connection("127.0.0.1", srv.port)
+        other = asyncio.create_task(_trickle(other_w, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
         # A keep-alive connection whose second head starts late and never ends: its own deadline.
         ka_r, ka_w = await asyncio.open_connection("127.0.0.1", srv.port)
         ka_w.write(srv.request())
@@ -134,14 +138,17 @@ async def test_a_head_not_complete_in_time_is_closed(kind: str) -> None:
         second = time.monotonic()
         ka_w.write(srv.request()[:12])
         try:
-            for reader, since in ((silent_r, start), (loris_r, start), (ka_r, second)):
+            for reader, since in ((silent_r, start), (loris_r, start), (other_r, start), (ka_r, second)):
                 took = await closed_after(reader, since, IDLE * 2)
                 assert HEAD * 0.9 <= took < HEAD + 0.8, (kind, took)
         finally:
             loris.cancel()
-            for w in (silent_w, loris_w, ka_w):
+            other.cancel()
+            for w in (silent_w, loris_w, other_w, ka_w):
                 w.close()
-        assert metric("pixeltrack_head_timeouts_total", srv.server) - timeouts == 3
+        assert metric("pixeltrack_head_timeouts_total", srv.server) - timeouts == 4
+        if kind == "edge-fast":
+            assert (REGISTRY.get_sample_value("pixeltrack_edge_handed_over_total") or 0.0) - handed == 1
 
 
 async def _trickle(writer: asyncio.StreamWriter, data: bytes) -> None:
