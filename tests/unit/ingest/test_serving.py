@@ -129,7 +129,7 @@ async def test_a_head_not_complete_in_time_is_closed(kind: str) -> None:
         loris = asyncio.create_task(_trickle(loris_w, srv.request()))
         # Another route (on the edge, the fast path hands it to aiohttp after 8 bytes; the clock goes along).
         other_r, other_w = await asyncio.open_connection("127.0.0.1", srv.port)
-        other = asyncio.create_task(_trickle(other_w, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
+        other = asyncio.create_task(_trickle(other_w, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 12))
         # A keep-alive connection whose second head starts late and never ends: its own deadline.
         ka_r, ka_w = await asyncio.open_connection("127.0.0.1", srv.port)
         ka_w.write(srv.request())
@@ -151,10 +151,12 @@ async def test_a_head_not_complete_in_time_is_closed(kind: str) -> None:
             assert (REGISTRY.get_sample_value("pixeltrack_edge_handed_over_total") or 0.0) - handed == 1
 
 
-async def _trickle(writer: asyncio.StreamWriter, data: bytes) -> None:
-    for i in range(len(data) - 4):  # never the final CRLF CRLF
-        writer.write(data[i:i + 1])
+async def _trickle(writer: asyncio.StreamWriter, data: bytes, first: int = 1) -> None:
+    """`first` bytes at once, then one byte every 0.1 s, never the final CRLF CRLF."""
+    writer.write(data[:first])
+    for i in range(first, len(data) - 4):
         await asyncio.sleep(0.1)
+        writer.write(data[i:i + 1])
 
 
 @pytest.mark.parametrize("kind", KINDS)
