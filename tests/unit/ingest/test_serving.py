@@ -1,6 +1,6 @@
 """Deadlines and the connection cap (ingest/serving.py) on real sockets, for every server: the edge's fast
 path, the edge through aiohttp, the ingest API and the dashboard. Deadlines are short here (0.5 s for a
-head, 2 s idle) so each case takes a couple of seconds."""
+head, 1.5 s idle) so each case takes a couple of seconds."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from tests.unit.ingest.test_edge_properties import CollectingPublisher
 KEYRING = Keyring({"s1": b"serving-secret-0123456789abcdef0"}, "s1")
 OPEN = KEYRING.mint(TokenPayload("open", "", "c", "A", "m-1", "r-1", int(time.time() * 1000)))
 HEAD = 0.5  # header_timeout in these tests
-IDLE = 2.0  # keepalive_timeout in these tests
+IDLE = 1.5  # keepalive_timeout in these tests
 KINDS = ("edge-fast", "edge-aiohttp", "api", "dashboard")
 
 
