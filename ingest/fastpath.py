@@ -23,7 +23,11 @@ takes, aiohttp's parser reads the same method, target, version, headers and keep
 (aiohttp's C parser was the first version: it costs about three times as much, most of it building a
 URL object the edge never reads.)
 
-Connections that stay idle (no byte) for the keep-alive timeout are closed by one sweeper per site.
+Deadlines and the cap (ingest/serving.py) hold here too, checked by one sweeper per site rather than a
+timer per request: a head not complete `header_timeout` after the connection opened or the head's first
+byte arrived, and a connection that sent no byte for `keepalive_timeout`, are closed; a
+connection over the process's cap is refused on arrival. A connection handed to aiohttp keeps its slot
+and the clock of its pending head (serving.GuardedConnection takes over both).
 """
 
 from __future__ import annotations
@@ -44,12 +48,13 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ingest import metrics
 from ingest.app import EDGE, KEPT, SERVER_LIMITS, Edge
 from ingest.pixel import GIF, NOT_FOUND_HEADERS, NOT_FOUND_HTML, PIXEL_HEADERS, REDIRECT_HEADERS
+from ingest.serving import HEAD_TIMEOUTS, GuardedConnection, LimitedSite, ServerLimits, check_aiohttp_internals, refuse
 from schemas.records import MAX_HEADER
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE_TIMEOUT = 75.0  # aiohttp's default: an idle keep-alive connection is closed after this
-SWEEP_INTERVAL = 5.0
+SWEEP_INTERVAL = 5.0  # at most; a quarter of the shortest deadline when that is shorter
+SERVER = "edge"  # the metrics' label
 # The longest head taken on the fast path; longer ones go to aiohttp, whose limits answer them.
 MAX_FAST_HEAD = SERVER_LIMITS["max_line_size"] + 8 * 1024
 _PREFIXES = (b"GET /o/", b"GET /c/", b"HEAD /o/", b"HEAD /c/")
@@ -160,32 +165,44 @@ class _Clock:
 class FastPathProtocol(asyncio.Protocol):
     """One client connection, answered on the fast path until a request needs aiohttp."""
 
-    __slots__ = ("_buf", "_clock", "_conns", "_edge", "_last", "_loop", "_paused", "_peer",
-                 "_server", "transport")
+    __slots__ = ("_buf", "_clock", "_conns", "_edge", "_head_since", "_last", "_limits", "_loop", "_paused",
+                 "_peer", "_server", "_taken", "transport")
 
-    def __init__(self, edge: Edge, server: web.Server, conns: set[FastPathProtocol], clock: _Clock) -> None:
+    def __init__(self, edge: Edge, server: web.Server, conns: set[FastPathProtocol], clock: _Clock,
+                 limits: ServerLimits) -> None:
         self._edge = edge
         self._server = server
         self._conns = conns
         self._clock = clock
+        self._limits = limits
         self._loop = asyncio.get_running_loop()
         self._buf = b""
         self._paused = False
+        self._taken = False
         self._peer: str | None = None
         self._last = 0.0
+        # When the clock of the head still to come started (accept, or its first byte); 0.0 between requests.
+        self._head_since = 0.0
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._limits.take(SERVER):
+            refuse(transport)
+            return
+        self._taken = True
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport subclass
         tcp_nodelay(self.transport, True)  # each answer is one small write: never hold it back (Nagle)
         peer = transport.get_extra_info("peername")
         self._peer = peer[0] if isinstance(peer, tuple | list) and peer else None
-        self._last = self._loop.time()
+        self._last = self._head_since = self._loop.time()
         self._conns.add(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._conns.discard(self)
         self.transport = None
+        if self._taken:
+            self._taken = False
+            self._limits.release(SERVER)
 
     def pause_writing(self) -> None:  # the client does not read its answers: stop reading its requests
         if self.transport is not None and not self._paused:
@@ -200,9 +217,14 @@ class FastPathProtocol(asyncio.Protocol):
     def idle_since(self) -> float:
         return self._last
 
+    def head_since(self) -> float:
+        return self._head_since
+
     def data_received(self, data: bytes) -> None:
-        self._last = self._loop.time()
+        self._last = now = self._loop.time()
         buf = self._buf + data if self._buf else data
+        if not self._head_since:
+            self._head_since = now
         while buf:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
@@ -222,6 +244,7 @@ class FastPathProtocol(asyncio.Protocol):
                 self._hand_over(buf)
                 return
             buf = buf[end:]
+            self._head_since = now if buf else 0.0  # a pipelined head's clock starts with its bytes
             if self.transport is None or self.transport.is_closing():
                 return
         self._buf = buf
@@ -262,13 +285,16 @@ class FastPathProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         metrics.HANDED_OVER.inc()
-        handler = self._server()
-        transport.set_protocol(handler)
+        # The slot and the pending head's clock go with the connection (connection_lost is the guard's now).
+        self._taken = False
+        guard = GuardedConnection(self._server(), self._limits, SERVER, taken=True,
+                                  head_since=self._head_since or self._loop.time())
+        transport.set_protocol(guard)
         if self._paused:
             self._paused = False
             transport.resume_reading()
-        handler.connection_made(transport)
-        handler.data_received(buf)
+        guard.connection_made(transport)
+        guard.data_received(buf)
 
     def close_idle(self) -> None:
         if self.transport is not None:
@@ -280,16 +306,18 @@ def may_be_fast(buf: bytes) -> bool:
     return buf.startswith(_PREFIXES) or (len(buf) < 8 and any(p.startswith(buf) for p in _PREFIXES))
 
 
-class EdgeSite(web.TCPSite):
-    """A TCPSite whose connections start on the fast path (see the module's docstring)."""
+class EdgeSite(LimitedSite):
+    """A TCPSite whose connections start on the fast path (see the module's docstring). `limits`: the
+    process's (default: the settings' defaults); aiohttp's own keep-alive timer is the runner's, so make
+    the runner with `limits.runner`."""
 
     def __init__(self, runner: web.BaseRunner, host: str | None = None, port: int | None = None, *,
                  backlog: int = 1024, reuse_address: bool | None = None, reuse_port: bool | None = None,
-                 keepalive_timeout: float = KEEPALIVE_TIMEOUT) -> None:
-        super().__init__(runner, host, port, backlog=backlog, reuse_address=reuse_address, reuse_port=reuse_port)
+                 limits: ServerLimits | None = None) -> None:
+        super().__init__(runner, host, port, limits=limits or ServerLimits(), server=SERVER, backlog=backlog,
+                         reuse_address=reuse_address, reuse_port=reuse_port)
         self._conns: set[FastPathProtocol] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._keepalive_timeout = keepalive_timeout
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
@@ -299,27 +327,35 @@ class EdgeSite(web.TCPSite):
         app = getattr(self._runner, "app", None)
         assert app is not None, "EdgeSite serves an AppRunner of the edge's app"
         edge = app[EDGE]
+        check_aiohttp_internals(server)
         clock = _Clock()
-        conns = self._conns
+        conns, limits = self._conns, self.limits
         self._server = await loop.create_server(
-            lambda: FastPathProtocol(edge, server, conns, clock), self._host, self._port,
+            lambda: FastPathProtocol(edge, server, conns, clock, limits), self._host, self._port,
             backlog=self._backlog, reuse_address=self._reuse_address, reuse_port=self._reuse_port)
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
         self._sweeper = asyncio.create_task(self._sweep(clock), name="pixeltrack-fastpath-sweeper")
 
     async def _sweep(self, clock: _Clock) -> None:
-        """Each second: the Date line; every few: closes connections idle past the keep-alive timeout."""
+        """Each second: the Date line; every few (a quarter of the shortest deadline at most): closes
+        connections whose head is late and connections idle past the keep-alive timeout."""
         loop = asyncio.get_running_loop()
-        every = min(SWEEP_INTERVAL, self._keepalive_timeout)
+        header_timeout, keepalive_timeout = self.limits.header_timeout, self.limits.keepalive_timeout
+        every = min(SWEEP_INTERVAL, header_timeout / 4, keepalive_timeout / 4)
         next_sweep = loop.time() + every
         while True:
             await asyncio.sleep(min(clock.tick() + 0.001, every))
-            if loop.time() >= next_sweep:
-                next_sweep = loop.time() + every
-                cutoff = loop.time() - self._keepalive_timeout
-                for conn in [c for c in self._conns if c.idle_since() < cutoff]:
-                    conn.close_idle()
+            now = loop.time()
+            if now >= next_sweep:
+                next_sweep = now + every
+                head_cutoff, idle_cutoff = now - header_timeout, now - keepalive_timeout
+                for conn in list(self._conns):
+                    if conn.idle_since() < idle_cutoff:
+                        conn.close_idle()  # no byte for the keep-alive timeout (a head still pending included)
+                    elif 0.0 < conn.head_since() < head_cutoff:
+                        HEAD_TIMEOUTS.labels(SERVER).inc()
+                        conn.close_idle()
 
     async def stop(self) -> None:
         """Stops listening and closes the fast path's connections (between requests: every fast answer

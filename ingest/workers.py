@@ -113,6 +113,7 @@ async def serve_worker(settings: Settings, index: int, workers: int, *, metrics_
     from ingest.app import create_app
     from ingest.fastpath import EdgeSite
     from ingest.serverlog import quiet_bad_requests
+    from ingest.serving import ServerLimits
 
     quiet_bad_requests(metrics.BAD_REQUESTS.inc)  # counted per edge worker (pixeltrack_edge_bad_requests_total)
     stop = stop or asyncio.Event()
@@ -123,17 +124,24 @@ async def serve_worker(settings: Settings, index: int, workers: int, *, metrics_
     app = create_app(worker_settings(settings, index, workers),
                      spool_dir=worker_spool(settings.spool_dir, index), metrics_dir=metrics_dir,
                      drain_timeout=drain_timeout, adopt=orphan_spools(settings.spool_dir, index, workers))
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    # Deadlines and the connection cap (ingest/serving.py): the cap leaves FD_RESERVE descriptors for the
+    # spool, Kafka and the metrics files, so a flood of connections never makes them fail.
+    limits = ServerLimits.from_settings(settings)
+    runner = limits.runner(app, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
-        site_class = EdgeSite if settings.edge_fast_path else web.TCPSite
-        site = site_class(runner, settings.edge_host, settings.edge_port if port is None else port,
-                          reuse_port=workers > 1, backlog=1024)
+        bind_port = settings.edge_port if port is None else port
+        site: web.TCPSite = (
+            EdgeSite(runner, settings.edge_host, bind_port, reuse_port=workers > 1, backlog=1024, limits=limits)
+            if settings.edge_fast_path else
+            limits.site(runner, settings.edge_host, bind_port, server="edge", reuse_port=workers > 1, backlog=1024))
         await site.start()
         bound = runner.addresses[0][1]
         if tuned_gc:
             tune_gc()
-        log.info("edge worker %d (pid %d) listening on %s:%d", index, os.getpid(), settings.edge_host, bound)
+        log.info("edge worker %d (pid %d) listening on %s:%d (at most %d connections, head within %gs, idle "
+                 "keep-alive %gs)", index, os.getpid(), settings.edge_host, bound, limits.max_connections,
+                 limits.header_timeout, limits.keepalive_timeout)
         if ready is not None:
             ready(bound)
         await stop.wait()

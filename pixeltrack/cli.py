@@ -236,15 +236,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from ingest.api import create_api_from_settings
     from ingest.app import edge_tenants
+    from ingest.serving import ServerLimits, serve_until_stopped
 
     settings = _settings(api_host=args.host, api_port=args.port)
     # The default keys check the operator's click ids; a tenants file alone is enough for tenants' ones.
-    web.run_app(create_api_from_settings(settings, edge_tenants(settings)), host=settings.api_host,
-                port=settings.api_port, access_log=None, print=lambda s: print(s, flush=True))
+    app = create_api_from_settings(settings, edge_tenants(settings))
+    _run(serve_until_stopped(app, settings.api_host, settings.api_port, limits=ServerLimits.from_settings(settings),
+                             server="api", announce=lambda s: print(s, flush=True)))
     return 0
 
 
@@ -288,9 +288,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         print(f"pixeltrack dashboard: a running serve owns {args.data}; its dashboard is {info.dashboard_url}/",
               file=sys.stderr)
         return 1
+    from ingest.serving import ServerLimits
+
     s = _settings(clickhouse_dsn=args.clickhouse)
     _run(run_dashboard(s.clickhouse_dsn, s.clickhouse_database, args.host, args.port, tenant=args.tenant,
-                       refresh_seconds=args.refresh))
+                       refresh_seconds=args.refresh, limits=ServerLimits.from_settings(s)))
     return 0
 
 

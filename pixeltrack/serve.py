@@ -21,6 +21,7 @@ from ingest.app import create_app
 from ingest.fastpath import EdgeSite
 from ingest.publisher import QueuePublisher
 from ingest.serverlog import quiet_bad_requests
+from ingest.serving import SERVE_FD_RESERVE, ServerLimits
 from pixeltrack.dashboard import query_with, start_dashboard
 from pixeltrack.wiring import API_KEY_FILE, build_processor, data_dir_secret, keyring_for, tenants_for
 from processors.clickhouse import migrate
@@ -152,28 +153,28 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     # API (their publishes wait; the edge's own queue then fills and counts what it drops).
     edge_settings = settings.model_copy(update={"spool_dir": None})
     onto_bus = QueuePublisher(bus, settings.queue_size)
-    edge = web.AppRunner(create_app(edge_settings, publisher=onto_bus, keyring=keyring),
-                         access_log=None, handle_signals=False)
+    # One set of deadlines and one connection cap for every server of the process (ingest/serving.py).
+    limits = ServerLimits.from_settings(settings, reserve=SERVE_FD_RESERVE)
+    edge = limits.runner(create_app(edge_settings, publisher=onto_bus, keyring=keyring))
     await edge.setup()
-    edge_site = (EdgeSite(edge, host, port, reuse_address=True) if settings.edge_fast_path
-                 else web.TCPSite(edge, host, port, reuse_address=True))
+    edge_site = (EdgeSite(edge, host, port, reuse_address=True, limits=limits) if settings.edge_fast_path
+                 else limits.site(edge, host, port, server="edge", reuse_address=True))
     await edge_site.start()
     api_key = (settings.api_keys.get_secret_value().split(",")[0].strip() if settings.api_keys
                else data_dir_secret(data_dir, API_KEY_FILE))
     api_app = create_api_app(tenants_for(settings, keyring), [api_key], Topics(settings.topic_prefix), onto_bus,
                              own_publisher=False)
-    api = web.AppRunner(api_app, access_log=None, handle_signals=False)
+    api = limits.runner(api_app)
     await api.setup()
-    await web.TCPSite(api, host, api_port, reuse_address=True).start()
+    await limits.site(api, host, api_port, server="api", reuse_address=True).start()
     token = secrets.token_urlsafe(24)
-    admin = web.AppRunner(admin_app(writer, token, lambda h: processor.forget_recipients([h])), access_log=None,
-                          handle_signals=False)
+    admin = limits.runner(admin_app(writer, token, lambda h: processor.forget_recipients([h])))
     await admin.setup()
-    admin_site = web.TCPSite(admin, "127.0.0.1", 0)
+    admin_site = limits.site(admin, "127.0.0.1", 0, server="admin")
     await admin_site.start()
 
     # The dashboard reads through the writer's thread, like every other reader of this chDB folder.
-    dashboard = await start_dashboard(query_with(writer), "127.0.0.1", dashboard_port)
+    dashboard = await start_dashboard(query_with(writer), "127.0.0.1", dashboard_port, limits=limits)
 
     edge_port, api_bound, admin_port = edge.addresses[0][1], api.addresses[0][1], admin.addresses[0][1]
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

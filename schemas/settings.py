@@ -45,6 +45,16 @@ class Settings(BaseSettings):
     publish_timeout_ms: int = Field(5000, ge=100, description="A publish not acknowledged by then fails.")
     token_ttl_days: int = Field(
         400, ge=0, description="Minted tokens expire after this many days; 0 = never.")
+    # Every HTTP server (edge, API, dashboard, serve) holds its connections to these (ingest/serving.py).
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="A request head must be complete this many seconds after the connection "
+        "opens or its first byte arrives, else the connection is closed (every server).")
+    keepalive_timeout_seconds: float = Field(
+        75.0, gt=0, le=900, description="An idle keep-alive connection is closed after this many seconds (every "
+        "server); keep it above a load balancer's own idle timeout.")
+    max_connections: int = Field(
+        0, ge=0, description="Connections one process keeps open across its servers; more are refused (503, "
+        "closed). 0 = the open-files limit minus a reserve for spool, Kafka and metrics files.")
 
     # --- signing keys ---
     signing_keys: SecretStr | None = Field(

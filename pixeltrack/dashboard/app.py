@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar, cast
 from aiohttp import web
 
 from ingest.serverlog import quiet_bad_requests
+from ingest.serving import ServerLimits
 from pixeltrack.dashboard import pages
 from pixeltrack.dashboard.queries import CampaignData, CampaignRow, Query, fetch_campaign, fetch_campaigns
 from pixeltrack.dashboard.templates import CONTENT_SECURITY_POLICY
@@ -258,14 +259,15 @@ def query_with(writer: ReadOnlyQuerier) -> Query:
 
 
 async def start_dashboard(query: Query, host: str = "127.0.0.1", port: int = 8082, *, tenant: str = "",
-                          refresh_seconds: int = 5) -> web.AppRunner:
+                          refresh_seconds: int = 5, limits: ServerLimits | None = None) -> web.AppRunner:
     """Serves the dashboard until the returned runner's `cleanup()`; `runner.addresses` has the bound
-    (host, port) — port 0 picks a free one."""
+    (host, port) — port 0 picks a free one. `limits`: the process's deadlines and connection cap
+    (default: the settings' defaults)."""
     # Bound to loopback, it answers to loopback names only (see same_site_only).
     loopback = host in LOOPBACK_NAMES or host == "::1" or host.startswith("127.")
-    runner = web.AppRunner(create_dashboard_app(query, tenant, refresh_seconds,
-                                                allowed_hosts=LOOPBACK_NAMES | {host} if loopback else None),
-                           access_log=None, handle_signals=False)
+    limits = limits or ServerLimits()
+    runner = limits.runner(create_dashboard_app(query, tenant, refresh_seconds,
+                                                allowed_hosts=LOOPBACK_NAMES | {host} if loopback else None))
     await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    await limits.site(runner, host, port, server="dashboard", reuse_address=True).start()
     return runner

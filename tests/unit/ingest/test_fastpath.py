@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 from ingest.app import SERVER_LIMITS, create_app, kept_headers
 from ingest.fastpath import EdgeSite, parse_head
 from ingest.pixel import GIF, NOT_FOUND_HTML
+from ingest.serving import ServerLimits
 from schemas.records import DeadLetter, RawHit, Record
 from schemas.settings import Settings
 from schemas.tokens import Keyring, TokenPayload
@@ -52,7 +53,8 @@ async def _serve(fast: bool, keepalive_timeout: float = 75.0) -> tuple[web.AppRu
     publisher = CollectingPublisher()
     runner = web.AppRunner(create_app(s, publisher=publisher, keyring=KEYRING), access_log=None)
     await runner.setup()
-    site: web.BaseSite = (EdgeSite(runner, "127.0.0.1", 0, keepalive_timeout=keepalive_timeout) if fast
+    limits = ServerLimits(keepalive_timeout=keepalive_timeout)
+    site: web.BaseSite = (EdgeSite(runner, "127.0.0.1", 0, limits=limits) if fast
                           else web.TCPSite(runner, "127.0.0.1", 0))
     await site.start()
     return runner, Served(int(runner.addresses[0][1]), publisher, site)
