@@ -81,6 +81,7 @@ async def test_the_hits_leader_killed_under_load_every_answered_hit_once_in_clic
     stop_load = asyncio.Event()
     exit_codes: list[int] = []
     killed: int | None = None
+    loads: list[asyncio.Task[None]] = []
 
     def stored() -> int:
         return int(clickhouse.rows("SELECT count() FROM events")[0][0])
@@ -89,7 +90,7 @@ async def test_the_hits_leader_killed_under_load_every_answered_hit_once_in_clic
         try:
             for edge in edges:
                 await edge.start()
-            loads = [asyncio.create_task(steady_load(edge.base, pixel_paths(keyring, f"fo{i}"), rate=RATE_PER_EDGE,
+            loads += [asyncio.create_task(steady_load(edge.base, pixel_paths(keyring, f"fo{i}"), rate=RATE_PER_EDGE,
                                                      duration=LOAD_S, result=result, stop=stop_load))
                      for i, (edge, result) in enumerate(zip(edges, results, strict=True))]
             await asyncio.sleep(KILL_AT_S)
@@ -101,8 +102,8 @@ async def test_the_hits_leader_killed_under_load_every_answered_hit_once_in_clic
             killed_at = time.monotonic()
             # Its partitions are led by the other two nodes once the controller fenced it.
             await until_leaders(bootstrap, topics.hits_raw,
-                                        lambda ls: all(leader != killed for leader, _ in ls.values()),
-                                        what=f"leadership moved off node {killed}", timeout=20)
+                                lambda ls: all(leader != killed for leader, _ in ls.values()),
+                                what=f"leadership moved off node {killed}", timeout=20)
             # The processor goes on while the node is down: what ClickHouse holds grows by a second's load.
             await eventually(lambda: stored() >= stored_at_kill + 2 * RATE_PER_EDGE, timeout=30,
                              what=f"the processor consuming with node {killed} down")
@@ -116,6 +117,7 @@ async def test_the_hits_leader_killed_under_load_every_answered_hit_once_in_clic
                                 what=f"node {victim} back in the hits partitions' ISRs", timeout=30)
         finally:
             stop_load.set()
+            await asyncio.gather(*loads, return_exceptions=True)
             if killed is not None:  # the module's other tests (and the fixture's stop) want all three
                 await asyncio.to_thread(kafka_cluster.start_node, killed)
             for edge in edges:
