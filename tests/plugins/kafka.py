@@ -56,19 +56,80 @@ def kafka_bootstrap(kafka_broker: Broker) -> str:
     return kafka_broker.bootstrap
 
 
-async def create_topics(bootstrap: str, names: list[str], partitions: int = 4) -> None:
+async def create_topics(bootstrap: str, names: list[str], partitions: int = 4, replication: int = 1) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names])
+        await admin.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=replication)
+                                   for n in names])
     finally:
         await admin.close()
 
 
+async def fresh_topics(bootstrap: str, replication: int = 1) -> Topics:
+    """Fresh topics (hits.raw, hits.dlq, sends, conversions, unsubscribes, events.classified) under a unique
+    prefix, 4 partitions each."""
+    topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
+    await create_topics(bootstrap, [topics.hits_raw, topics.hits_dlq, topics.sends, topics.conversions,
+                                    topics.unsubscribes, topics.events_classified], replication=replication)
+    return topics
+
+
 @pytest.fixture
 async def kafka_topics(kafka_bootstrap: str) -> Topics:
-    """Fresh topics (hits.raw, hits.dlq, sends, conversions) under a unique prefix, 4 partitions each."""
-    topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
-    await create_topics(kafka_bootstrap, [topics.hits_raw, topics.hits_dlq, topics.sends, topics.conversions,
-                                          topics.unsubscribes, topics.events_classified])
-    return topics
+    """Fresh topics under a unique prefix on the session's broker (see fresh_topics)."""
+    return await fresh_topics(kafka_bootstrap)
+
+
+CLUSTER_SH = ROOT / "deploy" / "kafka" / "cluster.sh"
+
+
+class Cluster:
+    """Three KRaft nodes (deploy/kafka/cluster.sh), each broker and controller, for failover tests:
+    topics get replication factor 3 and min.insync.replicas 2; any one node can be stopped and started."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.bootstrap = ""  # the three nodes' addresses, comma-separated
+
+    def _run(self, *args: str, timeout: float) -> str:
+        out = subprocess.run([str(CLUSTER_SH), *args], check=True, capture_output=True, text=True, timeout=timeout)
+        return out.stdout.strip()
+
+    def start(self) -> str:
+        self.bootstrap = self._run("start", str(self.folder), timeout=240).splitlines()[-1]
+        return self.bootstrap
+
+    def stop(self) -> None:
+        self._run("stop", str(self.folder), timeout=120)
+
+    def node_address(self, node: int) -> str:
+        return (self.folder / f"node{node}" / "bootstrap").read_text().strip()
+
+    def stop_node(self, node: int, sig: str = "KILL") -> None:
+        self._run("stop-node", str(self.folder), str(node), sig, timeout=60)
+
+    def start_node(self, node: int) -> None:
+        self._run("start-node", str(self.folder), str(node), timeout=180)
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A three-node cluster for one test module; stopped at its end, a failed start included."""
+    cluster = Cluster(tmp_path_factory.mktemp("kafka-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def partition_leaders(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
+    """partition -> (leader node id, in-sync replicas) as the cluster's metadata says now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return {int(p["partition"]): (int(p["leader"]), len(p["isr"])) for p in described["partitions"]}
