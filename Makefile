@@ -10,7 +10,7 @@ KAFKA_DIR ?= .kafka
 # not one schemas.native would use (missing, incomplete, or any source of schemas/ or processors/ changed).
 NATIVE_CURRENT := PIXELTRACK_NATIVE=1 $(BIN)/python -c "import sys; from schemas import native; sys.exit(not native.ACTIVE)"
 
-.PHONY: run test native browser unit lint typecheck kafka kafka-stop kafka-jars bench-classify bench-pipeline bench-edge bench-faults clean
+.PHONY: run test native browser unit lint typecheck kafka kafka-stop kafka-jars bench-classify bench-truth bench-pipeline bench-edge bench-faults clean
 
 $(BIN)/pixeltrack: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,9 @@ kafka-stop:
 
 bench-classify: $(BIN)/pixeltrack native
 	$(BIN)/python bench/bench_classify.py
+
+bench-truth: $(BIN)/pixeltrack native
+	$(BIN)/python bench/bench_truth.py
 
 bench-pipeline: $(BIN)/pixeltrack native kafka-jars
 	$(BIN)/python bench/bench_pipeline.py

@@ -8,38 +8,18 @@ user agent can tell a machine from a person there.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
 
-import crawleruseragents
 import pytest
-import yaml
 
 from processors import uabots
 from processors.classify import Classifier
 from processors.enrich import UA_BOT, UA_EMPTY, UA_GMAIL_PROXY, UA_LIBRARY, UA_WEBMAIL_PROXY, UA_YAHOO_PROXY, Enricher
+from tests.plugins.corpora import UAP_NOT_BROWSERS, click_verdicts, isbot_browsers, list_instances, uap_cases
 
-from .builders import FIXTURES, HOME_IP, HTML_ACCEPT, LINKS, make_hit
+from .builders import LINKS, make_hit
 
-CORPORA = FIXTURES / "useragents"
 MACHINE_KINDS = frozenset({UA_BOT, UA_LIBRARY, UA_EMPTY})
 HOUR = 3600.0
-
-# uap-core families that are not a person's browser, app or mail client although ua_parser gives them
-# no "Spider" device (uap-core marks most crawlers that way: those are bots here too). Decided by what
-# the family names, not by what our detector says.
-UAP_NOT_BROWSERS = frozenset({
-    # HTTP libraries and command-line tools
-    "curl", "libcurl-agent", "Wget", "wget2", "libwww-perl", "Python Requests", "Python aiohttp", "okhttp",
-    "Go-http-client", "reqwest", "axios", "got", "AHC", "Apache-HttpClient", "Jersey", "http.rb", "GuzzleHttp",
-    "PostmanRuntime", "HTTPie", "HTTrack",
-    # a CalDAV/CardDAV sync app speaking through okhttp: it syncs calendars, never opens a link for a person
-    "DAVdroid",
-    # uptime and synthetic monitors, a vulnerability scanner, headless browsers
-    "Catchpoint", "NewRelicPingerBot", "Ruxit Synthetic", "RackspaceBot", "Site24x7", "Monitis",
-    "OpenVAS Scanner", "HeadlessChrome", "PhantomJS",
-    # feed readers, an ad crawler, Gmail's image proxy (a click through it is the proxy's, not a person's)
-    "Feedbin", "Tiny Tiny RSS", "Mediapartners-Google", "GmailImageProxy",
-})
 
 # Entries of the browser corpora that are machines here, each with why. isbot's list admits that a few
 # of its entries are arguable (old crawlers, libraries); these are named rather than dropped.
@@ -84,35 +64,13 @@ FORMER_FALSE_POSITIVES = (
 )
 
 
-@cache
-def isbot_browsers() -> tuple[str, ...]:
-    groups = yaml.safe_load((CORPORA / "isbot-browsers.yml").read_text(encoding="utf-8"))
-    return tuple(ua for uas in groups.values() for ua in uas)
-
-
-@cache
-def uap_cases() -> tuple[tuple[str, str], ...]:
-    """(user agent, uap-core family) of every uap-core test case."""
-    cases = yaml.safe_load((CORPORA / "uap-core-test_ua.yaml").read_text(encoding="utf-8"))["test_cases"]
-    return tuple((str(c["user_agent_string"]), str(c["family"])) for c in cases)
-
-
 def uap_spider(enricher: Enricher, ua: str) -> bool:
     result = enricher._parser.parse(ua)
     return result.device is not None and result.device.family == "Spider"
 
 
-def click_verdict(classifier: Classifier, ua: str, n: int) -> str:
-    """The verdict of one click with `ua`, in its own message, 2–50 h after send."""
-    at = 2 * HOUR + (n * 7919) % int(48 * HOUR)
-    [decision] = classifier.feed(make_hit(at, "click", ua=ua, ip=HOME_IP, link=LINKS[n % len(LINKS)],
-                                          message=f"m-{n}", headers=dict(HTML_ACCEPT)))
-    return decision.verdict.verdict
-
-
 def verdicts(make_classifier: Callable[..., Classifier], uas: list[str]) -> list[str]:
-    classifier = make_classifier()
-    return [click_verdict(classifier, ua, n) for n, ua in enumerate(uas)]
+    return click_verdicts(make_classifier(), uas)
 
 
 def test_browser_corpora_stay_people(make_classifier: Callable[..., Classifier], enricher: Enricher) -> None:
@@ -136,8 +94,7 @@ def test_former_false_positives_are_browsers(make_classifier: Callable[..., Clas
 
 def test_listed_bot_instances_are_machines(make_classifier: Callable[..., Classifier], enricher: Enricher) -> None:
     left_out = {p for p, narrowed in uabots.NARROWED.items() if narrowed is None}
-    instances = [(str(e["pattern"]), str(ua)) for e in crawleruseragents.CRAWLER_USER_AGENTS_DATA
-                 for ua in e["instances"]]
+    instances = list_instances()
     assert len(instances) > 2000
     kinds = [enricher.ua_profile(ua).kind for _, ua in instances]
     caught = sum(1 for k in kinds if k in MACHINE_KINDS)
