@@ -26,7 +26,7 @@ from ingest.pixel import GIF, NOT_FOUND_HEADERS, NOT_FOUND_HTML, PIXEL_HEADERS, 
 from ingest.publisher import KafkaPublisher, Publisher
 from ingest.spool import Spool, SpoolInUse
 from schemas.aio import finish_within
-from schemas.privacy import load_do_not_track, recipient_hash
+from schemas.privacy import claimed_recipients, load_do_not_track, recipient_hash
 from schemas.records import (
     KEPT_HEADERS,
     MAX_HEADER,
@@ -256,8 +256,13 @@ class Edge:
 
     def record_bad(self, kind: str, reason: str, detail: str, method: str, host: str, raw_path: str,
                    headers: Headers, peer: str | None) -> None:
-        """A dead letter for input the edge would not count; never raises, like record_hit."""
+        """A dead letter for input the edge would not count; never raises, like record_hit. No letter for a
+        token naming a do-not-track recipient (expired, of the wrong kind, on another tenant's domain,
+        percent-encoded, signed or not): answered as usual, and nothing of it leaves the edge."""
         try:
+            if self.dnt and any(recipient_hash(t, r) in self.dnt for t, r in claimed_recipients(raw_path)):
+                self.count(kind, "do_not_track")
+                return
             letter = DeadLetter(id=self.next_id(), received_at=time.time(), stage="edge", reason=reason,
                                 detail=_clean(detail[:200]), kind=kind, method=method,
                                 host=_clean(host[:MAX_HOST]), path=_clean(raw_path[:MAX_PATH]),

@@ -21,12 +21,19 @@ from ingest.app import create_app
 from ingest.fastpath import EdgeSite
 from ingest.publisher import QueuePublisher
 from pixeltrack.dashboard import query_with, start_dashboard
-from pixeltrack.wiring import API_KEY_FILE, build_processor, data_dir_secret, keyring_for, tenants_for
+from pixeltrack.wiring import (
+    API_KEY_FILE,
+    build_processor,
+    data_dir_secret,
+    keyring_for,
+    privacy_key_for,
+    tenants_for,
+)
 from processors.clickhouse import migrate
 from processors.gc_tuning import tune_gc_for_batches
 from processors.local_runner import LocalRunner
 from processors.writer import ClickHouseWriter
-from schemas.privacy import recipient_hash
+from schemas.privacy import keyed_recipient_hash
 from schemas.records import Record
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -63,9 +70,10 @@ def chdb_dsn(data_dir: Path) -> str:
 
 
 def admin_app(writer: ClickHouseWriter, token: str,
-              forgotten: Callable[[str], None] | None = None) -> web.Application:
+              forgotten: Callable[[str], None] | None = None, privacy_key: bytes | None = None) -> web.Application:
     """Read-only SQL for `pixeltrack query` while serve owns the chDB path (one process per path), and
-    `forget`. `forgotten(recipient_hash)` is told before the rows are deleted (the processor then drops
+    `forget` (with `privacy_key`, the installation's; without, forget is refused). `forgotten(keyed
+    recipient hash)` is told before the rows are deleted (the processor then drops
     what still arrives for the recipient at once, not at its next read of `erasures`)."""
 
     async def query(request: web.Request) -> web.Response:
@@ -94,9 +102,11 @@ def admin_app(writer: ClickHouseWriter, token: str,
             return web.json_response({"error": 'body must be {"recipient": "...", "tenant": "..."}'}, status=400)
         if not recipient or not isinstance(recipient, str) or not isinstance(tenant, str):
             return web.json_response({"error": "recipient (a string) is required; tenant is a string"}, status=400)
+        if privacy_key is None:
+            return web.json_response({"error": "forget is not available here (no privacy key)"}, status=503)
         if forgotten is not None:
-            forgotten(recipient_hash(tenant, recipient))
-        deleted = await writer.forget(recipient, tenant)
+            forgotten(keyed_recipient_hash(privacy_key, tenant, recipient))
+        deleted = await writer.forget(recipient, tenant, privacy_key)
         return web.json_response({"deleted": deleted})
 
     app = web.Application(client_max_size=1024 * 1024)
@@ -117,7 +127,7 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
 
     keyring = keyring_for(settings, data_dir)
     dsn = chdb_dsn(data_dir)
-    await asyncio.to_thread(migrate, dsn, "pixeltrack", settings.retention_days)
+    await asyncio.to_thread(migrate, dsn, "pixeltrack", settings.retention_days, settings.dead_letter_retention_days)
     writer = ClickHouseWriter(dsn)
     bus: asyncio.Queue[Record] = asyncio.Queue()
     triggers = None
@@ -161,7 +171,8 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     await api.setup()
     await web.TCPSite(api, host, api_port, reuse_address=True).start()
     token = secrets.token_urlsafe(24)
-    admin = web.AppRunner(admin_app(writer, token, lambda h: processor.forget_recipients([h])), access_log=None,
+    admin = web.AppRunner(admin_app(writer, token, lambda h: processor.forget_recipients([h]),
+                                    privacy_key_for(settings, keyring)), access_log=None,
                           handle_signals=False)
     await admin.setup()
     admin_site = web.TCPSite(admin, "127.0.0.1", 0)

@@ -9,7 +9,7 @@ from pathlib import Path
 from processors.classify_file import build_classifier
 from processors.pipeline import HitProcessor
 from schemas import native
-from schemas.privacy import load_do_not_track
+from schemas.privacy import load_do_not_track, recipient_key
 from schemas.settings import Settings
 from schemas.tenants import TenantRegistry
 from schemas.tokens import Keyring, new_secret
@@ -49,6 +49,12 @@ def tenants_for(settings: Settings, keyring: Keyring | None) -> TenantRegistry:
     return TenantRegistry.load(settings.tenants_file, default=keyring)
 
 
+def privacy_key_for(settings: Settings, keyring: Keyring | None) -> bytes:
+    """The key of the recipient hashes ClickHouse keeps (schemas.privacy.recipient_key)."""
+    secret = settings.privacy_key.get_secret_value() if settings.privacy_key is not None else None
+    return recipient_key(tenants_for(settings, keyring), secret)
+
+
 def build_processor(settings: Settings, keyring: Keyring | None) -> HitProcessor:
     log.info("processor hot path: %s", native.STATE)
     classifier = build_classifier(
@@ -58,4 +64,6 @@ def build_processor(settings: Settings, keyring: Keyring | None) -> HitProcessor
                         truncate_ips=settings.truncate_ips,
                         do_not_track=load_do_not_track(settings.do_not_track_file),
                         publish_classified=settings.publish_classified,
-                        batch_max_records=settings.batch_max_records)
+                        batch_max_records=settings.batch_max_records,
+                        dead_letter_samples=settings.dead_letter_samples,
+                        privacy_key=privacy_key_for(settings, keyring))

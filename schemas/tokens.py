@@ -146,6 +146,10 @@ class Keyring:
                 raise ValueError(f"signing key {kid!r}: the secret is not base64url") from None
         return cls(keys, current or next(iter(keys), ""))
 
+    def derive(self, label: bytes) -> bytes:
+        """A secret of its own for another use (named by `label`), derived from the current key."""
+        return hmac.new(self._keys[self.current], label, "sha256").digest()
+
     def has_key(self, kid: str) -> bool:
         """Whether this keyring holds key id `kid`."""
         return kid in self._keys

@@ -13,7 +13,7 @@ from processors.pipeline import HitProcessor
 from processors.privacy import forget
 from processors.step import process_and_write
 from processors.writer import ClickHouseWriter
-from schemas.privacy import recipient_hash
+from schemas.privacy import keyed_recipient_hash, recipient_hash, recipient_key
 from schemas.records import DeadLetter, RawHit, Record
 from schemas.tenants import Tenant, TenantRegistry
 from schemas.tokens import Keyring, TokenPayload
@@ -48,7 +48,7 @@ async def test_forget_erases_the_recipient_everywhere(clickhouse: ClickHouseDb, 
 
     client = clickhouse.client()
     try:
-        deleted = forget(client, target)
+        deleted = forget(client, target, "", recipient_key(keyring))
     finally:
         client.close()
     assert deleted["events"] > 0
@@ -56,7 +56,8 @@ async def test_forget_erases_the_recipient_everywhere(clickhouse: ClickHouseDb, 
     for table in TABLES_WITH_RECIPIENT:
         assert clickhouse.rows(f"SELECT count() FROM {table} WHERE recipient_id = '{target}'") == [(0,)], table
     assert clickhouse.rows(f"SELECT count() FROM link_totals WHERE message_id = '{send.message}'") == [(0,)]
-    assert clickhouse.rows("SELECT recipient_hash FROM erasures") == [(recipient_hash("", target),)]
+    assert clickhouse.rows("SELECT recipient_hash FROM erasures") == [
+        (keyed_recipient_hash(recipient_key(keyring), "", target),)]
     after = clickhouse.rows("SELECT delivered FROM campaign_summary WHERE variant = '" + send.variant + "'")[0][0]
     assert after == before - 1
     # no column of any table holds the recipient id any more
@@ -172,7 +173,7 @@ async def test_an_erasure_stays_in_force_against_what_arrives_after_it(clickhous
                      click("b1", 600.0, "https://shop.example.com/a", "bob", 2)], "privacy:1")
         client = clickhouse.client()
         try:
-            forget(client, "alice")
+            forget(client, "alice", "", recipient_key(keyring))
         finally:
             client.close()
         await batch([click("h2", 600.8, "https://shop.example.com/b", "alice", 3),
@@ -213,7 +214,7 @@ async def test_dead_letters_keep_no_full_address_and_forget_finds_exactly_the_re
     assert not any("81.2.69.142" in str(raw) or "203.0.113.77" in str(raw) for _, raw in rows)
     client = clickhouse.client()
     try:
-        assert forget(client, "alice")["dead_letters"] == 2  # its hit's letter and its send's
+        assert forget(client, "alice", "", recipient_key(keyring))["dead_letters"] == 2  # its hit's letter and its send's
     finally:
         client.close()
     assert clickhouse.rows("SELECT count() FROM dead_letters") == [(2,)]
