@@ -214,7 +214,8 @@ async def test_dead_letters_keep_no_full_address_and_forget_finds_exactly_the_re
     assert not any("81.2.69.142" in str(raw) or "203.0.113.77" in str(raw) for _, raw in rows)
     client = clickhouse.client()
     try:
-        assert forget(client, "alice", "", recipient_key(keyring))["dead_letters"] == 2  # its hit's letter and its send's
+        # its hit's letter and its send's
+        assert forget(client, "alice", "", recipient_key(keyring))["dead_letters"] == 2
     finally:
         client.close()
     assert clickhouse.rows("SELECT count() FROM dead_letters") == [(2,)]
