@@ -17,7 +17,7 @@ from processors.classify import Classifier, Decision, Verdict
 from processors.enrich import Enrichment
 from schemas.classified import ClassifiedEvent
 from schemas.hit import Hit
-from schemas.privacy import claimed_recipients, keyed_recipient_hash, recipient_hash, recipient_key, truncate_ip
+from schemas.privacy import KeyedRecipientHash, claimed_recipients, recipient_hash, recipient_key, truncate_ip
 from schemas.records import MAX_PATH, REPLAY_HEADER, DeadLetter, RawHit, Record
 from schemas.sends import Conversion, Send, Unsubscribe
 from schemas.tenants import TenantRegistry
@@ -143,7 +143,7 @@ class HitProcessor:
         by default schemas.privacy.recipient_key(tenants)."""
         self._tenants = tenants if isinstance(tenants, TenantRegistry) else TenantRegistry({}, tenants)
         self._classifier = classifier
-        self._privacy_key = privacy_key if privacy_key is not None else recipient_key(self._tenants)
+        self._keyed_hash = KeyedRecipientHash(privacy_key if privacy_key is not None else recipient_key(self._tenants))
         self._topics = topics
         self._truncate = truncate_ips
         self._dnt = do_not_track
@@ -185,7 +185,7 @@ class HitProcessor:
 
     def recipient_hash(self, tenant: str, recipient: str) -> str:
         """The recipient's keyed hash, as `forget` records it in `erasures`."""
-        return keyed_recipient_hash(self._privacy_key, tenant, recipient)
+        return self._keyed_hash(tenant, recipient)
 
     def _suppressed(self, tenant: str, recipient: str) -> bool:
         """A recipient on the do-not-track list (plain hashes: the operator's file) or erased (keyed
@@ -194,7 +194,7 @@ class HitProcessor:
             return False
         if self._dnt and recipient_hash(tenant, recipient) in self._dnt:
             return True
-        return bool(self._erased) and keyed_recipient_hash(self._privacy_key, tenant, recipient) in self._erased
+        return bool(self._erased) and self._keyed_hash(tenant, recipient) in self._erased
 
     def lookups(self, records: Sequence[SourceRecord]) -> Lookups:
         """What to ask ClickHouse before `process`: re-sent hit ids, conversion keys, and messages whose
@@ -345,7 +345,7 @@ class HitProcessor:
             metrics.DO_NOT_TRACK.inc()
             return
         out.sends.rows.append((s.tenant, s.campaign, s.variant, s.message, s.recipient,
-                               keyed_recipient_hash(self._privacy_key, s.tenant, s.recipient), s.sent_at,
+                               self._keyed_hash(s.tenant, s.recipient), s.sent_at,
                                s.mailbox_domain, s.links, record.topic, record.partition, record.offset))
 
     def _unsubscribe(self, out: BatchOutput, record: SourceRecord) -> None:

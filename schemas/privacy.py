@@ -9,6 +9,7 @@ import hmac
 import ipaddress
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 from schemas.tenants import TenantRegistry
@@ -71,6 +72,21 @@ def keyed_recipient_hash(key: bytes, tenant: str, recipient: str) -> str:
     campaign_sends_hourly): HMAC-SHA256(key, "tenant:recipient"), hex. Without the key it cannot be
     computed from a guessed id, so it tests no one's membership."""
     return hmac.new(key, f"{tenant}:{recipient}".encode(), "sha256").hexdigest()
+
+
+class KeyedRecipientHash:
+    """keyed_recipient_hash with the key schedule done once: each call copies the keyed HMAC state
+    (OpenSSL's own where the hmac module wraps one), a quarter of hmac.new's cost. The processors ask
+    it for every hit once anyone is erased."""
+
+    def __init__(self, key: bytes) -> None:
+        mac = hmac.new(key, digestmod="sha256")
+        self._mac: Any = getattr(mac, "_hmac", None) or mac
+
+    def __call__(self, tenant: str, recipient: str) -> str:
+        mac = self._mac.copy()
+        mac.update(f"{tenant}:{recipient}".encode())
+        return str(mac.hexdigest())
 
 
 def load_do_not_track(path: Path | None) -> frozenset[str]:
