@@ -27,7 +27,13 @@ from ingest.publisher import KafkaPublisher, Publisher
 from ingest.serverlog import quiet_bad_requests
 from ingest.spool import Spool, SpoolInUse
 from schemas.aio import finish_within
-from schemas.privacy import load_do_not_track, recipient_hash
+from schemas.privacy import (
+    claimed_recipients,
+    keyed_recipient_hash,
+    load_do_not_track,
+    recipient_hash,
+    recipient_key,
+)
 from schemas.records import (
     KEPT_HEADERS,
     MAX_HEADER,
@@ -137,11 +143,15 @@ class Edge:
     """Per-app state the handlers use. Handlers parse, enqueue and answer; nothing else."""
 
     __slots__ = ("_counters", "_dlq_topic", "_ids", "_pending", "_prefix", "_raw_topic", "click_id_param",
-                 "dnt", "edge_id", "forwarder", "ips", "tenants", "topics")
+                 "dnt", "edge_id", "forwarder", "ips", "privacy_key", "tenants", "topics")
 
     def __init__(self, tenants: TenantRegistry, forwarder: Forwarder, ips: ClientIpResolver, edge_id: str,
-                 topics: Topics, click_id_param: str = "", dnt: frozenset[str] = frozenset()) -> None:
+                 topics: Topics, click_id_param: str = "", dnt: frozenset[str] = frozenset(),
+                 privacy_key: bytes | None = None) -> None:
+        """`privacy_key`: the key of the recipient hashes ClickHouse keeps (an unsubscribe's); by default
+        schemas.privacy.recipient_key(tenants), as the processors'."""
         self.tenants = tenants
+        self.privacy_key = privacy_key if privacy_key is not None else recipient_key(tenants)
         self.click_id_param = click_id_param
         self.dnt = dnt
         self.forwarder = forwarder
@@ -248,8 +258,13 @@ class Edge:
 
     def record_bad(self, kind: str, reason: str, detail: str, method: str, host: str, raw_path: str,
                    headers: Headers, peer: str | None) -> None:
-        """A dead letter for input the edge would not count; never raises, like record_hit."""
+        """A dead letter for input the edge would not count; never raises, like record_hit. No letter for a
+        token naming a do-not-track recipient (expired, of the wrong kind, on another tenant's domain,
+        percent-encoded, signed or not): answered as usual, and nothing of it leaves the edge."""
         try:
+            if self.dnt and any(recipient_hash(t, r) in self.dnt for t, r in claimed_recipients(raw_path)):
+                self.count(kind, "do_not_track")
+                return
             letter = DeadLetter(id=self.next_id(), received_at=time.time(), stage="edge", reason=reason,
                                 detail=_clean(detail[:200]), kind=kind, method=method,
                                 host=_clean(host[:MAX_HOST]), path=_clean(raw_path[:MAX_PATH]),
@@ -345,8 +360,10 @@ async def unsubscribe(request: web.Request) -> web.Response:
         return _not_found()
     if request.method != "POST":
         return web.Response(text=UNSUBSCRIBE_PAGE, headers=HTML_NO_STORE)
-    record = Unsubscribe(payload.tenant, recipient_hash(payload.tenant, payload.recipient), payload.campaign,
-                         payload.message, time.time())
+    # Kept under the keyed hash, as `erasures` names a recipient: a plain hash of the id would tell
+    # anyone with a guess whether that id unsubscribed, after `forget` too.
+    record = Unsubscribe(payload.tenant, keyed_recipient_hash(edge.privacy_key, payload.tenant, payload.recipient),
+                         payload.campaign, payload.message, time.time())
     try:
         kept = edge.forwarder.submit(Record(edge.topics.unsubscribes, payload.message.encode(), record.encode()))
     except Exception:  # the spool's disk failing: the same answer as a spool at its bound
@@ -475,6 +492,12 @@ def edge_tenants(settings: Settings, keyring: Keyring | None = None) -> TenantRe
     return tenants
 
 
+def _privacy_key(settings: Settings, tenants: TenantRegistry) -> bytes:
+    """The installation's key of recipient hashes, as the processors derive it (schemas.privacy)."""
+    secret = settings.privacy_key.get_secret_value() if settings.privacy_key is not None else None
+    return recipient_key(tenants, secret)
+
+
 def create_app(settings: Settings, publisher: Publisher | None = None,
                keyring: Keyring | None = None, tenants: TenantRegistry | None = None, drain_timeout: float = 10.0,
                spool_dir: Path | None = None, metrics_dir: Path | None = None,
@@ -507,10 +530,12 @@ def create_app(settings: Settings, publisher: Publisher | None = None,
                           linger=settings.producer_linger_ms / 1000)
     quiet_bad_requests()  # a malformed request: one DEBUG line, address truncated (ingest.serverlog)
     app = web.Application(client_max_size=64 * 1024, handler_args=SERVER_LIMITS)
-    app[EDGE] = Edge(tenants=tenants or edge_tenants(settings, keyring), forwarder=forwarder,
+    registry = tenants or edge_tenants(settings, keyring)
+    app[EDGE] = Edge(tenants=registry, forwarder=forwarder,
                      ips=ClientIpResolver(settings.trusted_proxies), edge_id=settings.edge_id,
                      topics=Topics(settings.topic_prefix), click_id_param=settings.click_id_param,
-                     dnt=load_do_not_track(settings.do_not_track_file))
+                     dnt=load_do_not_track(settings.do_not_track_file),
+                     privacy_key=_privacy_key(settings, registry))
     app[METRICS_REGISTRY] = metrics_registry(metrics_dir)
 
     async def forwarding(app: web.Application) -> AsyncIterator[None]:

@@ -60,7 +60,8 @@ def cmd_process(args: argparse.Namespace) -> int:
 
     settings = _settings(clickhouse_dsn=args.clickhouse)
     if settings.migrate_on_start:
-        migrate(settings.clickhouse_dsn, settings.clickhouse_database, settings.retention_days)
+        migrate(settings.clickhouse_dsn, settings.clickhouse_database, settings.retention_days,
+                settings.dead_letter_retention_days)
     if settings.processor_metrics_port:
         from prometheus_client import start_http_server
 
@@ -84,7 +85,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     dsn = args.clickhouse or (f"chdb://{Path(args.data).resolve() / 'chdb'}" if args.data else None)
     settings = _settings(clickhouse_dsn=dsn)
-    applied = migrate(settings.clickhouse_dsn, settings.clickhouse_database, settings.retention_days)
+    applied = migrate(settings.clickhouse_dsn, settings.clickhouse_database, settings.retention_days,
+                      settings.dead_letter_retention_days)
     print("applied: " + (", ".join(applied) if applied else "nothing new"))
     return 0
 
@@ -96,7 +98,8 @@ def cmd_ddl(args: argparse.Namespace) -> int:
 
     settings = _settings()
     sql = cluster_ddl(args.cluster, migration_files(), settings.clickhouse_database,
-                      retention_days=settings.retention_days)
+                      retention_days=settings.retention_days,
+                      dead_letter_retention_days=settings.dead_letter_retention_days)
     if args.out:
         Path(args.out).write_text(sql, encoding="utf-8")
     else:
@@ -329,13 +332,20 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
         client = connect(_direct_dsn(args, settings), settings.clickhouse_database)
         try:
-            deleted = forget(client, args.recipient, tenant)
+            deleted = forget(client, args.recipient, tenant, _privacy_key(args, settings))
         finally:
             client.close()
     total = sum(deleted.values())
     print(f"erased {total} rows naming the recipient: " + ", ".join(f"{t}={n}" for t, n in deleted.items()))
     print("recorded in the erasures table under the recipient's hash")
     return 0
+
+
+def _privacy_key(args: argparse.Namespace, settings: Settings) -> bytes:
+    """The installation's key of recipient hashes: from the settings, else the data folder's keys."""
+    from pixeltrack.wiring import keyring_for, privacy_key_for
+
+    return privacy_key_for(settings, keyring_for(settings, Path(args.data) if args.data else None))
 
 
 def cmd_dnt_hash(args: argparse.Namespace) -> int:

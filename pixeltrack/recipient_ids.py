@@ -40,7 +40,7 @@ class Pseudonyms:
     carries nothing of the address. Keep the instrument manifest (id → pseudonym) to map back."""
 
     def __init__(self, keyring: Keyring) -> None:
-        self._key = keyring.derive("recipient pseudonyms")
+        self._key = keyring.derive(b"pixeltrack recipient pseudonyms v1")
 
     def of(self, recipient: str) -> str:
         canonical = recipient.strip()

@@ -23,12 +23,19 @@ from ingest.publisher import QueuePublisher
 from ingest.serverlog import quiet_bad_requests
 from ingest.serving import SERVE_FD_RESERVE, ServerLimits
 from pixeltrack.dashboard import query_with, start_dashboard
-from pixeltrack.wiring import API_KEY_FILE, build_processor, data_dir_secret, keyring_for, tenants_for
+from pixeltrack.wiring import (
+    API_KEY_FILE,
+    build_processor,
+    data_dir_secret,
+    keyring_for,
+    privacy_key_for,
+    tenants_for,
+)
 from processors.clickhouse import migrate
 from processors.gc_tuning import tune_gc_for_batches
 from processors.local_runner import LocalRunner
 from processors.writer import ClickHouseWriter
-from schemas.privacy import recipient_hash
+from schemas.privacy import keyed_recipient_hash
 from schemas.records import Record
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -68,9 +75,10 @@ def chdb_dsn(data_dir: Path) -> str:
 
 
 def admin_app(writer: ClickHouseWriter, token: str,
-              forgotten: Callable[[str], None] | None = None) -> web.Application:
+              forgotten: Callable[[str], None] | None = None, privacy_key: bytes | None = None) -> web.Application:
     """Read-only SQL for `pixeltrack query` while serve owns the chDB path (one process per path), and
-    `forget`. `forgotten(recipient_hash)` is told before the rows are deleted (the processor then drops
+    `forget` (with `privacy_key`, the installation's; without, forget is refused). `forgotten(keyed
+    recipient hash)` is told before the rows are deleted (the processor then drops
     what still arrives for the recipient at once, not at its next read of `erasures`)."""
 
     async def query(request: web.Request) -> web.Response:
@@ -99,9 +107,11 @@ def admin_app(writer: ClickHouseWriter, token: str,
             return web.json_response({"error": 'body must be {"recipient": "...", "tenant": "..."}'}, status=400)
         if not recipient or not isinstance(recipient, str) or not isinstance(tenant, str):
             return web.json_response({"error": "recipient (a string) is required; tenant is a string"}, status=400)
+        if privacy_key is None:
+            return web.json_response({"error": "forget is not available here (no privacy key)"}, status=503)
         if forgotten is not None:
-            forgotten(recipient_hash(tenant, recipient))
-        deleted = await writer.forget(recipient, tenant)
+            forgotten(keyed_recipient_hash(privacy_key, tenant, recipient))
+        deleted = await writer.forget(recipient, tenant, privacy_key)
         return web.json_response({"deleted": deleted})
 
     quiet_bad_requests()  # a malformed request: one DEBUG line, address truncated (ingest.serverlog)
@@ -123,7 +133,7 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
 
     keyring = keyring_for(settings, data_dir)
     dsn = chdb_dsn(data_dir)
-    await asyncio.to_thread(migrate, dsn, "pixeltrack", settings.retention_days)
+    await asyncio.to_thread(migrate, dsn, "pixeltrack", settings.retention_days, settings.dead_letter_retention_days)
     writer = ClickHouseWriter(dsn)
     bus: asyncio.Queue[Record] = asyncio.Queue()
     triggers = None
@@ -168,7 +178,8 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     await api.setup()
     await limits.site(api, host, api_port, server="api", reuse_address=True).start()
     token = secrets.token_urlsafe(24)
-    admin = limits.runner(admin_app(writer, token, lambda h: processor.forget_recipients([h])))
+    admin = limits.runner(admin_app(writer, token, lambda h: processor.forget_recipients([h]),
+                                    privacy_key_for(settings, keyring)))
     await admin.setup()
     admin_site = limits.site(admin, "127.0.0.1", 0, server="admin")
     await admin_site.start()

@@ -11,7 +11,7 @@ from processors.geodata import HOSTING_ASNS
 from processors.netfeeds import report_snapshot_age
 from processors.pipeline import HitProcessor
 from schemas import native
-from schemas.privacy import load_do_not_track
+from schemas.privacy import load_do_not_track, recipient_key
 from schemas.settings import Settings
 from schemas.tenants import TenantRegistry
 from schemas.tokens import Keyring, new_secret
@@ -63,6 +63,12 @@ def tenants_for(settings: Settings, keyring: Keyring | None) -> TenantRegistry:
     return TenantRegistry.load(settings.tenants_file, default=keyring)
 
 
+def privacy_key_for(settings: Settings, keyring: Keyring | None) -> bytes:
+    """The key of the recipient hashes ClickHouse keeps (schemas.privacy.recipient_key)."""
+    secret = settings.privacy_key.get_secret_value() if settings.privacy_key is not None else None
+    return recipient_key(tenants_for(settings, keyring), secret)
+
+
 def build_processor(settings: Settings, keyring: Keyring | None) -> HitProcessor:
     log.info("processor hot path: %s", native.STATE)
     report_snapshot_age(settings.networks_max_age_days)
@@ -74,4 +80,6 @@ def build_processor(settings: Settings, keyring: Keyring | None) -> HitProcessor
                         truncate_ips=settings.truncate_ips,
                         do_not_track=load_do_not_track(settings.do_not_track_file),
                         publish_classified=settings.publish_classified,
-                        batch_max_records=settings.batch_max_records)
+                        batch_max_records=settings.batch_max_records,
+                        dead_letter_samples=settings.dead_letter_samples,
+                        privacy_key=privacy_key_for(settings, keyring))

@@ -70,6 +70,7 @@ def _view_query_of(statement: str) -> tuple[str, str] | None:
     return (m["name"], m["select"]) if m else None
 
 
+_CREATE_TABLE_NAME = re.compile(r"^CREATE TABLE IF NOT EXISTS (?P<name>\w+)\b")
 _TABLE_TTL = re.compile(r"^CREATE TABLE IF NOT EXISTS (?P<name>\w+)\b.*^TTL (?P<ttl>.+? INTERVAL (?P<days>\d+) DAY)$",
                         re.DOTALL | re.MULTILINE)
 _TTL_DAYS = re.compile(r"\bTTL .*?toIntervalDay\((\d+)\)")
@@ -81,19 +82,39 @@ def _ttl_of(statement: str) -> tuple[str, str, int] | None:
     return (m["name"], m["ttl"], int(m["days"])) if m else None
 
 
+_COLUMN_LINE = re.compile(r"^    (?P<name>[a-z_][a-z0-9_]*)\s+(?P<type>[A-Z].*?),?$", re.MULTILINE)
+
+
+def _columns_of(statement: str) -> list[tuple[str, str]]:
+    """(name, type) of a CREATE TABLE statement's columns, in order (INDEX lines left out)."""
+    head = statement.split("\nENGINE", 1)[0]
+    return [(m["name"], m["type"]) for m in _COLUMN_LINE.finditer(head)]
+
+
 def _settings_of(statement: str) -> tuple[str, str] | None:
     """(table, "name = value, …") of a CREATE TABLE statement with a trailing SETTINGS clause."""
     m = _TABLE_SETTINGS.match(statement.strip())
     return (m["name"], m["settings"]) if m else None
 
 
-def migrate(dsn: str, database: str = DEFAULT_DATABASE, retention_days: int = 395) -> list[str]:
+DEFAULT_DEAD_LETTER_RETENTION_DAYS = 14
+
+
+def schema_sql(sql: str, retention_days: int, dead_letter_retention_days: int) -> str:
+    """A DDL file with its retention placeholders filled in."""
+    return (sql.replace("{retention_days}", str(int(retention_days)))
+            .replace("{dead_letter_retention_days}", str(int(dead_letter_retention_days))))
+
+
+def migrate(dsn: str, database: str = DEFAULT_DATABASE, retention_days: int = 395,
+            dead_letter_retention_days: int = DEFAULT_DEAD_LETTER_RETENTION_DAYS) -> list[str]:
     """Creates the database and applies every DDL file; idempotent (tables IF NOT EXISTS, views replaced).
     What IF NOT EXISTS would keep from an older release is brought up to date: a materialized view gets
     the query its CREATE gives, a single-node *MergeTree table its SETTINGS (such as the deduplication
     window of a view's target) — each once per definition, recorded in schema_migrations (an ALTER
     takes locks that inserts wait on, so not at every start) — and the raw tables the TTL of
-    `retention_days` when theirs differs. Returns the names of files applied for the first time."""
+    `retention_days` (dead_letters: `dead_letter_retention_days`) when theirs differs. Returns the names
+    of files applied for the first time."""
     admin = connect(dsn, database=None)
     try:
         admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")
@@ -116,8 +137,21 @@ def migrate(dsn: str, database: str = DEFAULT_DATABASE, retention_days: int = 39
 
         applied = []
         for name, sql in migration_files():
-            for statement in split_statements(sql.replace("{retention_days}", str(int(retention_days)))):
+            for statement in split_statements(schema_sql(sql, retention_days, dead_letter_retention_days)):
                 client.command(statement)
+                created = _CREATE_TABLE_NAME.match(statement.strip())
+                if created is not None and created["name"] in tables:
+                    # A table from an older release gets the columns added since (single node).
+                    have = {str(r[0]) for r in client.query(
+                        "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = {t:String}",
+                        parameters={"t": created["name"]}).result_rows}
+                    after = ""
+                    for column, type_ in _columns_of(statement):
+                        if column not in have:
+                            place = f" AFTER {after}" if after else " FIRST"
+                            client.command(f"ALTER TABLE {created['name']} ADD COLUMN IF NOT EXISTS {column} {type_}"
+                                           f"{place}")
+                        after = column
                 view = _view_query_of(statement)
                 if view is not None:
                     # In place: no window in which inserts bypass the view, unlike a drop and create.

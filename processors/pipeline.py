@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence, Set
@@ -16,7 +17,7 @@ from processors.classify import Classifier, Decision, Verdict
 from processors.enrich import Enrichment
 from schemas.classified import ClassifiedEvent
 from schemas.hit import Hit
-from schemas.privacy import recipient_hash, truncate_ip
+from schemas.privacy import KeyedRecipientHash, claimed_recipients, recipient_hash, recipient_key, truncate_ip
 from schemas.records import MAX_PATH, REPLAY_HEADER, DeadLetter, RawHit, Record
 from schemas.sends import Conversion, Send, Unsubscribe
 from schemas.tenants import TenantRegistry
@@ -34,8 +35,10 @@ DEAD_LETTER_COLUMNS = (
     "id", "received_at", "stage", "reason", "detail", "kind", "method", "host", "path", "ip", "user_agent",
     "edge", "raw", "src_topic", "src_partition", "src_offset",
 )
-SEND_COLUMNS = ("tenant", "campaign", "variant", "message_id", "recipient_id", "sent_at", "mailbox_domain", "links",
-                "src_topic", "src_partition", "src_offset")
+DEAD_LETTER_COUNT_COLUMNS = ("minute", "stage", "reason", "edge", "kind", "letters", "stored", "src_topic",
+                             "src_partition", "src_offset")
+SEND_COLUMNS = ("tenant", "campaign", "variant", "message_id", "recipient_id", "recipient_key", "sent_at",
+                "mailbox_domain", "links", "src_topic", "src_partition", "src_offset")
 UNSUBSCRIBE_COLUMNS = ("tenant", "recipient_hash", "campaign", "message_id", "ts", "src_topic", "src_partition",
                        "src_offset")
 CONVERSION_COLUMNS = ("tenant", "idempotency_key", "ts", "campaign", "variant", "message_id", "recipient_id", "link",
@@ -64,6 +67,8 @@ class BatchOutput:
 
     events: TableRows = field(default_factory=lambda: TableRows("events", EVENT_COLUMNS))
     dead_letters: TableRows = field(default_factory=lambda: TableRows("dead_letters", DEAD_LETTER_COLUMNS))
+    dead_letter_counts: TableRows = field(
+        default_factory=lambda: TableRows("dead_letter_counts", DEAD_LETTER_COUNT_COLUMNS))
     sends: TableRows = field(default_factory=lambda: TableRows("sends", SEND_COLUMNS))
     conversions: TableRows = field(default_factory=lambda: TableRows("conversions", CONVERSION_COLUMNS))
     unsubscribes: TableRows = field(default_factory=lambda: TableRows("unsubscribes", UNSUBSCRIBE_COLUMNS))
@@ -72,12 +77,19 @@ class BatchOutput:
     classified_partitions: list[int] = field(default_factory=list)  # the source partition of each
 
     def tables(self) -> list[TableRows]:
-        return [self.events, self.dead_letters, self.sends, self.conversions, self.unsubscribes]
+        return [self.events, self.dead_letters, self.dead_letter_counts, self.sends, self.conversions,
+                self.unsubscribes]
 
+
+# A send's or conversion's record as a letter keeps it (cut to 512 characters: it may not parse).
+_RECIPIENT_FIELD = re.compile(r'"recipient"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_TENANT_FIELD = re.compile(r'"tenant"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 VERIFIED_CACHE = 50_000
 MAX_EDGE_REASONS = 64  # the edge has about ten; hits.dlq records are an input like any other
 RECENT_SENDS = 50_000  # at least; and at least two of the runner's largest batches (see HitProcessor)
+SAMPLED_MINUTES = 100_000  # (stage, reason, edge, minute) keys whose stored letters are remembered
+LetterKey = tuple[str, str, str, int]  # stage, reason, edge, minute (epoch seconds)
 
 
 class RecentIds:
@@ -117,15 +129,21 @@ class HitProcessor:
 
     def __init__(self, tenants: TenantRegistry | Keyring, classifier: Classifier, topics: Topics,
                  truncate_ips: bool = True, do_not_track: frozenset[str] = frozenset(),
-                 publish_classified: bool = True, batch_max_records: int = 20_000) -> None:
+                 publish_classified: bool = True, batch_max_records: int = 20_000,
+                 dead_letter_samples: int = 10, privacy_key: bytes | None = None) -> None:
         """`tenants`: host → tenant → keys (a bare Keyring means one default tenant). `truncate_ips`:
         store IPv4 /24 and IPv6 /48 only (enrichment has already used the full address).
         `do_not_track`: recipient hashes whose hits are dropped before anything is stored.
         `batch_max_records`: the runner's largest batch. The hit ids, conversion keys and sends this
         processor remembers cover at least two such batches: the runners look a batch up in ClickHouse
-        while the previous one is still being inserted, and memory answers for that one."""
+        while the previous one is still being inserted, and memory answers for that one.
+        `dead_letter_samples`: letter bodies stored per stage, reason, edge and minute; every letter is
+        counted (dead_letter_counts, and the metric), the rest are not stored: junk costs a count.
+        `privacy_key`: the key of the recipient hashes ClickHouse keeps (`erasures`, sends.recipient_key);
+        by default schemas.privacy.recipient_key(tenants)."""
         self._tenants = tenants if isinstance(tenants, TenantRegistry) else TenantRegistry({}, tenants)
         self._classifier = classifier
+        self._keyed_hash = KeyedRecipientHash(privacy_key if privacy_key is not None else recipient_key(self._tenants))
         self._topics = topics
         self._truncate = truncate_ips
         self._dnt = do_not_track
@@ -143,25 +161,40 @@ class HitProcessor:
         # An OrderedDict, not a dict: deleting a plain dict's oldest key again and again makes
         # next(iter(d)) walk the growing run of deleted slots (quadratic once the cache is full).
         self._verified: OrderedDict[tuple[str, str, str], TokenPayload] = OrderedDict()
-        # Recipients erased by `pixeltrack forget` (their hashes, as in `erasures`): what still arrives
+        # Recipients erased by `pixeltrack forget` (their keyed hashes, as in `erasures`): what still arrives
         # for them (Kafka's backlog, an edge's spool, later opens) is dropped like a do-not-track hit,
         # or an erasure would be undone (and a late revision's -1 row drive an aggregate negative).
         self._erased: set[str] = set()
         self._hit_counters: dict[tuple[str, str], Any] = {}
         self._hit_counts: dict[tuple[str, str], int] = {}  # this batch's decisions by (kind, verdict)
         self._edge_reasons: set[str] = set()  # the edge's dead-letter reasons counted under their own label
+        self._samples = dead_letter_samples
+        # Bodies stored so far per (stage, reason, edge, minute), FIFO-bounded: a key forgotten and seen
+        # again stores at most `dead_letter_samples` more. Letters come in received order, give or take
+        # the edges' spools, so old minutes leave first.
+        self._sampled: OrderedDict[LetterKey, int] = OrderedDict()
+        # This batch's letters counted per (minute, stage, reason, edge, kind, topic, partition):
+        # [letters, stored, highest offset].
+        self._letter_counts: dict[tuple[int, str, str, str, str, str, int], list[int]] = {}
         self.repeats_dropped = 0
 
     def forget_recipients(self, hashes: Iterable[str]) -> None:
-        """Drops from now on whatever names these recipients (schemas.privacy.recipient_hash values)."""
+        """Drops from now on whatever names these recipients (keyed_recipient_hash values with this
+        processor's privacy key, as `erasures` holds them)."""
         self._erased.update(hashes)
 
+    def recipient_hash(self, tenant: str, recipient: str) -> str:
+        """The recipient's keyed hash, as `forget` records it in `erasures`."""
+        return self._keyed_hash(tenant, recipient)
+
     def _suppressed(self, tenant: str, recipient: str) -> bool:
-        """A recipient on the do-not-track list or erased: nothing of theirs is stored."""
+        """A recipient on the do-not-track list (plain hashes: the operator's file) or erased (keyed
+        hashes): nothing of theirs is stored."""
         if not (self._dnt or self._erased) or not recipient:
             return False
-        h = recipient_hash(tenant, recipient)
-        return h in self._dnt or h in self._erased
+        if self._dnt and recipient_hash(tenant, recipient) in self._dnt:
+            return True
+        return bool(self._erased) and self._keyed_hash(tenant, recipient) in self._erased
 
     def lookups(self, records: Sequence[SourceRecord]) -> Lookups:
         """What to ask ClickHouse before `process`: re-sent hit ids, conversion keys, and messages whose
@@ -209,6 +242,7 @@ class HitProcessor:
                 self._conversion(out, record, ctx)
         finally:
             self._count_hits()
+            self._count_letters(out)
         metrics.BATCH_SECONDS.labels("classify").observe(time.perf_counter() - started)
         return out
 
@@ -234,6 +268,11 @@ class HitProcessor:
                 value = orjson.dumps(obj)
             except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads 1024 levels, writes 254)
                 value = b'{"raw": "nested too deeply to keep"}'
+        if (self._dnt or self._erased) and self._letter_suppressed(fields.get("path", ""), value.decode(
+                "utf-8", "backslashreplace")):
+            # Of an erased or do-not-track recipient: not even a letter (see _dead_letter_row).
+            metrics.DO_NOT_TRACK.inc()
+            return
         letter = DeadLetter(id=f"{record.topic}:{record.partition}:{record.offset}", received_at=time.time(),
                             stage="processor", reason=reason, detail=detail[:200],
                             raw=value[:512].decode("utf-8", "backslashreplace"), kind=fields.get("kind", ""),
@@ -254,6 +293,10 @@ class HitProcessor:
         except (ValueError, TokenError) as exc:
             self._dead_letter(out, record, exc.reason if isinstance(exc, TokenError) else "undecodable", str(exc))
             return
+        if (self._dnt or self._erased) and self._suppressed(payload.tenant, payload.recipient):
+            # Before any other outcome: a suppressed recipient's hit is dropped, never a letter.
+            metrics.DO_NOT_TRACK.inc()
+            return
         sent_at = payload.sent_at / 1000.0
         if not (EARLIEST_TS <= sent_at <= LATEST_TS and EARLIEST_TS <= raw.received_at <= LATEST_TS):
             # ClickHouse would refuse the whole batch for it (see schemas.timefmt).
@@ -263,9 +306,6 @@ class HitProcessor:
         if raw.id in stored_ids or self._recent.seen(raw.id):
             self.repeats_dropped += 1
             metrics.REPEATS_DROPPED.inc()
-            return
-        if (self._dnt or self._erased) and self._suppressed(payload.tenant, payload.recipient):
-            metrics.DO_NOT_TRACK.inc()
             return
         # Positional, in Hit's field order: keyword arguments make this call three times dearer
         # (2.7 against 0.9 us), and it runs for every hit.
@@ -296,7 +336,8 @@ class HitProcessor:
         if self._suppressed(s.tenant, s.recipient):
             metrics.DO_NOT_TRACK.inc()
             return
-        out.sends.rows.append((s.tenant, s.campaign, s.variant, s.message, s.recipient, s.sent_at,
+        out.sends.rows.append((s.tenant, s.campaign, s.variant, s.message, s.recipient,
+                               self._keyed_hash(s.tenant, s.recipient), s.sent_at,
                                s.mailbox_domain, s.links, record.topic, record.partition, record.offset))
 
     def _unsubscribe(self, out: BatchOutput, record: SourceRecord) -> None:
@@ -384,10 +425,11 @@ class HitProcessor:
             d = DeadLetter(id=f"{record.topic}:{record.partition}:{record.offset}", received_at=time.time(),
                            stage="processor", reason="undecodable_dead_letter", detail=str(exc)[:200],
                            raw=(record.value or b"")[:512].decode("utf-8", "backslashreplace"))
-        out.dead_letters.rows.append((
-            d.id, d.received_at, d.stage, d.reason, d.detail, d.kind, d.method, d.host, d.path,
-            truncate_ip(d.ip) if self._truncate else d.ip, d.ua, d.edge, d.raw, record.topic, record.partition,
-            record.offset))
+        if (self._dnt or self._erased) and self._letter_suppressed(d.path, d.raw):
+            # A letter naming an erased or do-not-track recipient (a fetch of their expired or wrong-kind
+            # token, a record of theirs that would not decode): neither stored nor counted.
+            metrics.DO_NOT_TRACK.inc()
+            return
         if d.stage == "edge":
             # The reason is the record's to say: a metric label takes the first few dozen, then "other".
             reason = d.reason
@@ -397,4 +439,54 @@ class HitProcessor:
                 else:
                     self._edge_reasons.add(reason)
             metrics.DEAD_LETTERS.labels("edge", reason).inc()
+        minute = int(d.received_at // 60) * 60
+        key: LetterKey = (d.stage, d.reason, d.edge, minute)
+        sampled = self._sampled.get(key, 0)
+        stored = sampled < self._samples
+        count_key = (minute, d.stage, d.reason, d.edge, d.kind, record.topic, record.partition)
+        counts = self._letter_counts.get(count_key)
+        if counts is None:
+            counts = self._letter_counts[count_key] = [0, 0, record.offset]
+        counts[0] += 1
+        counts[2] = max(counts[2], record.offset)
+        if not stored:
+            return
+        counts[1] += 1
+        self._sampled[key] = sampled + 1
+        if len(self._sampled) > SAMPLED_MINUTES:
+            self._sampled.popitem(last=False)
+        out.dead_letters.rows.append((
+            d.id, d.received_at, d.stage, d.reason, d.detail, d.kind, d.method, d.host, d.path,
+            truncate_ip(d.ip) if self._truncate else d.ip, d.ua, d.edge, d.raw, record.topic, record.partition,
+            record.offset))
 
+    def _count_letters(self, out: BatchOutput) -> None:
+        """The batch's letter counts as dead_letter_counts rows (summed by the table as parts merge)."""
+        rows = out.dead_letter_counts.rows
+        for (minute, stage, reason, edge, kind, topic, partition), (letters, stored, offset) in \
+                self._letter_counts.items():
+            rows.append((minute, stage, reason, edge, kind, letters, stored, topic, partition, offset))
+        self._letter_counts.clear()
+
+    def _letter_suppressed(self, path: str, raw: str) -> bool:
+        """Whether a letter names an erased or do-not-track recipient: a token in its path (percent-encoded
+        or not) or in the record it keeps, signed or not, or the tenant and recipient of a send's or
+        conversion's record. Only asked when someone is suppressed; letters are not the hot path."""
+        for tenant, recipient in claimed_recipients(path) + claimed_recipients(raw):
+            if self._suppressed(tenant, recipient):
+                return True
+        found = _RECIPIENT_FIELD.search(raw)
+        if found is None:
+            return False
+        tenant_field = _TENANT_FIELD.search(raw)
+        tenant = _json_text(tenant_field.group(1)) if tenant_field is not None else ""
+        return self._suppressed(tenant, _json_text(found.group(1)))
+
+
+def _json_text(escaped: str) -> str:
+    """A JSON string's content as text (escapes undone); as found when it does not parse."""
+    try:
+        text = orjson.loads(f'"{escaped}"')
+    except orjson.JSONDecodeError:
+        return escaped
+    return text if isinstance(text, str) else escaped

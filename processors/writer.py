@@ -181,11 +181,11 @@ class ClickHouseWriter:
             return list(result.column_names), [list(r) for r in result.result_rows]
         return await self._run(run)
 
-    async def forget(self, recipient: str, tenant: str = "") -> dict[str, int]:
+    async def forget(self, recipient: str, tenant: str, key: bytes) -> dict[str, int]:
         """Erases a recipient on the writer's thread (see processors.privacy.forget)."""
         from processors.privacy import forget
 
-        return await self._run(lambda: forget(self._client_sync(), recipient, tenant))
+        return await self._run(lambda: forget(self._client_sync(), recipient, tenant, key))
 
     async def ping(self) -> bool:
         try:

@@ -29,6 +29,7 @@ from schemas.settings import Settings
 
 DEFAULT_DATABASE = "pixeltrack"
 DEFAULT_RETENTION_DAYS = int(Settings.model_fields["retention_days"].default)
+DEFAULT_DEAD_LETTER_RETENTION_DAYS = int(Settings.model_fields["dead_letter_retention_days"].default)
 LOCAL_SUFFIX = "_local"
 REPLICA_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
 REPLICA_NAME = "{replica}"
@@ -38,6 +39,7 @@ MESSAGE_SHARDING_KEY = "cityHash64(message_id)"
 # that replace one another meet on one shard.
 SHARDING_KEYS = {
     "dead_letters": "cityHash64(id)",
+    "dead_letter_counts": "cityHash64(stage, reason, edge, kind, minute)",
     "erasures": "cityHash64(recipient_hash)",
     # One recipient's opt-outs replace one another (ORDER BY tenant, recipient_hash, campaign), and
     # `forget` finds them on one shard.
@@ -265,7 +267,8 @@ class _Generator:
 
 
 def cluster_ddl(cluster: str, sql_files: list[tuple[str, str]], database: str = DEFAULT_DATABASE, *,
-                retention_days: int = DEFAULT_RETENTION_DAYS) -> str:
+                retention_days: int = DEFAULT_RETENTION_DAYS,
+                dead_letter_retention_days: int = DEFAULT_DEAD_LETTER_RETENTION_DAYS) -> str:
     """The cluster DDL of `sql_files` ((name, SQL) of schemas/clickhouse/NNN_*.sql, in order) as one SQL
     script with a header, for `clickhouse-client --queries-file` on any one node of `cluster`.
 
@@ -277,9 +280,13 @@ def cluster_ddl(cluster: str, sql_files: list[tuple[str, str]], database: str = 
         raise ValueError(f"database name {database!r} must be letters, digits and _ (not starting with a digit)")
     if retention_days < 1:
         raise ValueError(f"retention_days {retention_days} must be at least 1")
+    if dead_letter_retention_days < 1:
+        raise ValueError(f"dead_letter_retention_days {dead_letter_retention_days} must be at least 1")
     parsed: list[_Statement] = []
     for name, sql in sql_files:
-        for statement in split_statements(sql.replace("{retention_days}", str(int(retention_days)))):
+        sql = (sql.replace("{retention_days}", str(int(retention_days)))
+               .replace("{dead_letter_retention_days}", str(int(dead_letter_retention_days))))
+        for statement in split_statements(sql):
             parsed.append(_classify(name, statement))
     gen = _Generator(cluster, database, parsed)
     sources = ", ".join(name for name, _ in sql_files)
@@ -287,7 +294,8 @@ def cluster_ddl(cluster: str, sql_files: list[tuple[str, str]], database: str = 
         "-- GENERATED FILE: do not edit. The ClickHouse cluster form of schemas/clickhouse/*.sql, made by\n"
         "-- schemas.clickhouse_cluster.cluster_ddl:\n"
         f"--     pixeltrack ddl --cluster {cluster} --out deploy/clickhouse/cluster.sql\n"
-        f"-- cluster {cluster}, database {database}, retention_days {retention_days}; sources: {sources}\n"
+        f"-- cluster {cluster}, database {database}, retention_days {retention_days}, "
+        f"dead_letter_retention_days {dead_letter_retention_days}; sources: {sources}\n"
         "-- Apply on any one node: clickhouse-client --queries-file cluster.sql (idempotent). The servers need\n"
         "-- the cluster in remote_servers, the {shard} and {replica} macros and ClickHouse Keeper: see\n"
         "-- deploy/clickhouse/README.md.",

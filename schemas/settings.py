@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     signing_keys: SecretStr | None = Field(
         None, description="Signing keys as kid:base64url-secret, comma-separated (rotation: several).")
     signing_key_id: str | None = Field(None, description="Key id that mints; default: the first key.")
+    privacy_key: SecretStr | None = Field(
+        None, description="Secret (base64url) keying the recipient hashes ClickHouse keeps (erasures, "
+        "sends.recipient_key); default: derived from the current signing key. Set it when keys rotate.")
 
     # --- ingest API (sends, conversions) ---
     api_host: str = Field("127.0.0.1", description="Address the ingest API listens on.")
@@ -93,6 +96,12 @@ class Settings(BaseSettings):
     processor_metrics_port: int = Field(9108, ge=0, le=65535,
                                         description="Port of a processor's Prometheus /metrics (0 = off).")
     retention_days: int = Field(395, ge=1, description="TTL of raw events in ClickHouse, in days.")
+    dead_letter_retention_days: int = Field(
+        14, ge=1, description="TTL of dead-letter bodies (dead_letters), in days; their counts per reason "
+        "(dead_letter_counts) are kept for retention_days.")
+    dead_letter_samples: int = Field(
+        10, ge=0, description="Dead-letter bodies stored per stage, reason, edge and minute; the rest are "
+        "only counted (dead_letter_counts, pixeltrack_dead_letters_total).")
 
     # --- enrichment and classification ---
     geoip_city_db: Path | None = Field(None, description="MaxMind-format City (or Country) database.")

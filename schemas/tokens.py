@@ -146,14 +146,13 @@ class Keyring:
                 raise ValueError(f"signing key {kid!r}: the secret is not base64url") from None
         return cls(keys, current or next(iter(keys), ""))
 
+    def derive(self, label: bytes) -> bytes:
+        """A secret of its own for another use (named by `label`), derived from the current key."""
+        return hmac.new(self._keys[self.current], label, "sha256").digest()
+
     def has_key(self, kid: str) -> bool:
         """Whether this keyring holds key id `kid`."""
         return kid in self._keys
-
-    def derive(self, label: str) -> bytes:
-        """A 32-byte secret for another use (`label` names it), derived from the minting key: keyed
-        hashes made with it cannot be recomputed without the key, and change when minting moves on."""
-        return hmac.new(self._keys[self.current], b"pixeltrack derive:" + label.encode(), "sha256").digest()
 
     def _tag(self, kid: str, payload_b64: str) -> bytes:
         """HMAC-SHA256(key, DOMAIN + kid + "." + payload), first TAG_BYTES bytes."""

@@ -1,7 +1,7 @@
 -- GENERATED FILE: do not edit. The ClickHouse cluster form of schemas/clickhouse/*.sql, made by
 -- schemas.clickhouse_cluster.cluster_ddl:
 --     pixeltrack ddl --cluster pixeltrack --out deploy/clickhouse/cluster.sql
--- cluster pixeltrack, database pixeltrack, retention_days 395; sources: 001_events.sql, 002_dead_letters.sql, 003_positions.sql, 004_sends_conversions.sql, 005_aggregates.sql, 006_views.sql, 007_privacy.sql
+-- cluster pixeltrack, database pixeltrack, retention_days 395, dead_letter_retention_days 14; sources: 001_events.sql, 002_dead_letters.sql, 003_positions.sql, 004_sends_conversions.sql, 005_aggregates.sql, 006_views.sql, 007_privacy.sql
 -- Apply on any one node: clickhouse-client --queries-file cluster.sql (idempotent). The servers need
 -- the cluster in remote_servers, the {shard} and {replica} macros and ClickHouse Keeper: see
 -- deploy/clickhouse/README.md.
@@ -51,7 +51,8 @@ ENGINE = ReplicatedVersionedCollapsingMergeTree('/clickhouse/tables/{shard}/{dat
 PARTITION BY toYYYYMM(ts)
 ORDER BY (tenant, campaign, kind, message_id, hit_id)
 TTL toDateTime(ts) + INTERVAL 395 DAY
-SETTINGS replicated_deduplication_window = 10000;
+SETTINGS replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
 
 CREATE TABLE IF NOT EXISTS pixeltrack.events ON CLUSTER 'pixeltrack'
 AS pixeltrack.events_local
@@ -86,12 +87,36 @@ CREATE TABLE IF NOT EXISTS pixeltrack.dead_letters_local ON CLUSTER 'pixeltrack'
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
 PARTITION BY toYYYYMM(received_at)
 ORDER BY (stage, reason, id)
-TTL toDateTime(received_at) + INTERVAL 395 DAY
-SETTINGS replicated_deduplication_window = 10000;
+TTL toDateTime(received_at) + INTERVAL 14 DAY
+SETTINGS replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
 
 CREATE TABLE IF NOT EXISTS pixeltrack.dead_letters ON CLUSTER 'pixeltrack'
 AS pixeltrack.dead_letters_local
 ENGINE = Distributed('pixeltrack', 'pixeltrack', 'dead_letters_local', cityHash64(id));
+
+CREATE TABLE IF NOT EXISTS pixeltrack.dead_letter_counts_local ON CLUSTER 'pixeltrack'
+(
+    minute        DateTime64(3, 'UTC'),
+    stage         LowCardinality(String),
+    reason        LowCardinality(String),
+    edge          LowCardinality(String),
+    kind          LowCardinality(String),
+    letters       UInt64,
+    stored        UInt64,
+    src_topic     LowCardinality(String),
+    src_partition Int32,
+    src_offset    Int64
+)
+ENGINE = ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', (letters, stored))
+PARTITION BY toYYYYMM(minute)
+ORDER BY (stage, reason, edge, kind, minute)
+TTL toDateTime(minute) + INTERVAL 395 DAY
+SETTINGS replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS pixeltrack.dead_letter_counts ON CLUSTER 'pixeltrack'
+AS pixeltrack.dead_letter_counts_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'dead_letter_counts_local', cityHash64(stage, reason, edge, kind, minute));
 
 -- 003_positions.sql
 
@@ -121,6 +146,12 @@ AS SELECT src_topic, src_partition, max(src_offset) AS max_offset
 FROM pixeltrack.dead_letters_local WHERE src_partition >= 0
 GROUP BY src_topic, src_partition;
 
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.consumer_positions_from_dead_letter_counts ON CLUSTER 'pixeltrack'
+TO pixeltrack.consumer_positions_local
+AS SELECT src_topic, src_partition, max(src_offset) AS max_offset
+FROM pixeltrack.dead_letter_counts_local WHERE src_partition >= 0
+GROUP BY src_topic, src_partition;
+
 -- 004_sends_conversions.sql
 
 CREATE TABLE IF NOT EXISTS pixeltrack.sends_local ON CLUSTER 'pixeltrack'
@@ -130,6 +161,7 @@ CREATE TABLE IF NOT EXISTS pixeltrack.sends_local ON CLUSTER 'pixeltrack'
     variant        LowCardinality(String),
     message_id     String,
     recipient_id   String,
+    recipient_key  String,
     sent_at        DateTime64(3, 'UTC'),
     mailbox_domain LowCardinality(String),
     links          UInt16,
@@ -142,7 +174,8 @@ ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{ta
 PARTITION BY toYYYYMM(sent_at)
 ORDER BY (tenant, campaign, variant, message_id)
 TTL toDateTime(sent_at) + INTERVAL 395 DAY
-SETTINGS replicated_deduplication_window = 10000;
+SETTINGS replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
 
 CREATE TABLE IF NOT EXISTS pixeltrack.sends ON CLUSTER 'pixeltrack'
 AS pixeltrack.sends_local
@@ -171,7 +204,8 @@ ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{ta
 PARTITION BY toYYYYMM(ts)
 ORDER BY (tenant, campaign, variant, idempotency_key)
 TTL toDateTime(ts) + INTERVAL 395 DAY
-SETTINGS replicated_deduplication_window = 10000;
+SETTINGS replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
 
 CREATE TABLE IF NOT EXISTS pixeltrack.conversions ON CLUSTER 'pixeltrack'
 AS pixeltrack.conversions_local
@@ -211,7 +245,8 @@ ENGINE = Distributed('pixeltrack', 'pixeltrack', 'campaign_sends_hourly_local');
 CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.campaign_sends_hourly_mv ON CLUSTER 'pixeltrack'
 TO pixeltrack.campaign_sends_hourly_local
 AS SELECT tenant, campaign, variant, toStartOfHour(sent_at) AS hour,
-       uniqExactState(message_id) AS delivered, uniqExactState(recipient_id) AS recipients
+       uniqExactState(message_id) AS delivered,
+       uniqExactState(if(recipient_key != '', recipient_key, recipient_id)) AS recipients
 FROM pixeltrack.sends_local
 GROUP BY tenant, campaign, variant, hour;
 
@@ -235,7 +270,8 @@ CREATE TABLE IF NOT EXISTS pixeltrack.message_totals_local ON CLUSTER 'pixeltrac
 )
 ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
 ORDER BY (tenant, campaign, message_id)
-SETTINGS replicated_deduplication_window = 10000;
+SETTINGS replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
 
 CREATE TABLE IF NOT EXISTS pixeltrack.message_totals ON CLUSTER 'pixeltrack'
 AS pixeltrack.message_totals_local
@@ -314,7 +350,8 @@ CREATE TABLE IF NOT EXISTS pixeltrack.link_totals_local ON CLUSTER 'pixeltrack'
 )
 ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
 ORDER BY (tenant, campaign, link, message_id)
-SETTINGS replicated_deduplication_window = 10000;
+SETTINGS replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
 
 CREATE TABLE IF NOT EXISTS pixeltrack.link_totals ON CLUSTER 'pixeltrack'
 AS pixeltrack.link_totals_local

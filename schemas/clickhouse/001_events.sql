@@ -44,7 +44,8 @@ ENGINE = VersionedCollapsingMergeTree(sign, revision)
 PARTITION BY toYYYYMM(ts)
 ORDER BY (tenant, campaign, kind, message_id, hit_id)
 TTL toDateTime(ts) + INTERVAL {retention_days} DAY
-SETTINGS non_replicated_deduplication_window = 10000;
+SETTINGS non_replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
 
 -- One row per hit with its final verdict: what analysts query for raw events.
 CREATE OR REPLACE VIEW hits AS

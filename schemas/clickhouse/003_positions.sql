@@ -20,3 +20,8 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS consumer_positions_from_dead_letters TO c
 SELECT src_topic, src_partition, max(src_offset) AS max_offset
 FROM dead_letters WHERE src_partition >= 0
 GROUP BY src_topic, src_partition;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS consumer_positions_from_dead_letter_counts TO consumer_positions AS
+SELECT src_topic, src_partition, max(src_offset) AS max_offset
+FROM dead_letter_counts WHERE src_partition >= 0
+GROUP BY src_topic, src_partition;

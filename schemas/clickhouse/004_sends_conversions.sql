@@ -1,4 +1,5 @@
--- Sends: one row per message and recipient, the denominator of every rate. Repeats of a send (an API
+-- Sends: one row per message and recipient, the denominator of every rate. recipient_key is the
+-- recipient's keyed hash (schemas.privacy.keyed_recipient_hash), for distinct recipient counts. Repeats of a send (an API
 -- retry) are harmless: delivered counts are exact distinct message counts (uniqExact states).
 CREATE TABLE IF NOT EXISTS sends
 (
@@ -7,6 +8,7 @@ CREATE TABLE IF NOT EXISTS sends
     variant        LowCardinality(String),
     message_id     String,
     recipient_id   String,
+    recipient_key  String,
     sent_at        DateTime64(3, 'UTC'),
     mailbox_domain LowCardinality(String),
     links          UInt16,
@@ -19,7 +21,8 @@ ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(sent_at)
 ORDER BY (tenant, campaign, variant, message_id)
 TTL toDateTime(sent_at) + INTERVAL {retention_days} DAY
-SETTINGS non_replicated_deduplication_window = 10000;
+SETTINGS non_replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
 
 -- Conversions: outcomes attributed to a campaign, variant, message and link (by click id or message).
 -- The processor drops a repeated idempotency key before insert, so every row counts once.
@@ -46,7 +49,8 @@ ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(ts)
 ORDER BY (tenant, campaign, variant, idempotency_key)
 TTL toDateTime(ts) + INTERVAL {retention_days} DAY
-SETTINGS non_replicated_deduplication_window = 10000;
+SETTINGS non_replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS consumer_positions_from_sends TO consumer_positions AS
 SELECT src_topic, src_partition, max(src_offset) AS max_offset

@@ -4,7 +4,10 @@
 -- from per-message rows (a message counts once if its summed counter is > 0), which stays exact
 -- under revisions where uniq states could not subtract.
 
--- Delivered per campaign, variant and send hour: exact distinct messages and recipients.
+-- Delivered per campaign, variant and send hour: exact distinct messages and recipients. Recipients are
+-- counted by their keyed hash (the processors fill sends.recipient_key): a uniqExact state keeps a hash of
+-- what it counts, and a hash of the id itself would let anyone test whether an erased id was ever sent to.
+-- (A send inserted without recipient_key, by hand, counts by its id.)
 CREATE TABLE IF NOT EXISTS campaign_sends_hourly
 (
     tenant     LowCardinality(String),
@@ -20,7 +23,8 @@ SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS campaign_sends_hourly_mv TO campaign_sends_hourly AS
 SELECT tenant, campaign, variant, toStartOfHour(sent_at) AS hour,
-       uniqExactState(message_id) AS delivered, uniqExactState(recipient_id) AS recipients
+       uniqExactState(message_id) AS delivered,
+       uniqExactState(if(recipient_key != '', recipient_key, recipient_id)) AS recipients
 FROM sends
 GROUP BY tenant, campaign, variant, hour;
 
@@ -48,7 +52,8 @@ CREATE TABLE IF NOT EXISTS message_totals
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (tenant, campaign, message_id)
-SETTINGS non_replicated_deduplication_window = 10000;
+SETTINGS non_replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS message_totals_from_sends TO message_totals AS
 SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) AS recipient_id,
@@ -119,7 +124,8 @@ CREATE TABLE IF NOT EXISTS link_totals
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (tenant, campaign, link, message_id)
-SETTINGS non_replicated_deduplication_window = 10000;
+SETTINGS non_replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS link_totals_from_events TO link_totals AS
 SELECT tenant, campaign, if(link_id != '', link_id, link_url) AS link, message_id, max(variant) AS variant,

@@ -135,7 +135,7 @@ class Cookbook:
 def cookbook(chdb_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cookbook]:
     """One migrated database for the module, filled once: queries only read it."""
     db = ClickHouseDb(chdb_dsn, f"cookbook_{uuid.uuid4().hex[:12]}")
-    migrate(db.dsn, db.database, retention_days=3650)
+    migrate(db.dsn, db.database, retention_days=3650, dead_letter_retention_days=3650)
     city = write_city_db(tmp_path_factory.mktemp("geoip") / "city.mmdb")
     settings = Settings(_env_file=None, edge_id="test-edge", spool_dir=None, geoip_city_db=city)
     sim = simulate(load_patterns(FIXTURE), CAMPAIGN, 4000, engaged_share=0.5, click_boost={"B": 0.25}, seed=5)

@@ -13,7 +13,7 @@ from processors.pipeline import HitProcessor
 from processors.privacy import forget
 from processors.step import process_and_write
 from processors.writer import ClickHouseWriter
-from schemas.privacy import recipient_hash
+from schemas.privacy import keyed_recipient_hash, recipient_hash, recipient_key
 from schemas.records import DeadLetter, RawHit, Record
 from schemas.tenants import Tenant, TenantRegistry
 from schemas.tokens import Keyring, TokenPayload
@@ -48,7 +48,7 @@ async def test_forget_erases_the_recipient_everywhere(clickhouse: ClickHouseDb, 
 
     client = clickhouse.client()
     try:
-        deleted = forget(client, target)
+        deleted = forget(client, target, "", recipient_key(keyring))
     finally:
         client.close()
     assert deleted["events"] > 0
@@ -56,7 +56,8 @@ async def test_forget_erases_the_recipient_everywhere(clickhouse: ClickHouseDb, 
     for table in TABLES_WITH_RECIPIENT:
         assert clickhouse.rows(f"SELECT count() FROM {table} WHERE recipient_id = '{target}'") == [(0,)], table
     assert clickhouse.rows(f"SELECT count() FROM link_totals WHERE message_id = '{send.message}'") == [(0,)]
-    assert clickhouse.rows("SELECT recipient_hash FROM erasures") == [(recipient_hash("", target),)]
+    assert clickhouse.rows("SELECT recipient_hash FROM erasures") == [
+        (keyed_recipient_hash(recipient_key(keyring), "", target),)]
     after = clickhouse.rows("SELECT delivered FROM campaign_summary WHERE variant = '" + send.variant + "'")[0][0]
     assert after == before - 1
     # no column of any table holds the recipient id any more
@@ -172,7 +173,7 @@ async def test_an_erasure_stays_in_force_against_what_arrives_after_it(clickhous
                      click("b1", 600.0, "https://shop.example.com/a", "bob", 2)], "privacy:1")
         client = clickhouse.client()
         try:
-            forget(client, "alice")
+            forget(client, "alice", "", recipient_key(keyring))
         finally:
             client.close()
         await batch([click("h2", 600.8, "https://shop.example.com/b", "alice", 3),
@@ -213,7 +214,185 @@ async def test_dead_letters_keep_no_full_address_and_forget_finds_exactly_the_re
     assert not any("81.2.69.142" in str(raw) or "203.0.113.77" in str(raw) for _, raw in rows)
     client = clickhouse.client()
     try:
-        assert forget(client, "alice")["dead_letters"] == 2  # its hit's letter and its send's
+        # its hit's letter and its send's
+        assert forget(client, "alice", "", recipient_key(keyring))["dead_letters"] == 2
     finally:
         client.close()
     assert clickhouse.rows("SELECT count() FROM dead_letters") == [(2,)]
+
+
+async def test_after_forget_nothing_on_disk_or_in_clickhouse_names_the_recipient(clickhouse: ClickHouseDb,
+                                                                                 keyring: Keyring) -> None:
+    """A recipient with sends, opens, clicks, a conversion and dead letters of every kind (expired and
+    wrong-kind fetches, a percent-encoded path, a retired key, a bad time, an undecodable send) is
+    forgotten, and the same arrive again afterwards (plus letters made before the erasure, forwarded
+    late). Then no table, no system table and no byte of any file under the chDB folder holds the id,
+    a plain hash of it (SHA-256 of tenant:id, SHA-256, SHA-1, MD5, ClickHouse's cityHash64 and
+    SipHash-128 as a uniqExact state keeps them) or the payload of any of their tokens; and a
+    uniqExact state cannot be probed for the id. Another recipient's records, sent alongside, are kept."""
+    import hashlib
+    import itertools
+    import os
+    import uuid
+
+    import orjson
+
+    from processors.step import ErasureWatch
+    from schemas.sends import Conversion, Send
+    from tests.unit.processors.builders import CHROME, HTML_ACCEPT, SENT
+
+    target, other = f"erin-{uuid.uuid4().hex[:12]}", f"olaf-{uuid.uuid4().hex[:12]}"
+    key = recipient_key(keyring)
+    t = Topics()
+    processor = HitProcessor(keyring, build_classifier(), t)
+    writer = ClickHouseWriter(clickhouse.dsn, clickhouse.database)
+    watch = ErasureWatch(processor, writer, every=0)
+    offsets = itertools.count(1)
+    retired = Keyring({"old": b"retired-secret-0123456789xx"}, "old")
+    tokens: dict[str, list[str]] = {target: [], other: []}
+
+    def token(who: str, kind: str = "open", ring: Keyring = keyring, sent_ms: int = int(SENT * 1000),
+              expires: int = 0) -> str:
+        url = "https://shop.example.com/a" if kind == "click" else ""
+        minted = ring.mint(TokenPayload(kind, "", "c", "A", f"m-{who}", who, sent_ms, expires, url))  # type: ignore[arg-type]
+        tokens[who].append(minted)
+        return minted
+
+    def rec(topic: str, value: bytes) -> LocalRecord:
+        return LocalRecord(topic, -1, next(offsets), value)
+
+    def hit(who: str, kind: str, tok: str, at: float) -> LocalRecord:
+        raw = RawHit(f"h-{who}-{next(offsets)}", SENT + at, kind, "GET", "t.example.com", f"/{kind[0]}/{tok}", tok,
+                     "81.2.69.142", CHROME, "edge-1", dict(HTML_ACCEPT))
+        return rec(t.hits_raw, raw.encode())
+
+    def edge_letter(who: str, reason: str, path: str) -> LocalRecord:
+        d = DeadLetter(id=f"e-{who}-{next(offsets)}", received_at=SENT + 900, stage="edge", reason=reason,
+                       kind="open", method="GET", host="t.example.com", path=path, ip="81.2.69.142", ua=CHROME,
+                       edge="edge-1")
+        return rec(t.hits_dlq, d.encode())
+
+    def everything(who: str, round_: int) -> list[LocalRecord]:
+        send = Send("", "c", "A", f"m-{who}", who, SENT, "x.com", 2)
+        bad_send = orjson.loads(send.encode())
+        bad_send["links"] = "many"
+        expired = token(who, expires=int(SENT * 1000) + 1)
+        return [
+            rec(t.sends, send.encode()),
+            hit(who, "open", token(who), 600.0 + round_), hit(who, "click", token(who, "click"), 700.0 + round_),
+            rec(t.conversions,
+                Conversion("", f"k-{who}-{round_}", SENT + 800, 5.0, "EUR", message=f"m-{who}").encode()),
+            edge_letter(who, "expired", f"/o/{expired}.gif"),
+            edge_letter(who, "expired", "/o/" + expired.replace(".", "%2E") + ".gif"),
+            edge_letter(who, "wrong_kind", f"/o/{token(who, 'click')}.gif"),
+            hit(who, "open", token(who, ring=retired), 650.0),  # a retired key: the processor's letter
+            hit(who, "open", token(who, sent_ms=10**16), 660.0),  # sent in the year 318,000: bad_timestamp
+            rec(t.sends, orjson.dumps(bad_send)),
+        ]
+
+    async def run(records: list[LocalRecord]) -> None:
+        """A batch as the LocalRunner runs it: erasures read, rows written, its letters back via hits.dlq."""
+        await watch.refresh()
+        out = await process_and_write(processor, writer, records, f"erase:{next(offsets)}")
+        if out.to_dlq:
+            await process_and_write(processor, writer, [rec(r.topic, r.value) for r in out.to_dlq],
+                                    f"erase:{next(offsets)}")
+
+    # letters an older processor made of the target's records before the erasure, still in hits.dlq
+    late = HitProcessor(keyring, build_classifier(), t).process(
+        [hit(target, "open", token(target, ring=retired), 600.0)]).to_dlq
+    assert len(late) == 1
+    client = clickhouse.client()
+    quiet = {"log_queries": 0}
+    try:
+        probes = {name: bytes(client.query(f"SELECT {fn}({{r:String}})", parameters={"r": target},
+                                           settings=quiet).result_rows[0][0]) if fn == "sipHash128" else
+                  int(client.query(f"SELECT {fn}({{r:String}})", parameters={"r": target},
+                                   settings=quiet).result_rows[0][0]).to_bytes(8, "little")
+                  for name, fn in (("cityHash64", "cityHash64"), ("sipHash64", "sipHash64"),
+                                   ("sipHash128", "sipHash128"))}
+        await run(everything(target, 0) + everything(other, 0))
+        folder = Path(clickhouse.dsn.removeprefix("chdb://"))
+
+        def files_holding(needles: dict[str, bytes]) -> dict[str, list[str]]:
+            found: dict[str, list[str]] = {}
+            for root, _, names in os.walk(folder):
+                for n in names:
+                    try:
+                        data = (Path(root) / n).read_bytes()
+                    except OSError:  # a part removed while walking
+                        continue
+                    for label, needle in needles.items():
+                        if needle in data:
+                            found.setdefault(label, []).append(str(Path(root) / n))
+            return found
+
+        # the control: before forget the id is on disk (a data file keeps short strings as plain bytes)
+        assert "id" in files_holding({"id": target.encode()})
+        deleted = forget(client, target, "", key)
+        # 2 hits (+ nothing else: the others are letters), its send, its conversion, its message's
+        # totals, its click's link totals, and its 6 letters (3 from the edge, 3 from the processor)
+        assert (deleted["events"], deleted["sends"], deleted["conversions"], deleted["dead_letters"]) == (2, 1, 1, 6)
+        assert deleted["message_totals"] >= 1
+        assert deleted["link_totals"] >= 1
+        # afterwards: the same again, and the late letters forwarded through hits.dlq
+        await run(everything(target, 1) + everything(other, 1) + [rec(t.hits_dlq, r.value) for r in late])
+
+        plain = {"id": target.encode(),
+                 "sha256(tenant:id)": recipient_hash("", target).encode(),
+                 "sha256(id)": hashlib.sha256(target.encode()).hexdigest().encode(),
+                 "sha1(id)": hashlib.sha1(target.encode()).hexdigest().encode(),
+                 "md5(id)": hashlib.md5(target.encode()).hexdigest().encode(),
+                 **probes,
+                 **{f"token payload {i}": tok.split(".")[1].encode() for i, tok in enumerate(tokens[target])}}
+        assert files_holding(plain) == {}
+        # the other recipient's rows are all there (so the files are searched where they would be)
+        assert "id" in files_holding({"id": other.encode()})
+        kept = {str(r[0]) for r in client.query(
+            "SELECT DISTINCT _table FROM merge(currentDatabase(), '^(events|sends|conversions|message_totals)$') "
+            "WHERE recipient_id = {r:String}", parameters={"r": other}, settings=quiet).result_rows}
+        assert kept == {"events", "sends", "conversions", "message_totals"}
+        assert client.query("SELECT count() FROM hits WHERE recipient_id = {r:String}", parameters={"r": other},
+                            settings=quiet).result_rows == [(4,)]
+
+        # every table of the database, by every column's text
+        tables = [str(r[0]) for r in client.query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine LIKE '%MergeTree%'",
+            settings=quiet).result_rows]
+        assert {"dead_letter_counts", "campaign_sends_hourly", "erasures"} <= set(tables)
+        for table in tables:
+            for label, needle in plain.items():
+                n = client.query(f"SELECT count() FROM {table} WHERE position(toString(tuple(*)), {{n:String}}) > 0",
+                                 parameters={"n": needle.decode("latin-1")}, settings=quiet).result_rows[0][0]
+                assert n == 0, (table, label)
+        # campaign_sends_hourly cannot be probed: adding the id (or its hash) to a state counts one more
+        for probe in (target, recipient_hash("", target)):
+            grown = client.query(
+                "SELECT uniqExactMerge(s) - (SELECT uniqExactMerge(recipients) FROM campaign_sends_hourly) FROM "
+                "(SELECT recipients AS s FROM campaign_sends_hourly UNION ALL SELECT uniqExactState({p:String}))",
+                parameters={"p": probe}, settings=quiet).result_rows[0][0]
+            assert grown == 1
+        # ... while the keyed hash (which needs the key) is a member: the probe works
+        keyed = keyed_recipient_hash(key, "", other)
+        assert client.query(
+            "SELECT uniqExactMerge(s) - (SELECT uniqExactMerge(recipients) FROM campaign_sends_hourly) FROM "
+            "(SELECT recipients AS s FROM campaign_sends_hourly UNION ALL SELECT uniqExactState({p:String}))",
+            parameters={"p": keyed}, settings=quiet).result_rows[0][0] == 0
+        # the erasure is recorded under the keyed hash, and the deletes ClickHouse keeps name no one
+        assert client.query("SELECT recipient_hash FROM erasures", settings=quiet).result_rows == [
+            (keyed_recipient_hash(key, "", target),)]
+        mutations = [str(r[0]) for r in client.query(
+            "SELECT command FROM system.mutations WHERE database = currentDatabase()", settings=quiet).result_rows]
+        assert len(mutations) >= 6
+        system_tables = [str(r[0]) for r in client.query(
+            "SELECT name FROM system.tables WHERE database = 'system' AND name IN "
+            "('mutations', 'processes', 'query_log', 'user_query_log', 'text_log', 'part_log', 'query_views_log')",
+            settings=quiet).result_rows]
+        assert "mutations" in system_tables
+        for table in system_tables:
+            text = str(client.query(f"SELECT * FROM system.{table}", settings=quiet).result_rows)
+            for label, needle in plain.items():
+                assert needle.decode("latin-1") not in text, (table, label)
+    finally:
+        client.close()
+        await writer.close()

@@ -40,7 +40,7 @@ def chdb_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
 def clickhouse(chdb_dsn: str) -> Iterator[ClickHouseDb]:
     """A migrated, empty database of its own for one test."""
     db = ClickHouseDb(chdb_dsn, f"t_{uuid.uuid4().hex[:12]}")
-    migrate(db.dsn, db.database, retention_days=3650)
+    migrate(db.dsn, db.database, retention_days=3650, dead_letter_retention_days=3650)
     yield db
     admin = connect(chdb_dsn, None)
     try:

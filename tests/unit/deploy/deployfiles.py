@@ -24,7 +24,10 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 SETTING_VARS = {f"PIXELTRACK_{name.upper()}" for name in Settings.model_fields}
 # Environment read outside the settings: whether the compiled hot path is used, and where it is.
-PROCESS_VARS = set(native.ENVIRONMENT)
+# Variables read outside the settings: the compiled hot path's switches, and the local Kafka scripts' own.
+PROCESS_VARS = set(native.ENVIRONMENT) | {
+    v for script in (ROOT / "deploy" / "kafka").glob("*.sh") for v in re.findall(r"\$\{(PIXELTRACK_[A-Z_]+)",
+                                                                                 script.read_text())}
 # Settings that must come from a secret store, never from a plain value in a manifest.
 SECRET_SETTINGS = {"PIXELTRACK_SIGNING_KEYS", "PIXELTRACK_API_KEYS", "PIXELTRACK_CLICKHOUSE_DSN"}
 ANALYST_VIEWS = {"campaign_summary", "campaign_hourly", "link_stats", "client_stats"}

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from ingest.app import create_app
 from ingest.publisher import QueuePublisher
 from pixeltrack.sdk import Message, Tracker
-from schemas.privacy import recipient_hash
+from schemas.privacy import keyed_recipient_hash, recipient_hash, recipient_key
 from schemas.records import DeadLetter, RawHit, Record
 from schemas.sends import Unsubscribe
 from schemas.settings import Settings
@@ -35,7 +35,9 @@ async def test_unsubscribe_get_changes_nothing_post_records(edge_app: EdgeUnderT
     (record,) = await edge_app.records(1)
     assert record.topic == "unsubscribes"
     u = Unsubscribe.decode(record.value)
-    assert (u.campaign, u.message, u.recipient_hash) == ("spring", "m-1", recipient_hash("", "r-1"))
+    # under the keyed hash, as erasures are: no plain hash of the id is kept
+    assert (u.campaign, u.message, u.recipient_hash) == ("spring", "m-1",
+                                                         keyed_recipient_hash(recipient_key(keyring), "", "r-1"))
 
 
 async def test_unsubscribe_needs_an_unsubscribe_token(edge_app: EdgeUnderTest, keyring: Keyring) -> None:
@@ -109,3 +111,33 @@ async def test_an_unsubscribe_that_cannot_be_kept_is_not_confirmed(settings: Set
         assert resp.headers["Retry-After"] == "60"
         assert "unsubscribed" not in await resp.text()
     assert bus.empty()
+
+
+async def test_do_not_track_fetches_that_fail_leave_no_letter(settings: Settings, keyring: Keyring,
+                                                              tmp_path: Path) -> None:
+    """A do-not-track recipient's expired, wrong-kind, percent-encoded or other-tenant fetches are
+    answered as anyone's (a pixel, a 404) and leave nothing, not even a dead letter; the same fetches of
+    anyone else's tokens are dead letters."""
+    dnt = tmp_path / "dnt.txt"
+    dnt.write_text(recipient_hash("", "r-quiet") + "\n")
+    bus: asyncio.Queue[Record] = asyncio.Queue()
+    app = create_app(settings.model_copy(update={"do_not_track_file": dnt}), publisher=QueuePublisher(bus),
+                     keyring=keyring)
+
+    def fetches(recipient: str) -> list[tuple[str, int]]:
+        expired = keyring.mint(TokenPayload("open", "", "c", "", "m", recipient, NOW, expires_at=NOW - 1))
+        click = keyring.mint(TokenPayload("click", "", "c", "", "m", recipient, NOW, url="https://example.com/"))
+        opened = keyring.mint(TokenPayload("open", "", "c", "", "m", recipient, NOW))
+        return [(f"/o/{expired}.gif", 200), (f"/o/{click}.gif", 200), (f"/c/{opened}", 404),
+                (f"/c/{opened.replace('.', '%2E')}", 404), (f"/u/{click}", 404), (f"/o/{opened}/extra", 200)]
+
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        for path, status in fetches("r-quiet"):
+            assert (await client.get(path, allow_redirects=False)).status == status, path
+        await asyncio.sleep(0.3)
+        assert bus.empty()
+        for path, status in fetches("r-loud"):
+            assert (await client.get(path, allow_redirects=False)).status == status, path
+        letters = [DeadLetter.decode((await asyncio.wait_for(bus.get(), 5)).value) for _ in range(6)]
+    assert sorted(d.reason for d in letters) == ["expired", "malformed", "not_unsubscribe", "wrong_kind", "wrong_kind",
+                                                 "wrong_kind"]

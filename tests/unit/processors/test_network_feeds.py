@@ -311,10 +311,11 @@ def test_an_old_snapshot_is_a_gauge_and_one_warning_never_an_error(caplog: pytes
 def test_a_processor_reports_the_snapshots_age_when_it_is_built() -> None:
     from pixeltrack.wiring import build_processor
     from schemas.settings import Settings
+    from schemas.tokens import Keyring
 
     SNAPSHOT_AGE.set(-1)
     SNAPSHOT_STALE.set(-1)
-    build_processor(Settings(networks_max_age_days=100_000), None)
+    build_processor(Settings(networks_max_age_days=100_000), Keyring({"k1": b"0123456789abcdef"}, "k1"))
     expected = dt.datetime.now(dt.UTC).timestamp() - _day(snapshot_status().date)
     assert abs(SNAPSHOT_AGE._value.get() - expected) < 60
     assert SNAPSHOT_STALE._value.get() == 0

@@ -158,12 +158,13 @@ def test_times_clickhouse_cannot_hold_are_dead_letters_not_a_failed_batch() -> N
 
 
 def test_an_erased_recipients_hits_sends_and_conversions_are_dropped() -> None:
-    from schemas.privacy import recipient_hash
+    from schemas.privacy import keyed_recipient_hash, recipient_key
     from schemas.sends import Conversion, Send
 
     t = Topics()
     processor = HitProcessor(KEYRING, build_classifier(), t)
-    processor.forget_recipients([recipient_hash("", "rcpt-5")])
+    # erasures hold keyed hashes, with the installation's key (here derived from the signing key)
+    processor.forget_recipients([keyed_recipient_hash(recipient_key(KEYRING), "", "rcpt-5")])
     out = processor.process([
         click_record(),  # rcpt-5's click
         Rec(t.sends, 0, 1, Send("", "c", "A", "m-5", "rcpt-5", SENT, "x.com", 1).encode()),
@@ -173,6 +174,7 @@ def test_an_erased_recipients_hits_sends_and_conversions_are_dropped() -> None:
     assert out.events.rows == []
     assert [r[4] for r in out.sends.rows] == ["rcpt-6"]
     assert [r[6] for r in out.conversions.rows] == ["rcpt-6"]
+    assert [r[5] for r in out.sends.rows] == [keyed_recipient_hash(recipient_key(KEYRING), "", "rcpt-6")]
     assert out.to_dlq == []  # dropped, not dead letters (they would name the recipient again)
 
 
