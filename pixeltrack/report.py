@@ -81,15 +81,23 @@ def ab_verdict(rows: list[dict[str, Any]], metric: str = "click", alpha: float =
     name = best["variant"] or "(none)"
     weakest = max(comps, key=lambda c: (c.p_value, -c.ci_low))
     ci = f"{_level(weakest.level)} CI {_pts(weakest.ci_low)} to {_pts(weakest.ci_high)}"
+    lead = _lead(name, weakest)
     if any(c.min_expected < MIN_EXPECTED for c in comps):
-        return comps, (f"No variant wins on {label} yet: too few events to test ({name} leads {weakest.a} by "
-                       f"{_pts(weakest.diff)}; each variant needs at least {MIN_EXPECTED} with and "
-                       f"{MIN_EXPECTED} without the event expected).")
+        return comps, (f"No variant wins on {label} yet: too few events to test ({lead}; each variant needs at "
+                       f"least {MIN_EXPECTED} with and {MIN_EXPECTED} without the event expected).")
     if all(c.p_value < threshold and c.ci_low > 0 for c in comps):
         return comps, (f"{WINNER_PREFIX}{name} wins on {label}: {_pts(weakest.diff)} over {weakest.a} ({ci}), "
                        f"p {_p(weakest.p_value)}.")
-    return comps, (f"No variant wins on {label} yet: {name} leads {weakest.a} by {_pts(weakest.diff)} "
-                   f"({ci}), p {_p(weakest.p_value)} (needs p < {threshold:.3g} and an interval above 0).")
+    return comps, (f"No variant wins on {label} yet: {lead} ({ci}), p {_p(weakest.p_value)} "
+                   f"(needs p < {threshold:.3g} and an interval above 0).")
+
+
+def _lead(name: str, c: Comparison) -> str:
+    """"B leads A by +1.20 pts", or, when their rates are equal, "A and B are level: +0.00 pts"."""
+    if c.p_a == c.p_b:
+        first, second = sorted((c.a, name))
+        return f"{first} and {second} are level: {_pts(0.0)}"
+    return f"{name} leads {c.a} by {_pts(c.diff)}"
 
 
 def names_a_winner(verdict: str) -> bool:

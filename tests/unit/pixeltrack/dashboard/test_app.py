@@ -53,7 +53,7 @@ async def test_pages_and_their_panels(client: Client) -> None:
     assert ">50,000<" in html
     panels = await (await c.get("/campaign/panels", params={"name": CAMPAIGN})).json()
     assert set(panels["panels"]) == {"kpis", "funnel", "ab", "opens", "clicks", "clients", "devices", "countries",
-                                     "links"}
+                                     "links", "sources"}
     assert re.fullmatch(r"\d\d:\d\d:\d\d UTC", panels["updated"])
     for name in panels["panels"]:
         assert f'data-panel="{name}"' in html
@@ -65,7 +65,7 @@ async def test_campaign_names_travel_quoted_and_come_back_escaped(client: Client
     page = await c.get("/campaign", params={"name": HOSTILE})
     assert page.status == 200
     assert "<script>alert" not in await page.text()
-    assert [p["campaign"] for _, p in fake.calls] == [HOSTILE] * 4
+    assert [p["campaign"] for _, p in fake.calls] == [HOSTILE] * 8
 
 
 async def test_missing_and_unknown_campaigns(client: Client) -> None:

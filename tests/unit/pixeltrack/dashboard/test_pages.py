@@ -14,7 +14,7 @@ from pixeltrack.report import ab_verdict
 from tests.unit.pixeltrack.dashboard.fakes import CAMPAIGN, HOSTILE, FakeQuery, variant
 
 NOW = datetime(2026, 9, 21, 18, 5, 7, tzinfo=UTC)
-PANELS = {"kpis", "funnel", "ab", "opens", "clicks", "clients", "devices", "countries", "links"}
+PANELS = {"kpis", "funnel", "ab", "opens", "clicks", "clients", "devices", "countries", "links", "sources"}
 
 
 class Elements(HTMLParser):
