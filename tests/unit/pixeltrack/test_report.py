@@ -74,3 +74,13 @@ def test_names_and_values_are_printed_as_text_never_as_markup(capsys: pytest.Cap
     assert "Mozilla/5.0 [/]" in out
     assert "\x1b[31m" not in out
     assert "\\x1b[31mred" in out
+
+
+def test_a_tie_reads_as_a_tie() -> None:
+    _, verdict = ab_verdict([variant("A", 1000, 50), variant("B", 1000, 50)])
+    assert "A and B are level: +0.00 pts" in verdict, verdict
+    assert "leads" not in verdict
+    _, verdict = ab_verdict([variant("A", 3, 0), variant("B", 3, 0)])  # too few events, and level
+    assert verdict.startswith("No variant wins on click rate yet: too few events to test (A and B are level"), verdict
+    _, verdict = ab_verdict([variant("A", 1000, 50), variant("B", 1000, 55)])
+    assert "B leads A by +0.50 pts" in verdict, verdict

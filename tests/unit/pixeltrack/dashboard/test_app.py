@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from pixeltrack.dashboard import create_dashboard_app, query_with
 from pixeltrack.dashboard.app import ResultCache
-from pixeltrack.dashboard.queries import SUMMARY_SQL
+from pixeltrack.dashboard.queries import EXAMPLES_SQL, SUMMARY_SQL
 from tests.unit.pixeltrack.dashboard.fakes import CAMPAIGN, HOSTILE, FakeQuery
 
 Client = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
@@ -191,3 +191,36 @@ async def test_cross_site_requests_and_foreign_host_names_are_refused(client: Cl
     assert (await c.get("/healthz", headers={"Host": "[::1]:8082"})).status == 200
     anywhere = await client(FakeQuery())  # behind a proxy: any name, still no cross-site requests
     assert (await anywhere.get("/healthz", headers={"Host": "dash.example.com"})).status == 200
+
+
+async def test_drill_down_page_and_its_panels(client: Client) -> None:
+    fake = FakeQuery()
+    c = await client(fake)
+    params = {"name": CAMPAIGN, "source": "scanner", "side": "machine", "kind": "click", "reason": "link_burst"}
+    page = await c.get("/hits", params=params)
+    html = await page.text()
+    assert page.status == 200
+    assert html.count('<tr data-hit="') == 2
+    assert "<script>alert" not in html  # a user agent from the internet, escaped
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    (sql, sent), = [call for call in fake.calls if call[0] == EXAMPLES_SQL]
+    assert sent == {"tenant": "", "campaign": CAMPAIGN, "source": "scanner", "side": "machine", "kind": "click",
+                    "reason": "link_burst", "limit": 20}
+    panels = await (await c.get("/hits/panels", params=params)).json()
+    assert set(panels["panels"]) == {"hits"}
+    assert panels["panels"]["hits"].count('<tr data-hit="') == 2
+
+
+@pytest.mark.parametrize(("params", "why"), [
+    ({"name": CAMPAIGN}, "source=&lt;source&gt; are required"),
+    ({"name": CAMPAIGN, "source": "bot", "side": "all"}, "side=&#x27;all&#x27;: must be one of machine, counted"),
+    ({"name": CAMPAIGN, "source": "bot", "kind": "view"}, "kind=&#x27;view&#x27;: must be open or click"),
+])
+async def test_drill_down_refuses_unknown_filters(client: Client, params: dict[str, str], why: str) -> None:
+    fake = FakeQuery()
+    c = await client(fake)
+    page = await c.get("/hits", params=params)
+    assert page.status == 400
+    assert why in await page.text()
+    assert (await c.get("/hits/panels", params=params)).status == 400
+    assert not [sql for sql, _ in fake.calls if sql == EXAMPLES_SQL]
