@@ -44,7 +44,8 @@ SOURCES = (["kind", "side", "source", "hits"],
 REASONS = (["kind", "side", "source", "reason", "hits"],
            [["open", "machine", "apple_mpp", "ua_bare_mozilla", 1_000], ["open", "machine", HOSTILE, HOSTILE, 3],
             ["click", "machine", "scanner", "link_burst", 700], ["click", "machine", "scanner", "honeypot", 100],
-            ["open", "counted", "direct", "fast_after_send", 120], ["open", "counted", "direct", "no_machine_signal", 80],
+            ["open", "counted", "direct", "fast_after_send", 120],
+            ["open", "counted", "direct", "no_machine_signal", 80],
             ["open", "counted", "gmail_proxy", "ua_gmail_proxy", 300]])
 PLACES = (["direct_opens", "placed_opens", "proxied_opens"], [[200, 150, 300]])
 EXAMPLES = (["ts", "kind", "verdict", "source", "reasons", "link", "ip", "user_agent"],

@@ -203,7 +203,7 @@ async def test_drill_down_page_and_its_panels(client: Client) -> None:
     assert html.count('<tr data-hit="') == 2
     assert "<script>alert" not in html  # a user agent from the internet, escaped
     assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
-    (sql, sent), = [call for call in fake.calls if call[0] == EXAMPLES_SQL]
+    (_sql, sent), = [call for call in fake.calls if call[0] == EXAMPLES_SQL]
     assert sent == {"tenant": "", "campaign": CAMPAIGN, "source": "scanner", "side": "machine", "kind": "click",
                     "reason": "link_burst", "limit": 20}
     panels = await (await c.get("/hits/panels", params=params)).json()
