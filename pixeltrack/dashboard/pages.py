@@ -179,9 +179,11 @@ def _kpis(data: CampaignData) -> str:
              f'rate <b data-metric="conversion_rate">{pct(t.conversion_rate, 2)}</b> · revenue '
              f'<b data-metric="revenue">{money(t.revenue)}</b>'),
         _kpi("opens_machine", "Machine opens", count(t.opens_machine),
-             f'<b data-metric="machine_share">{pct(t.machine_share)}</b> of open hits, not counted'),
+             f'<b data-metric="machine_share">{pct(t.machine_share)}</b> of open hits, not counted · '
+             '<a href="#h-sources">who and why</a>'),
         _kpi("clicks_filtered", "Filtered clicks", count(t.clicks_filtered),
-             f'<b data-metric="filtered_share">{pct(t.filtered_share)}</b> of click hits, not counted'),
+             f'<b data-metric="filtered_share">{pct(t.filtered_share)}</b> of click hits, not counted · '
+             '<a href="#h-sources">who and why</a>'),
     ))
 
 
