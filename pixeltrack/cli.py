@@ -224,17 +224,19 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pixeltrack.report import fetch, render
+    from pixeltrack.report import fetch, fetch_sources, render
 
     try:
-        rows = fetch(make_query(args), args.campaign, args.tenant or "")
+        query = make_query(args)
+        rows = fetch(query, args.campaign, args.tenant or "")
+        sources = fetch_sources(query, args.campaign, args.tenant or "") if rows else []
     except QueryError as exc:
         print(f"pixeltrack report: {exc}", file=sys.stderr)
         return 1
     if not rows:
         print(f"pixeltrack report: no campaign {args.campaign!r} (no sends and no hits yet)", file=sys.stderr)
         return 1
-    print(render(rows, args.campaign, args.format, args.metric), end="")
+    print(render(rows, args.campaign, args.format, args.metric, sources=sources), end="")
     return 0
 
 

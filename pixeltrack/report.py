@@ -81,15 +81,23 @@ def ab_verdict(rows: list[dict[str, Any]], metric: str = "click", alpha: float =
     name = best["variant"] or "(none)"
     weakest = max(comps, key=lambda c: (c.p_value, -c.ci_low))
     ci = f"{_level(weakest.level)} CI {_pts(weakest.ci_low)} to {_pts(weakest.ci_high)}"
+    lead = _lead(name, weakest)
     if any(c.min_expected < MIN_EXPECTED for c in comps):
-        return comps, (f"No variant wins on {label} yet: too few events to test ({name} leads {weakest.a} by "
-                       f"{_pts(weakest.diff)}; each variant needs at least {MIN_EXPECTED} with and "
-                       f"{MIN_EXPECTED} without the event expected).")
+        return comps, (f"No variant wins on {label} yet: too few events to test ({lead}; each variant needs at "
+                       f"least {MIN_EXPECTED} with and {MIN_EXPECTED} without the event expected).")
     if all(c.p_value < threshold and c.ci_low > 0 for c in comps):
         return comps, (f"{WINNER_PREFIX}{name} wins on {label}: {_pts(weakest.diff)} over {weakest.a} ({ci}), "
                        f"p {_p(weakest.p_value)}.")
-    return comps, (f"No variant wins on {label} yet: {name} leads {weakest.a} by {_pts(weakest.diff)} "
-                   f"({ci}), p {_p(weakest.p_value)} (needs p < {threshold:.3g} and an interval above 0).")
+    return comps, (f"No variant wins on {label} yet: {lead} ({ci}), p {_p(weakest.p_value)} "
+                   f"(needs p < {threshold:.3g} and an interval above 0).")
+
+
+def _lead(name: str, c: Comparison) -> str:
+    """"B leads A by +1.20 pts", or, when their rates are equal, "A and B are level: +0.00 pts"."""
+    if c.p_a == c.p_b:
+        first, second = sorted((c.a, name))
+        return f"{first} and {second} are level: {_pts(0.0)}"
+    return f"{name} leads {c.a} by {_pts(c.diff)}"
 
 
 def names_a_winner(verdict: str) -> bool:
@@ -115,34 +123,73 @@ def fetch(query: QueryFn, campaign: str, tenant: str = "") -> list[dict[str, Any
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
+def fetch_sources(query: QueryFn, campaign: str, tenant: str = "") -> list[dict[str, Any]]:
+    """Machine opens and filtered clicks by source, each with its top reasons (the dashboard's reads):
+    one dict per kind and source, opens first, most hits first, `share` of that kind's machine hits."""
+    from pixeltrack.dashboard.queries import REASONS_SQL, SOURCES_SQL, TOP_REASONS
+    from schemas import reasons as meaning
+
+    params = {"campaign": campaign, "tenant": tenant}
+    columns, rows = query(SOURCES_SQL, params)
+    sources = [r for r in (dict(zip(columns, row, strict=True)) for row in rows) if r["side"] == "machine"]
+    columns, rows = query(REASONS_SQL, {**params, "per_source": TOP_REASONS})
+    top: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in (dict(zip(columns, row, strict=True)) for row in rows):
+        if r["side"] == "machine":
+            top.setdefault((r["kind"], r["source"]), []).append(
+                {"reason": r["reason"], "label": meaning.reason(r["reason"], "machine").label, "hits": int(r["hits"])})
+    totals = {k: sum(int(r["hits"]) for r in sources if r["kind"] == k) for k in ("open", "click")}
+    out = [{"kind": r["kind"], "source": r["source"], "source_label": meaning.source(r["source"]).label,
+            "hits": int(r["hits"]), "share": int(r["hits"]) / totals[r["kind"]] if totals.get(r["kind"]) else None,
+            "top_reasons": top.get((r["kind"], r["source"]), [])} for r in sources]
+    return sorted(out, key=lambda r: (r["kind"] != "open", -r["hits"], r["source"]))
+
+
+def _reasons_text(r: dict[str, Any], codes: bool = False) -> str:
+    return "; ".join(f"{x['reason'] if codes else x['label']} {x['hits']:,}" for x in r["top_reasons"])
+
+
 def render(rows: list[dict[str, Any]], campaign: str, fmt: str, metric: str = "click",
-           width: int | None = None) -> str:
-    """The report as `fmt` (table | json | csv); a table fits `width` columns (default: the terminal's)."""
+           width: int | None = None, sources: list[dict[str, Any]] | None = None) -> str:
+    """The report as `fmt` (table | json | csv); a table fits `width` columns (default: the terminal's).
+    `sources` (fetch_sources): machine opens and filtered clicks by source, shown under the variants."""
     comps, verdict = ab_verdict(rows, metric)
     if fmt == "json":
         import orjson
 
-        return orjson.dumps({"campaign": campaign, "variants": rows, "metric": metric, "verdict": verdict,
-                             "comparisons": [_comp_dict(c) for c in comps]},
-                            option=orjson.OPT_INDENT_2, default=str).decode()
+        doc: dict[str, Any] = {"campaign": campaign, "variants": rows, "metric": metric, "verdict": verdict,
+                               "comparisons": [_comp_dict(c) for c in comps]}
+        if sources is not None:
+            doc["machine_by_source"] = sources
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=str).decode()
     if fmt == "csv":
         import csv
         import io
 
         # One rectangular table: each variant's numbers, then its comparison with the leader (empty on
         # the leader's row) and the verdict, repeated on every row (no comment lines for a reader to trip on).
+        # With `sources`, a first column `row` says what a row is (variant | machine_source) and source
+        # rows fill the source columns at the end, the variant columns left empty.
         by_variant = {c.a: c for c in comps}
         extra = ["compared_with", "diff", "ci_low", "ci_high", "ci_level", "z", "p_value", "verdict"]
+        source_cols = ["kind", "source", "source_label", "hits", "share", "top_reasons", "top_reason_labels"]
+        fields = (list(rows[0]) if rows else ["variant"]) + extra
+        if sources is not None:
+            fields = ["row", *fields, *(c for c in source_cols if c not in fields)]
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=(list(rows[0]) if rows else ["variant"]) + extra, lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         for r in rows:
             c = by_variant.get(r["variant"] or "(none)")
-            w.writerow({**r, "verdict": verdict, **({} if c is None else {
-                "compared_with": c.b, "diff": c.diff, "ci_low": c.ci_low, "ci_high": c.ci_high, "ci_level": c.level,
-                "z": c.z, "p_value": c.p_value})})
+            w.writerow({**r, "verdict": verdict, **({} if sources is None else {"row": "variant"}),
+                        **({} if c is None else {
+                            "compared_with": c.b, "diff": c.diff, "ci_low": c.ci_low, "ci_high": c.ci_high,
+                            "ci_level": c.level, "z": c.z, "p_value": c.p_value})})
+        for s in sources or []:
+            w.writerow({"row": "machine_source", **{k: s[k] for k in source_cols[:5]},
+                        "top_reasons": _reasons_text(s, codes=True), "top_reason_labels": _reasons_text(s)})
         return buf.getvalue()
-    return _table(rows, campaign, comps, verdict, width)
+    return _table(rows, campaign, comps, verdict, width, sources)
 
 
 def _comp_dict(c: Comparison) -> dict[str, Any]:
@@ -155,9 +202,9 @@ def _pct(x: Any) -> str:
 
 
 def _table(rows: list[dict[str, Any]], campaign: str, comps: list[Comparison], verdict: str,
-           width: int | None = None) -> str:
+           width: int | None = None, sources: list[dict[str, Any]] | None = None) -> str:
     """The variants side by side when they fit `width` (the terminal's by default, COLUMNS honoured),
-    else one block per variant; then the comparisons and the verdict."""
+    else one block per variant; then the comparisons and the verdict; then machines by source."""
     from rich.console import Console
 
     from pixeltrack.tables import fits, print_rows, wide_table
@@ -191,4 +238,24 @@ def _table(rows: list[dict[str, Any]], campaign: str, comps: list[Comparison], v
                           f"({_level(c.level)} CI {_pts(c.ci_low)} to {_pts(c.ci_high)}), z = {c.z:.2f}, "
                           f"p {_p(c.p_value)}", markup=False)
         console.print(verdict, markup=False)
+        if sources is not None:
+            _print_sources(console, sources)
     return cap.get()
+
+
+def _print_sources(console: Any, sources: list[dict[str, Any]]) -> None:
+    """Machine opens, then filtered clicks, by source with their top reasons (not counted in the rates)."""
+    from pixeltrack.tables import wide_table
+
+    for kind, title in (("open", "Machine opens by source"), ("click", "Filtered clicks by source")):
+        rows = [s for s in sources if s["kind"] == kind]
+        total = sum(s["hits"] for s in rows)
+        console.print()
+        if not rows:
+            console.print(f"{title}: none.", markup=False)
+            continue
+        # a table even on a narrow terminal: the reasons wrap inside their column, word by word
+        console.print(wide_table(("source", "hits", "share", "top reasons"),
+                                 [(s["source_label"], f"{s['hits']:,}", _pct(s["share"]), _reasons_text(s))
+                                  for s in rows],
+                                 f"{title} ({total:,}, not counted)", (False, True, True, False)))

@@ -15,7 +15,18 @@ from aiohttp import web
 from ingest.serverlog import quiet_bad_requests
 from ingest.serving import ServerLimits
 from pixeltrack.dashboard import pages
-from pixeltrack.dashboard.queries import CampaignData, CampaignRow, Query, fetch_campaign, fetch_campaigns
+from pixeltrack.dashboard.queries import (
+    SIDES,
+    CampaignData,
+    CampaignRow,
+    ExampleHit,
+    Query,
+    ReasonRows,
+    fetch_campaign,
+    fetch_campaigns,
+    fetch_examples,
+    fetch_reasons,
+)
 from pixeltrack.dashboard.templates import CONTENT_SECURITY_POLICY
 from schemas.tenants import host_name
 
@@ -23,6 +34,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 HEALTH_TIMEOUT_SECONDS = 5.0
 QUERY_TIMEOUT_SECONDS = 30.0
+REASONS_CACHE_SECONDS = 30.0  # reasons read raw events (no aggregate keeps them): refreshed less often
 
 
 class ResultCache:
@@ -78,13 +90,22 @@ class Dashboard:
     tenant: str
     refresh_seconds: int
     cache: ResultCache
+    slow_cache: ResultCache  # for reads of raw events: reasons and example hits
 
     async def campaigns(self) -> list[CampaignRow]:
         return await self.cache.get(("list",), lambda: _timed(fetch_campaigns(self.query, self.tenant)))
 
     async def campaign(self, name: str) -> CampaignData | None:
         return await self.cache.get(("campaign", name),
-                                    lambda: _timed(fetch_campaign(self.query, name, self.tenant)))
+                                    lambda: _timed(fetch_campaign(self.query, name, self.tenant, self._reasons(name))))
+
+    def _reasons(self, name: str) -> Callable[[], Awaitable[ReasonRows]]:
+        return lambda: self.slow_cache.get(("reasons", name), lambda: fetch_reasons(self.query, name, self.tenant))
+
+    async def examples(self, name: str, source: str, side: str, kind: str, reason: str) -> list[ExampleHit]:
+        return await self.slow_cache.get(
+            ("examples", name, source, side, kind, reason),
+            lambda: _timed(fetch_examples(self.query, name, source, side, kind, reason, self.tenant)))
 
 
 DASHBOARD = web.AppKey("dashboard", Dashboard)
@@ -169,6 +190,48 @@ async def campaign_panels(request: web.Request) -> web.Response:
     return web.json_response({"panels": pages.campaign_panels(data), "updated": pages.updated_at(_now())})
 
 
+def _examples_filter(request: web.Request) -> tuple[str, str, str, str, str] | str:
+    """(campaign, source, side, kind, reason) of a drill-down, or what is wrong with the request."""
+    q = request.query
+    name, source = q.get("name"), q.get("source")
+    side, kind, reason = q.get("side", "machine"), q.get("kind", ""), q.get("reason", "")
+    if name is None or len(name) > 512 or source is None or len(source) > 64:
+        return "name=<campaign> and source=<source> are required"
+    if side not in SIDES:
+        return f"side={side!r}: must be one of {', '.join(SIDES)}"
+    if kind not in ("", "open", "click"):
+        return f"kind={kind!r}: must be open or click"
+    if len(reason) > 64:
+        return "reason=: at most 64 characters"
+    return name, source, side, kind, reason
+
+
+async def examples(request: web.Request) -> web.Response:
+    d = request.app[DASHBOARD]
+    f = _examples_filter(request)
+    if isinstance(f, str):
+        return _html(pages.error_page("Which hits?", f, d.refresh_seconds, _now()), 400)
+    panels_url = pages.examples_panels_href(*f)
+    try:
+        hits = await d.examples(*f)
+    except Exception as exc:
+        return _html(pages.error_page("Dashboard unavailable", _unavailable(exc), d.refresh_seconds, _now(),
+                                      panels_url, reload_when_back=True), 503)
+    return _html(pages.examples_page(*f, hits, d.tenant, d.refresh_seconds, _now()))
+
+
+async def examples_panels(request: web.Request) -> web.Response:
+    d = request.app[DASHBOARD]
+    f = _examples_filter(request)
+    if isinstance(f, str):
+        return web.json_response({"error": f}, status=400)
+    try:
+        hits = await d.examples(*f)
+    except Exception as exc:
+        return web.json_response({"error": _unavailable(exc)}, status=503)
+    return web.json_response({"panels": pages.examples_panels(hits), "updated": pages.updated_at(_now())})
+
+
 async def healthz(request: web.Request) -> web.Response:
     """200 when ClickHouse answers a trivial read, 503 with the reason when it does not."""
     d = request.app[DASHBOARD]
@@ -227,16 +290,21 @@ def create_dashboard_app(query: Query, tenant: str = "", refresh_seconds: int = 
     quiet_bad_requests()  # a malformed request: one DEBUG line, address truncated (ingest.serverlog)
     app = web.Application(middlewares=[same_site_only(allowed_hosts), security_headers])
     cache = ResultCache(ttl)
-    app[DASHBOARD] = Dashboard(query, tenant, refresh_seconds, cache)
+    # raw-event reads are shared longer, unless the caller chose the cache time
+    slow_cache = ResultCache(ttl if cache_seconds is not None else max(ttl, REASONS_CACHE_SECONDS))
+    app[DASHBOARD] = Dashboard(query, tenant, refresh_seconds, cache, slow_cache)
 
     async def close_cache(_: web.Application) -> None:
         cache.close()
+        slow_cache.close()
 
     app.on_cleanup.append(close_cache)
     app.router.add_get("/", index)
     app.router.add_get("/panels", list_panels)
     app.router.add_get("/campaign", campaign)
     app.router.add_get("/campaign/panels", campaign_panels)
+    app.router.add_get("/hits", examples)
+    app.router.add_get("/hits/panels", examples_panels)
     app.router.add_get("/healthz", healthz)
     return app
 

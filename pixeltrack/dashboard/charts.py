@@ -29,8 +29,10 @@ INK = "#1F2933"
 MUTED = "#616E7C"
 GRID = "#E4E7EB"
 FONT = "system-ui, -apple-system, 'Segoe UI', 'Liberation Sans', 'DejaVu Sans', Arial, sans-serif"
-MAX_HOVER_COLUMNS = 500  # per-hour tooltips beyond this would only make the page heavy
+MAX_HOVER_COLUMNS = 500  # per-point tooltips beyond this would only make the page heavy
 HOUR_STEPS = (1, 2, 3, 6, 12, 24, 48, 72, 168, 336, 720, 1440, 2160, 4320, 8760)
+# Tick steps in seconds: minutes for a fresh campaign's minute buckets, then whole hours and days.
+TICK_STEPS = (60, 120, 300, 600, 900, 1800, *(h * 3600 for h in HOUR_STEPS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,19 +103,29 @@ def _legend(x: float, y: float, series: Sequence[Series], totals: Sequence[float
 
 
 def _time_ticks(t0: float, t1: float, max_ticks: int) -> tuple[list[float], int]:
-    """UTC-aligned tick times (epoch seconds) between t0 and t1 and the step in hours."""
-    span_h = max((t1 - t0) / 3600, 1)
-    step = next((s for s in HOUR_STEPS if span_h / s <= max_ticks), HOUR_STEPS[-1])
-    first = math.ceil(t0 / (step * 3600)) * step * 3600
-    ticks = [float(first + i * step * 3600) for i in range(int((t1 - first) // (step * 3600)) + 1)]
+    """UTC-aligned tick times (epoch seconds) between t0 and t1 and the step in seconds."""
+    span = max(t1 - t0, 60)
+    step = next((s for s in TICK_STEPS if span / s <= max_ticks), TICK_STEPS[-1])
+    first = math.ceil(t0 / step) * step
+    ticks = [float(first + i * step) for i in range(int((t1 - first) // step) + 1)]
     return (ticks or [t0]), step
+
+
+def bucket_name(seconds: int) -> str:
+    """"minute", "10 minutes", "hour", "day": what one point of a time chart covers."""
+    if seconds % 86400 == 0:
+        return "day" if seconds == 86400 else f"{seconds // 86400} days"
+    if seconds % 3600 == 0:
+        return "hour" if seconds == 3600 else f"{seconds // 3600} hours"
+    return "minute" if seconds == 60 else f"{seconds // 60} minutes"
 
 
 def time_chart(chart_id: str, title: str, desc: str, times: Sequence[datetime], series: Sequence[Series], *,
                stacked: bool = False, y_label: str = "hits per hour", x_label: str = "hour (UTC)",
-               width: float = 960, height: float = 300) -> str:
-    """Series over time, one value per time. stacked=True draws areas on top of each other (the top edge
-    is the total); otherwise lines over a light fill. The legend shows each series' total."""
+               width: float = 960, height: float = 300, bucket_seconds: int = 3600) -> str:
+    """Series over time, one value per time (each covering `bucket_seconds`). stacked=True draws areas on
+    top of each other (the top edge is the total); otherwise lines over a light fill. The legend shows
+    each series' total."""
     if not times or not series or all(not any(s.values) for s in series):
         return empty_chart(chart_id, title, desc, "No hits yet.", width, 120)
     if any(len(s.values) != len(times) for s in series):
@@ -146,7 +158,7 @@ def time_chart(chart_id: str, title: str, desc: str, times: Sequence[datetime], 
         out.append(_text(left - 8, y(v) + 4, compact(v), "end", 11, MUTED))
     out.append(_text(16, top + ph / 2, y_label, "middle", 11, MUTED,
                      extra=f'transform="rotate(-90 16 {_n(top + ph / 2)})"'))
-    # x axis: ticks on whole UTC hours or days
+    # x axis: ticks on whole UTC minutes, hours or days
     tick_ts, step = _time_ticks(t0, t1, max(2, int(pw // 90)))
     out.append(f'<line x1="{_n(left)}" x2="{_n(left + pw)}" y1="{_n(top + ph)}" y2="{_n(top + ph)}" stroke="{MUTED}"/>')
     previous_day = None
@@ -154,7 +166,7 @@ def time_chart(chart_id: str, title: str, desc: str, times: Sequence[datetime], 
         d = datetime.fromtimestamp(t, UTC)
         out.append(f'<line x1="{_n(x(t))}" x2="{_n(x(t))}" y1="{_n(top + ph)}" y2="{_n(top + ph + 5)}" '
                    f'stroke="{MUTED}"/>')
-        if step < 24:
+        if step < 86400:
             out.append(_text(x(t), top + ph + 18, d.strftime("%H:%M"), "middle", 11, MUTED))
             if d.date() != previous_day:
                 out.append(_text(x(t), top + ph + 31, d.strftime("%d %b"), "middle", 11, MUTED))
@@ -180,7 +192,8 @@ def time_chart(chart_id: str, title: str, desc: str, times: Sequence[datetime], 
     if len(ts) <= MAX_HOVER_COLUMNS:
         half = pw / max(len(ts) - 1, 1) / 2
         for i, t in enumerate(ts):
-            tip = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC") + ": " + ", ".join(
+            tip = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d" if bucket_seconds >= 86400 else
+                                                          "%Y-%m-%d %H:%M UTC") + ": " + ", ".join(
                 f"{s.name} {count(s.values[i])}" for s in series)
             out.append(f'<rect class="hover" x="{_n(max(left, x(t) - half))}" y="{_n(top)}" '
                        f'width="{_n(min(2 * half, pw))}" height="{_n(ph)}" fill="transparent">'
@@ -191,10 +204,11 @@ def time_chart(chart_id: str, title: str, desc: str, times: Sequence[datetime], 
 
 def bar_chart(chart_id: str, title: str, desc: str, items: Sequence[tuple[str, float]], *, color: str = BAR,
               value_label: Callable[[float], str] = count, total: float | None = None, x_label: str = "",
-              width: float = 460, label_width: float = 128) -> str:
-    """Horizontal bars, largest first as given, each with its value (and share of `total`) at its end."""
+              width: float = 460, label_width: float = 128, empty: str = "Nothing known yet.") -> str:
+    """Horizontal bars, largest first as given, each with its value (and share of `total`) at its end;
+    `empty` is what it says when there are none."""
     if not items:
-        return empty_chart(chart_id, title, desc, "Nothing known yet.", width, 96)
+        return empty_chart(chart_id, title, desc, empty, width, 96)
     row, top = 30.0, 8.0
     value_room = 118.0
     height = top + row * len(items) + (30 if x_label else 8)
@@ -221,9 +235,10 @@ def bar_chart(chart_id: str, title: str, desc: str, items: Sequence[tuple[str, f
 
 
 def funnel_chart(chart_id: str, title: str, desc: str, steps: Sequence[tuple[str, float]], *,
-                 width: float = 386) -> str:
-    """One bar per step on a track as wide as the first step, each with its count, its share of the first
-    step and (from the third step on) of the step before."""
+                 width: float = 386, notes: Sequence[str] | None = None) -> str:
+    """One bar per step on a track as wide as the first step, each with its count and a note under it:
+    `notes` (one per step, "" for none) or by default its share of the first step and (from the third
+    step on) of the step before."""
     if not steps or not steps[0][1]:
         return empty_chart(chart_id, title, desc, "Nothing delivered yet.", width, 96)
     row, top = 66.0, 4.0
@@ -236,15 +251,15 @@ def funnel_chart(chart_id: str, title: str, desc: str, steps: Sequence[tuple[str
         bw = max(v / first * pw, 3 if v > 0 else 0)
         share = f"{pct(ratio(v, first))} of {steps[0][0].lower()}" if i else ""
         step_note = f"{pct(ratio(v, steps[i - 1][1]))} of {steps[i - 1][0].lower()}" if i > 1 else ""
-        notes = " · ".join(n for n in (share, step_note) if n)
-        tip = f"{label}: {count(v)}" + (f", {notes}" if notes else "")
+        note = notes[i] if notes is not None else " · ".join(n for n in (share, step_note) if n)
+        tip = f"{label}: {count(v)}" + (f", {note}" if note else "")
         out.append(f'<g class="step"><title>{_e(tip)}</title>'
                    + _text(1, y0 + 16, label, "start", 12, INK, "600")
                    + _text(width - 1, y0 + 16, count(v), "end", 14, INK, "650")
                    + f'<rect x="1" y="{_n(y0 + 24)}" width="{_n(pw)}" height="18" rx="4" fill="#EEF1F4"/>'
                    + f'<rect x="1" y="{_n(y0 + 24)}" width="{_n(bw)}" height="18" rx="4" '
                      f'fill="{FUNNEL[min(i, len(FUNNEL) - 1)]}"/>'
-                   + (_text(1, y0 + 56, notes, "start", 11, MUTED) if notes else "")
+                   + (_text(1, y0 + 56, note, "start", 11, MUTED) if note else "")
                    + "</g>")
     out.append("</svg>")
     return "".join(out)

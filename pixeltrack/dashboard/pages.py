@@ -14,9 +14,10 @@ from urllib.parse import quote
 
 from pixeltrack.dashboard import charts
 from pixeltrack.dashboard.format import DASH, count, money, p_value, pct, points, ratio, when
-from pixeltrack.dashboard.queries import CampaignData, CampaignRow, LinkRow
+from pixeltrack.dashboard.queries import EXAMPLE_LIMIT, CampaignData, CampaignRow, ExampleHit, LinkRow, SourceRow
 from pixeltrack.dashboard.templates import page
 from pixeltrack.report import METRICS, Comparison, ab_verdict, names_a_winner
+from schemas import reasons as meaning
 
 AB_METRICS = ("open", "click", "conversion")  # the verdict on clicks leads, as in `pixeltrack report`
 
@@ -32,6 +33,20 @@ def campaign_href(campaign: str) -> str:
 
 def panels_href(campaign: str | None) -> str:
     return "panels" if campaign is None else "campaign/panels?name=" + quote(campaign, safe="")
+
+
+def _query(**params: str) -> str:
+    return "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items() if v or k in ("name", "source"))
+
+
+def examples_href(campaign: str, source: str, side: str, kind: str = "", reason: str = "") -> str:
+    """The drill-down of a campaign's hits from one source, on its own page beside the campaign's."""
+    return "hits?" + _query(name=campaign, source=source, side=side, kind=kind, reason=reason)
+
+
+def examples_panels_href(campaign: str, source: str, side: str, kind: str = "", reason: str = "") -> str:
+    """Relative, like every link: the drill-down is at hits?…, its panels at hits/panels?…"""
+    return "hits/panels?" + _query(name=campaign, source=source, side=side, kind=kind, reason=reason)
 
 
 def variant_name(v: Any) -> str:
@@ -94,7 +109,7 @@ def campaign_panels(data: CampaignData) -> dict[str, str]:
     return {"kpis": _kpis(data), "funnel": _funnel(data), "ab": _ab(data), "opens": _opens(data),
             "clicks": _clicks(data), "clients": _audience(data.clients, "clients", "Mail clients"),
             "devices": _audience(data.devices, "devices", "Devices"),
-            "countries": _audience(data.countries, "countries", "Countries"), "links": _links(data.links)}
+            "countries": _countries(data), "links": _links(data.links), "sources": _sources(data)}
 
 
 def campaign_page(data: CampaignData, tenant: str, refresh_seconds: int, now: datetime) -> str:
@@ -113,17 +128,23 @@ def campaign_page(data: CampaignData, tenant: str, refresh_seconds: int, now: da
                    "95% confidence interval and two-sided p-value.",
                    p["ab"], 8)
         + _section("funnel", "Funnel", "Unique messages at each step: opened by people (human + proxy), "
-                   "clicked by people, converted.", p["funnel"], 4)
-        + _section("opens", "Opens over time", "Open hits per hour by verdict: human, proxied (a person behind "
-                   "Gmail's or Yahoo's image proxy) and machine (privacy prefetch, scanners, bots).",
-                   p["opens"], 12)
-        + _section("clicks", "Clicks over time", "Click hits per hour: people's clicks against the ones "
-                   "filtered out as machines (link scanners, prefetch, honeypot links).", p["clicks"], 12)
+                   "clicked by people, converted. A message can be clicked without its pixel loading, so clicked "
+                   "is not a subset of opened.", p["funnel"], 4)
+        + _section("sources", "Who fetched: machines and people by source",
+                   "Machine opens and filtered clicks are not counted; each source with its most frequent reasons "
+                   "(a hit can have several). Follow a source or a reason for example hits. A fast open alone is "
+                   "no machine signal: people read at once too.", p["sources"], 12)
+        + _section("opens", "Opens over time", f"Open hits per {charts.bucket_name(data.bucket_seconds)} by "
+                   "verdict: human, proxied (a person behind Gmail's or Yahoo's image proxy) and machine (privacy "
+                   "prefetch, scanners, bots).", p["opens"], 12)
+        + _section("clicks", "Clicks over time", f"Click hits per {charts.bucket_name(data.bucket_seconds)}: "
+                   "people's clicks against the ones filtered out as machines (link scanners, prefetch, honeypot "
+                   "links).", p["clicks"], 12)
         + _section("clients", "Mail clients", "Opens by people, proxied ones included.", p["clients"], 4)
         + _section("devices", "Devices", "Opens by people where the device is known (never behind a proxy).",
                    p["devices"], 4)
-        + _section("countries", "Countries", "Opens by people where the place is known (never behind a proxy).",
-                   p["countries"], 4)
+        + _section("countries", "Countries", "Opens by people where the place is known: direct opens with a geo "
+                   "database (never behind a proxy).", p["countries"], 4)
         + _section("links", "Links", "Clicks per link over all variants; filtered clicks are machines'.",
                    p["links"], 12)
         + "</div>")
@@ -158,9 +179,11 @@ def _kpis(data: CampaignData) -> str:
              f'rate <b data-metric="conversion_rate">{pct(t.conversion_rate, 2)}</b> · revenue '
              f'<b data-metric="revenue">{money(t.revenue)}</b>'),
         _kpi("opens_machine", "Machine opens", count(t.opens_machine),
-             f'<b data-metric="machine_share">{pct(t.machine_share)}</b> of open hits, not counted'),
+             f'<b data-metric="machine_share">{pct(t.machine_share)}</b> of open hits, not counted · '
+             '<a href="#h-sources">who and why</a>'),
         _kpi("clicks_filtered", "Filtered clicks", count(t.clicks_filtered),
-             f'<b data-metric="filtered_share">{pct(t.filtered_share)}</b> of click hits, not counted'),
+             f'<b data-metric="filtered_share">{pct(t.filtered_share)}</b> of click hits, not counted · '
+             '<a href="#h-sources">who and why</a>'),
     ))
 
 
@@ -168,9 +191,17 @@ def _funnel(data: CampaignData) -> str:
     t = data.totals
     steps = [("Delivered", t.delivered), ("Opened", t.unique_opens), ("Clicked", t.unique_clicks),
              ("Converted", t.converted_messages)]
+    notes = ["", f"{pct(t.open_rate)} of delivered (open rate)",
+             f"{pct(t.ctr)} of delivered (CTR) · as many as {pct(ratio(t.unique_clicks, t.unique_opens))} "
+             "of opened",
+             f"{pct(t.conversion_rate, 2)} of delivered · as many as "
+             f"{pct(ratio(t.converted_messages, t.unique_clicks))} of clicked"]
     desc = "; ".join(f"{name} {count(v)}" for name, v in steps)
-    return charts.funnel_chart("funnel-chart", "Funnel: delivered, opened, clicked, converted", desc, steps,
-                               width=386)
+    chart = charts.funnel_chart("funnel-chart", "Funnel: delivered, opened, clicked, converted", desc, steps,
+                                width=386, notes=notes)
+    return chart + (f'<p class="sub" data-field="ctor-note">CTOR <b>{pct(t.ctor)}</b>: of the messages opened, '
+                    "the share also clicked. \u201cAs many as x% of opened\u201d compares the two counts; it is "
+                    "higher than CTOR when people click without loading images.</p>")
 
 
 def _ab(data: CampaignData) -> str:
@@ -191,6 +222,9 @@ def _ab(data: CampaignData) -> str:
 
     results = [(metric, *ab_verdict(rows, metric)) for metric in AB_METRICS]
     comps = [(metric, c) for metric, cs, _ in results for c in cs]
+    if not comps and len({verdict for _, _, verdict in results}) == 1:  # one variant: said once, not per metric
+        return out + f'<ul class="verdicts"><li class="open" data-verdict="all">{_e(results[0][2])}</li></ul>'
+
     if comps:
         span = max(max(abs(c.ci_low), abs(c.ci_high)) for _, c in comps)
         rows_html = "".join(_comparison_row(metric, c, span, i) for i, (metric, c) in enumerate(comps))
@@ -219,28 +253,77 @@ def _pts(x: float) -> str:
 
 def _opens(data: CampaignData) -> str:
     h = data.hourly
+    per = charts.bucket_name(data.bucket_seconds)
     series = [charts.Series("human", [r.opens_human for r in h], charts.HUMAN),
               charts.Series("proxy", [r.opens_proxy for r in h], charts.PROXY),
               charts.Series("machine", [r.opens_machine for r in h], charts.MACHINE)]
-    desc = "Open hits per hour, stacked: " + ", ".join(f"{s.name} {count(sum(s.values))} in all" for s in series)
-    return charts.time_chart("opens-chart", "Opens per hour by verdict", desc, [r.hour for r in h], series,
-                             stacked=True, y_label="open hits per hour", width=1260, height=300)
+    desc = f"Open hits per {per}, stacked: " + ", ".join(f"{s.name} {count(sum(s.values))} in all" for s in series)
+    return charts.time_chart("opens-chart", f"Opens per {per} by verdict", desc, [r.hour for r in h], series,
+                             stacked=True, y_label=f"open hits per {per}", x_label=_x_label(data.bucket_seconds),
+                             width=1260, height=300, bucket_seconds=data.bucket_seconds)
 
 
 def _clicks(data: CampaignData) -> str:
     h = data.hourly
+    per = charts.bucket_name(data.bucket_seconds)
     series = [charts.Series("people", [r.clicks_human for r in h], charts.CLICK),
               charts.Series("filtered", [r.clicks_filtered for r in h], charts.FILTERED)]
-    desc = "Click hits per hour: " + ", ".join(f"{s.name} {count(sum(s.values))} in all" for s in series)
-    return charts.time_chart("clicks-chart", "Clicks per hour: people and filtered", desc, [r.hour for r in h],
-                             series, y_label="click hits per hour", width=1260, height=240)
+    desc = f"Click hits per {per}: " + ", ".join(f"{s.name} {count(sum(s.values))} in all" for s in series)
+    return charts.time_chart("clicks-chart", f"Clicks per {per}: people and filtered", desc, [r.hour for r in h],
+                             series, y_label=f"click hits per {per}", x_label=_x_label(data.bucket_seconds),
+                             width=1260, height=240, bucket_seconds=data.bucket_seconds)
 
 
-def _audience(items: list[tuple[str, int]], name: str, title: str) -> str:
+def _x_label(bucket_seconds: int) -> str:
+    return f"time (UTC), one point per {charts.bucket_name(bucket_seconds)}"
+
+
+def _countries(data: CampaignData) -> str:
+    why = data.places.why_empty() if not data.countries else ""
+    chart = _audience(data.countries, "countries", "Countries", empty="No countries known.")
+    return chart + (f'<p class="sub" data-field="countries-why">{_e(why)}</p>' if why else "")
+
+
+def _reason_html(campaign: str, row: SourceRow, code: str, hits: int) -> str:
+    verdict = "machine" if row.side == "machine" else "human"
+    label = meaning.reason(code, verdict)
+    href = examples_href(campaign, row.source, row.side, row.kind, code)
+    return (f'<a class="reason" data-reason="{_e(code)}" href="{_e(href)}" title="{_e(label.explanation)}">'
+            f"{_e(label.label)}</a> {count(hits)}")
+
+
+SOURCE_GROUPS = (("open", "machine", "Machine opens", "not counted"),
+                 ("click", "machine", "Filtered clicks", "not counted"),
+                 ("open", "counted", "Opens by people", "counted"))
+
+
+def _sources(data: CampaignData) -> str:
+    body = []
+    for kind, side, title, counted in SOURCE_GROUPS:
+        rows = data.by_source(kind, side)
+        total = sum(r.hits for r in rows)
+        body.append(f'<tr class="group"><th scope="rowgroup" colspan="4">{_e(title)} '
+                    f'<span class="muted">{count(total)} hits, {counted}</span></th></tr>')
+        if not rows:
+            body.append('<tr><td colspan="4" class="muted">None yet.</td></tr>')
+        for r in rows:
+            src = meaning.source(r.source)
+            reasons = " · ".join(_reason_html(data.campaign, r, code, n) for code, n in r.reasons) or DASH
+            href = examples_href(data.campaign, r.source, r.side, r.kind)
+            body.append(
+                f'<tr data-kind="{kind}" data-side="{side}" data-source="{_e(r.source)}">'
+                f'<td class="name"><a href="{_e(href)}" title="{_e(src.explanation)}">{_e(src.label)}</a></td>'
+                f'<td data-field="hits">{count(r.hits)}</td><td data-field="share">{pct(ratio(r.hits, total))}</td>'
+                f'<td class="reasons" data-field="reasons">{reasons}</td></tr>')
+    return _table("sources", ("source", "hits", "share", "top reasons (hits with each)"), "".join(body))
+
+
+
+def _audience(items: list[tuple[str, int]], name: str, title: str, empty: str = "Nothing known yet.") -> str:
     total = sum(v for _, v in items)
     desc = (f"{title} of opens by people: " + ", ".join(f"{k} {count(v)}" for k, v in items)) if items else title
     return charts.bar_chart(f"{name}-chart", title, desc, items, total=total, x_label="opens by people", width=386,
-                            label_width=104)
+                            label_width=104, empty=empty)
 
 
 def _links(links: list[LinkRow]) -> str:
@@ -263,3 +346,51 @@ def _minibar(share: float) -> str:
     return (f'<svg class="minibar" width="80" height="8" aria-hidden="true" focusable="false">'
             f'<rect width="80" height="8" rx="2" fill="#EEF1F4"/><rect width="{w:.1f}" height="8" rx="2" '
             f'fill="{charts.CLICK}"/></svg>')
+
+
+# ---- a drill-down: example hits ------------------------------------------------------------------
+
+def examples_panels(hits: list[ExampleHit]) -> dict[str, str]:
+    if not hits:
+        return {"hits": '<p class="empty">No such hits (yet).</p>'}
+    body = "".join(
+        f'<tr data-hit="{i}"><td data-field="ts">{_e(h.ts.strftime("%Y-%m-%d %H:%M:%S UTC"))}</td>'
+        f'<td data-field="kind">{_e(h.kind)}</td>'
+        f'<td data-field="verdict" title="{_e(meaning.verdict(h.verdict).explanation)}">'
+        f"{_e(meaning.verdict(h.verdict).label)}</td>"
+        f'<td class="name" data-field="link" title="{_e(h.link)}">{_e(h.link or DASH)}</td>'
+        f'<td data-field="ip">{_e(h.ip or DASH)}</td>'
+        f'<td class="ua" data-field="user_agent" title="{_e(h.user_agent)}">{_e(_cut(h.user_agent, 80) or DASH)}</td>'
+        f'<td class="reasons" data-field="reasons">'
+        + " · ".join(f'<span data-reason="{_e(code)}" title="{_e(meaning.reason(code, h.verdict).explanation)}">'
+                     f"{_e(meaning.reason(code, h.verdict).label)}</span>" for code in h.reasons)
+        + "</td></tr>"
+        for i, h in enumerate(hits))
+    return {"hits": _table("hits", ("time", "kind", "verdict", "link", "address (truncated)", "user agent",
+                                    "reasons"), body)}
+
+
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def examples_page(campaign: str, source: str, side: str, kind: str, reason: str, hits: list[ExampleHit],
+                  tenant: str, refresh_seconds: int, now: datetime) -> str:
+    src = meaning.source(source)
+    what = {"open": "opens", "click": "clicks"}.get(kind, "hits")
+    whose = "machine" if side == "machine" else "people's"
+    title = f"{src.label}: latest {whose} {what}"
+    filters = f" with reason \u201c{meaning.reason(reason, 'machine' if side == 'machine' else 'human').label}\u201d" \
+        if reason else ""
+    note = (f"{_tenant_note(tenant)} · campaign {_e(campaign or '(no name)')} · {_e(src.explanation)}. "
+            f"The {EXAMPLE_LIMIT} most recent{_e(filters)}; addresses are truncated.")
+    section = _section("hits", "Example hits", "Newest first; hover a reason or a verdict for what it means.",
+                       examples_panels(hits)["hits"], 12)
+    body = (f"<h1>{_e(title)}</h1><p class=\"sub\">{note}</p>"
+            f'<p class="sub"><a href="{_e(campaign_href(campaign))}">Back to the campaign</a></p>'
+            f'<div class="grid">{section}</div>')
+    crumbs = (f'<a href="./">Campaigns</a> / <a href="{_e(campaign_href(campaign))}">{_e(campaign or "(no name)")}'
+              f"</a> / <strong>{_e(src.label)}</strong>")
+    return page(f"{_e(title)} · pixeltrack", crumbs, body, _e(examples_panels_href(campaign, source, side, kind,
+                                                                                    reason)),
+                refresh_seconds, _e(updated_at(now)))

@@ -48,6 +48,12 @@ td .minibar{vertical-align:middle;margin-left:8px}
 .verdicts li.win{background:#E3F9E5;border-left-color:#3EBD93}
 h3{font-size:13px;margin:18px 0 6px;color:#334E68}
 .empty{color:#616E7C;padding:18px 0}
+.muted{color:#616E7C;font-weight:400;text-transform:none;letter-spacing:0}
+tr.group th{text-align:left;background:#F7F9FB;color:#1F2933;font-size:13px;text-transform:none;letter-spacing:0}
+td.reasons{text-align:left;white-space:normal}td.reasons a,td.reasons span{white-space:nowrap}
+a.reason{border-bottom:1px dotted #0B5CAD}
+td.ua{text-align:left;max-width:360px;overflow:hidden;text-overflow:ellipsis}
+table.sources th:last-child,table.hits th,table.hits td{text-align:left}
 .error{background:#FFE3E3;border:1px solid #FFBDBD;border-radius:10px;padding:16px 18px}
 @media (max-width:980px){.span-8,.span-6,.span-4{grid-column:span 12}
 .kpis{grid-template-columns:repeat(2,minmax(0,1fr))}}

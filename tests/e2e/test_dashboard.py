@@ -1,15 +1,18 @@
 """The dashboard in a real browser: a simulated two-variant campaign through the pipeline into chDB, served
 on 127.0.0.1 and read by Debian's headless Chromium. The numbers it shows are the truth's and
-campaign_summary's, its script passes the Content-Security-Policy and swaps in new numbers while open."""
+campaign_summary's, machines are split by source with their reasons and a drill-down lists example hits,
+its script passes the Content-Security-Policy and swaps in new numbers while open."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import re
 import shutil
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from pixeltrack.dashboard.queries import SUMMARY_SQL, Query
 from pixeltrack.report import ab_verdict, fetch
 from pixeltrack.simulate import Simulation, load_patterns, simulate
 from processors.writer import ClickHouseWriter
+from schemas.reasons import reason as reason_label
 from schemas.records import Record
 from schemas.sends import Send
 from schemas.settings import Settings
@@ -215,6 +219,40 @@ async def test_dashboard_shows_the_campaign_in_chromium(served: Served, tmp_path
         assert chart in shown.chart_ids
     assert shown.polylines["opens-chart"] == 3
     assert shown.polylines["clicks-chart"] == 2
+
+    # machine opens by source with their top reasons, as the hits view has them
+    html = await browse(page_url, tmp_path / "profile")
+    machine = {str(src): int(n) for src, n in served.db.rows(  # type: ignore[call-overload]
+        f"SELECT source, count() FROM hits WHERE campaign = '{CAMPAIGN}' AND kind = 'open' AND verdict = 'machine' "
+        "GROUP BY source")}
+    assert sum(machine.values()) == sum(t.opens_machine for t in truth.values()) > 0
+    assert len(machine) >= 2  # the simulation has Apple MPP and scanners at least
+    by_row: dict[str, str] = dict(
+        re.findall(r'<tr data-kind="open" data-side="machine" data-source="([^"]*)">(.*?)</tr>', html))
+    assert set(by_row) == set(machine)
+    for source, n in machine.items():
+        assert f'<td data-field="hits">{n:,}</td>' in by_row[source], source
+        top = [str(r[0]) for r in served.db.rows(
+            f"SELECT reason, count() AS n FROM hits ARRAY JOIN reasons AS reason WHERE campaign = '{CAMPAIGN}' "
+            f"AND kind = 'open' AND verdict = 'machine' AND source = '{source}' GROUP BY reason "
+            "ORDER BY n DESC, reason LIMIT 3")]
+        assert re.findall(r'data-reason="([^"]*)"', by_row[source]) == top, source
+        for code in top:  # shown as words, not codes
+            assert f">{reason_label(code, 'machine').label}</a>" in by_row[source]
+    assert "Apple Mail Privacy Protection" in by_row["apple_mpp"]
+
+    # the drill-down of the largest source lists its latest hits
+    largest = max(machine, key=lambda s: machine[s])
+    link = re.search(r'<td class="name"><a href="([^"]*)"', by_row[largest])
+    assert link is not None
+    href = unescape(link.group(1))
+    drill = await browse(served.url + href, tmp_path / "profile")
+    hit_rows = re.findall(r'<tr data-hit="\d+">(.*?)</tr>', drill)
+    assert len(hit_rows) == min(20, machine[largest])
+    latest = served.db.rows(f"SELECT max(ts) FROM hits WHERE campaign = '{CAMPAIGN}' AND kind = 'open' "
+                            f"AND verdict = 'machine' AND source = '{largest}'")[0][0]
+    assert f'<td data-field="ts">{latest:%Y-%m-%d %H:%M:%S} UTC</td>' in hit_rows[0]
+    assert all('<td data-field="kind">open</td>' in r and 'data-reason="' in r for r in hit_rows)
 
     # a screenshot that shows the charts
     ARTIFACTS.mkdir(exist_ok=True)

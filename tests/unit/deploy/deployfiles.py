@@ -30,7 +30,8 @@ PROCESS_VARS = set(native.ENVIRONMENT) | {
                                                                                  script.read_text())}
 # Settings that must come from a secret store, never from a plain value in a manifest.
 SECRET_SETTINGS = {"PIXELTRACK_SIGNING_KEYS", "PIXELTRACK_API_KEYS", "PIXELTRACK_CLICKHOUSE_DSN"}
-ANALYST_VIEWS = {"campaign_summary", "campaign_hourly", "link_stats", "client_stats"}
+# What the Grafana dashboard reads: the analyst views, and `events` for reasons (no aggregate keeps them).
+ANALYST_VIEWS = {"campaign_summary", "campaign_hourly", "link_stats", "client_stats", "events"}
 # A table or view named after FROM or JOIN (not a subquery, not a table function).
 SQL_SOURCE = re.compile(r"\b(?:FROM|JOIN)\s+([A-Za-z_][\w.]*)\b(?!\s*\()", re.I)
 

@@ -528,3 +528,30 @@ def test_a_new_kind_of_link_fails_the_routing_checks_until_routed(monkeypatch: p
     assert "/d/" in minted_prefixes()
     assert all("/d/" in missing for missing in _ingress_unrouted(_public_edge_paths()).values())
     assert "/d/" not in edge_route_prefixes()
+
+
+def test_grafana_shows_machines_by_source_and_reason(clickhouse: ClickHouseDb) -> None:
+    (panel,) = [p for p in grafana_panels(dashboard()) if p["title"].startswith("Why machines")]
+    sql = grafana_to_clickhouse(panel["targets"][0]["rawSql"])
+    assert "sum(sign)" in sql  # a revised hit counts once, under its final verdict
+    client = clickhouse.client()
+    try:
+        rows = [("h1", "open", "apple_mpp", ["ua_bare_mozilla", "net_privacy_relay"], 0, 1),
+                ("h2", "open", "apple_mpp", ["ua_bare_mozilla"], 0, 1),
+                ("h3", "click", "scanner", ["link_burst"], 0, 1),
+                ("h4", "click", "direct", ["fast_after_send"], 0, 1),  # written as a person's first...
+                ("h4", "click", "direct", ["fast_after_send"], 0, -1),
+                ("h4", "click", "scanner", ["time_of_click_check"], 1, 1)]  # ...then revised to a scanner's
+        for hit_id, kind, source, reasons, revision, sign in rows:
+            verdict = "human" if source == "direct" else "machine"
+            client.command(f"INSERT INTO events (hit_id, kind, ts, campaign, message_id, verdict, source, reasons, "
+                           f"revision, sign) VALUES ('{hit_id}', '{kind}', '2025-01-10 11:00:00', 'spring', 'm1', "
+                           f"'{verdict}', '{source}', {reasons!r}, {revision}, {sign})")
+        client.command("INSERT INTO events (hit_id, kind, ts, campaign, message_id, verdict, source, reasons, "
+                       "revision, sign) VALUES ('h9', 'open', '2025-03-10 11:00:00', 'spring', 'm1', 'machine', "
+                       "'bot', ['lib_ua'], 0, 1)")  # outside the time range
+        got = [tuple(r) for r in client.query(sql).result_rows]
+    finally:
+        client.close()
+    assert got == [("open", "apple_mpp", "ua_bare_mozilla", 2), ("open", "apple_mpp", "net_privacy_relay", 1),
+                   ("click", "scanner", "link_burst", 1), ("click", "scanner", "time_of_click_check", 1)]

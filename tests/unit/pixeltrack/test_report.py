@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 import pytest
 
-from pixeltrack.report import ab_verdict, render, two_proportion_test
+from pixeltrack.report import ab_verdict, fetch, fetch_sources, render, two_proportion_test
+from tests.plugins.clickhouse import ClickHouseDb
+from tests.unit.pixeltrack.dashboard.test_reasons_queries import campaign_rows, insert
 
 
 def variant(name: str, delivered: int, clicks: int) -> dict[str, object]:
@@ -74,3 +78,56 @@ def test_names_and_values_are_printed_as_text_never_as_markup(capsys: pytest.Cap
     assert "Mozilla/5.0 [/]" in out
     assert "\x1b[31m" not in out
     assert "\\x1b[31mred" in out
+
+
+def test_a_tie_reads_as_a_tie() -> None:
+    _, verdict = ab_verdict([variant("A", 1000, 50), variant("B", 1000, 50)])
+    assert "A and B are level: +0.00 pts" in verdict, verdict
+    assert "leads" not in verdict
+    _, verdict = ab_verdict([variant("A", 3, 0), variant("B", 3, 0)])  # too few events, and level
+    assert verdict.startswith("No variant wins on click rate yet: too few events to test (A and B are level"), verdict
+    _, verdict = ab_verdict([variant("A", 1000, 50), variant("B", 1000, 55)])
+    assert "B leads A by +0.50 pts" in verdict, verdict
+
+
+def test_machines_by_source_with_their_top_reasons_in_every_format(clickhouse: ClickHouseDb) -> None:
+    insert(clickhouse, campaign_rows())
+
+    def query(sql: str, params: dict[str, Any]) -> tuple[list[str], list[Sequence[Any]]]:
+        client = clickhouse.client()
+        try:
+            result = client.query(sql, parameters=params)
+            return list(result.column_names), [list(r) for r in result.result_rows]
+        finally:
+            client.close()
+
+    rows = fetch(query, "c1")
+    sources = fetch_sources(query, "c1")
+    assert [(s["kind"], s["source"], s["hits"]) for s in sources] == [
+        ("open", "apple_mpp", 5), ("open", "bot", 1), ("open", "scanner", 1), ("click", "scanner", 4)]
+    assert sources[0]["share"] == pytest.approx(5 / 7)
+    assert sources[0]["source_label"] == "Apple Mail Privacy Protection"
+    assert [r["reason"] for r in sources[3]["top_reasons"]] == ["link_burst", "time_of_click_check"]
+
+    table = render(rows, "c1", "table", width=80, sources=sources)
+    assert max(len(line) for line in table.splitlines()) <= 80
+    flat = " ".join(table.split())
+    assert "Machine opens by source (7, not counted)" in flat
+    assert "Filtered clicks by source (4, not counted)" in flat
+    assert "Apple Mail Privacy Protection" in flat
+    assert "Apple privacy" in flat  # wrapped inside its cell at 80 columns, never cut
+    wide = " ".join(render(rows, "c1", "table", width=160, sources=sources).split())
+    assert "Apple privacy relay 5; bare Mozilla agent 5" in wide
+    assert "link burst 3; time-of-click check 1" in wide
+    assert table.index("One variant only") < table.index("Machine opens by source")  # under the variants
+
+    doc = orjson.loads(render(rows, "c1", "json", sources=sources))
+    assert doc["machine_by_source"][3]["top_reasons"][0] == {"reason": "link_burst", "label": "link burst", "hits": 3}
+
+    lines = list(csv.DictReader(io.StringIO(render(rows, "c1", "csv", sources=sources))))
+    assert [r["row"] for r in lines] == ["variant"] + ["machine_source"] * 4
+    assert lines[4]["source"] == "scanner"
+    assert lines[4]["top_reasons"] == "link_burst 3; time_of_click_check 1"
+    assert lines[4]["top_reason_labels"] == "link burst 3; time-of-click check 1"
+    assert lines[0]["variant"] == "A"
+    assert lines[1]["variant"] == ""

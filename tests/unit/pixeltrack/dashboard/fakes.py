@@ -37,6 +37,21 @@ LINKS = (["link", "clicks_human", "unique_clicks", "clicks_filtered", "conversio
 AUDIENCE = (["dimension", "value", "opens"],
             [["client", "gmail_proxy", 2_000], ["client", "apple_mail", 1_200], ["client", HOSTILE, 7],
              ["device", "desktop", 900], ["device", "mobile", 300], ["country", "GB", 500], ["country", "US", 400]])
+SOURCES = (["kind", "side", "source", "hits"],
+           [["open", "machine", "apple_mpp", 1_000], ["open", "machine", HOSTILE, 400],
+            ["click", "machine", "scanner", 800], ["open", "counted", "direct", 200],
+            ["open", "counted", "gmail_proxy", 300]])
+REASONS = (["kind", "side", "source", "reason", "hits"],
+           [["open", "machine", "apple_mpp", "ua_bare_mozilla", 1_000], ["open", "machine", HOSTILE, HOSTILE, 3],
+            ["click", "machine", "scanner", "link_burst", 700], ["click", "machine", "scanner", "honeypot", 100],
+            ["open", "counted", "direct", "fast_after_send", 120],
+            ["open", "counted", "direct", "no_machine_signal", 80],
+            ["open", "counted", "gmail_proxy", "ua_gmail_proxy", 300]])
+PLACES = (["direct_opens", "placed_opens", "proxied_opens"], [[200, 150, 300]])
+EXAMPLES = (["ts", "kind", "verdict", "source", "reasons", "link", "ip", "user_agent"],
+            [[T0, "click", "machine", "scanner", ["link_burst", "honeypot"], "https://shop.example.com/__hp",
+              "198.51.100.23", HOSTILE],
+             [T0, "open", "human", "direct", ["fast_after_send"], "", "2001:db8:1:2::5", "Mozilla/5.0 (Macintosh)"]])
 CAMPAIGNS = (["campaign", "delivered", "unique_opens", "unique_clicks", "opens_counted", "opens_machine",
               "last_activity"],
              [[CAMPAIGN, 50_000, 6_050, 4_040, 9_000, 11_000, T0.replace(hour=18)],
@@ -62,6 +77,12 @@ class FakeQuery:
         answers: dict[str, tuple[list[str], list[Sequence[Any]]]] = {
             queries.SUMMARY_SQL: (SUMMARY_COLUMNS, list(self.variants) if known else []),
             queries.HOURLY_SQL: (HOURLY[0], list(HOURLY[1]) if known else []),
+            # a campaign a few hours old is drawn in 10-minute buckets; the fake's hits are on the hour
+            queries.FINE_SQL: (HOURLY[0], list(HOURLY[1]) if known else []),
+            queries.SOURCES_SQL: (SOURCES[0], list(SOURCES[1]) if known else []),
+            queries.REASONS_SQL: (REASONS[0], list(REASONS[1]) if known else []),
+            queries.PLACES_SQL: (PLACES[0], list(PLACES[1]) if known else [[0, 0, 0]]),
+            queries.EXAMPLES_SQL: (EXAMPLES[0], list(EXAMPLES[1]) if known else []),
             queries.LINKS_SQL: (LINKS[0], list(LINKS[1]) if known else []),
             queries.AUDIENCE_SQL: (AUDIENCE[0], list(AUDIENCE[1]) if known else []),
             "SELECT 1": (["1"], [[1]]),

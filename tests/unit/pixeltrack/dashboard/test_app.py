@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from pixeltrack.dashboard import create_dashboard_app, query_with
 from pixeltrack.dashboard.app import ResultCache
-from pixeltrack.dashboard.queries import SUMMARY_SQL
+from pixeltrack.dashboard.queries import EXAMPLES_SQL, SUMMARY_SQL
 from tests.unit.pixeltrack.dashboard.fakes import CAMPAIGN, HOSTILE, FakeQuery
 
 Client = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
@@ -53,7 +53,7 @@ async def test_pages_and_their_panels(client: Client) -> None:
     assert ">50,000<" in html
     panels = await (await c.get("/campaign/panels", params={"name": CAMPAIGN})).json()
     assert set(panels["panels"]) == {"kpis", "funnel", "ab", "opens", "clicks", "clients", "devices", "countries",
-                                     "links"}
+                                     "links", "sources"}
     assert re.fullmatch(r"\d\d:\d\d:\d\d UTC", panels["updated"])
     for name in panels["panels"]:
         assert f'data-panel="{name}"' in html
@@ -65,7 +65,7 @@ async def test_campaign_names_travel_quoted_and_come_back_escaped(client: Client
     page = await c.get("/campaign", params={"name": HOSTILE})
     assert page.status == 200
     assert "<script>alert" not in await page.text()
-    assert [p["campaign"] for _, p in fake.calls] == [HOSTILE] * 4
+    assert [p["campaign"] for _, p in fake.calls] == [HOSTILE] * 8
 
 
 async def test_missing_and_unknown_campaigns(client: Client) -> None:
@@ -191,3 +191,36 @@ async def test_cross_site_requests_and_foreign_host_names_are_refused(client: Cl
     assert (await c.get("/healthz", headers={"Host": "[::1]:8082"})).status == 200
     anywhere = await client(FakeQuery())  # behind a proxy: any name, still no cross-site requests
     assert (await anywhere.get("/healthz", headers={"Host": "dash.example.com"})).status == 200
+
+
+async def test_drill_down_page_and_its_panels(client: Client) -> None:
+    fake = FakeQuery()
+    c = await client(fake)
+    params = {"name": CAMPAIGN, "source": "scanner", "side": "machine", "kind": "click", "reason": "link_burst"}
+    page = await c.get("/hits", params=params)
+    html = await page.text()
+    assert page.status == 200
+    assert html.count('<tr data-hit="') == 2
+    assert "<script>alert" not in html  # a user agent from the internet, escaped
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    (_sql, sent), = [call for call in fake.calls if call[0] == EXAMPLES_SQL]
+    assert sent == {"tenant": "", "campaign": CAMPAIGN, "source": "scanner", "side": "machine", "kind": "click",
+                    "reason": "link_burst", "limit": 20}
+    panels = await (await c.get("/hits/panels", params=params)).json()
+    assert set(panels["panels"]) == {"hits"}
+    assert panels["panels"]["hits"].count('<tr data-hit="') == 2
+
+
+@pytest.mark.parametrize(("params", "why"), [
+    ({"name": CAMPAIGN}, "source=&lt;source&gt; are required"),
+    ({"name": CAMPAIGN, "source": "bot", "side": "all"}, "side=&#x27;all&#x27;: must be one of machine, counted"),
+    ({"name": CAMPAIGN, "source": "bot", "kind": "view"}, "kind=&#x27;view&#x27;: must be open or click"),
+])
+async def test_drill_down_refuses_unknown_filters(client: Client, params: dict[str, str], why: str) -> None:
+    fake = FakeQuery()
+    c = await client(fake)
+    page = await c.get("/hits", params=params)
+    assert page.status == 400
+    assert why in await page.text()
+    assert (await c.get("/hits/panels", params=params)).status == 400
+    assert not [sql for sql, _ in fake.calls if sql == EXAMPLES_SQL]

@@ -180,3 +180,28 @@ def test_nice_ticks() -> None:
 def test_chart_ids_are_valid_xml_ids() -> None:
     root = parse(charts.bar_chart('a b<"c>', "t", "d", [("x", 1.0)]))
     assert root.get("id") == "a-b-c"
+
+
+def test_a_fresh_campaigns_minutes_get_minute_ticks() -> None:
+    minutes = [T0 + timedelta(minutes=i) for i in range(50)]
+    root = parse(charts.time_chart("c", "t", "d", minutes, [Series("x", [1.0] * 50, charts.CLICK)],
+                                   bucket_seconds=60))
+    labels = [t for t in texts(root) if re.fullmatch(r"\d\d:\d\d", t)]
+    assert labels[:3] == ["14:00", "14:10", "14:20"]  # ticks on whole minutes, not one per hour
+    assert 5 <= len(labels) <= 14
+    assert len(root.findall(".//s:rect[@class='hover']", NS)) == 50
+    tips = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
+    assert "2026-09-21 14:07 UTC: x 1" in tips
+
+
+def test_daily_points_have_date_tooltips() -> None:
+    days = [T0.replace(hour=0) + timedelta(days=i) for i in range(30)]
+    root = parse(charts.time_chart("c", "t", "d", days, [Series("x", [2.0] * 30, charts.CLICK)],
+                                   bucket_seconds=86400))
+    tips = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
+    assert "2026-09-22: x 2" in tips
+
+
+def test_bucket_names() -> None:
+    assert [charts.bucket_name(s) for s in (60, 600, 3600, 7200, 86400)] == [
+        "minute", "10 minutes", "hour", "2 hours", "day"]

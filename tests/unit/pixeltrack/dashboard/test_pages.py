@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from datetime import UTC, datetime
 from html import escape
 from html.parser import HTMLParser
 
 from pixeltrack.dashboard import pages
-from pixeltrack.dashboard.queries import CampaignData, fetch_campaign, fetch_campaigns
+from pixeltrack.dashboard.queries import CampaignData, ExampleHit, Places, fetch_campaign, fetch_campaigns
 from pixeltrack.report import ab_verdict
 from tests.unit.pixeltrack.dashboard.fakes import CAMPAIGN, HOSTILE, FakeQuery, variant
 
 NOW = datetime(2026, 9, 21, 18, 5, 7, tzinfo=UTC)
-PANELS = {"kpis", "funnel", "ab", "opens", "clicks", "clients", "devices", "countries", "links"}
+PANELS = {"kpis", "funnel", "ab", "opens", "clicks", "clients", "devices", "countries", "links", "sources"}
 
 
 class Elements(HTMLParser):
@@ -142,3 +143,90 @@ async def test_the_page_and_its_refresh_share_the_panels() -> None:
     html = pages.campaign_page(data, "", 5, NOW)
     for name, panel in pages.campaign_panels(data).items():
         assert panel in html, name
+
+
+async def test_sources_panel_splits_machines_by_source_with_reasons_people_read_right() -> None:
+    sources = pages.campaign_panels(await campaign_data())["sources"]
+    rows = re.findall(r'<tr data-kind="(\w+)" data-side="(\w+)" data-source="([^"]*)">(.*?)</tr>', sources)
+    assert [(k, s, src) for k, s, src, _ in rows] == [
+        ("open", "machine", "apple_mpp"), ("open", "machine", escape(HOSTILE)), ("click", "machine", "scanner"),
+        ("open", "counted", "gmail_proxy"), ("open", "counted", "direct")]
+    mpp = rows[0][3]
+    assert ">Apple Mail Privacy Protection</a>" in mpp
+    assert '<td data-field="hits">1,000</td><td data-field="share">71.4%</td>' in mpp  # 1,000 of 1,400
+    assert ">bare Mozilla agent</a> 1,000" in mpp
+    assert 'href="hits?name=spring-sale&amp;source=apple_mpp&amp;side=machine&amp;kind=open"' in mpp
+    assert 'href="hits?name=spring-sale&amp;source=apple_mpp&amp;side=machine&amp;kind=open&amp;reason=' \
+           'ua_bare_mozilla"' in mpp
+    scanner = rows[2][3]
+    assert ">link burst</a> 700 · " in scanner
+    assert ">hidden link followed</a> 100" in scanner
+    direct = rows[4][3]
+    # a person's fast open is not a machine signal, and says so
+    assert ">fast open (a person can)</a> 120" in direct
+    assert 'title="opened within 2 minutes of delivery (a person can: no machine signal)"' in direct
+    assert "Machine opens <span" in sources
+    assert "1,400 hits, not counted" in sources
+    assert "Filtered clicks <span" in sources
+    assert "Opens by people <span" in sources
+
+
+async def test_sources_panel_without_hits_says_none_yet() -> None:
+    data = await campaign_data()
+    sources = pages.campaign_panels(replace(data, sources=[]))["sources"]
+    assert sources.count("None yet.") == 3
+
+
+async def test_countries_say_why_they_are_empty() -> None:
+    data = await campaign_data()
+    assert "countries-why" not in pages.campaign_panels(data)["countries"]
+    cases = {Places(0, 0, 0): "No opens by people yet",
+             Places(40, 0, 9): "None of the 40 direct opens has a country: no geo database is configured",
+             Places(0, 0, 9): "All 9 opens by people came through image proxies"}
+    for places, why in cases.items():
+        panel = pages.campaign_panels(replace(data, countries=[], places=places))["countries"]
+        assert re.search(r'data-field="countries-why">' + re.escape(why), panel), panel
+        assert "No countries known." in panel
+
+
+async def test_funnel_says_what_each_share_is_of_and_defines_ctor() -> None:
+    funnel = pages.campaign_panels(await campaign_data())["funnel"]
+    assert "12.1% of delivered (open rate)" in funnel
+    assert "8.1% of delivered (CTR) · as many as 66.8% of opened" in funnel  # 4,040 clickers / 6,050 openers
+    assert "CTOR <b>47.9%</b>: of the messages opened, the share also clicked." in funnel
+    assert "% of opened<" not in funnel.replace("as many as 66.8% of opened<", "")
+
+
+async def test_one_variant_is_said_once() -> None:
+    data = await fetch_campaign(FakeQuery(variants=[variant("", 1000, 100, 10, 1, 5)]), CAMPAIGN)
+    assert data is not None
+    html = pages.campaign_page(data, "", 5, NOW)
+    assert html.count("One variant only") == 1
+
+
+async def test_charts_name_their_bucket() -> None:
+    data = await campaign_data()
+    html = pages.campaign_page(data, "", 5, NOW)
+    assert "Open hits per 10 minutes by verdict" in html
+    assert "open hits per 10 minutes" in html
+    assert "one point per 10 minutes" in html
+    daily = pages.campaign_panels(replace(data, bucket_seconds=86400))["opens"]
+    assert "Opens per day by verdict" in daily
+
+
+def test_drill_down_lists_hits_escaped_with_labelled_reasons() -> None:
+    hits = [ExampleHit(NOW, "click", "machine", "scanner", ("link_burst", HOSTILE), "https://x.example/__hp",
+                       "198.51.100.0", HOSTILE),
+            ExampleHit(NOW, "open", "human", "direct", ("fast_after_send",), "", "2001:db8:1::", "Mozilla/5.0")]
+    html = pages.examples_page(CAMPAIGN, "scanner", "machine", "click", "link_burst", hits, "", 5, NOW)
+    assert "<script>alert" not in html
+    assert "<h1>security scanner: latest machine clicks</h1>" in html
+    assert "with reason “link burst”" in html
+    assert html.count('<tr data-hit="') == 2
+    assert '<td data-field="ip">198.51.100.0</td>' in html
+    assert '<span data-reason="link_burst" title="one client fetched several links within seconds' in html
+    assert ">fast open (a person can)</span>" in html
+    assert 'data-panels="hits/panels?name=spring-sale&amp;source=scanner&amp;side=machine&amp;kind=click' \
+           '&amp;reason=link_burst"' in html
+    assert '<a href="campaign?name=spring-sale">Back to the campaign</a>' in html
+    assert "No such hits" in pages.examples_panels([])["hits"]

@@ -14,7 +14,10 @@ from tests.unit.pixeltrack.dashboard.fakes import CAMPAIGN, HOSTILE, T0, FakeQue
 # What analysts read: the views and the aggregates behind them, never raw events or sends.
 READABLE = {"campaign_summary", "campaign_hourly", "link_stats", "client_stats", "campaign_sends_hourly",
             "message_engagement"}
-ALL_SQL = [queries.CAMPAIGNS_SQL, queries.SUMMARY_SQL, queries.HOURLY_SQL, queries.LINKS_SQL, queries.AUDIENCE_SQL]
+ALL_SQL = [queries.CAMPAIGNS_SQL, queries.SUMMARY_SQL, queries.HOURLY_SQL, queries.LINKS_SQL, queries.AUDIENCE_SQL,
+           queries.SOURCES_SQL, queries.PLACES_SQL]
+# Reads of raw events: only where no aggregate has the answer, each within one tenant and campaign.
+EVENT_SQL = [queries.FINE_SQL, queries.REASONS_SQL, queries.EXAMPLES_SQL]
 
 
 @pytest.mark.parametrize("sql", ALL_SQL)
@@ -25,12 +28,19 @@ def test_queries_read_views_and_aggregates_only(sql: str) -> None:
     assert "{tenant:String}" in sql
 
 
+@pytest.mark.parametrize("sql", EVENT_SQL)
+def test_raw_event_reads_stay_in_one_campaigns_key_range(sql: str) -> None:
+    # events is ORDER BY (tenant, campaign, ...): both in the WHERE, so ClickHouse reads that range only
+    assert set(re.findall(r"\bFROM\s+([A-Za-z_][A-Za-z0-9_]*)", sql)) <= {"events", "hits"}
+    assert "tenant = {tenant:String} AND campaign = {campaign:String}" in sql
+
+
 async def test_user_input_travels_as_parameters_never_in_the_sql() -> None:
     fake = FakeQuery()
     await fetch_campaign(fake, HOSTILE, tenant="acme")
-    assert len(fake.calls) == 4
+    assert len(fake.calls) == 8
     for sql, params in fake.calls:
-        assert sql in ALL_SQL  # the constants as they are: nothing formatted into them
+        assert sql in ALL_SQL + EVENT_SQL  # the constants as they are: nothing formatted into them
         assert params["campaign"] == HOSTILE
         assert params["tenant"] == "acme"
 
@@ -43,8 +53,12 @@ async def test_campaign_rows_become_numbers() -> None:
     assert t.open_rate == pytest.approx(0.121)
     assert t.ctor == pytest.approx((900 + 2_000) / 6_050)  # recovered from each variant's CTOR
     assert t.machine_share == pytest.approx(1_400 / (200 + 300 + 1_400))
-    assert [h.hour.hour for h in data.hourly] == [14, 15, 16, 17]  # the quiet hour is a zero, not a gap
-    assert data.hourly[2] == HourRow(T0.replace(hour=16, tzinfo=UTC))
+    # hits from 14:00 to 17:00: a campaign a few hours old is drawn in 10-minute points, quiet ones as zeros
+    assert data.bucket_seconds == 600
+    assert [(h.hour.hour, h.hour.minute) for h in data.hourly][:3] == [(14, 0), (14, 10), (14, 20)]
+    assert len(data.hourly) == 3 * 6 + 1
+    assert data.hourly[1] == HourRow(T0.replace(hour=14, minute=10, tzinfo=UTC))
+    assert [h.opens_machine for h in data.hourly if h.hour.minute == 0] == [300, 250, 0, 3]
     assert all(h.hour.tzinfo is UTC for h in data.hourly)
     assert data.clients[0] == ("gmail_proxy", 2_000)
     assert data.devices == [("desktop", 900), ("mobile", 300)]
