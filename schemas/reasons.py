@@ -38,6 +38,10 @@ SOURCES: dict[str, Label] = {
     "bot": Label("bot or tool", "an HTTP library, crawler, link expander or other automated client"),
     "internal": Label("sender's own network", "a fetch from the sender's own networks: not a recipient"),
     "prefetch": Label("browser prefetch", "a browser fetched the link speculatively, before any click"),
+    "webmail_proxy": Label("webmail image proxy",
+                           "another webmail's image proxy (HEY, Fastmail) fetched the pixel as the reader opened"),
+    "isolation": Label("browser isolation",
+                       "a security vendor's isolation browser rendered it for the reader, long after its own scan"),
 }
 
 REASONS: dict[str, Label] = {
@@ -68,10 +72,37 @@ REASONS: dict[str, Label] = {
     "time_of_click_check": Label("time-of-click check",
                                  "fetched just before another client's click on the link: a URL rewriter's check"),
     "repeat_within_window": Label("repeat within seconds", "the same client fetched the same thing seconds earlier"),
+    "ua_webmail_proxy": Label("webmail image proxy", "the User-Agent is another webmail's image proxy (HEY, Fastmail)"),
+    "via_isolation": Label("via browser isolation",
+                           "a mail-security network long after delivery: the vendor renders the reader's click"),
+    "net_hosting": Label("hosting network", "the address's network (AS) is a hosting provider's, on no published list"),
+    "unsubscribe_fast": Label("unsubscribe link fetched at once",
+                              "the unsubscribe link was fetched within 2 minutes of delivery: a scanner's sweep"),
+    "net_crawler": Label("crawler network", "the address is in a search or AI crawler's published ranges"),
+    "net_link_preview": Label("link-preview network",
+                              "the address is in a chat or social app's published link-preview ranges"),
+    "net_monitor": Label("uptime monitor", "the address is an uptime monitor's published probe"),
+    "ambiguous_accept_not_image": Label("unusual Accept, fast (ambiguous)",
+                                        "a fast open whose browser did not ask for an image: some mail clients do "
+                                        "so; counted as a person"),
+    "message_link_burst": Label("burst across addresses",
+                                "several links of one message within seconds, each from another address: a "
+                                "scanner on rotating proxies"),
+    "head_then_get": Label("HEAD then GET", "a link checked with HEAD and fetched again at once: a link checker"),
+    "ua_switch_same_link": Label("two agents on one link",
+                                 "the same client fetched one link twice within a second with two User-Agents"),
+    "cloud_click_without_open": Label("cloud click, no open",
+                                      "a click from a cloud or hosting network whose client never showed the "
+                                      "message: a sandbox"),
+    "rescan_after_click": Label("re-scan after a click",
+                                "a security service fetched the link again right after the reader's click"),
+    "ambiguous_click_order": Label("check or click (ambiguous)",
+                                   "two clients clicked one link within 2 s with nothing telling which was the "
+                                   "check: the earlier taken as it"),
 }
 
 # Weak signals: one alone leaves a hit a person's, two together make a machine (processors/classify.py).
-WEAK_REASONS = frozenset({"fast_after_send", "net_cloud", "net_provider", "accept_not_image"})
+WEAK_REASONS = frozenset({"fast_after_send", "net_cloud", "net_provider", "net_hosting", "accept_not_image"})
 
 # How a weak signal reads on a counted (person's) hit: what it is, and that it says nothing against them.
 _AS_PERSON: dict[str, Label] = {
@@ -81,6 +112,8 @@ _AS_PERSON: dict[str, Label] = {
                        "from a cloud or hosting network, such as a VPN (a person can: no machine signal)"),
     "net_provider": Label("provider network (a person can)",
                           "from a mail provider's network (a person can: no machine signal)"),
+    "net_hosting": Label("hosting network (a person can)",
+                         "from a hosting provider's network, such as a VPN (a person can: no machine signal)"),
     "accept_not_image": Label("unusual Accept (a person can)",
                               "the browser did not ask for an image type (a person can: no machine signal)"),
 }
