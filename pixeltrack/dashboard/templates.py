@@ -15,6 +15,7 @@ header.top{display:flex;align-items:center;gap:18px;padding:12px 28px;background
 header.top a{color:#F0F4F8}.brand{font-weight:700;font-size:16px;letter-spacing:.02em}
 .crumbs{flex:1;color:#BCCCDC;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .crumbs a{color:#BCCCDC}.crumbs strong{color:#FFFFFF}
+.credits{font-size:11px;color:#829AB1;padding:8px 16px 16px}.credits a{color:inherit}
 .live{font-size:12px;color:#9FB3C8;white-space:nowrap}
 .live::before{content:"";display:inline-block;width:8px;height:8px;border-radius:50%;background:#3EBD93;
 margin-right:7px;vertical-align:1px}
@@ -121,6 +122,8 @@ PAGE = Template("""<!doctype html>
 <main id="main" data-panels="$panels_url" data-refresh="$refresh"$main_attrs>
 $body
 </main>
+<footer class="credits">Country and network data: the NRO and RouteViews, and
+<a href="https://db-ip.com">IP Geolocation by DB-IP</a> (CC BY 4.0), via ip-location-db; see docs/data.md.</footer>
 <script>$js</script>
 </body>
 </html>

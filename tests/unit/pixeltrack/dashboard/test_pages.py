@@ -230,3 +230,9 @@ def test_drill_down_lists_hits_escaped_with_labelled_reasons() -> None:
            '&amp;reason=link_burst"' in html
     assert '<a href="campaign?name=spring-sale">Back to the campaign</a>' in html
     assert "No such hits" in pages.examples_panels([])["hits"]
+
+
+async def test_every_page_credits_the_address_data_as_its_licence_asks() -> None:
+    # DB-IP's lite data (CC BY 4.0) asks pages that show its results to link to db-ip.com (docs/data.md).
+    html = pages.campaign_page(await campaign_data(), "", 5, NOW)
+    assert '<a href="https://db-ip.com">IP Geolocation by DB-IP</a>' in html
