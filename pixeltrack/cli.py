@@ -155,7 +155,8 @@ def cmd_link(args: argparse.Namespace) -> int:
     from pixeltrack.wiring import minting_keyring
 
     settings = _settings()
-    keyring = minting_keyring(settings, _serve_folder(args.data) if args.data else None, args.tenant or "")
+    keyring = minting_keyring(settings, _serve_folder(args.data) if args.data else None, args.tenant or "",
+                              create=False)
     tracker = Tracker(args.base_url, keyring, settings.token_ttl_days)
     m = Message(campaign=args.campaign, message=args.message, recipient=args.recipient,
                 variant=args.variant or "", tenant=args.tenant or "")

@@ -51,11 +51,12 @@ def keyring_for(settings: Settings, data_dir: Path | None = None, create: bool =
     return data_dir_keyring(data_dir, create)
 
 
-def minting_keyring(settings: Settings, data_dir: Path | None, tenant: str) -> Keyring:
+def minting_keyring(settings: Settings, data_dir: Path | None, tenant: str, create: bool = True) -> Keyring:
     """The keys that mint `tenant`'s links (`link`, `instrument`): its own from the tenants file, since
-    the edge accepts a tenant's token only with its keys on its domains; tenant "": keyring_for's."""
+    the edge accepts a tenant's token only with its keys on its domains; tenant "": keyring_for's (`create`
+    False: a data folder without a key is refused, not given one)."""
     if not tenant:
-        return keyring_for(settings, data_dir, create=False)
+        return keyring_for(settings, data_dir, create)
     keyring = TenantRegistry.load(settings.tenants_file).for_tenant(tenant)
     if keyring is None:
         where = settings.tenants_file or "none: PIXELTRACK_TENANTS_FILE is not set"
