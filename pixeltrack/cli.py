@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
+import errno
 import json
 import logging
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,18 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
         uvloop.run(coro)
     except ImportError:
         asyncio.run(coro)
+
+
+@contextlib.contextmanager
+def _listening_on(host: str, port: int, what: str) -> Iterator[None]:
+    """A server's bind that fails because the address is taken: one line naming it and what changes it."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise CommandError(f"port {port} on {host} is not free (Address already in use): stop what holds it, "
+                           f"or give {what}") from None
 
 
 def _run_on_kafka(coro: Coroutine[Any, Any, None], bootstrap: str) -> None:
@@ -312,9 +326,10 @@ def cmd_api(args: argparse.Namespace) -> int:
           f"(prefix {settings.topic_prefix!r})", flush=True)
     # The default keys check the operator's click ids; a tenants file alone is enough for tenants' ones.
     app = create_api_from_settings(settings, edge_tenants(settings))
-    _run_on_kafka(serve_until_stopped(app, settings.api_host, settings.api_port,
-                                      limits=ServerLimits.from_settings(settings), server="api",
-                                      announce=lambda s: print(s, flush=True)), settings.kafka_bootstrap)
+    with _listening_on(settings.api_host, settings.api_port, "--port PORT (PIXELTRACK_API_PORT)"):
+        _run_on_kafka(serve_until_stopped(app, settings.api_host, settings.api_port,
+                                          limits=ServerLimits.from_settings(settings), server="api",
+                                          announce=lambda s: print(s, flush=True)), settings.kafka_bootstrap)
     return 0
 
 
@@ -364,8 +379,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from ingest.serving import ServerLimits
 
     s = _settings(clickhouse_dsn=args.clickhouse)
-    _run(run_dashboard(s.clickhouse_dsn, s.clickhouse_database, args.host, args.port, tenant=args.tenant,
-                       refresh_seconds=args.refresh, limits=ServerLimits.from_settings(s)))
+    with _listening_on(args.host, args.port, "--port PORT"):
+        _run(run_dashboard(s.clickhouse_dsn, s.clickhouse_database, args.host, args.port, tenant=args.tenant,
+                           refresh_seconds=args.refresh, limits=ServerLimits.from_settings(s)))
     return 0
 
 

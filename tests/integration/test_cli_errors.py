@@ -139,3 +139,13 @@ def test_serve_on_a_port_in_use_names_it_and_leaves_no_key(tmp_path: Path, flag:
     assert f"port {port} on 127.0.0.1 is not free (Address already in use)" in message
     assert f"give {flag} PORT" in message
     assert not (tmp_path / ".pixeltrack").exists()
+
+
+def test_the_dashboard_on_a_port_in_use_names_it(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        message = refused(tmp_path, "dashboard", "--clickhouse", f"chdb://{tmp_path / 'chdb'}", "--port", str(port))
+    assert message.strip() == (f"pixeltrack dashboard: port {port} on 127.0.0.1 is not free (Address already in use): "
+                               "stop what holds it, or give --port PORT")
