@@ -52,8 +52,23 @@ lint: $(BIN)/pixeltrack
 typecheck: $(BIN)/pixeltrack
 	$(BIN)/mypy
 
+# A local broker for `pixeltrack edge/api/process/triggers` (docs/production.md): on 127.0.0.1:9092, the
+# settings' default PIXELTRACK_KAFKA_BOOTSTRAP, when that port is free; else on a free port, and it says
+# the line to export. A KAFKA_DIR started before keeps its port. `make test` runs brokers of its own.
+KAFKA_PORT ?= 9092
 kafka: kafka-jars
-	@deploy/kafka/kafka.sh start $(KAFKA_DIR)
+	@port=$(KAFKA_PORT); \
+	if [ ! -f $(KAFKA_DIR)/server.properties ] && ! python3 -c "import socket,sys; s=socket.socket(); \
+	    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $$port))" 2>/dev/null; then \
+	  echo "port $$port is taken: starting the broker on a free port"; port=0; fi; \
+	addr=$$(deploy/kafka/kafka.sh start $(KAFKA_DIR) $$port) || exit 1; \
+	echo "Kafka broker on $$addr (data and log in $(KAFKA_DIR)/; stop it with: make kafka-stop$(if $(filter-out .kafka,$(KAFKA_DIR)), KAFKA_DIR=$(KAFKA_DIR)))"; \
+	if [ "$$addr" = "127.0.0.1:9092" ]; then \
+	  echo "that is the default PIXELTRACK_KAFKA_BOOTSTRAP: pixeltrack edge, api, process and triggers find it"; \
+	else \
+	  echo "pixeltrack's default is 127.0.0.1:9092; before pixeltrack edge, api, process and triggers run:"; \
+	  echo "  export PIXELTRACK_KAFKA_BOOTSTRAP=$$addr"; \
+	fi
 
 kafka-stop:
 	deploy/kafka/kafka.sh stop $(KAFKA_DIR)

@@ -48,6 +48,7 @@ from typing import Any
 
 from schemas.aio import end_within
 from schemas.settings import Settings
+from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +301,9 @@ def run_edge(settings: Settings, workers: int = 1, announce: Callable[[str], Non
         raise ValueError(f"workers must be 1 or more, got {workers}")
     settings.keyring()  # fail here, with the setting's name, not in every worker
     say = announce or (lambda line: print(line, flush=True))
+    topics = Topics(settings.topic_prefix)
+    say(f"pixeltrack edge: Kafka {settings.kafka_bootstrap}, topics {topics.hits_raw}, {topics.hits_dlq}, "
+        f"{topics.unsubscribes} (prefix {settings.topic_prefix!r})")
     if workers == 1:
         def ready(port: int) -> None:
             say(f"pixeltrack edge: 1 worker on http://{settings.edge_host}:{port} (pid {os.getpid()})")

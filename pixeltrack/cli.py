@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
+import errno
 import json
 import logging
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from pixeltrack.errors import CommandError
 from pixeltrack.instrument_cli import add_instrument_parser, add_sends_parser
 from pixeltrack.networks_cli import add_networks_parser
 from schemas.settings import Settings
@@ -38,6 +41,29 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
         asyncio.run(coro)
 
 
+@contextlib.contextmanager
+def _listening_on(host: str, port: int, what: str) -> Iterator[None]:
+    """A server's bind that fails because the address is taken: one line naming it and what changes it."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise CommandError(f"port {port} on {host} is not free (Address already in use): stop what holds it, "
+                           f"or give {what}") from None
+
+
+def _run_on_kafka(coro: Coroutine[Any, Any, None], bootstrap: str) -> None:
+    """_run for a command that needs Kafka at its start: a broker that does not answer is one line."""
+    from aiokafka.errors import KafkaConnectionError
+
+    try:
+        _run(coro)
+    except KafkaConnectionError:
+        raise CommandError(f"cannot reach Kafka at {bootstrap}: start it (`make kafka`, see docs/production.md) "
+                           "or set PIXELTRACK_KAFKA_BOOTSTRAP") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from pixeltrack.serve import serve
 
@@ -54,14 +80,33 @@ def cmd_edge(args: argparse.Namespace) -> int:
     return run_edge(_settings(edge_host=args.host, edge_port=args.port), args.workers)
 
 
+def _refuse_a_serves_chdb(dsn: str) -> None:
+    """chDB is one process's at a time: a chdb:// folder a running `serve` holds is refused up front."""
+    from pixeltrack.serve import ServeInfo
+
+    if not dsn.startswith("chdb://"):
+        return
+    path = Path(dsn[len("chdb://"):]).expanduser()
+    info = ServeInfo.read(path.parent) if path.name == "chdb" else None
+    if info is not None:
+        raise CommandError(f"{dsn} belongs to the running serve (pid {info.pid}, {info.dashboard_url}/): its own "
+                           "processors write there; a separate processor needs a ClickHouse server (--clickhouse "
+                           "http://HOST:8123, see docs/production.md)")
+
+
 def cmd_process(args: argparse.Namespace) -> int:
-    from pixeltrack.process import run_processor
-    from processors.clickhouse import migrate
+    from pixeltrack.process import banner, run_processor
+    from processors.clickhouse import connect, migrate
 
     settings = _settings(clickhouse_dsn=args.clickhouse)
+    print(banner(settings), flush=True)
+    settings.keyring()  # the missing-keys error first, before anything is opened or created
+    _refuse_a_serves_chdb(settings.clickhouse_dsn)
     if settings.migrate_on_start:
         migrate(settings.clickhouse_dsn, settings.clickhouse_database, settings.retention_days,
                 settings.dead_letter_retention_days)
+    else:
+        connect(settings.clickhouse_dsn, settings.clickhouse_database).close()  # unreachable: one line, now
     if settings.processor_metrics_port:
         from prometheus_client import start_http_server
 
@@ -76,7 +121,7 @@ def cmd_process(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await run_processor(settings, stop)
 
-    _run(main())
+    _run_on_kafka(main(), settings.kafka_bootstrap)
     return 0
 
 
@@ -114,12 +159,21 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_folder(data: str) -> Path:
+    """--data as given, when it is a folder (commands that read it never create it)."""
+    path = Path(data)
+    if not path.is_dir():
+        raise CommandError(f"--data {data}: no such folder; give the folder `pixeltrack serve --data` uses")
+    return path
+
+
 def cmd_link(args: argparse.Namespace) -> int:
     from pixeltrack.sdk import Message, Tracker
     from pixeltrack.wiring import minting_keyring
 
     settings = _settings()
-    keyring = minting_keyring(settings, Path(args.data) if args.data else None, args.tenant or "")
+    keyring = minting_keyring(settings, _serve_folder(args.data) if args.data else None, args.tenant or "",
+                              create=False)
     tracker = Tracker(args.base_url, keyring, settings.token_ttl_days)
     m = Message(campaign=args.campaign, message=args.message, recipient=args.recipient,
                 variant=args.variant or "", tenant=args.tenant or "")
@@ -169,18 +223,44 @@ def _admin_post(info: Any, path: str, payload: dict[str, Any], timeout: float) -
 
 
 def _direct_dsn(args: argparse.Namespace, settings: Settings) -> str:
-    """--clickhouse, else the chDB folder of --data, else the settings' DSN."""
+    """--clickhouse, else the chDB folder of --data, else the settings' DSN. A chDB folder that is not
+    there is refused rather than created (a reader has nothing to read in a new one)."""
     from pixeltrack.serve import chdb_dsn
 
-    return str(args.clickhouse or (chdb_dsn(Path(args.data)) if args.data else settings.clickhouse_dsn))
+    if args.clickhouse:
+        return str(args.clickhouse)
+    if args.data:
+        folder = _serve_folder(args.data)
+        if not (folder / "chdb").is_dir():
+            raise CommandError(f"--data {args.data}: not a serve data folder (no chdb/ in it); give the folder "
+                               "`pixeltrack serve --data` uses")
+        return chdb_dsn(folder)
+    dsn = settings.clickhouse_dsn
+    if dsn.startswith("chdb://") and not Path(dsn[len("chdb://"):]).expanduser().is_dir():
+        raise CommandError(f"no pixeltrack data here ({dsn[len('chdb://'):]} does not exist): run it in the folder "
+                           "`pixeltrack serve` runs in, or give --data FOLDER or --clickhouse DSN")
+    return dsn
+
+
+def _running_serve(args: argparse.Namespace, settings: Settings) -> Any:
+    """The ServeInfo of the running serve that owns what a reader asked for (--data, else the settings'
+    chDB folder when no --clickhouse is given), or None."""
+    from pixeltrack.serve import ServeInfo
+
+    if args.data:
+        return ServeInfo.read(Path(args.data))
+    dsn = settings.clickhouse_dsn
+    if args.clickhouse or not dsn.startswith("chdb://"):
+        return None
+    path = Path(dsn[len("chdb://"):]).expanduser()
+    return ServeInfo.read(path.parent) if path.name == "chdb" else None
 
 
 def make_query(args: argparse.Namespace) -> Callable[[str, dict[str, Any]], tuple[list[str], list[Sequence[Any]]]]:
     """Read-only SQL through a running `serve` that owns --data's chDB folder, else a direct client
     (a chDB folder no process holds, or a ClickHouse server DSN)."""
-    from pixeltrack.serve import ServeInfo
-
-    info = ServeInfo.read(Path(args.data)) if args.data else None
+    settings = _settings()
+    info = _running_serve(args, settings)
     if info is not None:
         def through_serve(sql: str, parameters: dict[str, Any]) -> tuple[list[str], list[Sequence[Any]]]:
             assert info is not None
@@ -190,7 +270,6 @@ def make_query(args: argparse.Namespace) -> Callable[[str, dict[str, Any]], tupl
 
     from processors.clickhouse import connect, readonly_sql
 
-    settings = _settings()
     dsn = _direct_dsn(args, settings)
 
     def direct(sql: str, parameters: dict[str, Any]) -> tuple[list[str], list[Sequence[Any]]]:
@@ -244,12 +323,18 @@ def cmd_api(args: argparse.Namespace) -> int:
     from ingest.api import create_api_from_settings
     from ingest.app import edge_tenants
     from ingest.serving import ServerLimits, serve_until_stopped
+    from schemas.topics import Topics
 
     settings = _settings(api_host=args.host, api_port=args.port)
+    topics = Topics(settings.topic_prefix)
+    print(f"pixeltrack api: Kafka {settings.kafka_bootstrap}, topics {topics.sends}, {topics.conversions} "
+          f"(prefix {settings.topic_prefix!r})", flush=True)
     # The default keys check the operator's click ids; a tenants file alone is enough for tenants' ones.
     app = create_api_from_settings(settings, edge_tenants(settings))
-    _run(serve_until_stopped(app, settings.api_host, settings.api_port, limits=ServerLimits.from_settings(settings),
-                             server="api", announce=lambda s: print(s, flush=True)))
+    with _listening_on(settings.api_host, settings.api_port, "--port PORT (PIXELTRACK_API_PORT)"):
+        _run_on_kafka(serve_until_stopped(app, settings.api_host, settings.api_port,
+                                          limits=ServerLimits.from_settings(settings), server="api",
+                                          announce=lambda s: print(s, flush=True)), settings.kafka_bootstrap)
     return 0
 
 
@@ -269,6 +354,9 @@ def cmd_triggers(args: argparse.Namespace) -> int:
         rules = load_rules(path, secret)
     except RuleError as exc:
         raise SystemExit(f"pixeltrack triggers: {exc}") from None
+    print(f"pixeltrack triggers: Kafka {s.kafka_bootstrap} (group {s.triggers_consumer_group}), topic "
+          f"{Topics(s.topic_prefix).events_classified} (prefix {s.topic_prefix!r}), {len(rules.rules)} rules from "
+          f"{path}", flush=True)
 
     async def main() -> None:
         import signal
@@ -281,7 +369,7 @@ def cmd_triggers(args: argparse.Namespace) -> int:
                                settle_seconds=s.triggers_settle_seconds, max_attempts=s.triggers_max_attempts)
         await runner.run(stop)
 
-    _run(main())
+    _run_on_kafka(main(), s.kafka_bootstrap)
     return 0
 
 
@@ -296,8 +384,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from ingest.serving import ServerLimits
 
     s = _settings(clickhouse_dsn=args.clickhouse)
-    _run(run_dashboard(s.clickhouse_dsn, s.clickhouse_database, args.host, args.port, tenant=args.tenant,
-                       refresh_seconds=args.refresh, limits=ServerLimits.from_settings(s)))
+    with _listening_on(args.host, args.port, "--port PORT"):
+        _run(run_dashboard(s.clickhouse_dsn, s.clickhouse_database, args.host, args.port, tenant=args.tenant,
+                           refresh_seconds=args.refresh, limits=ServerLimits.from_settings(s)))
     return 0
 
 
@@ -569,8 +658,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.fn(args))
     except KeyboardInterrupt:
         return 130
-    except ValueError as exc:
-        print(f"pixeltrack: {exc}", file=sys.stderr)
+    except (CommandError, ValueError, ConnectionError) as exc:
+        # A mistake the user can fix (CommandError, a bad value) or no ClickHouse to talk to
+        # (processors.clickhouse.ClickHouseUnavailable): one line, what and what to do.
+        print(f"pixeltrack {args.command}: {exc}", file=sys.stderr)
         return 2
 
 

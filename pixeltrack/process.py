@@ -21,6 +21,17 @@ STOP_BOUND = 50.0
 SAFE_TO_END = "a restart resumes after what ClickHouse holds; nothing is counted twice"
 
 
+def banner(settings: Settings) -> str:
+    """What a processor connects to, said at its start: Kafka, its topics, ClickHouse (no credentials)."""
+    from processors.clickhouse import public_dsn
+
+    t = Topics(settings.topic_prefix)
+    return (f"pixeltrack process: Kafka {settings.kafka_bootstrap} (group {settings.consumer_group}), topics "
+            f"{', '.join([t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes])} "
+            f"(prefix {settings.topic_prefix!r}); ClickHouse {public_dsn(settings.clickhouse_dsn)} "
+            f"database {settings.clickhouse_database}")
+
+
 async def run_processor(settings: Settings, stop: asyncio.Event, writer: ClickHouseWriter | None = None,
                         bound: float = STOP_BOUND, end_process: Callable[[int], object] = os._exit) -> None:
     """Consumes until `stop` is set, then shuts down within `bound` seconds, or logs what it still

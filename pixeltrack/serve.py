@@ -10,7 +10,8 @@ import logging
 import os
 import secrets
 import signal
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from ingest.publisher import QueuePublisher
 from ingest.serverlog import quiet_bad_requests
 from ingest.serving import SERVE_FD_RESERVE, ServerLimits
 from pixeltrack.dashboard import query_with, start_dashboard
+from pixeltrack.errors import CommandError
 from pixeltrack.wiring import (
     API_KEY_FILE,
     build_processor,
@@ -72,6 +74,44 @@ class ServeInfo:
 
 def chdb_dsn(data_dir: Path) -> str:
     return f"chdb://{(data_dir / 'chdb').resolve()}"
+
+
+def refuse_to_start(data_dir: Path, ports: list[tuple[str, int, str]]) -> None:
+    """CommandError when this serve cannot run, checked before it creates anything (key, chDB, state):
+    another serve owns the folder, or a port of `ports` (host, port, the flag that changes it) is taken."""
+    running = ServeInfo.read(data_dir)
+    if running is not None:
+        raise CommandError(f"a serve already runs on {data_dir} (pid {running.pid}, dashboard "
+                           f"{running.dashboard_url}/, edge {running.edge_url}): use it, or stop it first")
+    for host, port, flag in ports:
+        if port == 0:
+            continue
+        try:
+            infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {host}:{port} ({exc}); check --host") from None
+        for family, kind, proto, _, address in infos:
+            with socket.socket(family, kind, proto) as probe:
+                # As the servers bind: SO_REUSEADDR, so only a listening socket (not TIME_WAIT) refuses.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(address)
+                except OSError as exc:
+                    raise CommandError(_port_taken(host, port, flag, exc)) from None
+
+
+def _port_taken(host: str, port: int, flag: str, exc: OSError) -> str:
+    return (f"port {port} on {host} is not free ({exc.strerror or exc}): stop what holds it, or give {flag} PORT "
+            "(0 = any)")
+
+
+@contextlib.contextmanager
+def _port_of(host: str, port: int, flag: str) -> Iterator[None]:
+    """A bind that fails after refuse_to_start's check (taken in between) says the same one line."""
+    try:
+        yield
+    except OSError as exc:
+        raise CommandError(_port_taken(host, port, flag, exc)) from None
 
 
 def admin_app(writer: ClickHouseWriter, token: str,
@@ -131,6 +171,8 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
 
+    refuse_to_start(data_dir, [(host, port, "--port"), (host, api_port, "--api-port"),
+                               ("127.0.0.1", dashboard_port, "--dashboard-port")])
     keyring = keyring_for(settings, data_dir)
     dsn = chdb_dsn(data_dir)
     await asyncio.to_thread(migrate, dsn, "pixeltrack", settings.retention_days, settings.dead_letter_retention_days)
@@ -169,14 +211,16 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     await edge.setup()
     edge_site = (EdgeSite(edge, host, port, reuse_address=True, limits=limits) if settings.edge_fast_path
                  else limits.site(edge, host, port, server="edge", reuse_address=True))
-    await edge_site.start()
+    with _port_of(host, port, "--port"):
+        await edge_site.start()
     api_key = (settings.api_keys.get_secret_value().split(",")[0].strip() if settings.api_keys
                else data_dir_secret(data_dir, API_KEY_FILE))
     api_app = create_api_app(tenants_for(settings, keyring), [api_key], Topics(settings.topic_prefix), onto_bus,
                              own_publisher=False)
     api = limits.runner(api_app)
     await api.setup()
-    await limits.site(api, host, api_port, server="api", reuse_address=True).start()
+    with _port_of(host, api_port, "--api-port"):
+        await limits.site(api, host, api_port, server="api", reuse_address=True).start()
     token = secrets.token_urlsafe(24)
     admin = limits.runner(admin_app(writer, token, lambda h: processor.forget_recipients([h]),
                                     privacy_key_for(settings, keyring)))
@@ -185,7 +229,8 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     await admin_site.start()
 
     # The dashboard reads through the writer's thread, like every other reader of this chDB folder.
-    dashboard = await start_dashboard(query_with(writer), "127.0.0.1", dashboard_port, limits=limits)
+    with _port_of("127.0.0.1", dashboard_port, "--dashboard-port"):
+        dashboard = await start_dashboard(query_with(writer), "127.0.0.1", dashboard_port, limits=limits)
 
     edge_port, api_bound, admin_port = edge.addresses[0][1], api.addresses[0][1], admin.addresses[0][1]
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

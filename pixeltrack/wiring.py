@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 
+from pixeltrack.errors import CommandError
 from processors.classify_file import build_classifier
 from processors.geodata import HOSTING_ASNS
 from processors.netfeeds import report_snapshot_age
@@ -34,23 +35,28 @@ def data_dir_secret(data_dir: Path, name: str, prefix: str = "") -> str:
     return path.read_text().strip()
 
 
-def data_dir_keyring(data_dir: Path) -> Keyring:
-    """The embedded mode's signing key, created in DATA_DIR on first use."""
+def data_dir_keyring(data_dir: Path, create: bool = True) -> Keyring:
+    """The embedded mode's signing key, created in DATA_DIR on first use (by `serve`); `create` False
+    (commands that mint with it) refuses a folder that has none, in one line."""
+    if not create and not (data_dir / KEY_FILE).is_file():
+        raise CommandError(f"no signing key in {data_dir} ({KEY_FILE}): give the folder `pixeltrack serve --data` "
+                           "uses (serve creates the key at its first start), or set PIXELTRACK_SIGNING_KEYS")
     return Keyring.parse(data_dir_secret(data_dir, KEY_FILE, prefix="k1:"))
 
 
-def keyring_for(settings: Settings, data_dir: Path | None = None) -> Keyring:
+def keyring_for(settings: Settings, data_dir: Path | None = None, create: bool = True) -> Keyring:
     """Keys from settings when given (production), else the data folder's key (embedded mode)."""
     if settings.signing_keys is not None or data_dir is None:
         return settings.keyring()
-    return data_dir_keyring(data_dir)
+    return data_dir_keyring(data_dir, create)
 
 
-def minting_keyring(settings: Settings, data_dir: Path | None, tenant: str) -> Keyring:
+def minting_keyring(settings: Settings, data_dir: Path | None, tenant: str, create: bool = True) -> Keyring:
     """The keys that mint `tenant`'s links (`link`, `instrument`): its own from the tenants file, since
-    the edge accepts a tenant's token only with its keys on its domains; tenant "": keyring_for's."""
+    the edge accepts a tenant's token only with its keys on its domains; tenant "": keyring_for's (`create`
+    False: a data folder without a key is refused, not given one)."""
     if not tenant:
-        return keyring_for(settings, data_dir)
+        return keyring_for(settings, data_dir, create)
     keyring = TenantRegistry.load(settings.tenants_file).for_tenant(tenant)
     if keyring is None:
         where = settings.tenants_file or "none: PIXELTRACK_TENANTS_FILE is not set"

@@ -3,18 +3,56 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError, ProgrammingError
 
 from schemas.clickhouse_cluster import split_statements
 
 DEFAULT_DATABASE = "pixeltrack"
 _DB_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class ClickHouseUnavailable(ConnectionError):
+    """No ClickHouse to talk to: a server that does not answer, or a chDB folder another process holds.
+    The message is one line naming the DSN (without credentials) and the reason."""
+
+
+def public_dsn(dsn: str) -> str:
+    """`dsn` without user:password, for logs and messages."""
+    return re.sub(r"^(\w+://)[^/@]*@", r"\1", dsn)
+
+
+_connecting = threading.local()
+
+
+def _quiet_while_connecting(record: logging.LogRecord) -> bool:
+    """clickhouse-connect (and urllib3 under it) log warnings, one with a traceback, when the first request
+    fails; while `connect` makes that request the failure is raised as ClickHouseUnavailable instead, which
+    says it in one line."""
+    return not getattr(_connecting, "active", False)
+
+
+for _name in ("clickhouse_connect.driver._backend.http_sync", "urllib3.connectionpool"):
+    logging.getLogger(_name).addFilter(_quiet_while_connecting)
+
+
+def _root_reason(exc: BaseException) -> str:
+    """The innermost cause's words ("[Errno 111] Connection refused"), not the layers of wrappers."""
+    reason: BaseException = exc
+    while reason.__cause__ is not None or reason.__context__ is not None:
+        reason = reason.__cause__ or reason.__context__  # type: ignore[assignment]
+    errno_words = re.search(r"\[Errno -?\d+\] [^\"')]+", str(reason))
+    if errno_words:
+        return errno_words.group(0).strip()
+    return str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
 
 
 def connect(dsn: str, database: str | None = DEFAULT_DATABASE, **settings: Any) -> Client:
@@ -25,9 +63,22 @@ def connect(dsn: str, database: str | None = DEFAULT_DATABASE, **settings: Any) 
     if dsn.startswith("chdb://"):
         path = str(Path(dsn[len("chdb://"):]).expanduser().resolve())
         Path(path).mkdir(parents=True, exist_ok=True)
-        return clickhouse_connect.get_client(interface="chdb", path=path, database=database,
-                                             settings=settings or None)
-    return clickhouse_connect.get_client(dsn=dsn, database=database, settings=settings or None)
+        try:
+            return clickhouse_connect.get_client(interface="chdb", path=path, database=database,
+                                                 settings=settings or None)
+        except ProgrammingError as exc:
+            if "EmbeddedServer" not in str(exc) and "Unable to open the chdb engine" not in str(exc):
+                raise
+            raise ClickHouseUnavailable(
+                f"cannot open chDB at {path}: another process holds it (chDB is one process's at a time; "
+                "ask that process, e.g. a running `pixeltrack serve`, or use a ClickHouse server)") from None
+    _connecting.active = True
+    try:
+        return clickhouse_connect.get_client(dsn=dsn, database=database, settings=settings or None)
+    except OperationalError as exc:
+        raise ClickHouseUnavailable(f"cannot reach ClickHouse at {public_dsn(dsn)}: {_root_reason(exc)}") from None
+    finally:
+        _connecting.active = False
 
 
 READ_TIMEOUT = 60  # seconds a read-only query may run (max_execution_time): it shares a thread with inserts

@@ -1,4 +1,9 @@
-"""A real single-node Kafka broker (KRaft) for the whole test session, and per-test topics."""
+"""A real single-node Kafka broker (KRaft) for the whole test session, and per-test topics.
+
+The brokers never outlive the test run: each is started in a session of its own (a Ctrl-C at the
+terminal reaches pytest, not the script starting it), the fixture stops it in its teardown (pytest runs
+teardowns after a KeyboardInterrupt too, one during the start included), and a watcher started first
+stops it once the pytest process is gone however it ended (SIGTERM or SIGKILL run no teardown)."""
 
 from __future__ import annotations
 
@@ -17,6 +22,20 @@ ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 
 
+def stop_when_gone(script: Path, folder: Path) -> subprocess.Popen[bytes]:
+    """A watcher, in a session of its own, that runs `script stop folder` once this process has ended;
+    the fixture's teardown kills it after stopping the broker itself."""
+    return subprocess.Popen(["sh", "-c", 'while kill -0 "$2" 2>/dev/null; do sleep 1; done; exec "$0" stop "$1"',
+                             str(script), str(folder), str(os.getpid())],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def end_watcher(watcher: subprocess.Popen[bytes]) -> None:
+    watcher.kill()
+    watcher.wait()
+
+
 class Broker:
     """The session's broker; `stop` and `start` (same data, same port) serve fault tests."""
 
@@ -26,12 +45,12 @@ class Broker:
 
     def start(self) -> str:
         out = subprocess.run([str(KAFKA_SH), "start", str(self.folder)], check=True, capture_output=True,
-                             text=True, timeout=180)
+                             text=True, timeout=180, start_new_session=True)
         self.bootstrap = out.stdout.strip().splitlines()[-1]
         return self.bootstrap
 
     def stop(self) -> None:
-        subprocess.run([str(KAFKA_SH), "stop", str(self.folder)], check=True, timeout=60)
+        subprocess.run([str(KAFKA_SH), "stop", str(self.folder)], check=True, timeout=60, start_new_session=True)
 
 
 @pytest.fixture(scope="session")
@@ -44,11 +63,13 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         yield broker
         return
     broker = Broker(tmp_path_factory.mktemp("kafka"))
-    broker.start()
+    watcher = stop_when_gone(KAFKA_SH, broker.folder)
     try:
+        broker.start()
         yield broker
     finally:
         broker.stop()
+        end_watcher(watcher)  # not when the stop failed (a second Ctrl-C): then the watcher stops it
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +114,8 @@ class Cluster:
         self.bootstrap = ""  # the three nodes' addresses, comma-separated
 
     def _run(self, *args: str, timeout: float) -> str:
-        out = subprocess.run([str(CLUSTER_SH), *args], check=True, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run([str(CLUSTER_SH), *args], check=True, capture_output=True, text=True, timeout=timeout,
+                             start_new_session=True)
         return out.stdout.strip()
 
     def start(self) -> str:
@@ -117,11 +139,13 @@ class Cluster:
 def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A three-node cluster for one test module; stopped at its end, a failed start included."""
     cluster = Cluster(tmp_path_factory.mktemp("kafka-cluster"))
+    watcher = stop_when_gone(CLUSTER_SH, cluster.folder)
     try:
         cluster.start()
         yield cluster
     finally:
         cluster.stop()
+        end_watcher(watcher)  # not when the stop failed (a second Ctrl-C): then the watcher stops it
 
 
 async def partition_leaders(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:

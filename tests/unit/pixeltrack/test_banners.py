@@ -1,0 +1,23 @@
+"""What a production process says at its start: the Kafka it uses, its topics, its ClickHouse (no password)."""
+
+from __future__ import annotations
+
+from pixeltrack.process import banner
+from processors.clickhouse import public_dsn
+from schemas.settings import Settings
+
+
+def test_the_processor_banner_names_kafka_topics_and_clickhouse_without_credentials() -> None:
+    settings = Settings(_env_file=None, kafka_bootstrap="10.0.0.5:9092,10.0.0.6:9092",  # type: ignore[call-arg]
+                        topic_prefix="prod.", consumer_group="pixeltrack-processors",
+                        clickhouse_dsn="http://pixeltrack:s3cret@ch1.internal:8123", clickhouse_database="pixeltrack")
+    assert banner(settings) == (
+        "pixeltrack process: Kafka 10.0.0.5:9092,10.0.0.6:9092 (group pixeltrack-processors), topics prod.hits.raw, "
+        "prod.hits.dlq, prod.sends, prod.conversions, prod.unsubscribes (prefix 'prod.'); ClickHouse "
+        "http://ch1.internal:8123 database pixeltrack")
+
+
+def test_public_dsn_drops_user_and_password_only() -> None:
+    assert public_dsn("https://u:p%40ss@ch.example.com:8443/?secure=true") == "https://ch.example.com:8443/?secure=true"
+    assert public_dsn("http://ch:8123") == "http://ch:8123"
+    assert public_dsn("chdb://.pixeltrack/chdb") == "chdb://.pixeltrack/chdb"
