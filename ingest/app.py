@@ -25,7 +25,7 @@ from ingest.forwarder import Forwarder, HitQueue
 from ingest.pixel import GIF, NOT_FOUND_HEADERS, NOT_FOUND_HTML, PIXEL_HEADERS, REDIRECT_HEADERS
 from ingest.publisher import KafkaPublisher, Publisher
 from ingest.serverlog import quiet_bad_requests
-from ingest.spool import Spool, SpoolInUse
+from ingest.spool import LOCK_FILE, WORKER_PREFIX, Spool, SpoolInUse, is_journal_file
 from schemas.aio import finish_within
 from schemas.privacy import (
     claimed_recipients,
@@ -477,7 +477,7 @@ def _remove_spool_files(folder: Path) -> None:
     """Removes an emptied spool: a former worker's folder entirely; at the spool root (which holds the
     worker folders) only the journal files."""
     for p in folder.iterdir():
-        if p.name.startswith(("seg-", "checkpoint")) or (p.name == "lock" and folder.name.startswith("worker-")):
+        if is_journal_file(p.name) or (p.name == LOCK_FILE and folder.name.startswith(WORKER_PREFIX)):
             p.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         folder.rmdir()

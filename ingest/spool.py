@@ -25,8 +25,35 @@ KEY_LEN = struct.Struct("<i")
 CHECKPOINT = struct.Struct("<QQ")  # segment id, byte offset: everything before it is acknowledged
 MAX_BODY = 1 << 20
 READ_CHUNK = 256 * 1024  # catch-up reads this much at a time: memory stays flat whatever the backlog
-SEGMENT_RE = re.compile(r"^seg-(\d{12})\.log$")
+
+# The spool's layout on disk, named here only (the workers and the adoption of a former worker's spool
+# use these): an edge's spool_dir holds a folder per worker, `worker-<i>`; a spool folder holds its
+# segments `seg-<12-digit id>.log`, the checkpoint (replaced through `checkpoint.tmp`) and the lock.
+WORKER_PREFIX = "worker-"
+SEGMENT_PREFIX = "seg-"
+SEGMENT_RE = re.compile(rf"^{SEGMENT_PREFIX}(\d{{12}})\.log$")
+CHECKPOINT_FILE = "checkpoint"
 LOCK_FILE = "lock"
+
+
+def worker_folder(spool_dir: Path, index: int) -> Path:
+    """Worker `index`'s spool folder in an edge's spool_dir."""
+    return spool_dir / f"{WORKER_PREFIX}{index}"
+
+
+def worker_index(name: str) -> int | None:
+    """The worker whose spool folder is named `name`; None for any other name."""
+    digits = name[len(WORKER_PREFIX):]
+    return int(digits) if name.startswith(WORKER_PREFIX) and digits.isdigit() else None
+
+
+def segment_name(segment: int) -> str:
+    return f"{SEGMENT_PREFIX}{segment:012d}.log"
+
+
+def is_journal_file(name: str) -> bool:
+    """A file of the journal itself (a segment, the checkpoint or its temp file), not the folder's lock."""
+    return name.startswith((SEGMENT_PREFIX, CHECKPOINT_FILE))
 
 
 class Position(NamedTuple):
@@ -138,7 +165,7 @@ class Spool:
             raise SpoolInUse(f"spool folder {folder} is in use by another process") from None
         self.segment_bytes = segment_bytes
         self.max_bytes = max_bytes
-        self._ckpt_path = folder / "checkpoint"
+        self._ckpt_path = folder / CHECKPOINT_FILE
         self.acked = self._read_checkpoint()
         self._ckpt_dirty = False  # acked moved past what the checkpoint file says
         existing = self.segments()
@@ -146,7 +173,7 @@ class Spool:
         self._active_id = (existing[-1] + 1) if existing else max(1, self.acked.segment)
         self._active_fd = -1
         self._active_size = 0
-        self._sizes = {s: (folder / self._name(s)).stat().st_size for s in existing}
+        self._sizes = {s: (folder / segment_name(s)).stat().st_size for s in existing}
         self._to_sync: list[int] = []  # descriptors of rotated segments, not yet fsynced
         self._to_unlink: list[Path] = []  # acknowledged segments, to delete off the event loop
         self._dir_dirty = False
@@ -155,10 +182,6 @@ class Spool:
             self.acked = Position(existing[0] if existing else self._active_id, 0)
         self._pending = 0
         self._recount()
-
-    @staticmethod
-    def _name(segment: int) -> str:
-        return f"seg-{segment:012d}.log"
 
     def segments(self) -> list[int]:
         return sorted(int(m.group(1)) for p in self.folder.iterdir() if (m := SEGMENT_RE.match(p.name)))
@@ -172,7 +195,7 @@ class Spool:
             return Position(0, 0)
 
     def _open_active(self) -> None:
-        path = self.folder / self._name(self._active_id)
+        path = self.folder / segment_name(self._active_id)
         self._active_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._active_size = os.fstat(self._active_fd).st_size
         self._sizes[self._active_id] = self._active_size
@@ -182,7 +205,7 @@ class Spool:
         """Goes on in a new segment. Raises OSError, with nothing changed, when it cannot be opened (no
         descriptors left under a connection flood, a full disk)."""
         new_id = self._active_id + 1
-        fd = os.open(self.folder / self._name(new_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(self.folder / segment_name(new_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             size = os.fstat(fd).st_size
         except OSError:
@@ -246,7 +269,7 @@ class Spool:
         # A short write leaves a torn frame at the tail. Frames after it would be unreadable, so this
         # segment ends at its last whole frame (readers stop there) and appends go on in a new one.
         log.error("spool %s: write failed (%s); continuing in a new segment",
-                  self._name(self._active_id), error or f"short write of {written} bytes")
+                  segment_name(self._active_id), error or f"short write of {written} bytes")
         self._sizes[self._active_id] = self._active_size
         try:
             self._rotate()
@@ -283,7 +306,7 @@ class Spool:
         for seg in [s for s in self._sizes if s < pos.segment]:
             # Unlinking a big file costs the kernel milliseconds: done with the next fsync, in a worker
             # thread. Until then it lies before the checkpoint, where no reader looks.
-            self._to_unlink.append(self.folder / self._name(seg))
+            self._to_unlink.append(self.folder / segment_name(seg))
             del self._sizes[seg]
         self._recount()
 
@@ -299,7 +322,7 @@ class Spool:
 
     def _read_segment(self, seg: int, offset: int, max_records: int,
                       out: list[tuple[Record, Position]]) -> None:
-        path = self.folder / self._name(seg)
+        path = self.folder / segment_name(seg)
         limit = self._sizes.get(seg, 0)  # the logical end: bytes a reader may trust
         try:
             f = open(path, "rb")  # noqa: SIM115 - closed in finally; reads happen in a loop

@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ingest.spool import SEGMENT_PREFIX, worker_folder, worker_index
 from schemas.aio import end_within
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -60,7 +61,7 @@ MAX_FAST_EXITS = 5
 
 
 def worker_spool(spool_dir: Path | None, index: int) -> Path | None:
-    return None if spool_dir is None else spool_dir / f"worker-{index}"
+    return None if spool_dir is None else worker_folder(spool_dir, index)
 
 
 def worker_settings(settings: Settings, index: int, workers: int) -> Settings:
@@ -76,12 +77,10 @@ def orphan_spools(spool_dir: Path | None, index: int, workers: int) -> list[Path
         return []
     found = []
     for p in sorted(spool_dir.iterdir()):
-        name = p.name
-        if p.is_dir() and name.startswith("worker-") and name[7:].isdigit():
-            j = int(name[7:])
-            if j >= workers and j % workers == index:
-                found.append(p)
-    if index == 0 and any(p.name.startswith("seg-") for p in spool_dir.iterdir()):
+        j = worker_index(p.name) if p.is_dir() else None
+        if j is not None and j >= workers and j % workers == index:
+            found.append(p)
+    if index == 0 and any(p.name.startswith(SEGMENT_PREFIX) for p in spool_dir.iterdir()):
         found.append(spool_dir)
     return found
 

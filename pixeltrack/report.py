@@ -128,6 +128,7 @@ def fetch_sources(query: QueryFn, campaign: str, tenant: str = "") -> list[dict[
     one dict per kind and source, opens first, most hits first, `share` of that kind's machine hits."""
     from pixeltrack.dashboard.queries import REASONS_SQL, SOURCES_SQL, TOP_REASONS
     from schemas import reasons as meaning
+    from schemas.verdicts import MACHINE
 
     params = {"campaign": campaign, "tenant": tenant}
     columns, rows = query(SOURCES_SQL, params)
@@ -137,7 +138,7 @@ def fetch_sources(query: QueryFn, campaign: str, tenant: str = "") -> list[dict[
     for r in (dict(zip(columns, row, strict=True)) for row in rows):
         if r["side"] == "machine":
             top.setdefault((r["kind"], r["source"]), []).append(
-                {"reason": r["reason"], "label": meaning.reason(r["reason"], "machine").label, "hits": int(r["hits"])})
+                {"reason": r["reason"], "label": meaning.reason(r["reason"], MACHINE).label, "hits": int(r["hits"])})
     totals = {k: sum(int(r["hits"]) for r in sources if r["kind"] == k) for k in ("open", "click")}
     out = [{"kind": r["kind"], "source": r["source"], "source_label": meaning.source(r["source"]).label,
             "hits": int(r["hits"]), "share": int(r["hits"]) / totals[r["kind"]] if totals.get(r["kind"]) else None,

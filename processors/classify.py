@@ -37,74 +37,69 @@ from processors.networks import (
 from schemas.hit import Hit
 from schemas.tokens import FLAG_UNSUBSCRIBE
 
-# Verdicts (docs/architecture.md, "Records").
-HUMAN, PROXY, MACHINE, DUPLICATE = "human", "proxy", "machine", "duplicate"
-COUNTED = frozenset({HUMAN, PROXY})
+# Verdicts, sources and reason codes are named once, in schemas/verdicts.py; the names stay importable from
+# here, where they are decided.
+from schemas.verdicts import (
+    APPLE_MPP,
+    BOT,
+    COUNTED,
+    DIRECT,
+    DUPLICATE,
+    GMAIL_PREFETCH,
+    GMAIL_PROXY,
+    HUMAN,
+    INTERNAL_SOURCE,
+    ISOLATION,
+    MACHINE,
+    PREFETCH,
+    PROXY,
+    R_ACCEPT_NOT_IMAGE,
+    R_AMBIGUOUS_ACCEPT,
+    R_AMBIGUOUS_ORDER,
+    R_BARE_MOZILLA,
+    R_BOT_UA,
+    R_CLOUD_CLICK_NO_OPEN,
+    R_EMPTY_UA,
+    R_FAST,
+    R_HEAD,
+    R_HEAD_THEN_GET,
+    R_HONEYPOT,
+    R_LIB_UA,
+    R_LINK_BURST,
+    R_MESSAGE_BURST,
+    R_NET_CLOUD,
+    R_NET_CRAWLER,
+    R_NET_HOSTING,
+    R_NET_INTERNAL,
+    R_NET_LINK_PREVIEW,
+    R_NET_MAIL_SECURITY,
+    R_NET_MONITOR,
+    R_NET_PRIVACY_RELAY,
+    R_NET_PROVIDER,
+    R_NO_SIGNAL,
+    R_PIXEL_THEN_BURST,
+    R_PREFETCH_HEADER,
+    R_PROXY_CLICK,
+    R_REPEAT,
+    R_RESCAN,
+    R_SCANNER_CLIENT,
+    R_TIME_OF_CLICK,
+    R_UA_GMAIL_PREFETCH,
+    R_UA_GMAIL_PROXY,
+    R_UA_SWITCH,
+    R_UA_WEBMAIL_PROXY,
+    R_UA_YAHOO_PROXY,
+    R_UNSUBSCRIBE_FAST,
+    R_VIA_ISOLATION,
+    SCANNER,
+    WEBMAIL_PROXY,
+    YAHOO_PROXY,
+)
+from schemas.verdicts import WEAK as _WEAK
 
-# Sources: who fetched.
-DIRECT = "direct"                  # the reader's own client
-GMAIL_PROXY = "gmail_proxy"        # Gmail's image proxy, fetching when the reader opens
-YAHOO_PROXY = "yahoo_proxy"        # Yahoo / AOL image proxy
-# Other webmails' image proxies that say who they are in the UA (HEY, Fastmail): an open through them
-# is a person's, counted with device and place withheld, like Gmail's and Yahoo's.
-WEBMAIL_PROXY = "webmail_proxy"
-# A person's fetch rendered by a security vendor's remote browser (Menlo, Zscaler, Proofpoint, Symantec
-# isolation): it comes from the vendor's network, long after the vendor's own delivery-time scan.
-ISOLATION = "isolation"
-APPLE_MPP = "apple_mpp"            # Apple Mail Privacy Protection prefetch
-GMAIL_PREFETCH = "gmail_prefetch"  # Gmail's prefetch / content sampling right after delivery
-SCANNER = "scanner"                # security scanners: named vendors and unnamed ones found by behaviour
-BOT = "bot"                        # HTTP libraries, tools, crawlers, link expanders
-INTERNAL_SOURCE = "internal"       # the sender's own networks: not a recipient's engagement
-PREFETCH = "prefetch"              # a browser's speculative prefetch (Sec-Purpose / Purpose: prefetch)
-
-# Reason codes.
-R_NO_SIGNAL = "no_machine_signal"
-R_NET_INTERNAL = "net_internal"
-R_PREFETCH_HEADER = "prefetch_header"
-R_HONEYPOT = "honeypot"
-R_EMPTY_UA = "empty_ua"
-R_LIB_UA = "lib_ua"
-R_BOT_UA = "bot_ua"
-R_UA_GMAIL_PREFETCH = "ua_gmail_prefetch"
-R_HEAD = "head_request"
-R_NET_MAIL_SECURITY = "net_mail_security"
-R_UA_GMAIL_PROXY = "ua_gmail_proxy"
-R_UA_YAHOO_PROXY = "ua_yahoo_proxy"
-R_UA_WEBMAIL_PROXY = "ua_webmail_proxy"
-R_VIA_ISOLATION = "via_isolation"
-R_NET_HOSTING = "net_hosting"
-R_UNSUBSCRIBE_FAST = "unsubscribe_fast"
-R_NET_CRAWLER = "net_crawler"            # a search or AI crawler's published ranges
-R_NET_LINK_PREVIEW = "net_link_preview"  # a link-preview fetcher's published ranges (chat and social apps)
-R_NET_MONITOR = "net_monitor"            # an uptime monitor's published probe addresses
-R_AMBIGUOUS_ACCEPT = "ambiguous_accept_not_image"
-R_MESSAGE_BURST = "message_link_burst"
-R_HEAD_THEN_GET = "head_then_get"
-R_UA_SWITCH = "ua_switch_same_link"
-R_CLOUD_CLICK_NO_OPEN = "cloud_click_without_open"
-R_RESCAN = "rescan_after_click"
-R_AMBIGUOUS_ORDER = "ambiguous_click_order"
-R_PROXY_CLICK = "click_by_image_proxy"
-R_BARE_MOZILLA = "ua_bare_mozilla"
-R_NET_PRIVACY_RELAY = "net_privacy_relay"
-R_FAST = "fast_after_send"
-R_NET_CLOUD = "net_cloud"
-R_NET_PROVIDER = "net_provider"
-R_ACCEPT_NOT_IMAGE = "accept_not_image"
-R_LINK_BURST = "link_burst"
-R_PIXEL_THEN_BURST = "pixel_then_burst"
-R_SCANNER_CLIENT = "scanner_client"
-R_TIME_OF_CLICK = "time_of_click_check"
-R_REPEAT = "repeat_within_window"
-
-# Weak signals: none decides alone; two together make a machine (Mautic-style "two of"), as long as
-# one of the two is the network's: a mail client that sends `Accept: */*` and is read at once is a person.
 # Network categories that are machines by themselves (networks.py), with their reason.
 _MACHINE_NETWORK_REASONS: dict[str, str] = {CRAWLER: R_NET_CRAWLER, LINK_PREVIEW: R_NET_LINK_PREVIEW,
                                             MONITOR: R_NET_MONITOR}
-
-_WEAK = frozenset({R_FAST, R_NET_CLOUD, R_NET_PROVIDER, R_NET_HOSTING, R_ACCEPT_NOT_IMAGE})
 
 
 @dataclass(frozen=True, slots=True)

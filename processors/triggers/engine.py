@@ -24,8 +24,8 @@ from processors.triggers.records import (
 from processors.triggers.rules import FIRST_OPEN, OPENS_WITHOUT_CLICK, TAGGED_CLICK, Rule, RuleSet
 from schemas.classified import ClassifiedEvent
 from schemas.tokens import FLAG_HONEYPOT, FLAG_UNSUBSCRIBE
+from schemas.verdicts import HUMAN
 
-HUMAN = "human"
 NOT_A_CLICK = FLAG_HONEYPOT | FLAG_UNSUBSCRIBE
 """Link flags whose clicks never count for triggers: unsubscribe links (scanners follow them) and honeypots."""
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
+from schemas.verdicts import COUNTED, HUMAN
+
 OPENS_WITHOUT_CLICK: Final = "opens_without_click"
 """N opens by a person (verdict human or proxy) of one message, then no human click within T: fire at the
 Nth open + T (evaluated once that moment has settled)."""
@@ -23,7 +25,7 @@ RuleType = Literal["opens_without_click", "tagged_click", "first_open"]
 RULE_TYPES: tuple[RuleType, ...] = (OPENS_WITHOUT_CLICK, TAGGED_CLICK, FIRST_OPEN)
 
 # Verdicts that show a person (docs/architecture.md, "Records"). Machine and duplicate never count.
-PERSON_VERDICTS = frozenset({"human", "proxy"})
+PERSON_VERDICTS = COUNTED
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MIN_SECRET_CHARS = 16
 DEFAULT_REMEMBER = 90 * 86400.0
@@ -297,7 +299,7 @@ def _rule(i: int, spec: dict[str, Any], webhooks: Mapping[str, Webhook], tags: M
                 raise RuleError(f"{where}: key 'tags': {t!r} is not defined; defined tags: "
                                 f"{sorted(tags) or 'none (add a [tags.NAME] table)'}")
             chosen.append(tags[t])
-        return Rule(name, rtype, webhook, frozenset({"human"}), tenants, campaigns, tags=tuple(chosen))
+        return Rule(name, rtype, webhook, frozenset({HUMAN}), tenants, campaigns, tags=tuple(chosen))
     if rtype == OPENS_WITHOUT_CLICK:
         n = spec.get("min_opens")
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100:

@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from ingest.spool import Position, Spool, SpoolInUse
+from ingest.spool import (
+    CHECKPOINT_FILE,
+    LOCK_FILE,
+    Position,
+    Spool,
+    SpoolInUse,
+    is_journal_file,
+    segment_name,
+    worker_folder,
+    worker_index,
+)
 from schemas.records import Record
 
 
@@ -236,3 +246,27 @@ def test_a_segment_that_cannot_be_opened_loses_no_hit_and_no_descriptor(tmp_path
     assert len(set(work.fds)) == len(work.fds)
     work.run()
     assert [r.value[900:].decode() for r, _ in spool.read_from(spool.acked, 100)] == [str(i) for i in range(12)]
+
+
+def test_the_layout_on_disk_is_named_in_one_place(tmp_path: Path) -> None:
+    """Workers, adoption and the spool itself use these names: pinned, since spools written by an
+    earlier version must still be found and replayed."""
+    assert worker_folder(tmp_path, 3) == tmp_path / "worker-3"
+    assert [worker_index(n) for n in ("worker-0", "worker-12", "worker-", "worker-x", "seg-1", "w-1")] == [
+        0, 12, None, None, None, None]
+    assert segment_name(7) == "seg-000000000007.log"
+    assert [is_journal_file(n) for n in ("seg-000000000007.log", "checkpoint", "checkpoint.tmp", "lock")] == [
+        True, True, True, False]
+    folder = worker_folder(tmp_path, 0)
+    spool = Spool(folder, segment_bytes=200)
+    for i in range(5):
+        spool.append(rec(i))
+    spool.ack(spool.read_from(spool.acked, 1000)[2][1])
+    spool.take_sync_work().run()
+    segments = spool.segments()
+    spool.close()
+    # what the spool writes is what the names say
+    names = sorted(p.name for p in folder.iterdir())
+    assert segments
+    assert names == sorted([CHECKPOINT_FILE, LOCK_FILE, *(segment_name(s) for s in segments)])
+    assert all(is_journal_file(n) for n in names if n != LOCK_FILE)
