@@ -11,6 +11,7 @@ from processors.enrich import (
     UA_BOT,
     UA_BROWSER,
     UA_EMPTY,
+    UA_GENERIC,
     UA_GMAIL_PREFETCH,
     UA_GMAIL_PROXY,
     UA_LIBRARY,
@@ -66,6 +67,7 @@ R_HONEYPOT = "honeypot"
 R_EMPTY_UA = "empty_ua"
 R_LIB_UA = "lib_ua"
 R_BOT_UA = "bot_ua"
+R_GENERIC_UA = "generic_ua"  # a UA with no shape of a browser, in-app browser or mail client
 R_UA_GMAIL_PREFETCH = "ua_gmail_prefetch"
 R_HEAD = "head_request"
 R_NET_MAIL_SECURITY = "net_mail_security"
@@ -253,6 +255,8 @@ def static_verdict(hit: Hit, prof: UaProfile, net: NetworkInfo | None, config: C
         return verdict_of(MACHINE, BOT, (R_LIB_UA,))
     if kind == UA_BOT:
         return verdict_of(MACHINE, BOT, (R_BOT_UA,))
+    if kind == UA_GENERIC:
+        return verdict_of(MACHINE, BOT, (R_GENERIC_UA,))
     if kind == UA_GMAIL_PREFETCH:
         return verdict_of(MACHINE, GMAIL_PREFETCH, (R_UA_GMAIL_PREFETCH,))
     is_open = hit.kind == "open"
