@@ -27,7 +27,7 @@ APPLE_MAIL, IOS_MAIL, OUTLOOK, THUNDERBIRD, SAMSUNG_EMAIL, WEBMAIL = (
 # What a user agent is, for classification (UaProfile.kind).
 UA_GMAIL_PROXY = "gmail_proxy"        # Gmail's image proxy: a person's open, seen through Google
 UA_YAHOO_PROXY = "yahoo_proxy"        # Yahoo / AOL image proxy
-UA_WEBMAIL_PROXY = "webmail_proxy"    # other webmails' image proxies that name themselves (HEY, Fastmail)
+UA_WEBMAIL_PROXY = "webmail_proxy"    # other webmails' image proxies naming themselves (HEY, Fastmail, …)
 UA_GMAIL_PREFETCH = "gmail_prefetch"  # Gmail's prefetch / content-sampling bot
 UA_BARE_MOZILLA = "bare_mozilla"      # exactly "Mozilla/5.0": Apple Mail Privacy Protection's prefetch
 UA_LIBRARY = "library"                # HTTP libraries and command-line tools
@@ -234,6 +234,11 @@ def ua_signature(ua: str) -> str | None:
     if s == "Mozilla/5.0":
         return UA_BARE_MOZILLA
     low = s.lower()
+    if "proxy" in low and "mail" in low:
+        # Any other webmail's image proxy that says so, the way Google's ("GoogleImageProxy") and Yahoo's
+        # ("YahooMailProxy") do: a person's open seen through the webmail, not a program of its own. Before the
+        # machine rules below, which would otherwise take it for a bare product token.
+        return UA_WEBMAIL_PROXY
     if "gmail-content-sampling" in low:
         return UA_GMAIL_PREFETCH
     # Gmail's prefetcher: a legacy Edge 12 UA with a second "Mozilla/5.0" glued on the end. No real

@@ -240,3 +240,16 @@ def test_people_shapes_stay_people(make_classifier: Callable[..., Classifier], e
 def test_machine_reason(make_classifier: Callable[..., Classifier], ua: str, reason: str) -> None:
     [d] = make_classifier().feed(make_hit(5 * HOUR, "click", ua=ua, link=LINKS[0]))
     assert (d.verdict.verdict, d.verdict.reasons) == ("machine", (reason,))
+
+
+@pytest.mark.parametrize("ua", ["Mozilla/5.0 ExampleEmailProxy/2.0", "ExampleMail/6.0 (incompatible; ImageProxy/6.0)"])
+def test_webmail_image_proxies_that_say_so_are_proxies_not_programs(make_classifier: Callable[..., Classifier],
+                                                                    ua: str) -> None:
+    # No client shape, yet not a program's own fetch: a person's open seen through a webmail, like Yahoo's
+    # "YahooMailProxy". The open counts as a proxy's; a click through it is not a person's.
+    c = make_classifier()
+    [opened] = c.feed(make_hit(5 * HOUR, "open", ua=ua))
+    [clicked] = c.feed(make_hit(5 * HOUR, "click", ua=ua, link=LINKS[0], message="m-2"))
+    assert (opened.verdict.verdict, opened.verdict.reasons) == ("proxy", ("ua_webmail_proxy",))
+    assert (clicked.verdict.verdict, clicked.verdict.reasons) == (
+        "machine", ("ua_webmail_proxy", "click_by_image_proxy"))
