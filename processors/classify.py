@@ -11,6 +11,7 @@ from processors.enrich import (
     UA_BOT,
     UA_BROWSER,
     UA_EMPTY,
+    UA_GENERIC,
     UA_GMAIL_PREFETCH,
     UA_GMAIL_PROXY,
     UA_LIBRARY,
@@ -61,6 +62,7 @@ from schemas.verdicts import (
     R_CLOUD_CLICK_NO_OPEN,
     R_EMPTY_UA,
     R_FAST,
+    R_GENERIC_UA,
     R_HEAD,
     R_HEAD_THEN_GET,
     R_HONEYPOT,
@@ -248,6 +250,8 @@ def static_verdict(hit: Hit, prof: UaProfile, net: NetworkInfo | None, config: C
         return verdict_of(MACHINE, BOT, (R_LIB_UA,))
     if kind == UA_BOT:
         return verdict_of(MACHINE, BOT, (R_BOT_UA,))
+    if kind == UA_GENERIC:
+        return verdict_of(MACHINE, BOT, (R_GENERIC_UA,))
     if kind == UA_GMAIL_PREFETCH:
         return verdict_of(MACHINE, GMAIL_PREFETCH, (R_UA_GMAIL_PREFETCH,))
     is_open = hit.kind == "open"

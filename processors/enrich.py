@@ -27,12 +27,13 @@ APPLE_MAIL, IOS_MAIL, OUTLOOK, THUNDERBIRD, SAMSUNG_EMAIL, WEBMAIL = (
 # What a user agent is, for classification (UaProfile.kind).
 UA_GMAIL_PROXY = "gmail_proxy"        # Gmail's image proxy: a person's open, seen through Google
 UA_YAHOO_PROXY = "yahoo_proxy"        # Yahoo / AOL image proxy
-UA_WEBMAIL_PROXY = "webmail_proxy"    # other webmails' image proxies that name themselves (HEY, Fastmail)
+UA_WEBMAIL_PROXY = "webmail_proxy"    # other webmails' image proxies naming themselves (HEY, Fastmail, …)
 UA_GMAIL_PREFETCH = "gmail_prefetch"  # Gmail's prefetch / content-sampling bot
 UA_BARE_MOZILLA = "bare_mozilla"      # exactly "Mozilla/5.0": Apple Mail Privacy Protection's prefetch
 UA_LIBRARY = "library"                # HTTP libraries and command-line tools
 UA_EMPTY = "empty"                    # no user agent at all
 UA_BOT = "bot"                        # self-declared crawlers, link expanders, headless browsers
+UA_GENERIC = "generic"                # no shape of a browser, in-app browser or mail client: a program's own UA
 UA_BROWSER = "browser"                # a web browser (webmail or a click)
 UA_MAIL_APP = "mail_app"              # a native mail client (Outlook, Apple Mail, iOS Mail, ...)
 UA_OTHER = "other"                    # anything else: no opinion
@@ -84,6 +85,54 @@ _BOT_FRAGMENTS = (
 _GENERIC_UAS = frozenset({
     "default_user_agent", "-", "null", "undefined", "user-agent", "mozilla/5.0 (compatible)",
 })
+# Words a program uses to say what it is, matched as whole words (letters on neither side), so that a product
+# name containing one stays a product name: "CamScanner/4.8.5" and "Banca Caboto" are people's, "Site Monitor",
+# "link_checker" and "Sogou-bot" are not. RFC 9110 §10.1.5 asks a User-Agent to name the product, and
+# crawler-user-agents' own instances name themselves with these words; no browser or mail client of the
+# browser corpora (isbot's, uap-core's) carries one as a word.
+_MACHINE_WORDS = frozenset({
+    "bot", "bots", "robot", "robots", "crawl", "crawler", "crawling", "spider", "scan", "scanner", "monitor",
+    "monitoring", "checker", "check", "validator", "validation", "fetcher", "preview", "headless", "probe",
+    "scraper", "grabber", "extractor", "synthetic", "synthetics", "uptime", "health", "healthcheck",
+    "healthchecker", "subscribers", "lookup", "daemon", "analyzer", "analyser", "parser", "resolver",
+    # the protocol or the language runtime of a program's HTTP stack, named as a word (uap-core's
+    # "Debian APT-HTTP/1.3", "scalaj-http/1.0", "aws-sdk-ruby2/2.2.18 ruby/2.1.5", "GuzzleHttp/6.3.3 PHP/7.1.17";
+    # gRPC's default "grpc-go/1.60.0"): a browser names its engine, not its protocol. Not "java" (J2ME phone
+    # browsers say "(Java; U; MIDP-2.0)") nor "lua" (a Huawei phone model is "LUA-L23").
+    "http", "python", "perl", "ruby", "php", "nodejs", "golang", "grpc",
+})
+# A UA's words: its runs of letters, lower-case.
+_NOT_LETTERS = re.compile(r"[^a-z]+")
+# A web address or an e-mail address: a crawler's "+http://example.com/bot.html" or "bot@example.com" contact
+# (the form crawler-user-agents' instances and Google's, Bing's and Yandex's crawler docs show). A person's
+# browser or mail client never names a web page or a mailbox in its UA ("android@111.0" in Ecosia's is a
+# version, not an address: the domain must end in letters).
+_CONTACT = re.compile(r"https?:|www\.[a-z0-9-]+\.|[a-z0-9._%+-]@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}(?![a-z0-9])")
+# Tokens that give a UA the shape of a person's client when ua_parser (uap-core) knows neither its browser nor its
+# OS: a rendering engine (AppleWebKit, Gecko, KHTML, Trident, Presto) or a platform a person runs a browser or
+# app on (uap-core's OS families, including the old home computers, consoles and feature phones of its test
+# cases), or an Apple/Android app stack ("CFNetwork/... Darwin/...", "Dalvik/..."). Matched as substrings: a
+# false match only spares a UA, it never makes one a machine.
+_CLIENT_SHAPE = re.compile(
+    r"applewebkit|gecko|khtml|trident|presto|windows|win(?:[0-9]|nt)|macintosh|mac os|mac_powerpc|"
+    r"linux|android|iphone|ipad|ipod|ios|x11|cros|bsd|sunos|amiga|morphos|beos|haiku|syllable|inferno|"
+    r"risc ?os|os/2|playstation|nintendo|xbox|roku|tizen|webos|kaios|midp|cldc|symbian|series ?[46]0|"
+    r"blackberry|palm|hbbtv|smart-?tv|cfnetwork|darwin|dalvik|j2me|java|brew|openwave|up\.browser|"
+    r"docomo|kddi|softbank|vodafone|samsung|nokia|sonyericsson|motorola|\bmot-|lg-|htc|"
+    # a CPU architecture: the build of an app for a device ("GoogleApp/14.35.18.28.arm64")
+    r"arm64|aarch64|armv[5-8]|x86_64|x64|i[3-6]86|"
+    # Mozilla Android Components' own HTTP client, "MozacFetch/<version>" (mozilla-mobile android-components,
+    # concept-fetch): Firefox for Android's and Focus's downloads
+    r"mozac")
+# A program's name in the places a browser leaves alone: inside WebKit's engine comment, which every WebKit and Blink
+# browser closes right after "(KHTML, like Gecko" (old ones add ", Safari/419.3"; Googlebot's, GPTBot's and
+# Amzn-User's documented UAs put "; compatible; <name>" there), or a "(compatible; <name>)" comment after the
+# browser's own tokens (a real browser's "compatible" is in its first comment: "Mozilla/4.0 (compatible; MSIE 8.0;").
+_TAGGED_BROWSER = re.compile(r"like gecko;|(?:safari|chrome|firefox|gecko|version)/[^(]*\(compatible")
+# An attack payload in place of a UA (a scanner testing the header, never a client): SQL ("' OR 1=1", "SELECT ...
+# FROM", "load_file(", "sleep("), PHP or script tags, shell expansions and Shellshock's "() {" (CVE-2014-6271).
+_PAYLOAD = re.compile(
+    r"'\s*(?:or|and|\+|\|\|)|\bselect\b.*\bfrom\b|load_file\(|sleep\(|<\?|<script|\$\{|\$\(|\(\)\s*\{")
 # A "Mozilla/<version>" with something glued on without a space: "Mozilla/5.0libwww-perl/5.826".
 _GLUED_MOZILLA = re.compile(r"mozilla/[0-9.]+(?=[a-z])")
 # ua_parser families of native mail clients (the parse result names them for us).
@@ -167,7 +216,10 @@ _MASKED: dict[tuple[str, int, str], Enrichment] = {}
 def ua_signature(ua: str) -> str | None:
     """The kind of a user agent recognisable from its text alone (proxies, prefetchers, tools, listed bots),
     else None. Mail-specific signatures first (a listed pattern must not turn Gmail's proxy into a bot), then
-    our own table of what the public lists miss, then the crawler-user-agents list (processors.uabots)."""
+    our own table of what the public lists miss, then the crawler-user-agents list (processors.uabots), then
+    what no person's client puts in its UA: a contact address, a machine word, an attack payload, a program's
+    tag inside or before a browser's UA. (A UA with no client shape at all is told in profile_ua, which has
+    ua_parser's parse.)"""
     s = ua.strip()
     if not s:
         return UA_EMPTY
@@ -182,6 +234,11 @@ def ua_signature(ua: str) -> str | None:
     if s == "Mozilla/5.0":
         return UA_BARE_MOZILLA
     low = s.lower()
+    if "proxy" in low and "mail" in low:
+        # Any other webmail's image proxy that says so, the way Google's ("GoogleImageProxy") and Yahoo's
+        # ("YahooMailProxy") do: a person's open seen through the webmail, not a program of its own. Before the
+        # machine rules below, which would otherwise take it for a bare product token.
+        return UA_WEBMAIL_PROXY
     if "gmail-content-sampling" in low:
         return UA_GMAIL_PREFETCH
     # Gmail's prefetcher: a legacy Edge 12 UA with a second "Mozilla/5.0" glued on the end. No real
@@ -203,6 +260,20 @@ def ua_signature(ua: str) -> str | None:
     listed = uabots.default_matcher().match(s)
     if listed is not None:
         return UA_LIBRARY if listed.kind == uabots.LIBRARY else UA_BOT
+    if ("http" in low or "www." in low or "@" in low) and _CONTACT.search(low) is not None:
+        return UA_BOT
+    if not _MACHINE_WORDS.isdisjoint(_NOT_LETTERS.split(low)):
+        return UA_BOT
+    if ("'" in low or "<" in low or "$" in low or "{" in low or "select" in low or "sleep(" in low
+            or "load_file(" in low) and _PAYLOAD.search(low) is not None:
+        return UA_BOT
+    if "like gecko;" in low or ("(compatible" in low and _TAGGED_BROWSER.search(low) is not None):
+        return UA_BOT
+    if ", mozilla/" in low:
+        # A program or a proxy that put its own name before a browser's UA ("ExampleTool/2.0, Mozilla/5.0 (X11;
+        # ..."): a browser's UA starts with its own product token, and lists further tokens with spaces (RFC 9110
+        # §10.1.5), never with a comma.
+        return UA_BOT
     return None
 
 
@@ -275,12 +346,25 @@ def profile_ua(ua: str, parser: Any) -> UaProfile:
         # ua_parser's catch-all spider rule matches substrings ("bot" in "Banca Caboto s.p.a.", an IE
         # build's tag); a bot that ua_parser knows gets its own family, not a browser's.
         device_family = ""
+    elif (device_family == "Spider" and sig is None and result.user_agent is None
+          and _CLIENT_SHAPE.search(ua.lower()) is not None):
+        # The same catch-all on a product name alone ("^voyager" takes the Amiga browser "Voyager3/AmigaoS3.1"),
+        # where neither the lists, nor a machine word, nor an address says machine, and the UA names a
+        # platform a person runs a client on: the shape wins over a name fragment.
+        device_family = ""
     device = _device(ua, os_family, device_family, (dev.brand or "") if dev else "")
     if sig in (UA_LIBRARY, UA_BOT):
         return UaProfile(browser, os_family, BOT, UNKNOWN, sig, False)
     if device == BOT:
         return UaProfile(browser, os_family, BOT, UNKNOWN, UA_BOT, False)
     client = _mail_client(ua, browser, os_family, device)
+    if (client == UNKNOWN and result.user_agent is None and result.os is None and dev is None
+            and _CLIENT_SHAPE.search(ua.lower()) is None):
+        # Neither uap-core nor the shape of the text says browser, app or mail client: a bare product token
+        # ("GoogleHC/1.0", Google Cloud's health checks; "GitLab/16.8.0", its webhooks), a product name in words,
+        # a placeholder ("SomethingWeNeverKnewExisted", uap-core's case of it). A person's click comes from one of
+        # those three, so a UA that is none of them is a program's own.
+        return UaProfile(UNKNOWN, UNKNOWN, BOT, UNKNOWN, UA_GENERIC, False)
     if client == OUTLOOK and os_family == UNKNOWN and "ms-office" in ua.lower():
         # "Mozilla/4.0 (compatible; ms-office; MSOffice 16)" is Outlook for Windows' Word renderer.
         os_family, device = "Windows", DESKTOP

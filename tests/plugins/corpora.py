@@ -51,6 +51,15 @@ UAP_NOT_BROWSERS = frozenset({
     "OpenVAS Scanner", "HeadlessChrome", "PhantomJS",
     # feed readers, an ad crawler, Gmail's image proxy (a click through it is the proxy's, not a person's)
     "Feedbin", "Tiny Tiny RSS", "Mediapartners-Google", "GmailImageProxy",
+    # more HTTP libraries, SDKs and package managers, and a library tagged onto a browser's UA
+    "go-resty", "scalaj-http", "akka-http", "HTTPClient", "lua-resty-http", "aws-sdk-ruby2", "aws-sdk-nodejs",
+    "sap-leonardo-iot-sdk-nodejs", "Debian APT-HTTP", "Ubuntu APT-HTTP", "Google-HTTP-Java-Client",
+    # crawlers ua_parser gives no "Spider" device, a feed fetcher, a blog platform's server-side fetch, an
+    # Amazon S3 storage client (it speaks the S3 API, it never opens a link). Not "Pinterest": uap-core files
+    # the Pinterest app and Pinterest's crawler under one family.
+    "HuaweiSymantecSpider", "Connector Spider", "moba-crawler", "mobile crawler", "Bloglovin", "Ghost", "S3 Browser",
+    # uap-core's "Other": its cases for strings it knows no client in ("SomethingWeNeverKnewExisted")
+    "Other",
 })
 
 
