@@ -50,7 +50,6 @@ sys.path.insert(0, str(ROOT))
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
-from pixeltrack.simulate import load_patterns, simulate  # noqa: E402
 from pixeltrack.wiring import build_processor  # noqa: E402
 from processors.clickhouse import connect, migrate  # noqa: E402
 from processors.gc_tuning import tune_gc_for_batches  # noqa: E402
@@ -60,6 +59,7 @@ from schemas import native  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 from schemas.tokens import Keyring  # noqa: E402
 from schemas.topics import Topics  # noqa: E402
+from tests.plugins.simulate import load_patterns, simulate  # noqa: E402
 from tests.plugins.stand_in import with_process  # noqa: E402
 
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"

@@ -23,7 +23,6 @@ from aiohttp import web
 from pixeltrack.dashboard import create_dashboard_app, query_with
 from pixeltrack.dashboard.queries import SUMMARY_SQL, Query
 from pixeltrack.report import ab_verdict, fetch
-from pixeltrack.simulate import Simulation, load_patterns, simulate
 from processors.writer import ClickHouseWriter
 from schemas.reasons import reason as reason_label
 from schemas.records import Record
@@ -34,6 +33,7 @@ from schemas.topics import Topics
 from tests.integration.test_analytics import run_pipeline
 from tests.integration.test_cookbook import write_city_db
 from tests.plugins.clickhouse import ClickHouseDb
+from tests.plugins.simulate import Simulation, load_patterns, simulate
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from pixeltrack.report import ab_verdict, fetch, render
-from pixeltrack.simulate import Simulation, load_patterns, simulate
 from pixeltrack.wiring import build_processor
 from processors.local_runner import LocalRecord
 from processors.step import process_and_write
@@ -20,6 +19,7 @@ from schemas.settings import Settings
 from schemas.tokens import Keyring
 from schemas.topics import Topics
 from tests.plugins.clickhouse import ClickHouseDb
+from tests.plugins.simulate import Simulation, load_patterns, simulate
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "labelled-hits.jsonl"
 TRUTH_COLUMNS = ("delivered", "unique_opens", "opens_human", "opens_proxy", "opens_machine", "opens_duplicate",

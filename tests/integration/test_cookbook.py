@@ -17,7 +17,6 @@ from clickhouse_connect.driver.client import Client
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from pixeltrack.simulate import SimHit, Simulation, load_patterns, simulate
 from pixeltrack.wiring import build_processor
 from processors.clickhouse import connect, migrate
 from processors.local_runner import LocalRecord
@@ -29,6 +28,7 @@ from schemas.tokens import Keyring
 from schemas.topics import Topics
 from tests.integration.test_analytics import run_pipeline
 from tests.plugins.clickhouse import ClickHouseDb
+from tests.plugins.simulate import SimHit, Simulation, load_patterns, simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "analysts.md"

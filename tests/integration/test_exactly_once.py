@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from pixeltrack.simulate import load_patterns, simulate
 from pixeltrack.wiring import build_processor
 from processors.batch import TableRows
 from processors.clickhouse import migrate
@@ -28,6 +27,7 @@ from schemas.topics import Topics
 from tests.integration.test_analytics import TRUTH_COLUMNS, recount, summary
 from tests.integration.writers import SlowWriter
 from tests.plugins.clickhouse import ClickHouseDb
+from tests.plugins.simulate import load_patterns, simulate
 from tests.plugins.stand_in import with_process
 from tests.plugins.waiting import eventually
 

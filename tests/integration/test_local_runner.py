@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from pixeltrack.simulate import load_patterns, simulate
 from pixeltrack.wiring import build_processor
 from processors.local_runner import LocalRunner
 from processors.writer import ClickHouseWriter
@@ -19,6 +18,7 @@ from schemas.topics import Topics
 from tests.integration.test_analytics import FIXTURE, TRUTH_COLUMNS, summary
 from tests.integration.writers import FailingWriter, SlowWriter
 from tests.plugins.clickhouse import ClickHouseDb
+from tests.plugins.simulate import load_patterns, simulate
 from tests.plugins.stand_in import with_process
 from tests.plugins.waiting import eventually
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from pixeltrack.simulate import load_patterns, simulate
 from processors.classify_file import build_classifier
 from processors.local_runner import LocalRecord
 from processors.pipeline import HitProcessor
@@ -20,6 +19,7 @@ from schemas.tokens import Keyring, TokenPayload
 from schemas.topics import Topics
 from tests.integration.test_analytics import FIXTURE, run_pipeline
 from tests.plugins.clickhouse import ClickHouseDb
+from tests.plugins.simulate import load_patterns, simulate
 
 TABLES_WITH_RECIPIENT = ("events", "sends", "conversions", "message_totals")
 

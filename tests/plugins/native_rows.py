@@ -13,7 +13,6 @@ from pathlib import Path
 
 import orjson
 
-from pixeltrack.simulate import load_patterns, simulate
 from processors.classify_file import build_classifier
 from processors.local_runner import LocalRecord
 from processors.pipeline import HitProcessor
@@ -21,6 +20,7 @@ from schemas import native
 from schemas.records import REPLAY_HEADER, DeadLetter, RawHit
 from schemas.tokens import Keyring
 from schemas.topics import Topics
+from tests.plugins.simulate import load_patterns, simulate
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "labelled-hits.jsonl"
 
