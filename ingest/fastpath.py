@@ -10,9 +10,9 @@ nothing else all day. So the edge's listening socket speaks a thin protocol firs
   lines of a token name, a colon, at most one space and a value without surrounding blanks or control
   bytes, within the edge's limits; exactly one non-empty Host; no Content-Length, Transfer-Encoding,
   Upgrade or Expect (so no body: the head is the whole request, for any parser);
-- such a request is answered at once by the same Edge methods the aiohttp handlers call: same token
-  checks, same journal and queue, same dead letters; the answer is pre-rendered bytes plus Date and
-  Connection lines.
+- such a request becomes the same RequestFacts the aiohttp front end builds (ingest.edge) and is
+  answered at once by the same Edge methods: same token checks, same journal and queue, same dead
+  letters; the answer is pre-rendered bytes plus Date and Connection lines.
 
 Anything else — another route, a body, an odd target or header, a head too long, bare-LF line ends —
 hands the connection, with every byte not yet answered, to aiohttp's RequestHandler for good
@@ -28,6 +28,14 @@ timer per request: a head not complete `header_timeout` after the connection ope
 byte arrived, and a connection that sent no byte for `keepalive_timeout`, are closed; a
 connection over the process's cap is refused on arrival. A connection handed to aiohttp keeps its slot
 and the clock of its pending head (serving.GuardedConnection takes over both).
+
+aiohttp's public API here: web.Server as the protocol factory of a handed-over connection, AppRunner's
+server and app, BaseSite.start/stop (which register the site with its runner). Private names, each
+checked so that an aiohttp beyond the range pyproject.toml pins fails loudly, naming it:
+- BaseSite._server and TCPSite._bound_port, set by EdgeSite.start: a site has no public way to hand
+  aiohttp its listener (stop() closes it, runner.addresses lists it): check_site_internals, at start;
+- RequestHandler._messages/_request_in_progress, read by serving.GuardedConnection: check_aiohttp_internals;
+- aiohttp.http_parser.SINGLETON_HEADERS, copied here (not imported): test_fastpath pins the copy.
 """
 
 from __future__ import annotations

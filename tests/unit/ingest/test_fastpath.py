@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from ingest.app import SERVER_LIMITS, create_app, request_facts
 from ingest.edge import RequestFacts, kept_headers
 from ingest.fastpath import SINGLETON_HEADERS as FAST_SINGLETONS
-from ingest.fastpath import EdgeSite, parse_head
+from ingest.fastpath import EdgeSite, check_site_internals, parse_head
 from ingest.pages import NOT_FOUND_HTML
 from ingest.pixel import GIF
 from ingest.serving import ServerLimits
@@ -343,3 +343,21 @@ def test_the_fast_paths_singleton_headers_are_aiohttps() -> None:
     private aiohttp.http_parser.SINGLETON_HEADERS: an aiohttp that changes the set fails here, by name."""
     assert {h.lower() for h in SINGLETON_HEADERS} == FAST_SINGLETONS, \
         "aiohttp.http_parser.SINGLETON_HEADERS changed: update ingest.fastpath.SINGLETON_HEADERS"
+
+
+async def test_an_edge_site_is_its_runners_and_the_check_names_what_moved() -> None:
+    """EdgeSite hands aiohttp its listener through two private fields (BaseSite._server, TCPSite._bound_port):
+    the runner lists the port and stop() closes it; when aiohttp reads them elsewhere the check at start
+    refuses, naming them."""
+    runner, served = await _serve(True)
+    try:
+        assert [a[1] for a in runner.addresses] == [served.port]
+        check_site_internals(served.site, runner, served.port)  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError, match=r"BaseSite\._server/TCPSite\._bound_port moved"):
+            check_site_internals(served.site, runner, served.port + 1)  # type: ignore[arg-type]
+        await served.site.stop()
+        assert runner.addresses == []
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", served.port)
+    finally:
+        await runner.cleanup()
