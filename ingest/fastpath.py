@@ -10,9 +10,9 @@ nothing else all day. So the edge's listening socket speaks a thin protocol firs
   lines of a token name, a colon, at most one space and a value without surrounding blanks or control
   bytes, within the edge's limits; exactly one non-empty Host; no Content-Length, Transfer-Encoding,
   Upgrade or Expect (so no body: the head is the whole request, for any parser);
-- such a request is answered at once by the same Edge methods the aiohttp handlers call: same token
-  checks, same journal and queue, same dead letters; the answer is pre-rendered bytes plus Date and
-  Connection lines.
+- such a request becomes the same RequestFacts the aiohttp front end builds (ingest.edge) and is
+  answered at once by the same Edge methods: same token checks, same journal and queue, same dead
+  letters; the answer is pre-rendered bytes plus Date and Connection lines.
 
 Anything else — another route, a body, an odd target or header, a head too long, bare-LF line ends —
 hands the connection, with every byte not yet answered, to aiohttp's RequestHandler for good
@@ -28,6 +28,14 @@ timer per request: a head not complete `header_timeout` after the connection ope
 byte arrived, and a connection that sent no byte for `keepalive_timeout`, are closed; a
 connection over the process's cap is refused on arrival. A connection handed to aiohttp keeps its slot
 and the clock of its pending head (serving.GuardedConnection takes over both).
+
+aiohttp's public API here: web.Server as the protocol factory of a handed-over connection, AppRunner's
+server and app, BaseSite.start/stop (which register the site with its runner). Private names, each
+checked so that an aiohttp beyond the range pyproject.toml pins fails loudly, naming it:
+- BaseSite._server and TCPSite._bound_port, set by EdgeSite.start: a site has no public way to hand
+  aiohttp its listener (stop() closes it, runner.addresses lists it): check_site_internals, at start;
+- RequestHandler._messages/_request_in_progress, read by serving.GuardedConnection: check_aiohttp_internals;
+- aiohttp.http_parser.SINGLETON_HEADERS, copied here (not imported): test_fastpath pins the copy.
 """
 
 from __future__ import annotations
@@ -36,18 +44,19 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import time
 from email.utils import formatdate
 from typing import Any, NamedTuple, cast
 
+import aiohttp
 from aiohttp import web
-from aiohttp.http_parser import SINGLETON_HEADERS
-from aiohttp.tcp_helpers import tcp_nodelay
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from ingest import metrics
-from ingest.app import EDGE, KEPT, SERVER_LIMITS, Edge
-from ingest.pixel import GIF, NOT_FOUND_HEADERS, NOT_FOUND_HTML, PIXEL_HEADERS, REDIRECT_HEADERS
+from ingest.app import EDGE, SERVER_LIMITS
+from ingest.edge import KEPT, Edge, RequestFacts
+from ingest.pages import NOT_FOUND_HEADERS, NOT_FOUND_HTML
+from ingest.pixel import GIF, PIXEL_HEADERS, REDIRECT_HEADERS
 from ingest.serving import HEAD_TIMEOUTS, GuardedConnection, LimitedSite, ServerLimits, check_aiohttp_internals, refuse
 from schemas.records import MAX_HEADER
 
@@ -73,30 +82,33 @@ _HEAD = re.compile(
     rb"((?:%s{1,256}: ?(?:%s(?:[ \t]?%s)*)?\r\n){0,%d})\r\n" % (_LINE_MAX - 32, _TCHAR, _VCHAR, _VCHAR, _HEADERS_MAX),
     re.DOTALL)
 _NO_BODY_ALLOWED = frozenset(("content-length", "transfer-encoding", "upgrade", "expect"))
+# Headers aiohttp's parser refuses twice (a 400): aiohttp.http_parser.SINGLETON_HEADERS, a private name,
+# copied so the request path imports nothing private; test_fastpath pins the copy to aiohttp's.
+SINGLETON_HEADERS = frozenset(("content-length", "content-location", "content-range", "content-type", "etag",
+                               "host", "max-forwards", "server", "transfer-encoding", "user-agent"))
 
 
 class FastRequest(NamedTuple):
-    method: str
-    target: str  # the raw request target: path and query, as aiohttp's raw_path
+    facts: RequestFacts  # what the Edge reads (the aiohttp front end's request_facts makes the same)
     route: bytes  # b"o" or b"c"
     name: str  # the path segment after /o/ or /c/
-    headers: CIMultiDictProxy[str]
-    kept: dict[str, str]  # kept_headers(headers), read on the way
-    host: str
+    pairs: list[tuple[str, str]]  # every header line, in order (what aiohttp's parser reads: the tests')
     close: bool  # close the connection after the answer
     http10: bool
 
 
-def parse_head(head: bytes) -> FastRequest | None:
-    """The request in `head` (one whole head, CRLF CRLF included) if it is one the fast path takes, else
-    None (aiohttp parses it). Names and values are decoded as aiohttp decodes them (UTF-8, undecodable
-    bytes as surrogate escapes)."""
+def parse_head(head: bytes, peer: str | None = None) -> FastRequest | None:
+    """The request in `head` (one whole head, CRLF CRLF included), from `peer`, if it is one the fast
+    path takes, else None (aiohttp parses it). Names and values are decoded as aiohttp decodes them
+    (UTF-8, undecodable bytes as surrogate escapes)."""
     m = _HEAD.fullmatch(head)
     if m is None or len(head) - len(m.group(6)) > _LINE_MAX + 4:
         return None
     pairs: list[tuple[str, str]] = []
     kept: dict[str, str] = {}
     host: str | None = None
+    user_agent = ""
+    xff: str | None = None
     seen: set[str] = set()
     connection = ""
     block = m.group(6)
@@ -112,14 +124,21 @@ def parse_head(head: bytes) -> FastRequest | None:
                 if lower in seen:
                     return None  # a second Host, User-Agent, ...: aiohttp refuses it (400)
                 seen.add(lower)
-            if lower == "host":
-                host = value
-            elif lower in _NO_BODY_ALLOWED:
+                if lower == "host":
+                    host = value
+                elif lower == "user-agent":
+                    user_agent = value
+                elif lower in _NO_BODY_ALLOWED:  # Content-Length, Transfer-Encoding
+                    return None
+            elif lower in _NO_BODY_ALLOWED:  # Upgrade, Expect
                 return None
             elif lower == "connection":
                 connection = f"{connection},{value.lower()}"
-            if lower in KEPT and lower not in kept:  # as kept_headers does
-                kept[lower] = value[:MAX_HEADER]
+            if lower in KEPT:
+                if lower == "x-forwarded-for":  # every line, folded, as ingest.edge.forwarded_for
+                    xff = value if xff is None else f"{xff},{value}"
+                if lower not in kept:  # as kept_headers does
+                    kept[lower] = value[:MAX_HEADER]
             pairs.append((name, value))
     if not host:
         return None
@@ -127,8 +146,8 @@ def parse_head(head: bytes) -> FastRequest | None:
     http10 = m.group(5) == b"0"
     # As llhttp decides: HTTP/1.0 keeps the connection only when asked to, HTTP/1.1 unless asked not to.
     close = "keep-alive" not in tokens if http10 else "close" in tokens
-    return FastRequest(m.group(1).decode(), m.group(2).decode(), m.group(3), m.group(4).decode(),
-                       CIMultiDictProxy(CIMultiDict(pairs)), kept, host, close, http10)
+    facts = RequestFacts(m.group(1).decode(), m.group(2).decode(), host, peer, xff, user_agent, kept, time.time())
+    return FastRequest(facts, m.group(3), m.group(4).decode(), pairs, close, http10)
 
 
 def _head(status: str, headers: Any, length: int) -> bytes:
@@ -191,7 +210,10 @@ class FastPathProtocol(asyncio.Protocol):
             return
         self._taken = True
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport subclass
-        tcp_nodelay(self.transport, True)  # each answer is one small write: never hold it back (Nagle)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # each answer is one small write: never hold it back (Nagle)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self._peer = peer[0] if isinstance(peer, tuple | list) and peer else None
         self._last = self._head_since = self._loop.time()
@@ -252,16 +274,14 @@ class FastPathProtocol(asyncio.Protocol):
     def _answer(self, head: bytes) -> bool:
         """Answers `head` (one whole request head) if it is a plain fast-path request; False if not,
         and nothing was done (aiohttp takes the connection from this head on)."""
-        req = parse_head(head)
+        req = parse_head(head, self._peer)
         if req is None:
             return False
-        edge = self._edge
         if req.route == b"o":
-            edge.open_hit(req.host, req.name, req.method, req.target, req.headers, self._peer, req.kept)
+            self._edge.open_hit(req.facts, req.name)
             status_head, body = PIXEL_HEAD, GIF
         else:
-            location = edge.click_hit(req.host, req.name, req.method, req.target, req.headers, self._peer,
-                                      req.kept)
+            location = self._edge.click_hit(req.facts, req.name)
             if location is None:
                 status_head, body = NOT_FOUND_HEAD, NOT_FOUND_HTML
             else:
@@ -272,7 +292,7 @@ class FastPathProtocol(asyncio.Protocol):
         out = status_head + self._clock.line + connection + b"\r\n"
         transport = self.transport
         assert transport is not None
-        transport.write(out + body if req.method == "GET" else out)
+        transport.write(out + body if req.facts.method == "GET" else out)
         if close:
             transport.close()
         return True
@@ -306,35 +326,53 @@ def may_be_fast(buf: bytes) -> bool:
     return buf.startswith(_PREFIXES) or (len(buf) < 8 and any(p.startswith(buf) for p in _PREFIXES))
 
 
+def check_site_internals(site: web.TCPSite, runner: web.BaseRunner, bound: int) -> None:
+    """Raises RuntimeError, at start, when aiohttp no longer reads a site's listener where EdgeSite puts
+    it: BaseSite._server (BaseSite.stop closes it, BaseRunner.addresses lists its sockets) and
+    TCPSite._bound_port (TCPSite.port reads it). A custom site has no public way to hand aiohttp its
+    server; better to refuse to start, naming them, than to serve a port that stop() leaves open."""
+    if site.port != bound or not any(a[1] == bound for a in runner.addresses if isinstance(a, tuple | list)):
+        raise RuntimeError(f"aiohttp {aiohttp.__version__}: BaseSite._server/TCPSite._bound_port moved; the edge's "
+                           "fast path (ingest/fastpath.py) sets them: install the aiohttp range pyproject.toml pins")
+
+
 class EdgeSite(LimitedSite):
     """A TCPSite whose connections start on the fast path (see the module's docstring). `limits`: the
     process's (default: the settings' defaults); aiohttp's own keep-alive timer is the runner's, so make
-    the runner with `limits.runner`."""
+    the runner with `limits.runner`. It reads nothing of TCPSite's but its public port; it sets the two
+    fields aiohttp reads a site's listener from (check_site_internals)."""
 
     def __init__(self, runner: web.BaseRunner, host: str | None = None, port: int | None = None, *,
                  backlog: int = 1024, reuse_address: bool | None = None, reuse_port: bool | None = None,
                  limits: ServerLimits | None = None) -> None:
         super().__init__(runner, host, port, limits=limits or ServerLimits(), server=SERVER, backlog=backlog,
                          reuse_address=reuse_address, reuse_port=reuse_port)
+        self.runner = runner
+        self.host = host
+        self.listen: dict[str, Any] = {"backlog": backlog, "reuse_address": reuse_address, "reuse_port": reuse_port}
         self._conns: set[FastPathProtocol] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await web.BaseSite.start(self)
+        await web.BaseSite.start(self)  # registers the site with its runner (stop() and cleanup() find it)
         loop = asyncio.get_running_loop()
-        server = self._runner.server
+        server = self.runner.server
         assert isinstance(server, web.Server)
-        app = getattr(self._runner, "app", None)
-        assert app is not None, "EdgeSite serves an AppRunner of the edge's app"
-        edge = app[EDGE]
+        assert isinstance(self.runner, web.AppRunner), "EdgeSite serves an AppRunner of the edge's app"
+        edge = self.runner.app[EDGE]
         check_aiohttp_internals(server)
         clock = _Clock()
         conns, limits = self._conns, self.limits
-        self._server = await loop.create_server(
-            lambda: FastPathProtocol(edge, server, conns, clock, limits), self._host, self._port,
-            backlog=self._backlog, reuse_address=self._reuse_address, reuse_port=self._reuse_port)
-        sockets = self._server.sockets
-        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+        listener = await loop.create_server(lambda: FastPathProtocol(edge, server, conns, clock, limits),
+                                            self.host, self.port, **self.listen)
+        sockets = listener.sockets
+        bound = sockets[0].getsockname()[1] if sockets else self.port
+        self._server, self._bound_port = listener, bound
+        try:
+            check_site_internals(self, self.runner, bound)
+        except RuntimeError:
+            listener.close()
+            raise
         self._sweeper = asyncio.create_task(self._sweep(clock), name="pixeltrack-fastpath-sweeper")
 
     async def _sweep(self, clock: _Clock) -> None:

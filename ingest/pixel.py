@@ -1,4 +1,4 @@
-"""The answers the edge gives: the 43-byte transparent GIF, the redirect, the not-found page."""
+"""The answers the edge gives: the 43-byte transparent GIF and the redirect (the pages: ingest/pages.py)."""
 
 from __future__ import annotations
 
@@ -22,14 +22,4 @@ REDIRECT_HEADERS = CIMultiDictProxy(CIMultiDict({
     "Cache-Control": NO_STORE,
     "Pragma": "no-cache",
     "Referrer-Policy": "no-referrer",
-}))
-
-NOT_FOUND_HTML = (b"<!doctype html><html><head><meta charset=\"utf-8\"><title>Link not found</title>"
-                  b"<meta name=\"robots\" content=\"noindex\"></head><body><h1>Link not found</h1>"
-                  b"<p>This link is not valid or has expired.</p></body></html>")
-
-NOT_FOUND_HEADERS = CIMultiDictProxy(CIMultiDict({
-    "Content-Type": "text/html; charset=utf-8",
-    "Cache-Control": NO_STORE,
-    "X-Robots-Tag": "noindex",
 }))

@@ -12,11 +12,12 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 from aiohttp import web
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ingest.app import check_token, create_app
-from ingest.fastpath import EdgeSite
+from ingest.app import EDGE, create_app
+from ingest.edge import Edge, RequestFacts, UnsubscribeAnswer, check_token
+from ingest.fastpath import EdgeSite, parse_head
 from ingest.pixel import GIF
 from schemas.records import DeadLetter, RawHit, Record
 from schemas.settings import Settings
@@ -116,6 +117,34 @@ class CollectingPublisher:
         return True
 
 
+class RecordingEdge(Edge):
+    """The app's Edge, keeping what each front end hands it: (method called, its arguments but the facts,
+    the facts)."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self, edge: Edge) -> None:
+        super().__init__(edge.tenants, edge.forwarder, edge.ips, edge.edge_id, edge.topics, edge.click_id_param,
+                         edge.dnt, edge.privacy_key)
+        self.seen: list[tuple[str, tuple[object, ...], RequestFacts]] = []
+
+    def open_hit(self, facts: RequestFacts, name: str) -> None:
+        self.seen.append(("open_hit", (name,), facts))
+        super().open_hit(facts, name)
+
+    def click_hit(self, facts: RequestFacts, token: str) -> str | None:
+        self.seen.append(("click_hit", (token,), facts))
+        return super().click_hit(facts, token)
+
+    def unsubscribe(self, facts: RequestFacts, token: str, confirmed: bool) -> UnsubscribeAnswer:
+        self.seen.append(("unsubscribe", (token, confirmed), facts))
+        return super().unsubscribe(facts, token, confirmed)
+
+    def bad_request(self, facts: RequestFacts, kind: str, reason: str, detail: str = "") -> None:
+        self.seen.append(("bad_request", (kind, reason, detail), facts))
+        super().bad_request(facts, kind, reason, detail)
+
+
 class ThreadedEdge:
     """The edge on 127.0.0.1 in a thread of its own, so synchronous hypothesis tests can send it raw
     bytes through a socket (what a test HTTP client would refuse to send). `fast`: served by EdgeSite
@@ -129,11 +158,14 @@ class ThreadedEdge:
         self.thread = threading.Thread(target=self.loop.run_forever, name="edge-under-test", daemon=True)
         self.runner: web.AppRunner | None = None
         self.port = 0
+        self.recording: RecordingEdge | None = None
 
     async def _start(self) -> int:
         s = Settings(_env_file=None, edge_id="prop", spool_dir=None, trusted_proxies=["127.0.0.0/8"],  # type: ignore[call-arg]
                      producer_linger_ms=0)
-        self.runner = web.AppRunner(create_app(s, publisher=self.publisher, keyring=KEYRING), access_log=None)
+        app = create_app(s, publisher=self.publisher, keyring=KEYRING)
+        app[EDGE] = self.recording = RecordingEdge(app[EDGE])
+        self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = EdgeSite(self.runner, "127.0.0.1", 0) if self.fast else web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
@@ -283,3 +315,55 @@ def test_bad_bytes_are_kept_as_dead_letters_with_readable_text(edge: ThreadedEdg
     letter = DeadLetter.decode(edge.publisher.records[-1].value)
     assert (letter.reason, letter.kind) == ("malformed", "open")
     assert "\ufffd" in letter.ua  # undecodable bytes became replacement characters, not an error page
+
+
+# --- both front ends hand the Edge the same facts --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fronts() -> Iterator[tuple[ThreadedEdge, ThreadedEdge]]:
+    fast, plain = ThreadedEdge(fast=True), ThreadedEdge(fast=False)
+    fast.start()
+    plain.start()
+    yield fast, plain
+    fast.stop()
+    plain.stop()
+
+
+kept_name = st.sampled_from([b"User-Agent", b"X-Forwarded-For", b"x-forwarded-for", b"Accept", b"Accept-Language",
+                             b"Via", b"Sec-Purpose", b"Purpose", b"X-Moz", b"Sec-Fetch-Mode", b"Cookie", b"X-Other"])
+plain_value = st.one_of(st.binary(max_size=80).map(lambda b: bytes(c for c in b if 0x21 <= c <= 0x7E or c >= 0x80)),
+                        st.sampled_from([b"203.0.113.9, 10.0.0.1", b"1.2.3.4", b"prefetch", b"\xff\xfe", b"a b",
+                                         b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)"]))
+token_part = st.sampled_from([_b(t) for t in CLICKS[:2] + OPENS[:2] + [EXPIRED]] + [b"junk", b"%FF"])
+query_part = st.sampled_from([b"", b".gif", b"?a=1&b=%20", b".gif?x", b"?\xff"])
+# Mostly what the fast path takes (/o/ and /c/), some of what it hands to aiohttp.
+fetch_path = st.one_of(
+    st.tuples(st.sampled_from([b"/o/", b"/c/"]), token_part, query_part),
+    st.tuples(st.sampled_from([b"/o/", b"/c/"]), token_part, query_part),
+    st.tuples(st.sampled_from([b"/u/", b"/o/x/", b"/c//"]), token_part, query_part),
+).map(lambda t: b"".join(t))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(m=st.sampled_from([b"GET", b"HEAD"]), path=fetch_path,
+       lines=st.lists(st.tuples(kept_name, plain_value), max_size=6), ua=st.none() | plain_value,
+       host=st.sampled_from([b"t.example", b"t.example:8080", b"\xc3\xa9.example"]),
+       version=st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))
+def test_both_front_ends_hand_the_edge_the_same_facts(fronts: tuple[ThreadedEdge, ThreadedEdge], m: bytes,
+                                                      path: bytes, lines: list[tuple[bytes, bytes]],
+                                                      ua: bytes | None, host: bytes, version: bytes) -> None:
+    """The same raw request, to the fast path and to aiohttp alone: the Edge is called the same way with
+    the same RequestFacts (but the clock's reading), so neither front end can record a hit differently."""
+    raw = m + b" " + path + b" " + version + b"\r\nHost: " + host + b"\r\n"
+    raw += b"" if ua is None else b"User-Agent: " + ua + b"\r\n"
+    raw += b"".join(name + b": " + value + b"\r\n" for name, value in lines) + b"Connection: close\r\n\r\n"
+    event("fast path" if parse_head(raw) is not None else "aiohttp")
+    calls = []
+    for front in fronts:
+        assert front.recording is not None
+        before, start = len(front.recording.seen), time.time()
+        answer = front.request(raw)
+        seen = front.recording.seen[before:]
+        assert all(start <= facts.received_at <= time.time() for _, _, facts in seen)
+        calls.append((answer[0], [(call, args, facts._replace(received_at=0.0)) for call, args, facts in seen]))
+    assert calls[0] == calls[1], raw

@@ -10,15 +10,19 @@ from dataclasses import dataclass
 
 import pytest
 from aiohttp import web
-from aiohttp.http_parser import HttpRequestParser
+from aiohttp.http_parser import SINGLETON_HEADERS, HttpRequestParser, RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.test_utils import make_mocked_request
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from ingest.app import SERVER_LIMITS, create_app, kept_headers
-from ingest.fastpath import EdgeSite, parse_head
-from ingest.pixel import GIF, NOT_FOUND_HTML
+from ingest.app import SERVER_LIMITS, create_app, request_facts
+from ingest.edge import RequestFacts, kept_headers
+from ingest.fastpath import SINGLETON_HEADERS as FAST_SINGLETONS
+from ingest.fastpath import EdgeSite, check_site_internals, parse_head
+from ingest.pages import NOT_FOUND_HTML
+from ingest.pixel import GIF
 from ingest.serving import ServerLimits
 from schemas.records import DeadLetter, RawHit, Record
 from schemas.settings import Settings
@@ -207,9 +211,9 @@ async def test_idle_connections_are_closed_and_stop_closes_the_rest() -> None:
 
 # --- parse_head against aiohttp's own parser (differential) ---------------------------------------------
 
-def aiohttp_reads(head: bytes) -> tuple[str, str, int, list[tuple[str, str]], bool] | None:
-    """What aiohttp's parser (with the edge's limits) reads from `head`: None if it refuses it or finds
-    anything but one bodiless, non-upgrade request."""
+def aiohttp_message(head: bytes) -> RawRequestMessage | None:
+    """The request aiohttp's parser (with the edge's limits) reads from `head`: None if it refuses it or
+    finds anything but one bodiless, non-upgrade request."""
     parser = HttpRequestParser(None, None, 2 ** 16, **SERVER_LIMITS)  # type: ignore[arg-type]
     try:
         messages, upgraded, tail = parser.feed_data(head)
@@ -220,8 +224,38 @@ def aiohttp_reads(head: bytes) -> tuple[str, str, int, list[tuple[str, str]], bo
     message, payload = messages[0]
     if payload is not EMPTY_PAYLOAD or message.chunked or message.upgrade:
         return None
+    return message
+
+
+def aiohttp_reads(head: bytes) -> tuple[str, str, int, list[tuple[str, str]], bool] | None:
+    """What aiohttp's parser reads from `head` (aiohttp_message): method, target, minor version, headers,
+    whether the connection closes after it."""
+    message = aiohttp_message(head)
+    if message is None:
+        return None
     return (message.method, message.path, message.version.minor, list(message.headers.items()),
             message.should_close)
+
+
+class PeerTransport:
+    """A transport as far as web.Request reads one: the client's address."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return (self.peer, 40000) if name == "peername" else default
+
+
+def aiohttp_facts(head: bytes, peer: str) -> RequestFacts | None:
+    """The facts the aiohttp front end (ingest.app.request_facts) hands the Edge for `head`, parsed by
+    aiohttp's parser."""
+    message = aiohttp_message(head)
+    if message is None:
+        return None
+    request = make_mocked_request(message.method, message.path, message.headers, version=message.version,
+                                  transport=PeerTransport(peer), loop=None)
+    return request_facts(request)
 
 
 VISIBLE = "".join(chr(c) for c in range(0x21, 0x7F))
@@ -281,11 +315,18 @@ def test_what_parse_head_takes_aiohttp_reads_the_same(head: bytes) -> None:
     read = aiohttp_reads(head)
     assert read is not None, head
     # Header names compare without case: aiohttp spells well-known names its own way ("host" -> "Host").
-    assert read[:3] + read[4:] == (req.method, req.target, 0 if req.http10 else 1, req.close)
-    assert [(k.lower(), v) for k, v in read[3]] == [(k.lower(), v) for k, v in req.headers.items()]
-    assert req.kept == kept_headers(read[3])  # what record_hit would have read from aiohttp's headers
-    assert req.host == req.headers["Host"]
-    assert req.target.startswith(f"/{req.route.decode()}/{req.name}")
+    assert read[:3] + read[4:] == (req.facts.method, req.facts.target, 0 if req.http10 else 1, req.close)
+    assert [(k.lower(), v) for k, v in read[3]] == [(k.lower(), v) for k, v in req.pairs]
+    assert req.facts.headers == kept_headers(read[3])
+    assert req.facts.target.startswith(f"/{req.route.decode()}/{req.name}")
+    # What the Edge is handed: the same facts from either front end (but the clock's reading).
+    before = time.time()
+    req = parse_head(head, "198.51.100.7")
+    ours = aiohttp_facts(head, "198.51.100.7")
+    assert req is not None
+    assert ours is not None
+    assert before <= req.facts.received_at <= ours.received_at <= time.time()
+    assert req.facts._replace(received_at=0.0) == ours._replace(received_at=0.0)
 
 
 def test_parse_head_takes_what_mail_clients_send() -> None:
@@ -294,4 +335,29 @@ def test_parse_head_takes_what_mail_clients_send() -> None:
         head = get(f"/o/{OPEN}.gif?x=1&y=%20", extra=extra)
         req = parse_head(head)
         assert req is not None, extra
-        assert aiohttp_reads(head) == (req.method, req.target, 1, list(req.headers.items()), req.close)
+        assert aiohttp_reads(head) == (req.facts.method, req.facts.target, 1, req.pairs, req.close)
+
+
+def test_the_fast_paths_singleton_headers_are_aiohttps() -> None:
+    """The fast path refuses a second Host, User-Agent, ... as aiohttp's parser does, from a copy of the
+    private aiohttp.http_parser.SINGLETON_HEADERS: an aiohttp that changes the set fails here, by name."""
+    assert {h.lower() for h in SINGLETON_HEADERS} == FAST_SINGLETONS, \
+        "aiohttp.http_parser.SINGLETON_HEADERS changed: update ingest.fastpath.SINGLETON_HEADERS"
+
+
+async def test_an_edge_site_is_its_runners_and_the_check_names_what_moved() -> None:
+    """EdgeSite hands aiohttp its listener through two private fields (BaseSite._server, TCPSite._bound_port):
+    the runner lists the port and stop() closes it; when aiohttp reads them elsewhere the check at start
+    refuses, naming them."""
+    runner, served = await _serve(True)
+    try:
+        assert [a[1] for a in runner.addresses] == [served.port]
+        check_site_internals(served.site, runner, served.port)  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError, match=r"BaseSite\._server/TCPSite\._bound_port moved"):
+            check_site_internals(served.site, runner, served.port + 1)  # type: ignore[arg-type]
+        await served.site.stop()
+        assert runner.addresses == []
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", served.port)
+    finally:
+        await runner.cleanup()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.app import raw_hit_json
+from ingest.edge import raw_hit_json
 from schemas.records import RawHit
 
 text = st.text(max_size=40)

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ingest.app import check_token
+from ingest.edge import check_token
 from pixeltrack.cli import main
 from processors.classify_file import build_classifier
 from processors.pipeline import HitProcessor
