@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from schemas import native
 
-native.activate_for(sys.argv)  # before the imports below load hot modules: serve, process, classify choose here
+native.activate_for(sys.argv)  # before the imports below load hot modules: serve, process, edge, classify choose here
 
 from pixeltrack.instrument_cli import add_instrument_parser, add_sends_parser  # noqa: E402
 from pixeltrack.networks_cli import add_networks_parser  # noqa: E402

@@ -1,7 +1,7 @@
 """The compiled hot path: which form of the HOT modules (mypyc-compiled or plain Python) a process runs.
 
 Importing this module, or `schemas`, changes nothing: no import hook, no hashing. The choice is made by
-the processes that run the hot path (`pixeltrack serve`, `process`, `classify`; the test session),
+the processes that run the hot path (`pixeltrack serve`, `process`, `classify`, `edge`; the tests),
 calling `activate()` before any HOT module is imported. There are two builds:
 
 - Installed (mypyc's ordinary route): `pip install .` compiles the HOT modules (setup.py) into the
@@ -197,7 +197,8 @@ def activate() -> str:
 
 
 # The CLI's commands that run the hot path (the others, like keygen and link, never choose: no hashing).
-HOT_COMMANDS = frozenset({"serve", "process", "classify"})
+# The edge verifies tokens and writes records with it; its spawned workers get the CLI's argv, and choose too.
+HOT_COMMANDS = frozenset({"serve", "process", "classify", "edge"})
 CLI_NAMES = frozenset({"pixeltrack", "cli.py"})  # the console script; python -m pixeltrack.cli
 
 

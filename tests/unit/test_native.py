@@ -84,7 +84,7 @@ def test_importing_the_packages_installs_no_hook_and_hashes_nothing(tmp_path: Pa
 def test_only_the_hot_path_commands_choose() -> None:
     for argv in (["pixeltrack", "keygen"], ["/x/bin/pixeltrack", "link", "serve"], ["pytest", "serve"], ["pixeltrack"]):
         assert native.activate_for(argv) is None
-    assert {"serve", "process", "classify"} == native.HOT_COMMANDS
+    assert {"serve", "process", "classify", "edge"} == native.HOT_COMMANDS
     cli = """
         import json, sys
         sys.argv = %r
