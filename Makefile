@@ -7,8 +7,8 @@ PORT   ?= 8080
 KAFKA_DIR ?= .kafka
 
 # The processors' hot path compiled with mypyc (schemas/native.py): built whenever the build on disk is
-# not one schemas.native would use (missing, incomplete, or any source of schemas/ or processors/ changed).
-NATIVE_CURRENT := PIXELTRACK_NATIVE=1 $(BIN)/python -c "import sys; from schemas import native; sys.exit(not native.ACTIVE)"
+# not one native.activate() would use (missing, incomplete, or any source of schemas/ or processors/ changed).
+NATIVE_CURRENT := PIXELTRACK_NATIVE=1 $(BIN)/python -c "import sys; from schemas import native; sys.exit(native.activate() != native.COMPILED)"
 
 .PHONY: run test native browser unit lint typecheck kafka kafka-stop kafka-jars bench-classify bench-truth bench-pipeline bench-edge bench-faults clean
 

@@ -28,6 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from schemas import native  # noqa: E402
+
+native.activate()  # first, before the hot modules load: compiled when a current build is there (make native)
+
 from processors.classify import COUNTED, Classifier, ClassifierConfig  # noqa: E402
 from processors.classify_file import classify_lines  # noqa: E402
 from processors.enrich import Enricher  # noqa: E402

@@ -47,6 +47,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from schemas import native  # noqa: E402
+
+native.activate()  # first, before the hot modules load: compiled when a current build is there (make native)
+
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
@@ -55,7 +59,6 @@ from processors.clickhouse import connect, migrate  # noqa: E402
 from processors.gc_tuning import tune_gc_for_batches  # noqa: E402
 from processors.kafka_runner import KafkaRunner  # noqa: E402
 from processors.writer import ClickHouseWriter  # noqa: E402
-from schemas import native  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 from schemas.tokens import Keyring  # noqa: E402
 from schemas.topics import Topics  # noqa: E402

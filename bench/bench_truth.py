@@ -36,10 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from schemas import native  # noqa: E402
+
+native.activate()  # first, before the hot modules load: compiled when a current build is there (make native)
+
 from processors.classify import Classifier  # noqa: E402
 from processors.classify_file import build_classifier  # noqa: E402
 from processors.geodata import HOSTING_ASNS  # noqa: E402
-from schemas import native  # noqa: E402
 from tests.plugins import corpora  # noqa: E402
 
 # The release before issue 15's work: the figure "today's bench-classify" was measured on.

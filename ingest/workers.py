@@ -29,6 +29,11 @@ found directly in spool_dir (a single-process edge of an earlier version); empti
 
 from __future__ import annotations
 
+if __name__ in ("__main__", "__mp_main__"):  # `python -m ingest.workers` and its spawned workers: choose the
+    from schemas import native  # compiled hot path (tokens, records) before anything below loads it
+
+    native.activate()
+
 import asyncio
 import contextlib
 import gc

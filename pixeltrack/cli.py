@@ -18,10 +18,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pixeltrack.errors import CommandError
-from pixeltrack.instrument_cli import add_instrument_parser, add_sends_parser
-from pixeltrack.networks_cli import add_networks_parser
-from schemas.settings import Settings
+from schemas import native
+
+native.activate_for(sys.argv)  # before the imports below load hot modules: serve, process, edge, classify choose here
+
+from pixeltrack.errors import CommandError  # noqa: E402
+from pixeltrack.instrument_cli import add_instrument_parser, add_sends_parser  # noqa: E402
+from pixeltrack.networks_cli import add_networks_parser  # noqa: E402
+from schemas.settings import Settings  # noqa: E402
 
 
 def _settings(**overrides: Any) -> Settings:

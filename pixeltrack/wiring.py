@@ -76,7 +76,7 @@ def privacy_key_for(settings: Settings, keyring: Keyring | None) -> bytes:
 
 
 def build_processor(settings: Settings, keyring: Keyring | None) -> HitProcessor:
-    log.info("processor hot path: %s", native.STATE)
+    log.info("processor hot path: %s", native.activate())  # chosen already by the command; else: what runs
     report_snapshot_age(settings.networks_max_age_days)
     classifier = build_classifier(
         geoip_city_db=settings.geoip_city_db, geoip_asn_db=settings.geoip_asn_db,

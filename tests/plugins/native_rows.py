@@ -13,14 +13,17 @@ from pathlib import Path
 
 import orjson
 
-from processors.classify_file import build_classifier
-from processors.local_runner import LocalRecord
-from processors.pipeline import HitProcessor
 from schemas import native
-from schemas.records import REPLAY_HEADER, DeadLetter, RawHit
-from schemas.tokens import Keyring
-from schemas.topics import Topics
-from tests.plugins.simulate import load_patterns, simulate
+
+native.activate()  # first, before the hot modules load: compiled or plain Python, as PIXELTRACK_NATIVE says
+
+from processors.classify_file import build_classifier  # noqa: E402
+from processors.local_runner import LocalRecord  # noqa: E402
+from processors.pipeline import HitProcessor  # noqa: E402
+from schemas.records import REPLAY_HEADER, DeadLetter, RawHit  # noqa: E402
+from schemas.tokens import Keyring  # noqa: E402
+from schemas.topics import Topics  # noqa: E402
+from tests.plugins.simulate import load_patterns, simulate  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "labelled-hits.jsonl"
 
@@ -75,7 +78,7 @@ def main() -> None:
     records += [LocalRecord(topics.hits_raw, 1, i, v, (("trace", None), (REPLAY_HEADER, b"1")))  # type: ignore[arg-type]
                 for i, v in enumerate([v for t, v in values if t == topics.hits_raw][:40])]
     processor = HitProcessor(keyring, build_classifier(), topics, publish_classified=True, batch_max_records=500)
-    out: list[object] = [native.STATE]
+    out: list[object] = [[native.STATE, native.running()]]
     for i in range(0, len(records), 500):
         want = processor.lookups(records[i:i + 500])
         batch = processor.process(records[i:i + 500])
