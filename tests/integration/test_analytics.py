@@ -13,12 +13,12 @@ from pixeltrack.report import ab_verdict, fetch, render
 from pixeltrack.simulate import Simulation, load_patterns, simulate
 from pixeltrack.wiring import build_processor
 from processors.local_runner import LocalRecord
-from processors.step import process_and_write
 from processors.writer import ClickHouseWriter
 from schemas.records import Record
 from schemas.settings import Settings
 from schemas.tokens import Keyring
 from schemas.topics import Topics
+from tests.integration.writers import process_and_write
 from tests.plugins.clickhouse import ClickHouseDb
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "labelled-hits.jsonl"
