@@ -120,6 +120,11 @@ class LocalRunner:
     def batches_written(self) -> int:
         return self._loop.batches_done
 
+    @property
+    def records_done(self) -> int:
+        """Records taken off the bus whose batch was inserted."""
+        return self._loop.records_done
+
     async def run(self, stop: asyncio.Event) -> None:
         """Runs until `stop` is set; a batch taken off the bus is written (or its failure raised) before
         it returns, and a failed batch ends it at once."""
