@@ -7,20 +7,20 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from processors import metrics
+from processors.batch_loop import Batch, BatchLoop
 from processors.gc_tuning import BatchGc
 from processors.pipeline import BatchOutput, HitProcessor
-from processors.step import WRITE_FINISH_TIMEOUT, ErasureWatch, let_finish, write_batch
+from processors.step import WRITE_FINISH_TIMEOUT
 from processors.writer import ClickHouseWriter
 from schemas.aio import finish_within
 from schemas.records import Record
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
-
 
 
 def batch_token(ranges: dict[TopicPartition, tuple[int, int]]) -> str:
@@ -179,11 +179,59 @@ def known_brokers(consumer: AIOKafkaConsumer) -> int:
     return len(cluster.brokers()) if cluster is not None else 1
 
 
+class KafkaTransport:
+    """The batch loop's transport over Kafka (processors.batch_loop): fetches from the consumer group,
+    holding conversions back behind their sends (SendsFirst) and watching for lost brokers
+    (MetadataWatch); publishes classified events with the output producer; commits offsets."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, sends_first: SendsFirst,
+                 watch: MetadataWatch, max_records: int, max_ms: int) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._sends_first = sends_first
+        self._watch = watch
+        self._max_records = max_records
+        self._max_ms = max_ms
+
+    async def fetch(self, stop: asyncio.Event) -> Batch[dict[TopicPartition, tuple[int, int]]] | None:
+        consumer = self._consumer
+        await self._sends_first.apply(consumer)
+        batches = await consumer.getmany(timeout_ms=self._max_ms, max_records=self._max_records)
+        self._watch.check(known_brokers(consumer), asyncio.get_running_loop().time())
+        if not batches:
+            return None
+        records = [r for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for r in batches[tp]]
+        ranges = {tp: (msgs[0].offset, msgs[-1].offset) for tp, msgs in batches.items()}
+        return Batch(records, batch_token(ranges), ranges)
+
+    async def publish(self, out: BatchOutput) -> None:
+        futures = await send_batches(self._producer, out.classified, out.classified_partitions)
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def commit(self, batch: Batch[dict[TopicPartition, tuple[int, int]]]) -> None:
+        consumer, ranges = self._consumer, batch.positions
+        try:
+            await consumer.commit({tp: b + 1 for tp, (_, b) in ranges.items()})
+        except (CommitFailedError, KafkaError) as exc:
+            # A rebalance took the partitions: the next owner resumes after ClickHouse's positions.
+            log.warning("commit failed after insert (%s); positions in ClickHouse cover it", exc)
+        assigned = consumer.assignment()
+        for tp in ranges:
+            # Only partitions still ours: aiokafka asserts on a revoked one (a rebalance that
+            # outwaited this batch).
+            high = consumer.highwater(tp) if tp in assigned else None
+            if high is not None:
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - ranges[tp][1] - 1))
+
+
 class KafkaRunner:
-    """Consumes hits.raw, hits.dlq, sends, conversions and unsubscribes; processes each batch while the
-    previous one is inserted; produces a batch's dead letters and classified events, inserts it, and
-    only then commits its offsets, one batch at a time and in order: at-least-once into Kafka offsets
-    and topics, exactly-once into ClickHouse."""
+    """Consumes hits.raw, hits.dlq, sends, conversions and unsubscribes through the batch loop
+    (processors.batch_loop, which says the order of a batch's steps): processes each batch while the
+    previous one is inserted; publishes a batch's classified events, inserts it with its dead letters,
+    and only then commits its offsets, one batch at a time and in order: at-least-once into Kafka
+    offsets and topics, exactly-once into ClickHouse. A failing insert ends the runner (the batch is
+    read again by the next run)."""
 
     def __init__(self, bootstrap: str, group: str, topics: Topics, processor: HitProcessor,
                  writer: ClickHouseWriter, max_records: int = 5000, max_ms: int = 500,
@@ -198,22 +246,26 @@ class KafkaRunner:
         self._bootstrap = bootstrap
         self._group = group
         self._topics = topics
-        self._processor = processor
         self._writer = writer
         self._max_records = max_records
         self._max_ms = max_ms
         self._client_id = client_id
-        self._after_insert = after_insert
         self._brokers_lost_after = brokers_lost_after  # seconds without a broker in the metadata: raise
         self._sends_slack = max_records if sends_slack is None else sends_slack
-        self.batches_done = 0
-        self.records_done = 0  # records whose batch was inserted and committed
-        self._writing: asyncio.Task[None] | None = None  # the previous batch's insert, publish and commit
-        self._erasures = ErasureWatch(processor, writer)
+        self._processor = processor
         self._gc = gc_schedule
-        self._unwritten = 0  # batches fetched and not yet committed
-        self._all_written = asyncio.Event()
-        self._all_written.set()
+        self._after_insert = after_insert
+        self._loop: BatchLoop[dict[TopicPartition, tuple[int, int]]] | None = None
+
+    @property
+    def batches_done(self) -> int:
+        """Batches inserted and committed."""
+        return self._loop.batches_done if self._loop is not None else 0
+
+    @property
+    def records_done(self) -> int:
+        """Records whose batch was inserted and committed."""
+        return self._loop.records_done if self._loop is not None else 0
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -231,99 +283,24 @@ class KafkaRunner:
             await producer.start()
             t = self._topics
             sends_first = SendsFirst(t, slack=self._sends_slack)
+            transport = KafkaTransport(consumer, producer, sends_first, MetadataWatch(self._brokers_lost_after),
+                                       self._max_records, self._max_ms)
+            # One loop a run, counting on from the last run's figures (a runner restarted by a test).
+            loop = BatchLoop(transport, self._processor, self._writer, gc_schedule=self._gc,
+                             after_insert=self._after_insert)
+            if self._loop is not None:
+                loop.batches_done, loop.records_done = self._loop.batches_done, self._loop.records_done
+            self._loop = loop
             consumer.subscribe([t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes],
-                               listener=ResumeAfterClickHouse(consumer, self._writer, self._all_written,
+                               listener=ResumeAfterClickHouse(consumer, self._writer, loop.all_written,
                                                               sends_first=sends_first))
             try:
                 await consumer.start()
-                watch = MetadataWatch(self._brokers_lost_after)
-                loop = asyncio.get_running_loop()
-                while not stop.is_set():
-                    await sends_first.apply(consumer)
-                    batches = await consumer.getmany(timeout_ms=self._max_ms, max_records=self._max_records)
-                    if self._writing is not None and self._writing.done():
-                        await self._written()  # a failed write ends the runner now, not a batch later
-                    if batches:
-                        await self._handle(consumer, producer, batches)
-                    watch.check(known_brokers(consumer), loop.time())
-                await self._written()  # stopping: the last batch is inserted and committed first
+                await loop.run(stop)  # the batch in flight is let finish before the group is left
             finally:
-                task, self._writing = self._writing, None
-                await let_finish(task, WRITE_FINISH_TIMEOUT)  # before leaving the group (see let_finish)
                 await consumer.stop()
         finally:
             try:
                 await finish_within(producer.stop(), 10)  # bounded: a flush can wait on a dead broker
             except TimeoutError:
                 log.warning("output producer did not stop within 10 s")
-
-    async def _written(self) -> None:
-        """Waits for the previous batch's insert, publish and commit; raises what failed it."""
-        if self._writing is not None:
-            task, self._writing = self._writing, None
-            await task
-
-    async def _handle(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
-                      batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Processes a batch while the previous one is still being inserted (ClickHouse's work and ours
-        overlap: the insert waits on the writer's thread or on the server, not on this loop), then, once
-        that one is committed, starts this one's insert. Inserts and commits stay one at a time, in
-        order, each batch's commit after its own insert."""
-        records = [r for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for r in batches[tp]]
-        ranges = {tp: (msgs[0].offset, msgs[-1].offset) for tp, msgs in batches.items()}
-        self._unwritten += 1
-        self._all_written.clear()
-        try:
-            # ClickHouse's answers cannot include the batch in flight; the processor remembers what that
-            # batch held (its hit ids, sends and conversion keys) and answers for it from memory.
-            await self._erasures.refresh()
-            out = self._processor.process(records, await self._writer.lookup(self._processor.lookups(records)))
-            if self._gc is not None:
-                self._gc.after_batch()
-            await self._written()
-        except BaseException:
-            self._settled()
-            raise
-        self._writing = asyncio.create_task(self._write(consumer, producer, records, ranges, out),
-                                            name="pixeltrack-processor-write")
-        # Let it hand its insert to the writer's thread now: the next getmany may return without
-        # suspending (records already fetched), and the next batch would be processed first.
-        await asyncio.sleep(0)
-
-    async def _write(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, records: list[Any],
-                     ranges: dict[TopicPartition, tuple[int, int]], out: BatchOutput) -> None:
-        try:
-            # Dead letters and classified events go out before the insert: a crash after the insert is
-            # never re-read (the next owner resumes after what ClickHouse holds), so anything sent after
-            # it would be lost; a crash before it re-sends them with the batch (at least once: dead
-            # letters' ids are their records' positions, classified events carry hit ids and revisions).
-            futures = [await producer.send(r.topic, r.value, key=r.key) for r in out.to_dlq]
-            futures += await send_batches(producer, out.classified, out.classified_partitions)
-            if futures:
-                await asyncio.gather(*futures)
-            await write_batch(self._writer, out, batch_token(ranges))
-            if self._after_insert is not None:
-                await self._after_insert(self.batches_done)
-            # Offsets are committed only after the insert returned and the dead letters were acknowledged.
-            try:
-                await consumer.commit({tp: b + 1 for tp, (_, b) in ranges.items()})
-            except (CommitFailedError, KafkaError) as exc:
-                # A rebalance took the partitions: the next owner resumes after ClickHouse's positions.
-                log.warning("commit failed after insert (%s); positions in ClickHouse cover it", exc)
-            assigned = consumer.assignment()
-            for tp in ranges:
-                # Only partitions still ours: aiokafka asserts on a revoked one (a rebalance that
-                # outwaited this batch).
-                high = consumer.highwater(tp) if tp in assigned else None
-                if high is not None:
-                    metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - ranges[tp][1] - 1))
-            self.batches_done += 1
-            self.records_done += len(records)
-        finally:
-            self._settled()  # also when it failed: the runner then ends, and a rebalance must not wait on
-
-    def _settled(self) -> None:
-        """A fetched batch is committed, or will never be (the runner is ending)."""
-        self._unwritten -= 1
-        if not self._unwritten:
-            self._all_written.set()

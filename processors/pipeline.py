@@ -63,7 +63,8 @@ class SourceRecord(Protocol):
 
 @dataclass(slots=True)
 class BatchOutput:
-    """The result of one batch: rows per table, and dead letters to produce to hits.dlq."""
+    """The result of one batch: rows per table (the processor's own dead letters among them, written with
+    the batch that made them), and the classified events to publish before its insert."""
 
     events: TableRows = field(default_factory=lambda: TableRows("events", EVENT_COLUMNS))
     dead_letters: TableRows = field(default_factory=lambda: TableRows("dead_letters", DEAD_LETTER_COLUMNS))
@@ -72,8 +73,7 @@ class BatchOutput:
     sends: TableRows = field(default_factory=lambda: TableRows("sends", SEND_COLUMNS))
     conversions: TableRows = field(default_factory=lambda: TableRows("conversions", CONVERSION_COLUMNS))
     unsubscribes: TableRows = field(default_factory=lambda: TableRows("unsubscribes", UNSUBSCRIBE_COLUMNS))
-    to_dlq: list[Record] = field(default_factory=list)
-    classified: list[Record] = field(default_factory=list)  # for events.classified (Kafka: before the insert)
+    classified: list[Record] = field(default_factory=list)  # for events.classified, published before the insert
     classified_partitions: list[int] = field(default_factory=list)  # the source partition of each
 
     def tables(self) -> list[TableRows]:
@@ -278,8 +278,11 @@ class HitProcessor:
                             raw=value[:512].decode("utf-8", "backslashreplace"), kind=fields.get("kind", ""),
                             method=fields.get("method", ""), host=fields.get("host", ""), path=fields.get("path", ""),
                             ip=fields.get("ip", ""), ua=fields.get("ua", ""), edge=fields.get("edge", ""))
-        out.to_dlq.append(Record(self._topics.hits_dlq, None, letter.encode()))
         metrics.DEAD_LETTERS.labels("processor", reason).inc()
+        # Written with this batch, not sent round through hits.dlq: the letter's source position is its
+        # record's, so it is covered by the batch's dedup token and by ClickHouse's positions like the
+        # record's other rows. Sampled and counted as the letters read from hits.dlq are.
+        self._letter_row(out, letter, record)
 
     def _hit(self, out: BatchOutput, record: SourceRecord, stored_ids: Set[str]) -> None:
         try:
@@ -439,6 +442,11 @@ class HitProcessor:
                 else:
                     self._edge_reasons.add(reason)
             metrics.DEAD_LETTERS.labels("edge", reason).inc()
+        self._letter_row(out, d, record)
+
+    def _letter_row(self, out: BatchOutput, d: DeadLetter, record: SourceRecord) -> None:
+        """Counts a letter in dead_letter_counts and stores its body when its (stage, reason, edge, minute)
+        has stored fewer than `dead_letter_samples`; its source position is `record`'s."""
         minute = int(d.received_at // 60) * 60
         key: LetterKey = (d.stage, d.reason, d.edge, minute)
         sampled = self._sampled.get(key, 0)

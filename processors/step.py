@@ -1,14 +1,13 @@
-"""One batch through the pipeline and into ClickHouse: the steps both runners share."""
+"""The steps of a batch the batch loop (processors.batch_loop) builds on: its insert, erasures, a last write."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 
 from processors import metrics
-from processors.pipeline import BatchOutput, HitProcessor, SourceRecord
+from processors.pipeline import BatchOutput, HitProcessor
 from processors.writer import ClickHouseWriter
 
 log = logging.getLogger(__name__)
@@ -21,15 +20,6 @@ async def write_batch(writer: ClickHouseWriter, out: BatchOutput, token: str) ->
     started = time.perf_counter()
     await writer.write(out.tables(), token)
     metrics.BATCH_SECONDS.labels("insert").observe(time.perf_counter() - started)
-
-
-async def process_and_write(processor: HitProcessor, writer: ClickHouseWriter, records: Sequence[SourceRecord],
-                            token: str) -> BatchOutput:
-    """Looks up what the batch needs, processes it, and inserts its rows under the dedup `token`.
-    Returns once ClickHouse has the rows; the caller then publishes dead letters and acknowledges."""
-    out = processor.process(records, await writer.lookup(processor.lookups(records)))
-    await write_batch(writer, out, token)
-    return out
 
 
 async def let_finish(task: asyncio.Task[None] | None, timeout: float) -> None:

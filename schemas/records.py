@@ -118,7 +118,8 @@ RAW_HIT_FIELDS = tuple(f.name for f in fields(RawHit))
 
 @dataclass(slots=True)
 class DeadLetter:
-    """Input that could not be used, with why. Written to hits.dlq, then to ClickHouse dead_letters."""
+    """Input that could not be used, with why. The edge's go through hits.dlq to ClickHouse dead_letters; the
+    processor's are written there with the batch that made them (processors.batch_loop)."""
 
     id: str
     received_at: float

@@ -12,12 +12,12 @@ import pytest
 from pixeltrack.report import ab_verdict, fetch, render
 from pixeltrack.wiring import build_processor
 from processors.local_runner import LocalRecord
-from processors.step import process_and_write
 from processors.writer import ClickHouseWriter
 from schemas.records import Record
 from schemas.settings import Settings
 from schemas.tokens import Keyring
 from schemas.topics import Topics
+from tests.integration.writers import process_and_write
 from tests.plugins.clickhouse import ClickHouseDb
 from tests.plugins.simulate import Simulation, load_patterns, simulate
 

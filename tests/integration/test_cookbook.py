@@ -20,13 +20,13 @@ from netaddr import IPSet
 from pixeltrack.wiring import build_processor
 from processors.clickhouse import connect, migrate
 from processors.local_runner import LocalRecord
-from processors.step import process_and_write
 from processors.writer import ClickHouseWriter
 from schemas.records import DeadLetter, Record
 from schemas.settings import Settings
 from schemas.tokens import Keyring
 from schemas.topics import Topics
 from tests.integration.test_analytics import run_pipeline
+from tests.integration.writers import process_and_write
 from tests.plugins.clickhouse import ClickHouseDb
 from tests.plugins.simulate import SimHit, Simulation, load_patterns, simulate
 

@@ -10,7 +10,6 @@ from processors.classify_file import build_classifier
 from processors.local_runner import LocalRecord
 from processors.pipeline import HitProcessor
 from processors.privacy import forget
-from processors.step import process_and_write
 from processors.writer import ClickHouseWriter
 from schemas.privacy import keyed_recipient_hash, recipient_hash, recipient_key
 from schemas.records import DeadLetter, RawHit, Record
@@ -18,6 +17,7 @@ from schemas.tenants import Tenant, TenantRegistry
 from schemas.tokens import Keyring, TokenPayload
 from schemas.topics import Topics
 from tests.integration.test_analytics import FIXTURE, run_pipeline
+from tests.integration.writers import process_and_write
 from tests.plugins.clickhouse import ClickHouseDb
 from tests.plugins.simulate import load_patterns, simulate
 
@@ -113,14 +113,15 @@ async def test_tenants_cannot_forge_each_other(clickhouse: ClickHouseDb, two_ten
     ]
     writer = ClickHouseWriter(clickhouse.dsn, clickhouse.database)
     try:
-        out = await process_and_write(processor, writer, [LocalRecord(r.topic, -1, i, r.value)
-                                                          for i, r in enumerate(records)], "tenants:1")
+        await process_and_write(processor, writer, [LocalRecord(r.topic, -1, i, r.value)
+                                                    for i, r in enumerate(records)], "tenants:1")
     finally:
         await writer.close()
     assert clickhouse.rows("SELECT tenant, message_id FROM hits ORDER BY tenant") == [("acme", "m-1"),
                                                                                     ("globex", "m-4")]
-    reasons = sorted(DeadLetter.decode(r.value).reason for r in out.to_dlq)
-    assert reasons == ["unknown_host", "unknown_key", "wrong_tenant"]
+    # the processor's letters, written with their batch
+    assert clickhouse.rows("SELECT stage, reason FROM dead_letters ORDER BY reason") == [
+        ("processor", "unknown_host"), ("processor", "unknown_key"), ("processor", "wrong_tenant")]
     # every view is per tenant: globex's summary holds nothing of acme's (no sends registered here, so
     # the open counts in the hit totals and in unsent_engaged, not in the rates)
     rows = clickhouse.rows("SELECT tenant, sum(opens_human + opens_proxy + opens_machine), sum(unsent_engaged) "
@@ -205,10 +206,13 @@ async def test_dead_letters_keep_no_full_address_and_forget_finds_exactly_the_re
 
     bad_send = Send("", "c", "A", "m-alice", "alice", 1e300, "x.com", 1)
     processor = HitProcessor(keyring, build_classifier(), t)
-    out = processor.process([hit("alice", 1), hit("ali", 2), hit("alice-2", 3),
-                             LocalRecord(t.sends, -1, 4, bad_send.encode())])
-    assert len(out.to_dlq) == 4
-    await feed(clickhouse, processor, out.to_dlq)
+    writer = ClickHouseWriter(clickhouse.dsn, clickhouse.database)
+    try:
+        await process_and_write(processor, writer, [hit("alice", 1), hit("ali", 2), hit("alice-2", 3),
+                                                    LocalRecord(t.sends, -1, 4, bad_send.encode())], "letters:1")
+    finally:
+        await writer.close()
+    assert clickhouse.rows("SELECT count() FROM dead_letters WHERE stage = 'processor'") == [(4,)]
     rows = clickhouse.rows("SELECT ip, raw FROM dead_letters WHERE reason = 'unknown_key'")
     assert {ip for ip, _ in rows} == {"81.2.69.0"}
     assert not any("81.2.69.142" in str(raw) or "203.0.113.77" in str(raw) for _, raw in rows)
@@ -239,7 +243,7 @@ async def test_after_forget_nothing_on_disk_or_in_clickhouse_names_the_recipient
 
     from processors.step import ErasureWatch
     from schemas.sends import Conversion, Send
-    from tests.unit.processors.builders import CHROME, HTML_ACCEPT, SENT
+    from tests.unit.processors.builders import CHROME, HTML_ACCEPT, SENT, as_hits_dlq_values
 
     target, other = f"erin-{uuid.uuid4().hex[:12]}", f"olaf-{uuid.uuid4().hex[:12]}"
     key = recipient_key(keyring)
@@ -291,16 +295,13 @@ async def test_after_forget_nothing_on_disk_or_in_clickhouse_names_the_recipient
         ]
 
     async def run(records: list[LocalRecord]) -> None:
-        """A batch as the LocalRunner runs it: erasures read, rows written, its letters back via hits.dlq."""
+        """A batch as the batch loop runs it: erasures read, rows written, its own letters among them."""
         await watch.refresh()
-        out = await process_and_write(processor, writer, records, f"erase:{next(offsets)}")
-        if out.to_dlq:
-            await process_and_write(processor, writer, [rec(r.topic, r.value) for r in out.to_dlq],
-                                    f"erase:{next(offsets)}")
+        await process_and_write(processor, writer, records, f"erase:{next(offsets)}")
 
     # letters an older processor made of the target's records before the erasure, still in hits.dlq
-    late = HitProcessor(keyring, build_classifier(), t).process(
-        [hit(target, "open", token(target, ring=retired), 600.0)]).to_dlq
+    late = as_hits_dlq_values(HitProcessor(keyring, build_classifier(), t).process(
+        [hit(target, "open", token(target, ring=retired), 600.0)]))
     assert len(late) == 1
     client = clickhouse.client()
     quiet = {"log_queries": 0}
@@ -336,7 +337,7 @@ async def test_after_forget_nothing_on_disk_or_in_clickhouse_names_the_recipient
         assert deleted["message_totals"] >= 1
         assert deleted["link_totals"] >= 1
         # afterwards: the same again, and the late letters forwarded through hits.dlq
-        await run(everything(target, 1) + everything(other, 1) + [rec(t.hits_dlq, r.value) for r in late])
+        await run(everything(target, 1) + everything(other, 1) + [rec(t.hits_dlq, value) for value in late])
 
         plain = {"id": target.encode(),
                  "sha256(tenant:id)": recipient_hash("", target).encode(),

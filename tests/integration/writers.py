@@ -6,6 +6,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from processors.pipeline import BatchOutput, HitProcessor, SourceRecord
+from processors.step import write_batch
 from processors.writer import ClickHouseWriter
 
 
@@ -45,3 +47,12 @@ class FailingWriter(ClickHouseWriter):
             self.failures += 1
             raise OSError(28, "No space left on device")
         super()._insert(client, table, columns, block, dedup_token)
+
+
+async def process_and_write(processor: HitProcessor, writer: ClickHouseWriter, records: Sequence[SourceRecord],
+                            token: str) -> BatchOutput:
+    """One batch as the batch loop takes it, without a transport: looked up, processed, inserted under
+    `token` (its dead letters among its rows); returns once ClickHouse has them."""
+    out = processor.process(records, await writer.lookup(processor.lookups(records)))
+    await write_batch(writer, out, token)
+    return out

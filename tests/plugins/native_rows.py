@@ -82,12 +82,19 @@ def main() -> None:
     for i in range(0, len(records), 500):
         want = processor.lookups(records[i:i + 500])
         batch = processor.process(records[i:i + 500])
-        # Dead letters made here carry the time they were made: left out, everything else compared.
-        letters = [{k: v for k, v in orjson.loads(r.value).items() if k != "received_at"} for r in batch.to_dlq]
+        # Dead letters made here carry the time they were made (and are counted in its minute): left out,
+        # everything else compared.
         tables = {t.table: t.rows for t in batch.tables()}
-        tables["dead_letters"] = [(*r[:1], None, *r[2:]) if r[3] == "undecodable_dead_letter" else r
-                                  for r in tables["dead_letters"]]
-        out.append({"lookups": [want.hit_ids, want.conversion_keys, want.messages], "tables": tables, "dlq": letters,
+        tables["dead_letters"] = [(*r[:1], None, *r[2:]) if r[3] == "undecodable_dead_letter" or r[2] == "processor"
+                                  else r for r in tables["dead_letters"]]
+        made: dict[tuple[object, ...], list[int]] = {}
+        for r in tables["dead_letter_counts"]:
+            if r[1] == "processor":
+                n = made.setdefault((*r[1:5], *r[7:9]), [0, 0, -1])
+                n[0], n[1], n[2] = n[0] + int(r[5]), n[1] + int(r[6]), max(n[2], int(r[9]))
+        tables["dead_letter_counts"] = [r for r in tables["dead_letter_counts"] if r[1] != "processor"]
+        out.append({"lookups": [want.hit_ids, want.conversion_keys, want.messages], "tables": tables,
+                    "made": sorted([*k, *n] for k, n in made.items()),
                     "classified": [r.value.decode() for r in batch.classified],
                     "partitions": batch.classified_partitions})
     sys.stdout.buffer.write(orjson.dumps(out))

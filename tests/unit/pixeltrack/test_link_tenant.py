@@ -18,7 +18,7 @@ from schemas.records import RawHit
 from schemas.tenants import Tenant, TenantRegistry
 from schemas.tokens import Keyring, TokenError, TokenPayload
 from schemas.topics import Topics
-from tests.unit.processors.builders import CHROME, HTML_ACCEPT, SENT
+from tests.unit.processors.builders import CHROME, HTML_ACCEPT, SENT, processor_letters
 from tests.unit.processors.test_pipeline import Rec
 
 DEFAULT_SPEC = "d1:ZGVmYXVsdC1vcGVyYXRvci1zZWNyZXQtMDEyMzQ1"
@@ -112,4 +112,4 @@ def test_the_processors_dead_letter_a_token_naming_a_tenant_on_an_unclaimed_host
                  "81.2.69.142", CHROME, "e1", dict(HTML_ACCEPT))
     out = processor.process([Rec(Topics().hits_raw, 0, 1, raw.encode())])
     assert out.events.rows == []
-    assert [orjson.loads(r.value)["reason"] for r in out.to_dlq] == ["wrong_tenant"]
+    assert [d["reason"] for d in processor_letters(out)] == ["wrong_tenant"]

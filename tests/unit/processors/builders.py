@@ -6,7 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from processors.classify import Classifier, Decision
+from processors.pipeline import DEAD_LETTER_COLUMNS, BatchOutput
 from schemas.hit import Hit
+from schemas.records import DeadLetter
+from schemas.topics import Topics
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
@@ -45,3 +48,20 @@ def feed_all(classifier: Classifier, hits: Sequence[Hit]) -> dict[str, Decision]
         for d in classifier.feed(h):
             final[d.hit.id] = d
     return final
+
+
+def processor_letters(out: BatchOutput) -> list[dict[str, object]]:
+    """The dead letters the processor made of a batch's records (its dead_letters rows of stage "processor"
+    not read from hits.dlq), by column name."""
+    rows = [dict(zip(DEAD_LETTER_COLUMNS, row, strict=True)) for row in out.dead_letters.rows]
+    return [row for row in rows if row["stage"] == "processor" and row["src_topic"] != Topics().hits_dlq]
+
+
+def as_hits_dlq_values(out: BatchOutput) -> list[bytes]:
+    """The processor's own letters of a batch as an older processor sent them through hits.dlq (a backlog
+    there after an upgrade): encoded DeadLetters."""
+    return [DeadLetter(id=str(d["id"]), received_at=float(str(d["received_at"])), stage=str(d["stage"]),
+                       reason=str(d["reason"]), detail=str(d["detail"]), kind=str(d["kind"]),
+                       method=str(d["method"]), host=str(d["host"]), path=str(d["path"]), ip=str(d["ip"]),
+                       ua=str(d["user_agent"]), edge=str(d["edge"]), raw=str(d["raw"])).encode()
+            for d in processor_letters(out)]

@@ -157,7 +157,7 @@ def _direct_click_row(settings: Settings, ip: str) -> dict[str, object]:
     raw = RawHit("h-1", SENT + 600.5, "click", "GET", "t.example.com", "/c/x", KEYRING.mint(payload),
                  ip, CHROME, "edge-9", dict(HTML_ACCEPT))
     out = build_processor(settings, KEYRING).process([_Rec(Topics().hits_raw, 0, 1, raw.encode())])
-    assert out.to_dlq == []
+    assert out.dead_letters.rows == []
     return dict(zip(EVENT_COLUMNS, out.events.rows[0], strict=True))
 
 

@@ -15,7 +15,7 @@ from schemas.records import RawHit
 from schemas.sends import Conversion, Send
 from schemas.tokens import FLAG_HONEYPOT, Keyring, TokenPayload
 from schemas.topics import Topics
-from tests.unit.processors.builders import CHROME, HTML_ACCEPT, SENT
+from tests.unit.processors.builders import CHROME, HTML_ACCEPT, SENT, processor_letters
 
 KEYRING = Keyring({"k1": b"unit-test-secret-0123456789"}, "k1")
 
@@ -46,7 +46,7 @@ def test_a_click_becomes_one_event_row_with_every_column_in_place(publish: bool)
     processor = HitProcessor(KEYRING, build_classifier(), Topics(), publish_classified=publish)
     before = hits_counted("click", "human")
     out = processor.process([click_record()])
-    assert out.to_dlq == []
+    assert out.dead_letters.rows == []
     assert len(out.events.rows) == 1
     row = dict(zip(EVENT_COLUMNS, out.events.rows[0], strict=True))
     assert {k: v for k, v in row.items() if k not in ("reasons", "browser", "os", "device", "mail_client",
@@ -81,8 +81,10 @@ def test_a_record_that_is_not_a_raw_hit_is_a_dead_letter_not_a_row() -> None:
     processor = HitProcessor(KEYRING, build_classifier(), Topics())
     out = processor.process([Rec(Topics().hits_raw, 0, 7, orjson.dumps({"v": 1, "id": "x"}))])
     assert out.events.rows == []
-    letter = orjson.loads(out.to_dlq[0].value)
+    (letter,) = processor_letters(out)  # written with its batch, at its record's position
     assert (letter["reason"], letter["id"]) == ("undecodable", f"{Topics().hits_raw}:0:7")
+    assert (letter["src_topic"], letter["src_partition"], letter["src_offset"]) == (Topics().hits_raw, 0, 7)
+    assert [r[5:] for r in out.dead_letter_counts.rows] == [(1, 1, Topics().hits_raw, 0, 7)]
 
 
 def test_a_conversion_is_attributed_from_a_send_in_its_own_batch_or_the_previous_one() -> None:
@@ -101,13 +103,13 @@ def test_a_conversion_is_attributed_from_a_send_in_its_own_batch_or_the_previous
 
     same = [conversion("m1", 0), send("m1", 0)]
     out = processor.process(same)
-    assert out.to_dlq == []
+    assert out.dead_letters.rows == []
     assert [(r[3], r[4], r[6]) for r in out.conversions.rows] == [("camp-1", "B", "r-m1")]
     later = [Rec(t.conversions, 0, 1, Conversion("", "order-2", SENT + 90, 3.0, "EUR", message="m1").encode())]
     assert [(r[3], r[4], r[6]) for r in processor.process(later).conversions.rows] == [("camp-1", "B", "r-m1")]
     unknown = processor.process([conversion("m9", 2)])
     assert unknown.conversions.rows == []
-    assert orjson.loads(unknown.to_dlq[0].value)["reason"] == "unattributed_conversion"
+    assert [d["reason"] for d in processor_letters(unknown)] == ["unattributed_conversion"]
     # Posted again with the same key once its send is registered: stored, not dropped as a repeat.
     again = processor.process([send("m9", 3), conversion("m9", 4)])
     assert [(r[1], r[3]) for r in again.conversions.rows] == [("order-m9", "camp-1")]
@@ -152,7 +154,7 @@ def test_times_clickhouse_cannot_hold_are_dead_letters_not_a_failed_batch() -> N
         Rec(t.hits_raw, 0, 1, raw.encode()), click_record(offset=2),
         Rec(t.sends, 0, 3, Send("", "c", "A", "m", "r", 1e300, "x.com", 1).encode()),
         Rec(t.conversions, 0, 4, Conversion("", "k", -1e18, 1.0, "EUR", campaign="c", message="m").encode())])
-    assert [orjson.loads(d.value)["reason"] for d in out.to_dlq] == [
+    assert [d["reason"] for d in processor_letters(out)] == [
         "bad_timestamp", "undecodable_send", "undecodable_conversion"]
     assert [r[1] for r in out.events.rows] == ["h-1"]
 
@@ -175,7 +177,8 @@ def test_an_erased_recipients_hits_sends_and_conversions_are_dropped() -> None:
     assert [r[4] for r in out.sends.rows] == ["rcpt-6"]
     assert [r[6] for r in out.conversions.rows] == ["rcpt-6"]
     assert [r[5] for r in out.sends.rows] == [keyed_recipient_hash(recipient_key(KEYRING), "", "rcpt-6")]
-    assert out.to_dlq == []  # dropped, not dead letters (they would name the recipient again)
+    # dropped, not dead letters (they would name the recipient again)
+    assert out.dead_letters.rows == out.dead_letter_counts.rows == []
 
 
 def test_records_orjson_reads_but_cannot_write_and_an_address_with_a_nul_are_answered_not_raised() -> None:
@@ -187,10 +190,11 @@ def test_records_orjson_reads_but_cannot_write_and_an_address_with_a_nul_are_ans
                Rec(Topics().hits_raw, 0, 3, orjson.dumps({**good, "id": "h-nul", "ip": "81.2.69.142\u0000"})),
                Rec(Topics().hits_dlq, 0, 4, b'{"id": "edge:1", "received_at": 1e300, "stage": "edge", "reason": "x"}')]
     out = processor.process(records)
-    assert [orjson.loads(r.value)["reason"] for r in out.to_dlq] == ["undecodable", "undecodable_conversion"]
-    assert "nested too deeply" in orjson.loads(out.to_dlq[0].value)["raw"]
+    assert [d["reason"] for d in processor_letters(out)] == ["undecodable", "undecodable_conversion"]
+    assert "nested too deeply" in str(processor_letters(out)[0]["raw"])
     assert [row[1] for row in out.events.rows] == ["h-nul"]  # its address unknown to the lists, counted
-    assert [row[3] for row in out.dead_letters.rows] == ["undecodable_dead_letter"]  # 1e300 would fail the insert
+    # 1e300 would fail the insert
+    assert [row[3] for row in out.dead_letters.rows if row[13] == Topics().hits_dlq] == ["undecodable_dead_letter"]
 
 
 def test_edge_dead_letter_reasons_label_a_metric_only_up_to_a_bound() -> None:
@@ -214,7 +218,7 @@ def test_a_kafka_conversion_beyond_the_value_bound_is_dead_lettered() -> None:
         Rec(t.conversions, 0, 1, Conversion("", "k1", SENT + 60, 1e308, "EUR", message="m-1").encode()),
         Rec(t.conversions, 0, 2, Conversion("", "k2", SENT + 60, 1e12 + 1, "EUR", message="m-1").encode()),
         Rec(t.conversions, 0, 3, Conversion("", "k3", SENT + 60, 1e12, "EUR", message="m-1").encode())])
-    letters = [orjson.loads(r.value) for r in out.to_dlq]
+    letters = processor_letters(out)
     assert [d["reason"] for d in letters] == ["undecodable_conversion"] * 2
-    assert all("from 0 to 1e+12" in d["detail"] for d in letters), letters
+    assert all("from 0 to 1e+12" in str(d["detail"]) for d in letters), letters
     assert [r[1] for r in out.conversions.rows] == ["k3"]
