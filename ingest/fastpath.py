@@ -387,7 +387,10 @@ class EdgeSite(LimitedSite):
             now = loop.time()
             if now >= next_sweep:
                 next_sweep = now + every
-                head_cutoff, idle_cutoff = now - header_timeout, now - keepalive_timeout
+                # The keep-alive timeout is a promise to clients and balancers ("closed within 75 s"): a
+                # connection that would pass it before the next sweep is closed in this one, so closes come
+                # between `every` before it and it. A late head is closed at the first sweep past its deadline.
+                head_cutoff, idle_cutoff = now - header_timeout, now + every - keepalive_timeout
                 for conn in list(self._conns):
                     if conn.idle_since() < idle_cutoff:
                         conn.close_idle()  # no byte for the keep-alive timeout (a head still pending included)
