@@ -17,7 +17,14 @@ from processors.classify import Classifier, Decision, Verdict
 from processors.enrich import Enrichment
 from schemas.classified import ClassifiedEvent
 from schemas.hit import Hit
-from schemas.privacy import KeyedRecipientHash, claimed_recipients, recipient_hash, recipient_key, truncate_ip
+from schemas.privacy import (
+    KeyedRecipientHash,
+    claimed_recipients,
+    path_words,
+    recipient_hash,
+    recipient_key,
+    truncate_ip,
+)
 from schemas.records import MAX_PATH, REPLAY_HEADER, DeadLetter, RawHit, Record
 from schemas.sends import Conversion, Send, Unsubscribe
 from schemas.tenants import TenantRegistry
@@ -428,7 +435,7 @@ class HitProcessor:
             d = DeadLetter(id=f"{record.topic}:{record.partition}:{record.offset}", received_at=time.time(),
                            stage="processor", reason="undecodable_dead_letter", detail=str(exc)[:200],
                            raw=(record.value or b"")[:512].decode("utf-8", "backslashreplace"))
-        if (self._dnt or self._erased) and self._letter_suppressed(d.path, d.raw):
+        if (self._dnt or self._erased) and self._letter_suppressed(d.path, d.raw, d.host):
             # A letter naming an erased or do-not-track recipient (a fetch of their expired or wrong-kind
             # token, a record of theirs that would not decode): neither stored nor counted.
             metrics.DO_NOT_TRACK.inc()
@@ -476,13 +483,19 @@ class HitProcessor:
             rows.append((minute, stage, reason, edge, kind, letters, stored, topic, partition, offset))
         self._letter_counts.clear()
 
-    def _letter_suppressed(self, path: str, raw: str) -> bool:
+    def _letter_suppressed(self, path: str, raw: str, host: str = "") -> bool:
         """Whether a letter names an erased or do-not-track recipient: a token in its path (percent-encoded
         or not) or in the record it keeps, signed or not, or the tenant and recipient of a send's or
         conversion's record. Only asked when someone is suppressed; letters are not the hot path."""
         for tenant, recipient in claimed_recipients(path) + claimed_recipients(raw):
             if self._suppressed(tenant, recipient):
                 return True
+        # An id typed into a path by hand (/o/<recipient>.gif: junk, no token) names its recipient too: each
+        # word of the path is tried as a recipient of the default tenant and of the host's.
+        host_tenant = self._tenants.for_host(host)
+        tenants = {"", host_tenant[0]} if host_tenant is not None else {""}
+        if any(self._suppressed(t, word) for word in path_words(path) for t in tenants):
+            return True
         found = _RECIPIENT_FIELD.search(raw)
         if found is None:
             return False

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
 
-from schemas.privacy import keyed_recipient_hash
+from schemas.privacy import PATH_SEPARATORS, keyed_recipient_hash
 
 # Tables whose rows name a recipient directly (recipient_id), and those keyed by the recipient's
 # message ids. Hourly aggregates hold counts (and keyed hashes) only and stay.
@@ -32,8 +32,12 @@ def _dead_letters_naming(pending: str) -> str:
              f"if(JSONExtractString(raw, 'token') != '', JSONExtractString(raw, 'token'), extract(raw, {in_raw})))")
     payload = f"tryBase64URLDecode(splitByChar('.', {token})[2])"
     who = f"(SELECT tenant, recipient FROM {pending})"
+    # An id typed into a path by hand (junk such as /o/<recipient>.gif) is one of the path's words, split at
+    # the characters schemas.privacy.PATH_SEPARATORS names (the processors drop later ones by the same rule).
+    words = f"splitByRegexp('[{PATH_SEPARATORS}]', decodeURLComponent(decodeURLComponent(decodeURLComponent(path))))"
     return (f"(JSONExtractString({payload}, 2), JSONExtractString({payload}, 6)) IN {who} "
-            f"OR (JSONExtractString(raw, 'tenant'), JSONExtractString(raw, 'recipient')) IN {who}")
+            f"OR (JSONExtractString(raw, 'tenant'), JSONExtractString(raw, 'recipient')) IN {who} "
+            f"OR hasAny({words}, (SELECT groupArray(recipient) FROM {pending}))")
 
 
 def forget(client: Client, recipient: str, tenant: str, key: bytes, settle_seconds: float = 30.0) -> dict[str, int]:

@@ -108,6 +108,22 @@ def load_do_not_track(path: Path | None) -> frozenset[str]:
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,16}\.([A-Za-z0-9_-]{8,})\.[A-Za-z0-9_-]+")
 
 
+# What separates the words of a path a letter keeps: a recipient id typed into a path by hand (junk such
+# as /o/<id>.gif) is one of them. forget's SQL splits with the same characters (processors/privacy.py).
+PATH_SEPARATORS = "/.?&=;,"
+_PATH_WORDS = re.compile("[" + re.escape(PATH_SEPARATORS) + "]")
+
+
+def path_words(path: str) -> set[str]:
+    """The words of a path (percent-encoding undone up to three times), between PATH_SEPARATORS."""
+    for _ in range(3):
+        decoded = unquote(path, errors="replace")
+        if decoded == path:
+            break
+        path = decoded
+    return {w for w in _PATH_WORDS.split(path) if w}
+
+
 def claimed_recipients(text: str) -> list[tuple[str, str]]:
     """(tenant, recipient) of every token payload in `text` (a path, percent-encoded or not, a token,
     a record as received), signed or not: what a letter holding that text would name. Percent-encoding

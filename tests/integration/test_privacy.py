@@ -289,6 +289,9 @@ async def test_after_forget_nothing_on_disk_or_in_clickhouse_names_the_recipient
             edge_letter(who, "expired", f"/o/{expired}.gif"),
             edge_letter(who, "expired", "/o/" + expired.replace(".", "%2E") + ".gif"),
             edge_letter(who, "wrong_kind", f"/o/{token(who, 'click')}.gif"),
+            # Junk naming the id itself, no token: typed by hand, or a scanner guessing URLs.
+            edge_letter(who, "malformed", f"/o/{who}.gif"),
+            edge_letter(who, "malformed", f"/c/{who.replace('-', '%252D')}?x=1"),
             hit(who, "open", token(who, ring=retired), 650.0),  # a retired key: the processor's letter
             hit(who, "open", token(who, sent_ms=10**16), 660.0),  # sent in the year 318,000: bad_timestamp
             rec(t.sends, orjson.dumps(bad_send)),
@@ -332,8 +335,9 @@ async def test_after_forget_nothing_on_disk_or_in_clickhouse_names_the_recipient
         assert "id" in files_holding({"id": target.encode()})
         deleted = forget(client, target, "", key)
         # 2 hits (+ nothing else: the others are letters), its send, its conversion, its message's
-        # totals, its click's link totals, and its 6 letters (3 from the edge, 3 from the processor)
-        assert (deleted["events"], deleted["sends"], deleted["conversions"], deleted["dead_letters"]) == (2, 1, 1, 6)
+        # totals, its click's link totals, and its 8 letters (5 from the edge, 2 of them junk naming the bare
+        # id, and 3 from the processor)
+        assert (deleted["events"], deleted["sends"], deleted["conversions"], deleted["dead_letters"]) == (2, 1, 1, 8)
         assert deleted["message_totals"] >= 1
         assert deleted["link_totals"] >= 1
         # afterwards: the same again, and the late letters forwarded through hits.dlq
