@@ -25,6 +25,7 @@ native.activate_for(sys.argv)  # before the imports below load hot modules: serv
 from pixeltrack.errors import CommandError  # noqa: E402
 from pixeltrack.instrument_cli import add_instrument_parser, add_sends_parser  # noqa: E402
 from pixeltrack.networks_cli import add_networks_parser  # noqa: E402
+from schemas.runtime import run, stop_on_signals  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 
 
@@ -34,15 +35,6 @@ def _settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         raise SystemExit(f"pixeltrack: bad setting:\n{exc}") from None
     return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-
-
-def _run(coro: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop
-
-        uvloop.run(coro)
-    except ImportError:
-        asyncio.run(coro)
 
 
 @contextlib.contextmanager
@@ -58,11 +50,11 @@ def _listening_on(host: str, port: int, what: str) -> Iterator[None]:
 
 
 def _run_on_kafka(coro: Coroutine[Any, Any, None], bootstrap: str) -> None:
-    """_run for a command that needs Kafka at its start: a broker that does not answer is one line."""
+    """run() for a command that needs Kafka at its start: a broker that does not answer is one line."""
     from aiokafka.errors import KafkaConnectionError
 
     try:
-        _run(coro)
+        run(coro)
     except KafkaConnectionError:
         raise CommandError(f"cannot reach Kafka at {bootstrap}: start it (`make kafka`, see docs/production.md) "
                            "or set PIXELTRACK_KAFKA_BOOTSTRAP") from None
@@ -73,7 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     data = Path(args.data)
     settings = _settings(data_dir=data)
-    _run(serve(settings, data, args.host, args.port, args.api_port, args.dashboard_port))
+    run(serve(settings, data, args.host, args.port, args.api_port, args.dashboard_port))
     return 0
 
 
@@ -117,12 +109,8 @@ def cmd_process(args: argparse.Namespace) -> int:
         start_http_server(settings.processor_metrics_port)
 
     async def main() -> None:
-        import signal
-
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(asyncio.get_running_loop(), stop)
         await run_processor(settings, stop)
 
     _run_on_kafka(main(), settings.kafka_bootstrap)
@@ -363,12 +351,8 @@ def cmd_triggers(args: argparse.Namespace) -> int:
           f"{path}", flush=True)
 
     async def main() -> None:
-        import signal
-
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(asyncio.get_running_loop(), stop)
         runner = TriggerRunner(s.kafka_bootstrap, s.triggers_consumer_group, Topics(s.topic_prefix), rules,
                                settle_seconds=s.triggers_settle_seconds, max_attempts=s.triggers_max_attempts)
         await runner.run(stop)
@@ -389,7 +373,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     s = _settings(clickhouse_dsn=args.clickhouse)
     with _listening_on(args.host, args.port, "--port PORT"):
-        _run(run_dashboard(s.clickhouse_dsn, s.clickhouse_database, args.host, args.port, tenant=args.tenant,
+        run(run_dashboard(s.clickhouse_dsn, s.clickhouse_database, args.host, args.port, tenant=args.tenant,
                            refresh_seconds=args.refresh, limits=ServerLimits.from_settings(s)))
     return 0
 

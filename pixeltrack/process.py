@@ -7,10 +7,10 @@ import os
 from collections.abc import Callable
 
 from pixeltrack.wiring import build_processor
-from processors.gc_tuning import tune_gc_for_batches
 from processors.kafka_runner import KafkaRunner
 from processors.writer import ClickHouseWriter
 from schemas.aio import end_within
+from schemas.runtime import tune_gc_for_batches
 from schemas.settings import Settings
 from schemas.topics import Topics
 

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -34,11 +33,11 @@ from pixeltrack.wiring import (
     tenants_for,
 )
 from processors.clickhouse import migrate
-from processors.gc_tuning import tune_gc_for_batches
 from processors.local_runner import LocalRunner
 from processors.writer import ClickHouseWriter
 from schemas.privacy import keyed_recipient_hash
 from schemas.records import Record
+from schemas.runtime import stop_on_signals, tune_gc_for_batches
 from schemas.settings import Settings
 from schemas.topics import Topics
 
@@ -166,10 +165,7 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     """Runs until SIGINT/SIGTERM (or `stop`), then stops in order: edge (drains its queue onto the
     bus) and API, runner (writes what is on the bus), writer."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(asyncio.get_running_loop(), stop)
 
     refuse_to_start(data_dir, [(host, port, "--port"), (host, api_port, "--api-port"),
                                ("127.0.0.1", dashboard_port, "--dashboard-port")])
