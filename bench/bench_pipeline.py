@@ -54,7 +54,7 @@ native.activate()  # first, before the hot modules load: compiled when a current
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
-from pixeltrack.wiring import build_processor  # noqa: E402
+from pixeltrack.compose.build import build_processor  # noqa: E402
 from processors.clickhouse import connect, migrate  # noqa: E402
 from processors.kafka_runner import KafkaRunner  # noqa: E402
 from processors.writer import ClickHouseWriter  # noqa: E402

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from pixeltrack.sdk import ApiClient, ApiError
+from pixeltrack.sender.sdk import ApiClient, ApiError
 from schemas.sends import Send
 from tests.plugins.http import http_server
 

@@ -309,7 +309,7 @@ def test_an_old_snapshot_is_a_gauge_and_one_warning_never_an_error(caplog: pytes
 
 
 def test_a_processor_reports_the_snapshots_age_when_it_is_built() -> None:
-    from pixeltrack.wiring import build_processor
+    from pixeltrack.compose.build import build_processor
     from schemas.settings import Settings
     from schemas.tokens import Keyring
 

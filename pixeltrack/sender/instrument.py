@@ -29,7 +29,7 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import orjson
 
-from pixeltrack.sdk import Message, Tracker
+from pixeltrack.sender.sdk import Message, Tracker
 from schemas.sends import MAX_ID, Send
 from schemas.tokens import MAX_URL_CHARS
 
