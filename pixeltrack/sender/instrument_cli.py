@@ -10,13 +10,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from pixeltrack.sender.instrument import (
-    EmailPlan,
-    JsonlSends,
-    file_names,
-    instrument_campaign,
-    read_recipients,
-)
+from pixeltrack.sender.campaign import JsonlSends, file_names, instrument_campaign, read_recipients
+from pixeltrack.sender.instrument import EmailPlan
 from pixeltrack.sender.recipient_ids import WARNING, Pseudonyms, email_like
 from schemas.sends import Send
 

@@ -21,20 +21,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.pixel import GIF
+from pixeltrack.sender.campaign import (
+    JsonlSends,
+    Recipient,
+    RecipientsError,
+    file_names,
+    instrument_campaign,
+    message_id,
+    parse_recipients,
+    read_recipients,
+)
 from pixeltrack.sender.instrument import (
     HONEYPOT_TAG,
     PIXEL_TAG,
     EmailPlan,
     InstrumentedEmail,
-    JsonlSends,
-    Recipient,
-    RecipientsError,
-    file_names,
     instrument,
-    instrument_campaign,
-    message_id,
-    parse_recipients,
-    read_recipients,
     unescape_attribute,
 )
 from pixeltrack.sender.instrument_cli import add_instrument_parser, add_sends_parser
