@@ -13,7 +13,8 @@ import orjson
 
 from processors import metrics
 from processors.batch import BatchContext, Lookups, TableRows
-from processors.classify import Classifier, Decision, Verdict
+from processors.behaviour import Classifier
+from processors.classify import Decision, Verdict
 from processors.enrich import Enrichment
 from schemas.classified import ClassifiedEvent
 from schemas.hit import Hit

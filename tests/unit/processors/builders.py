@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from processors.classify import Classifier, Decision
+from processors.behaviour import Classifier
+from processors.classify import Decision
 from schemas.hit import Hit
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
