@@ -14,11 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from processors.feedformats import read_feed
 from processors.netfeeds import (
     SNAPSHOT_AGE,
     SNAPSHOT_STALE,
     build_snapshot,
-    read_feed,
     report_snapshot_age,
     snapshot_status,
 )
