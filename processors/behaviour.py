@@ -3,6 +3,10 @@ revise earlier verdicts (bursts, scanners caught, time-of-click checks, re-scans
 
 The verdict of a hit on its own (static signals), and the Verdict, Decision and ClassifierConfig types, are
 processors/classify.py.
+
+Longer than 400 lines because the Classifier is one class: every behaviour rule reads and revises the same
+per-message state (_MessageState), and mypyc compiles a class from one module. What needs no state (the static
+verdict, the types) is classify.py.
 """
 
 from __future__ import annotations
