@@ -32,7 +32,8 @@ from schemas import native  # noqa: E402
 
 native.activate()  # first, before the hot modules load: compiled when a current build is there (make native)
 
-from processors.classify import COUNTED, Classifier, ClassifierConfig  # noqa: E402
+from processors.behaviour import Classifier  # noqa: E402
+from processors.classify import COUNTED, ClassifierConfig  # noqa: E402
 from processors.classify_file import classify_lines  # noqa: E402
 from processors.enrich import Enricher  # noqa: E402
 from processors.networks import NetworkLists  # noqa: E402

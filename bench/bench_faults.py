@@ -51,7 +51,7 @@ DATABASE = "bench_faults"
 def processor_main(bootstrap: str, prefix: str, dsn: str, key_spec: str, stop: Any, progress: Any) -> None:
     """A processor in its own process (chDB lets one process open a path): consumes until `stop` is set,
     reporting how many messages ClickHouse holds on `progress`."""
-    from pixeltrack.wiring import build_processor
+    from pixeltrack.compose.build import build_processor
     from processors.clickhouse import migrate
     from processors.kafka_runner import KafkaRunner
     from processors.writer import ClickHouseWriter

@@ -54,11 +54,11 @@ native.activate()  # first, before the hot modules load: compiled when a current
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
-from pixeltrack.wiring import build_processor  # noqa: E402
+from pixeltrack.compose.build import build_processor  # noqa: E402
 from processors.clickhouse import connect, migrate  # noqa: E402
-from processors.gc_tuning import tune_gc_for_batches  # noqa: E402
 from processors.kafka_runner import KafkaRunner  # noqa: E402
 from processors.writer import ClickHouseWriter  # noqa: E402
+from schemas.runtime import tune_gc_for_batches  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 from schemas.tokens import Keyring  # noqa: E402
 from schemas.topics import Topics  # noqa: E402

@@ -40,7 +40,7 @@ from schemas import native  # noqa: E402
 
 native.activate()  # first, before the hot modules load: compiled when a current build is there (make native)
 
-from processors.classify import Classifier  # noqa: E402
+from processors.behaviour import Classifier  # noqa: E402
 from processors.classify_file import build_classifier  # noqa: E402
 from processors.geodata import HOSTING_ASNS  # noqa: E402
 from tests.plugins import corpora  # noqa: E402

@@ -36,6 +36,10 @@ checked so that an aiohttp beyond the range pyproject.toml pins fails loudly, na
   aiohttp its listener (stop() closes it, runner.addresses lists it): check_site_internals, at start;
 - RequestHandler._messages/_request_in_progress, read by serving.GuardedConnection: check_aiohttp_internals;
 - aiohttp.http_parser.SINGLETON_HEADERS, copied here (not imported): test_fastpath pins the copy.
+
+Longer than 400 lines because the strict HTTP subset parser, the protocol that answers or hands a connection
+to aiohttp, and the sweeper of deadlines share one connection's state and buffer; the differential test pins
+the parser to aiohttp's as one unit.
 """
 
 from __future__ import annotations

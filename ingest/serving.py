@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import resource
-import signal
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -37,6 +35,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import Counter, Gauge
 
+from schemas.runtime import stop_on_signals
 from schemas.settings import Settings
 
 _DEFAULTS = Settings.model_fields
@@ -257,10 +256,7 @@ async def serve_until_stopped(app: web.Application, host: str, port: int, *, lim
     """Serves `app` on host:port under `limits` until SIGINT/SIGTERM (or `stop`): what web.run_app does,
     with the deadlines and the cap (`pixeltrack api` runs the ingest API with it)."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(asyncio.get_running_loop(), stop)
     runner = limits.runner(app)
     await runner.setup()
     try:

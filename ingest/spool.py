@@ -1,4 +1,9 @@
-"""The edge's journal: every answered hit is appended to disk before the answer; Kafka acks trim it."""
+"""The edge's journal: every answered hit is appended to disk before the answer; Kafka acks trim it.
+
+Longer than 400 lines because the journal is one Spool: its frame format, its writer with batched fsyncs, its
+replay and its trimming by Kafka's acknowledgements share the position and checkpoint invariants (what is on
+disk is answered, what is trimmed is acknowledged); the worker-folder naming helpers beside it are small.
+"""
 
 from __future__ import annotations
 

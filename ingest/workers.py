@@ -36,7 +36,6 @@ if __name__ in ("__main__", "__mp_main__"):  # `python -m ingest.workers` and it
 
 import asyncio
 import contextlib
-import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -53,6 +52,7 @@ from typing import Any
 
 from ingest.spool import SEGMENT_PREFIX, worker_folder, worker_index
 from schemas.aio import end_within
+from schemas.runtime import run, stop_on_signals, tune_gc_for_edge
 from schemas.settings import Settings
 from schemas.topics import Topics
 
@@ -90,22 +90,6 @@ def orphan_spools(spool_dir: Path | None, index: int, workers: int) -> list[Path
     return found
 
 
-GC_THRESHOLD = (50_000, 20, 100)
-
-
-def tune_gc() -> None:
-    """After start-up: move what exists to the permanent generation (gc.freeze) and collect young
-    objects every 50,000 allocations instead of 700. A hit allocates a few dozen short-lived objects
-    (request, headers, record, queue entry), and at thousands of hits a second the default thresholds
-    run a collection every few requests over a heap of aiohttp and aiokafka objects that never die.
-    Measured on one core (bench/bench_edge.py conditions): about 6,000 -> 8,000-9,000 answered req/s
-    and a third less CPU per request. Reference cycles are still collected, later and in bigger
-    batches; RSS through a 60 s Kafka outage stays far under the 150 MB bound (bench/bench_faults.py)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
-
-
 async def serve_worker(settings: Settings, index: int, workers: int, *, metrics_dir: Path | None = None,
                        port: int | None = None, stop: asyncio.Event | None = None,
                        ready: Callable[[int], None] | None = None,
@@ -122,10 +106,7 @@ async def serve_worker(settings: Settings, index: int, workers: int, *, metrics_
 
     quiet_bad_requests(metrics.BAD_REQUESTS.inc)  # counted per edge worker (pixeltrack_edge_bad_requests_total)
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(asyncio.get_running_loop(), stop)
     app = create_app(worker_settings(settings, index, workers),
                      spool_dir=worker_spool(settings.spool_dir, index), metrics_dir=metrics_dir,
                      drain_timeout=drain_timeout, adopt=orphan_spools(settings.spool_dir, index, workers))
@@ -143,7 +124,7 @@ async def serve_worker(settings: Settings, index: int, workers: int, *, metrics_
         await site.start()
         bound = runner.addresses[0][1]
         if tuned_gc:
-            tune_gc()
+            tune_gc_for_edge()
         log.info("edge worker %d (pid %d) listening on %s:%d (at most %d connections, head within %gs, idle "
                  "keep-alive %gs)", index, os.getpid(), settings.edge_host, bound, limits.max_connections,
                  limits.header_timeout, limits.keepalive_timeout)
@@ -159,21 +140,12 @@ async def serve_worker(settings: Settings, index: int, workers: int, *, metrics_
     log.info("edge worker %d stopped", index)
 
 
-def _run_loop(main: Any) -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
-
-
 def _worker_process(settings: Settings, index: int, workers: int, metrics_dir: str | None, port: int,
                     ready: Any) -> None:
     """Entry of a worker process (spawned: a fresh interpreter, which reads PROMETHEUS_MULTIPROC_DIR)."""
     _stop_with_parent()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s")
-    _run_loop(serve_worker(settings, index, workers, metrics_dir=Path(metrics_dir) if metrics_dir else None,
+    run(serve_worker(settings, index, workers, metrics_dir=Path(metrics_dir) if metrics_dir else None,
                            port=port, ready=lambda _port: ready.put(index)))
 
 
@@ -312,7 +284,7 @@ def run_edge(settings: Settings, workers: int = 1, announce: Callable[[str], Non
         def ready(port: int) -> None:
             say(f"pixeltrack edge: 1 worker on http://{settings.edge_host}:{port} (pid {os.getpid()})")
 
-        _run_loop(serve_worker(settings, 0, 1, ready=ready))
+        run(serve_worker(settings, 0, 1, ready=ready))
         return 0
     return Supervisor(settings, workers, say).run()
 

@@ -34,10 +34,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from processors.gc_tuning import BatchGc
 from processors.pipeline import BatchOutput, HitProcessor, SourceRecord
 from processors.step import WRITE_FINISH_TIMEOUT, ErasureWatch, let_finish, write_batch
 from processors.writer import ClickHouseWriter
+from schemas.runtime import BatchGc
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class BatchLoop(Generic[P]):
                  task_name: str = "pixeltrack-processor-write") -> None:
         """`after_insert(batch_number)` runs after a batch's insert and before its commit: a fault
         injection point for tests (raising there is a crash between insert and commit). `gc_schedule`:
-        kept after each batch is processed (processors.gc_tuning)."""
+        kept after each batch is processed (schemas.runtime)."""
         self._transport = transport
         self._processor = processor
         self._writer = writer

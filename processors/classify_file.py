@@ -6,7 +6,8 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from processors.classify import Classifier, ClassifierConfig, Verdict
+from processors.behaviour import Classifier
+from processors.classify import ClassifierConfig, Verdict
 from processors.enrich import Enricher
 from processors.networks import NetworkLists
 from schemas.hit import Hit, loads_v1

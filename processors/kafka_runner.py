@@ -12,12 +12,12 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from processors import metrics
 from processors.batch_loop import Batch, BatchLoop
-from processors.gc_tuning import BatchGc
 from processors.pipeline import BatchOutput, HitProcessor
 from processors.step import WRITE_FINISH_TIMEOUT
 from processors.writer import ClickHouseWriter
 from schemas.aio import finish_within
 from schemas.records import Record
+from schemas.runtime import BatchGc
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ class KafkaRunner:
         """`after_insert(batch_number)` runs after a batch's insert and before its commit: a fault
         injection point for tests (raising there is a crash between insert and commit). `sends_slack`:
         see SendsFirst (default: a batch, `max_records`). `gc_schedule`: kept after each batch is
-        processed (processors.gc_tuning; `pixeltrack process` passes one)."""
+        processed (schemas.runtime; `pixeltrack process` passes one)."""
         self._bootstrap = bootstrap
         self._group = group
         self._topics = topics

@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from processors.batch_loop import Batch, BatchLoop
-from processors.gc_tuning import BatchGc
 from processors.pipeline import BatchOutput, HitProcessor
 from processors.writer import ClickHouseWriter
 from schemas.records import Record
+from schemas.runtime import BatchGc
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class LocalRunner:
                  retry_max_delay: float = RETRY_MAX_DELAY, gc_schedule: BatchGc | None = None) -> None:
         """`on_classified` receives each batch's classified events before its insert (the embedded
         wiring's stand-in for the events.classified topic). `gc_schedule`: kept after each batch is
-        processed (processors.gc_tuning; `pixeltrack serve` passes one)."""
+        processed (schemas.runtime; `pixeltrack serve` passes one)."""
         self._transport = BusTransport(bus, max_records, max_ms, on_classified)
         self._loop = BatchLoop(self._transport, processor, writer, retry_max_delay=retry_max_delay,
                                gc_schedule=gc_schedule, task_name="pixeltrack-local-write")

@@ -1,4 +1,9 @@
-"""The processors' pure core: consumed records in, ClickHouse rows and dead letters out."""
+"""The processors' pure core: consumed records in, ClickHouse rows and dead letters out.
+
+Longer than 400 lines because HitProcessor is one class on the compiled hot path (schemas.native.HOT) whose
+per-record paths (hits, sends, conversions, unsubscribes) share its dedupe, tenant and dead-letter state;
+mypyc compiles a class from one module.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ import orjson
 
 from processors import metrics
 from processors.batch import BatchContext, Lookups, TableRows
-from processors.classify import Classifier, Decision, Verdict
+from processors.behaviour import Classifier
+from processors.classify import Decision, Verdict
 from processors.enrich import Enrichment
 from schemas.classified import ClassifiedEvent
 from schemas.hit import Hit

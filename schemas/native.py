@@ -31,7 +31,7 @@ from pathlib import Path
 
 # The per-hit path of a processor (decode, verify, enrich, classify, rows) and what it builds on.
 HOT = ("schemas.hit", "schemas.tokens", "schemas.records", "schemas.privacy", "processors.networks",
-       "processors.enrich", "processors.classify", "processors.pipeline")
+       "processors.enrich", "processors.classify", "processors.behaviour", "processors.pipeline")
 # What a build depends on: the compiled modules, and the types it took from every other module of
 # these packages (a class's fields, a function's signature): all their sources, so an edit anywhere
 # in them falls back to plain Python until the next build.

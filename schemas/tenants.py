@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schemas.tokens import Keyring, TokenError, TokenKind, TokenPayload
+from schemas.tokens import Keyring, TokenError, TokenKind, TokenPayload, new_secret
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|^localhost$|^127\.0\.0\.1$")
@@ -167,3 +167,27 @@ def _check_unique_domains(tenants: Iterable[Tenant]) -> None:
             if d in seen:
                 raise ValueError(f"domain {d!r} belongs to both {seen[d]!r} and {t.name!r}")
             seen[d] = t.name
+
+
+# --- a tenant's keys: creation and rotation (`pixeltrack tenants`) ------------------------------------------
+
+def key_ids(t: Tenant) -> list[str]:
+    """The kids of the tenant's signing keys, in the order kept (kid:secret,...)."""
+    return [k.split(":", 1)[0] for k in t.keys.split(",")]
+
+
+def new_tenant(name: str, domains: Iterable[str]) -> Tenant:
+    """A tenant with a fresh signing key k1 (current) and a fresh API key."""
+    return Tenant(name, tuple(domains), f"k1:{new_secret()}", "k1", (new_secret(),))
+
+
+def with_domains(t: Tenant, domains: Iterable[str]) -> Tenant:
+    """The tenant with `domains` added to its tracking domains."""
+    return Tenant(t.name, t.domains + tuple(domains), t.keys, t.current_key, t.api_keys)
+
+
+def with_next_key(t: Tenant) -> Tenant:
+    """Key rotation: a fresh key k<N+1> (N the highest numbered kid) becomes the one that signs; the former
+    keys stay, so links minted with them still verify until they are removed."""
+    kid = f"k{max(int(k[1:]) for k in key_ids(t) if k[1:].isdigit()) + 1}"
+    return Tenant(t.name, t.domains, f"{t.keys},{kid}:{new_secret()}", kid, t.api_keys)

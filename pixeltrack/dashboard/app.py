@@ -17,9 +17,6 @@ from ingest.serving import ServerLimits
 from pixeltrack.dashboard import pages
 from pixeltrack.dashboard.queries import (
     SIDES,
-    CampaignData,
-    CampaignRow,
-    ExampleHit,
     Query,
     ReasonRows,
     fetch_campaign,
@@ -27,6 +24,7 @@ from pixeltrack.dashboard.queries import (
     fetch_examples,
     fetch_reasons,
 )
+from pixeltrack.dashboard.rows import CampaignData, CampaignRow, ExampleHit
 from pixeltrack.dashboard.templates import CONTENT_SECURITY_POLICY
 from schemas.tenants import host_name
 

@@ -12,11 +12,12 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from pixeltrack.analytics.report import METRICS, Comparison, ab_verdict, names_a_winner
 from pixeltrack.dashboard import charts
 from pixeltrack.dashboard.format import DASH, count, money, p_value, pct, points, ratio, when
-from pixeltrack.dashboard.queries import EXAMPLE_LIMIT, CampaignData, CampaignRow, ExampleHit, LinkRow, SourceRow
+from pixeltrack.dashboard.queries import EXAMPLE_LIMIT
+from pixeltrack.dashboard.rows import CampaignData, CampaignRow, ExampleHit, LinkRow, SourceRow
 from pixeltrack.dashboard.templates import page
-from pixeltrack.report import METRICS, Comparison, ab_verdict, names_a_winner
 from schemas import reasons as meaning
 
 AB_METRICS = ("open", "click", "conversion")  # the verdict on clicks leads, as in `pixeltrack report`

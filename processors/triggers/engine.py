@@ -1,4 +1,8 @@
-"""The triggers' pure core: classified events and the clock in; webhook actions and state records out."""
+"""The triggers' pure core: classified events and the clock in; webhook actions and state records out.
+
+Longer than 400 lines because TriggerEngine is one pure state machine (held events, counting windows, settle
+timers) whose transitions read one another's state; apart, they would share its internals.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Triggers in production: an aiokafka consumer group on events.classified, state kept in a compacted topic."""
+"""Triggers in production: an aiokafka consumer group on events.classified, state kept in a compacted topic.
+
+Longer than 400 lines because one consumer's lifecycle (partition assignment, restoring state from the
+compacted topic, the engine's steps, webhook delivery, commits) shares the per-partition state it keeps.
+"""
 
 from __future__ import annotations
 

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from pixeltrack.analytics.report import ab_verdict, fetch
 from pixeltrack.dashboard import create_dashboard_app, query_with
 from pixeltrack.dashboard.queries import SUMMARY_SQL, Query
-from pixeltrack.report import ab_verdict, fetch
 from processors.writer import ClickHouseWriter
 from schemas.reasons import reason as reason_label
 from schemas.records import Record

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from pixeltrack.serve import ADMIN_HEADER, admin_app
+from pixeltrack.serve_admin import ADMIN_HEADER, admin_app
 from processors.writer import ClickHouseWriter
 from tests.plugins.clickhouse import ClickHouseDb
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pixeltrack.report import ab_verdict, fetch, render
-from pixeltrack.wiring import build_processor
+from pixeltrack.analytics.report import ab_verdict, fetch, render
+from pixeltrack.compose.build import build_processor
 from processors.local_runner import LocalRecord
 from processors.writer import ClickHouseWriter
 from schemas.records import Record

@@ -17,7 +17,7 @@ from clickhouse_connect.driver.client import Client
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from pixeltrack.wiring import build_processor
+from pixeltrack.compose.build import build_processor
 from processors.clickhouse import connect, migrate
 from processors.local_runner import LocalRecord
 from processors.writer import ClickHouseWriter

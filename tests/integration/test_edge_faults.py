@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 
 from ingest.app import create_app
 from ingest.publisher import KafkaPublisher
-from pixeltrack.wiring import build_processor
+from pixeltrack.compose.build import build_processor
 from processors.kafka_runner import KafkaRunner
 from processors.writer import ClickHouseWriter
 from schemas.settings import Settings

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from pixeltrack.wiring import build_processor
+from pixeltrack.compose.build import build_processor
 from processors.batch import TableRows
 from processors.clickhouse import migrate
 from processors.kafka_runner import KafkaRunner

@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestServer
 
 from ingest.app import create_app
 from ingest.publisher import KafkaPublisher
-from pixeltrack.sdk import Message, Tracker
-from pixeltrack.wiring import build_processor
+from pixeltrack.compose.build import build_processor
+from pixeltrack.sender.sdk import Message, Tracker
 from processors.kafka_runner import KafkaRunner, known_brokers
 from processors.writer import ClickHouseWriter
 from schemas.settings import Settings

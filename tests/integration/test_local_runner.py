@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pixeltrack.wiring import build_processor
+from pixeltrack.compose.build import build_processor
 from processors.local_runner import LocalRunner
 from processors.writer import ClickHouseWriter
 from schemas.records import Record

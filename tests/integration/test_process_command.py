@@ -7,7 +7,7 @@ import asyncio
 import base64
 import time
 
-from pixeltrack.process import run_processor
+from pixeltrack.compose.process import run_processor
 from schemas.aio import STUCK_EXIT_CODE
 from schemas.settings import Settings
 from schemas.tokens import Keyring

@@ -83,7 +83,7 @@ def test_serve_link_fetch_query(served: tuple[Path, str, subprocess.Popen[str]])
     # the ingest API registers sends; report and dashboard read them through serve
     info = json.loads((data / "serve.json").read_text())
     assert info["tenants"] == []  # what `forget` asks before erasing without --tenant
-    from pixeltrack.sdk import ApiClient
+    from pixeltrack.sender.sdk import ApiClient
     from schemas.sends import Send
 
     api = ApiClient(info["api_url"], info["api_key"])

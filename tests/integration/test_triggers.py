@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from processors.classify import Classifier
+from processors.behaviour import Classifier
 from processors.classify_file import build_classifier
 from processors.triggers.records import DEAD, DUE, FIRED, StateRecord, TriggerDeadLetter, idempotency_key
 from processors.triggers.runner import TriggerRunner, TriggerTopics, ensure_topics

@@ -1,4 +1,4 @@
-"""Every test leaves the garbage collector as it found it: a processor's wiring (processors.gc_tuning)
+"""Every test leaves the garbage collector as it found it: a processor's wiring (schemas.runtime)
 freezes objects and raises the collector's thresholds for the whole process, which would change how
 later tests see garbage."""
 

@@ -18,7 +18,8 @@ import crawleruseragents
 import orjson
 import yaml
 
-from processors.classify import COUNTED, Classifier
+from processors.behaviour import Classifier
+from processors.classify import COUNTED
 from processors.classify_file import classify_lines
 from schemas.hit import Hit
 

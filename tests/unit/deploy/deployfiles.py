@@ -14,7 +14,7 @@ import yaml
 
 from ingest.app import create_app
 from ingest.publisher import QueuePublisher
-from pixeltrack.sdk import Message, Tracker
+from pixeltrack.sender.sdk import Message, Tracker
 from schemas import native, tokens
 from schemas.settings import Settings
 from schemas.tokens import Keyring

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ingest.app import create_app
 from ingest.publisher import QueuePublisher
-from pixeltrack.sdk import Message, Tracker
+from pixeltrack.sender.sdk import Message, Tracker
 from schemas.privacy import keyed_recipient_hash, recipient_hash, recipient_key
 from schemas.records import DeadLetter, RawHit, Record
 from schemas.sends import Unsubscribe

@@ -16,7 +16,7 @@ from ingest.app import create_app
 from ingest.publisher import QueuePublisher
 from ingest.serverlog import SERVER_LOGGER, QuietBadRequests, quiet_bad_requests
 from pixeltrack.dashboard.app import create_dashboard_app
-from pixeltrack.serve import admin_app
+from pixeltrack.serve_admin import admin_app
 from schemas.records import Record
 from schemas.settings import Settings
 from schemas.tokens import Keyring

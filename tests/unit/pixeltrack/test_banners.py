@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pixeltrack.process import banner
+from pixeltrack.compose.process import banner
 from processors.clickhouse import public_dsn
 from schemas.settings import Settings
 

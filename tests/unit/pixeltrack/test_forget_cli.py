@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pixeltrack.cli import main
-from pixeltrack.serve import STATE_FILE
+from pixeltrack.serve_state import STATE_FILE
 from schemas.tenants import Tenant, TenantRegistry
 
 

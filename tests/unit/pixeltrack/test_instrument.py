@@ -21,24 +21,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.pixel import GIF
-from pixeltrack.instrument import (
-    HONEYPOT_TAG,
-    PIXEL_TAG,
-    EmailPlan,
-    InstrumentedEmail,
+from pixeltrack.sender.campaign import (
     JsonlSends,
     Recipient,
     RecipientsError,
     file_names,
-    instrument,
     instrument_campaign,
     message_id,
     parse_recipients,
     read_recipients,
+)
+from pixeltrack.sender.instrument import (
+    HONEYPOT_TAG,
+    PIXEL_TAG,
+    EmailPlan,
+    InstrumentedEmail,
+    instrument,
     unescape_attribute,
 )
-from pixeltrack.instrument_cli import add_instrument_parser, add_sends_parser
-from pixeltrack.sdk import Message, Tracker, prepare
+from pixeltrack.sender.instrument_cli import add_instrument_parser, add_sends_parser
+from pixeltrack.sender.sdk import Message, Tracker, prepare
 from schemas.sends import Send
 from schemas.tokens import FLAG_HONEYPOT, FLAG_NO_CLICK_ID, FLAG_UNSUBSCRIBE, Keyring
 from tests.plugins.edge import EdgeUnderTest, strip_click_id
@@ -677,7 +679,7 @@ def test_email_addresses_as_ids_are_warned_about_or_replaced_by_pseudonyms(
             assert "ana@example.org" not in f.name.lower()
             assert "ana@example.org" not in html.unescape(f.read_text()).lower()
     # The same id gets the same pseudonym (case of an address aside); another key, another one.
-    from pixeltrack.recipient_ids import Pseudonyms
+    from pixeltrack.sender.recipient_ids import Pseudonyms
 
     assert Pseudonyms(keyring).of(" ana@example.ORG ") == manifest[0]["recipient"]
     other = Keyring({"k2": b"another-secret-of-32-bytes-length"}, "k2")

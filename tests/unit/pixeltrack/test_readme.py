@@ -3,7 +3,8 @@
 import re
 from pathlib import Path
 
-from pixeltrack.cli import build_parser, settings_table
+from pixeltrack.cli import build_parser
+from pixeltrack.commands.setup import settings_table
 
 ROOT = Path(__file__).resolve().parents[3]
 README = ROOT / "README.md"

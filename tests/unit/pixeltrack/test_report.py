@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pixeltrack.report import ab_verdict, fetch, fetch_sources, render, two_proportion_test
+from pixeltrack.analytics.report import ab_verdict, fetch, fetch_sources, render, two_proportion_test
 from tests.plugins.clickhouse import ClickHouseDb
 from tests.unit.pixeltrack.dashboard.test_reasons_queries import campaign_rows, insert
 
@@ -67,7 +67,7 @@ def test_csv_is_one_table_with_the_comparisons_and_the_verdict() -> None:
 def test_names_and_values_are_printed_as_text_never_as_markup(capsys: pytest.CaptureFixture[str]) -> None:
     """A variant (the sender's to name) or a user agent (the internet's) of "[/]" made rich raise, and
     "[link=…]" printed a hyperlink; ESC went to the terminal as is."""
-    from pixeltrack.cli import _print_rows
+    from pixeltrack.commands.data import print_rows as _print_rows
 
     table = render([variant("[/]", 1000, 40), variant("[link=https://evil.example]B[/link]", 1000, 80)],
                    "[bold]x", "table")

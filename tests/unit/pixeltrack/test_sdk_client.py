@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from pixeltrack.sdk import ApiClient, ApiError
+from pixeltrack.sender.sdk import ApiClient, ApiError
 from schemas.sends import Send
 from tests.plugins.http import http_server
 
@@ -63,3 +63,11 @@ def test_a_refusal_is_not_retried_and_a_lasting_failure_says_what_was_registered
     assert len(waits) == 4
     with pytest.raises(ApiError, match="no answer"):
         ApiClient("http://127.0.0.1:9", "k", attempts=2, sleep=waits.append).register_sends(SENDS)
+
+
+def test_the_sdks_former_import_path_gives_the_same_names() -> None:
+    import pixeltrack.sdk
+    import pixeltrack.sender.sdk
+
+    assert pixeltrack.sdk.Tracker is pixeltrack.sender.sdk.Tracker
+    assert pixeltrack.sdk.ApiClient is pixeltrack.sender.sdk.ApiClient

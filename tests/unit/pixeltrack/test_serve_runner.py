@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from pixeltrack.serve import _runner_ended
+from pixeltrack.compose.serve import _runner_ended
 
 
 async def test_a_failed_runner_stops_serve_and_a_finished_one_does_not() -> None:

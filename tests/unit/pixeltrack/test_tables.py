@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from pixeltrack.report import render
-from pixeltrack.tables import print_rows
+from pixeltrack.analytics.report import render
+from pixeltrack.analytics.tables import print_rows
 
 # campaign_summary's columns (schemas/clickhouse/006_views.sql) and one row of plausible values.
 SUMMARY = {

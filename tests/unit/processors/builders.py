@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from processors.classify import Classifier, Decision
+from processors.behaviour import Classifier
+from processors.classify import Decision
 from processors.pipeline import DEAD_LETTER_COLUMNS, BatchOutput
 from schemas.hit import Hit
 from schemas.records import DeadLetter

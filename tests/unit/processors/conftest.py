@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from processors.classify import Classifier, ClassifierConfig
+from processors.behaviour import Classifier
+from processors.classify import ClassifierConfig
 from processors.enrich import Enricher
 from processors.networks import NetworkLists
 

@@ -9,7 +9,8 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from processors.classify import Classifier, ClassifierConfig, Verdict
+from processors.behaviour import Classifier
+from processors.classify import ClassifierConfig, Verdict
 from processors.enrich import UNKNOWN, Enricher
 from processors.networks import NetworkLists
 from schemas.hit import Hit

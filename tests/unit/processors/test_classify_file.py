@@ -9,7 +9,7 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from processors.classify import Classifier
+from processors.behaviour import Classifier
 from processors.classify_file import build_classifier, classify_lines
 from schemas.hit import Hit
 

@@ -12,7 +12,8 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from processors.classify import COUNTED, Classifier, ClassifierConfig
+from processors.behaviour import Classifier
+from processors.classify import COUNTED, ClassifierConfig
 from processors.classify_file import classify_lines
 from processors.enrich import Enricher
 from processors.networks import NetworkLists

@@ -8,7 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from processors.classify import COUNTED, Classifier
+from processors.behaviour import Classifier
+from processors.classify import COUNTED
 from processors.classify_file import classify_lines
 
 from .builders import FIXTURES

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from processors.classify import Classifier, ClassifierConfig, Verdict
+from processors.behaviour import Classifier
+from processors.classify import ClassifierConfig, Verdict
 from processors.enrich import UNKNOWN, Enricher
 from processors.networks import NetworkLists
 from schemas.hit import Hit

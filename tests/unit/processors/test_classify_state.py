@@ -6,7 +6,7 @@ import gc
 import tracemalloc
 from collections.abc import Callable
 
-from processors.classify import Classifier
+from processors.behaviour import Classifier
 
 from .builders import CHROME, LINKS, UNLISTED_CLOUD, make_hit
 

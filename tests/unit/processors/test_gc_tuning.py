@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from processors.gc_tuning import BatchGc
+from schemas.runtime import BatchGc
 
 
 class Node:

@@ -11,7 +11,7 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from pixeltrack.wiring import build_processor
+from pixeltrack.compose.build import build_processor
 from processors import geodata
 from processors.classify_file import build_classifier
 from processors.enrich import Enricher

@@ -14,11 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from processors.feedformats import read_feed
 from processors.netfeeds import (
     SNAPSHOT_AGE,
     SNAPSHOT_STALE,
     build_snapshot,
-    read_feed,
     report_snapshot_age,
     snapshot_status,
 )
@@ -309,7 +309,7 @@ def test_an_old_snapshot_is_a_gauge_and_one_warning_never_an_error(caplog: pytes
 
 
 def test_a_processor_reports_the_snapshots_age_when_it_is_built() -> None:
-    from pixeltrack.wiring import build_processor
+    from pixeltrack.compose.build import build_processor
     from schemas.settings import Settings
     from schemas.tokens import Keyring
 

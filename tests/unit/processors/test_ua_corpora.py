@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from processors import uabots
-from processors.classify import Classifier
+from processors.behaviour import Classifier
 from processors.enrich import UA_BOT, UA_EMPTY, UA_GMAIL_PROXY, UA_LIBRARY, UA_WEBMAIL_PROXY, UA_YAHOO_PROXY, Enricher
 from tests.plugins.corpora import UAP_NOT_BROWSERS, click_verdicts, isbot_browsers, list_instances, uap_cases
 

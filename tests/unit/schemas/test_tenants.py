@@ -79,3 +79,16 @@ def test_a_tenants_file_of_the_wrong_shape_is_refused(tmp_path: Path, doc: objec
     path.write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="must be an object with a list"):
         TenantRegistry.load(path)
+
+
+def test_key_rotation_adds_the_next_numbered_key_and_keeps_the_former_ones() -> None:
+    from schemas.tenants import key_ids, new_tenant, with_domains, with_next_key
+
+    t = new_tenant("acme", ["t.acme.example"])
+    assert (key_ids(t), t.current_key, len(t.api_keys)) == (["k1"], "k1", 1)
+    rotated = with_next_key(with_next_key(t))
+    assert (key_ids(rotated), rotated.current_key) == (["k1", "k2", "k3"], "k3")
+    assert rotated.keys.startswith(t.keys + ",k2:")
+    assert rotated.api_keys == t.api_keys
+    assert with_domains(rotated, ["u.acme.example"]).domains == ("t.acme.example", "u.acme.example")
+

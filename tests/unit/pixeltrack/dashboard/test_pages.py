@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from html import escape
 from html.parser import HTMLParser
 
+from pixeltrack.analytics.report import ab_verdict
 from pixeltrack.dashboard import pages
-from pixeltrack.dashboard.queries import CampaignData, ExampleHit, Places, fetch_campaign, fetch_campaigns
-from pixeltrack.report import ab_verdict
+from pixeltrack.dashboard.queries import fetch_campaign, fetch_campaigns
+from pixeltrack.dashboard.rows import CampaignData, ExampleHit, Places
 from tests.unit.pixeltrack.dashboard.fakes import CAMPAIGN, HOSTILE, FakeQuery, variant
 
 NOW = datetime(2026, 9, 21, 18, 5, 7, tzinfo=UTC)

@@ -8,7 +8,8 @@ from datetime import UTC, timedelta
 import pytest
 
 from pixeltrack.dashboard import queries
-from pixeltrack.dashboard.queries import HourRow, fetch_campaign, fetch_campaigns, fill_hours, top
+from pixeltrack.dashboard.queries import fetch_campaign, fetch_campaigns, fill_hours, top
+from pixeltrack.dashboard.rows import HourRow
 from tests.unit.pixeltrack.dashboard.fakes import CAMPAIGN, HOSTILE, T0, FakeQuery
 
 # What analysts read: the views and the aggregates behind them, never raw events or sends.

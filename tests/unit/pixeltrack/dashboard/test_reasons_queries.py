@@ -11,10 +11,6 @@ import pytest
 
 from pixeltrack.dashboard import query_with
 from pixeltrack.dashboard.queries import (
-    DAY,
-    HOUR,
-    MINUTE,
-    HourRow,
     Query,
     by_day,
     fetch_campaign,
@@ -22,6 +18,7 @@ from pixeltrack.dashboard.queries import (
     fill_hours,
     pick_bucket,
 )
+from pixeltrack.dashboard.rows import DAY, HOUR, MINUTE, HourRow
 from processors.writer import ClickHouseWriter
 from tests.plugins.clickhouse import ClickHouseDb
 

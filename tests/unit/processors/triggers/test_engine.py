@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from processors.classify import Classifier, ClassifierConfig
+from processors.behaviour import Classifier
+from processors.classify import ClassifierConfig
 from processors.triggers.engine import DEFAULT_SETTLE_SECONDS, Step, TriggerEngine
 from processors.triggers.records import CLOSED, COUNTING, DUE, FIRED, StateRecord, idempotency_key, window_of
 from schemas.tokens import FLAG_HONEYPOT, FLAG_UNSUBSCRIBE

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 
 from ingest.serving import ServerLimits
 from pixeltrack.dashboard.app import query_with, start_dashboard
 from processors.writer import ClickHouseWriter
+from schemas.runtime import stop_on_signals
 
 
 async def run_dashboard(dsn: str, database: str, host: str = "127.0.0.1", port: int = 8082, *, tenant: str = "",
@@ -17,10 +16,7 @@ async def run_dashboard(dsn: str, database: str, host: str = "127.0.0.1", port: 
     """Serves until SIGINT/SIGTERM (or `stop`). A chdb:// path can be opened by one process at a time:
     while `pixeltrack serve` holds it, use the dashboard serve runs instead."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(asyncio.get_running_loop(), stop)
     writer = ClickHouseWriter(dsn, database)
     try:
         runner = await start_dashboard(query_with(writer), host, port, tenant=tenant,

@@ -1,4 +1,4 @@
-"""Builds the pieces from settings: keyring, classifier, processor. The CLI's one place for wiring."""
+"""Builds the settings-derived pieces every process shares: keyrings, tenants, privacy key, processor."""
 
 from __future__ import annotations
 

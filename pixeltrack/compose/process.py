@@ -1,4 +1,4 @@
-"""`pixeltrack process`: the Kafka processor's wiring, its shutdown held to a bound."""
+"""`pixeltrack process`: the Kafka processor's wiring (checks and schema first), its shutdown held to a bound."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import asyncio
 import os
 from collections.abc import Callable
 
-from pixeltrack.wiring import build_processor
-from processors.gc_tuning import tune_gc_for_batches
+from pixeltrack.compose.build import build_processor
+from pixeltrack.errors import CommandError
+from pixeltrack.serve_state import serve_owning
 from processors.kafka_runner import KafkaRunner
 from processors.writer import ClickHouseWriter
 from schemas.aio import end_within
+from schemas.runtime import stop_on_signals, tune_gc_for_batches
 from schemas.settings import Settings
 from schemas.topics import Topics
 
@@ -53,3 +55,33 @@ async def run_processor(settings: Settings, stop: asyncio.Event, writer: ClickHo
             await writer.close()
 
     await end_within(finish(), bound, SAFE_TO_END, end_process)
+
+
+def prepare(settings: Settings) -> None:
+    """What a processor checks and opens before it consumes, each failure one line: the signing keys, a
+    chDB folder a running serve holds (refused: chDB is one process's at a time), the schema (migrated
+    when migrate_on_start, else ClickHouse reached once), the metrics port."""
+    from processors.clickhouse import connect, migrate
+
+    settings.keyring()  # the missing-keys error first, before anything is opened or created
+    info = serve_owning(settings.clickhouse_dsn)
+    if info is not None:
+        raise CommandError(f"{settings.clickhouse_dsn} belongs to the running serve (pid {info.pid}, "
+                           f"{info.dashboard_url}/): its own processors write there; a separate processor needs a "
+                           "ClickHouse server (--clickhouse http://HOST:8123, see docs/production.md)")
+    if settings.migrate_on_start:
+        migrate(settings.clickhouse_dsn, settings.clickhouse_database, settings.retention_days,
+                settings.dead_letter_retention_days)
+    else:
+        connect(settings.clickhouse_dsn, settings.clickhouse_database).close()  # unreachable: one line, now
+    if settings.processor_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.processor_metrics_port)
+
+
+async def run_until_signalled(settings: Settings) -> None:
+    """run_processor until SIGINT/SIGTERM."""
+    stop = asyncio.Event()
+    stop_on_signals(asyncio.get_running_loop(), stop)
+    await run_processor(settings, stop)

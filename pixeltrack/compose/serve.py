@@ -1,31 +1,25 @@
-"""`pixeltrack serve`: edge, processors and chDB in one process, for trying pixeltrack out."""
+"""`pixeltrack serve`: edge, processors and chDB in one process, for trying pixeltrack out (its composition).
+
+Its state file is pixeltrack/serve_state.py, its admin HTTP API pixeltrack/serve_admin.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import logging
 import os
 import secrets
-import signal
 import socket
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
 from pathlib import Path
-
-from aiohttp import web
 
 from ingest.api import create_api_app
 from ingest.app import create_app
 from ingest.fastpath import EdgeSite
 from ingest.publisher import QueuePublisher
-from ingest.serverlog import quiet_bad_requests
 from ingest.serving import SERVE_FD_RESERVE, ServerLimits
-from pixeltrack.dashboard import query_with, start_dashboard
-from pixeltrack.errors import CommandError
-from pixeltrack.wiring import (
+from pixeltrack.compose.build import (
     API_KEY_FILE,
     build_processor,
     data_dir_secret,
@@ -33,47 +27,19 @@ from pixeltrack.wiring import (
     privacy_key_for,
     tenants_for,
 )
+from pixeltrack.dashboard import query_with, start_dashboard
+from pixeltrack.errors import CommandError
+from pixeltrack.serve_admin import admin_app
+from pixeltrack.serve_state import ServeInfo, chdb_dsn
 from processors.clickhouse import migrate
-from processors.gc_tuning import tune_gc_for_batches
 from processors.local_runner import LocalRunner
 from processors.writer import ClickHouseWriter
-from schemas.privacy import keyed_recipient_hash
 from schemas.records import Record
+from schemas.runtime import stop_on_signals, tune_gc_for_batches
 from schemas.settings import Settings
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
-
-STATE_FILE = "serve.json"  # where a running `serve` says how to reach it (mode 0600)
-ADMIN_HEADER = "X-Pixeltrack-Admin"
-
-
-@dataclass(frozen=True, slots=True)
-class ServeInfo:
-    edge_url: str
-    dashboard_url: str
-    api_url: str
-    api_key: str
-    admin_url: str
-    admin_token: str
-    pid: int
-    # The tenants this serve answers for (from its own tenants file, read at its start); None in the
-    # state file of a serve that did not say. `forget` asks here, not its caller's environment.
-    tenants: list[str] | None = None
-
-    @classmethod
-    def read(cls, data_dir: Path) -> ServeInfo | None:
-        """The running server's info, or None when no live `serve` owns the folder."""
-        try:
-            info = cls(**json.loads((data_dir / STATE_FILE).read_text()))
-            os.kill(info.pid, 0)
-        except (OSError, ValueError, TypeError):
-            return None
-        return info
-
-
-def chdb_dsn(data_dir: Path) -> str:
-    return f"chdb://{(data_dir / 'chdb').resolve()}"
 
 
 def refuse_to_start(data_dir: Path, ports: list[tuple[str, int, str]]) -> None:
@@ -114,62 +80,12 @@ def _port_of(host: str, port: int, flag: str) -> Iterator[None]:
         raise CommandError(_port_taken(host, port, flag, exc)) from None
 
 
-def admin_app(writer: ClickHouseWriter, token: str,
-              forgotten: Callable[[str], None] | None = None, privacy_key: bytes | None = None) -> web.Application:
-    """Read-only SQL for `pixeltrack query` while serve owns the chDB path (one process per path), and
-    `forget` (with `privacy_key`, the installation's; without, forget is refused). `forgotten(keyed
-    recipient hash)` is told before the rows are deleted (the processor then drops
-    what still arrives for the recipient at once, not at its next read of `erasures`)."""
-
-    async def query(request: web.Request) -> web.Response:
-        if not hmac.compare_digest(request.headers.get(ADMIN_HEADER, ""), token):
-            return web.json_response({"error": "missing or wrong admin token"}, status=401)
-        try:
-            body = await request.json()
-            sql, parameters = str(body.get("sql", "")).strip(), body.get("parameters") or {}
-        except (ValueError, AttributeError):
-            return web.json_response({"error": 'body must be {"sql": "...", "parameters": {...}}'}, status=400)
-        if not sql:
-            return web.json_response({"error": "empty query"}, status=400)
-        try:
-            columns, rows = await writer.query(sql, readonly=True, parameters=parameters)
-        except Exception as exc:  # ClickHouse's message is the useful answer for the person asking
-            return web.json_response({"error": str(exc).strip()[:2000]}, status=400)
-        return web.json_response({"columns": columns, "rows": rows}, dumps=lambda o: json.dumps(o, default=str))
-
-    async def forget(request: web.Request) -> web.Response:
-        if not hmac.compare_digest(request.headers.get(ADMIN_HEADER, ""), token):
-            return web.json_response({"error": "missing or wrong admin token"}, status=401)
-        try:
-            body = await request.json()
-            recipient, tenant = body.get("recipient") or "", body.get("tenant") or ""
-        except (ValueError, AttributeError):
-            return web.json_response({"error": 'body must be {"recipient": "...", "tenant": "..."}'}, status=400)
-        if not recipient or not isinstance(recipient, str) or not isinstance(tenant, str):
-            return web.json_response({"error": "recipient (a string) is required; tenant is a string"}, status=400)
-        if privacy_key is None:
-            return web.json_response({"error": "forget is not available here (no privacy key)"}, status=503)
-        if forgotten is not None:
-            forgotten(keyed_recipient_hash(privacy_key, tenant, recipient))
-        deleted = await writer.forget(recipient, tenant, privacy_key)
-        return web.json_response({"deleted": deleted})
-
-    quiet_bad_requests()  # a malformed request: one DEBUG line, address truncated (ingest.serverlog)
-    app = web.Application(client_max_size=1024 * 1024)
-    app.router.add_post("/query", query)
-    app.router.add_post("/forget", forget)
-    return app
-
-
 async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_port: int = 8081,
                 dashboard_port: int = 8082, stop: asyncio.Event | None = None, announce: bool = True) -> None:
     """Runs until SIGINT/SIGTERM (or `stop`), then stops in order: edge (drains its queue onto the
     bus) and API, runner (writes what is on the bus), writer."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(asyncio.get_running_loop(), stop)
 
     refuse_to_start(data_dir, [(host, port, "--port"), (host, api_port, "--api-port"),
                                ("127.0.0.1", dashboard_port, "--dashboard-port")])
@@ -238,10 +154,7 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
                      f"http://{shown_host}:{api_bound}", api_key,
                      f"http://127.0.0.1:{admin_port}", token, os.getpid(),
                      sorted(tenants_for(settings, keyring).tenants))
-    state = data_dir / STATE_FILE
-    fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(asdict(info), f)
+    state = info.write(data_dir)
     if announce:
         _announce(info, data_dir)
     try:

@@ -10,14 +10,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from pixeltrack.instrument import (
-    EmailPlan,
-    JsonlSends,
-    file_names,
-    instrument_campaign,
-    read_recipients,
-)
-from pixeltrack.recipient_ids import WARNING, Pseudonyms, email_like
+from pixeltrack.sender.campaign import JsonlSends, file_names, instrument_campaign, read_recipients
+from pixeltrack.sender.instrument import EmailPlan
+from pixeltrack.sender.recipient_ids import WARNING, Pseudonyms, email_like
 from schemas.sends import Send
 
 
@@ -72,7 +67,7 @@ def add_sends_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
 def cmd_sends_post(args: argparse.Namespace) -> int:
     """Reads FILE.jsonl, checks every line as the API would, then posts them in batches."""
-    from pixeltrack.sdk import ApiClient, ApiError
+    from pixeltrack.sender.sdk import ApiClient, ApiError
 
     path = Path(args.file)
     sends: list[Send] = []
@@ -112,8 +107,8 @@ def cmd_instrument(args: argparse.Namespace) -> int:
 def _instrument(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from pixeltrack.sdk import ApiClient, ApiError, Tracker
-    from pixeltrack.wiring import minting_keyring
+    from pixeltrack.compose.build import minting_keyring
+    from pixeltrack.sender.sdk import ApiClient, ApiError, Tracker
     from schemas.settings import Settings
 
     if args.api and not (args.api_key or args.api_key_file):

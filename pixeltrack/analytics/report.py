@@ -208,7 +208,7 @@ def _table(rows: list[dict[str, Any]], campaign: str, comps: list[Comparison], v
     else one block per variant; then the comparisons and the verdict; then machines by source."""
     from rich.console import Console
 
-    from pixeltrack.tables import fits, print_rows, wide_table
+    from pixeltrack.analytics.tables import fits, print_rows, wide_table
 
     columns = ("variant", "delivered", "unique opens", "open rate", "machine opens", "unique clicks", "CTR",
                "CTOR", "filtered clicks", "conversions", "conv. rate", "revenue / recipient")
@@ -246,7 +246,7 @@ def _table(rows: list[dict[str, Any]], campaign: str, comps: list[Comparison], v
 
 def _print_sources(console: Any, sources: list[dict[str, Any]]) -> None:
     """Machine opens, then filtered clicks, by source with their top reasons (not counted in the rates)."""
-    from pixeltrack.tables import wide_table
+    from pixeltrack.analytics.tables import wide_table
 
     for kind, title in (("open", "Machine opens by source"), ("click", "Filtered clicks by source")):
         rows = [s for s in sources if s["kind"] == kind]

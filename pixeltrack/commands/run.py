@@ -1,0 +1,82 @@
+"""The long-running commands: serve, edge, process, api, triggers, dashboard (each built in pixeltrack/compose/)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pixeltrack.commands.common import listening_on, run_on_kafka, settings
+from schemas.runtime import run
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pixeltrack.compose.serve import serve
+
+    data = Path(args.data)
+    s = settings(data_dir=data)
+    run(serve(s, data, args.host, args.port, args.api_port, args.dashboard_port))
+    return 0
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    """The public edge: one process, or --workers N processes on one port (SO_REUSEPORT, supervised)."""
+    from ingest.workers import run_edge
+
+    return run_edge(settings(edge_host=args.host, edge_port=args.port), args.workers)
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from pixeltrack.compose.process import banner, prepare, run_until_signalled
+
+    s = settings(clickhouse_dsn=args.clickhouse)
+    print(banner(s), flush=True)
+    prepare(s)
+    run_on_kafka(run_until_signalled(s), s.kafka_bootstrap)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from pixeltrack.compose.services import api_banner, run_api
+
+    s = settings(api_host=args.host, api_port=args.port)
+    print(api_banner(s), flush=True)
+    with listening_on(s.api_host, s.api_port, "--port PORT (PIXELTRACK_API_PORT)"):
+        run_on_kafka(run_api(s, announce=lambda line: print(line, flush=True)), s.kafka_bootstrap)
+    return 0
+
+
+def cmd_triggers(args: argparse.Namespace) -> int:
+    """Behaviour triggers: events.classified → rules → signed webhooks (production)."""
+    from pixeltrack.compose.services import run_triggers, trigger_rules, triggers_banner
+    from processors.triggers.rules import RuleError
+
+    s = settings()
+    path = Path(args.rules) if args.rules else s.triggers_rules
+    if path is None:
+        print("pixeltrack triggers: give --rules FILE or set PIXELTRACK_TRIGGERS_RULES", file=sys.stderr)
+        return 2
+    try:
+        rules = trigger_rules(s, path)
+    except RuleError as exc:
+        raise SystemExit(f"pixeltrack triggers: {exc}") from None
+    print(triggers_banner(s, rules, path), flush=True)
+    run_on_kafka(run_triggers(s, rules), s.kafka_bootstrap)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from pixeltrack.serve_state import ServeInfo
+
+    if args.data and (info := ServeInfo.read(Path(args.data))) is not None:
+        print(f"pixeltrack dashboard: a running serve owns {args.data}; its dashboard is {info.dashboard_url}/",
+              file=sys.stderr)
+        return 1
+    from ingest.serving import ServerLimits
+    from pixeltrack.compose.dashboard import run_dashboard
+
+    s = settings(clickhouse_dsn=args.clickhouse)
+    with listening_on(args.host, args.port, "--port PORT"):
+        run(run_dashboard(s.clickhouse_dsn, s.clickhouse_database, args.host, args.port, tenant=args.tenant,
+                          refresh_seconds=args.refresh, limits=ServerLimits.from_settings(s)))
+    return 0

@@ -1,0 +1,59 @@
+"""`pixeltrack api` and `pixeltrack triggers`: the production ingest API and the behaviour triggers, from settings."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from schemas.runtime import stop_on_signals
+from schemas.settings import Settings
+from schemas.topics import Topics
+
+if TYPE_CHECKING:
+    from processors.triggers.rules import RuleSet
+
+
+def api_banner(settings: Settings) -> str:
+    topics = Topics(settings.topic_prefix)
+    return (f"pixeltrack api: Kafka {settings.kafka_bootstrap}, topics {topics.sends}, {topics.conversions} "
+            f"(prefix {settings.topic_prefix!r})")
+
+
+async def run_api(settings: Settings, announce: Callable[[str], None]) -> None:
+    """The authenticated ingest API (sends, conversions) on api_host:api_port until SIGINT/SIGTERM."""
+    from ingest.api import create_api_from_settings
+    from ingest.app import edge_tenants
+    from ingest.serving import ServerLimits, serve_until_stopped
+
+    # The default keys check the operator's click ids; a tenants file alone is enough for tenants' ones.
+    app = create_api_from_settings(settings, edge_tenants(settings))
+    await serve_until_stopped(app, settings.api_host, settings.api_port, limits=ServerLimits.from_settings(settings),
+                              server="api", announce=announce)
+
+
+def trigger_rules(settings: Settings, path: Path) -> RuleSet:
+    """The rules file at `path`, with the settings' webhook secret (RuleError names what is wrong)."""
+    from processors.triggers.rules import load_rules
+
+    secret = settings.triggers_webhook_secret.get_secret_value() if settings.triggers_webhook_secret else None
+    return load_rules(path, secret)
+
+
+def triggers_banner(settings: Settings, rules: RuleSet, path: Path) -> str:
+    s = settings
+    return (f"pixeltrack triggers: Kafka {s.kafka_bootstrap} (group {s.triggers_consumer_group}), topic "
+            f"{Topics(s.topic_prefix).events_classified} (prefix {s.topic_prefix!r}), {len(rules.rules)} rules from "
+            f"{path}")
+
+
+async def run_triggers(s: Settings, rules: RuleSet) -> None:
+    """Behaviour triggers: events.classified → rules → signed webhooks, until SIGINT/SIGTERM."""
+    from processors.triggers.runner import TriggerRunner
+
+    stop = asyncio.Event()
+    stop_on_signals(asyncio.get_running_loop(), stop)
+    runner = TriggerRunner(s.kafka_bootstrap, s.triggers_consumer_group, Topics(s.topic_prefix), rules,
+                           settle_seconds=s.triggers_settle_seconds, max_attempts=s.triggers_max_attempts)
+    await runner.run(stop)

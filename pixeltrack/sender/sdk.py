@@ -1,0 +1,171 @@
+"""For senders: mint signed pixel and click URLs for one message to one recipient."""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+
+import orjson
+
+from pixeltrack.sender.recipient_ids import WARNING, Pseudonyms, looks_like_email
+from schemas.sends import Send
+from schemas.tokens import FLAG_HONEYPOT, FLAG_NO_CLICK_ID, FLAG_UNSUBSCRIBE, Keyring, TokenKind, TokenPayload
+
+DAY_MS = 86_400_000
+_log = logging.getLogger("pixeltrack.sdk")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Who a message goes to and what it belongs to. sent_at is epoch ms (default: now)."""
+
+    campaign: str
+    message: str
+    recipient: str
+    variant: str = ""
+    tenant: str = ""
+    sent_at: int = 0
+
+
+class Tracker:
+    """Mints URLs on a tracking base URL (e.g. https://t.example.com). Tokens expire after ttl_days
+    (0 = never). With `hash_recipients`, every URL and Send carries a keyed pseudonym of the recipient
+    id (pixeltrack.sender.recipient_ids.Pseudonyms) instead of the id; without it, an id shaped like an email
+    address is logged once as a warning, since it would be readable in every URL and row."""
+
+    def __init__(self, base_url: str, keyring: Keyring, ttl_days: int = 400, *, hash_recipients: bool = False) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base URL {base_url!r} must start with http:// or https://")
+        self.base_url = base_url.rstrip("/")
+        self._keyring = keyring
+        self._ttl_ms = ttl_days * DAY_MS
+        self._pseudonyms = Pseudonyms(keyring) if hash_recipients else None
+        self._warned = False
+
+    def recipient_id(self, recipient: str) -> str:
+        """The id that URLs and sends carry for `recipient`: its pseudonym, or itself."""
+        if self._pseudonyms is not None:
+            return self._pseudonyms.of(recipient)
+        if not self._warned and looks_like_email(recipient):
+            self._warned = True
+            _log.warning("pixeltrack SDK: %s", WARNING.format(count="at least 1", total="the recipients",
+                                                              example="…@" + recipient.rpartition("@")[2]))
+        return recipient
+
+    def _payload(self, m: Message, kind: TokenKind, url: str = "", link_id: str = "",
+                 flags: int = 0) -> TokenPayload:
+        sent_at = m.sent_at or int(time.time() * 1000)
+        return TokenPayload(kind=kind, tenant=m.tenant, campaign=m.campaign, variant=m.variant,
+                            message=m.message, recipient=self.recipient_id(m.recipient), sent_at=sent_at,
+                            expires_at=sent_at + self._ttl_ms if self._ttl_ms else 0,
+                            url=url, link_id=link_id, flags=flags)
+
+    def pixel_url(self, m: Message) -> str:
+        return f"{self.base_url}/o/{self._keyring.mint(self._payload(m, 'open'))}.gif"
+
+    def unsubscribe_url(self, m: Message) -> str:
+        """The edge's own unsubscribe page for this message (GET confirms, POST unsubscribes: RFC 8058);
+        use it as the List-Unsubscribe URL with List-Unsubscribe-Post: List-Unsubscribe=One-Click."""
+        token = self._keyring.mint(self._payload(m, "click", url=f"{self.base_url}/u", link_id="unsubscribe",
+                                                 flags=FLAG_UNSUBSCRIBE | FLAG_NO_CLICK_ID))
+        return f"{self.base_url}/u/{token}"
+
+    def click_url(self, m: Message, url: str, link_id: str = "", honeypot: bool = False,
+                  unsubscribe: bool = False, click_id: bool = True) -> str:
+        flags = ((FLAG_HONEYPOT if honeypot else 0) | (FLAG_UNSUBSCRIBE if unsubscribe else 0)
+                 | (0 if click_id else FLAG_NO_CLICK_ID))
+        token = self._keyring.mint(self._payload(m, "click", url=url, link_id=link_id, flags=flags))
+        return f"{self.base_url}/c/{token}"
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSend:
+    """Everything one email needs: the pixel, the wrapped links (same order as given), and the send
+    record to register so rates have their denominator."""
+
+    pixel: str
+    clicks: tuple[str, ...]
+    send: Send
+
+
+def prepare(tracker: Tracker, m: Message, urls: Sequence[str] = (), mailbox_domain: str = "") -> PreparedSend:
+    """Mints the pixel and click URLs of one message and the Send that registers it."""
+    sent_at = m.sent_at or int(time.time() * 1000)
+    m = replace(m, sent_at=sent_at)
+    send = Send(tenant=m.tenant, campaign=m.campaign, variant=m.variant, message=m.message,
+                recipient=tracker.recipient_id(m.recipient), sent_at=sent_at / 1000,
+                mailbox_domain=mailbox_domain.lower(), links=len(urls))
+    return PreparedSend(tracker.pixel_url(m), tuple(tracker.click_url(m, u) for u in urls), send)
+
+
+class ApiClient:
+    """Registers sends and conversions with the ingest API (`POST /v1/sends`, `/v1/conversions`).
+    Blocking (urllib), for scripts and batch jobs; errors raise ApiError with the server's message."""
+
+    def __init__(self, api_url: str, api_key: str, timeout: float = 30.0, attempts: int = 5,
+                 backoff: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> None:
+        """`attempts`: tries of a request answered 429 or 5xx, or lost on the network (the API's 202 is
+        the only acknowledgement, and sends and conversions are idempotent, so a retry is safe); the
+        waits double from `backoff` seconds (a Retry-After is honoured, up to 60 s)."""
+        self.api_url = api_url.rstrip("/")
+        self._key = api_key
+        self._timeout = timeout
+        self._attempts = max(1, attempts)
+        self._backoff = backoff
+        self._sleep = sleep
+
+    def _post(self, path: str, body: object) -> dict[str, object]:
+        data = orjson.dumps(body)
+        for attempt in range(1, self._attempts + 1):
+            req = urllib.request.Request(
+                f"{self.api_url}{path}", data=data, method="POST",
+                headers={"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"})
+            wait = self._backoff * 2 ** (attempt - 1)
+            try:
+                with urllib.request.urlopen(req, timeout=self._timeout) as resp:
+                    answer: dict[str, object] = orjson.loads(resp.read())
+                    return answer
+            except urllib.error.HTTPError as exc:
+                detail = exc.read().decode("utf-8", "replace")
+                retry_after = exc.headers.get("Retry-After") if exc.headers else None
+                exc.close()
+                if (exc.code != 429 and exc.code < 500) or attempt == self._attempts:
+                    raise ApiError(exc.code, detail) from None
+                if retry_after and retry_after.strip().isdigit():
+                    wait = min(60.0, float(retry_after))
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                if attempt == self._attempts:
+                    raise ApiError(0, f"no answer from {self.api_url}: {exc}") from None
+            self._sleep(wait)
+        raise AssertionError("unreachable")
+
+    def register_sends(self, sends: Sequence[Send], batch: int = 5000) -> int:
+        """Posts sends in batches; returns how many the API accepted. A batch that fails for good raises
+        ApiError saying how many were accepted before it (posting all of them again is safe)."""
+        accepted = 0
+        for i in range(0, len(sends), batch):
+            body = {"sends": [{k: v for k, v in asdict(s).items() if k != "v"} for s in sends[i:i + batch]]}
+            try:
+                answer = self._post("/v1/sends", body)
+            except ApiError as exc:
+                raise ApiError(exc.status, f"{exc.detail} ({accepted} of {len(sends)} sends were registered "
+                                           "before this batch; registering them all again is safe)") from None
+            accepted += int(answer.get("accepted", 0))  # type: ignore[call-overload]
+        return accepted
+
+    def record_conversion(self, idempotency_key: str, value: float = 0.0, currency: str = "",
+                          click_id: str = "", message: str = "", campaign: str = "") -> dict[str, object]:
+        return self._post("/v1/conversions", {"conversions": [{
+            "idempotency_key": idempotency_key, "value": value, "currency": currency, "click_id": click_id,
+            "message": message, "campaign": campaign}]})
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
