@@ -66,23 +66,35 @@ def ua_corpora(make: Callable[[], Classifier]) -> dict[str, float]:
         return device is not None and device.family == "Spider"
 
     from processors import uabots
+    from processors.enrich import UA_APP_HTTP
+
+    def app_stack(ua: str) -> bool:  # an app's raw HTTP stack: its opens are a person's, its clicks are not
+        return probe._enricher.ua_profile(ua).kind == UA_APP_HTTP
 
     listed = [ua for _, ua in corpora.list_instances()]
     matcher = uabots.default_matcher()
     unlisted_spiders = [ua for ua, _ in corpora.uap_cases() if spider(ua) and matcher.match(ua) is None]
     uap_browsers = [ua for ua, family in corpora.uap_cases()
                     if family not in corpora.UAP_NOT_BROWSERS and not spider(ua)]
+    isbot = list(corpora.isbot_browsers())
+    stacks = [ua for ua in [*isbot, *uap_browsers] if app_stack(ua)]
     out = {
         "bots_listed": share(corpora.click_verdicts(make(), listed), "machine"),
         "bots_unlisted_spiders": share(corpora.click_verdicts(make(), unlisted_spiders), "machine"),
-        "browsers_isbot_machine": share(corpora.click_verdicts(make(), list(corpora.isbot_browsers())), "machine"),
-        "browsers_uap_machine": share(corpora.click_verdicts(make(), uap_browsers), "machine"),
+        "browsers_isbot_machine": share(corpora.click_verdicts(make(), [u for u in isbot if not app_stack(u)]),
+                                        "machine"),
+        "browsers_uap_machine": share(corpora.click_verdicts(make(), [u for u in uap_browsers if not app_stack(u)]),
+                                      "machine"),
+        "app_stacks_open_human": share(corpora.open_verdicts(make(), stacks), "human"),
     }
     print(f"bots, crawler-user-agents instances ({len(listed)}): {out['bots_listed']:.2%} machine")
     print(f"bots, uap-core spiders the list does not name ({len(unlisted_spiders)}): "
           f"{out['bots_unlisted_spiders']:.2%} machine")
-    print(f"browsers, isbot ({len(corpora.isbot_browsers())}): {out['browsers_isbot_machine']:.2%} called machine")
-    print(f"browsers, uap-core ({len(uap_browsers)}): {out['browsers_uap_machine']:.2%} called machine")
+    print(f"browsers, isbot ({len(isbot)}, app stacks apart): {out['browsers_isbot_machine']:.2%} called machine")
+    print(f"browsers, uap-core ({len(uap_browsers)}, app stacks apart): {out['browsers_uap_machine']:.2%} "
+          "called machine")
+    print(f"apps' own HTTP stacks in those corpora ({len(stacks)}): opens {out['app_stacks_open_human']:.2%} human "
+          "(their clicks are machines: no browser engine renders the page)")
     return out
 
 

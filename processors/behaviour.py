@@ -370,11 +370,12 @@ class Classifier:
                     self._revise(state, t, SCANNER, R_UA_SWITCH, revisions, new)
             self._revise(state, new, SCANNER, R_UA_SWITCH, revisions, new)
             return
-        if new.net_kind == _NET_CLOUD and not opened:
+        if new.net_kind == _NET_CLOUD and not opened and new.ts - new.hit.sent_at <= self.config.sandbox_window:
             # A hosting network clicking one link minutes after delivery without ever showing the message:
             # a sandbox no list names ("click event with no open event" and "click sourced from a known
             # datacenter IP", https://www.autoemails.com/help/agent/mark-bot-unsubscribe). A person on a
-            # cloud VPN who opened the message from it first stays a person.
+            # cloud VPN who opened the message from it first stays a person, and so does one clicking
+            # hours later with images off: sandboxes detonate within the first minutes (sandbox_window).
             self._revise(state, new, SCANNER, R_CLOUD_CLICK_NO_OPEN, revisions, new)
             return
         if others is not None:

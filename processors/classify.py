@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from processors.enrich import (
+    UA_APP_HTTP,
     UA_BARE_MOZILLA,
     UA_BOT,
     UA_BROWSER,
@@ -54,6 +55,7 @@ from schemas.verdicts import (  # noqa: F401
     R_ACCEPT_NOT_IMAGE,
     R_AMBIGUOUS_ACCEPT,
     R_AMBIGUOUS_ORDER,
+    R_APP_HTTP_CLICK,
     R_BARE_MOZILLA,
     R_BOT_UA,
     R_CLOUD_CLICK_NO_OPEN,
@@ -159,6 +161,9 @@ class ClassifierConfig:
     security_scan_window: float = 300.0
     """A mail-security network's fetch this soon after send is its delivery-time scan; later ones are a
     person's clicks through the vendor's browser isolation unless behaviour says otherwise."""
+    sandbox_window: float = 3600.0
+    """A click from a hosting network with no open of its client this soon after send is a sandbox's
+    detonation (they fetch 3–40 minutes after delivery); later, a person on a VPN with images off."""
     proxy_dedupe_window: float = 300.0
     """An image proxy's repeat of the same pixel within this, from any of its nodes, is a duplicate."""
     message_burst_window: float = 2.0
@@ -247,6 +252,10 @@ def static_verdict(hit: Hit, prof: UaProfile, net: NetworkInfo | None, config: C
     if kind == UA_GMAIL_PREFETCH:
         return verdict_of(MACHINE, GMAIL_PREFETCH, (R_UA_GMAIL_PREFETCH,))
     is_open = hit.kind == "open"
+    if kind == UA_APP_HTTP and not is_open:
+        # An app's own HTTP stack fetching the link (feed refresh, link preview, prefetch): a person sees a page
+        # only in a browser engine, whose UA names it. Its opens stay (a native mail app may load images so).
+        return verdict_of(MACHINE, BOT, (R_APP_HTTP_CLICK,))
     since_send = hit.ts - hit.sent_at
     if hit.method == "HEAD":
         # No mail client displays an image or follows a link with HEAD: a checker probing the URL.

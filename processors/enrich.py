@@ -39,6 +39,7 @@ UA_LIBRARY = "library"                # HTTP libraries and command-line tools
 UA_EMPTY = "empty"                    # no user agent at all
 UA_BOT = "bot"                        # self-declared crawlers, link expanders, headless browsers
 UA_GENERIC = "generic"                # no shape of a browser, in-app browser or mail client: a program's own UA
+UA_APP_HTTP = "app_http"              # an app's own HTTP stack (CFNetwork, Dalvik, ...): no browser engine renders
 UA_BROWSER = "browser"                # a web browser (webmail or a click)
 UA_MAIL_APP = "mail_app"              # a native mail client (Outlook, Apple Mail, iOS Mail, ...)
 UA_OTHER = "other"                    # anything else: no opinion
@@ -138,6 +139,23 @@ _TAGGED_BROWSER = re.compile(r"like gecko;|(?:safari|chrome|firefox|gecko|versio
 # FROM", "load_file(", "sleep("), PHP or script tags, shell expansions and Shellshock's "() {" (CVE-2014-6271).
 _PAYLOAD = re.compile(
     r"'\s*(?:or|and|\+|\|\|)|\bselect\b.*\bfrom\b|load_file\(|sleep\(|<\?|<script|\$\{|\$\(|\(\)\s*\{")
+# A browser engine's token: a person reading a page sees it in an engine (a browser, an in-app browser, a mail app's
+# web view), and each engine names itself or its browser in the UA (AppleWebKit, Gecko, KHTML, Trident, Presto,
+# Chrome, Safari; "Mobile Safari" on Android's stock WebView), or is a proxy browser that renders on its server
+# (Opera Mini's Presto, UC Browser's "UCWEB").
+_ENGINE = re.compile(r"applewebkit|webkit|gecko|khtml|trident|presto|goanna|chrome|safari|msie|opera|netfront|ucweb")
+# The UA an app's own HTTP stack sends when the app fetches a URL itself (feed refresh, link preview, favicon, a
+# podcast or sync download), where no engine renders a page:
+#   Apple's URL loading system: "<App>/<version> CFNetwork/<version> Darwin/<version>" (and "CFNetwork, iPhone OS");
+#   Android's HttpURLConnection default: "Dalvik/2.1.0 (Linux; U; Android 13; <device> Build/<id>)";
+#   AFNetworking's default: "<App>/<version> (iPhone; iOS 17.1; Scale/3.00)";
+#   an app naming its bundle id in a comment: "<app>/<version> (com.example.app; Android API 28)",
+#   "<App>/<version> (com.example.App; build:7383; iOS 12.1.0) Alamofire/4.7.0";
+#   an app naming an Apple device or iOS in its comment, "<App>/<version> (iPhone; iPhone OS 7.0.2; en_US)": on iOS
+#   every browser and web view is WebKit (App Store Review Guideline 2.5.6), whose UA names AppleWebKit.
+_APP_HTTP_STACK = re.compile(
+    r"cfnetwork|dalvik/|; ?scale/[0-9]|android api [0-9]|\((?:[a-z][a-z0-9_-]*\.){2,}[a-z][a-z0-9_-]*;|"
+    r"\((?:iphone|ipad|ipod)\b|\(ios [0-9]")
 # A "Mozilla/<version>" with something glued on without a space: "Mozilla/5.0libwww-perl/5.826".
 _GLUED_MOZILLA = re.compile(r"mozilla/[0-9.]+(?=[a-z])")
 # ua_parser families of native mail clients (the parse result names them for us).
@@ -378,7 +396,11 @@ def profile_ua(ua: str, parser: Any) -> UaProfile:
     elif client != UNKNOWN:
         kind = UA_MAIL_APP
     else:
-        kind = UA_OTHER
+        low = ua.lower()
+        # No engine, but an app's own HTTP stack: the app fetching the URL (a person sees a page only in an
+        # engine). A native mail app may load a message's images so, hence a kind of its own, not a bot's: the
+        # classifier calls its clicks a machine's and leaves its opens alone.
+        kind = UA_APP_HTTP if _APP_HTTP_STACK.search(low) is not None and _ENGINE.search(low) is None else UA_OTHER
     return UaProfile(browser, os_family, device, client, kind, False)
 
 

@@ -48,6 +48,7 @@ R_HONEYPOT: Final = "honeypot"
 R_EMPTY_UA: Final = "empty_ua"
 R_LIB_UA: Final = "lib_ua"
 R_BOT_UA: Final = "bot_ua"
+R_APP_HTTP_CLICK: Final = "app_http_click"  # a click by an app's own HTTP stack: no engine, no reader
 R_GENERIC_UA: Final = "generic_ua"  # a UA with no shape of a browser, in-app browser or mail client
 R_UA_GMAIL_PREFETCH: Final = "ua_gmail_prefetch"
 R_HEAD: Final = "head_request"
@@ -82,7 +83,7 @@ R_TIME_OF_CLICK: Final = "time_of_click_check"
 R_REPEAT: Final = "repeat_within_window"
 REASONS: Final = frozenset({
     R_NO_SIGNAL, R_NET_INTERNAL, R_PREFETCH_HEADER, R_HONEYPOT, R_EMPTY_UA, R_LIB_UA, R_BOT_UA, R_GENERIC_UA,
-    R_UA_GMAIL_PREFETCH,
+    R_APP_HTTP_CLICK, R_UA_GMAIL_PREFETCH,
     R_HEAD, R_NET_MAIL_SECURITY, R_UA_GMAIL_PROXY, R_UA_YAHOO_PROXY, R_UA_WEBMAIL_PROXY, R_VIA_ISOLATION,
     R_NET_HOSTING, R_UNSUBSCRIBE_FAST, R_NET_CRAWLER, R_NET_LINK_PREVIEW, R_NET_MONITOR, R_AMBIGUOUS_ACCEPT,
     R_MESSAGE_BURST, R_HEAD_THEN_GET, R_UA_SWITCH, R_CLOUD_CLICK_NO_OPEN, R_RESCAN, R_AMBIGUOUS_ORDER,

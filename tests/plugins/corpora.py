@@ -98,6 +98,19 @@ def click_verdicts(classifier: Classifier, uas: Sequence[str]) -> list[str]:
     return [classifier.feed(click_hit(ua, n))[0].verdict.verdict for n, ua in enumerate(uas)]
 
 
+def open_verdicts(classifier: Classifier, uas: Sequence[str]) -> list[str]:
+    """The verdict of one open (a pixel fetch asking for an image) per user agent, 2–50 h after send, from a home
+    address: as click_verdicts, for the open."""
+    out = []
+    for n, ua in enumerate(uas):
+        message = f"o-{n}"
+        hit = Hit(id=f"{message}-open", ts=SENT + 2 * HOUR + (n * 7919) % int(48 * HOUR), kind="open", method="GET",
+                  ip=HOME_IP, ua=ua, message=message, recipient="r-" + message, campaign="c", sent_at=SENT,
+                  headers=dict(IMG_ACCEPT), link="", honeypot=False)
+        out.append(classifier.feed(hit)[0].verdict.verdict)
+    return out
+
+
 def relay_addresses() -> list[str]:
     """The first address of every range of Apple's published Private Relay egress list (as shipped)."""
     out = []

@@ -286,3 +286,13 @@ def test_apple_mail_ua_is_unaffected_by_the_accept_rule(classifier: Classifier) 
     """The stripped WebKit UA of Apple Mail is a mail app's, not a browser's: no Accept rule applies."""
     assert classifier.feed(make_hit(20, ua=APPLE_MAIL, headers=STAR))[0].verdict == Verdict(
         "human", "direct", ("fast_after_send",))
+
+
+def test_a_person_on_a_hosting_vpn_clicking_hours_later_without_an_open_stays_a_person(
+        hosting_classifier: Classifier) -> None:
+    # Images off (no open), a VPN exit on a hosting network, a click three hours after delivery: no sandbox
+    # waits that long (they detonate 3–40 minutes after delivery; see the sandbox test above).
+    [d] = hosting_classifier.feed(make_hit(3 * 3600.0, "click", ip="203.0.113.77", ua=CHROME, link=LINKS[2],
+                                           message="m-late"))
+    assert d.verdict.verdict == "human"
+    assert "net_hosting" in d.verdict.reasons

@@ -13,8 +13,24 @@ import pytest
 
 from processors import uabots
 from processors.behaviour import Classifier
-from processors.enrich import UA_BOT, UA_EMPTY, UA_GMAIL_PROXY, UA_LIBRARY, UA_WEBMAIL_PROXY, UA_YAHOO_PROXY, Enricher
-from tests.plugins.corpora import UAP_NOT_BROWSERS, click_verdicts, isbot_browsers, list_instances, uap_cases
+from processors.enrich import (
+    UA_APP_HTTP,
+    UA_BOT,
+    UA_EMPTY,
+    UA_GMAIL_PROXY,
+    UA_LIBRARY,
+    UA_WEBMAIL_PROXY,
+    UA_YAHOO_PROXY,
+    Enricher,
+)
+from tests.plugins.corpora import (
+    UAP_NOT_BROWSERS,
+    click_verdicts,
+    isbot_browsers,
+    list_instances,
+    open_verdicts,
+    uap_cases,
+)
 
 from .builders import LINKS, make_hit
 
@@ -94,10 +110,24 @@ PEOPLE_SHAPES = (
     "Mozilla/5.0 (X11; Linux x86_64; rv:115.0) Gecko/20100101 Thunderbird/115.6.0",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)",   # Apple Mail
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
-    "Dalvik/2.1.0 (Linux; U; Android 13; Pixel 7 Build/TQ3A.230901.001)",               # an Android app's own stack
-    "Spark/3120 CFNetwork/1408.0.4 Darwin/22.5.0",                                      # an iOS mail app's own stack
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 "
     "Safari/537.36 Edg/124.0.0.0",
+)
+# The UA an app's own HTTP stack sends, by default, when the app fetches a URL itself (a feed refresh, a link
+# preview, a download), each with where the format is documented: no browser engine renders a page for a person
+# there. Their opens stay people's (a native mail app may load a message's images so); their clicks are machines'.
+APP_HTTP_STACKS = (
+    # Android's HttpURLConnection default, System.getProperty("http.agent") (Android's Dalvik/ART docs)
+    ("Dalvik/2.1.0 (Linux; U; Android 13; Pixel 7 Build/TQ3A.230901.001)", "http.agent"),
+    # Apple's URL loading system: "<bundle name>/<version> CFNetwork/<version> Darwin/<version>" (an iOS mail app's)
+    ("Spark/3120 CFNetwork/1408.0.4 Darwin/22.5.0", "NSURLSession"),
+    ("ExampleReader/4.1 CFNetwork/1410.0.3 Darwin/22.6.0", "NSURLSession"),
+    # AFNetworking's default: "%@/%@ (%@; iOS %@; Scale/%0.2f)" (AFHTTPRequestSerializer)
+    ("ExamplePodcasts/2.9 (iPhone; iOS 17.4; Scale/3.00)", "AFNetworking"),
+    # Alamofire's default: "<app>/<version> (<bundle id>; build:<n>; <os> <version>) Alamofire/<version>"
+    ("ExampleApp/1.2.0 (com.example.app; build:42; iOS 17.4.0) Alamofire/5.8.1", "Alamofire"),
+    # an Android app's own, naming its package and API level
+    ("exampleapp/5.90.0 (com.example.mobile.android; Android API 34)", "package and API level"),
 )
 # Browser UAs that look like machines to a careless rule: an earlier substring table called the first two bots
 # (issue 15's false positives); the others have no browser family or OS that uap-core knows.
@@ -131,11 +161,26 @@ def browser_corpora(enricher: Enricher) -> tuple[list[str], list[str]]:
     return list(isbot_browsers()), uap
 
 
+# An engine's token as a test reads it: an app-stack UA the detector names must have none (a browser's UA never
+# becomes an app's raw HTTP stack).
+ENGINE_TOKENS = ("applewebkit", "gecko", "khtml", "trident", "presto", "chrome/", "safari")
+
+
 def test_browser_corpora_stay_people(make_classifier: Callable[..., Classifier], enricher: Enricher) -> None:
     isbot, uap = browser_corpora(enricher)
-    uas = [*isbot, *uap]
     assert len(isbot) == 555
     assert len(uap) > 700
+    total = len(isbot) + len(uap)
+    # The corpora hold apps' raw HTTP stacks too ("Viber/12.8.0.1 CFNetwork/1121.2.2 Darwin/19.3.0", "Dalvik/2.1.0
+    # (Linux; U; Android 9; ...)"): no engine, so no person reading a page. Their opens stay people's; their clicks
+    # are measured in test_app_http_stack_clicks_are_machines, not here.
+    app_stacks = [ua for ua in [*isbot, *uap] if enricher.ua_profile(ua).kind == UA_APP_HTTP]
+    assert not [ua for ua in app_stacks if any(t in ua.lower() for t in ENGINE_TOKENS)]
+    assert (sum(1 for ua in isbot if ua in app_stacks), sum(1 for ua in uap if ua in app_stacks)) == (19, 53)
+    assert set(open_verdicts(make_classifier(), app_stacks)) == {"human"}
+    isbot = [ua for ua in isbot if ua not in app_stacks]
+    uap = [ua for ua in uap if ua not in app_stacks]
+    uas = [*isbot, *uap]
     got = verdicts(make_classifier, uas)
     machines = {ua for ua, v in zip(uas, got, strict=True) if v == "machine"}
     assert machines == set(KNOWN_MACHINES_IN_BROWSER_CORPORA)
@@ -145,7 +190,7 @@ def test_browser_corpora_stay_people(make_classifier: Callable[..., Classifier],
     isbot_people = [v for ua, v in zip(isbot, got, strict=False) if ua not in KNOWN_MACHINES_IN_BROWSER_CORPORA]
     assert sum(1 for v in isbot_people if v == "human") / len(isbot_people) >= 0.997
     # Counting the named non-browsers against us, still ≥ 99.3 %.
-    assert len(machines) / len(uas) <= 0.007
+    assert len(machines) / total <= 0.007
     assert set(got) <= {"human", "machine"}
 
 
@@ -201,7 +246,31 @@ def test_vendor_documented_machines_are_machines(make_classifier: Callable[..., 
 def test_people_shapes_stay_people(make_classifier: Callable[..., Classifier], enricher: Enricher) -> None:
     assert verdicts(make_classifier, list(PEOPLE_SHAPES)) == ["human"] * len(PEOPLE_SHAPES)
     assert [enricher.ua_profile(ua).kind for ua in PEOPLE_SHAPES] == [
-        "mail_app", "mail_app", "mail_app", "mail_app", "mail_app", "other", "other", "browser"]
+        "mail_app", "mail_app", "mail_app", "mail_app", "mail_app", "browser"]
+
+
+def test_app_http_stacks_are_their_own_kind(make_classifier: Callable[..., Classifier], enricher: Enricher) -> None:
+    uas = [ua for ua, _ in APP_HTTP_STACKS]
+    assert [enricher.ua_profile(ua).kind for ua in uas] == [UA_APP_HTTP] * len(uas)
+    # the device and OS are still read from them
+    assert [(p.os, p.device) for p in map(enricher.ua_profile, uas[:2])] == [("Android", "tablet"), ("iOS", "mobile")]
+    # a native mail app may load a message's images through its own stack: the open is a person's
+    assert open_verdicts(make_classifier(), uas) == ["human"] * len(uas)
+    # the same apps' web views and in-app browsers carry an engine: not app stacks
+    assert [enricher.ua_profile(ua).kind for ua in (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+        "Mozilla/5.0 (Linux; Android 13; Pixel 7 Build/TQ3A.230901.001; wv) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Version/4.0 Chrome/124.0.6367.82 Mobile Safari/537.36",
+    )] == ["mail_app", "other"]
+
+
+def test_app_http_stack_clicks_are_machines(make_classifier: Callable[..., Classifier], enricher: Enricher) -> None:
+    isbot, uap = browser_corpora(enricher)
+    corpora_stacks = [ua for ua in [*isbot, *uap] if enricher.ua_profile(ua).kind == UA_APP_HTTP]
+    uas = [*(ua for ua, _ in APP_HTTP_STACKS), *corpora_stacks]
+    assert verdicts(make_classifier, uas) == ["machine"] * len(uas)
+    [d] = make_classifier().feed(make_hit(5 * HOUR, "click", ua=APP_HTTP_STACKS[0][0], link=LINKS[0]))
+    assert d.verdict.reasons == ("app_http_click",)
 
 
 @pytest.mark.parametrize(("ua", "reason"), [
