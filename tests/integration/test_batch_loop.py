@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from pixeltrack.wiring import build_processor
+from pixeltrack.compose.build import build_processor
 from processors.batch import TableRows
 from processors.kafka_runner import KafkaRunner
 from processors.local_runner import LocalRunner
