@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -140,7 +141,18 @@ def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topic
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         if own_publisher:
-            await publisher.start()
+            # A broker that does not answer at start is the caller's one error (pixeltrack api says it in
+            # one line): aiokafka's own ERROR line is muted for the start only, and the failed producer closed.
+            kafka_log = logging.getLogger("aiokafka")
+            level = kafka_log.level
+            kafka_log.setLevel(logging.CRITICAL)
+            try:
+                await publisher.start()
+            except BaseException:
+                await publisher.stop()
+                raise
+            finally:
+                kafka_log.setLevel(level)
         yield
         if own_publisher:
             await publisher.stop()

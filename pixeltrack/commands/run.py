@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from pixeltrack.commands.common import listening_on, run_on_kafka, settings
+from pixeltrack.errors import CommandError
 from schemas.runtime import run
 
 
@@ -14,6 +15,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pixeltrack.compose.serve import serve
 
     data = Path(args.data)
+    if data.exists() and not data.is_dir():
+        raise CommandError(f"--data {args.data} is a file, not a folder: give a folder (it is created when missing)")
     s = settings(data_dir=data)
     run(serve(s, data, args.host, args.port, args.api_port, args.dashboard_port))
     return 0
@@ -22,8 +25,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_edge(args: argparse.Namespace) -> int:
     """The public edge: one process, or --workers N processes on one port (SO_REUSEPORT, supervised)."""
     from ingest.workers import run_edge
+    from pixeltrack.compose.serve import refuse_taken_port
 
-    return run_edge(settings(edge_host=args.host, edge_port=args.port), args.workers)
+    s = settings(edge_host=args.host, edge_port=args.port)
+    # Before the workers create their spools: a port that is taken leaves nothing behind.
+    refuse_taken_port(s.edge_host, s.edge_port, "--port PORT (or PIXELTRACK_EDGE_PORT)")
+    return run_edge(s, args.workers)
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -73,10 +80,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     from ingest.serving import ServerLimits
+    from pixeltrack.commands.data import direct_dsn
     from pixeltrack.compose.dashboard import run_dashboard
 
-    s = settings(clickhouse_dsn=args.clickhouse)
+    s = settings()
+    dsn = direct_dsn(args, s)  # a --data or chDB folder that is not there is refused, not served empty
     with listening_on(args.host, args.port, "--port PORT"):
-        run(run_dashboard(s.clickhouse_dsn, s.clickhouse_database, args.host, args.port, tenant=args.tenant,
+        run(run_dashboard(dsn, s.clickhouse_database, args.host, args.port, tenant=args.tenant,
                           refresh_seconds=args.refresh, limits=ServerLimits.from_settings(s)))
     return 0

@@ -93,7 +93,8 @@ def cmd_dnt_hash(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from processors.clickhouse import migrate
 
-    dsn = args.clickhouse or (f"chdb://{Path(args.data).resolve() / 'chdb'}" if args.data else None)
+    # --data must be there (a fresh one migrates: its chdb/ is made); a mistyped folder is not created.
+    dsn = args.clickhouse or (f"chdb://{serve_folder(args.data).resolve() / 'chdb'}" if args.data else None)
     s = settings(clickhouse_dsn=dsn)
     applied = migrate(s.clickhouse_dsn, s.clickhouse_database, s.retention_days, s.dead_letter_retention_days)
     print("applied: " + (", ".join(applied) if applied else "nothing new"))

@@ -50,20 +50,27 @@ def refuse_to_start(data_dir: Path, ports: list[tuple[str, int, str]]) -> None:
         raise CommandError(f"a serve already runs on {data_dir} (pid {running.pid}, dashboard "
                            f"{running.dashboard_url}/, edge {running.edge_url}): use it, or stop it first")
     for host, port, flag in ports:
-        if port == 0:
-            continue
-        try:
-            infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        except OSError as exc:
-            raise CommandError(f"cannot listen on {host}:{port} ({exc}); check --host") from None
-        for family, kind, proto, _, address in infos:
-            with socket.socket(family, kind, proto) as probe:
-                # As the servers bind: SO_REUSEADDR, so only a listening socket (not TIME_WAIT) refuses.
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    probe.bind(address)
-                except OSError as exc:
-                    raise CommandError(_port_taken(host, port, flag, exc)) from None
+        refuse_taken_port(host, port, f"{flag} PORT (0 = any)")
+
+
+def refuse_taken_port(host: str, port: int, change: str) -> None:
+    """CommandError when host:port cannot be listened on (port 0: any, never taken); `change` says what
+    picks another port."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port} ({exc}); check --host") from None
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # As the servers bind: SO_REUSEADDR, so only a listening socket (not TIME_WAIT) refuses.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise CommandError(f"port {port} on {host} is not free ({exc.strerror or exc}): stop what holds "
+                                   f"it, or give {change}") from None
 
 
 def _port_taken(host: str, port: int, flag: str, exc: OSError) -> str:

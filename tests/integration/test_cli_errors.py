@@ -149,3 +149,46 @@ def test_the_dashboard_on_a_port_in_use_names_it(tmp_path: Path) -> None:
         message = refused(tmp_path, "dashboard", "--clickhouse", f"chdb://{tmp_path / 'chdb'}", "--port", str(port))
     assert message.strip() == (f"pixeltrack dashboard: port {port} on 127.0.0.1 is not free (Address already in use): "
                                "stop what holds it, or give --port PORT")
+
+
+def test_serve_on_a_data_path_that_is_a_file_says_so(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a folder\n")
+    message = refused(tmp_path, "serve", "--data", "notes.txt", "--port", "0", "--api-port", "0",
+                      "--dashboard-port", "0")
+    assert "--data notes.txt is a file, not a folder" in message
+
+
+def test_the_edge_on_a_port_in_use_names_it_and_leaves_no_spool(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        message = refused(tmp_path, "edge", "--host", "127.0.0.1", "--port", str(port), PIXELTRACK_SIGNING_KEYS=KEYS,
+                          PIXELTRACK_SPOOL_DIR=str(tmp_path / "spool"), PIXELTRACK_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    assert message.strip() == (f"pixeltrack edge: port {port} on 127.0.0.1 is not free (Address already in use): "
+                               "stop what holds it, or give --port PORT (or PIXELTRACK_EDGE_PORT)")
+    assert not (tmp_path / "spool").exists()
+
+
+def test_the_dashboard_refuses_a_data_folder_that_is_not_there(tmp_path: Path) -> None:
+    assert "--data nope: no such folder" in refused(tmp_path, "dashboard", "--data", "nope", "--port", "0")
+    (tmp_path / "notes").mkdir()
+    assert "not a serve data folder (no chdb/ in it)" in refused(tmp_path, "dashboard", "--data", "notes",
+                                                                 "--port", "0")
+
+
+def test_migrate_refuses_a_data_folder_that_is_not_there_and_migrates_a_fresh_one(tmp_path: Path) -> None:
+    assert "--data nope: no such folder" in refused(tmp_path, "migrate", "--data", "nope")
+    (tmp_path / "fresh").mkdir()
+    out = subprocess.run([sys.executable, "-m", "pixeltrack.cli", "migrate", "--data", "fresh"], cwd=tmp_path,
+                         env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("applied: ")
+    assert (tmp_path / "fresh" / "chdb").is_dir()
+
+
+def test_the_api_without_kafka_is_one_line(tmp_path: Path) -> None:
+    message = refused(tmp_path, "api", "--port", "0", PIXELTRACK_SIGNING_KEYS=KEYS,
+                      PIXELTRACK_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    assert message.strip() == ("pixeltrack api: cannot reach Kafka at 127.0.0.1:1: start it (`make kafka`, see "
+                               "docs/production.md) or set PIXELTRACK_KAFKA_BOOTSTRAP")
