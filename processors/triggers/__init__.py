@@ -2,6 +2,7 @@
 
 rules.py (TOML → typed rules) · engine.py (the pure core) · records.py (actions, triggers.state and
 triggers.dlq records) · webhook.py (signed delivery, retries) · dispatch.py (concurrent deliveries) ·
-runner.py (Kafka consumer group) · service.py (the embedded wiring) · signature.py (verify_signature
-for receivers; standard library only) · metrics.py. See docs/triggers.md.
+core.py (the one step of both runners) · runner.py (its Kafka adapter) · service.py (its embedded
+adapter) · signature.py (verify_signature for receivers; standard library only) · metrics.py.
+See docs/triggers.md.
 """

@@ -1,7 +1,8 @@
 """Triggers in production: an aiokafka consumer group on events.classified, state kept in a compacted topic.
 
-Longer than 400 lines because one consumer's lifecycle (partition assignment, restoring state from the
-compacted topic, the engine's steps, webhook delivery, commits) shares the per-partition state it keeps.
+The Kafka adapter of the trigger core (core.py): its input is a consumer group (pause when an engine is
+full, commit what the core acknowledged), its state store the compacted triggers.state topic (loaded
+when a partition is assigned) and its letter sink triggers.dlq.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -19,13 +20,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from processors.triggers import metrics
-from processors.triggers.dispatch import Dispatcher
-from processors.triggers.engine import DEFAULT_SETTLE_SECONDS, EngineLimits, Step, TriggerEngine
-from processors.triggers.records import DEAD, FIRED, Action, StateRecord, TriggerDeadLetter, action_record
+from processors.triggers.core import Incoming, TriggerCore
+from processors.triggers.engine import DEFAULT_SETTLE_SECONDS, EngineLimits, TriggerEngine
+from processors.triggers.records import StateRecord, TriggerDeadLetter
 from processors.triggers.rules import RuleSet
-from processors.triggers.webhook import Delivery, RetryPolicy, WebhookClient
-from schemas.classified import ClassifiedEvent
+from processors.triggers.webhook import RetryPolicy
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -114,6 +113,31 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeou
     log.warning("topics %s have partitions without a leader after %.0fs", names, timeout)
 
 
+class _KafkaTopics:
+    """The Kafka state store and letter sink: triggers.state (partition p holds partition p's state) and
+    triggers.dlq, each write acknowledged by every in-sync replica before it returns."""
+
+    def __init__(self, topics: TriggerTopics) -> None:
+        self.topics = topics
+        self.producer: AIOKafkaProducer | None = None
+
+    async def keep(self, changes: Sequence[tuple[int, StateRecord]]) -> None:
+        producer = self.producer
+        assert producer is not None
+        futures = [await producer.send(self.topics.state, rec.encode(), key=rec.key.encode(), partition=p)
+                   for p, rec in changes]
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def send(self, letters: Sequence[TriggerDeadLetter]) -> None:
+        producer = self.producer
+        assert producer is not None
+        futures = [await producer.send(self.topics.dlq, letter.encode(), key=letter.key.encode() or None)
+                   for letter in letters]
+        if futures:
+            await asyncio.gather(*futures)
+
+
 class _Partition:
     """One assigned partition: its engine and the offsets consumed but not yet safe to commit."""
 
@@ -121,7 +145,7 @@ class _Partition:
 
     def __init__(self, tp: TopicPartition, engine: TriggerEngine) -> None:
         self.tp = tp
-        self.engine = engine
+        self.engine = engine  # also the core's engine of this partition
         self.offsets: deque[int] = deque()  # consumed, in order
         self.acked: set[int] = set()        # of those, the ones whose effects are durable
 
@@ -178,9 +202,7 @@ class TriggerRunner:
         self.topics = TriggerTopics(topics.prefix)
         self._rules = rules
         self._settle = settle_seconds
-        self._retry = retry or RetryPolicy(max_attempts=max_attempts)
         self._limits = limits or EngineLimits()
-        self._max_in_flight = max_in_flight
         self._client_id = client_id
         self._create_topics = create_topics
         self._replication_factor = replication_factor
@@ -188,32 +210,39 @@ class TriggerRunner:
         self._max_poll_records = max_poll_records
         self._grace = shutdown_grace
         self._clock = clock
+        self._kafka = _KafkaTopics(self.topics)
+        self.core = TriggerCore(rules, self._kafka, self._kafka, retry or RetryPolicy(max_attempts=max_attempts),
+                                max_in_flight, clock)
         self._parts: dict[int, _Partition] = {}
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
         self._reader: AIOKafkaConsumer | None = None
-        self._dispatcher: Dispatcher | None = None
         self.events_read = 0
-        self.delivered = 0
-        self.dead_lettered = 0
 
     @property
     def held(self) -> int:
         """Events settling, over the assigned partitions."""
-        return sum(p.engine.held for p in self._parts.values())
+        return self.core.held
 
     @property
     def due(self) -> int:
         """Actions decided and not yet delivered or dead-lettered, over the assigned partitions."""
-        return sum(p.engine.due for p in self._parts.values())
+        return self.core.due
+
+    @property
+    def delivered(self) -> int:
+        return self.core.delivered
+
+    @property
+    def dead_lettered(self) -> int:
+        return self.core.dead_lettered
 
     async def run(self, stop: asyncio.Event) -> None:
         """Runs until `stop` is set; then waits up to shutdown_grace for running deliveries (the rest stay
         due), commits what is recorded and leaves the group."""
         await ensure_topics(self._bootstrap, self._events_topic, self.topics, self._rules.remember,
                             self._replication_factor, create=self._create_topics)
-        producer = self._producer = AIOKafkaProducer(
+        producer = self._kafka.producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap, client_id=self._client_id, acks="all", enable_idempotence=True)
         reader = self._reader = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
@@ -226,9 +255,7 @@ class TriggerRunner:
             stack.push_async_callback(producer.stop)
             await reader.start()
             stack.push_async_callback(reader.stop)
-            session = await stack.enter_async_context(aiohttp.ClientSession())
-            self._dispatcher = Dispatcher(WebhookClient(session, self._retry), self._rules, self._on_delivered,
-                                          self._max_in_flight)
+            self.core.start(await stack.enter_async_context(aiohttp.ClientSession()))
             consumer.subscribe([self._events_topic], listener=_Rebalance(self))
             await consumer.start()
             stack.push_async_callback(consumer.stop)
@@ -241,61 +268,28 @@ class TriggerRunner:
                     await self._commit(offsets)
                     self._backpressure()
             finally:
-                await self._dispatcher.close(self._grace)
+                await self.core.stop(self._grace)
                 async with self._lock:
                     offsets = self._commit_points(self._parts.values())
                 await self._commit(offsets)
                 self._parts.clear()
+                self.core.engines.clear()
 
     # --- the loop ------------------------------------------------------------------------------------
 
     async def _step(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Feeds a fetch, advances every engine, makes the changes durable, then acknowledges offsets."""
-        now = self._clock()
-        steps: list[tuple[_Partition, Step]] = []
-        letters: list[tuple[_Partition, int, TriggerDeadLetter]] = []
+        """Hands a fetch to the core (feed, advance, persist, dispatch), then marks what it acknowledged."""
+        fed: dict[int, list[Incoming]] = {}
         for tp, records in batches.items():
             part = self._parts.get(tp.partition)
             if part is None:
                 continue  # revoked since the fetch
             self.events_read += len(records)
-            for r in records:
-                part.offsets.append(r.offset)
-                try:
-                    if r.value is None:
-                        raise ValueError("empty record")
-                    event = ClassifiedEvent.decode(r.value)
-                except ValueError as exc:
-                    raw = (r.value or b"")[:512].decode("utf-8", "replace")
-                    letters.append((part, r.offset, TriggerDeadLetter(
-                        "event", "undecodable", f"{tp.topic}/{tp.partition}/{r.offset}: {exc}"[:500], now, raw=raw)))
-                    continue
-                steps.append((part, part.engine.feed(event, now, r.offset)))
-        for part in self._parts.values():
-            steps.append((part, part.engine.advance(now)))
-        await self._persist([(part.tp.partition, c) for part, s in steps for c in s.changes],
-                            [letter for _, _, letter in letters])
-        for part, s in steps:
-            part.acked.update(s.done)
-        for part, offset, _ in letters:
-            part.acked.add(offset)
-        assert self._dispatcher is not None
-        for part, s in steps:
-            for action in s.actions:
-                metrics.DECIDED.labels(action.rule).inc()
-                self._dispatcher.submit(action, part.tp.partition)
-        metrics.SETTLING.set(self.held)
-        metrics.DUE.set(self.due)
-
-    async def _persist(self, changes: Iterable[tuple[int, StateRecord]], letters: Iterable[TriggerDeadLetter]) -> None:
-        producer = self._producer
-        assert producer is not None
-        futures = [await producer.send(self.topics.state, rec.encode(), key=rec.key.encode(), partition=p)
-                   for p, rec in changes]
-        futures += [await producer.send(self.topics.dlq, letter.encode(), key=letter.key.encode() or None)
-                    for letter in letters]
-        if futures:
-            await asyncio.gather(*futures)
+            part.offsets.extend(r.offset for r in records)
+            fed[tp.partition] = [Incoming(r.value, r.offset, f"{tp.topic}/{tp.partition}/{r.offset}")
+                                 for r in records]
+        for p, offsets in (await self.core.take(fed, advance=True)).items():
+            self._parts[p].acked.update(offsets)
 
     @staticmethod
     def _commit_points(parts: Iterable[_Partition]) -> dict[TopicPartition, int]:
@@ -327,32 +321,6 @@ class TriggerRunner:
             elif not part.engine.full and part.tp in paused:
                 consumer.resume(part.tp)
 
-    # --- deliveries --------------------------------------------------------------------------------
-
-    async def _on_delivered(self, action: Action, delivery: Delivery, tag: Hashable) -> None:
-        """Records the outcome: FIRED, or a dead letter (acknowledged) then DEAD, in the state partition."""
-        producer = self._producer
-        assert producer is not None
-        assert isinstance(tag, int)
-        now = self._clock()
-        part = self._parts.get(tag)
-        if delivery.ok:
-            rec = (part.engine.mark_fired(action, now, delivery.attempts) if part is not None
-                   else action_record(action, FIRED, now, now + self._rules.remember, delivery.attempts))
-            self.delivered += 1
-        else:
-            webhook = self._rules.webhooks.get(action.webhook)
-            letter = TriggerDeadLetter(
-                "action", delivery.reason, delivery.detail[:500], now, key=action.key, rule=action.rule,
-                webhook=action.webhook, url=webhook.url if webhook else "", attempts=delivery.attempts,
-                first_attempt_at=delivery.first_attempt_at, last_status=delivery.status, payload=action.payload)
-            await producer.send_and_wait(self.topics.dlq, letter.encode(), key=action.key.encode())
-            rec = (part.engine.mark_dead(action, now, delivery.attempts, delivery.reason) if part is not None
-                   else action_record(action, DEAD, now, now + self._rules.remember, delivery.attempts,
-                                      delivery.reason))
-            self.dead_lettered += 1
-        await producer.send_and_wait(self.topics.state, rec.encode(), key=rec.key.encode(), partition=tag)
-
     # --- rebalancing -------------------------------------------------------------------------------
 
     async def _revoke(self, revoked: set[TopicPartition]) -> None:
@@ -361,10 +329,11 @@ class TriggerRunner:
             gone = [self._parts.pop(tp.partition) for tp in revoked
                     if tp.topic == self._events_topic and tp.partition in self._parts]
             offsets = self._commit_points(gone)
-        await self._commit(offsets)
-        if self._dispatcher is not None:
             for part in gone:
-                await self._dispatcher.cancel(part.tp.partition)
+                del self.core.engines[part.tp.partition]
+        await self._commit(offsets)
+        for part in gone:
+            await self.core.cancel(part.tp.partition)
 
     async def _assign(self, assigned: set[TopicPartition]) -> None:
         """Loads the new partitions' kept state, then delivers their actions still due."""
@@ -374,13 +343,12 @@ class TriggerRunner:
                          if tp.topic == self._events_topic and tp.partition not in self._parts)
             engines = {p: TriggerEngine(self._rules, self._settle, self._limits) for p in new}
             loaded = await self._load_state(engines, now)
-            assert self._dispatcher is not None
             for p, engine in engines.items():
                 self._parts[p] = _Partition(TopicPartition(self._events_topic, p), engine)
+                self.core.engines[p] = engine
                 due = engine.due_actions()
                 log.info("partition %d: %d state records loaded, %d actions due", p, loaded[p], len(due))
-                for action in due:
-                    self._dispatcher.submit(action, p)
+                self.core.dispatch(due, p)
             share = self._limits.split(len(self._parts))
             for part in self._parts.values():
                 part.engine.limits = share

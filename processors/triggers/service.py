@@ -1,4 +1,9 @@
-"""Triggers in the embedded wiring (`pixeltrack serve`): fed by the LocalRunner, state kept in a local journal."""
+"""Triggers in the embedded wiring (`pixeltrack serve`): fed by the LocalRunner, state kept in a local journal.
+
+The in-process adapter of the trigger core (core.py): its input is `feed` (the LocalRunner's batches,
+partition 0, with `full_wait` when the engine is over its bounds), its state store the journal file and
+its letter sink the dead-letter file.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,17 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import aiohttp
 
-from processors.triggers import metrics
-from processors.triggers.dispatch import Dispatcher
-from processors.triggers.engine import DEFAULT_SETTLE_SECONDS, EngineLimits, Step, TriggerEngine
-from processors.triggers.records import Action, StateRecord, TriggerDeadLetter
+from processors.triggers.core import Incoming, TriggerCore
+from processors.triggers.engine import DEFAULT_SETTLE_SECONDS, EngineLimits, TriggerEngine
+from processors.triggers.records import StateRecord, TriggerDeadLetter
 from processors.triggers.rules import RuleSet
-from processors.triggers.webhook import Delivery, RetryPolicy, WebhookClient
-from schemas.classified import ClassifiedEvent
+from processors.triggers.webhook import RetryPolicy
 from schemas.records import Record
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,40 @@ class StateJournal:
         self._appended = 0
 
 
+class _LocalFiles:
+    """The embedded state store and letter sink: the journal and the dead-letter file in `state_dir`
+    (none kept without one). One lock orders their writes: first come, first served."""
+
+    def __init__(self, state_dir: Path | None, clock: Callable[[], float]) -> None:
+        self.journal = StateJournal(state_dir / STATE_FILE) if state_dir is not None else None
+        self._dlq_path = state_dir / DLQ_FILE if state_dir is not None else None
+        self._clock = clock
+        self._write_lock = asyncio.Lock()
+
+    async def keep(self, changes: Sequence[tuple[int, StateRecord]]) -> None:
+        journal = self.journal
+        if not changes or journal is None:
+            return
+        async with self._write_lock:
+            await asyncio.to_thread(journal.append, [rec for _, rec in changes], self._clock())
+
+    async def send(self, letters: Sequence[TriggerDeadLetter]) -> None:
+        """Appends to the dead-letter file, one fsync for all of them."""
+        path = self._dlq_path
+        if path is None or not letters:
+            return
+        lines = b"".join(letter.encode() + b"\n" for letter in letters)
+
+        def write() -> None:
+            with open_private(path, append=True) as f:
+                f.write(lines)
+                f.flush()
+                os.fsync(f.fileno())
+
+        async with self._write_lock:
+            await asyncio.to_thread(write)
+
+
 class TriggerService:
     """The rules over the embedded wiring's classified events. Wire it as
 
@@ -120,27 +157,32 @@ class TriggerService:
                  max_attempts: int = 10, retry: RetryPolicy | None = None, limits: EngineLimits | None = None,
                  max_in_flight: int = 16, tick_seconds: float = 0.1, shutdown_grace: float = 5.0,
                  full_wait: float = 1.0, clock: Callable[[], float] = time.time) -> None:
-        self._rules = rules
-        self._retry = retry or RetryPolicy(max_attempts=max_attempts)
-        self._max_in_flight = max_in_flight
         self._tick = tick_seconds
         self._grace = shutdown_grace
         self._clock = clock
         self._full_wait = full_wait
-        self.engine = TriggerEngine(rules, settle_seconds, limits)
-        self._journal = StateJournal(state_dir / STATE_FILE) if state_dir is not None else None
-        self._dlq_path = state_dir / DLQ_FILE if state_dir is not None else None
-        if self._journal is not None:
-            self.engine.restore(self._journal.load(clock()), clock())
-        self._queued: list[Action] = self.engine.due_actions()
-        self._write_lock = asyncio.Lock()
-        self._dispatcher: Dispatcher | None = None
+        self._files = _LocalFiles(state_dir, clock)
+        self.core = TriggerCore(rules, self._files, self._files, retry or RetryPolicy(max_attempts=max_attempts),
+                                max_in_flight, clock)
+        self.engine = self.core.engines[0] = TriggerEngine(rules, settle_seconds, limits)
+        if self._files.journal is not None:
+            self.engine.restore(self._files.journal.load(clock()), clock())
+        self.core.dispatch(self.engine.due_actions(), 0)  # queued until run() starts
         self._running = False
         self._room = asyncio.Event()  # set by run() whenever the engine is under its soft bounds
-        self.delivered = 0
-        self.dead_lettered = 0
-        self.undecodable = 0
         self.set_aside = 0
+
+    @property
+    def delivered(self) -> int:
+        return self.core.delivered
+
+    @property
+    def dead_lettered(self) -> int:
+        return self.core.dead_lettered
+
+    @property
+    def undecodable(self) -> int:
+        return self.core.undecodable
 
     async def feed(self, records: Sequence[Record]) -> None:
         """The LocalRunner's `on_classified` callback."""
@@ -154,39 +196,21 @@ class TriggerService:
                 log.error("triggers: the engine is full (%d settling, %d due); %d events set aside",
                           self.engine.held, self.engine.due, len(records))
                 self.set_aside += len(records)
-                await self._write_dead_letters([TriggerDeadLetter("event", "engine_full", "", now,
-                                                                  raw=r.value[:512].decode("utf-8", "replace"))
-                                                for r in records])
+                await self._files.send([TriggerDeadLetter("event", "engine_full", "", now,
+                                                          raw=r.value[:512].decode("utf-8", "replace"))
+                                        for r in records])
                 return
-        now = self._clock()
-        step = Step()
-        letters = []
-        for r in records:
-            try:
-                step.extend(self.engine.feed(ClassifiedEvent.decode(r.value), now))
-            except ValueError as exc:
-                letters.append(TriggerDeadLetter("event", "undecodable", str(exc)[:500], now,
-                                                 raw=r.value[:512].decode("utf-8", "replace")))
-        # Journalled before anything else can await: the journal's order is the engine's order (the
-        # write lock is first come, first served).
-        await self._record(step)
-        for letter in letters:
-            self.undecodable += 1
-            await self._dead_letter(letter)
+        await self.core.take({0: [Incoming(r.value) for r in records]}, advance=False)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`: every tick_seconds, acts on what has settled and delivers; then waits up to
         shutdown_grace for running deliveries (the others stay due in the journal)."""
         async with aiohttp.ClientSession() as session:
-            self._dispatcher = Dispatcher(WebhookClient(session, self._retry), self._rules, self._on_delivered,
-                                          self._max_in_flight)
+            self.core.start(session)
             self._running = True
             try:
-                queued, self._queued = self._queued, []
-                for action in queued:
-                    self._dispatcher.submit(action)
                 while not stop.is_set():
-                    await self._record(self.engine.advance(self._clock()))
+                    await self.core.take({}, advance=True)
                     if not self.engine.full:
                         self._room.set()
                     with contextlib.suppress(TimeoutError):
@@ -194,56 +218,4 @@ class TriggerService:
             finally:
                 self._running = False
                 self._room.set()
-                await self._dispatcher.close(self._grace)
-                self._dispatcher = None
-
-    async def _record(self, step: Step) -> None:
-        """Journals the changes, then delivers the new actions (queued until run() starts)."""
-        if step.changes and self._journal is not None:
-            async with self._write_lock:
-                await asyncio.to_thread(self._journal.append, step.changes, self._clock())
-        metrics.SETTLING.set(self.engine.held)
-        metrics.DUE.set(self.engine.due)
-        for action in step.actions:
-            metrics.DECIDED.labels(action.rule).inc()
-            if self._dispatcher is not None:
-                self._dispatcher.submit(action)
-            else:
-                self._queued.append(action)
-
-    async def _on_delivered(self, action: Action, delivery: Delivery, tag: Hashable) -> None:
-        now = self._clock()
-        if delivery.ok:
-            rec = self.engine.mark_fired(action, now, delivery.attempts)
-            self.delivered += 1
-        else:
-            webhook = self._rules.webhooks.get(action.webhook)
-            await self._dead_letter(TriggerDeadLetter(
-                "action", delivery.reason, delivery.detail[:500], now, key=action.key, rule=action.rule,
-                webhook=action.webhook, url=webhook.url if webhook else "", attempts=delivery.attempts,
-                first_attempt_at=delivery.first_attempt_at, last_status=delivery.status, payload=action.payload))
-            rec = self.engine.mark_dead(action, now, delivery.attempts, delivery.reason)
-            self.dead_lettered += 1
-        if self._journal is not None:
-            async with self._write_lock:
-                await asyncio.to_thread(self._journal.append, [rec], now)
-
-    async def _dead_letter(self, letter: TriggerDeadLetter) -> None:
-        log.warning("trigger dead letter: %s %s %s", letter.kind, letter.reason, letter.key or letter.detail)
-        await self._write_dead_letters([letter])
-
-    async def _write_dead_letters(self, letters: list[TriggerDeadLetter]) -> None:
-        """Appends to the dead-letter file, one fsync for all of them."""
-        path = self._dlq_path
-        if path is None or not letters:
-            return
-        lines = b"".join(letter.encode() + b"\n" for letter in letters)
-
-        def write() -> None:
-            with open_private(path, append=True) as f:
-                f.write(lines)
-                f.flush()
-                os.fsync(f.fileno())
-
-        async with self._write_lock:
-            await asyncio.to_thread(write)
+                await self.core.stop(self._grace)
