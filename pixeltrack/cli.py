@@ -141,15 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser().parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Runs a parsed command: its exit code; a mistake the user can fix (CommandError, a bad value) or no
+    ClickHouse to talk to (processors.clickhouse.ClickHouseUnavailable) is one line and exit code 2."""
     try:
         return int(args.fn(args))
     except KeyboardInterrupt:
         return 130
     except (CommandError, ValueError, ConnectionError) as exc:
-        # A mistake the user can fix (CommandError, a bad value) or no ClickHouse to talk to
-        # (processors.clickhouse.ClickHouseUnavailable): one line, what and what to do.
-        print(f"pixeltrack {args.command}: {exc}", file=sys.stderr)
+        print(f"pixeltrack {getattr(args, 'command_name', args.command)}: {exc}", file=sys.stderr)
         return 2
 
 

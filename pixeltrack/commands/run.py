@@ -61,8 +61,7 @@ def cmd_triggers(args: argparse.Namespace) -> int:
     s = settings()
     path = Path(args.rules) if args.rules else s.triggers_rules
     if path is None:
-        print("pixeltrack triggers: give --rules FILE or set PIXELTRACK_TRIGGERS_RULES", file=sys.stderr)
-        return 2
+        raise CommandError("give --rules FILE or set PIXELTRACK_TRIGGERS_RULES")
     try:
         rules = trigger_rules(s, path)
     except RuleError as exc:

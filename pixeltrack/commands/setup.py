@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from pixeltrack.commands.common import serve_folder, settings
+from pixeltrack.errors import CommandError
 from schemas.settings import Settings
 
 
@@ -44,8 +45,7 @@ def cmd_tenants(args: argparse.Namespace) -> int:
     s = settings()
     path = Path(args.file) if args.file else s.tenants_file
     if path is None:
-        print("pixeltrack tenants: give --file or set PIXELTRACK_TENANTS_FILE", file=sys.stderr)
-        return 2
+        raise CommandError("give --file or set PIXELTRACK_TENANTS_FILE")
     reg = TenantRegistry.load(path)
     if args.action == "list":
         for t in sorted(reg.tenants.values(), key=lambda t: t.name):
@@ -53,17 +53,14 @@ def cmd_tenants(args: argparse.Namespace) -> int:
             print(f"{t.name}\tdomains={','.join(t.domains)}\tkeys={','.join(kids)}\tcurrent={t.current_key or kids[0]}")
         return 0
     if not args.name:
-        print("pixeltrack tenants: --name is required", file=sys.stderr)
-        return 2
+        raise CommandError("--name is required")
     old = reg.tenants.get(args.name)
     if args.action == "add":
         if old is not None:
-            print(f"pixeltrack tenants: {args.name!r} exists", file=sys.stderr)
-            return 2
+            raise CommandError(f"{args.name!r} exists")
         new = new_tenant(args.name, args.domain or ())
     elif old is None:
-        print(f"pixeltrack tenants: no tenant {args.name!r}", file=sys.stderr)
-        return 2
+        raise CommandError(f"no tenant {args.name!r}")
     elif args.action == "add-domain":
         new = with_domains(old, args.domain or ())
     elif args.action == "rotate-key":

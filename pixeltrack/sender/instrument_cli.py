@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from pixeltrack.errors import CommandError
 from pixeltrack.sender.campaign import JsonlSends, file_names, instrument_campaign, read_recipients
 from pixeltrack.sender.instrument import EmailPlan
 from pixeltrack.sender.recipient_ids import WARNING, Pseudonyms, email_like
@@ -61,7 +62,7 @@ def add_sends_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     key.add_argument("--api-key", metavar="KEY", help="bearer key")
     key.add_argument("--api-key-file", metavar="FILE", help="file holding the bearer key")
     post.add_argument("--batch", type=int, default=5000, help="sends per request (default 5000)")
-    post.set_defaults(fn=cmd_sends_post)
+    post.set_defaults(fn=cmd_sends_post, command_name="sends post")
     return s
 
 
@@ -78,15 +79,12 @@ def cmd_sends_post(args: argparse.Namespace) -> int:
                     try:
                         sends.append(Send.decode(line))
                     except ValueError as exc:
-                        print(f"pixeltrack sends post: {path}, line {n}: {exc}", file=sys.stderr)
-                        return 2
+                        raise CommandError(f"{path}, line {n}: {exc}") from None
         api_key = args.api_key or Path(args.api_key_file).read_text().strip()
     except OSError as exc:
-        print(f"pixeltrack sends post: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc)) from None
     if not sends:
-        print(f"pixeltrack sends post: {path} holds no sends", file=sys.stderr)
-        return 2
+        raise CommandError(f"{path} holds no sends")
     try:
         accepted = ApiClient(args.api, api_key).register_sends(sends, batch=max(1, args.batch))
     except ApiError as exc:

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.pixel import GIF
+from pixeltrack.cli import main as cli_main
 from pixeltrack.sender.campaign import (
     JsonlSends,
     Recipient,
@@ -634,7 +635,7 @@ def test_without_api_the_sends_are_written_not_registered_and_post_registers_the
     assert "registered" not in err.replace("not registered", "")
     assert f"2 sends written to {out / 'sends.jsonl'}, not registered" in err
     assert received == []
-    assert _run_cli(["sends", "post", str(out / "sends.jsonl"), "--api", url, "--api-key", "k"]) == 0
+    assert cli_main(["sends", "post", str(out / "sends.jsonl"), "--api", url, "--api-key", "k"]) == 0
     ((auth, body),) = received
     assert auth == "Bearer k"
     assert [s["recipient"] for s in body["sends"]] == ["r-1", "r-2"]
@@ -646,7 +647,7 @@ def test_sends_post_refuses_a_bad_line_before_posting_anything(
     url, received = sends_api
     good = Send("", "c", "", "m", "r", 1_790_000_000.0, "example.com", 1).encode().decode()
     (tmp_path / "s.jsonl").write_text(good + "\n" + '{"campaign": "c"}\n')
-    assert _run_cli(["sends", "post", str(tmp_path / "s.jsonl"), "--api", url, "--api-key", "k"]) == 2
+    assert cli_main(["sends", "post", str(tmp_path / "s.jsonl"), "--api", url, "--api-key", "k"]) == 2
     assert received == []
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"pixeltrack sends post: {tmp_path / 's.jsonl'}, line 2: ")
