@@ -7,6 +7,7 @@ stops it once the pytest process is gone however it ended (SIGTERM or SIGKILL ru
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -53,6 +54,19 @@ class Broker:
         subprocess.run([str(KAFKA_SH), "stop", str(self.folder)], check=True, timeout=60, start_new_session=True)
 
 
+@contextlib.contextmanager
+def _running(kafka: Broker | Cluster, script: Path) -> Iterator[None]:
+    """Started for the block and stopped after it, a failed start included; a watcher stops it should this
+    pytest process die without running its teardown (SIGKILL)."""
+    watcher = stop_when_gone(script, kafka.folder)
+    try:
+        kafka.start()
+        yield
+    finally:
+        kafka.stop()
+        end_watcher(watcher)  # not when the stop failed (a second Ctrl-C): then the watcher stops it
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """Started once per session from the jars deploy/kafka/pom.xml resolves (`make kafka-jars`)."""
@@ -63,13 +77,8 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         yield broker
         return
     broker = Broker(tmp_path_factory.mktemp("kafka"))
-    watcher = stop_when_gone(KAFKA_SH, broker.folder)
-    try:
-        broker.start()
+    with _running(broker, KAFKA_SH):
         yield broker
-    finally:
-        broker.stop()
-        end_watcher(watcher)  # not when the stop failed (a second Ctrl-C): then the watcher stops it
 
 
 @pytest.fixture(scope="session")
@@ -139,13 +148,8 @@ class Cluster:
 def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A three-node cluster for one test module; stopped at its end, a failed start included."""
     cluster = Cluster(tmp_path_factory.mktemp("kafka-cluster"))
-    watcher = stop_when_gone(CLUSTER_SH, cluster.folder)
-    try:
-        cluster.start()
+    with _running(cluster, CLUSTER_SH):
         yield cluster
-    finally:
-        cluster.stop()
-        end_watcher(watcher)  # not when the stop failed (a second Ctrl-C): then the watcher stops it
 
 
 async def partition_leaders(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
