@@ -8,7 +8,6 @@ a machine from a person.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -21,6 +20,7 @@ import yaml
 from processors.behaviour import Classifier
 from processors.classify import COUNTED
 from processors.classify_file import classify_lines
+from processors.feedformats import read_feed
 from schemas.hit import Hit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,11 +113,8 @@ def open_verdicts(classifier: Classifier, uas: Sequence[str]) -> list[str]:
 
 def relay_addresses() -> list[str]:
     """The first address of every range of Apple's published Private Relay egress list (as shipped)."""
-    out = []
-    for name in ("ipv4_merged.txt", "ipv6_merged.txt"):
-        for line in (APPLE_RELAY / name).read_text().split():
-            out.append(str(ipaddress.ip_network(line, strict=False).network_address))
-    return out
+    return [str(net.network_address) for name in ("ipv4_merged.txt", "ipv6_merged.txt")
+            for net in read_feed(APPLE_RELAY / name, "cidr").networks]
 
 
 def mpp_verdicts(classifier: Classifier, addresses: Sequence[str]) -> list[tuple[str, str]]:
