@@ -66,6 +66,11 @@ class ResumeAfterClickHouse(ConsumerRebalanceListener):  # type: ignore[misc]
 
     Kafka's committed offset can lag ClickHouse (a crash between insert and commit); ClickHouse is
     the truth for what was written, so nothing is inserted twice whatever the new batch boundaries.
+    aiokafka makes an assignment active before it calls this, and fetches from the committed (or
+    reset) offsets while it runs: the new partitions are paused until they are positioned (a paused
+    partition's fetched records are dropped, never returned). If ClickHouse cannot say its positions,
+    they stay paused and the transport's next fetch raises the error (the runner ends, the batch
+    reading resumes in the next run), rather than reading from a position that may be behind.
     Before partitions are given up, every batch already fetched is inserted and committed (aiokafka
     runs a rebalance beside the consumer's own work, and waits for this callback before rejoining),
     so their next owner reads positions that include it; bounded by `finish_timeout`.
@@ -79,6 +84,7 @@ class ResumeAfterClickHouse(ConsumerRebalanceListener):  # type: ignore[misc]
         self._all_written = all_written
         self._finish_timeout = finish_timeout
         self._sends_first = sends_first
+        self.failed: BaseException | None = None  # why the last assignment could not be positioned
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if self._all_written is None or self._all_written.is_set():
@@ -91,18 +97,38 @@ class ResumeAfterClickHouse(ConsumerRebalanceListener):  # type: ignore[misc]
                         self._finish_timeout)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        consumer = self._consumer
+        if assigned:
+            consumer.pause(*assigned)  # before any await: nothing fetched from the old position is returned
         if self._sends_first is not None:
-            self._sends_first.hold(self._consumer)  # before the first fetch of the new assignment
-        stored = await self._writer.positions()
-        for tp in assigned:
-            written = stored.get((tp.topic, tp.partition))
-            if written is None:
-                continue
-            committed = await self._consumer.committed(tp)
-            if committed is None or committed <= written:
-                log.info("resuming %s/%d at %d after ClickHouse (committed %s)", tp.topic, tp.partition,
-                         written + 1, committed)
-                self._consumer.seek(tp, written + 1)
+            self._sends_first.settling = True  # its rounds leave the conversions paused meanwhile
+        try:
+            stored = await self._writer.positions()
+            for tp in assigned:
+                written = stored.get((tp.topic, tp.partition))
+                if written is None:
+                    continue
+                committed = await consumer.committed(tp)
+                if committed is None or committed <= written:
+                    log.info("resuming %s/%d at %d after ClickHouse (committed %s)", tp.topic, tp.partition,
+                             written + 1, committed)
+                    consumer.seek(tp, written + 1)
+        except Exception as exc:
+            log.error("partitions %s not resumed: ClickHouse's positions are unknown (%s: %s)",
+                      sorted(f"{tp.topic}/{tp.partition}" for tp in assigned), type(exc).__name__, exc)
+            self.failed = exc
+            return
+        still = assigned & consumer.assignment()  # a rebalance during the awaits may have moved some
+        held = set()
+        if self._sends_first is not None:
+            held, self._sends_first.settling = self._sends_first.held(still), False
+        if still - held:
+            consumer.resume(*(still - held))  # conversions wait for their sends (SendsFirst.apply)
+
+    def check(self) -> None:
+        """Raises why the partitions could not be positioned, if they could not."""
+        if self.failed is not None:
+            raise self.failed
 
 
 class SendsFirst:
@@ -121,12 +147,12 @@ class SendsFirst:
         stream of sends the high watermark is usually a little ahead, which is no backlog)."""
         self._topics = topics
         self._slack = slack
+        self.settling = False  # set while a new assignment is being positioned: nothing is resumed
 
-    def hold(self, consumer: AIOKafkaConsumer) -> None:
-        """Pauses the conversions partitions (a new assignment: no sends partition fetched yet)."""
-        conversions = [tp for tp in consumer.assignment() if tp.topic == self._topics.conversions]
-        if conversions:
-            consumer.pause(*conversions)
+    def held(self, assigned: set[TopicPartition]) -> set[TopicPartition]:
+        """The partitions of a new assignment that stay paused for now (its conversions: no sends
+        partition fetched yet)."""
+        return {tp for tp in assigned if tp.topic == self._topics.conversions}
 
     async def apply(self, consumer: AIOKafkaConsumer) -> None:
         """Pauses or resumes the conversions partitions by how far the sends partitions have been read."""
@@ -142,7 +168,7 @@ class SendsFirst:
             paused = consumer.paused() & conversions
             if behind and paused != conversions:
                 consumer.pause(*(conversions - paused))
-            elif not behind and paused:
+            elif not behind and paused and not self.settling:
                 consumer.resume(*paused)
         except (IllegalStateError, AssertionError):  # aiokafka's answers about a revoked partition
             return  # the next round sees the new assignment
@@ -187,6 +213,7 @@ class KafkaTransport:
     def __init__(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, sends_first: SendsFirst,
                  watch: MetadataWatch, max_records: int, max_ms: int) -> None:
         self._consumer = consumer
+        self.resume: ResumeAfterClickHouse | None = None  # the group's listener, once subscribed
         self._producer = producer
         self._sends_first = sends_first
         self._watch = watch
@@ -195,9 +222,13 @@ class KafkaTransport:
 
     async def fetch(self, stop: asyncio.Event) -> Batch[dict[TopicPartition, tuple[int, int]]] | None:
         consumer = self._consumer
+        if self.resume is not None:
+            self.resume.check()
         await self._sends_first.apply(consumer)
         batches = await consumer.getmany(timeout_ms=self._max_ms, max_records=self._max_records)
         self._watch.check(known_brokers(consumer), asyncio.get_running_loop().time())
+        if self.resume is not None:
+            self.resume.check()  # a rebalance during the wait could not position its partitions
         if not batches:
             return None
         records = [r for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for r in batches[tp]]
@@ -291,9 +322,9 @@ class KafkaRunner:
             if self._loop is not None:
                 loop.batches_done, loop.records_done = self._loop.batches_done, self._loop.records_done
             self._loop = loop
+            transport.resume = ResumeAfterClickHouse(consumer, self._writer, loop.all_written, sends_first=sends_first)
             consumer.subscribe([t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes],
-                               listener=ResumeAfterClickHouse(consumer, self._writer, loop.all_written,
-                                                              sends_first=sends_first))
+                               listener=transport.resume)
             try:
                 await consumer.start()
                 await loop.run(stop)  # the batch in flight is let finish before the group is left

@@ -25,7 +25,7 @@ from schemas.settings import Settings
 from schemas.tokens import Keyring
 from schemas.topics import Topics
 from tests.integration.test_analytics import TRUTH_COLUMNS, recount, summary
-from tests.integration.writers import SlowWriter
+from tests.integration.writers import PositionlessWriter, SlowPositionsWriter, SlowWriter
 from tests.plugins.clickhouse import ClickHouseDb
 from tests.plugins.simulate import load_patterns, simulate
 from tests.plugins.stand_in import with_process
@@ -122,18 +122,45 @@ async def test_crash_between_insert_and_commit_then_reread(settings: Settings, k
         assert clickhouse.rows("SELECT count() FROM (SELECT hit_id FROM events WHERE sign = 1 AND revision = 0 "
                                "GROUP BY hit_id HAVING count() > 1)") == [(0,)]
 
-        # 3. the same Kafka data consumed again from the start (a new group: offsets reset)
-        third = KafkaRunner(kafka_bootstrap, group + "-again", kafka_topics, build_processor(s, keyring), writer,
-                            max_records=400, max_ms=100)
-        stop = asyncio.Event()
-        task = asyncio.create_task(third.run(stop))
-        await asyncio.sleep(4)
-        stop.set()
-        await asyncio.wait_for(task, 30)
+        # 3. the same Kafka data consumed again from the start (a new group: offsets reset), by a
+        # processor that learns ClickHouse's positions slowly (a busy server): meanwhile its consumer
+        # has fetched from offset 0, and none of those records may be processed
+        slow = SlowPositionsWriter(clickhouse.dsn, clickhouse.database, delay=2.0)
+        try:
+            third = KafkaRunner(kafka_bootstrap, group + "-again", kafka_topics, build_processor(s, keyring), slow,
+                                max_records=400, max_ms=100)
+            stop = asyncio.Event()
+            task = asyncio.create_task(third.run(stop))
+            await asyncio.sleep(6)
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        finally:
+            await slow.close()
+        assert third.records_done == 0
         assert snapshot(clickhouse) == before
         assert complete()
     finally:
         await writer.close()
+
+
+async def test_partitions_whose_stored_positions_are_unknown_are_not_read(
+        settings: Settings, keyring: Keyring, kafka_bootstrap: str, kafka_topics: Topics,
+        clickhouse: ClickHouseDb) -> None:
+    """A processor given partitions while ClickHouse cannot say what it holds reads nothing from them
+    (their committed offsets may be behind it) and ends with the error, for its supervisor to retry."""
+    hits = await produce_hits(kafka_bootstrap, kafka_topics, keyring, "blind", 50, seed=3)
+    assert hits
+    writer = PositionlessWriter(clickhouse.dsn, clickhouse.database)
+    runner = KafkaRunner(kafka_bootstrap, f"g-blind-{kafka_topics.prefix}", kafka_topics,
+                         build_processor(settings.model_copy(update={"topic_prefix": kafka_topics.prefix}), keyring),
+                         writer, max_records=100, max_ms=50)
+    try:
+        with pytest.raises(OSError, match="Connection refused"):
+            await asyncio.wait_for(runner.run(asyncio.Event()), 60)
+    finally:
+        await writer.close()
+    assert runner.records_done == 0
+    assert clickhouse.rows("SELECT count() FROM hits") == [(0,)]
 
 
 async def test_same_batch_token_inserts_once(clickhouse: ClickHouseDb) -> None:

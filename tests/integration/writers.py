@@ -56,3 +56,24 @@ async def process_and_write(processor: HitProcessor, writer: ClickHouseWriter, r
     out = processor.process(records, await writer.lookup(processor.lookups(records)))
     await write_batch(writer, out, token)
     return out
+
+
+class SlowPositionsWriter(ClickHouseWriter):
+    """The real writer, each answer about the stored Kafka positions held `delay` seconds longer (a
+    busy server answering a new partition owner)."""
+
+    def __init__(self, dsn: str, database: str, delay: float = 2.0) -> None:
+        super().__init__(dsn, database)
+        self._delay = delay
+
+    def positions_sync(self) -> dict[tuple[str, int], int]:
+        time.sleep(self._delay)
+        return super().positions_sync()
+
+
+class PositionlessWriter(ClickHouseWriter):
+    """The real writer that cannot say which Kafka positions ClickHouse holds (the server away when a
+    processor is given its partitions)."""
+
+    def positions_sync(self) -> dict[tuple[str, int], int]:
+        raise OSError(111, "Connection refused")
