@@ -40,3 +40,9 @@ class Topics:
     def conversions(self) -> str:
         """Conversion values, key = message id."""
         return f"{self.prefix}conversions"
+
+    @property
+    def deliveries(self) -> str:
+        """Delivery values (delivered, bounced, deferred, complained, unsubscribed, replied; from the
+        sender or its email platform's webhooks), key = message id."""
+        return f"{self.prefix}deliveries"
