@@ -46,3 +46,9 @@ class Topics:
         """Delivery values (delivered, bounced, deferred, complained, unsubscribed, replied; from the
         sender or its email platform's webhooks), key = message id."""
         return f"{self.prefix}deliveries"
+
+    @property
+    def consents(self) -> str:
+        """Consent values (a recipient's consent to individual tracking, with its history), key =
+        recipient id."""
+        return f"{self.prefix}consents"
