@@ -6,7 +6,8 @@ the campaign, variant and recipient of the messages named. An event is one row p
 type, id), however often it arrives (a retried POST, a platform repeating a webhook at another offset).
 An event whose message has no registered send and that names no campaign cannot be counted anywhere:
 it becomes a dead letter (reason `unattributed_delivery`) rather than vanish; posted again once the send
-is registered (same id), it counts once.
+is registered (same id), it counts once. Our own one-click unsubscribes (the unsubscribes topic) become
+`unsubscribed` events too, of platform "pixeltrack" (see from_unsubscribe).
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass
 
 from schemas.deliveries import Delivery
+from schemas.sends import Unsubscribe
+from schemas.timefmt import format_ts
 
 DELIVERY_COLUMNS = ("tenant", "message_id", "type", "event_id", "ts", "campaign", "variant", "recipient_id",
                     "bounce", "smtp_code", "diagnostic", "platform", "src_topic", "src_partition", "src_offset")
 DeliveryKey = tuple[str, str, str, str]  # tenant, message, type, event id
 UNATTRIBUTED = "unattributed_delivery"
 UNDECODABLE = "undecodable_delivery"
+# The platform of our own unsubscribes: the edge's one-click /u POSTs, kept beside the platforms' own.
+ONE_CLICK = "pixeltrack"
 # An address in a server's answer ("550 5.1.1 <jane@example.com>: Recipient address rejected") is the
 # recipient's: never stored, like the address of a send.
 _ADDRESS = re.compile(r"<?[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+>?")
@@ -31,6 +36,15 @@ _ADDRESS = re.compile(r"<?[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+>?")
 def redact_addresses(text: str) -> str:
     """`text` with every email address replaced by `<address>`."""
     return _ADDRESS.sub("<address>", text) if "@" in text else text
+
+
+def from_unsubscribe(u: Unsubscribe) -> Delivery | None:
+    """Our own one-click unsubscribe as an `unsubscribed` event of its message (None without one), so that
+    it is counted per message where the message's other rows are (and on the message's shard)."""
+    if not u.message:
+        return None
+    return Delivery(u.tenant, u.message, "unsubscribed", f"one-click@{format_ts(u.ts)}", u.ts, campaign=u.campaign,
+                    platform=ONE_CLICK)
 
 
 def key_of(d: Delivery) -> DeliveryKey:

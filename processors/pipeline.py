@@ -20,7 +20,14 @@ from processors import metrics
 from processors.batch import BatchContext, Lookups, TableRows
 from processors.behaviour import Classifier
 from processors.classify import Decision, Verdict
-from processors.deliveries import DELIVERY_COLUMNS, UNATTRIBUTED, UNDECODABLE, DeliveryEvents, key_of
+from processors.deliveries import (
+    DELIVERY_COLUMNS,
+    UNATTRIBUTED,
+    UNDECODABLE,
+    DeliveryEvents,
+    from_unsubscribe,
+    key_of,
+)
 from processors.enrich import Enrichment
 from schemas.classified import ClassifiedEvent
 from schemas.deliveries import Delivery
@@ -232,10 +239,13 @@ class HitProcessor:
                 if c.message and not (c.campaign and c.variant and c.recipient):
                     # Asked even when remembered: this batch's own sends may push it out of memory.
                     out.messages.append((c.tenant, c.message))
-            elif r.topic == self._topics.deliveries:
+            elif r.topic == self._topics.deliveries or r.topic == self._topics.unsubscribes:
                 try:
-                    d = Delivery.decode(r.value or b"")
+                    d = (Delivery.decode(r.value or b"") if r.topic == self._topics.deliveries
+                         else from_unsubscribe(Unsubscribe.decode(r.value or b"")))
                 except (ValueError, TypeError):
+                    continue
+                if d is None:
                     continue
                 out.delivery_keys.append(key_of(d))
                 if DeliveryEvents.needs_send(d):
@@ -253,6 +263,7 @@ class HitProcessor:
         hits_raw, stored = t.hits_raw, ctx.stored_hit_ids  # (a property: read once, not per record)
         conversions: list[SourceRecord] = []
         deliveries: list[SourceRecord] = []
+        unsubscribed: list[tuple[Delivery, SourceRecord]] = []
         try:
             for record in records:
                 if record.topic == hits_raw:
@@ -264,13 +275,15 @@ class HitProcessor:
                 elif record.topic == t.conversions:
                     conversions.append(record)
                 elif record.topic == t.unsubscribes:
-                    self._unsubscribe(out, record)
+                    self._unsubscribe(out, record, unsubscribed)
                 elif record.topic == t.deliveries:
                     deliveries.append(record)
             for record in conversions:
                 self._conversion(out, record, ctx)
             for record in deliveries:
                 self._delivery(out, record, ctx)
+            for d, record in unsubscribed:
+                self._delivery_row(out, d, record, ctx)
         finally:
             self._count_hits()
             self._count_letters(out)
@@ -374,7 +387,9 @@ class HitProcessor:
                                self._keyed_hash(s.tenant, s.recipient), s.sent_at,
                                s.mailbox_domain, s.links, record.topic, record.partition, record.offset))
 
-    def _unsubscribe(self, out: BatchOutput, record: SourceRecord) -> None:
+    def _unsubscribe(self, out: BatchOutput, record: SourceRecord,
+                     unsubscribed: list[tuple[Delivery, SourceRecord]]) -> None:
+        """Its unsubscribes row, and (after the batch's sends) its message's `unsubscribed` event."""
         try:
             u = Unsubscribe.decode(record.value or b"")
         except (ValueError, TypeError) as exc:
@@ -382,6 +397,9 @@ class HitProcessor:
             return
         out.unsubscribes.rows.append((u.tenant, u.recipient_hash, u.campaign, u.message, u.ts, record.topic,
                                       record.partition, record.offset))
+        d = from_unsubscribe(u)
+        if d is not None:
+            unsubscribed.append((d, record))
 
     def _conversion(self, out: BatchOutput, record: SourceRecord, ctx: BatchContext) -> None:
         try:
@@ -419,6 +437,9 @@ class HitProcessor:
         except (ValueError, TypeError) as exc:
             self._dead_letter(out, record, UNDECODABLE, str(exc))
             return
+        self._delivery_row(out, d, record, ctx)
+
+    def _delivery_row(self, out: BatchOutput, d: Delivery, record: SourceRecord, ctx: BatchContext) -> None:
         events = self._deliveries
         if events.seen(d, ctx.stored_delivery_keys):
             metrics.REPEATS_DROPPED.inc()

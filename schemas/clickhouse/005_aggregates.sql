@@ -32,8 +32,8 @@ GROUP BY tenant, campaign, variant, hour;
 -- conversions and revenue. Sends, events and conversions all feed it; the variant is the max() of what
 -- they carry, so a conversion processed before its send (variant unknown then) still lands in the
 -- message's variant. Read it with FINAL (or GROUP BY message and sum/max): campaign_summary does.
--- Delivery events and unsubscribes feed its last columns (008_deliveries.sql; a view leaving a column
--- out writes its zero).
+-- Delivery events (unsubscribes among them) feed its last columns (008_deliveries.sql; a view leaving
+-- a column out writes its zero).
 CREATE TABLE IF NOT EXISTS message_totals
 (
     tenant          LowCardinality(String),

@@ -3,6 +3,7 @@
 -- feedback loop), unsubscribed (the platform's list-unsubscribe), replied. One row per (tenant,
 -- message_id, type, event_id): the processor drops a repeated event before insert, so every row counts
 -- once. Campaign, variant and recipient are the registered send's when the event did not say them.
+-- The edge's one-click unsubscribes are here too (type 'unsubscribed', platform 'pixeltrack').
 CREATE TABLE IF NOT EXISTS deliveries
 (
     tenant        LowCardinality(String),
@@ -35,8 +36,9 @@ FROM deliveries WHERE src_partition >= 0
 GROUP BY src_topic, src_partition;
 
 -- Per message: delivery reports, hard and soft bounces (with the latest soft bounce's and delivery's
--- times: a soft bounce followed by a delivery is delivered), deferrals, complaints, the platform's
--- unsubscribes and replies. campaign_summary says which messages count as delivered.
+-- times: a soft bounce followed by a delivery is delivered), deferrals, complaints, unsubscribes (our
+-- own one-click ones, which the processors write here as platform 'pixeltrack' beside their row in
+-- `unsubscribes`, and the platform's) and replies. campaign_summary says which messages count as delivered.
 CREATE MATERIALIZED VIEW IF NOT EXISTS message_totals_from_deliveries TO message_totals AS
 SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) AS recipient_id,
        toUInt8(0) AS sent, toDateTime64('2106-01-01 00:00:00', 3, 'UTC') AS first_sent_at,
@@ -47,16 +49,8 @@ SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) 
        maxIf(ts, type = 'bounced' AND bounce = 'soft') AS last_soft_bounce_at,
        countIf(type = 'deferred') AS deferrals,
        countIf(type = 'complained') AS complaints,
-       countIf(type = 'unsubscribed') AS platform_unsubscribes,
+       countIf(type = 'unsubscribed' AND platform = 'pixeltrack') AS unsubscribes,
+       countIf(type = 'unsubscribed' AND platform != 'pixeltrack') AS platform_unsubscribes,
        countIf(type = 'replied') AS replies
 FROM deliveries
-GROUP BY tenant, campaign, message_id;
-
--- Our own unsubscribes (the edge's one-click /u POSTs) per message, beside the platform's. Counted from
--- this release on: unsubscribes stored before it stay in `unsubscribes`, outside message_totals.
-CREATE MATERIALIZED VIEW IF NOT EXISTS message_totals_from_unsubscribes TO message_totals AS
-SELECT tenant, campaign, message_id,
-       toUInt8(0) AS sent, toDateTime64('2106-01-01 00:00:00', 3, 'UTC') AS first_sent_at,
-       count() AS unsubscribes
-FROM unsubscribes WHERE message_id != ''
 GROUP BY tenant, campaign, message_id;

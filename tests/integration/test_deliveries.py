@@ -19,6 +19,7 @@ from processors.kafka_runner import KafkaRunner
 from processors.local_runner import LocalRunner
 from processors.writer import ClickHouseWriter
 from schemas.records import Record
+from schemas.sends import Unsubscribe
 from schemas.settings import Settings
 from schemas.tokens import Keyring
 from schemas.topics import Topics
@@ -91,19 +92,21 @@ def summary(db: ClickHouseDb, campaign: str) -> dict[str, Any]:
     return dict(zip(COLUMNS, row, strict=True))
 
 
-def check_the_done_when(db: ClickHouseDb) -> None:
+def check_the_done_when(db: ClickHouseDb, unsubscribed: int = 0) -> None:
     """10 registered sends, 2 hard bounces, 1 complaint: sent 10, delivered 8, bounce rate 0.2, complaint
-    rate 1/8, and the open rate and CTR over the 8 delivered (4 opened, 2 clicked)."""
+    rate 1/8, and the open rate and CTR (and the unsubscribe rate of `unsubscribed` messages) over the 8
+    delivered (4 opened, 2 clicked)."""
     assert summary(db, "done") == {
         "sent": 10, "delivered": 8, "bounced": 2, "hard_bounced": 2, "soft_bounced": 0, "complained": 1,
         "confirmed_delivered": 0, "unique_opens": 4, "unique_clicks": 2, "bounce_rate": 0.2,
-        "complaint_rate": 0.125, "open_rate": 4 / 8, "ctr": 2 / 8, "unsubscribe_rate": 0.0, "reply_rate": 0.0}
+        "complaint_rate": 0.125, "open_rate": 4 / 8, "ctr": 2 / 8, "unsubscribe_rate": unsubscribed / 8,
+        "reply_rate": 0.0}
     assert summary(db, "retry") == {
         "sent": 3, "delivered": 2, "bounced": 1, "hard_bounced": 0, "soft_bounced": 1, "complained": 0,
         "confirmed_delivered": 2, "unique_opens": 0, "unique_clicks": 0, "bounce_rate": 1 / 3,
         "complaint_rate": 0.0, "open_rate": 0.0, "ctr": 0.0, "unsubscribe_rate": 0.0, "reply_rate": 1 / 2}
     stored = db.rows("SELECT message_id, type, event_id, campaign, variant, recipient_id, bounce, smtp_code, "
-                     "diagnostic FROM deliveries WHERE campaign = 'done' AND type != 'deferred' "
+                     "diagnostic FROM deliveries WHERE campaign = 'done' AND type IN ('bounced', 'complained') "
                      "ORDER BY message_id")
     assert stored == [
         ("done-m0", "bounced", "evt-1", "done", "A", "r0", "hard", 550, "550 5.1.1 <address>: user unknown"),
@@ -181,11 +184,18 @@ async def test_the_done_when_through_the_embedded_bus(settings: Settings, keyrin
             await post(client, "/v1/sends", "sends", sends("done", 10) + sends("retry", 3))
             await post(client, "/v1/events", "events", DONE_WHEN_EVENTS + RETRY_EVENTS)
             await post(client, "/v1/events", "events", DONE_WHEN_EVENTS)  # all posted twice: counted once
-        await eventually(lambda: runner.records_done == 13 + 2 * len(DONE_WHEN_EVENTS) + len(RETRY_EVENTS), 60,
+            # An unsubscribe through the platform (done-m5) and our own one-click /u POST (done-m4, twice)
+            await post(client, "/v1/events", "events", [{"message": "done-m5", "type": "unsubscribed", "id": "u-1"}])
+            for _ in range(2):
+                bus.put_nowait(Record(Topics().unsubscribes, b"done-m4", Unsubscribe(
+                    "", "hash-r4", "done", "done-m4", (SENT_AT + timedelta(minutes=40)).timestamp()).encode()))
+        await eventually(lambda: runner.records_done == 13 + 2 * len(DONE_WHEN_EVENTS) + len(RETRY_EVENTS) + 3, 60,
                          "every record taken and written")
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
         await writer.close()
-    assert deliveries_stored(clickhouse) == 9
-    check_the_done_when(clickhouse)
+    assert deliveries_stored(clickhouse) == 9 + 2  # the two unsubscribes (the one-click POST's repeat: once)
+    check_the_done_when(clickhouse, unsubscribed=2)
+    assert clickhouse.rows("SELECT message_id, platform FROM deliveries WHERE type = 'unsubscribed' "
+                           "ORDER BY message_id") == [("done-m4", "pixeltrack"), ("done-m5", "")]

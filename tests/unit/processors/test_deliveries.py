@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from processors.batch import BatchContext
 from processors.classify_file import build_classifier
-from processors.deliveries import DELIVERY_COLUMNS, redact_addresses
+from processors.deliveries import DELIVERY_COLUMNS, ONE_CLICK, redact_addresses
 from processors.pipeline import HitProcessor
 from schemas.deliveries import Delivery
 from schemas.privacy import recipient_hash
-from schemas.sends import Send
+from schemas.sends import Send, Unsubscribe
 from schemas.tokens import Keyring
 from schemas.topics import Topics
 from tests.unit.processors.builders import SENT, processor_letters
@@ -107,3 +108,21 @@ def test_addresses_in_a_servers_answer_are_redacted() -> None:
         "550 5.1.1 <address>: Recipient address rejected"
     assert redact_addresses("mailbox full (user@example.org)") == "mailbox full (<address>)"
     assert redact_addresses("421 try again later") == "421 try again later"
+
+
+def test_a_one_click_unsubscribe_is_also_its_messages_unsubscribed_event_of_our_own_platform() -> None:
+    """The edge's /u POSTs are counted per message beside the platforms' list-unsubscribes: an event of
+    platform "pixeltrack", attributed from the send like any other (here a send later in the batch)."""
+    processor = HitProcessor(KEYRING, build_classifier(), T)
+    u = Unsubscribe("", "hash-1", "camp-1", "m1", SENT + 600)
+    out = processor.process([Rec(T.unsubscribes, 2, 7, u.encode()), send("m1", 0),
+                             Rec(T.unsubscribes, 2, 8, Unsubscribe("", "hash-2", "camp-1", "", SENT).encode())])
+    assert len(out.unsubscribes.rows) == 2
+    assert rows(out) == [{
+        "tenant": "", "message_id": "m1", "type": "unsubscribed", "event_id": "one-click@2026-11-30T01:03:20.000Z",
+        "ts": SENT + 600, "campaign": "camp-1", "variant": "B", "recipient_id": "r-m1", "bounce": "", "smtp_code": 0,
+        "diagnostic": "", "platform": ONE_CLICK, "src_topic": T.unsubscribes, "src_partition": 2, "src_offset": 7}]
+    assert processor.process([Rec(T.unsubscribes, 2, 9, u.encode())]).deliveries.rows == []  # the same POST again
+    ddl = (Path(__file__).resolve().parents[3] / "schemas" / "clickhouse" / "008_deliveries.sql").read_text()
+    assert ddl.count(f"platform = '{ONE_CLICK}'") == 1
+    assert ddl.count(f"platform != '{ONE_CLICK}'") == 1
