@@ -15,6 +15,7 @@ from urllib.parse import quote
 from pixeltrack.analytics.report import METRICS, Comparison, ab_verdict, names_a_winner
 from pixeltrack.dashboard import charts
 from pixeltrack.dashboard.format import DASH, count, money, p_value, pct, points, ratio, when
+from pixeltrack.dashboard.funnel import funnel_panel
 from pixeltrack.dashboard.queries import EXAMPLE_LIMIT
 from pixeltrack.dashboard.rows import CampaignData, CampaignRow, ExampleHit, LinkRow, SourceRow
 from pixeltrack.dashboard.templates import page
@@ -107,7 +108,7 @@ def _tenant_note(tenant: str) -> str:
 # ---- one campaign --------------------------------------------------------------------------------
 
 def campaign_panels(data: CampaignData) -> dict[str, str]:
-    return {"kpis": _kpis(data), "funnel": _funnel(data), "ab": _ab(data), "opens": _opens(data),
+    return {"kpis": _kpis(data), "funnel": funnel_panel(data), "ab": _ab(data), "opens": _opens(data),
             "clicks": _clicks(data), "clients": _audience(data.clients, "clients", "Mail clients"),
             "devices": _audience(data.devices, "devices", "Devices"),
             "countries": _countries(data), "links": _links(data.links), "sources": _sources(data)}
@@ -187,33 +188,6 @@ def _kpis(data: CampaignData) -> str:
              f'<b data-metric="filtered_share">{pct(t.filtered_share)}</b> of click hits, not counted · '
              '<a href="#h-sources">who and why</a>'),
     ))
-
-
-def _funnel(data: CampaignData) -> str:
-    t = data.totals
-    steps = [("Sent", t.sent), ("Delivered", t.delivered), ("Opened", t.unique_opens), ("Clicked", t.unique_clicks),
-             ("Converted", t.converted_messages)]
-    notes = ["", f"{pct(ratio(t.delivered, t.sent))} of sent · {count(t.bounced)} bounced",
-             f"{pct(t.open_rate)} of delivered (open rate)",
-             f"{pct(t.ctr)} of delivered (CTR) · as many as {pct(ratio(t.unique_clicks, t.unique_opens))} "
-             "of opened",
-             f"{pct(t.conversion_rate, 2)} of delivered · as many as "
-             f"{pct(ratio(t.converted_messages, t.unique_clicks))} of clicked"]
-    desc = "; ".join(f"{name} {count(v)}" for name, v in steps)
-    chart = charts.funnel_chart("funnel-chart", "Funnel: sent, delivered, opened, clicked, converted", desc, steps,
-                                width=386, notes=notes)
-    beside = (f'<p class="sub" data-field="beside">Bounced <b data-metric="bounced">{count(t.bounced)}</b> '
-              f'(<b data-metric="bounce_rate">{pct(t.bounce_rate, 2)}</b> of sent) · complaints '
-              f'<b data-metric="complained">{count(t.complained)}</b> '
-              f'(<b data-metric="complaint_rate">{pct(t.complaint_rate, 3)}</b> of delivered) · unsubscribes '
-              f'<b data-metric="unsubscribed">{count(t.unsubscribed)}</b> '
-              f'(<b data-metric="unsubscribe_rate">{pct(t.unsubscribe_rate, 2)}</b>) · replies '
-              f'<b data-metric="replied">{count(t.replied)}</b> '
-              f'(<b data-metric="reply_rate">{pct(t.reply_rate, 2)}</b>)</p>')
-    ctor_note = (f'<p class="sub" data-field="ctor-note">CTOR <b>{pct(t.ctor)}</b>: of the messages opened, '
-                 "the share also clicked. \u201cAs many as x% of opened\u201d compares the two counts; it is "
-                 "higher than CTOR when people click without loading images.</p>")
-    return chart + beside + ctor_note
 
 
 def _ab(data: CampaignData) -> str:
