@@ -138,3 +138,16 @@ def test_the_body_is_signed_as_sent() -> None:
     assert verify_signature(SECRET, header, action.body(), now=1_796_000_100) == 1_796_000_100
     with pytest.raises(ValueError, match="bad_signature"):
         verify_signature(SECRET, header, action.body().replace(b"denied", b"granted"), now=1_796_000_100)
+
+
+def test_the_recipient_events_example_in_the_docs_is_valid() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[4] / "docs" / "triggers.md").read_text()
+    _rules, example = re.findall(r"```toml\n(.*?)```", doc, re.S)
+    rules = parse_rules(example, default_secret="global-secret-0123456789", source="docs/triggers.md")
+    assert rules.rules == ()
+    assert rules.recipient_events == RecipientEvents(
+        "crm", {"acme": "acme-crm", "sandbox": ""},
+        frozenset({"consent.changed", "recipient.unsubscribed", "recipient.complained"}))
+    assert rules.webhooks["crm"].secret == b"global-secret-0123456789"
