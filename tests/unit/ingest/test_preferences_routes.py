@@ -9,6 +9,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ingest.app import create_app
+from ingest.client_ip import ClientIpResolver
+from ingest.edge import Edge, RequestFacts
 from ingest.pages import preferences_page
 from ingest.publisher import QueuePublisher
 from pixeltrack.sender.sdk import Message, Tracker
@@ -17,6 +19,7 @@ from schemas.records import DeadLetter, Record
 from schemas.settings import Settings
 from schemas.tenants import Tenant, TenantRegistry
 from schemas.tokens import Keyring, PreferencesRef, mint_preferences
+from schemas.topics import Topics
 from tests.plugins.edge import EdgeUnderTest
 
 BASE = "http://t.example.com"
@@ -113,3 +116,24 @@ def test_page_escapes_and_says_nothing_it_does_not_know() -> None:
     assert "When this email was sent" not in preferences_page("")
     assert "you had not chosen yet" in preferences_page("unknown")
     assert "<script" not in preferences_page("<script>")
+
+
+class _FullForwarder:
+    """A forwarder whose journal is at its bound: nothing submitted is kept."""
+
+    def __init__(self) -> None:
+        self.submitted: list[Record] = []
+
+    def submit(self, record: Record) -> bool:
+        self.submitted.append(record)
+        return False
+
+
+def test_a_choice_that_cannot_be_kept_is_never_confirmed(keyring: Keyring) -> None:
+    forwarder = _FullForwarder()
+    edge = Edge(TenantRegistry({}, keyring), forwarder, ClientIpResolver([]), "e", Topics())  # type: ignore[arg-type]
+    token = prefs_path(keyring).removeprefix("/p/")
+    facts = RequestFacts("POST", f"/p/{token}", "t.example.com", "127.0.0.1", None, "", {}, time.time())
+    assert edge.preferences(facts, token, "denied").kind == "try_again"
+    assert edge.preferences(facts._replace(method="GET"), token, None).kind == "form"
+    assert len(forwarder.submitted) == 1  # the POST's attempt only
