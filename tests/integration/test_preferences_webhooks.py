@@ -198,3 +198,31 @@ async def test_unsubscribes_and_complaints_go_out_as_signed_webhooks_retried(
     complaint = by_type[("recipient.complained", "m-8")].payload
     assert (complaint["recipient"], complaint["via"], complaint["event_id"]) == ("r-8", "sendgrid", "sg-1")
     assert by_type[("recipient.unsubscribed", "m-9")].payload["via"] == "mailgun"
+
+
+async def test_a_change_not_yet_delivered_at_a_stop_is_delivered_once_after_the_restart(
+        kafka_bootstrap: str, topics: Topics, receiver: Receiver) -> None:
+    consent = Consent("", "r-3", "granted", time.time(), "preferences", "v2026-03")
+    await produce(kafka_bootstrap, topics.consents, [(b"r-3", consent.encode())])
+    rules = rules_for(receiver.url)
+    group = f"re-{uuid.uuid4().hex[:8]}"
+    receiver.always = 503  # the CRM is down while the first runner runs
+    patient = RetryPolicy(max_attempts=1000, base_delay=0.05, max_delay=0.1)
+    first = RecipientEventRunner(kafka_bootstrap, group, topics, rules, retry=patient, poll_ms=50, shutdown_grace=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(first.run(stop))
+    await eventually(lambda: len(receiver.calls) >= 3 or task.done(), 60, "attempts while the CRM is down")
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    assert receiver.accepted == []
+    assert first.delivered == 0
+
+    receiver.always = None
+    async with running_sender(kafka_bootstrap, topics, rules, group) as again:
+        await eventually(lambda: len(receiver.accepted) == 1, 60, "the delivery after the restart")
+        await asyncio.sleep(1.0)
+        assert again.delivered == 1
+    (got,) = receiver.accepted
+    assert (got.payload["recipient"], got.payload["state"], got.payload["text_version"]) == ("r-3", "granted",
+                                                                                               "v2026-03")
+    assert {k for k, _ in receiver.calls} == {got.key}  # every attempt, before and after the restart: one key
