@@ -166,7 +166,7 @@ PREFERENCE_CHOICES = ("granted", "denied")
 
 class Edge:
     """Per-app state and the meaning of each fetch. Front ends parse, call one of open_hit, click_hit,
-    unsubscribe or bad_request with the request's facts, and answer; nothing else."""
+    unsubscribe, preferences or bad_request with the request's facts, and answer; nothing else."""
 
     __slots__ = ("_counters", "_dlq_topic", "_ids", "_pending", "_prefix", "_raw_topic", "click_id_param",
                  "dnt", "edge_id", "forwarder", "ips", "privacy_key", "tenants", "topics")
