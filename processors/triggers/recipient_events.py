@@ -4,7 +4,8 @@ What a recipient decided must reach the sender's CRM or email platform fast (lar
 want an unsubscribe honoured within two days; a withdrawn consent stops individual tracking at once).
 Three topics carry those decisions:
 
-- `consents` (Consent): a choice made on the preferences page (/p/<token>), or posted by the sender;
+- `consents` (Consent): a choice the recipient made on the preferences page (/p/<token>); what the
+  sender recorded itself (api, csv, sdk) only where the table's `consent_sources` names it;
 - `unsubscribes` (Unsubscribe): the edge's own one-click unsubscribes (/u/<token>);
 - `deliveries` (Delivery) of type `unsubscribed` or `complained` reported by an email platform's
   webhook (`platform` set); what the sender reported itself (`POST /v1/events`) is not sent back.
@@ -80,7 +81,7 @@ class RecipientEventMapper:
         if topic == self.topics.consents:
             c = Consent.decode(value)
             webhook = self.config.webhook_for(c.tenant, CONSENT_CHANGED)
-            return consent_action(c, webhook) if webhook else None
+            return consent_action(c, webhook) if webhook and c.source in self.config.consent_sources else None
         if topic == self.topics.unsubscribes:
             u = Unsubscribe.decode(value)
             webhook = self.config.webhook_for(u.tenant, RECIPIENT_UNSUBSCRIBED)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
+from schemas.consents import CONSENT_SOURCES
 from schemas.verdicts import COUNTED, HUMAN
 
 OPENS_WITHOUT_CLICK: Final = "opens_without_click"
@@ -34,7 +35,7 @@ _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 _TOP_KEYS = ("remember", "default_webhook", "webhooks", "tags", "rules", "recipient_events")
-_RECIPIENT_EVENTS_KEYS = ("webhook", "tenants", "events")
+_RECIPIENT_EVENTS_KEYS = ("webhook", "tenants", "events", "consent_sources")
 CONSENT_CHANGED: Final = "consent.changed"
 RECIPIENT_UNSUBSCRIBED: Final = "recipient.unsubscribed"
 RECIPIENT_COMPLAINED: Final = "recipient.complained"
@@ -114,11 +115,14 @@ class Rule:
 class RecipientEvents:
     """The `[recipient_events]` table: which webhook gets each tenant's consent changes, unsubscribes and
     complaints. `tenants` maps a tenant to its webhook ("" = none for it); the others get `webhook`
-    (None = nothing). `events`: the event types sent."""
+    (None = nothing). `events`: the event types sent. `consent_sources`: the consent changes sent, by
+    source; by default only the recipient's own (`preferences`): what the sender recorded itself (api,
+    csv, sdk: a list of a million consents, say) is not sent back to it."""
 
     webhook: str | None
     tenants: Mapping[str, str] = field(default_factory=dict)
     events: frozenset[str] = frozenset(RECIPIENT_EVENT_TYPES)
+    consent_sources: frozenset[str] = frozenset({"preferences"})
 
     def webhook_for(self, tenant: str, event_type: str) -> str | None:
         """The webhook name an event of `tenant` goes to, or None when it is not sent."""
@@ -293,7 +297,13 @@ def _recipient_events(spec: object, webhooks: Mapping[str, Webhook], default_web
     if unknown:
         raise RuleError(f"{where}: key 'events': {unknown} are not event types; valid: "
                         f"{', '.join(RECIPIENT_EVENT_TYPES)}")
-    return RecipientEvents(webhook or None, dict(tenants), events)
+    sources = (frozenset(_strings(s["consent_sources"], f"{where}: key 'consent_sources'"))
+               if "consent_sources" in s else frozenset({"preferences"}))
+    unknown = sorted(sources - set(CONSENT_SOURCES))
+    if unknown:
+        raise RuleError(f"{where}: key 'consent_sources': {unknown} are not consent sources; valid: "
+                        f"{', '.join(CONSENT_SOURCES)}")
+    return RecipientEvents(webhook or None, dict(tenants), events, sources)
 
 
 def _tag(name: str, spec: object, source: str) -> Tag:

@@ -101,11 +101,19 @@ def test_tenants_and_events_choose_the_webhook() -> None:
                'tenants = { acme = "acme-crm", quiet = "" }\n')
     assert m.config == RecipientEvents("crm", {"acme": "acme-crm", "quiet": ""}, frozenset({"consent.changed"}))
     for tenant, webhook in (("acme", "acme-crm"), ("other", "crm"), ("quiet", None)):
-        action = m.action(T.consents, Consent(tenant, "r", "denied", TS, "api").encode())
+        action = m.action(T.consents, Consent(tenant, "r", "denied", TS, "preferences").encode())
         assert (action.webhook if action else None) == webhook
     assert m.action(T.unsubscribes, Unsubscribe("acme", "h", "c", "m", TS, "r").encode()) is None
     only_acme = mapper('[recipient_events]\ntenants = { acme = "acme-crm" }\n')
-    assert only_acme.action(T.consents, Consent("other", "r", "denied", TS, "api").encode()) is None
+    assert only_acme.action(T.consents, Consent("other", "r", "denied", TS, "preferences").encode()) is None
+
+
+def test_consents_the_sender_recorded_itself_are_not_sent_back_unless_asked() -> None:
+    own = [Consent("acme", "r", "granted", TS, source, "v1") for source in ("api", "csv", "sdk")]
+    assert [mapper().action(T.consents, c.encode()) for c in own] == [None, None, None]
+    every = mapper('[recipient_events]\nwebhook = "crm"\nconsent_sources = ["preferences", "api", "csv", "sdk"]\n')
+    sent = [every.action(T.consents, c.encode()) for c in own]
+    assert [a.payload["source"] for a in sent if a is not None] == ["api", "csv", "sdk"]
 
 
 @pytest.mark.parametrize("value", [b"{not json", b"[1]", b'{"tenant":"a"}',
@@ -123,6 +131,8 @@ def test_undecodable_records_raise_value_error(value: bytes) -> None:
     ('[recipient_events]\nwebhook = "crm"\nevents = ["consent.given"]\n',
      "key 'events': ['consent.given'] are not event types"),
     ('[recipient_events]\nurl = "x"\n', "unknown key 'url'"),
+    ('[recipient_events]\nwebhook = "crm"\nconsent_sources = ["crm"]\n',
+     "key 'consent_sources': ['crm'] are not consent sources; valid: api, csv, sdk, preferences"),
     ('[recipient_events]\n', "no webhook"),
 ])
 def test_table_errors_name_the_key(table: str, expected: str) -> None:
