@@ -6,10 +6,14 @@ arrives, also across a restart; unsubscribes (ours and a platform's) and complai
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -36,6 +40,7 @@ from tests.plugins.waiting import eventually
 from tests.unit.processors.triggers.receiver import Receiver
 
 pytestmark = pytest.mark.kafka
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "prefs-webhook-secret-0123456789"
 FAST_RETRY = RetryPolicy(max_attempts=20, base_delay=0.05, max_delay=0.2)
 SCANNER_UA = "Mozilla/5.0 (compatible; Barracuda Sentinel (EE))"
@@ -226,3 +231,30 @@ async def test_a_change_not_yet_delivered_at_a_stop_is_delivered_once_after_the_
     assert (got.payload["recipient"], got.payload["state"], got.payload["text_version"]) == ("r-3", "granted",
                                                                                                "v2026-03")
     assert {k for k, _ in receiver.calls} == {got.key}  # every attempt, before and after the restart: one key
+
+
+async def test_the_triggers_command_sends_recipient_events_from_a_rules_file_without_rules(
+        kafka_bootstrap: str, topics: Topics, receiver: Receiver, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(f'[webhooks.crm]\nurl = "{receiver.url}"\nsecret = "{SECRET}"\n[recipient_events]\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELTRACK_")}
+    env |= {"PIXELTRACK_KAFKA_BOOTSTRAP": kafka_bootstrap, "PIXELTRACK_TOPIC_PREFIX": topics.prefix,
+            "PIXELTRACK_TRIGGERS_CONSUMER_GROUP": f"g-{uuid.uuid4().hex[:8]}", "PYTHONPATH": str(ROOT)}
+    proc = await asyncio.create_subprocess_exec(str(Path(sys.executable).parent / "pixeltrack"), "triggers",
+                                                "--rules", str(rules), env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    try:
+        consent = Consent("", "r-5", "denied", time.time(), "preferences")
+        await produce(kafka_bootstrap, topics.consents, [(b"r-5", consent.encode())])
+        await eventually(lambda: len(receiver.accepted) == 1 or proc.returncode is not None, 90, "the webhook")
+        assert proc.returncode is None
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "recipient events" in text
+    assert "Traceback" not in text
+    (got,) = receiver.accepted
+    assert (got.rule, got.payload["recipient"], got.payload["state"]) == ("consent.changed", "r-5", "denied")
