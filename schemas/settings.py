@@ -73,8 +73,8 @@ class Settings(BaseSettings):
                                 description="Query parameter the click redirect adds (click id); empty = never.")
 
     # --- email platforms' webhooks (/v1/esp/<platform>, the default tenant's; a tenant's: tenants file) ---
-    esp_sendgrid_public_key: str = Field(
-        "", description="SendGrid's Signed Event Webhook verification key (base64, as SendGrid shows it); "
+    esp_sendgrid_public_key: str | None = Field(
+        None, description="SendGrid's Signed Event Webhook verification key (base64, as SendGrid shows it); "
         "empty = /v1/esp/sendgrid off.")
     esp_mailgun_signing_key: SecretStr | None = Field(
         None, description="Mailgun's HTTP webhook signing key; empty = /v1/esp/mailgun off.")
@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     def esp_secrets(self) -> EspSecrets:
         """The default tenant's email platform secrets; ValueError names the setting that is not usable."""
         user, _, password = (self.esp_postmark_auth.get_secret_value() if self.esp_postmark_auth else "").partition(":")
-        secrets = EspSecrets(self.esp_sendgrid_public_key.strip(),
+        secrets = EspSecrets((self.esp_sendgrid_public_key or "").strip(),
                              self.esp_mailgun_signing_key.get_secret_value() if self.esp_mailgun_signing_key else "",
                              user, password, tuple(self.esp_ses_topic_arns))
         secrets.check("PIXELTRACK_ESP")

@@ -91,7 +91,7 @@ def add_esp_routes(app: web.Application, registry: TenantRegistry, topics: Topic
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise Refused(413, "too_large", f"body is over {request.app._client_max_size} bytes") from None
+            raise Refused(413, "too_large", "body is over the API's size limit") from None
         batch = Batch(Request(platform, request.query.get("tenant", ""), host, ring, now, request.path,
                               request.remote or "", request.headers.get("User-Agent", "")), topics)
         extra = await adapter(body, request.headers, secrets, batch, Context(now, esp.max_age_seconds, verifier))
