@@ -134,7 +134,8 @@ def openapi_document(max_items: int, max_body: int) -> dict[str, Any]:
                     "message": _text("Message id of the registered send, as in the message's tokens"),
                     "type": {"enum": list(DELIVERY_TYPES), "description": "What happened"},
                     "id": _text("The event's own id (your platform's event id): with message and type it makes a "
-                                "retry count once; default: the type and time", required=False),
+                                "retry count once; default: the type and the ts given (the type alone without one)",
+                                required=False),
                     "ts": _TIME,
                     "bounce": {"type": ["string", "null"], "enum": ["", "hard", "soft", None],
                                "description": "For a bounce: hard (permanent) or soft (temporary); default: "
