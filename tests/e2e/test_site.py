@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.plugins.waiting import eventually
+
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's headless Chromium is not installed (apt-get install -y chromium)")
@@ -150,14 +152,14 @@ async def test_a_click_then_a_page_view_and_a_conversion_reach_clickhouse_once(
     assert "loads=2" in dom
     assert f"href={shop}/thanks?utm_source=email<" in dom
 
-    deadline = time.monotonic() + 60
     visits: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        visits = query(data, "SELECT hit_id, kind, campaign, variant, message_id, recipient_id, link_url, verdict, "
-                             "click_hit_id FROM hits WHERE kind IN ('click', 'visit') ORDER BY ts")
-        if len(visits) == 3 and edge_count(edge, "conversion", "ok") == 2:
-            break
-        await asyncio.sleep(0.5)
+
+    def arrived() -> bool:
+        visits[:] = query(data, "SELECT hit_id, kind, campaign, variant, message_id, recipient_id, link_url, "
+                                "verdict, click_hit_id FROM hits WHERE kind IN ('click', 'visit') ORDER BY ts")
+        return len(visits) == 3 and edge_count(edge, "conversion", "ok") == 2
+
+    await eventually(arrived, 60, "a click, two page views and two conversion beacons")
     click, *views = visits
     assert (click["kind"], click["message_id"], click["recipient_id"], click["verdict"]) == (
         "click", "m-1", "r-1", "human")
@@ -173,9 +175,7 @@ async def test_a_click_then_a_page_view_and_a_conversion_reach_clickhouse_once(
                  "recipient_id": "r-1", "click_hit_id": click["hit_id"], "value": 49.5, "currency": "EUR"}]
     sql = ("SELECT idempotency_key, campaign, variant, message_id, recipient_id, click_hit_id, value, currency "
            "FROM conversions")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and query(data, sql) != expected:
-        await asyncio.sleep(0.5)
+    await eventually(lambda: query(data, sql) == expected, 30, "the conversion")
     # and stays once: the second's batch was written by now (the visits of the reload came with it), so a
     # few more batch intervals show nothing new
     await asyncio.sleep(3)
