@@ -40,7 +40,7 @@ LANDING = """<!doctype html><html><head><meta charset="utf-8"><title>Thanks for 
 <meta http-equiv="Content-Security-Policy" content="default-src 'self'; script-src 'self' {edge};
  connect-src {edge}">
 <script src="/shop.js"></script>
-<script async src="{edge}/s.js"></script>
+<script async src="{edge}/s.js"{attrs}></script>
 </head><body><h1>Thanks for your order</h1><p id="loads"></p><p id="where"></p></body></html>"""
 SHOP_JS = """window.pixeltrack = window.pixeltrack || function () {
   (window.pixeltrack.q = window.pixeltrack.q || []).push(arguments); };
@@ -89,13 +89,18 @@ async def shop(served: tuple[Path, dict[str, Any]]) -> AsyncIterator[str]:
     edge = served[1]["edge_url"].rstrip("/")
 
     async def landing(request: web.Request) -> web.Response:
-        return web.Response(text=LANDING.format(edge=edge), content_type="text/html")
+        return web.Response(text=LANDING.format(edge=edge, attrs=""), content_type="text/html")
+
+    async def consent_first(request: web.Request) -> web.Response:
+        # A site whose banner must be answered first, and the visitor does not answer it.
+        return web.Response(text=LANDING.format(edge=edge, attrs=' data-consent="required"'), content_type="text/html")
 
     async def shop_js(request: web.Request) -> web.Response:
         return web.Response(text=SHOP_JS, content_type="text/javascript")
 
     app = web.Application()
     app.router.add_get("/thanks", landing)
+    app.router.add_get("/eu/thanks", consent_first)
     app.router.add_get("/shop.js", shop_js)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -183,3 +188,21 @@ async def test_a_click_then_a_page_view_and_a_conversion_reach_clickhouse_once(
     assert query(data, "SELECT visits, pages, from_site FROM visit_stats INNER JOIN conversion_timing "
                        "USING (tenant, campaign, variant, message_id) WHERE message_id = 'm-1'") == [
         {"visits": 1, "pages": 1 if views[1]["verdict"] == "duplicate" else 2, "from_site": True}]
+
+
+async def test_without_consent_nothing_individual_is_recorded(served: tuple[Path, dict[str, Any]], shop: str,
+                                                              tmp_path: Path) -> None:
+    data, info = served
+    edge = info["edge_url"]
+    urls = json.loads(run("link", "--data", str(data), "--base-url", edge, "--campaign", "spring", "--message", "m-2",
+                          "--recipient", "r-2", "--url", f"{shop}/eu/thanks", "--json"))
+    dom = await browse(urls["clicks"][0], tmp_path / "profile")
+    assert "loads=2" in dom
+    site = shop.removeprefix("http://")
+    # the two page views are counted for the site, and nothing else: no visit, no conversion sent
+    await eventually(lambda: query(data, "SELECT count() AS n FROM site_visits") == [{"n": 2}], 60, "site visits")
+    assert query(data, "SELECT site, verdict, as_org FROM site_visits") == [
+        {"site": site, "verdict": "human", "as_org": ""}] * 2
+    assert query(data, "SELECT kind FROM hits") == [{"kind": "click"}]
+    assert edge_count(edge, "conversion", "ok") == 0
+    assert query(data, "SELECT count() AS n FROM conversions") == [{"n": 0}]
