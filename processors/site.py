@@ -25,7 +25,7 @@ def visit_hit(raw: RawHit, ref: ClickRef) -> Hit:
     sent_at = ref.sent_at / 1000.0 if ref.sent_at else EARLIEST_TS
     return Hit(raw.id, raw.received_at, VISIT, raw.method, raw.ip, raw.ua, ref.message, ref.recipient, ref.campaign,
                sent_at, raw.headers, raw.path, False, ref.variant, ref.tenant, ref.link, 0, raw.host, raw.edge,
-               ref.hit_id)
+               click_hit_id=ref.hit_id)
 
 
 def site_visit_hit(raw: RawHit, tenant: str) -> Hit:

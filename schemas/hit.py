@@ -48,6 +48,9 @@ class Hit:
     link_flags: int = 0
     host: str = ""
     edge: str = ""
+    # Hits an email platform reported (ingest/esp): the platform, and whether it flagged a machine.
+    origin: str = ""
+    origin_machine: bool = False
     click_hit_id: str = ""  # a visit's: the hit id of the click that brought the visitor
 
     @classmethod

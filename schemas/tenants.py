@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from schemas.esp import EspSecrets
 from schemas.tokens import ClickRef, Keyring, TokenError, TokenKind, TokenPayload, new_secret, verify_click_ref
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -36,6 +37,7 @@ class Tenant:
     keys: str  # "kid:secret,kid2:secret2" (base64url secrets)
     current_key: str = ""
     api_keys: tuple[str, ...] = ()
+    esp: EspSecrets = field(default_factory=EspSecrets)  # its email platforms' webhook secrets (docs/esp.md)
     # Site visits without a click id are counted per site; with this on, also per visitor organisation
     # (the AS name of the visitor's network; never the address). docs/site.md.
     site_visit_org: bool = False
@@ -141,7 +143,8 @@ class TenantRegistry:
             if not isinstance(org, bool):
                 raise ValueError(f"{where}: site_visit_org must be true or false")
             tenant = Tenant(_text(t, "name", where), _texts(t, "domains", where), _text(t, "keys", where),
-                            _text(t, "current_key", where, ""), _texts(t, "api_keys", where), org)
+                            _text(t, "current_key", where, ""), _texts(t, "api_keys", where),
+                            EspSecrets.from_json(t.get("esp"), where), org)
             validate(tenant, where)
             tenants[tenant.name] = tenant
         _check_unique_domains(tenants.values())
@@ -150,6 +153,7 @@ class TenantRegistry:
     def save(self, path: Path) -> None:
         doc = {"tenants": [{"name": t.name, "domains": list(t.domains), "keys": t.keys,
                             "current_key": t.current_key, "api_keys": list(t.api_keys),
+                            **({"esp": t.esp.to_json()} if t.esp.to_json() else {}),
                             **({"site_visit_org": True} if t.site_visit_org else {})}
                            for t in sorted(self.tenants.values(), key=lambda t: t.name)]}
         path.parent.mkdir(parents=True, exist_ok=True)
