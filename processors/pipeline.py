@@ -29,6 +29,7 @@ from processors.deliveries import (
     key_of,
 )
 from processors.enrich import Enrichment
+from processors.site import SITE_VISIT_COLUMNS, site_visit_hit, site_visit_site, visit_hit
 from schemas.classified import ClassifiedEvent
 from schemas.deliveries import Delivery
 from schemas.hit import Hit
@@ -42,9 +43,10 @@ from schemas.privacy import (
 )
 from schemas.records import MAX_PATH, REPLAY_HEADER, DeadLetter, RawHit, Record
 from schemas.sends import Conversion, Send, Unsubscribe
+from schemas.site import SITE_KINDS, VISIT
 from schemas.tenants import TenantRegistry
 from schemas.timefmt import EARLIEST_TS, LATEST_TS
-from schemas.tokens import Keyring, TokenError, TokenPayload
+from schemas.tokens import ClickRef, Keyring, TokenError, TokenPayload
 from schemas.topics import Topics
 from schemas.verdicts import R_PLATFORM_MACHINE
 
@@ -52,7 +54,7 @@ EVENT_COLUMNS = (
     "tenant", "hit_id", "kind", "ts", "sent_at", "campaign", "variant", "message_id", "recipient_id",
     "link_url", "link_id", "link_flags", "method", "host", "ip", "user_agent", "edge", "verdict", "source",
     "reasons", "browser", "os", "device", "mail_client", "country", "city", "asn", "as_org", "revision",
-    "sign", "src_topic", "src_partition", "src_offset", "origin",
+    "sign", "src_topic", "src_partition", "src_offset", "click_hit_id", "origin",
 )
 DEAD_LETTER_COLUMNS = (
     "id", "received_at", "stage", "reason", "detail", "kind", "method", "host", "path", "ip", "user_agent",
@@ -97,12 +99,13 @@ class BatchOutput:
     conversions: TableRows = field(default_factory=lambda: TableRows("conversions", CONVERSION_COLUMNS))
     unsubscribes: TableRows = field(default_factory=lambda: TableRows("unsubscribes", UNSUBSCRIBE_COLUMNS))
     deliveries: TableRows = field(default_factory=lambda: TableRows("deliveries", DELIVERY_COLUMNS))
+    site_visits: TableRows = field(default_factory=lambda: TableRows("site_visits", SITE_VISIT_COLUMNS))
     classified: list[Record] = field(default_factory=list)  # for events.classified, published before the insert
     classified_partitions: list[int] = field(default_factory=list)  # the source partition of each
 
     def tables(self) -> list[TableRows]:
         return [self.events, self.dead_letters, self.dead_letter_counts, self.sends, self.conversions,
-                self.unsubscribes, self.deliveries]
+                self.unsubscribes, self.deliveries, self.site_visits]
 
 
 # A send's or conversion's record as a letter keeps it (cut to 512 characters: it may not parse).
@@ -154,7 +157,8 @@ class HitProcessor:
     def __init__(self, tenants: TenantRegistry | Keyring, classifier: Classifier, topics: Topics,
                  truncate_ips: bool = True, do_not_track: frozenset[str] = frozenset(),
                  publish_classified: bool = True, batch_max_records: int = 20_000,
-                 dead_letter_samples: int = 10, privacy_key: bytes | None = None) -> None:
+                 dead_letter_samples: int = 10, privacy_key: bytes | None = None,
+                 site_visit_org: bool = False) -> None:
         """`tenants`: host → tenant → keys (a bare Keyring means one default tenant). `truncate_ips`:
         store IPv4 /24 and IPv6 /48 only (enrichment has already used the full address).
         `do_not_track`: recipient hashes whose hits are dropped before anything is stored.
@@ -164,7 +168,8 @@ class HitProcessor:
         `dead_letter_samples`: letter bodies stored per stage, reason, edge and minute; every letter is
         counted (dead_letter_counts, and the metric), the rest are not stored: junk costs a count.
         `privacy_key`: the key of the recipient hashes ClickHouse keeps (`erasures`, sends.recipient_key);
-        by default schemas.privacy.recipient_key(tenants)."""
+        by default schemas.privacy.recipient_key(tenants). `site_visit_org`: tenant ""'s site visits
+        without a click id keep the visitor's organisation (other tenants: their own setting)."""
         self._tenants = tenants if isinstance(tenants, TenantRegistry) else TenantRegistry({}, tenants)
         self._classifier = classifier
         self._keyed_hash = KeyedRecipientHash(privacy_key if privacy_key is not None else recipient_key(self._tenants))
@@ -186,6 +191,9 @@ class HitProcessor:
         # An OrderedDict, not a dict: deleting a plain dict's oldest key again and again makes
         # next(iter(d)) walk the growing run of deleted slots (quadratic once the cache is full).
         self._verified: OrderedDict[tuple[str, str, str], TokenPayload] = OrderedDict()
+        # Verified click ids of visits, by (click id, host): a visitor's pages share one. Bounded the same way.
+        self._click_refs: OrderedDict[tuple[str, str], ClickRef] = OrderedDict()
+        self._site_visit_org = site_visit_org
         # Recipients erased by `pixeltrack forget` (their keyed hashes, as in `erasures`): what still arrives
         # for them (Kafka's backlog, an edge's spool, later opens) is dropped like a do-not-track hit,
         # or an erasure would be undone (and a late revision's -1 row drive an aggregate negative).
@@ -332,6 +340,9 @@ class HitProcessor:
     def _hit(self, out: BatchOutput, record: SourceRecord, stored_ids: Set[str]) -> None:
         try:
             raw = RawHit.decode(record.value or b"")
+            if raw.kind in SITE_KINDS:
+                self._site_hit(out, record, raw, stored_ids)
+                return
             payload = self._verified.get((raw.token, raw.kind, raw.host))
             if payload is None:
                 payload = self._verify(raw)
@@ -363,6 +374,44 @@ class HitProcessor:
                   payload.flags, raw.host, raw.edge, raw.origin, raw.origin_machine)
         for decision in self._classifier.feed(hit):
             self._event_rows(out, decision, record)
+
+    def _site_hit(self, out: BatchOutput, record: SourceRecord, raw: RawHit, stored_ids: Set[str]) -> None:
+        """A beacon of the site script (processors/site.py); TokenError for a click id or host not genuine."""
+        ref: ClickRef | None = None
+        if raw.kind == VISIT:
+            ref = self._click_refs.get((raw.token, raw.host))
+            if ref is None:
+                ref = self._tenants.verify_click_id(raw.host, raw.token)
+                if len(self._click_refs) >= VERIFIED_CACHE:
+                    self._click_refs.popitem(last=False)
+                self._click_refs[(raw.token, raw.host)] = ref
+            if (self._dnt or self._erased) and self._suppressed(ref.tenant, ref.recipient):
+                metrics.DO_NOT_TRACK.inc()
+                return
+            tenant = ref.tenant
+        else:
+            found = self._tenants.for_host(raw.host)
+            if found is None:
+                raise TokenError("unknown_host", raw.host[:100])
+            tenant = found[0]
+        if not EARLIEST_TS <= raw.received_at <= LATEST_TS:
+            self._dead_letter(out, record, "bad_timestamp", f"received_at {raw.received_at!r}")
+            return
+        if raw.id in stored_ids or self._recent.seen(raw.id):
+            self.repeats_dropped += 1
+            metrics.REPEATS_DROPPED.inc()
+            return
+        if ref is not None:
+            for decision in self._classifier.feed(visit_hit(raw, ref)):
+                self._event_rows(out, decision, record)
+            return
+        verdict, e = self._classifier.judge(site_visit_hit(raw, tenant))
+        org = self._tenants.site_visit_org(tenant, self._site_visit_org)
+        out.site_visits.rows.append((tenant, raw.id, raw.received_at, site_visit_site(raw), verdict.verdict,
+                                     verdict.source, list(verdict.reasons), e.asn if org else 0,
+                                     e.as_org if org else "", record.topic, record.partition, record.offset))
+        key = (raw.kind, verdict.verdict)
+        self._hit_counts[key] = self._hit_counts.get(key, 0) + 1
 
     def _verify(self, raw: RawHit) -> TokenPayload:
         """The token's payload, checked as at the edge (TenantRegistry.verify_token) without its expiry:
@@ -494,7 +543,8 @@ class HitProcessor:
         return (h.tenant, h.id, h.kind, h.ts, h.sent_at, h.campaign, h.variant,
                 h.message, h.recipient, h.link, h.link_id, h.link_flags, h.method, h.host, ip, h.ua, h.edge,
                 v.verdict, v.source, list(_reasons(v, h)), e.browser, e.os, e.device, e.mail_client, e.country,
-                e.city, e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset, h.origin)
+                e.city, e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset,
+                h.click_hit_id, h.origin)
 
     def _dead_letter_row(self, out: BatchOutput, record: SourceRecord) -> None:
         try:

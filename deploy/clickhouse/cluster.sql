@@ -1,7 +1,7 @@
 -- GENERATED FILE: do not edit. The ClickHouse cluster form of schemas/clickhouse/*.sql, made by
 -- schemas.clickhouse_cluster.cluster_ddl:
 --     pixeltrack ddl --cluster pixeltrack --out deploy/clickhouse/cluster.sql
--- cluster pixeltrack, database pixeltrack, retention_days 395, dead_letter_retention_days 14; sources: 001_events.sql, 002_dead_letters.sql, 003_positions.sql, 004_sends_conversions.sql, 005_aggregates.sql, 006_views.sql, 007_privacy.sql, 008_deliveries.sql, 013_origin.sql
+-- cluster pixeltrack, database pixeltrack, retention_days 395, dead_letter_retention_days 14; sources: 001_events.sql, 002_dead_letters.sql, 003_positions.sql, 004_sends_conversions.sql, 005_aggregates.sql, 006_views.sql, 007_privacy.sql, 008_deliveries.sql, 010_site.sql, 013_origin.sql
 -- Apply on any one node: clickhouse-client --queries-file cluster.sql (idempotent). The servers need
 -- the cluster in remote_servers, the {shard} and {replica} macros and ClickHouse Keeper: see
 -- deploy/clickhouse/README.md.
@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS pixeltrack.events_local ON CLUSTER 'pixeltrack'
     src_topic     LowCardinality(String),
     src_partition Int32,
     src_offset    Int64,
+    click_hit_id  String,
     INDEX hit_id_bloom hit_id TYPE bloom_filter(0.001) GRANULARITY 1
 )
 ENGINE = ReplicatedVersionedCollapsingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', sign, revision)
@@ -605,6 +606,86 @@ AS SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_i
        countIf(type = 'replied') AS replies
 FROM pixeltrack.deliveries_local
 GROUP BY tenant, campaign, message_id;
+
+-- 010_site.sql
+
+CREATE TABLE IF NOT EXISTS pixeltrack.site_visits_local ON CLUSTER 'pixeltrack'
+(
+    tenant        LowCardinality(String),
+    hit_id        String,
+    ts            DateTime64(3, 'UTC'),
+    site          LowCardinality(String),
+    verdict       LowCardinality(String),
+    source        LowCardinality(String),
+    reasons       Array(LowCardinality(String)),
+    asn           UInt32,
+    as_org        LowCardinality(String),
+    src_topic     LowCardinality(String),
+    src_partition Int32,
+    src_offset    Int64
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+PARTITION BY toYYYYMM(ts)
+ORDER BY (tenant, site, hit_id)
+TTL toDateTime(ts) + INTERVAL 395 DAY
+SETTINGS replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
+
+CREATE TABLE IF NOT EXISTS pixeltrack.site_visits ON CLUSTER 'pixeltrack'
+AS pixeltrack.site_visits_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'site_visits_local', cityHash64(hit_id));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.consumer_positions_from_site_visits ON CLUSTER 'pixeltrack'
+TO pixeltrack.consumer_positions_local
+AS SELECT src_topic, src_partition, max(src_offset) AS max_offset
+FROM pixeltrack.site_visits_local WHERE src_partition >= 0
+GROUP BY src_topic, src_partition;
+
+CREATE OR REPLACE VIEW pixeltrack.visit_stats ON CLUSTER 'pixeltrack'
+AS SELECT tenant, campaign, variant, message_id, recipient_id, link_id AS link,
+       uniqExactIf(click_hit_id, verdict = 'human') AS visits,
+       countIf(verdict = 'human') AS pages,
+       uniqExactIf(link_url, verdict = 'human') AS distinct_pages,
+       countIf(verdict = 'machine') AS machine_pages,
+       minIf(ts, verdict = 'human') AS first_visit_at,
+       maxIf(ts, verdict = 'human') AS last_visit_at
+FROM pixeltrack.events FINAL
+WHERE sign = 1 AND kind = 'visit'
+GROUP BY tenant, campaign, variant, message_id, recipient_id, link;
+
+CREATE OR REPLACE VIEW pixeltrack.visit_link_stats ON CLUSTER 'pixeltrack'
+AS SELECT tenant, campaign, variant, link,
+       countIf(v > 0) AS visitors,
+       sum(v) AS visits,
+       sum(p) AS pages,
+       sum(mp) AS machine_pages,
+       sum(p) / nullIf(sum(v), 0) AS pages_per_visit
+FROM (
+    SELECT tenant, campaign, variant, message_id, link_id AS link,
+           uniqExactIf(click_hit_id, verdict = 'human') AS v, countIf(verdict = 'human') AS p,
+           countIf(verdict = 'machine') AS mp
+    FROM pixeltrack.events FINAL
+    WHERE sign = 1 AND kind = 'visit'
+    GROUP BY tenant, campaign, variant, message_id, link
+)
+GROUP BY tenant, campaign, variant, link;
+
+CREATE OR REPLACE VIEW pixeltrack.conversion_timing ON CLUSTER 'pixeltrack'
+AS SELECT c.tenant AS tenant, c.campaign AS campaign, c.variant AS variant, c.message_id AS message_id,
+       c.recipient_id AS recipient_id, c.link AS link, c.idempotency_key AS idempotency_key,
+       c.value AS value, c.currency AS currency, k.ts AS clicked_at, c.ts AS converted_at,
+       dateDiff('millisecond', k.ts, c.ts) / 1000 AS seconds_to_convert,
+       startsWith(c.idempotency_key, 'site:') AS from_site
+FROM (SELECT * FROM pixeltrack.conversions FINAL WHERE click_hit_id != '') AS c
+INNER JOIN (SELECT tenant, hit_id, ts FROM pixeltrack.events FINAL WHERE sign = 1 AND kind = 'click') AS k
+    ON k.tenant = c.tenant AND k.hit_id = c.click_hit_id;
+
+CREATE OR REPLACE VIEW pixeltrack.site_visit_stats ON CLUSTER 'pixeltrack'
+AS SELECT tenant, site, toDate(ts) AS day, as_org,
+       countIf(verdict = 'human') AS visits,
+       countIf(verdict = 'machine') AS machine_visits
+FROM pixeltrack.site_visits FINAL
+GROUP BY tenant, site, day, as_org;
 
 -- 013_origin.sql
 

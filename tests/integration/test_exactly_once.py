@@ -502,7 +502,7 @@ async def test_migrate_applies_a_changed_retention_to_existing_tables(clickhouse
     assert set(days().values()) == {"3650"}
     migrate(clickhouse.dsn, clickhouse.database, retention_days=30, dead_letter_retention_days=7)
     assert days() == {"events": "30", "dead_letter_counts": "30", "sends": "30", "conversions": "30",
-                      "deliveries": "30", "dead_letters": "7"}
+                      "deliveries": "30", "site_visits": "30", "dead_letters": "7"}
 
 
 async def test_migrate_adds_the_columns_a_release_added_to_existing_tables(clickhouse: ClickHouseDb) -> None:
