@@ -30,11 +30,15 @@ def cmd_link(args: argparse.Namespace) -> int:
                 variant=args.variant or "", tenant=args.tenant or "")
     pixel = tracker.pixel_url(m)
     clicks = [tracker.click_url(m, url) for url in args.url or []]
+    try:
+        downloads = [tracker.download_url(m, url) for url in args.download or []]
+    except ValueError as exc:
+        raise CommandError(f"--download: {exc}") from None
     if args.json:
-        print(json.dumps({"pixel": pixel, "clicks": clicks}))
+        print(json.dumps({"pixel": pixel, "clicks": clicks, "downloads": downloads}))
     else:
         print(pixel)
-        for c in clicks:
+        for c in clicks + downloads:
             print(c)
     return 0
 

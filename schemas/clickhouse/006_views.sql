@@ -21,7 +21,9 @@ SELECT
     unique_clicks_of_openers / nullIf(unique_opens, 0) AS ctor,
     clicks_filtered / nullIf(clicks_human + clicks_filtered, 0) AS filtered_click_share,
     converted_messages / nullIf(delivered, 0) AS conversion_rate,
-    sent_revenue / nullIf(recipients, 0) AS revenue_per_recipient
+    sent_revenue / nullIf(recipients, 0) AS revenue_per_recipient,
+    unique_downloads, downloads_human, downloads_filtered,
+    unique_downloads / nullIf(delivered, 0) AS download_rate
 FROM (
     SELECT
         tenant, campaign, variant,
@@ -42,12 +44,16 @@ FROM (
         sum(cv) AS conversions,
         sum(rev) AS revenue,
         sumIf(rev, is_sent) AS sent_revenue,
-        countIf(NOT is_sent AND oh + op + ch + cv > 0) AS unsent_engaged
+        countIf(NOT is_sent AND oh + op + ch + cv + dh > 0) AS unsent_engaged,
+        countIf(is_sent AND dh > 0) AS unique_downloads,
+        sum(dh) AS downloads_human,
+        sum(df) AS downloads_filtered
     FROM (
         -- FINAL merges each message's rows at read time: one row per message, exact under revisions.
         SELECT tenant, campaign, variant, sent > 0 AS is_sent,
                opens_human AS oh, opens_proxy AS op, opens_machine AS om, opens_duplicate AS od,
-               clicks_human AS ch, clicks_filtered AS cf, conversions AS cv, revenue AS rev
+               clicks_human AS ch, clicks_filtered AS cf, conversions AS cv, revenue AS rev,
+               downloads_human AS dh, downloads_filtered AS df
         FROM message_totals FINAL
     )
     GROUP BY tenant, campaign, variant
@@ -65,10 +71,13 @@ SELECT tenant, campaign, variant, link,
        sum(cf) AS clicks_filtered,
        sum(cv) AS conversions,
        sum(rev) AS revenue,
-       clicks_filtered / nullIf(clicks_human + clicks_filtered, 0) AS filtered_share
+       clicks_filtered / nullIf(clicks_human + clicks_filtered, 0) AS filtered_share,
+       sum(dh) AS downloads_human,
+       countIf(dh > 0) AS unique_downloads,
+       sum(df) AS downloads_filtered
 FROM (
     SELECT tenant, campaign, variant, link, clicks_human AS ch, clicks_filtered AS cf, conversions AS cv,
-           revenue AS rev
+           revenue AS rev, downloads_human AS dh, downloads_filtered AS df
     FROM link_totals FINAL
 )
 GROUP BY tenant, campaign, variant, link;
