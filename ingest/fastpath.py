@@ -8,8 +8,8 @@ nothing else all day. So the edge's listening socket speaks a thin protocol firs
 - the head is taken only if it matches, whole, a strict subset of HTTP/1.x (`parse_head`): `GET|HEAD
   /o/<token>`, `/c/<token>`, `/d/<token>` or `/i/<token>` (token characters only, an optional query of
   visible ASCII), then header lines of a token name, a colon, at most one space and a value without
-  surrounding blanks or control bytes, within the edge's limits; exactly one non-empty Host; no Content-Length, Transfer-Encoding,
-  Upgrade or Expect (so no body: the head is the whole request, for any parser);
+  surrounding blanks or control bytes, within the edge's limits; exactly one non-empty Host; no
+  Content-Length, Transfer-Encoding, Upgrade or Expect (so no body: the head is the whole request, for any parser);
 - such a request becomes the same RequestFacts the aiohttp front end builds (ingest.edge) and is
   answered at once by the same Edge methods: same token checks, same journal and queue, same dead
   letters; the answer is pre-rendered bytes plus Date and Connection lines.
