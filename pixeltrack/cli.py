@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("report", help="a campaign's summary, variants side by side, A/B verdict")
     s.add_argument("--campaign", required=True)
     s.add_argument("--tenant", default="")
-    s.add_argument("--metric", choices=["open", "click", "conversion"], default="click",
+    s.add_argument("--metric", choices=["open", "click", "conversion", "download"], default="click",
                    help="what the A/B verdict is decided on")
     s.add_argument("--format", choices=["table", "json", "csv"], default="table")
     s.add_argument("--data", help="serve data folder")

@@ -55,17 +55,21 @@ class LinkRow:
     clicks_filtered: int
     conversions: int
     revenue: float
+    downloads_human: int = 0  # a document link's downloads by people (human + proxy)
+    downloads_filtered: int = 0
 
     @property
     def filtered_share(self) -> float | None:
-        return ratio(self.clicks_filtered, self.clicks_human + self.clicks_filtered)
+        """Machines' share of the link's fetches: its clicks, or a document link's downloads."""
+        return ratio(self.clicks_filtered + self.downloads_filtered,
+                     self.clicks_human + self.clicks_filtered + self.downloads_human + self.downloads_filtered)
 
 
 @dataclass(frozen=True, slots=True)
 class SourceRow:
     """Hits of one kind from one source, a machine's or a person's (`side`), with its top reasons."""
 
-    kind: str  # open | click
+    kind: str  # open | click | download
     side: str  # machine | counted
     source: str
     hits: int
@@ -121,6 +125,8 @@ class Totals:
     converted_messages: int = 0
     revenue: float = 0.0
     clicks_of_openers: float = 0.0  # messages that opened and clicked, recovered from each variant's CTOR
+    unique_downloads: int = 0
+    downloads_filtered: int = 0
 
     @property
     def open_rate(self) -> float | None:
@@ -145,6 +151,10 @@ class Totals:
     @property
     def filtered_share(self) -> float | None:
         return ratio(self.clicks_filtered, self.clicks_human + self.clicks_filtered)
+
+    @property
+    def download_rate(self) -> float | None:
+        return ratio(self.unique_downloads, self.delivered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,4 +183,5 @@ class CampaignData:
         return Totals(s("delivered"), s("unique_opens"), s("opens_human"), s("opens_proxy"), s("opens_machine"),
                       s("unique_clicks"), s("clicks_human"), s("clicks_filtered"), s("converted_messages"),
                       float(s("revenue")),
-                      sum((v.get("ctor") or 0) * (v.get("unique_opens") or 0) for v in self.variants))
+                      sum((v.get("ctor") or 0) * (v.get("unique_opens") or 0) for v in self.variants),
+                      s("unique_downloads"), s("downloads_filtered"))
