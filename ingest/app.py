@@ -22,6 +22,7 @@ from ingest.adopt import adopt_spool
 from ingest.client_ip import ClientIpResolver
 from ingest.edge import Edge, RequestFacts, UnsubscribeAnswer, forwarded_for, kept_headers
 from ingest.forwarder import Forwarder, HitQueue
+from ingest.objectstore import document_store
 from ingest.pages import (
     HTML_NO_STORE,
     NOT_FOUND_HEADERS,
@@ -252,7 +253,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None,
                      ips=ClientIpResolver(settings.trusted_proxies), edge_id=settings.edge_id,
                      topics=Topics(settings.topic_prefix), click_id_param=settings.click_id_param,
                      dnt=load_do_not_track(settings.do_not_track_file),
-                     privacy_key=_privacy_key(settings, registry))
+                     privacy_key=_privacy_key(settings, registry), sign_document=document_store(settings))
     app[METRICS_REGISTRY] = metrics_registry(metrics_dir)
 
     async def forwarding(app: web.Application) -> AsyncIterator[None]:
