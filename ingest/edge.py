@@ -264,10 +264,12 @@ class Edge:
     def image_hit(self, facts: RequestFacts, token: str) -> str | None:
         """A fetch of /i/<token>, one of the email's own images: the original image's address to redirect
         to, or None for a token that is not a genuine image token (a dead letter; the caller answers the
-        pixel, so a bad token shows no broken image)."""
-        return self._redirect_hit("image", facts, token)
+        pixel, so a bad token shows no broken image). A genuine token past its expiry still shows its
+        image (an old email keeps its pictures), counted as nothing but an `expired` dead letter."""
+        return self._redirect_hit("image", facts, token, show_expired=True)
 
-    def _redirect_hit(self, kind: TokenKind, facts: RequestFacts, token: str) -> str | None:
+    def _redirect_hit(self, kind: TokenKind, facts: RequestFacts, token: str,
+                      show_expired: bool = False) -> str | None:
         """Records a fetch of a redirecting token of `kind` and returns its signed destination, or None
         (a dead letter) when the token is not genuine. Never a redirect on anything unsigned."""
         try:
@@ -276,6 +278,10 @@ class Edge:
                 raise TokenError("bad_destination", payload.url[:60])
         except TokenError as exc:
             self.record_bad(kind, exc.reason, str(exc), facts)
+            if exc.reason == "expired" and show_expired:
+                # Signed, of this kind, on its tenant's domain: only the expiry failed.
+                url = self.tenants.verify_token(facts.host, token, kind).url
+                return url if _safe_destination(url) else None
             return None
         if not self.do_not_track(payload):
             self.record_hit(kind, token, payload.message, facts)

@@ -83,3 +83,16 @@ async def test_a_path_that_is_not_one_token_is_a_dead_letter(served: Served) -> 
     assert [(a[0], a[2]) for a in answers] == [(404, NOT_FOUND_HTML), (200, GIF)]
     letters = [DeadLetter.decode(r.value) for r in await served.records(2, "hits.dlq")]
     assert [(d.kind, d.reason) for d in letters] == [("download", "malformed"), ("image", "malformed")]
+
+
+async def test_an_expired_image_still_shows_and_counts_nothing(served: Served) -> None:
+    """An old email keeps its pictures: a genuine image token past its expiry redirects to its image, as
+    an `expired` dead letter, no hit; an expired download is a 404 like an expired click."""
+    old = TokenPayload("image", "", "c", "A", "m-5", "r-5", NOW - 10_000, expires_at=NOW - 5_000, url=IMG)
+    old_doc = TokenPayload("download", "", "c", "A", "m-5", "r-5", NOW - 10_000, expires_at=NOW - 5_000, url=DOC)
+    answers = await exchange(served.port, get(f"/i/{KEYRING.mint(old)}"))
+    answers += await exchange(served.port, get(f"/d/{KEYRING.mint(old_doc)}"))
+    assert [(a[0], a[1].get("location")) for a in answers] == [(302, IMG), (404, None)]
+    letters = [DeadLetter.decode(r.value) for r in await served.records(2, "hits.dlq")]
+    assert [(d.kind, d.reason) for d in letters] == [("image", "expired"), ("download", "expired")]
+    assert [r for r in served.publisher.records if r.topic == "hits.raw"] == []
