@@ -113,7 +113,8 @@ REASONS: dict[str, Label] = {
     R_LIB_UA: Label("HTTP library", "the User-Agent is an HTTP library or command-line tool (curl, requests, …)"),
     R_BOT_UA: Label("bot user agent", "the User-Agent names a crawler, bot or link expander"),
     R_APP_HTTP_CLICK: Label("app's own HTTP stack",
-                            "a click by an app's raw HTTP stack (CFNetwork, Dalvik, …): no browser engine, no reader"),
+                            "a click by an app's or program's own HTTP (CFNetwork, Dalvik, an SDK, a desktop tool): "
+                            "no browser, no reader"),
     R_GENERIC_UA: Label("no browser shape",
                         "the User-Agent has no shape of a browser, in-app browser or mail client: a tool's"),
     R_UA_GMAIL_PREFETCH: Label("Gmail prefetch agent", "the User-Agent is Gmail's prefetch/content sampler"),

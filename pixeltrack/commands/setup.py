@@ -34,12 +34,16 @@ def cmd_link(args: argparse.Namespace) -> int:
         downloads = [tracker.download_url(m, url) for url in args.download or []]
     except ValueError as exc:
         raise CommandError(f"--download: {exc}") from None
+    preferences = tracker.preferences_url(m, args.text_version) if args.preferences else None
     if args.json:
-        print(json.dumps({"pixel": pixel, "clicks": clicks, "downloads": downloads}))
+        print(json.dumps({"pixel": pixel, "clicks": clicks, "downloads": downloads}
+                         | ({"preferences": preferences} if preferences else {})))
     else:
         print(pixel)
         for c in clicks + downloads:
             print(c)
+        if preferences:
+            print(preferences)
     return 0
 
 
