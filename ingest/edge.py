@@ -301,7 +301,10 @@ class Edge:
             self.record_bad(kind, exc.reason, str(exc), facts)
             if exc.reason == "expired" and show_expired:
                 # Signed, of this kind, on its tenant's domain: only the expiry failed.
-                url = self.tenants.verify_token(facts.host, token, kind).url
+                try:
+                    url = self.tenants.verify_token(facts.host, token, kind).url
+                except TokenError:
+                    return None
                 return url if _safe_destination(url) else None
             return None
         if not self.do_not_track(payload):
