@@ -37,12 +37,13 @@ from schemas.tenants import TenantRegistry
 from schemas.timefmt import EARLIEST_TS, LATEST_TS
 from schemas.tokens import FLAG_IMAGE, Keyring, TokenError, TokenPayload
 from schemas.topics import Topics
+from schemas.verdicts import R_PLATFORM_MACHINE
 
 EVENT_COLUMNS = (
     "tenant", "hit_id", "kind", "ts", "sent_at", "campaign", "variant", "message_id", "recipient_id",
     "link_url", "link_id", "link_flags", "method", "host", "ip", "user_agent", "edge", "verdict", "source",
     "reasons", "browser", "os", "device", "mail_client", "country", "city", "asn", "as_org", "revision",
-    "sign", "src_topic", "src_partition", "src_offset",
+    "sign", "src_topic", "src_partition", "src_offset", "origin",
 )
 DEAD_LETTER_COLUMNS = (
     "id", "received_at", "stage", "reason", "detail", "kind", "method", "host", "path", "ip", "user_agent",
@@ -331,7 +332,7 @@ class HitProcessor:
         hit = Hit(raw.id, raw.received_at, kind, raw.method, raw.ip, raw.ua, payload.message, payload.recipient,
                   payload.campaign, sent_at, raw.headers, payload.url,
                   payload.honeypot, payload.variant, payload.tenant, payload.link_id,
-                  flags, raw.host, raw.edge)
+                  flags, raw.host, raw.edge, raw.origin, raw.origin_machine)
         for decision in self._classifier.feed(hit):
             self._event_rows(out, decision, record)
 
@@ -413,7 +414,7 @@ class HitProcessor:
         out.classified_partitions.append(record.partition)
         out.classified.append(Record(self._topics.events_classified, h.message.encode(), ClassifiedEvent(
             h.tenant, h.id, h.kind, h.ts, h.sent_at, h.campaign, h.variant, h.message, h.recipient, h.link,
-            h.link_id, h.link_flags, v.verdict, v.source, v.reasons, d.revision).encode()))
+            h.link_id, h.link_flags, v.verdict, v.source, _reasons(v, h), d.revision).encode()))
 
     def _count_hits(self) -> None:
         """Adds a batch's decisions to pixeltrack_hits_total: once per (kind, verdict) a batch, not per
@@ -434,8 +435,8 @@ class HitProcessor:
         # that caused it, so its position and dedup token are those of that batch.
         return (h.tenant, h.id, h.kind, h.ts, h.sent_at, h.campaign, h.variant,
                 h.message, h.recipient, h.link, h.link_id, h.link_flags, h.method, h.host, ip, h.ua, h.edge,
-                v.verdict, v.source, list(v.reasons), e.browser, e.os, e.device, e.mail_client, e.country, e.city,
-                e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset)
+                v.verdict, v.source, list(_reasons(v, h)), e.browser, e.os, e.device, e.mail_client, e.country,
+                e.city, e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset, h.origin)
 
     def _dead_letter_row(self, out: BatchOutput, record: SourceRecord) -> None:
         try:
@@ -511,6 +512,12 @@ class HitProcessor:
         tenant_field = _TENANT_FIELD.search(raw)
         tenant = _json_text(tenant_field.group(1)) if tenant_field is not None else ""
         return self._suppressed(tenant, _json_text(found.group(1)))
+
+
+def _reasons(v: Verdict, h: Hit) -> tuple[str, ...]:
+    """The verdict's reasons, and the email platform's own machine flag when it reported one (kept beside
+    pixeltrack's verdict, which it does not decide: ingest/esp)."""
+    return (*v.reasons, R_PLATFORM_MACHINE) if h.origin_machine else v.reasons
 
 
 def _json_text(escaped: str) -> str:

@@ -52,6 +52,7 @@ from schemas.verdicts import (
     R_NET_PROVIDER,
     R_NO_SIGNAL,
     R_PIXEL_THEN_BURST,
+    R_PLATFORM_MACHINE,
     R_PREFETCH_HEADER,
     R_PROXY_CLICK,
     R_REPEAT,
@@ -161,6 +162,9 @@ REASONS: dict[str, Label] = {
                                  "message: a sandbox"),
     R_RESCAN: Label("re-scan after a click",
                     "a security service fetched the link again right after the reader's click"),
+    R_PLATFORM_MACHINE: Label("email platform says machine",
+                              "the email platform that reported it flagged a machine (kept; pixeltrack's "
+                              "verdict is its own)"),
     R_AMBIGUOUS_ORDER: Label("check or click (ambiguous)",
                              "two clients clicked one link within 2 s with nothing telling which was the "
                              "check: the earlier taken as it"),

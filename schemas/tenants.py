@@ -6,9 +6,10 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from schemas.esp import EspSecrets
 from schemas.tokens import Keyring, TokenError, TokenKind, TokenPayload, new_secret
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -36,6 +37,7 @@ class Tenant:
     keys: str  # "kid:secret,kid2:secret2" (base64url secrets)
     current_key: str = ""
     api_keys: tuple[str, ...] = ()
+    esp: EspSecrets = field(default_factory=EspSecrets)  # its email platforms' webhook secrets (docs/esp.md)
 
     def keyring(self) -> Keyring:
         return Keyring.parse(self.keys, self.current_key or None)
@@ -117,7 +119,8 @@ class TenantRegistry:
         for i, t in enumerate(listed):
             where = f"tenants file {path}: tenants[{i}]"
             tenant = Tenant(_text(t, "name", where), _texts(t, "domains", where), _text(t, "keys", where),
-                            _text(t, "current_key", where, ""), _texts(t, "api_keys", where))
+                            _text(t, "current_key", where, ""), _texts(t, "api_keys", where),
+                            EspSecrets.from_json(t.get("esp"), where))
             validate(tenant, where)
             tenants[tenant.name] = tenant
         _check_unique_domains(tenants.values())
@@ -125,7 +128,8 @@ class TenantRegistry:
 
     def save(self, path: Path) -> None:
         doc = {"tenants": [{"name": t.name, "domains": list(t.domains), "keys": t.keys,
-                            "current_key": t.current_key, "api_keys": list(t.api_keys)}
+                            "current_key": t.current_key, "api_keys": list(t.api_keys),
+                            **({"esp": t.esp.to_json()} if t.esp.to_json() else {})}
                            for t in sorted(self.tenants.values(), key=lambda t: t.name)]}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -183,11 +187,11 @@ def new_tenant(name: str, domains: Iterable[str]) -> Tenant:
 
 def with_domains(t: Tenant, domains: Iterable[str]) -> Tenant:
     """The tenant with `domains` added to its tracking domains."""
-    return Tenant(t.name, t.domains + tuple(domains), t.keys, t.current_key, t.api_keys)
+    return replace(t, domains=t.domains + tuple(domains))
 
 
 def with_next_key(t: Tenant) -> Tenant:
     """Key rotation: a fresh key k<N+1> (N the highest numbered kid) becomes the one that signs; the former
     keys stay, so links minted with them still verify until they are removed."""
     kid = f"k{max(int(k[1:]) for k in key_ids(t) if k[1:].isdigit()) + 1}"
-    return Tenant(t.name, t.domains, f"{t.keys},{kid}:{new_secret()}", kid, t.api_keys)
+    return replace(t, keys=f"{t.keys},{kid}:{new_secret()}", current_key=kid)

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
-from ingest.api import create_api_app
+from ingest.api import create_api_app, esp_settings
 from ingest.app import create_app
 from ingest.fastpath import EdgeSite
 from ingest.publisher import Publisher, QueuePublisher
@@ -151,7 +151,7 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     api_key = (settings.api_keys.get_secret_value().split(",")[0].strip() if settings.api_keys
                else data_dir_secret(data_dir, API_KEY_FILE))
     api_app = create_api_app(tenants_for(settings, keyring), [api_key], Topics(settings.topic_prefix), onto_bus,
-                             own_publisher=False)
+                             own_publisher=False, esp=esp_settings(settings))
     api = limits.runner(api_app)
     await api.setup()
     with _port_of(host, api_port, "--api-port"):
