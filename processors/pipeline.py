@@ -1,7 +1,7 @@
 """The processors' pure core: consumed records in, ClickHouse rows and dead letters out.
 
 Longer than 400 lines because HitProcessor is one class on the compiled hot path (schemas.native.HOT) whose
-per-record paths (hits, sends, conversions, unsubscribes) share its dedupe, tenant and dead-letter state;
+per-record paths (hits, sends, conversions, unsubscribes, deliveries) share its dedupe, tenant and dead-letter state;
 mypyc compiles a class from one module.
 """
 
@@ -20,8 +20,17 @@ from processors import metrics
 from processors.batch import BatchContext, Lookups, TableRows
 from processors.behaviour import Classifier
 from processors.classify import Decision, Verdict
+from processors.deliveries import (
+    DELIVERY_COLUMNS,
+    UNATTRIBUTED,
+    UNDECODABLE,
+    DeliveryEvents,
+    from_unsubscribe,
+    key_of,
+)
 from processors.enrich import Enrichment
 from schemas.classified import ClassifiedEvent
+from schemas.deliveries import Delivery
 from schemas.hit import Hit
 from schemas.privacy import (
     KeyedRecipientHash,
@@ -87,12 +96,13 @@ class BatchOutput:
     sends: TableRows = field(default_factory=lambda: TableRows("sends", SEND_COLUMNS))
     conversions: TableRows = field(default_factory=lambda: TableRows("conversions", CONVERSION_COLUMNS))
     unsubscribes: TableRows = field(default_factory=lambda: TableRows("unsubscribes", UNSUBSCRIBE_COLUMNS))
+    deliveries: TableRows = field(default_factory=lambda: TableRows("deliveries", DELIVERY_COLUMNS))
     classified: list[Record] = field(default_factory=list)  # for events.classified, published before the insert
     classified_partitions: list[int] = field(default_factory=list)  # the source partition of each
 
     def tables(self) -> list[TableRows]:
         return [self.events, self.dead_letters, self.dead_letter_counts, self.sends, self.conversions,
-                self.unsubscribes]
+                self.unsubscribes, self.deliveries]
 
 
 # A send's or conversion's record as a letter keeps it (cut to 512 characters: it may not parse).
@@ -133,8 +143,8 @@ class RecentIds:
 
 
 class HitProcessor:
-    """Turns a batch of records from any of the four topics into rows: hits (decoded, re-verified,
-    classified), dead letters, sends and conversions.
+    """Turns a batch of records from any of its topics into rows: hits (decoded, re-verified,
+    classified), dead letters, sends, conversions, unsubscribes and delivery events.
 
     Hits reach hits.raw only after the edge verified them; the processor checks again because Kafka
     is an input like any other: a record that fails is a dead letter, never a counted hit. Expiry is
@@ -164,6 +174,7 @@ class HitProcessor:
         self._publish_classified = publish_classified
         self._recent = RecentIds(max(200_000, 2 * batch_max_records))
         self._recent_conversions = RecentIds(max(50_000, 2 * batch_max_records))
+        self._deliveries = DeliveryEvents(max(50_000, 2 * batch_max_records))  # processors.deliveries
         self._sends_capacity = max(RECENT_SENDS, 2 * batch_max_records)
         # Sends processed lately, (tenant, message) → (campaign, variant, recipient): a conversion naming
         # only its message is attributed from here when its send is in the same batch or the one still
@@ -229,17 +240,31 @@ class HitProcessor:
                 if c.message and not (c.campaign and c.variant and c.recipient):
                     # Asked even when remembered: this batch's own sends may push it out of memory.
                     out.messages.append((c.tenant, c.message))
+            elif r.topic == self._topics.deliveries or r.topic == self._topics.unsubscribes:
+                try:
+                    d = (Delivery.decode(r.value or b"") if r.topic == self._topics.deliveries
+                         else from_unsubscribe(Unsubscribe.decode(r.value or b"")))
+                except (ValueError, TypeError):
+                    continue
+                if d is None:
+                    continue
+                out.delivery_keys.append(key_of(d))
+                if DeliveryEvents.needs_send(d):
+                    out.messages.append((d.tenant, d.message))
         return out
 
     def process(self, records: Sequence[SourceRecord], ctx: BatchContext | None = None) -> BatchOutput:
-        """Rows for a batch; `ctx` holds the answers to `lookups(records)`. Conversions come last, after
-        every send of the batch, whatever the records' order (Kafka's batches come topic by topic)."""
+        """Rows for a batch; `ctx` holds the answers to `lookups(records)`. Conversions and deliveries come
+        last, after every send of the batch, whatever the records' order (Kafka's batches come topic by
+        topic)."""
         ctx = ctx or BatchContext()
         out = BatchOutput()
         started = time.perf_counter()
         t = self._topics
         hits_raw, stored = t.hits_raw, ctx.stored_hit_ids  # (a property: read once, not per record)
         conversions: list[SourceRecord] = []
+        deliveries: list[SourceRecord] = []
+        unsubscribed: list[tuple[Delivery, SourceRecord]] = []
         try:
             for record in records:
                 if record.topic == hits_raw:
@@ -251,9 +276,15 @@ class HitProcessor:
                 elif record.topic == t.conversions:
                     conversions.append(record)
                 elif record.topic == t.unsubscribes:
-                    self._unsubscribe(out, record)
+                    self._unsubscribe(out, record, unsubscribed)
+                elif record.topic == t.deliveries:
+                    deliveries.append(record)
             for record in conversions:
                 self._conversion(out, record, ctx)
+            for record in deliveries:
+                self._delivery(out, record, ctx)
+            for d, record in unsubscribed:
+                self._delivery_row(out, d, record, ctx)
         finally:
             self._count_hits()
             self._count_letters(out)
@@ -360,7 +391,9 @@ class HitProcessor:
                                self._keyed_hash(s.tenant, s.recipient), s.sent_at,
                                s.mailbox_domain, s.links, record.topic, record.partition, record.offset))
 
-    def _unsubscribe(self, out: BatchOutput, record: SourceRecord) -> None:
+    def _unsubscribe(self, out: BatchOutput, record: SourceRecord,
+                     unsubscribed: list[tuple[Delivery, SourceRecord]]) -> None:
+        """Its unsubscribes row, and (after the batch's sends) its message's `unsubscribed` event."""
         try:
             u = Unsubscribe.decode(record.value or b"")
         except (ValueError, TypeError) as exc:
@@ -368,6 +401,9 @@ class HitProcessor:
             return
         out.unsubscribes.rows.append((u.tenant, u.recipient_hash, u.campaign, u.message, u.ts, record.topic,
                                       record.partition, record.offset))
+        d = from_unsubscribe(u)
+        if d is not None:
+            unsubscribed.append((d, record))
 
     def _conversion(self, out: BatchOutput, record: SourceRecord, ctx: BatchContext) -> None:
         try:
@@ -397,6 +433,31 @@ class HitProcessor:
         out.conversions.rows.append((c.tenant, c.idempotency_key, c.ts, campaign, variant, c.message,
                                      recipient, c.link, c.click_id, c.click_hit_id, c.value, c.currency, record.topic,
                                      record.partition, record.offset))
+
+    def _delivery(self, out: BatchOutput, record: SourceRecord, ctx: BatchContext) -> None:
+        """A delivery event's row (processors.deliveries), a dead letter, or nothing for a repeat."""
+        try:
+            d = Delivery.decode(record.value or b"")
+        except (ValueError, TypeError) as exc:
+            self._dead_letter(out, record, UNDECODABLE, str(exc))
+            return
+        self._delivery_row(out, d, record, ctx)
+
+    def _delivery_row(self, out: BatchOutput, d: Delivery, record: SourceRecord, ctx: BatchContext) -> None:
+        events = self._deliveries
+        if events.seen(d, ctx.stored_delivery_keys):
+            metrics.REPEATS_DROPPED.inc()
+            return
+        got = events.attribute(d, ctx.messages, self._recent_sends)
+        if got is None:
+            self._dead_letter(out, record, UNATTRIBUTED,
+                              f"message {d.message!r} has no registered send and no campaign was given")
+            return
+        if self._suppressed(d.tenant, got.recipient):
+            metrics.DO_NOT_TRACK.inc()
+            return
+        events.written(d)
+        out.deliveries.rows.append(got.row(record.topic, record.partition, record.offset))
 
     def _event_rows(self, out: BatchOutput, d: Decision, record: SourceRecord) -> None:
         ip = truncate_ip(d.hit.ip) if self._truncate else d.hit.ip

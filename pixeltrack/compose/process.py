@@ -29,7 +29,7 @@ def banner(settings: Settings) -> str:
 
     t = Topics(settings.topic_prefix)
     return (f"pixeltrack process: Kafka {settings.kafka_bootstrap} (group {settings.consumer_group}), topics "
-            f"{', '.join([t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes])} "
+            f"{', '.join([t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes, t.deliveries])} "
             f"(prefix {settings.topic_prefix!r}); ClickHouse {public_dsn(settings.clickhouse_dsn)} "
             f"database {settings.clickhouse_database}")
 
