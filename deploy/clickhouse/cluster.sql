@@ -277,7 +277,9 @@ CREATE TABLE IF NOT EXISTS pixeltrack.message_totals_local ON CLUSTER 'pixeltrac
     complaints      SimpleAggregateFunction(sum, Int64),
     unsubscribes    SimpleAggregateFunction(sum, Int64),
     platform_unsubscribes SimpleAggregateFunction(sum, Int64),
-    replies         SimpleAggregateFunction(sum, Int64)
+    replies         SimpleAggregateFunction(sum, Int64),
+    downloads_human    SimpleAggregateFunction(sum, Int64),
+    downloads_filtered SimpleAggregateFunction(sum, Int64)
 )
 ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
 ORDER BY (tenant, campaign, message_id)
@@ -308,7 +310,9 @@ AS SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_i
        sumIf(sign, kind = 'open' AND verdict = 'duplicate') AS opens_duplicate,
        sumIf(sign, kind = 'click' AND verdict IN ('human', 'proxy') AND bitAnd(link_flags, 2) = 0) AS clicks_human,
        sumIf(sign, kind = 'click' AND verdict = 'machine' AND bitAnd(link_flags, 2) = 0) AS clicks_filtered,
-       toInt64(0) AS conversions, toFloat64(0) AS revenue
+       toInt64(0) AS conversions, toFloat64(0) AS revenue,
+       sumIf(sign, kind = 'download' AND verdict IN ('human', 'proxy')) AS downloads_human,
+       sumIf(sign, kind = 'download' AND verdict = 'machine') AS downloads_filtered
 FROM pixeltrack.events_local
 GROUP BY tenant, campaign, message_id;
 
@@ -357,7 +361,9 @@ CREATE TABLE IF NOT EXISTS pixeltrack.link_totals_local ON CLUSTER 'pixeltrack'
     clicks_human    SimpleAggregateFunction(sum, Int64),
     clicks_filtered SimpleAggregateFunction(sum, Int64),
     conversions     SimpleAggregateFunction(sum, Int64),
-    revenue         SimpleAggregateFunction(sum, Float64)
+    revenue         SimpleAggregateFunction(sum, Float64),
+    downloads_human    SimpleAggregateFunction(sum, Int64),
+    downloads_filtered SimpleAggregateFunction(sum, Int64)
 )
 ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
 ORDER BY (tenant, campaign, link, message_id)
@@ -371,10 +377,12 @@ ENGINE = Distributed('pixeltrack', 'pixeltrack', 'link_totals_local');
 CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.link_totals_from_events ON CLUSTER 'pixeltrack'
 TO pixeltrack.link_totals_local
 AS SELECT tenant, campaign, if(link_id != '', link_id, link_url) AS link, message_id, max(variant) AS variant,
-       sumIf(sign, verdict IN ('human', 'proxy')) AS clicks_human,
-       sumIf(sign, verdict = 'machine') AS clicks_filtered,
-       toInt64(0) AS conversions, toFloat64(0) AS revenue
-FROM pixeltrack.events_local WHERE kind = 'click'
+       sumIf(sign, kind = 'click' AND verdict IN ('human', 'proxy')) AS clicks_human,
+       sumIf(sign, kind = 'click' AND verdict = 'machine') AS clicks_filtered,
+       toInt64(0) AS conversions, toFloat64(0) AS revenue,
+       sumIf(sign, kind = 'download' AND verdict IN ('human', 'proxy')) AS downloads_human,
+       sumIf(sign, kind = 'download' AND verdict = 'machine') AS downloads_filtered
+FROM pixeltrack.events_local WHERE kind IN ('click', 'download')
 GROUP BY tenant, campaign, link, message_id;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.link_totals_from_conversions ON CLUSTER 'pixeltrack'
@@ -433,7 +441,9 @@ AS SELECT
     bounced / nullIf(sent, 0) AS bounce_rate,
     complained / nullIf(delivered, 0) AS complaint_rate,
     unsubscribed / nullIf(delivered, 0) AS unsubscribe_rate,
-    replied / nullIf(delivered, 0) AS reply_rate
+    replied / nullIf(delivered, 0) AS reply_rate,
+    unique_downloads, downloads_human, downloads_filtered,
+    unique_downloads / nullIf(delivered, 0) AS download_rate
 FROM (
     SELECT
         tenant, campaign, variant,
@@ -454,7 +464,7 @@ FROM (
         sum(cv) AS conversions,
         sum(rev) AS revenue,
         sumIf(rev, is_sent) AS sent_revenue,
-        countIf(NOT is_sent AND oh + op + ch + cv > 0) AS unsent_engaged,
+        countIf(NOT is_sent AND oh + op + ch + cv + dwh > 0) AS unsent_engaged,
         countIf(is_sent) AS sent,
         countIf(is_sent AND is_bounced) AS bounced,
         countIf(is_sent AND is_bounced AND hb > 0) AS hard_bounced,
@@ -464,15 +474,19 @@ FROM (
         countIf(is_delivered AND cp > 0) AS complained,
         countIf(is_delivered AND us > 0) AS unsubscribed,
         countIf(is_delivered AND rp > 0) AS replied,
-        countIf(NOT is_sent AND dl + hb + sb + df + cp + us + rp > 0) AS unsent_reported
+        countIf(NOT is_sent AND dl + hb + sb + df + cp + us + rp > 0) AS unsent_reported,
+        countIf(is_delivered AND dwh > 0) AS unique_downloads,
+        sum(dwh) AS downloads_human,
+        sum(dwf) AS downloads_filtered
     FROM (
         SELECT tenant, campaign, variant, sent > 0 AS is_sent,
                opens_human AS oh, opens_proxy AS op, opens_machine AS om, opens_duplicate AS od,
                clicks_human AS ch, clicks_filtered AS cf, conversions AS cv, revenue AS rev,
+               downloads_human AS dwh, downloads_filtered AS dwf,
                deliveries AS dl, hard_bounces AS hb, soft_bounces AS sb, deferrals AS df, complaints AS cp,
                unsubscribes + platform_unsubscribes AS us, replies AS rp,
                (hb > 0 OR (sb > 0 AND last_soft_bounce_at > last_delivery_at))
-                   AND oh + op + ch + rp + cp + us = 0 AS is_bounced,
+                   AND oh + op + ch + rp + cp + us + dwh = 0 AS is_bounced,
                is_sent AND NOT is_bounced AS is_delivered
         FROM pixeltrack.message_totals FINAL
     )
@@ -491,10 +505,13 @@ AS SELECT tenant, campaign, variant, link,
        sum(cf) AS clicks_filtered,
        sum(cv) AS conversions,
        sum(rev) AS revenue,
-       clicks_filtered / nullIf(clicks_human + clicks_filtered, 0) AS filtered_share
+       clicks_filtered / nullIf(clicks_human + clicks_filtered, 0) AS filtered_share,
+       sum(dh) AS downloads_human,
+       countIf(dh > 0) AS unique_downloads,
+       sum(df) AS downloads_filtered
 FROM (
     SELECT tenant, campaign, variant, link, clicks_human AS ch, clicks_filtered AS cf, conversions AS cv,
-           revenue AS rev
+           revenue AS rev, downloads_human AS dh, downloads_filtered AS df
     FROM pixeltrack.link_totals FINAL
 )
 GROUP BY tenant, campaign, variant, link;

@@ -222,7 +222,8 @@ def instrument_campaign(plan: EmailPlan, tracker: Tracker, recipients: Sequence[
                         campaign: str, variant: str = "", tenant: str = "", honeypot: bool = False,
                         honeypot_url: str | None = None, register: Callable[[list[Send]], object] | None = None,
                         sent_at: int | None = None, batch_size: int = 5000,
-                        progress: Callable[[int, int], None] | None = None) -> CampaignResult:
+                        progress: Callable[[int, int], None] | None = None,
+                        track_images: bool = False) -> CampaignResult:
     """Writes OUT_DIR/<recipient>.html per recipient and OUT_DIR/manifest.jsonl (recipient, message,
     variant, file, pixel, links), and hands the sends to `register` in batches of `batch_size`, each
     batch after its emails are written. One `sent_at` (epoch ms, default now) for the whole run keeps
@@ -248,7 +249,7 @@ def instrument_campaign(plan: EmailPlan, tracker: Tracker, recipients: Sequence[
             messages[mid] = done
             email = instrument(plan, tracker, Message(campaign=campaign, message=mid, recipient=r.recipient,
                                                       variant=v, tenant=tenant, sent_at=at),
-                               honeypot=honeypot, honeypot_url=honeypot_url)
+                               honeypot=honeypot, honeypot_url=honeypot_url, track_images=track_images)
             (out_dir / name).write_bytes(email.to_bytes())
             row = {"recipient": r.recipient, "message": mid, "variant": v, "file": name, "pixel": email.pixel,
                    "links": len(email.clicks)}

@@ -34,6 +34,9 @@ def add_instrument_parser(subparsers: argparse._SubParsersAction[argparse.Argume
     s.add_argument("--data", help="serve data folder holding the signing key (else settings' keys)")
     s.add_argument("--honeypot", action="store_true", help="add an invisible honeypot link for scanners")
     s.add_argument("--honeypot-url", help="where the honeypot redirects (default: the first link's site)")
+    s.add_argument("--track-images", action="store_true",
+                   help="route the email's own images through the edge (/i/): loading them counts as the open, "
+                        "where a 1x1 pixel alone is blocked")
     s.add_argument("--encoding", help="the email's encoding (default: BOM, UTF-8, else <meta charset>)")
     s.add_argument("--keep-relative", action="store_true",
                    help="leave relative links alone even when the email has a <base href>")
@@ -136,7 +139,7 @@ def _instrument(args: argparse.Namespace) -> int:
     if email_path.resolve() in targets:
         raise ValueError(f"{email_path} would be overwritten by a recipient's email; choose another --out")
     tracker = Tracker(args.base_url, keyring, settings.token_ttl_days)
-    _describe(plan)
+    _describe(plan, args.track_images)
 
     jsonl: JsonlSends | None = None
     register: Callable[[list[Send]], object]
@@ -151,7 +154,8 @@ def _instrument(args: argparse.Namespace) -> int:
         with _progress_bar(len(recipients), args.progress or sys.stderr.isatty()) as progress:
             result = instrument_campaign(plan, tracker, recipients, out_dir, campaign=args.campaign,
                                          variant=args.variant, tenant=args.tenant, honeypot=args.honeypot,
-                                         honeypot_url=args.honeypot_url, register=register, progress=progress)
+                                         honeypot_url=args.honeypot_url, register=register, progress=progress,
+                                         track_images=args.track_images)
     except ApiError as exc:
         print(f"pixeltrack instrument: the API refused the sends: {exc}", file=sys.stderr)
         return 1
@@ -167,11 +171,14 @@ def _instrument(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(plan: EmailPlan) -> None:
+def _describe(plan: EmailPlan, track_images: bool = False) -> None:
     """What will be tracked and what is left alone (links with merge tags deserve a look)."""
     left = Counter(s.reason for s in plan.skipped)
     alone = ", ".join(f"{n} {reason}" for reason, n in sorted(left.items())) or "none"
-    print(f"{len(plan.links)} links wrapped ({plan.unsubscribe_links} unsubscribe), left alone: {alone}"
+    images = f"; {len(plan.images)} images tracked" if track_images else ""
+    downloads = f", {plan.download_links} downloads" if plan.download_links else ""
+    print(f"{len(plan.links)} links wrapped ({plan.unsubscribe_links} unsubscribe{downloads}), left alone: "
+          f"{alone}{images}"
           + (f"; relative links resolved against <base href={plan.base_href}>" if plan.base_href else ""),
           file=sys.stderr)
     for s in plan.skipped:

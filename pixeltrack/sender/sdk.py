@@ -1,4 +1,4 @@
-"""For senders: mint signed pixel and click URLs for one message to one recipient."""
+"""For senders: mint signed pixel, click, download and image URLs for one message to one recipient."""
 
 from __future__ import annotations
 
@@ -101,6 +101,17 @@ class Tracker:
         token = self._keyring.mint(self._payload(m, "click", url=url, link_id=link_id, flags=flags))
         return f"{self.base_url}/c/{token}"
 
+    def download_url(self, m: Message, url: str, link_id: str = "") -> str:
+        """A signed download link (/d/) to a document sent with the message (a price list, a whitepaper,
+        an invoice): the edge redirects to `url` (or to the object store's signed URL of it) and records
+        a `download` event, judged like a click."""
+        return f"{self.base_url}/d/{self._keyring.mint(self._payload(m, 'download', url=url, link_id=link_id))}"
+
+    def image_url(self, m: Message, url: str) -> str:
+        """One of the email's own images routed through the edge (/i/): the edge redirects to `url`, never
+        cached, and the fetch counts as the message's open (one per reading, with the pixel's)."""
+        return f"{self.base_url}/i/{self._keyring.mint(self._payload(m, 'image', url=url))}"
+
 
 @dataclass(frozen=True, slots=True)
 class PreparedSend:
@@ -110,16 +121,20 @@ class PreparedSend:
     pixel: str
     clicks: tuple[str, ...]
     send: Send
+    downloads: tuple[str, ...] = ()
 
 
-def prepare(tracker: Tracker, m: Message, urls: Sequence[str] = (), mailbox_domain: str = "") -> PreparedSend:
-    """Mints the pixel and click URLs of one message and the Send that registers it."""
+def prepare(tracker: Tracker, m: Message, urls: Sequence[str] = (), mailbox_domain: str = "",
+            downloads: Sequence[str] = ()) -> PreparedSend:
+    """Mints the pixel, click and download URLs of one message (`downloads`: documents' addresses) and the
+    Send that registers it."""
     sent_at = m.sent_at or int(time.time() * 1000)
     m = replace(m, sent_at=sent_at)
     send = Send(tenant=m.tenant, campaign=m.campaign, variant=m.variant, message=m.message,
                 recipient=tracker.recipient_id(m.recipient), sent_at=sent_at / 1000,
                 mailbox_domain=mailbox_domain.lower(), links=len(urls))
-    return PreparedSend(tracker.pixel_url(m), tuple(tracker.click_url(m, u) for u in urls), send)
+    return PreparedSend(tracker.pixel_url(m), tuple(tracker.click_url(m, u) for u in urls), send,
+                        tuple(tracker.download_url(m, u) for u in downloads))
 
 
 class ApiClient:

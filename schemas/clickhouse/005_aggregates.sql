@@ -60,7 +60,9 @@ CREATE TABLE IF NOT EXISTS message_totals
     complaints      SimpleAggregateFunction(sum, Int64),
     unsubscribes    SimpleAggregateFunction(sum, Int64),
     platform_unsubscribes SimpleAggregateFunction(sum, Int64),
-    replies         SimpleAggregateFunction(sum, Int64)
+    replies         SimpleAggregateFunction(sum, Int64),
+    downloads_human    SimpleAggregateFunction(sum, Int64),
+    downloads_filtered SimpleAggregateFunction(sum, Int64)
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (tenant, campaign, message_id)
@@ -77,7 +79,9 @@ FROM sends
 GROUP BY tenant, campaign, message_id;
 
 -- Clicks on a wrapped unsubscribe link (link flag 2) are not engagement: link_totals and the hourly
--- tables keep them (per link, per kind), the per-message click counters leave them out.
+-- tables keep them (per link, per kind), the per-message click counters leave them out. Opens through
+-- the email's own images are kind 'open' (link flag 8): one reading is one open, however many it loads.
+-- Downloads (/d/ links to documents) are counted apart from clicks, judged as clicks are.
 CREATE MATERIALIZED VIEW IF NOT EXISTS message_totals_from_events TO message_totals AS
 SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) AS recipient_id,
        toUInt8(0) AS sent, toDateTime64('2106-01-01 00:00:00', 3, 'UTC') AS first_sent_at,
@@ -87,7 +91,9 @@ SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) 
        sumIf(sign, kind = 'open' AND verdict = 'duplicate') AS opens_duplicate,
        sumIf(sign, kind = 'click' AND verdict IN ('human', 'proxy') AND bitAnd(link_flags, 2) = 0) AS clicks_human,
        sumIf(sign, kind = 'click' AND verdict = 'machine' AND bitAnd(link_flags, 2) = 0) AS clicks_filtered,
-       toInt64(0) AS conversions, toFloat64(0) AS revenue
+       toInt64(0) AS conversions, toFloat64(0) AS revenue,
+       sumIf(sign, kind = 'download' AND verdict IN ('human', 'proxy')) AS downloads_human,
+       sumIf(sign, kind = 'download' AND verdict = 'machine') AS downloads_filtered
 FROM events
 GROUP BY tenant, campaign, message_id;
 
@@ -121,7 +127,8 @@ SELECT tenant, campaign, variant, toStartOfHour(ts) AS hour, kind, verdict, sour
 FROM events
 GROUP BY tenant, campaign, variant, hour, kind, verdict, source;
 
--- Clicks per link and message: totals, unique clickers, filtered clicks, conversions on the link.
+-- Clicks per link and message: totals, unique clickers, filtered clicks, conversions on the link; and
+-- downloads of a document link (kind 'download'), people's and filtered.
 CREATE TABLE IF NOT EXISTS link_totals
 (
     tenant          LowCardinality(String),
@@ -132,7 +139,9 @@ CREATE TABLE IF NOT EXISTS link_totals
     clicks_human    SimpleAggregateFunction(sum, Int64),
     clicks_filtered SimpleAggregateFunction(sum, Int64),
     conversions     SimpleAggregateFunction(sum, Int64),
-    revenue         SimpleAggregateFunction(sum, Float64)
+    revenue         SimpleAggregateFunction(sum, Float64),
+    downloads_human    SimpleAggregateFunction(sum, Int64),
+    downloads_filtered SimpleAggregateFunction(sum, Int64)
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (tenant, campaign, link, message_id)
@@ -141,10 +150,12 @@ SETTINGS non_replicated_deduplication_window = 10000,
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS link_totals_from_events TO link_totals AS
 SELECT tenant, campaign, if(link_id != '', link_id, link_url) AS link, message_id, max(variant) AS variant,
-       sumIf(sign, verdict IN ('human', 'proxy')) AS clicks_human,
-       sumIf(sign, verdict = 'machine') AS clicks_filtered,
-       toInt64(0) AS conversions, toFloat64(0) AS revenue
-FROM events WHERE kind = 'click'
+       sumIf(sign, kind = 'click' AND verdict IN ('human', 'proxy')) AS clicks_human,
+       sumIf(sign, kind = 'click' AND verdict = 'machine') AS clicks_filtered,
+       toInt64(0) AS conversions, toFloat64(0) AS revenue,
+       sumIf(sign, kind = 'download' AND verdict IN ('human', 'proxy')) AS downloads_human,
+       sumIf(sign, kind = 'download' AND verdict = 'machine') AS downloads_filtered
+FROM events WHERE kind IN ('click', 'download')
 GROUP BY tenant, campaign, link, message_id;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS link_totals_from_conversions TO link_totals AS

@@ -12,7 +12,7 @@
 --
 -- sent: registered sends. delivered: sent minus bounced, where a message is bounced when it has a hard
 -- bounce, or a soft bounce with no delivery reported at or after it (a soft bounce followed by a
--- delivery is delivered), and no person's open, click, reply, complaint or unsubscribe shows it
+-- delivery is delivered), and no person's open, click, download, reply, complaint or unsubscribe shows it
 -- arrived. Every unique count and rate but bounce_rate (bounced / sent) is over delivered messages.
 CREATE OR REPLACE VIEW campaign_summary AS
 SELECT
@@ -32,7 +32,9 @@ SELECT
     bounced / nullIf(sent, 0) AS bounce_rate,
     complained / nullIf(delivered, 0) AS complaint_rate,
     unsubscribed / nullIf(delivered, 0) AS unsubscribe_rate,
-    replied / nullIf(delivered, 0) AS reply_rate
+    replied / nullIf(delivered, 0) AS reply_rate,
+    unique_downloads, downloads_human, downloads_filtered,
+    unique_downloads / nullIf(delivered, 0) AS download_rate
 FROM (
     SELECT
         tenant, campaign, variant,
@@ -53,7 +55,7 @@ FROM (
         sum(cv) AS conversions,
         sum(rev) AS revenue,
         sumIf(rev, is_sent) AS sent_revenue,
-        countIf(NOT is_sent AND oh + op + ch + cv > 0) AS unsent_engaged,
+        countIf(NOT is_sent AND oh + op + ch + cv + dwh > 0) AS unsent_engaged,
         countIf(is_sent) AS sent,
         countIf(is_sent AND is_bounced) AS bounced,
         countIf(is_sent AND is_bounced AND hb > 0) AS hard_bounced,
@@ -63,16 +65,20 @@ FROM (
         countIf(is_delivered AND cp > 0) AS complained,
         countIf(is_delivered AND us > 0) AS unsubscribed,
         countIf(is_delivered AND rp > 0) AS replied,
-        countIf(NOT is_sent AND dl + hb + sb + df + cp + us + rp > 0) AS unsent_reported
+        countIf(NOT is_sent AND dl + hb + sb + df + cp + us + rp > 0) AS unsent_reported,
+        countIf(is_delivered AND dwh > 0) AS unique_downloads,
+        sum(dwh) AS downloads_human,
+        sum(dwf) AS downloads_filtered
     FROM (
         -- FINAL merges each message's rows at read time: one row per message, exact under revisions.
         SELECT tenant, campaign, variant, sent > 0 AS is_sent,
                opens_human AS oh, opens_proxy AS op, opens_machine AS om, opens_duplicate AS od,
                clicks_human AS ch, clicks_filtered AS cf, conversions AS cv, revenue AS rev,
+               downloads_human AS dwh, downloads_filtered AS dwf,
                deliveries AS dl, hard_bounces AS hb, soft_bounces AS sb, deferrals AS df, complaints AS cp,
                unsubscribes + platform_unsubscribes AS us, replies AS rp,
                (hb > 0 OR (sb > 0 AND last_soft_bounce_at > last_delivery_at))
-                   AND oh + op + ch + rp + cp + us = 0 AS is_bounced,
+                   AND oh + op + ch + rp + cp + us + dwh = 0 AS is_bounced,
                is_sent AND NOT is_bounced AS is_delivered
         FROM message_totals FINAL
     )
@@ -91,10 +97,13 @@ SELECT tenant, campaign, variant, link,
        sum(cf) AS clicks_filtered,
        sum(cv) AS conversions,
        sum(rev) AS revenue,
-       clicks_filtered / nullIf(clicks_human + clicks_filtered, 0) AS filtered_share
+       clicks_filtered / nullIf(clicks_human + clicks_filtered, 0) AS filtered_share,
+       sum(dh) AS downloads_human,
+       countIf(dh > 0) AS unique_downloads,
+       sum(df) AS downloads_filtered
 FROM (
     SELECT tenant, campaign, variant, link, clicks_human AS ch, clicks_filtered AS cf, conversions AS cv,
-           revenue AS rev
+           revenue AS rev, downloads_human AS dh, downloads_filtered AS df
     FROM link_totals FINAL
 )
 GROUP BY tenant, campaign, variant, link;
