@@ -16,12 +16,14 @@ from typing import Any, Protocol
 
 import orjson
 
-from processors import metrics
+from processors import anonymous, metrics
 from processors.batch import BatchContext, Lookups, TableRows
 from processors.behaviour import Classifier
 from processors.classify import Decision, Verdict
 from processors.enrich import Enrichment
+from schemas.aggregate import AggregateSends, hour_of
 from schemas.classified import ClassifiedEvent
+from schemas.consents import Consent
 from schemas.hit import Hit
 from schemas.privacy import (
     KeyedRecipientHash,
@@ -86,12 +88,14 @@ class BatchOutput:
     sends: TableRows = field(default_factory=lambda: TableRows("sends", SEND_COLUMNS))
     conversions: TableRows = field(default_factory=lambda: TableRows("conversions", CONVERSION_COLUMNS))
     unsubscribes: TableRows = field(default_factory=lambda: TableRows("unsubscribes", UNSUBSCRIBE_COLUMNS))
+    consents: TableRows = field(default_factory=lambda: anonymous.tables()[0])
+    aggregate_sends: TableRows = field(default_factory=lambda: anonymous.tables()[1])
     classified: list[Record] = field(default_factory=list)  # for events.classified, published before the insert
     classified_partitions: list[int] = field(default_factory=list)  # the source partition of each
 
     def tables(self) -> list[TableRows]:
         return [self.events, self.dead_letters, self.dead_letter_counts, self.sends, self.conversions,
-                self.unsubscribes]
+                self.unsubscribes, self.consents, self.aggregate_sends]
 
 
 # A send's or conversion's record as a letter keeps it (cut to 512 characters: it may not parse).
@@ -143,7 +147,8 @@ class HitProcessor:
     def __init__(self, tenants: TenantRegistry | Keyring, classifier: Classifier, topics: Topics,
                  truncate_ips: bool = True, do_not_track: frozenset[str] = frozenset(),
                  publish_classified: bool = True, batch_max_records: int = 20_000,
-                 dead_letter_samples: int = 10, privacy_key: bytes | None = None) -> None:
+                 dead_letter_samples: int = 10, privacy_key: bytes | None = None,
+                 tracking: str = "individual") -> None:
         """`tenants`: host → tenant → keys (a bare Keyring means one default tenant). `truncate_ips`:
         store IPv4 /24 and IPv6 /48 only (enrichment has already used the full address).
         `do_not_track`: recipient hashes whose hits are dropped before anything is stored.
@@ -153,7 +158,8 @@ class HitProcessor:
         `dead_letter_samples`: letter bodies stored per stage, reason, edge and minute; every letter is
         counted (dead_letter_counts, and the metric), the rest are not stored: junk costs a count.
         `privacy_key`: the key of the recipient hashes ClickHouse keeps (`erasures`, sends.recipient_key);
-        by default schemas.privacy.recipient_key(tenants)."""
+        by default schemas.privacy.recipient_key(tenants). `tracking` "aggregate": the anonymous mode
+        (processors.anonymous): no row keeps a message or recipient id."""
         self._tenants = tenants if isinstance(tenants, TenantRegistry) else TenantRegistry({}, tenants)
         self._classifier = classifier
         self._keyed_hash = KeyedRecipientHash(privacy_key if privacy_key is not None else recipient_key(self._tenants))
@@ -190,6 +196,7 @@ class HitProcessor:
         # [letters, stored, highest offset].
         self._letter_counts: dict[tuple[int, str, str, str, str, str, int], list[int]] = {}
         self.repeats_dropped = 0
+        self._anonymous = tracking == "aggregate"
 
     def forget_recipients(self, hashes: Iterable[str]) -> None:
         """Drops from now on whatever names these recipients (keyed_recipient_hash values with this
@@ -251,6 +258,10 @@ class HitProcessor:
                     conversions.append(record)
                 elif record.topic == t.unsubscribes:
                     self._unsubscribe(out, record)
+                elif record.topic == t.consents:
+                    self._consent(out, record)
+                elif record.topic == t.aggregate_sends:
+                    self._aggregate_sends(out, record)
             for record in conversions:
                 self._conversion(out, record, ctx)
         finally:
@@ -314,7 +325,8 @@ class HitProcessor:
             metrics.DO_NOT_TRACK.inc()
             return
         sent_at = payload.sent_at / 1000.0
-        if not (EARLIEST_TS <= sent_at <= LATEST_TS and EARLIEST_TS <= raw.received_at <= LATEST_TS):
+        if not ((EARLIEST_TS <= sent_at <= LATEST_TS or (sent_at == 0.0 and payload.aggregate))
+                and EARLIEST_TS <= raw.received_at <= LATEST_TS):
             # ClickHouse would refuse the whole batch for it (see schemas.timefmt).
             self._dead_letter(out, record, "bad_timestamp",
                               f"sent_at {payload.sent_at!r} ms, received_at {raw.received_at!r}")
@@ -352,6 +364,12 @@ class HitProcessor:
         if self._suppressed(s.tenant, s.recipient):
             metrics.DO_NOT_TRACK.inc()
             return
+        if self._anonymous:
+            # A count of its campaign's aggregate sends; a repeat seen lately (an API retry) counts once.
+            if not self._recent.seen(("send", s.tenant, s.message)):
+                out.aggregate_sends.rows.append(anonymous.send_as_aggregate(s, record.topic, record.partition,
+                                                                            record.offset))
+            return
         out.sends.rows.append((s.tenant, s.campaign, s.variant, s.message, s.recipient,
                                self._keyed_hash(s.tenant, s.recipient), s.sent_at,
                                s.mailbox_domain, s.links, record.topic, record.partition, record.offset))
@@ -362,8 +380,28 @@ class HitProcessor:
         except (ValueError, TypeError) as exc:
             self._dead_letter(out, record, "undecodable_unsubscribe", str(exc))
             return
-        out.unsubscribes.rows.append((u.tenant, u.recipient_hash, u.campaign, u.message, u.ts, record.topic,
+        out.unsubscribes.rows.append((u.tenant, u.recipient_hash, u.campaign, "" if self._anonymous else u.message,
+                                      u.ts, record.topic,
                                       record.partition, record.offset))
+
+    def _consent(self, out: BatchOutput, record: SourceRecord) -> None:
+        try:
+            c = Consent.decode(record.value or b"")
+        except (ValueError, TypeError) as exc:
+            self._dead_letter(out, record, "undecodable_consent", str(exc))
+            return
+        if self._erased and self._keyed_hash(c.tenant, c.recipient) in self._erased:
+            return  # of a recipient `forget` erased: a backlog must not bring their history back
+        out.consents.rows.append(anonymous.consent_row(c, record.topic, record.partition, record.offset))
+
+    def _aggregate_sends(self, out: BatchOutput, record: SourceRecord) -> None:
+        try:
+            a = AggregateSends.decode(record.value or b"")
+        except (ValueError, TypeError) as exc:
+            self._dead_letter(out, record, "undecodable_aggregate_sends", str(exc))
+            return
+        out.aggregate_sends.rows.append(anonymous.aggregate_send_row(a, record.topic, record.partition,
+                                                                     record.offset))
 
     def _conversion(self, out: BatchOutput, record: SourceRecord, ctx: BatchContext) -> None:
         try:
@@ -390,22 +428,27 @@ class HitProcessor:
         # Remembered once it has a row, not when it is dead-lettered: a conversion dead-lettered for want
         # of its send may be posted again (same key) once the send is registered.
         self._recent_conversions.add(key)
-        out.conversions.rows.append((c.tenant, c.idempotency_key, c.ts, campaign, variant, c.message,
-                                     recipient, c.link, c.click_id, c.click_hit_id, c.value, c.currency, record.topic,
+        message, click_id = c.message, c.click_id
+        if self._anonymous:
+            message = recipient = click_id = ""  # the click id is a signed token naming them
+        out.conversions.rows.append((c.tenant, c.idempotency_key, c.ts, campaign, variant, message,
+                                     recipient, c.link, click_id, c.click_hit_id, c.value, c.currency, record.topic,
                                      record.partition, record.offset))
 
     def _event_rows(self, out: BatchOutput, d: Decision, record: SourceRecord) -> None:
         ip = truncate_ip(d.hit.ip) if self._truncate else d.hit.ip
+        # Anonymous: the classifier saw the message (in memory, for its settle window), the row does not.
+        anon = self._anonymous or not d.hit.message
         if d.previous is not None:
             out.events.rows.append(self._row(d, d.previous_enrichment or d.enrichment, record, d.previous,
-                                             d.revision - 1, -1, ip))
+                                             d.revision - 1, -1, ip, anon))
             metrics.REVISIONS.inc()
-        out.events.rows.append(self._row(d, d.enrichment, record, d.verdict, d.revision, 1, ip))
+        out.events.rows.append(self._row(d, d.enrichment, record, d.verdict, d.revision, 1, ip, anon))
         key = (d.hit.kind, d.verdict.verdict)
         counts = self._hit_counts
         counts[key] = counts.get(key, 0) + 1
-        if not self._publish_classified:
-            return
+        if not self._publish_classified or anon:
+            return  # triggers act on a message's recipient: an anonymous hit has none
         h, v = d.hit, d.verdict
         out.classified_partitions.append(record.partition)
         out.classified.append(Record(self._topics.events_classified, h.message.encode(), ClassifiedEvent(
@@ -424,8 +467,13 @@ class HitProcessor:
 
     @staticmethod
     def _row(d: Decision, e: Enrichment, record: SourceRecord, v: Verdict, revision: int, sign: int,
-             ip: str) -> tuple[object, ...]:
+             ip: str, anon: bool = False) -> tuple[object, ...]:
         h = d.hit
+        if anon:  # no message, recipient nor exact send time (one would tell a message's hits apart)
+            return (h.tenant, h.id, h.kind, h.ts, hour_of(h.sent_at), h.campaign, h.variant,
+                    "", "", h.link, h.link_id, h.link_flags, h.method, h.host, ip, h.ua, h.edge,
+                    v.verdict, v.source, list(v.reasons), e.browser, e.os, e.device, e.mail_client, e.country,
+                    e.city, e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset)
         # Times are epoch seconds: the writer sends rows as JSON, which DateTime64(3) columns read as such.
         # The source position is the record being processed now: a revision row belongs to the batch
         # that caused it, so its position and dedup token are those of that batch.
@@ -472,6 +520,8 @@ class HitProcessor:
         counts[2] = max(counts[2], record.offset)
         if not stored:
             return
+        if self._anonymous:
+            d = anonymous.redact_letter(d)
         counts[1] += 1
         self._sampled[key] = sampled + 1
         if len(self._sampled) > SAMPLED_MINUTES:

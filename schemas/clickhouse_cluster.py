@@ -44,6 +44,9 @@ SHARDING_KEYS = {
     # One recipient's opt-outs replace one another (ORDER BY tenant, recipient_hash, campaign), and
     # `forget` finds them on one shard.
     "unsubscribes": "cityHash64(recipient_hash)",
+    # A recipient's consent history on one shard; an aggregate send's repeats (one key) meet on one shard.
+    "consents": "cityHash64(tenant, recipient_id)",
+    "aggregate_sends": "cityHash64(tenant, campaign, variant, key)",
 }
 
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9_.{}-]{1,128}$")

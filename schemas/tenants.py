@@ -6,15 +6,17 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from schemas.consents import TRACKING_MODES
 from schemas.tokens import Keyring, TokenError, TokenKind, TokenPayload, new_secret
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|^localhost$|^127\.0\.0\.1$")
 
 
+REGION_RE = re.compile(r"^[a-z]{2,8}$")
 MAX_REMEMBERED_HOSTS = 1024  # Host headers whose tenant is remembered (tracking domains are few)
 
 
@@ -36,9 +38,18 @@ class Tenant:
     keys: str  # "kid:secret,kid2:secret2" (base64url secrets)
     current_key: str = ""
     api_keys: tuple[str, ...] = ()
+    region: str = ""  # where the tenant's recipients are, e.g. "eu": unknown consent means aggregate there
+    unknown_consent: str = ""  # individual | aggregate; "" = by region, else the installation's setting
 
     def keyring(self) -> Keyring:
         return Keyring.parse(self.keys, self.current_key or None)
+
+    def unknown_means(self, default: str = "individual") -> str:
+        """What a recipient of unknown consent gets: the tenant's `unknown_consent`; else `aggregate` for a
+        tenant in the EU (region "eu"); else `default` (the installation's PIXELTRACK_UNKNOWN_CONSENT)."""
+        if self.unknown_consent:
+            return self.unknown_consent
+        return "aggregate" if self.region == "eu" else default
 
 
 @dataclass(slots=True)
@@ -95,6 +106,11 @@ class TenantRegistry:
             raise TokenError("wrong_tenant", f"a token of {payload.tenant[:64]!r} on a domain of {tenant!r}")
         return payload
 
+    def unknown_means(self, name: str, default: str = "individual") -> str:
+        """What unknown consent means for tenant `name` (Tenant.unknown_means; `default` for tenant "")."""
+        t = self.tenants.get(name)
+        return t.unknown_means(default) if t is not None else default
+
     def for_tenant(self, name: str) -> Keyring | None:
         if name in self._rings:
             return self._rings[name]
@@ -117,7 +133,8 @@ class TenantRegistry:
         for i, t in enumerate(listed):
             where = f"tenants file {path}: tenants[{i}]"
             tenant = Tenant(_text(t, "name", where), _texts(t, "domains", where), _text(t, "keys", where),
-                            _text(t, "current_key", where, ""), _texts(t, "api_keys", where))
+                            _text(t, "current_key", where, ""), _texts(t, "api_keys", where),
+                            _text(t, "region", where, "").lower(), _text(t, "unknown_consent", where, ""))
             validate(tenant, where)
             tenants[tenant.name] = tenant
         _check_unique_domains(tenants.values())
@@ -125,7 +142,9 @@ class TenantRegistry:
 
     def save(self, path: Path) -> None:
         doc = {"tenants": [{"name": t.name, "domains": list(t.domains), "keys": t.keys,
-                            "current_key": t.current_key, "api_keys": list(t.api_keys)}
+                            "current_key": t.current_key, "api_keys": list(t.api_keys),
+                            **({"region": t.region} if t.region else {}),
+                            **({"unknown_consent": t.unknown_consent} if t.unknown_consent else {})}
                            for t in sorted(self.tenants.values(), key=lambda t: t.name)]}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -157,6 +176,11 @@ def validate(t: Tenant, where: str) -> None:
     for d in t.domains:
         if not DOMAIN_RE.match(d):
             raise ValueError(f"{where}: {d!r} is not a host name such as t.example.com")
+    if t.unknown_consent and t.unknown_consent not in TRACKING_MODES:
+        raise ValueError(f"{where}: unknown_consent {t.unknown_consent[:20]!r} must be one of "
+                         f"{', '.join(TRACKING_MODES)}")
+    if t.region and not REGION_RE.match(t.region):
+        raise ValueError(f"{where}: region {t.region[:20]!r} must be 2-8 lower-case letters, e.g. eu")
     t.keyring()  # raises ValueError naming the key
 
 
@@ -183,11 +207,11 @@ def new_tenant(name: str, domains: Iterable[str]) -> Tenant:
 
 def with_domains(t: Tenant, domains: Iterable[str]) -> Tenant:
     """The tenant with `domains` added to its tracking domains."""
-    return Tenant(t.name, t.domains + tuple(domains), t.keys, t.current_key, t.api_keys)
+    return replace(t, domains=t.domains + tuple(domains))
 
 
 def with_next_key(t: Tenant) -> Tenant:
     """Key rotation: a fresh key k<N+1> (N the highest numbered kid) becomes the one that signs; the former
     keys stay, so links minted with them still verify until they are removed."""
     kid = f"k{max(int(k[1:]) for k in key_ids(t) if k[1:].isdigit()) + 1}"
-    return Tenant(t.name, t.domains, f"{t.keys},{kid}:{new_secret()}", kid, t.api_keys)
+    return replace(t, keys=f"{t.keys},{kid}:{new_secret()}", current_key=kid)

@@ -65,7 +65,8 @@ FROM sends
 GROUP BY tenant, campaign, message_id;
 
 -- Clicks on a wrapped unsubscribe link (link flag 2) are not engagement: link_totals and the hourly
--- tables keep them (per link, per kind), the per-message click counters leave them out.
+-- tables keep them (per link, per kind), the per-message click counters leave them out. Hits of
+-- campaign-level tokens (no message id) are counted in aggregate_hits instead.
 CREATE MATERIALIZED VIEW IF NOT EXISTS message_totals_from_events TO message_totals AS
 SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) AS recipient_id,
        toUInt8(0) AS sent, toDateTime64('2106-01-01 00:00:00', 3, 'UTC') AS first_sent_at,
@@ -76,7 +77,7 @@ SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) 
        sumIf(sign, kind = 'click' AND verdict IN ('human', 'proxy') AND bitAnd(link_flags, 2) = 0) AS clicks_human,
        sumIf(sign, kind = 'click' AND verdict = 'machine' AND bitAnd(link_flags, 2) = 0) AS clicks_filtered,
        toInt64(0) AS conversions, toFloat64(0) AS revenue
-FROM events
+FROM events WHERE message_id != ''
 GROUP BY tenant, campaign, message_id;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS message_totals_from_conversions TO message_totals AS
@@ -132,7 +133,7 @@ SELECT tenant, campaign, if(link_id != '', link_id, link_url) AS link, message_i
        sumIf(sign, verdict IN ('human', 'proxy')) AS clicks_human,
        sumIf(sign, verdict = 'machine') AS clicks_filtered,
        toInt64(0) AS conversions, toFloat64(0) AS revenue
-FROM events WHERE kind = 'click'
+FROM events WHERE kind = 'click' AND message_id != ''
 GROUP BY tenant, campaign, link, message_id;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS link_totals_from_conversions TO link_totals AS
@@ -165,3 +166,27 @@ SELECT tenant, campaign, variant, toStartOfHour(ts) AS hour, kind, verdict, mail
        sum(sign) AS hits
 FROM events
 GROUP BY tenant, campaign, variant, hour, kind, verdict, mail_client, device, os, country;
+
+-- Hits of campaign-level (aggregate) tokens: no message, no recipient. They count here, per campaign,
+-- variant, link (empty for opens), kind, verdict and link flags, and in verdict_hourly and client_hourly
+-- like any hit; never in message_totals or link_totals, which are per message.
+CREATE TABLE IF NOT EXISTS aggregate_hits
+(
+    tenant     LowCardinality(String),
+    campaign   LowCardinality(String),
+    variant    LowCardinality(String),
+    link       String,
+    kind       LowCardinality(String),
+    verdict    LowCardinality(String),
+    link_flags UInt8,
+    hits       Int64
+)
+ENGINE = SummingMergeTree
+ORDER BY (tenant, campaign, variant, kind, verdict, link, link_flags)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS aggregate_hits_mv TO aggregate_hits AS
+SELECT tenant, campaign, variant, if(link_id != '', link_id, link_url) AS link, kind, verdict, link_flags,
+       sum(sign) AS hits
+FROM events WHERE message_id = '' AND recipient_id = ''
+GROUP BY tenant, campaign, variant, link, kind, verdict, link_flags;

@@ -21,7 +21,15 @@ SELECT
     unique_clicks_of_openers / nullIf(unique_opens, 0) AS ctor,
     clicks_filtered / nullIf(clicks_human + clicks_filtered, 0) AS filtered_click_share,
     converted_messages / nullIf(delivered, 0) AS conversion_rate,
-    sent_revenue / nullIf(recipients, 0) AS revenue_per_recipient
+    sent_revenue / nullIf(recipients, 0) AS revenue_per_recipient,
+    aggregate_sends, aggregate_opens_human, aggregate_opens_proxy, aggregate_opens_machine, aggregate_clicks_human,
+    aggregate_clicks_filtered,
+    (aggregate_opens_human + aggregate_opens_proxy) / nullIf(aggregate_sends, 0) AS aggregate_opens_per_send,
+    aggregate_clicks_human / nullIf(aggregate_sends, 0) AS aggregate_clicks_per_send,
+    delivered + aggregate_sends AS sends_all,
+    (opens_human + opens_proxy + aggregate_opens_human + aggregate_opens_proxy)
+        / nullIf(delivered + aggregate_sends, 0) AS opens_per_send_all,
+    (clicks_human + aggregate_clicks_human) / nullIf(delivered + aggregate_sends, 0) AS clicks_per_send_all
 FROM (
     SELECT
         tenant, campaign, variant,
@@ -56,7 +64,29 @@ LEFT JOIN (
     SELECT tenant, campaign, variant, uniqExactMerge(recipients) AS recipients
     FROM campaign_sends_hourly
     GROUP BY tenant, campaign, variant
-) AS sent_to USING (tenant, campaign, variant);
+) AS sent_to USING (tenant, campaign, variant)
+-- The campaign-level (aggregate) part: emails and hits without a message or recipient id (docs/consent.md).
+-- A FULL JOIN: a variant may be tracked in aggregate only.
+FULL OUTER JOIN (
+    SELECT tenant, campaign, variant, sum(sends) AS aggregate_sends,
+           sum(opens_h) AS aggregate_opens_human, sum(opens_p) AS aggregate_opens_proxy,
+           sum(opens_m) AS aggregate_opens_machine, sum(clicks_h) AS aggregate_clicks_human,
+           sum(clicks_f) AS aggregate_clicks_filtered
+    FROM (
+        SELECT tenant, campaign, variant, sends, 0 AS opens_h, 0 AS opens_p, 0 AS opens_m, 0 AS clicks_h,
+               0 AS clicks_f
+        FROM aggregate_sends FINAL
+        UNION ALL
+        SELECT tenant, campaign, variant, 0,
+               sumIf(hits, kind = 'open' AND verdict = 'human'), sumIf(hits, kind = 'open' AND verdict = 'proxy'),
+               sumIf(hits, kind = 'open' AND verdict = 'machine'),
+               sumIf(hits, kind = 'click' AND verdict IN ('human', 'proxy') AND bitAnd(link_flags, 2) = 0),
+               sumIf(hits, kind = 'click' AND verdict = 'machine' AND bitAnd(link_flags, 2) = 0)
+        FROM aggregate_hits
+        GROUP BY tenant, campaign, variant
+    )
+    GROUP BY tenant, campaign, variant
+) AS aggregate_part USING (tenant, campaign, variant);
 
 CREATE OR REPLACE VIEW link_stats AS
 SELECT tenant, campaign, variant, link,

@@ -101,7 +101,8 @@ async def fresh_topics(bootstrap: str, replication: int = 1) -> Topics:
     prefix, 4 partitions each."""
     topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
     await create_topics(bootstrap, [topics.hits_raw, topics.hits_dlq, topics.sends, topics.conversions,
-                                    topics.unsubscribes, topics.events_classified], replication=replication)
+                                    topics.unsubscribes, topics.events_classified, topics.consents,
+                                    topics.aggregate_sends], replication=replication)
     return topics
 
 

@@ -22,6 +22,8 @@ from schemas.topics import Topics
 
 KEY = {"Authorization": "Bearer k-secret"}
 SEND = {"campaign": "c", "message": "m-1", "recipient": "r-1", "sent_at": "2026-11-30T10:00:00Z"}
+CONSENT = {"recipient": "r-1", "state": "denied", "ts": "2026-11-30T10:00:00Z", "text_version": "2026-11"}
+AGGREGATE = {"campaign": "c", "variant": "B", "count": 12, "key": "run-1/0", "sent_at": "2026-11-30T10:20:00Z"}
 
 
 class RefusingPublisher(QueuePublisher):
@@ -78,6 +80,19 @@ def cases(keyring: Keyring) -> list[tuple[str, str, dict[str, str], Any, str]]:
          "422"),
         ("/v1/conversions", "post", KEY | {"x-refuse": "1"}, {"conversions": [
             {"idempotency_key": "o-4", "message": "m-7"}]}, "503"),
+        ("/v1/consents", "post", KEY, {"consents": [CONSENT, {**CONSENT, "state": "Granted", "source": "sdk"}]},
+         "202"),
+        ("/v1/consents", "post", KEY, b"{", "400"),
+        ("/v1/consents", "post", {}, {"consents": [CONSENT]}, "401"),
+        ("/v1/consents", "post", KEY, [CONSENT] * (MAX_ITEMS + 1), "413"),
+        ("/v1/consents", "post", KEY, {"consents": [{**CONSENT, "state": "maybe"}]}, "422"),
+        ("/v1/consents", "post", KEY | {"x-refuse": "1"}, {"consents": [CONSENT]}, "503"),
+        ("/v1/aggregate-sends", "post", KEY, {"aggregate_sends": [AGGREGATE]}, "202"),
+        ("/v1/aggregate-sends", "post", KEY, b"[", "400"),
+        ("/v1/aggregate-sends", "post", {}, [AGGREGATE], "401"),
+        ("/v1/aggregate-sends", "post", KEY, [AGGREGATE] * (MAX_ITEMS + 1), "413"),
+        ("/v1/aggregate-sends", "post", KEY, [{**AGGREGATE, "count": 0}], "422"),
+        ("/v1/aggregate-sends", "post", KEY | {"x-refuse": "1"}, [AGGREGATE], "503"),
         ("/v1/health", "get", {}, None, "200"),
         ("/v1/openapi.json", "get", {}, None, "200"),
     ]
