@@ -225,7 +225,8 @@ def decode_record(line: bytes) -> Record:
 def aggregate_key(tenant: str, campaign: str, sent_at: int, flush: int, variant: str) -> str:
     """The idempotency key of one batch's aggregate sends: from the run (its sent_at) and the batch, never
     from a recipient, so running the same campaign again with the same sent_at counts them once."""
-    return "i-" + hashlib.sha256(f"{tenant}\0{campaign}\0{sent_at}\0{flush}\0{variant}".encode()).hexdigest()[:32]
+    text = f"{tenant}\0{campaign}\0{sent_at}\0{flush}\0{variant}"
+    return "i-" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 class JsonlSends:
@@ -254,9 +255,10 @@ def instrument_campaign(plan: EmailPlan, tracker: Tracker, recipients: Sequence[
                         sent_at: int | None = None, batch_size: int = 5000,
                         progress: Callable[[int, int], None] | None = None) -> CampaignResult:
     """Writes OUT_DIR/<recipient>.html per recipient and OUT_DIR/manifest.jsonl (recipient, message,
-    variant, file, pixel, links; tracking "aggregate" where so), and hands the sends to `register` in batches of `batch_size`,
-    each batch after its emails are written. One `sent_at` (epoch ms, default now) for the whole run keeps
-    the output reproducible. `progress(done, total)` runs after each email.
+    variant, file, pixel, links; tracking "aggregate" where so), and hands the sends to `register` in
+    batches of `batch_size` emails, each batch after its emails are written. One `sent_at` (epoch ms,
+    default now) for the whole run keeps the output reproducible. `progress(done, total)` runs after each
+    email.
 
     A recipient whose consent (the file's column, else the tracker's meaning of unknown) asks for aggregate
     tracking gets campaign-level URLs and no Send: each batch's such emails are counted in one
@@ -272,17 +274,17 @@ def instrument_campaign(plan: EmailPlan, tracker: Tracker, recipients: Sequence[
     messages: dict[str, int] = {}
     batch: list[Record] = []
     counted: dict[str, int] = {}  # this batch's emails tracked in aggregate, per variant
-    registered = aggregate = consents = flushes = 0
+    registered = aggregate = consents = flushes = pending = 0  # pending: emails of this batch
 
     def flush() -> None:
-        nonlocal batch, counted, registered, flushes
+        nonlocal batch, counted, registered, flushes, pending
         for v, n in counted.items():
             batch.append(AggregateSends(tenant, campaign, v, hour_of(at / 1000), n,
                                         aggregate_key(tenant, campaign, at, flushes, v)))
         if register is not None and batch:
             register(batch)
         registered += sum(1 for r in batch if isinstance(r, Send)) + sum(counted.values())
-        batch, counted, flushes = [], {}, flushes + 1
+        batch, counted, flushes, pending = [], {}, flushes + 1, 0
 
     with (out_dir / "manifest.jsonl").open("wb") as manifest:
         for done, (r, name) in enumerate(zip(recipients, names, strict=True), start=1):
@@ -311,12 +313,13 @@ def instrument_campaign(plan: EmailPlan, tracker: Tracker, recipients: Sequence[
                 aggregate += 1
             else:
                 batch.append(email.send(r.mailbox_domain))
-            if register is not None and len(batch) + sum(counted.values()) >= batch_size:
+            pending += 1
+            if register is not None and pending >= batch_size:
                 manifest.flush()
                 flush()
             if progress is not None:
                 progress(done, total)
-        if register is not None and (batch or counted):
+        if register is not None and pending:
             manifest.flush()
             flush()
     return CampaignResult(total, registered, out_dir / "manifest.jsonl", len(plan.links), plan.unsubscribe_links,

@@ -86,7 +86,7 @@ SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) 
        toInt64(0) AS opens_human, toInt64(0) AS opens_proxy, toInt64(0) AS opens_machine,
        toInt64(0) AS opens_duplicate, toInt64(0) AS clicks_human, toInt64(0) AS clicks_filtered,
        count() AS conversions, sum(value) AS revenue
-FROM conversions
+FROM conversions WHERE message_id != ''
 GROUP BY tenant, campaign, message_id;
 
 -- Machine opens by source (apple_mpp, gmail_prefetch, scanner, ...) and everything by hour.
@@ -139,7 +139,7 @@ GROUP BY tenant, campaign, link, message_id;
 CREATE MATERIALIZED VIEW IF NOT EXISTS link_totals_from_conversions TO link_totals AS
 SELECT tenant, campaign, link, message_id, max(variant) AS variant,
        toInt64(0) AS clicks_human, toInt64(0) AS clicks_filtered, count() AS conversions, sum(value) AS revenue
-FROM conversions WHERE link != ''
+FROM conversions WHERE link != '' AND message_id != ''
 GROUP BY tenant, campaign, link, message_id;
 
 -- Hits by mail client, device, OS and country (device and place are unknown behind proxies).

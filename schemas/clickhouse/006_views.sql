@@ -23,7 +23,7 @@ SELECT
     converted_messages / nullIf(delivered, 0) AS conversion_rate,
     sent_revenue / nullIf(recipients, 0) AS revenue_per_recipient,
     aggregate_sends, aggregate_opens_human, aggregate_opens_proxy, aggregate_opens_machine, aggregate_clicks_human,
-    aggregate_clicks_filtered,
+    aggregate_clicks_filtered, aggregate_conversions, aggregate_revenue,
     (aggregate_opens_human + aggregate_opens_proxy) / nullIf(aggregate_sends, 0) AS aggregate_opens_per_send,
     aggregate_clicks_human / nullIf(aggregate_sends, 0) AS aggregate_clicks_per_send,
     delivered + aggregate_sends AS sends_all,
@@ -71,18 +71,25 @@ FULL OUTER JOIN (
     SELECT tenant, campaign, variant, sum(sends) AS aggregate_sends,
            sum(opens_h) AS aggregate_opens_human, sum(opens_p) AS aggregate_opens_proxy,
            sum(opens_m) AS aggregate_opens_machine, sum(clicks_h) AS aggregate_clicks_human,
-           sum(clicks_f) AS aggregate_clicks_filtered
+           sum(clicks_f) AS aggregate_clicks_filtered, sum(conv) AS aggregate_conversions,
+           sum(rev) AS aggregate_revenue
     FROM (
         SELECT tenant, campaign, variant, sends, 0 AS opens_h, 0 AS opens_p, 0 AS opens_m, 0 AS clicks_h,
-               0 AS clicks_f
+               0 AS clicks_f, 0 AS conv, toFloat64(0) AS rev
         FROM aggregate_sends FINAL
         UNION ALL
         SELECT tenant, campaign, variant, 0,
                sumIf(hits, kind = 'open' AND verdict = 'human'), sumIf(hits, kind = 'open' AND verdict = 'proxy'),
                sumIf(hits, kind = 'open' AND verdict = 'machine'),
                sumIf(hits, kind = 'click' AND verdict IN ('human', 'proxy') AND bitAnd(link_flags, 2) = 0),
-               sumIf(hits, kind = 'click' AND verdict = 'machine' AND bitAnd(link_flags, 2) = 0)
+               sumIf(hits, kind = 'click' AND verdict = 'machine' AND bitAnd(link_flags, 2) = 0), 0, 0
         FROM aggregate_hits
+        GROUP BY tenant, campaign, variant
+        UNION ALL
+        -- Conversions without a message (of an aggregate click, or any under PIXELTRACK_TRACKING=aggregate).
+        SELECT tenant, campaign, variant, 0, 0, 0, 0, 0, 0, count(), sum(value)
+        FROM conversions FINAL
+        WHERE message_id = ''
         GROUP BY tenant, campaign, variant
     )
     GROUP BY tenant, campaign, variant
