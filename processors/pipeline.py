@@ -23,7 +23,7 @@ from processors.classify import Decision, Verdict
 from processors.enrich import Enrichment
 from schemas.aggregate import AggregateSends, hour_of
 from schemas.classified import ClassifiedEvent
-from schemas.consents import Consent
+from schemas.consents import Consent, tracks_individually
 from schemas.hit import Hit
 from schemas.privacy import (
     KeyedRecipientHash,
@@ -148,7 +148,7 @@ class HitProcessor:
                  truncate_ips: bool = True, do_not_track: frozenset[str] = frozenset(),
                  publish_classified: bool = True, batch_max_records: int = 20_000,
                  dead_letter_samples: int = 10, privacy_key: bytes | None = None,
-                 tracking: str = "individual") -> None:
+                 tracking: str = "individual", unknown_consent: str = "individual") -> None:
         """`tenants`: host → tenant → keys (a bare Keyring means one default tenant). `truncate_ips`:
         store IPv4 /24 and IPv6 /48 only (enrichment has already used the full address).
         `do_not_track`: recipient hashes whose hits are dropped before anything is stored.
@@ -159,7 +159,8 @@ class HitProcessor:
         counted (dead_letter_counts, and the metric), the rest are not stored: junk costs a count.
         `privacy_key`: the key of the recipient hashes ClickHouse keeps (`erasures`, sends.recipient_key);
         by default schemas.privacy.recipient_key(tenants). `tracking` "aggregate": the anonymous mode
-        (processors.anonymous): no row keeps a message or recipient id."""
+        (processors.anonymous): no row keeps a message or recipient id. `unknown_consent`: what a consent
+        recorded as unknown means for tenants that do not say (schemas.tenants.Tenant.unknown_means)."""
         self._tenants = tenants if isinstance(tenants, TenantRegistry) else TenantRegistry({}, tenants)
         self._classifier = classifier
         self._keyed_hash = KeyedRecipientHash(privacy_key if privacy_key is not None else recipient_key(self._tenants))
@@ -197,11 +198,28 @@ class HitProcessor:
         self._letter_counts: dict[tuple[int, str, str, str, str, str, int], list[int]] = {}
         self.repeats_dropped = 0
         self._anonymous = tracking == "aggregate"
+        self._unknown = unknown_consent
+        # (tenant, recipient) whose consent is withdrawn (consents_changed): what still comes from the
+        # individual tokens of emails sent before is counted as if it came from campaign-level ones.
+        self._withdrawn: set[tuple[str, str]] = set()
 
     def forget_recipients(self, hashes: Iterable[str]) -> None:
         """Drops from now on whatever names these recipients (keyed_recipient_hash values with this
         processor's privacy key, as `erasures` holds them)."""
         self._erased.update(hashes)
+
+    def consents_changed(self, changes: Iterable[tuple[str, str, str]]) -> None:
+        """(tenant, recipient, state now) from the consents table (processors.step.ConsentWatch): from now on
+        a recipient whose consent does not allow individual tracking is counted in aggregate only."""
+        for tenant, recipient, state in changes:
+            if tracks_individually(state, self._tenants.unknown_means(tenant, self._unknown)):
+                self._withdrawn.discard((tenant, recipient))
+            else:
+                self._withdrawn.add((tenant, recipient))
+
+    def _anonymous_for(self, tenant: str, recipient: str) -> bool:
+        """Whether a record of this recipient is stored without message or recipient id."""
+        return self._anonymous or (bool(self._withdrawn) and (tenant, recipient) in self._withdrawn)
 
     def recipient_hash(self, tenant: str, recipient: str) -> str:
         """The recipient's keyed hash, as `forget` records it in `erasures`."""
@@ -335,9 +353,14 @@ class HitProcessor:
             self.repeats_dropped += 1
             metrics.REPEATS_DROPPED.inc()
             return
+        message, recipient = payload.message, payload.recipient
+        if self._withdrawn and (payload.tenant, recipient) in self._withdrawn:
+            # Consent withdrawn since this email was sent: the hit is judged on its own and counted like a
+            # campaign-level one (no message, no recipient), in the campaign's aggregates only.
+            message = recipient = ""
         # Positional, in Hit's field order: keyword arguments make this call three times dearer
         # (2.7 against 0.9 us), and it runs for every hit.
-        hit = Hit(raw.id, raw.received_at, raw.kind, raw.method, raw.ip, raw.ua, payload.message, payload.recipient,
+        hit = Hit(raw.id, raw.received_at, raw.kind, raw.method, raw.ip, raw.ua, message, recipient,
                   payload.campaign, sent_at, raw.headers, payload.url,
                   payload.honeypot, payload.variant, payload.tenant, payload.link_id,
                   payload.flags, raw.host, raw.edge)
@@ -364,7 +387,7 @@ class HitProcessor:
         if self._suppressed(s.tenant, s.recipient):
             metrics.DO_NOT_TRACK.inc()
             return
-        if self._anonymous:
+        if self._anonymous_for(s.tenant, s.recipient):
             # A count of its campaign's aggregate sends; a repeat seen lately (an API retry) counts once.
             if not self._recent.seen(("send", s.tenant, s.message)):
                 out.aggregate_sends.rows.append(anonymous.send_as_aggregate(s, record.topic, record.partition,
@@ -429,7 +452,7 @@ class HitProcessor:
         # of its send may be posted again (same key) once the send is registered.
         self._recent_conversions.add(key)
         message, click_id = c.message, c.click_id
-        if self._anonymous:
+        if self._anonymous_for(c.tenant, recipient):
             message = recipient = click_id = ""  # the click id is a signed token naming them
         out.conversions.rows.append((c.tenant, c.idempotency_key, c.ts, campaign, variant, message,
                                      recipient, c.link, click_id, c.click_hit_id, c.value, c.currency, record.topic,

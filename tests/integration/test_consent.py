@@ -27,7 +27,7 @@ from pixeltrack.sender.instrument import EmailPlan
 from pixeltrack.sender.sdk import ApiClient, Record, Tracker
 from processors.kafka_runner import KafkaRunner
 from processors.writer import ClickHouseWriter
-from schemas.records import DeadLetter
+from schemas.records import DeadLetter, RawHit
 from schemas.records import Record as KafkaRecord
 from schemas.sends import Send
 from schemas.settings import Settings
@@ -257,10 +257,20 @@ async def test_consents_posted_to_the_api_are_stored_once(settings: Settings, ke
                                                      "unknown"]
     async with processing(s, keyring, kafka_bootstrap, kafka_topics, clickhouse) as first:
         await eventually(lambda: first.records_done == 3, timeout=90, what="three consent records processed")
-    # The same group again (a restart): it resumes after what ClickHouse holds, and inserts nothing.
+    # The same group again (a restart): it resumes after what ClickHouse holds, and inserts nothing. Then
+    # opens of emails sent before: r-1 has withdrawn consent since, r-2 never said.
     async with processing(s, keyring, kafka_bootstrap, kafka_topics, clickhouse) as again:
         await asyncio.sleep(3)
         assert again.records_done == 0
+        sent = time.time() - 7200
+        opens = [KafkaRecord(kafka_topics.hits_raw, f"m-{r}".encode(), RawHit(
+            f"h-{r}", time.time(), "open", "GET", "t.example.com", "/o/x.gif",
+            keyring.mint(TokenPayload("open", "", "autumn", "A", f"m-{r}", r, int(sent * 1000))), "81.2.69.50",
+            CHROME, "edge-1", {"accept": IMAGE}).encode()) for r in ("r-1", "r-2")]
+        await produce(kafka_bootstrap, opens)
+        await eventually(lambda: count(clickhouse, "SELECT count() FROM hits") == 2, timeout=90, what="two opens")
+    assert clickhouse.rows("SELECT hit_id, message_id, recipient_id FROM hits ORDER BY hit_id") == [
+        ("h-r-1", "", ""), ("h-r-2", "m-r-2", "r-2")]
     # The retry is the same change (same time, state, source, text): one row (ClickHouse merged it on insert).
     assert count(clickhouse, "SELECT count() FROM consents") == 2
     assert clickhouse.rows("SELECT state, source, text_version FROM consents FINAL ORDER BY ts") == [

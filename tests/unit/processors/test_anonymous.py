@@ -114,3 +114,26 @@ def test_the_anonymous_mode_keeps_no_message_or_recipient_id_anywhere() -> None:
         assert identity not in text
     edge = next(d for d in letters if d["reason"] == "bad_signature")
     assert (edge["path"], edge["detail"]) == ("/c/[redacted]", "a token of '…'")
+
+
+def test_a_withdrawn_consent_makes_the_recipients_later_hits_anonymous_until_granted_again() -> None:
+    from schemas.tenants import Tenant, TenantRegistry
+
+    eu = Tenant("eu-shop", ("t.eu.example",), "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY", region="eu")
+    processor = HitProcessor(TenantRegistry({"eu-shop": eu}, KEYRING), build_classifier(), Topics())
+    token = TokenPayload("open", "", "spring", "A", "spring-A-r1", "r1", int(SENT * 1000))
+    send = Send("", "spring", "A", "spring-A-r1", "r1", SENT)
+
+    def ids_of(hit_id: str, offset: int) -> tuple[object, object]:
+        (event,) = rows(processor.process([hit(token, hit_id, 3600.0 + offset, offset)]).events.rows, EVENT_COLUMNS)
+        return event["message_id"], event["recipient_id"]
+
+    assert ids_of("h1", 1) == ("spring-A-r1", "r1")
+    processor.consents_changed([("", "r1", "denied"), ("", "r2", "unknown"), ("eu-shop", "r3", "unknown")])
+    assert ids_of("h2", 2) == ("", "")
+    out = processor.process([Rec(T.sends, 0, 3, send.encode())])
+    assert (out.sends.rows, len(out.aggregate_sends.rows)) == ([], 1)  # its send counts without an id
+    assert processor._anonymous_for("", "r2") is False  # unknown means individual here...
+    assert processor._anonymous_for("eu-shop", "r3") is True  # ...and aggregate for a tenant in the EU
+    processor.consents_changed([("", "r1", "granted")])
+    assert ids_of("h3", 4) == ("spring-A-r1", "r1")
