@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ingest.esp.routes import PREFIX as ESP_PREFIX
+from ingest.esp.routes import EspSettings, add_esp_routes
 from ingest.openapi import openapi_document
 from ingest.publisher import KafkaPublisher, Publisher
 from ingest.serverlog import quiet_bad_requests
@@ -64,7 +66,8 @@ TENANT = web.RequestKey("tenant", str)  # the tenant an API key belongs to; abse
 
 
 def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topics: Topics, publisher: Publisher,
-                   own_publisher: bool = True, clock: Callable[[], float] = time.time) -> web.Application:
+                   own_publisher: bool = True, clock: Callable[[], float] = time.time,
+                   esp: EspSettings | None = None) -> web.Application:
     """POST /v1/sends and /v1/conversions with `Authorization: Bearer KEY`. A 202 means the records
     were acknowledged by the transport (acks=all for Kafka): a sender that gets any other answer may
     retry, and conversions carry an idempotency key so a retry counts once. Validation is all or
@@ -72,7 +75,10 @@ def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topic
 
     `api_keys` (the settings') are the operator's: their records name their tenant ("" by default, else
     one of the registry's). A tenant's own API keys (`pixeltrack tenants add`) write for that tenant
-    only, and its click ids are checked with its signing keys."""
+    only, and its click ids are checked with its signing keys.
+
+    `esp`: the email platforms' webhook receivers `/v1/esp/<platform>` (ingest/esp; not behind the API key:
+    each platform's signature authenticates it), with the default tenant's secrets."""
     registry = tenants if isinstance(tenants, TenantRegistry) else TenantRegistry({}, tenants)
     # (key, tenant or None for the operator), every one compared on each request so that the time
     # taken does not say which key, or which prefix, matched.
@@ -81,7 +87,7 @@ def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topic
 
     @web.middleware
     async def auth(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-        if request.path in PUBLIC_PATHS:
+        if request.path in PUBLIC_PATHS or request.path.startswith(ESP_PREFIX):
             resp: web.StreamResponse = await handler(request)
             return resp
         # surrogateescape: a header that is not UTF-8 is a wrong key (401), not an encoding error (500).
@@ -179,6 +185,7 @@ def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topic
     app.router.add_post("/v1/aggregate-sends", post_aggregate_sends)
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/openapi.json", openapi)
+    add_esp_routes(app, registry, topics, lambda: app[PUBLISHER], esp or EspSettings(), clock)
     return app
 
 
@@ -261,4 +268,10 @@ def create_api_from_settings(settings: Settings, tenants: TenantRegistry | Keyri
         settings.kafka_bootstrap, client_id=f"pixeltrack-api-{settings.edge_id}",
         linger_ms=settings.producer_linger_ms, compression=settings.producer_compression)
     keys = settings.api_keys.get_secret_value().split(",") if settings.api_keys else []
-    return create_api_app(tenants, [k.strip() for k in keys], Topics(settings.topic_prefix), pub, own_publisher=own)
+    return create_api_app(tenants, [k.strip() for k in keys], Topics(settings.topic_prefix), pub, own_publisher=own,
+                          esp=esp_settings(settings))
+
+
+def esp_settings(settings: Settings) -> EspSettings:
+    """The webhook receivers' settings: the default tenant's platform secrets and the replay window."""
+    return EspSettings(settings.esp_secrets(), float(settings.esp_max_age_seconds))

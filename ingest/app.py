@@ -26,9 +26,13 @@ from ingest.pages import (
     HTML_NO_STORE,
     NOT_FOUND_HEADERS,
     NOT_FOUND_HTML,
+    PREFERENCES_BAD_CHOICE_PAGE,
+    PREFERENCES_FAILED_PAGE,
     UNSUBSCRIBE_FAILED_PAGE,
     UNSUBSCRIBE_PAGE,
     UNSUBSCRIBED_PAGE,
+    preferences_page,
+    preferences_saved_page,
 )
 from ingest.pixel import GIF, PIXEL_HEADERS, REDIRECT_HEADERS
 from ingest.publisher import KafkaPublisher, Publisher
@@ -98,6 +102,26 @@ async def unsubscribe(request: web.Request) -> web.Response:
         # Never confirm what was not kept.
         return web.Response(status=503, text=UNSUBSCRIBE_FAILED_PAGE, headers={**HTML_NO_STORE, "Retry-After": "60"})
     return web.Response(text=UNSUBSCRIBED_PAGE, headers=HTML_NO_STORE)
+
+
+async def preferences(request: web.Request) -> web.Response:
+    """/p/<token>: GET shows the preferences page, POST (form field `consent`) records the choice
+    (Edge.preferences). A GET never changes anything: scanners prefetch every link of an email."""
+    choice: str | None = None
+    if request.method == "POST":
+        form = await request.post()
+        value = form.get("consent", "")
+        choice = value.strip().lower() if isinstance(value, str) else ""
+    answer = request.app[EDGE].preferences(request_facts(request), request.match_info["token"], choice)
+    if answer.kind == "not_found" or answer.ref is None:
+        return _not_found()
+    if answer.kind == "form":
+        return web.Response(text=preferences_page(answer.ref.state), headers=HTML_NO_STORE)
+    if answer.kind == "bad_choice":
+        return web.Response(status=400, text=PREFERENCES_BAD_CHOICE_PAGE, headers=HTML_NO_STORE)
+    if answer.kind == "try_again":
+        return web.Response(status=503, text=PREFERENCES_FAILED_PAGE, headers={**HTML_NO_STORE, "Retry-After": "60"})
+    return web.Response(text=preferences_saved_page(choice or ""), headers=HTML_NO_STORE)
 
 
 async def open_malformed(request: web.Request) -> web.Response:
@@ -263,6 +287,8 @@ def create_app(settings: Settings, publisher: Publisher | None = None,
     app.router.add_get("/c/{tail:.*}", click_malformed, allow_head=True)
     app.router.add_route("GET", "/u/{token}", unsubscribe)
     app.router.add_route("POST", "/u/{token}", unsubscribe)
+    app.router.add_route("GET", "/p/{token}", preferences)
+    app.router.add_route("POST", "/p/{token}", preferences)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

@@ -1,4 +1,4 @@
-"""The edge's domain: what a pixel, click or unsubscribe fetch means, whichever front end parsed it.
+"""The edge's domain: what a pixel, click, unsubscribe or preferences fetch means, whichever front end parsed it.
 
 Both front ends (the aiohttp handlers in ingest/app.py and the fast path in ingest/fastpath.py) turn a
 request into one RequestFacts and hand it to an Edge method; the Edge checks the token, suppresses
@@ -22,6 +22,7 @@ import orjson
 from ingest import metrics
 from ingest.client_ip import ClientIpResolver
 from ingest.forwarder import Forwarder
+from schemas.consents import Consent
 from schemas.privacy import claimed_recipients, keyed_recipient_hash, recipient_hash, recipient_key
 from schemas.records import KEPT_HEADERS, MAX_HEADER, MAX_HOST, MAX_PATH, MAX_UA, RAW_HIT_VERSION, DeadLetter, Record
 from schemas.sends import Unsubscribe
@@ -33,10 +34,12 @@ from schemas.tokens import (
     MAX_TOKEN_CHARS,
     ClickRef,
     Keyring,
+    PreferencesRef,
     TokenError,
     TokenKind,
     TokenPayload,
     mint_click_ref,
+    verify_preferences,
 )
 from schemas.topics import Topics
 
@@ -148,9 +151,22 @@ class UnsubscribeAnswer(Enum):
     TRY_AGAIN = "try_again"  # POST, and it could not be kept just now (503, Retry-After)
 
 
+class PreferencesAnswer(NamedTuple):
+    """What /p/<token> answers: `kind` one of not_found (a dead letter, the 404 page), form (GET: the
+    page; nothing recorded), bad_choice (a POST without a valid choice: 400, nothing recorded), done (the
+    Consent is kept) or try_again (it could not be kept just now: 503); `ref` the link's payload."""
+
+    kind: str
+    ref: PreferencesRef | None = None
+
+
+PREFERENCE_CHOICES = ("granted", "denied")
+"""The choices a preferences POST may make (form field `consent`)."""
+
+
 class Edge:
     """Per-app state and the meaning of each fetch. Front ends parse, call one of open_hit, click_hit,
-    unsubscribe or bad_request with the request's facts, and answer; nothing else."""
+    unsubscribe, preferences or bad_request with the request's facts, and answer; nothing else."""
 
     __slots__ = ("_counters", "_dlq_topic", "_ids", "_pending", "_prefix", "_raw_topic", "click_id_param",
                  "dnt", "edge_id", "forwarder", "ips", "privacy_key", "tenants", "topics")
@@ -265,7 +281,7 @@ class Edge:
         # Kept under the keyed hash, as `erasures` names a recipient: a plain hash of the id would tell
         # anyone with a guess whether that id unsubscribed, after `forget` too.
         record = Unsubscribe(payload.tenant, keyed_recipient_hash(self.privacy_key, payload.tenant, payload.recipient),
-                             payload.campaign, payload.message, time.time())
+                             payload.campaign, payload.message, time.time(), payload.recipient)
         try:
             kept = self.forwarder.submit(Record(self.topics.unsubscribes, payload.message.encode(), record.encode()))
         except Exception:  # the spool's disk failing: the same answer as a spool at its bound
@@ -277,6 +293,51 @@ class Edge:
             return UnsubscribeAnswer.TRY_AGAIN
         self.count("unsubscribe", "ok")
         return UnsubscribeAnswer.DONE
+
+    def preferences(self, facts: RequestFacts, token: str, choice: str | None) -> PreferencesAnswer:
+        """/p/<token>, a preferences link. Without a choice (a GET: a person, or a scanner prefetching
+        every link) nothing is recorded; with one (the page's POST, `granted` or `denied`) a Consent
+        (source "preferences") goes on the consents topic, keyed by recipient, through the same journal
+        and forwarder as every record here, and the page says so only once it is kept."""
+        try:
+            ref = self.verify_preferences(facts.host, token)
+        except TokenError as exc:
+            self.record_bad("preferences", exc.reason, str(exc), facts)
+            return PreferencesAnswer("not_found")
+        if choice is None:
+            return PreferencesAnswer("form", ref)
+        if choice not in PREFERENCE_CHOICES:
+            self.count("preferences", "bad_choice")
+            return PreferencesAnswer("bad_choice", ref)
+        # The disclosure version goes with a consent given, not with a withdrawal (schemas/consents.py).
+        record = Consent(ref.tenant, ref.recipient, choice, time.time(), "preferences",
+                         ref.text_version if choice == "granted" else "")
+        try:
+            kept = self.forwarder.submit(Record(self.topics.consents, ref.recipient.encode(), record.encode()))
+        except Exception:  # the spool's disk failing: the same answer as a spool at its bound
+            log.exception("consent not kept")
+            kept = False
+        if not kept:
+            self.count("preferences", "error")
+            return PreferencesAnswer("try_again", ref)
+        self.count("preferences", "ok")
+        return PreferencesAnswer("done", ref)
+
+    def verify_preferences(self, host: str, token: str) -> PreferencesRef:
+        """A genuine preferences link fetched on `host`: checked with that host's tenant's keys and naming
+        that tenant (the rule of TenantRegistry.verify_token), else TokenError."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise TokenError("too_long", f"{len(token)} characters")
+        if _token_shape(token) is None:
+            raise TokenError("malformed", "characters outside base64url")
+        found = self.tenants.for_host(host)
+        if found is None:
+            raise TokenError("unknown_host", host[:100])
+        tenant, keyring = found
+        ref = verify_preferences(keyring, token, int(time.time() * 1000))
+        if ref.tenant != tenant:
+            raise TokenError("wrong_tenant", f"a link of {ref.tenant[:64]!r} on a domain of {tenant!r}")
+        return ref
 
     def bad_request(self, facts: RequestFacts, kind: str, reason: str, detail: str = "") -> None:
         """A request of `kind` the edge would not count (a path that is not /o/<token>, ...): a dead letter."""

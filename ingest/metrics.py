@@ -35,3 +35,8 @@ LOOP_LAG = Histogram("pixeltrack_edge_loop_lag_seconds", "How late the event loo
                      buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 HANDED_OVER = Counter("pixeltrack_edge_handed_over_total", "Connections the fast path handed to aiohttp (a "
                       "request other than a plain pixel or click fetch: another route, a body, a parse error).")
+ESP_REQUESTS = Counter("pixeltrack_esp_requests_total", "Email platforms' webhook requests to the ingest API, by "
+                       "platform and result (ok; bad_signature, stale, unknown_tenant, not_configured, bad_request, "
+                       "too_large, unavailable: refused, nothing stored).", ["platform", "result"])
+ESP_EVENTS = Counter("pixeltrack_esp_events_total", "Events in email platforms' webhooks, by platform and outcome "
+                     "(delivery, hit, ignored, not_ours, dead_letter).", ["platform", "outcome"])

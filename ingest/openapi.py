@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ingest.esp.openapi import esp_paths, esp_schemas
 from schemas.aggregate import MAX_COUNT
 from schemas.consents import CONSENT_STATES, MAX_TEXT_VERSION
 from schemas.sends import CURRENCY_LEN, MAX_CONVERSION_VALUE, MAX_ID
@@ -69,7 +70,9 @@ def openapi_document(max_items: int, max_body: int) -> dict[str, Any]:
             "title": "pixeltrack ingest API",
             "version": "1",
             "description": "Sends (the denominators of every rate) and conversions (outcomes) from senders' "
-                           "systems. Authenticate with `Authorization: Bearer KEY`: an operator's key "
+                           "systems, and the email platforms' webhooks (/v1/esp/<platform>, authenticated by each "
+                           "platform's own signature, not the API key: docs/esp.md). Authenticate with "
+                           "`Authorization: Bearer KEY`: an operator's key "
                            "(PIXELTRACK_API_KEYS) writes for the default tenant or any tenant it names, a "
                            "tenant's own key (`pixeltrack tenants add`) for that tenant only. Requests are "
                            f"validated all or nothing; at most {max_items} items and {max_body} bytes each.",
@@ -96,14 +99,17 @@ def openapi_document(max_items: int, max_body: int) -> dict[str, Any]:
                 "summary": "Liveness", "operationId": "get_health", "security": [],
                 "responses": {"200": {"description": "The API is up", "content": {JSON: {"schema": {
                     "type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}}}}}}},
+            **esp_paths(),
             "/v1/openapi.json": {"get": {
                 "summary": "This document", "operationId": "get_openapi", "security": [],
                 "responses": {"200": {"description": "The OpenAPI 3.1 document", "content": {JSON: {"schema": {
                     "type": "object", "required": ["openapi", "paths"]}}}}}}},
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "basic": {"type": "http", "scheme": "basic"}},
             "schemas": {
+                **esp_schemas(),
                 "Send": {"type": "object", "required": ["campaign", "message", "recipient"], "properties": {
                     "tenant": _text("Tenant (default: the API key's, else the default tenant)", required=False),
                     "campaign": _text("Campaign id"),

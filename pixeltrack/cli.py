@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--variant")
     s.add_argument("--tenant")
     s.add_argument("--url", action="append", help="a destination to wrap (repeatable)")
+    s.add_argument("--preferences", action="store_true",
+                   help="also the recipient's tracking preferences link (/p/: give or withdraw consent)")
+    s.add_argument("--text-version", default="", help="with --preferences: the disclosure text's version")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=setup.cmd_link)
 

@@ -79,6 +79,7 @@ from schemas.verdicts import (  # noqa: F401
     R_NET_PROVIDER,
     R_NO_SIGNAL,
     R_PIXEL_THEN_BURST,
+    R_PLATFORM_MACHINE,
     R_PREFETCH_HEADER,
     R_PROXY_CLICK,
     R_REPEAT,

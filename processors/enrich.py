@@ -85,6 +85,17 @@ _BOT_FRAGMENTS = (
     "microsoft office existence discovery",
     # New Relic's ping monitor: "NewRelicPinger/1.0 (<account id>)" (New Relic synthetic monitoring docs).
     "newrelicpinger/",
+    # Google's "Duplex on the web" agent, named by its token DuplexWeb-Google in Google's crawler documentation.
+    "duplexweb-google",
+    # SmartBear AlertSite's DejaClick, which records and replays browser transactions for synthetic monitoring
+    # ("... Firefox/52.0 DejaClick/2.9.7.2", its playback browser's UA).
+    "dejaclick/",
+    # PortSwigger's Burp Collaborator: a scanner's out-of-band test payload names its collaborator host.
+    "burpcollaborator",
+    # Sparkler (USC Data Science's crawler on Apache Spark), which names itself "Sparkler/<version>".
+    "sparkler/",
+    # Tag Inspector, a tag-auditing site scanner, which names itself "TagInspector/<version>".
+    "taginspector/",
 )
 # Whole user agents that are a placeholder, not a client: "default_user_agent" (seen in public bot lists, an
 # SDK's unset default), "-" (how access logs and proxies write a missing header), a script's unset variable.
@@ -156,6 +167,16 @@ _ENGINE = re.compile(r"applewebkit|webkit|gecko|khtml|trident|presto|goanna|chro
 _APP_HTTP_STACK = re.compile(
     r"cfnetwork|dalvik/|; ?scale/[0-9]|android api [0-9]|\((?:[a-z][a-z0-9_-]*\.){2,}[a-z][a-z0-9_-]*;|"
     r"\((?:iphone|ipad|ipod)\b|\(ios [0-9]")
+# A browser that renders a page without naming an engine in its UA: one that claims Mozilla compatibility (old and
+# small desktop browsers: "Mozilla/4.7 (compatible; OffByOne; Windows 2000)"), a feature phone's (the J2ME profile,
+# Openwave's UP.Browser, Obigo, Teleca, Samsung's Dolfin and Jasmine, Polaris, BlackBerry's and Nokia's own), a text
+# or small browser (Lynx, Links, w3m, Dillo, NetSurf, iCab; the Amiga's AWeb, IBrowse and Voyager; NCSA Mosaic), or a
+# product calling itself a browser. A UA with neither
+# this nor an engine is a program's own HTTP fetch (an app's API call, a desktop tool, a library): a person reads a
+# page in a browser, so its clicks are not a person's (its opens may be: a mail app may load images so).
+_ENGINELESS_BROWSER = re.compile(
+    r"mozilla/|midp|cldc|up\.browser|openwave|obigo|teleca|dolfin|jasmine|polaris|blackberry|nokia|"
+    r"lynx|links|w3m|dillo|netsurf|icab|aweb|ibrowse|voyager|mosaic|browser")
 # A "Mozilla/<version>" with something glued on without a space: "Mozilla/5.0libwww-perl/5.826".
 _GLUED_MOZILLA = re.compile(r"mozilla/[0-9.]+(?=[a-z])")
 # ua_parser families of native mail clients (the parse result names them for us).
@@ -397,10 +418,12 @@ def profile_ua(ua: str, parser: Any) -> UaProfile:
         kind = UA_MAIL_APP
     else:
         low = ua.lower()
-        # No engine, but an app's own HTTP stack: the app fetching the URL (a person sees a page only in an
-        # engine). A native mail app may load a message's images so, hence a kind of its own, not a bot's: the
-        # classifier calls its clicks a machine's and leaves its opens alone.
-        kind = UA_APP_HTTP if _APP_HTTP_STACK.search(low) is not None and _ENGINE.search(low) is None else UA_OTHER
+        # No engine, but an app's own HTTP stack, or no browser at all: the app or program fetching the URL (a
+        # person sees a page only in a browser). A native mail app may load a message's images so, hence a kind of
+        # its own, not a bot's: the classifier calls its clicks a machine's and leaves its opens alone.
+        no_engine = _ENGINE.search(low) is None
+        kind = UA_APP_HTTP if no_engine and (_APP_HTTP_STACK.search(low) is not None
+                                             or _ENGINELESS_BROWSER.search(low) is None) else UA_OTHER
     return UaProfile(browser, os_family, device, client, kind, False)
 
 

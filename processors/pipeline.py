@@ -39,12 +39,13 @@ from schemas.tenants import TenantRegistry
 from schemas.timefmt import EARLIEST_TS, LATEST_TS
 from schemas.tokens import Keyring, TokenError, TokenPayload
 from schemas.topics import Topics
+from schemas.verdicts import R_PLATFORM_MACHINE
 
 EVENT_COLUMNS = (
     "tenant", "hit_id", "kind", "ts", "sent_at", "campaign", "variant", "message_id", "recipient_id",
     "link_url", "link_id", "link_flags", "method", "host", "ip", "user_agent", "edge", "verdict", "source",
     "reasons", "browser", "os", "device", "mail_client", "country", "city", "asn", "as_org", "revision",
-    "sign", "src_topic", "src_partition", "src_offset",
+    "sign", "src_topic", "src_partition", "src_offset", "origin",
 )
 DEAD_LETTER_COLUMNS = (
     "id", "received_at", "stage", "reason", "detail", "kind", "method", "host", "path", "ip", "user_agent",
@@ -363,7 +364,7 @@ class HitProcessor:
         hit = Hit(raw.id, raw.received_at, raw.kind, raw.method, raw.ip, raw.ua, message, recipient,
                   payload.campaign, sent_at, raw.headers, payload.url,
                   payload.honeypot, payload.variant, payload.tenant, payload.link_id,
-                  payload.flags, raw.host, raw.edge)
+                  payload.flags, raw.host, raw.edge, raw.origin, raw.origin_machine)
         for decision in self._classifier.feed(hit):
             self._event_rows(out, decision, record)
 
@@ -476,7 +477,7 @@ class HitProcessor:
         out.classified_partitions.append(record.partition)
         out.classified.append(Record(self._topics.events_classified, h.message.encode(), ClassifiedEvent(
             h.tenant, h.id, h.kind, h.ts, h.sent_at, h.campaign, h.variant, h.message, h.recipient, h.link,
-            h.link_id, h.link_flags, v.verdict, v.source, v.reasons, d.revision).encode()))
+            h.link_id, h.link_flags, v.verdict, v.source, _reasons(v, h), d.revision).encode()))
 
     def _count_hits(self) -> None:
         """Adds a batch's decisions to pixeltrack_hits_total: once per (kind, verdict) a batch, not per
@@ -495,15 +496,15 @@ class HitProcessor:
         if anon:  # no message, recipient nor exact send time (one would tell a message's hits apart)
             return (h.tenant, h.id, h.kind, h.ts, hour_of(h.sent_at), h.campaign, h.variant,
                     "", "", h.link, h.link_id, h.link_flags, h.method, h.host, ip, h.ua, h.edge,
-                    v.verdict, v.source, list(v.reasons), e.browser, e.os, e.device, e.mail_client, e.country,
-                    e.city, e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset)
+                    v.verdict, v.source, list(_reasons(v, h)), e.browser, e.os, e.device, e.mail_client, e.country,
+                    e.city, e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset, h.origin)
         # Times are epoch seconds: the writer sends rows as JSON, which DateTime64(3) columns read as such.
         # The source position is the record being processed now: a revision row belongs to the batch
         # that caused it, so its position and dedup token are those of that batch.
         return (h.tenant, h.id, h.kind, h.ts, h.sent_at, h.campaign, h.variant,
                 h.message, h.recipient, h.link, h.link_id, h.link_flags, h.method, h.host, ip, h.ua, h.edge,
-                v.verdict, v.source, list(v.reasons), e.browser, e.os, e.device, e.mail_client, e.country, e.city,
-                e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset)
+                v.verdict, v.source, list(_reasons(v, h)), e.browser, e.os, e.device, e.mail_client, e.country,
+                e.city, e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset, h.origin)
 
     def _dead_letter_row(self, out: BatchOutput, record: SourceRecord) -> None:
         try:
@@ -581,6 +582,12 @@ class HitProcessor:
         tenant_field = _TENANT_FIELD.search(raw)
         tenant = _json_text(tenant_field.group(1)) if tenant_field is not None else ""
         return self._suppressed(tenant, _json_text(found.group(1)))
+
+
+def _reasons(v: Verdict, h: Hit) -> tuple[str, ...]:
+    """The verdict's reasons, and the email platform's own machine flag when it reported one (kept beside
+    pixeltrack's verdict, which it does not decide: ingest/esp)."""
+    return (*v.reasons, R_PLATFORM_MACHINE) if h.origin_machine else v.reasons
 
 
 def _json_text(escaped: str) -> str:

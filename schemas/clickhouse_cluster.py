@@ -59,12 +59,15 @@ _CREATE_MV = re.compile(
     re.I | re.S)
 _CREATE_VIEW = re.compile(rf"CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+{_IF_NOT_EXISTS}(?P<name>\w+)\s+AS\s+(?P<select>.+)",
                           re.I | re.S)
+# A column added to a table of an earlier file (an upgrade of an existing database): idempotent by IF NOT EXISTS.
+_ALTER_ADD = re.compile(r"ALTER\s+TABLE\s+(?P<name>\w+)\s+(?P<change>ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS\s+.+)",
+                        re.I | re.S)
 # A table named after FROM or JOIN; not a table function, not already qualified.
 _SOURCE = re.compile(r"\b(?P<kw>FROM|JOIN)(?P<ws>\s+)(?P<name>[A-Za-z_]\w*)\b(?!\s*[(.])", re.I)
 _MESSAGE_COLUMN = re.compile(r"^\s*message_id\s", re.M)
 
 
-_Kind = Literal["table", "materialized_view", "view"]
+_Kind = Literal["table", "materialized_view", "view", "alter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +165,7 @@ def _outside_quotes(sql: str, fn: Callable[[str], str]) -> str:
 
 
 _KINDS: tuple[tuple[_Kind, re.Pattern[str]], ...] = (
-    ("table", _CREATE_TABLE), ("materialized_view", _CREATE_MV), ("view", _CREATE_VIEW))
+    ("table", _CREATE_TABLE), ("materialized_view", _CREATE_MV), ("view", _CREATE_VIEW), ("alter", _ALTER_ADD))
 
 
 def _classify(source: str, sql: str) -> _Statement:
@@ -172,7 +175,8 @@ def _classify(source: str, sql: str) -> _Statement:
             return _Statement(source, kind, m["name"], sql)
     first = sql.splitlines()[0][:80]
     raise ValueError(f"{source}: no cluster form for {first!r}: cluster_ddl knows CREATE TABLE (a *MergeTree "
-                     "engine), CREATE MATERIALIZED VIEW … TO … and CREATE VIEW; extend schemas/clickhouse_cluster.py")
+                     "engine), CREATE MATERIALIZED VIEW … TO …, CREATE VIEW and ALTER TABLE … ADD COLUMN IF NOT "
+                     "EXISTS; extend schemas/clickhouse_cluster.py")
 
 
 def _rename_sources(select: str, names: dict[str, str]) -> str:
@@ -261,6 +265,15 @@ class _Generator:
         return [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.db}.{st.name} {self.on_cluster}\n"
                 f"TO {self.db}.{m['target']}{LOCAL_SUFFIX}\nAS {select}"]
 
+    def alter(self, st: _Statement) -> list[str]:
+        """A column added to the local tables and to the Distributed table over them."""
+        m = _ALTER_ADD.match(st.sql)
+        assert m is not None
+        if st.name not in self.tables:
+            raise ValueError(f"{st.source}: ALTER TABLE {st.name}: no file creates it as a table")
+        return [f"ALTER TABLE {self.db}.{st.name}{LOCAL_SUFFIX} {self.on_cluster} {m['change']}",
+                f"ALTER TABLE {self.db}.{st.name} {self.on_cluster} {m['change']}"]
+
     def view(self, st: _Statement) -> list[str]:
         m = _CREATE_VIEW.match(st.sql)
         assert m is not None
@@ -309,6 +322,7 @@ def cluster_ddl(cluster: str, sql_files: list[tuple[str, str]], database: str = 
         if st.source != current:
             parts.append(f"-- {st.source}")
             current = st.source
-        emit = {"table": gen.table, "materialized_view": gen.materialized_view, "view": gen.view}[st.kind]
+        emit = {"table": gen.table, "materialized_view": gen.materialized_view, "view": gen.view,
+                "alter": gen.alter}[st.kind]
         parts.extend(f"{sql};" for sql in emit(st))
     return "\n\n".join(parts) + "\n"

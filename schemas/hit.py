@@ -47,6 +47,9 @@ class Hit:
     link_flags: int = 0
     host: str = ""
     edge: str = ""
+    # Hits an email platform reported (ingest/esp): the platform, and whether it flagged a machine.
+    origin: str = ""
+    origin_machine: bool = False
 
     @classmethod
     def from_v1(cls, obj: dict[str, Any]) -> Hit:

@@ -52,6 +52,7 @@ from schemas.verdicts import (
     R_NET_PROVIDER,
     R_NO_SIGNAL,
     R_PIXEL_THEN_BURST,
+    R_PLATFORM_MACHINE,
     R_PREFETCH_HEADER,
     R_PROXY_CLICK,
     R_REPEAT,
@@ -113,7 +114,8 @@ REASONS: dict[str, Label] = {
     R_LIB_UA: Label("HTTP library", "the User-Agent is an HTTP library or command-line tool (curl, requests, …)"),
     R_BOT_UA: Label("bot user agent", "the User-Agent names a crawler, bot or link expander"),
     R_APP_HTTP_CLICK: Label("app's own HTTP stack",
-                            "a click by an app's raw HTTP stack (CFNetwork, Dalvik, …): no browser engine, no reader"),
+                            "a click by an app's or program's own HTTP (CFNetwork, Dalvik, an SDK, a desktop tool): "
+                            "no browser, no reader"),
     R_GENERIC_UA: Label("no browser shape",
                         "the User-Agent has no shape of a browser, in-app browser or mail client: a tool's"),
     R_UA_GMAIL_PREFETCH: Label("Gmail prefetch agent", "the User-Agent is Gmail's prefetch/content sampler"),
@@ -160,6 +162,9 @@ REASONS: dict[str, Label] = {
                                  "message: a sandbox"),
     R_RESCAN: Label("re-scan after a click",
                     "a security service fetched the link again right after the reader's click"),
+    R_PLATFORM_MACHINE: Label("email platform says machine",
+                              "the email platform that reported it flagged a machine (kept; pixeltrack's "
+                              "verdict is its own)"),
     R_AMBIGUOUS_ORDER: Label("check or click (ambiguous)",
                              "two clients clicked one link within 2 s with nothing telling which was the "
                              "check: the earlier taken as it"),

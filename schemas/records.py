@@ -77,11 +77,20 @@ class RawHit:
     edge: str
     headers: dict[str, str] = field(default_factory=dict)
     v: int = RAW_HIT_VERSION
+    # A hit an email platform reported (ingest/esp): the platform ("sendgrid", "mailgun", "postmark",
+    # "ses"; "" for the edge's own fetches) and whether the platform flagged a machine. Written only when
+    # set, so the edge's records keep their bytes.
+    origin: str = ""
+    origin_machine: bool = False
 
     def encode(self) -> bytes:
         # A dict in field order, not OPT_SERIALIZE_DATACLASS: orjson reads a dataclass's slots itself,
         # which a compiled one (schemas.native) does not have.
-        return orjson.dumps({name: getattr(self, name) for name in RAW_HIT_FIELDS})
+        obj: dict[str, object] = {name: getattr(self, name) for name in RAW_HIT_FIELDS}
+        if self.origin:
+            obj["origin"] = self.origin
+            obj["origin_machine"] = self.origin_machine
+        return orjson.dumps(obj)
 
     @classmethod
     def decode(cls, value: bytes) -> RawHit:
@@ -110,10 +119,18 @@ class RawHit:
         for text in headers.values():  # two or three; the classifier reads them as text
             if type(text) is not str:
                 raise ValueError("RawHit header value of the wrong type")
+        origin = obj.get("origin", "")
+        if origin:
+            machine = obj.get("origin_machine", False)
+            if type(origin) is not str or type(machine) is not bool:
+                raise ValueError("RawHit origin of the wrong type")
+            return cls(id_, float(received_at), kind, method, host, path, token, ip, ua, edge, headers,
+                       RAW_HIT_VERSION, origin, machine)
         return cls(id_, float(received_at), kind, method, host, path, token, ip, ua, edge, headers)
 
 
-RAW_HIT_FIELDS = tuple(f.name for f in fields(RawHit))
+# The fields every RawHit writes (origin and origin_machine only when set, see RawHit.encode).
+RAW_HIT_FIELDS = tuple(f.name for f in fields(RawHit) if f.name not in ("origin", "origin_machine"))
 
 
 @dataclass(slots=True)

@@ -90,13 +90,16 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
-    """A recipient's one-click unsubscribe (RFC 8058 POST), named by hash only."""
+    """A recipient's one-click unsubscribe (RFC 8058 POST). ClickHouse names the recipient by its keyed
+    hash only; `recipient` (the id the link carried, "" from edges before it) travels on the topic for
+    the sender's own webhook (processors/triggers/recipient_events.py) and is never stored."""
 
     tenant: str
     recipient_hash: str
     campaign: str
     message: str
     ts: float
+    recipient: str = ""
     v: int = 1
 
     def encode(self) -> bytes:

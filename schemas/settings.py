@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from schemas.esp import EspSecrets
 from schemas.tokens import Keyring
 
 CsvList = Annotated[list[str], NoDecode]
@@ -70,6 +71,22 @@ class Settings(BaseSettings):
     api_keys: SecretStr | None = Field(None, description="API keys accepted by the ingest API, comma-separated.")
     click_id_param: str = Field("pt_cid", pattern=r"^[A-Za-z0-9_.-]{0,40}$",
                                 description="Query parameter the click redirect adds (click id); empty = never.")
+
+    # --- email platforms' webhooks (/v1/esp/<platform>, the default tenant's; a tenant's: tenants file) ---
+    esp_sendgrid_public_key: str | None = Field(
+        None, description="SendGrid's Signed Event Webhook verification key (base64, as SendGrid shows it); "
+        "empty = /v1/esp/sendgrid off.")
+    esp_mailgun_signing_key: SecretStr | None = Field(
+        None, description="Mailgun's HTTP webhook signing key; empty = /v1/esp/mailgun off.")
+    esp_postmark_auth: SecretStr | None = Field(
+        None, description="user:password of the HTTP Basic auth in Postmark's webhook URL; empty = "
+        "/v1/esp/postmark off.")
+    esp_ses_topic_arns: CsvList = Field(
+        default_factory=list, description="SNS topic ARNs (comma-separated) whose Amazon SES events "
+        "/v1/esp/ses takes; empty = off.")
+    esp_max_age_seconds: int = Field(
+        600, ge=30, le=86_400, description="A SendGrid or Mailgun webhook signed longer ago than this is "
+        "refused (replay protection).")
 
     # --- Kafka ---
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
@@ -139,7 +156,7 @@ class Settings(BaseSettings):
     # --- embedded mode ---
     data_dir: Path = Field(Path(".pixeltrack"), description="Folder of `pixeltrack serve`: key, chDB, spool.")
 
-    @field_validator("trusted_proxies", "internal_networks", mode="before")
+    @field_validator("trusted_proxies", "internal_networks", "esp_ses_topic_arns", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
@@ -162,6 +179,15 @@ class Settings(BaseSettings):
         if not value.startswith(("chdb://", "http://", "https://")):
             raise ValueError(f"{value!r}: use chdb://PATH or http(s)://host:port")
         return value
+
+    def esp_secrets(self) -> EspSecrets:
+        """The default tenant's email platform secrets; ValueError names the setting that is not usable."""
+        user, _, password = (self.esp_postmark_auth.get_secret_value() if self.esp_postmark_auth else "").partition(":")
+        secrets = EspSecrets((self.esp_sendgrid_public_key or "").strip(),
+                             self.esp_mailgun_signing_key.get_secret_value() if self.esp_mailgun_signing_key else "",
+                             user, password, tuple(self.esp_ses_topic_arns))
+        secrets.check("PIXELTRACK_ESP")
+        return secrets
 
     def keyring(self) -> Keyring:
         """The signing keys; raises ValueError naming PIXELTRACK_SIGNING_KEYS when they are missing."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from schemas.consents import TRACKING_MODES
+from schemas.esp import EspSecrets
 from schemas.tokens import Keyring, TokenError, TokenKind, TokenPayload, new_secret
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -38,6 +39,7 @@ class Tenant:
     keys: str  # "kid:secret,kid2:secret2" (base64url secrets)
     current_key: str = ""
     api_keys: tuple[str, ...] = ()
+    esp: EspSecrets = field(default_factory=EspSecrets)  # its email platforms' webhook secrets (docs/esp.md)
     region: str = ""  # where the tenant's recipients are, e.g. "eu": unknown consent means aggregate there
     unknown_consent: str = ""  # individual | aggregate; "" = by region, else the installation's setting
 
@@ -134,7 +136,8 @@ class TenantRegistry:
             where = f"tenants file {path}: tenants[{i}]"
             tenant = Tenant(_text(t, "name", where), _texts(t, "domains", where), _text(t, "keys", where),
                             _text(t, "current_key", where, ""), _texts(t, "api_keys", where),
-                            _text(t, "region", where, "").lower(), _text(t, "unknown_consent", where, ""))
+                            EspSecrets.from_json(t.get("esp"), where), _text(t, "region", where, "").lower(),
+                            _text(t, "unknown_consent", where, ""))
             validate(tenant, where)
             tenants[tenant.name] = tenant
         _check_unique_domains(tenants.values())
@@ -143,6 +146,7 @@ class TenantRegistry:
     def save(self, path: Path) -> None:
         doc = {"tenants": [{"name": t.name, "domains": list(t.domains), "keys": t.keys,
                             "current_key": t.current_key, "api_keys": list(t.api_keys),
+                            **({"esp": t.esp.to_json()} if t.esp.to_json() else {}),
                             **({"region": t.region} if t.region else {}),
                             **({"unknown_consent": t.unknown_consent} if t.unknown_consent else {})}
                            for t in sorted(self.tenants.values(), key=lambda t: t.name)]}

@@ -272,3 +272,68 @@ def verify_click_ref(keyring: Keyring, click_id: str) -> ClickRef:
             isinstance(f, str) for f in fields[1:]):
         raise TokenError("malformed", "not a click id")
     return ClickRef(*fields[1:])
+
+
+PREFERENCE_STATES = ("", "granted", "denied", "unknown")
+"""What a preferences link may say the recipient's consent was when the email was sent ("" = not said)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreferencesRef:
+    """What a preferences link (`/p/<token>`) says: whose consent the page changes (tenant, recipient),
+    the email it came in (campaign, message: context only), the disclosure text version the recipient
+    is shown (`text_version`, recorded with a consent given there), the consent on record when the
+    email was sent (`state`, one of PREFERENCE_STATES; shown on the page) and `expires_at` (epoch ms,
+    0 = never)."""
+
+    tenant: str
+    recipient: str
+    campaign: str = ""
+    message: str = ""
+    text_version: str = ""
+    state: str = ""
+    expires_at: int = 0
+
+
+def mint_preferences(keyring: Keyring, ref: PreferencesRef) -> str:
+    """A signed preferences token. Its body starts with kind code "p", which no pixel, link or click id
+    has, so none of them can be used for another."""
+    if not ref.recipient:
+        raise ValueError("a preferences link needs a recipient")
+    if ref.state not in PREFERENCE_STATES:
+        raise ValueError(f"state {ref.state!r} is not one of {', '.join(s for s in PREFERENCE_STATES if s)}")
+    body = _b64e(orjson.dumps(["p", ref.tenant, ref.recipient, ref.campaign, ref.message, ref.text_version,
+                               ref.state, ref.expires_at]))
+    token = f"{keyring.current}.{body}.{_b64e(keyring._tag(keyring.current, body))}"
+    if len(token) > MAX_TOKEN_CHARS:
+        raise ValueError(f"token is {len(token)} characters; at most {MAX_TOKEN_CHARS}")
+    return token
+
+
+def verify_preferences(keyring: Keyring, token: str, now_ms: int | None = None) -> PreferencesRef:
+    """The PreferencesRef of a genuine preferences token, or TokenError with a reason code (the tag is
+    checked in constant time before anything is decoded; `now_ms`: also refuse an expired one)."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise TokenError("too_long", f"{len(token)} characters")
+    parts = token.split(".")
+    if len(parts) != 3 or len(parts[2]) != TAG_CHARS:
+        raise TokenError("malformed", "not kid.payload.tag")
+    kid, body, tag_b64 = parts
+    if not keyring.has_key(kid):
+        raise TokenError("unknown_key", kid[:16])
+    expected = binascii.b2a_base64(keyring._tag(kid, body), newline=False)[:TAG_CHARS].translate(_URLSAFE)
+    if not hmac.compare_digest(tag_b64.encode("utf-8", "replace"), expected):
+        raise TokenError("bad_signature")
+    try:
+        f = orjson.loads(_b64d(body))
+    except (binascii.Error, ValueError):
+        raise TokenError("malformed", "payload is not base64url JSON") from None
+    if not isinstance(f, list) or not f or f[0] != "p":
+        raise TokenError("wrong_kind", "not a preferences link")
+    if (len(f) != 8 or not all(type(x) is str for x in f[1:7]) or type(f[7]) is not int
+            or f[6] not in PREFERENCE_STATES):
+        raise TokenError("malformed", "payload has the wrong shape")
+    ref = PreferencesRef(*f[1:])
+    if ref.expires_at and now_ms is not None and now_ms > ref.expires_at:
+        raise TokenError("expired")
+    return ref

@@ -81,6 +81,9 @@ R_PIXEL_THEN_BURST: Final = "pixel_then_burst"
 R_SCANNER_CLIENT: Final = "scanner_client"
 R_TIME_OF_CLICK: Final = "time_of_click_check"
 R_REPEAT: Final = "repeat_within_window"
+# The email platform that reported the hit (SendGrid's sg_machine_open, Mailgun's client-info.bot) said a
+# machine fetched it: kept beside pixeltrack's own verdict, which it does not decide (docs/esp.md).
+R_PLATFORM_MACHINE: Final = "platform_machine_flag"
 REASONS: Final = frozenset({
     R_NO_SIGNAL, R_NET_INTERNAL, R_PREFETCH_HEADER, R_HONEYPOT, R_EMPTY_UA, R_LIB_UA, R_BOT_UA, R_GENERIC_UA,
     R_APP_HTTP_CLICK, R_UA_GMAIL_PREFETCH,
@@ -88,7 +91,7 @@ REASONS: Final = frozenset({
     R_NET_HOSTING, R_UNSUBSCRIBE_FAST, R_NET_CRAWLER, R_NET_LINK_PREVIEW, R_NET_MONITOR, R_AMBIGUOUS_ACCEPT,
     R_MESSAGE_BURST, R_HEAD_THEN_GET, R_UA_SWITCH, R_CLOUD_CLICK_NO_OPEN, R_RESCAN, R_AMBIGUOUS_ORDER,
     R_PROXY_CLICK, R_BARE_MOZILLA, R_NET_PRIVACY_RELAY, R_FAST, R_NET_CLOUD, R_NET_PROVIDER, R_ACCEPT_NOT_IMAGE,
-    R_LINK_BURST, R_PIXEL_THEN_BURST, R_SCANNER_CLIENT, R_TIME_OF_CLICK, R_REPEAT,
+    R_LINK_BURST, R_PIXEL_THEN_BURST, R_SCANNER_CLIENT, R_TIME_OF_CLICK, R_REPEAT, R_PLATFORM_MACHINE,
 })
 # Weak signals: none decides alone; two together make a machine (Mautic-style "two of"), as long as
 # one of the two is the network's: a mail client that sends `Accept: */*` and is read at once is a person.

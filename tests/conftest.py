@@ -7,4 +7,4 @@ from schemas import native
 native.activate()
 
 pytest_plugins = ["tests.plugins.kafka", "tests.plugins.clickhouse", "tests.plugins.keys", "tests.plugins.edge",
-                  "tests.plugins.collector"]
+                  "tests.plugins.collector", "tests.plugins.esp"]

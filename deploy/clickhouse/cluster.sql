@@ -1,7 +1,7 @@
 -- GENERATED FILE: do not edit. The ClickHouse cluster form of schemas/clickhouse/*.sql, made by
 -- schemas.clickhouse_cluster.cluster_ddl:
 --     pixeltrack ddl --cluster pixeltrack --out deploy/clickhouse/cluster.sql
--- cluster pixeltrack, database pixeltrack, retention_days 395, dead_letter_retention_days 14; sources: 001_events.sql, 002_dead_letters.sql, 003_positions.sql, 004_sends_conversions.sql, 005_aggregates.sql, 006_views.sql, 007_privacy.sql, 011_consent.sql
+-- cluster pixeltrack, database pixeltrack, retention_days 395, dead_letter_retention_days 14; sources: 001_events.sql, 002_dead_letters.sql, 003_positions.sql, 004_sends_conversions.sql, 005_aggregates.sql, 006_views.sql, 007_privacy.sql, 011_consent.sql, 013_origin.sql
 -- Apply on any one node: clickhouse-client --queries-file cluster.sql (idempotent). The servers need
 -- the cluster in remote_servers, the {shard} and {replica} macros and ClickHouse Keeper: see
 -- deploy/clickhouse/README.md.
@@ -658,3 +658,14 @@ FROM pixeltrack.aggregate_hits
 WHERE kind = 'click'
 GROUP BY tenant, campaign, variant, link
 HAVING clicks_human != 0 OR clicks_filtered != 0;
+
+-- 013_origin.sql
+
+ALTER TABLE pixeltrack.events_local ON CLUSTER 'pixeltrack' ADD COLUMN IF NOT EXISTS origin LowCardinality(String) DEFAULT '';
+
+ALTER TABLE pixeltrack.events ON CLUSTER 'pixeltrack' ADD COLUMN IF NOT EXISTS origin LowCardinality(String) DEFAULT '';
+
+CREATE OR REPLACE VIEW pixeltrack.hits ON CLUSTER 'pixeltrack'
+AS SELECT * EXCEPT (sign, src_topic, src_partition, src_offset)
+FROM pixeltrack.events FINAL
+WHERE sign = 1;

@@ -30,12 +30,15 @@ def cmd_link(args: argparse.Namespace) -> int:
                 variant=args.variant or "", tenant=args.tenant or "")
     pixel = tracker.pixel_url(m)
     clicks = [tracker.click_url(m, url) for url in args.url or []]
+    preferences = tracker.preferences_url(m, args.text_version) if args.preferences else None
     if args.json:
-        print(json.dumps({"pixel": pixel, "clicks": clicks}))
+        print(json.dumps({"pixel": pixel, "clicks": clicks} | ({"preferences": preferences} if preferences else {})))
     else:
         print(pixel)
         for c in clicks:
             print(c)
+        if preferences:
+            print(preferences)
     return 0
 
 

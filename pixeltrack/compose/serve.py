@@ -11,13 +11,13 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
-from ingest.api import create_api_app
+from ingest.api import create_api_app, esp_settings
 from ingest.app import create_app
 from ingest.fastpath import EdgeSite
-from ingest.publisher import QueuePublisher
+from ingest.publisher import Publisher, QueuePublisher
 from ingest.serving import SERVE_FD_RESERVE, ServerLimits
 from pixeltrack.compose.build import (
     API_KEY_FILE,
@@ -101,15 +101,23 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     await asyncio.to_thread(migrate, dsn, "pixeltrack", settings.retention_days, settings.dead_letter_retention_days)
     writer = ClickHouseWriter(dsn)
     bus: asyncio.Queue[Record] = asyncio.Queue()
-    triggers = None
+    triggers = recipients = None
     if settings.triggers_rules is not None:
+        from processors.triggers.recipient_service import RecipientEventService
         from processors.triggers.rules import load_rules
         from processors.triggers.service import TriggerService
+        from processors.triggers.webhook import RetryPolicy
 
         secret = settings.triggers_webhook_secret.get_secret_value() if settings.triggers_webhook_secret else None
-        triggers = TriggerService(load_rules(settings.triggers_rules, secret), state_dir=data_dir / "triggers",
-                                  settle_seconds=settings.triggers_settle_seconds,
-                                  max_attempts=settings.triggers_max_attempts)
+        rules = load_rules(settings.triggers_rules, secret)
+        if rules.rules:
+            triggers = TriggerService(rules, state_dir=data_dir / "triggers",
+                                      settle_seconds=settings.triggers_settle_seconds,
+                                      max_attempts=settings.triggers_max_attempts)
+        if rules.recipient_events is not None:
+            recipients = RecipientEventService(rules, Topics(settings.topic_prefix),
+                                               state_dir=data_dir / "recipient-events",
+                                               retry=RetryPolicy(max_attempts=settings.triggers_max_attempts))
     if triggers is not None:
         settings = settings.model_copy(update={"publish_classified": True})
     processor = build_processor(settings, keyring)
@@ -120,6 +128,8 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     triggers_stop = asyncio.Event()
     triggers_task = (asyncio.create_task(triggers.run(triggers_stop), name="pixeltrack-triggers")
                      if triggers is not None else None)
+    recipients_task = (asyncio.create_task(recipients.run(triggers_stop), name="pixeltrack-recipient-events")
+                       if recipients is not None else None)
     runner_stop = asyncio.Event()  # set once the edge and the API have put their last records on the bus
     runner_task = asyncio.create_task(runner.run(runner_stop), name="pixeltrack-local-runner")
     runner_task.add_done_callback(lambda task: _runner_ended(task, stop))
@@ -127,7 +137,9 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     # The whole process is the unit of failure: no spool here. The bus is bounded for the edge and the
     # API (their publishes wait; the edge's own queue then fills and counts what it drops).
     edge_settings = settings.model_copy(update={"spool_dir": None})
-    onto_bus = QueuePublisher(bus, settings.queue_size)
+    onto_bus: Publisher = QueuePublisher(bus, settings.queue_size)
+    if recipients is not None:  # consents, unsubscribes and complaints also go to the sender's webhook
+        onto_bus = TeePublisher(onto_bus, recipients.take)
     # One set of deadlines and one connection cap for every server of the process (ingest/serving.py).
     limits = ServerLimits.from_settings(settings, reserve=SERVE_FD_RESERVE)
     edge = limits.runner(create_app(edge_settings, publisher=onto_bus, keyring=keyring))
@@ -139,7 +151,7 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     api_key = (settings.api_keys.get_secret_value().split(",")[0].strip() if settings.api_keys
                else data_dir_secret(data_dir, API_KEY_FILE))
     api_app = create_api_app(tenants_for(settings, keyring), [api_key], Topics(settings.topic_prefix), onto_bus,
-                             own_publisher=False)
+                             own_publisher=False, esp=esp_settings(settings))
     api = limits.runner(api_app)
     await api.setup()
     with _port_of(host, api_port, "--api-port"):
@@ -183,12 +195,40 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
         triggers_stop.set()  # after the drain, so the drained events reach the triggers too
         if triggers_task is not None:
             await triggers_task
+        if recipients_task is not None:
+            await recipients_task
         await dashboard.cleanup()
         await admin.cleanup()
         await writer.close()
         log.info("stopped; %d rows written", runner.rows_written)
         if failed is not None:
             raise failed
+
+
+class TeePublisher:
+    """A publisher that awaits `also(records)` (the recipient events' journal, which skips keys it holds)
+    before `inner` takes the batch: what the edge and the API publish reaches both the webhooks and the
+    runner, and a batch published again after a failure is not journalled twice."""
+
+    def __init__(self, inner: Publisher, also: Callable[[Sequence[Record]], Awaitable[None]]) -> None:
+        self._inner = inner
+        self._also = also
+
+    async def start(self) -> None:
+        await self._inner.start()
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        await self._also(records)
+        await self._inner.publish(records)
+
+    async def stop(self) -> None:
+        await self._inner.stop()
+
+    async def reset(self) -> None:
+        await self._inner.reset()
+
+    def healthy(self) -> bool:
+        return self._inner.healthy()
 
 
 def _runner_ended(task: asyncio.Task[None], stop: asyncio.Event) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,19 +41,47 @@ def trigger_rules(settings: Settings, path: Path) -> RuleSet:
     return load_rules(path, secret)
 
 
+def recipient_events_group(settings: Settings) -> str:
+    """The consumer group of the recipient events (consents, unsubscribes, deliveries → webhooks)."""
+    return f"{settings.triggers_consumer_group}-recipient-events"
+
+
 def triggers_banner(settings: Settings, rules: RuleSet, path: Path) -> str:
     s = settings
-    return (f"pixeltrack triggers: Kafka {s.kafka_bootstrap} (group {s.triggers_consumer_group}), topic "
-            f"{Topics(s.topic_prefix).events_classified} (prefix {s.topic_prefix!r}), {len(rules.rules)} rules from "
-            f"{path}")
+    t = Topics(s.topic_prefix)
+    parts = []
+    if rules.rules:
+        parts.append(f"group {s.triggers_consumer_group} on {t.events_classified}: {len(rules.rules)} rules")
+    if rules.recipient_events is not None:
+        parts.append(f"group {recipient_events_group(s)} on {t.consents}, {t.unsubscribes}, {t.deliveries}: "
+                     "recipient events")
+    return (f"pixeltrack triggers: Kafka {s.kafka_bootstrap}, {'; '.join(parts)} (prefix {s.topic_prefix!r}), "
+            f"from {path}")
 
 
 async def run_triggers(s: Settings, rules: RuleSet) -> None:
-    """Behaviour triggers: events.classified → rules → signed webhooks, until SIGINT/SIGTERM."""
+    """Behaviour triggers (events.classified → rules → signed webhooks) and, with a [recipient_events]
+    table, recipient events (consents, unsubscribes, complaints → signed webhooks), until SIGINT/SIGTERM.
+    Either ending ends both."""
+    from processors.triggers.recipient_runner import RecipientEventRunner
     from processors.triggers.runner import TriggerRunner
+    from processors.triggers.webhook import RetryPolicy
 
     stop = asyncio.Event()
     stop_on_signals(asyncio.get_running_loop(), stop)
-    runner = TriggerRunner(s.kafka_bootstrap, s.triggers_consumer_group, Topics(s.topic_prefix), rules,
-                           settle_seconds=s.triggers_settle_seconds, max_attempts=s.triggers_max_attempts)
-    await runner.run(stop)
+    topics = Topics(s.topic_prefix)
+    runs = []
+    if rules.rules:
+        runs.append(TriggerRunner(s.kafka_bootstrap, s.triggers_consumer_group, topics, rules,
+                                  settle_seconds=s.triggers_settle_seconds, max_attempts=s.triggers_max_attempts).run)
+    if rules.recipient_events is not None:
+        runs.append(RecipientEventRunner(s.kafka_bootstrap, recipient_events_group(s), topics, rules,
+                                         retry=RetryPolicy(max_attempts=s.triggers_max_attempts)).run)
+
+    async def until_one_ends(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+        try:
+            await run(stop)
+        finally:
+            stop.set()
+
+    await asyncio.gather(*(until_one_ends(r) for r in runs))

@@ -41,6 +41,9 @@ HONEYPOT_TAG = ('<a href="{href}" aria-hidden="true" tabindex="-1" style="displa
                 'mso-hide:all;visibility:hidden;opacity:0;overflow:hidden;max-height:0;max-width:0;'
                 'font-size:0;line-height:0"></a>')
 HONEYPOT_LINK_ID = "honeypot"
+PREFERENCES_PLACEHOLDER = "{{pixeltrack_preferences_url}}"
+"""Where the email wants the recipient's tracking preferences link (/p/<token>): replaced by `instrument`
+wherever it appears (an href, or text); a link holding it is otherwise left alone like any merge tag."""
 
 # The attribute that steers one link: off = leave alone, unsubscribe = force that kind, click = force a
 # plain tracked click (no unsubscribe detection); data-pixeltrack-link names the link (its link id).
@@ -158,6 +161,7 @@ class InstrumentedEmail:
     clicks: tuple[str, ...]
     honeypot: str
     recipient_id: str  # what the tokens carry: the recipient, or its pseudonym (Tracker(hash_recipients=True))
+    preferences: str = ""  # the preferences link put where PREFERENCES_PLACEHOLDER was ("" when none was)
     aggregate: bool = False  # tracked in aggregate: its tokens carry no message, recipient nor send time
 
     def to_bytes(self) -> bytes:
@@ -176,10 +180,12 @@ class InstrumentedEmail:
 
 
 def instrument(plan: EmailPlan, tracker: Tracker, message: Message, *, honeypot: bool = False,
-               honeypot_url: str | None = None) -> InstrumentedEmail:
+               honeypot_url: str | None = None, preferences_text_version: str = "") -> InstrumentedEmail:
     """Mints one message's pixel and click URLs and splices them into the plan. Links with the same
     destination, id and kind share one token. The honeypot redirects to `honeypot_url`, by default the
-    origin of the email's first link (else the tracking base URL)."""
+    origin of the email's first link (else the tracking base URL). Where the email holds
+    PREFERENCES_PLACEHOLDER, the recipient's preferences link goes (its disclosure version:
+    `preferences_text_version`)."""
     m = message if message.sent_at else replace(message, sent_at=int(time.time() * 1000))
     pixel = tracker.pixel_url(m)
     minted: dict[tuple[str, str, LinkKind], str] = {}
@@ -206,8 +212,13 @@ def instrument(plan: EmailPlan, tracker: Tracker, message: Message, *, honeypot:
         else:
             parts.append(_attr_value(clicks[slot], plan.links[slot].quote))
         parts.append(piece)
-    return InstrumentedEmail("".join(parts), plan.encoding, m, pixel, tuple(clicks), trap,
-                             tracker.recipient_id(m.recipient), not tracker.individual(m))
+    out = "".join(parts)
+    preferences = ""
+    if PREFERENCES_PLACEHOLDER in plan.text:
+        preferences = tracker.preferences_url(m, preferences_text_version)
+        out = out.replace(PREFERENCES_PLACEHOLDER, html.escape(preferences, quote=True))
+    return InstrumentedEmail(out, plan.encoding, m, pixel, tuple(clicks), trap, tracker.recipient_id(m.recipient),
+                             preferences, not tracker.individual(m))
 
 
 def _attr_value(url: str, quote_char: str) -> str:
@@ -507,7 +518,7 @@ def _is_tracked(url: str, tracker_base: str) -> bool:
     mine, it = urlsplit(tracker_base), urlsplit(url)
     prefix = mine.path.rstrip("/")
     return (it.hostname or "") == (mine.hostname or "") and it.port == mine.port and it.path.startswith(
-        tuple(f"{prefix}/{route}/" for route in "ocu"))
+        tuple(f"{prefix}/{route}/" for route in "ocup"))
 
 
 def _clean_url(href: str) -> str:

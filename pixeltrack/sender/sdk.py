@@ -21,9 +21,11 @@ from schemas.tokens import (
     FLAG_NO_CLICK_ID,
     FLAG_UNSUBSCRIBE,
     Keyring,
+    PreferencesRef,
     TokenKind,
     TokenPayload,
     aggregate_payload,
+    mint_preferences,
 )
 
 DAY_MS = 86_400_000
@@ -119,6 +121,17 @@ class Tracker:
             payload.message, payload.sent_at = "", 0
         token = self._keyring.mint(payload)
         return f"{self.base_url}/u/{token}"
+
+    def preferences_url(self, m: Message, text_version: str = "", state: str = "") -> str:
+        """The recipient's tracking preferences page (`/p/<token>`, apart from unsubscribe): a GET shows
+        the page and changes nothing, its POST gives or withdraws consent to open and click tracking
+        (a Consent with source "preferences"). `text_version` names the disclosure the email shows (kept
+        with a consent given there); `state` the consent on record as you send (granted, denied,
+        unknown; "" = not said), shown on the page. Expires with the message's other tokens."""
+        sent_at = m.sent_at or int(time.time() * 1000)
+        ref = PreferencesRef(m.tenant, self.recipient_id(m.recipient), m.campaign, m.message, text_version, state,
+                             sent_at + self._ttl_ms if self._ttl_ms else 0)
+        return f"{self.base_url}/p/{mint_preferences(self._keyring, ref)}"
 
     def click_url(self, m: Message, url: str, link_id: str = "", honeypot: bool = False,
                   unsubscribe: bool = False, click_id: bool = True) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
+from schemas.consents import CONSENT_SOURCES
 from schemas.verdicts import COUNTED, HUMAN
 
 OPENS_WITHOUT_CLICK: Final = "opens_without_click"
@@ -33,7 +34,13 @@ DEFAULT_TIMEOUT = 10.0
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
-_TOP_KEYS = ("remember", "default_webhook", "webhooks", "tags", "rules")
+_TOP_KEYS = ("remember", "default_webhook", "webhooks", "tags", "rules", "recipient_events")
+_RECIPIENT_EVENTS_KEYS = ("webhook", "tenants", "events", "consent_sources")
+CONSENT_CHANGED: Final = "consent.changed"
+RECIPIENT_UNSUBSCRIBED: Final = "recipient.unsubscribed"
+RECIPIENT_COMPLAINED: Final = "recipient.complained"
+RECIPIENT_EVENT_TYPES = (CONSENT_CHANGED, RECIPIENT_UNSUBSCRIBED, RECIPIENT_COMPLAINED)
+"""What a recipient did that the sender must honour, each sent as one webhook (recipient_events.py)."""
 _WEBHOOK_KEYS = ("url", "secret", "timeout")
 _TAG_KEYS = ("link_ids", "url_contains", "url_regex")
 _RULE_KEYS = {
@@ -105,6 +112,27 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class RecipientEvents:
+    """The `[recipient_events]` table: which webhook gets each tenant's consent changes, unsubscribes and
+    complaints. `tenants` maps a tenant to its webhook ("" = none for it); the others get `webhook`
+    (None = nothing). `events`: the event types sent. `consent_sources`: the consent changes sent, by
+    source; by default only the recipient's own (`preferences`): what the sender recorded itself (api,
+    csv, sdk: a list of a million consents, say) is not sent back to it."""
+
+    webhook: str | None
+    tenants: Mapping[str, str] = field(default_factory=dict)
+    events: frozenset[str] = frozenset(RECIPIENT_EVENT_TYPES)
+    consent_sources: frozenset[str] = frozenset({"preferences"})
+
+    def webhook_for(self, tenant: str, event_type: str) -> str | None:
+        """The webhook name an event of `tenant` goes to, or None when it is not sent."""
+        if event_type not in self.events:
+            return None
+        name = self.tenants.get(tenant, self.webhook)
+        return name or None
+
+
+@dataclass(frozen=True, slots=True)
 class RuleSet:
     """Every rule and webhook of one rules file. `remember` is how long (seconds) what a rule did for a
     recipient and message is kept: within it, a rule fires at most once per recipient and message."""
@@ -113,6 +141,8 @@ class RuleSet:
     webhooks: Mapping[str, Webhook]
     remember: float = DEFAULT_REMEMBER
     source: str = "<rules>"
+    recipient_events: RecipientEvents | None = None
+    """Consent changes, unsubscribes and complaints → webhooks (None: not sent)."""
 
     def rule(self, name: str) -> Rule | None:
         for r in self.rules:
@@ -169,11 +199,13 @@ def parse_rules(text: str, default_secret: str | bytes | None = None, source: st
     if default_webhook is not None and default_webhook not in webhooks:
         raise RuleError(f"{source}: key 'default_webhook': {default_webhook!r} is not a webhook; defined: "
                         f"{sorted(webhooks) or 'none (add a [webhooks.NAME] table)'}")
+    recipient_events = (_recipient_events(doc["recipient_events"], webhooks, default_webhook, source)
+                        if "recipient_events" in doc else None)
     specs = doc.get("rules", [])
     if not isinstance(specs, list) or not all(isinstance(s, dict) for s in specs):
         raise RuleError(f"{source}: key 'rules' must be an array of tables ([[rules]] sections)")
-    if not specs:
-        raise RuleError(f"{source}: no rules: add at least one [[rules]] section")
+    if not specs and recipient_events is None:
+        raise RuleError(f"{source}: no rules: add at least one [[rules]] section (or a [recipient_events] table)")
     rules: list[Rule] = []
     for i, spec in enumerate(specs):
         rule = _rule(i, spec, webhooks, tags, default_webhook, source)
@@ -181,7 +213,7 @@ def parse_rules(text: str, default_secret: str | bytes | None = None, source: st
             raise RuleError(f"{source}: rule {rule.name!r} (rules[{i}]): key 'name': another rule has this name; "
                             "names must be unique (they are part of the idempotency key)")
         rules.append(rule)
-    return RuleSet(tuple(rules), webhooks, remember, source)
+    return RuleSet(tuple(rules), webhooks, remember, source, recipient_events)
 
 
 # --- tables ----------------------------------------------------------------------------------------
@@ -240,6 +272,38 @@ def _webhook(name: str, spec: object, secret: bytes | None, source: str) -> Webh
                         "(PIXELTRACK_TRIGGERS_WEBHOOK_SECRET): give one or the other")
     timeout = parse_duration(s["timeout"], f"{where}: key 'timeout'") if "timeout" in s else DEFAULT_TIMEOUT
     return Webhook(name, url, key, timeout)
+
+
+def _recipient_events(spec: object, webhooks: Mapping[str, Webhook], default_webhook: str | None,
+                      source: str) -> RecipientEvents:
+    where = f"{source}: [recipient_events]"
+    s = _table(spec, where)
+    _no_unknown(s, _RECIPIENT_EVENTS_KEYS, where)
+    defined = sorted(webhooks) or "none (add a [webhooks.NAME] table)"
+    webhook = s.get("webhook", default_webhook)
+    if webhook is not None and (not isinstance(webhook, str) or (webhook and webhook not in webhooks)):
+        raise RuleError(f"{where}: key 'webhook': {webhook!r} is not defined; defined webhooks: {defined}")
+    tenants = _table(s.get("tenants", {}), f"{where}: key 'tenants'")
+    for tenant, name in tenants.items():
+        if not isinstance(name, str) or (name and name not in webhooks):
+            raise RuleError(f"{where}: key 'tenants': tenant {tenant!r}: {name!r} is not defined (\"\" sends nothing "
+                            f"for it); defined webhooks: {defined}")
+    if not webhook and not any(tenants.values()):
+        raise RuleError(f"{where}: no webhook: give key 'webhook' (or a default_webhook), or one per tenant "
+                        "under key 'tenants'")
+    events = frozenset(_strings(s["events"], f"{where}: key 'events'")) if "events" in s else frozenset(
+        RECIPIENT_EVENT_TYPES)
+    unknown = sorted(events - set(RECIPIENT_EVENT_TYPES))
+    if unknown:
+        raise RuleError(f"{where}: key 'events': {unknown} are not event types; valid: "
+                        f"{', '.join(RECIPIENT_EVENT_TYPES)}")
+    sources = (frozenset(_strings(s["consent_sources"], f"{where}: key 'consent_sources'"))
+               if "consent_sources" in s else frozenset({"preferences"}))
+    unknown = sorted(sources - set(CONSENT_SOURCES))
+    if unknown:
+        raise RuleError(f"{where}: key 'consent_sources': {unknown} are not consent sources; valid: "
+                        f"{', '.join(CONSENT_SOURCES)}")
+    return RecipientEvents(webhook or None, dict(tenants), events, sources)
 
 
 def _tag(name: str, spec: object, source: str) -> Tag:

@@ -97,12 +97,12 @@ async def create_topics(bootstrap: str, names: list[str], partitions: int = 4, r
 
 
 async def fresh_topics(bootstrap: str, replication: int = 1) -> Topics:
-    """Fresh topics (hits.raw, hits.dlq, sends, conversions, unsubscribes, events.classified) under a unique
-    prefix, 4 partitions each."""
+    """Fresh topics (hits.raw, hits.dlq, sends, conversions, unsubscribes, deliveries, consents, events.classified)
+    under a unique prefix, 4 partitions each."""
     topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
     await create_topics(bootstrap, [topics.hits_raw, topics.hits_dlq, topics.sends, topics.conversions,
-                                    topics.unsubscribes, topics.events_classified, topics.consents,
-                                    topics.aggregate_sends], replication=replication)
+                                    topics.unsubscribes, topics.deliveries, topics.consents,
+                                    topics.events_classified, topics.aggregate_sends], replication=replication)
     return topics
 
 

@@ -21,9 +21,15 @@ ON_CLUSTER = "ON CLUSTER 'pixeltrack'"
 
 def _objects(sql_texts: list[str]) -> dict[str, dict[str, str]]:
     """kind → {name: statement} of CREATE TABLE / MATERIALIZED VIEW / VIEW statements."""
-    out: dict[str, dict[str, str]] = {"table": {}, "mv": {}, "view": {}}
+    out: dict[str, dict[str, str]] = {"table": {}, "mv": {}, "view": {}, "alter": {}}
     for text in sql_texts:
         for st in split_statements(text):
+            # A column added to an existing table (an upgrade), only if it does not exist.
+            alter = re.match(r"ALTER\s+TABLE\s+([\w.]+)(?:\s+ON\s+CLUSTER\s+'\w+')?\s+ADD\s+COLUMN\s+IF\s+NOT\s+"
+                             r"EXISTS\s+(\w+)", st)
+            if alter:
+                out["alter"][f"{alter[1]}.{alter[2]}"] = st
+                continue
             # Tables, materialized views and databases only if they do not exist; plain views replaced.
             m = re.match(r"CREATE\s+(TABLE|MATERIALIZED\s+VIEW|DATABASE)\s+IF\s+NOT\s+EXISTS\s+([\w.]+)"
                          r"|CREATE\s+OR\s+REPLACE\s+(VIEW)\s+([\w.]+)", st)
@@ -98,6 +104,14 @@ def test_every_table_has_a_replicated_local_table_and_a_distributed_table() -> N
         if "non_replicated_deduplication_window" in statement:
             assert "replicated_deduplication_window = 10000" in local, "the insert dedup window carries over"
     assert len(many["table"]) == 2 * len(one["table"])
+
+
+def test_added_columns_are_added_to_the_local_and_the_distributed_tables() -> None:
+    one, many = single_node(), cluster()
+    assert one["alter"], "013_origin.sql adds events.origin"
+    for name in one["alter"]:
+        table, column = name.split(".")
+        assert {f"pixeltrack.{table}_local.{column}", f"pixeltrack.{table}.{column}"} <= set(many["alter"])
 
 
 @pytest.mark.parametrize("table", ["events", "sends", "conversions"])

@@ -38,6 +38,7 @@ async def test_unsubscribe_get_changes_nothing_post_records(edge_app: EdgeUnderT
     # under the keyed hash, as erasures are: no plain hash of the id is kept
     assert (u.campaign, u.message, u.recipient_hash) == ("spring", "m-1",
                                                          keyed_recipient_hash(recipient_key(keyring), "", "r-1"))
+    assert u.recipient == "r-1"  # for the sender's webhook (never stored in ClickHouse)
 
 
 async def test_unsubscribe_needs_an_unsubscribe_token(edge_app: EdgeUnderTest, keyring: Keyring) -> None:

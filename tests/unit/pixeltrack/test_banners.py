@@ -22,3 +22,20 @@ def test_public_dsn_drops_user_and_password_only() -> None:
     assert public_dsn("https://u:p%40ss@ch.example.com:8443/?secure=true") == "https://ch.example.com:8443/?secure=true"
     assert public_dsn("http://ch:8123") == "http://ch:8123"
     assert public_dsn("chdb://.pixeltrack/chdb") == "chdb://.pixeltrack/chdb"
+
+
+def test_the_triggers_banner_names_both_groups_and_their_topics() -> None:
+    from pathlib import Path
+
+    from pixeltrack.compose.services import triggers_banner
+    from processors.triggers.rules import parse_rules
+
+    settings = Settings(_env_file=None, kafka_bootstrap="k:9092", topic_prefix="prod.")  # type: ignore[call-arg]
+    hooks = '[webhooks.crm]\nurl = "https://crm.example.com/h"\nsecret = "0123456789abcdef"\n'
+    both = parse_rules(hooks + '[recipient_events]\n[[rules]]\nname = "a"\ntype = "first_open"\n')
+    assert triggers_banner(settings, both, Path("r.toml")) == (
+        "pixeltrack triggers: Kafka k:9092, group pixeltrack-triggers on prod.events.classified: 1 rules; group "
+        "pixeltrack-triggers-recipient-events on prod.consents, prod.unsubscribes, prod.deliveries: recipient "
+        "events (prefix 'prod.'), from r.toml")
+    only = parse_rules(hooks + '[recipient_events]\nwebhook = "crm"\n')
+    assert "events.classified" not in triggers_banner(settings, only, Path("r.toml"))

@@ -10,13 +10,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ingest.edge import check_token
+from ingest.client_ip import ClientIpResolver
+from ingest.edge import Edge, check_token
 from pixeltrack.cli import main
 from processors.classify_file import build_classifier
 from processors.pipeline import HitProcessor
 from schemas.records import RawHit
 from schemas.tenants import Tenant, TenantRegistry
-from schemas.tokens import Keyring, TokenError, TokenPayload
+from schemas.tokens import Keyring, PreferencesRef, TokenError, TokenPayload
 from schemas.topics import Topics
 from tests.unit.processors.builders import CHROME, HTML_ACCEPT, SENT, processor_letters
 from tests.unit.processors.test_pipeline import Rec
@@ -113,3 +114,16 @@ def test_the_processors_dead_letter_a_token_naming_a_tenant_on_an_unclaimed_host
     out = processor.process([Rec(Topics().hits_raw, 0, 1, raw.encode())])
     assert out.events.rows == []
     assert [d["reason"] for d in processor_letters(out)] == ["wrong_tenant"]
+
+
+def test_link_prints_a_preferences_link_that_works_on_the_tenants_domain(
+        tenants_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    urls = link(capsys, "--tenant", "acme", "--preferences", "--text-version", "v2")
+    prefs = str(urls["preferences"])
+    assert prefs.startswith("https://t.acme.example/p/")
+    edge = Edge(registry(tenants_file), None, ClientIpResolver([]), "e", Topics())  # type: ignore[arg-type]
+    ref = edge.verify_preferences("t.acme.example", prefs.rsplit("/p/", 1)[1])
+    assert (ref.tenant, ref.recipient, ref.campaign, ref.message, ref.text_version) == ("acme", "r-1", "c", "m-1", "v2")
+    assert ref.expires_at > 0  # expires with the message's other tokens
+    assert isinstance(ref, PreferencesRef)
+    assert "preferences" not in link(capsys, "--tenant", "acme")

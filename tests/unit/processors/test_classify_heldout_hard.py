@@ -77,3 +77,26 @@ def test_harder_held_out_verdicts_and_counts(hard_classifier: Classifier) -> Non
         truth = sum(1 for r in records if r["kind"] == kind and r["label"]["verdict"] in COUNTED)
         ours = sum(1 for r, o in zip(records, out, strict=True) if r["kind"] == kind and o["verdict"] in COUNTED)
         assert abs(ours - truth) <= 0.02 * truth, (kind, truth, ours)
+
+
+def test_the_fixture_addresses_mean_in_the_shipped_asn_data_what_the_script_says() -> None:
+    """Its hosting networks are hosting ASes and its residential ones are not, in the geo/ASN data the project
+    ships too (classified with it, the set's counts stay as labelled)."""
+    import maxminddb
+
+    from processors.geodata import DEFAULT_ASN_DB, HOSTING_ASNS
+
+    records = [orjson.loads(line) for line in (FIXTURES / "heldout-hard.jsonl").read_bytes().splitlines()]
+    hosting = tuple(f"{prefix}." for prefix, _ in MAKER.HOSTING)
+    residential = tuple(f"{prefix}." for prefix in MAKER.RESIDENTIAL)
+    with maxminddb.open_database(str(DEFAULT_ASN_DB)) as db:
+        def asn(ip: str) -> int:
+            found = db.get(ip)
+            return int(found["autonomous_system_number"]) if isinstance(found, dict) else 0
+
+        on_hosting = [asn(r["ip"]) for r in records if r["ip"].startswith(hosting)]
+        on_homes = [asn(r["ip"]) for r in records if r["ip"].startswith(residential)]
+    assert len(on_hosting) > 10
+    assert len(on_homes) > 500
+    assert [a for a in on_hosting if a not in HOSTING_ASNS] == []
+    assert [a for a in on_homes if a in HOSTING_ASNS] == []

@@ -137,12 +137,30 @@ FORMER_FALSE_POSITIVES = (
     "Mozilla/5.0 (compatible; MSIE 9.0; Windows NT 6.1; WOW64; Trident/5.0; Banca Caboto s.p.a.)",
     # an Amiga browser that ua_parser's spider rule "^voyager" (a crawler of that name) also matches
     "Voyager3/AmigaoS3.1",
-    # Mozilla Android Components' HTTP client (Firefox for Android's downloads), and an app built for arm64:
-    # no browser family or OS that uap-core knows, but a client's shape
+)
+# Browsers whose UA names no engine (isbot's and uap-core's browsers): a click by one is a person's.
+ENGINELESS_BROWSERS = (
+    "IBrowse/2.5.5 (Amiga; MorphOS 3.16; Build 25.99 68K)",
+    "Amiga-AWeb/3.4.167SE",
+    "NCSA_Mosaic/2.7b5 (X11;Linux 2.6.7 i686) libwww/2.12 modified",
+    "Lynx/2.8.9rel.1 libwww-FM/2.14 SSL-MM/1.4.1 OpenSSL/1.1.1d",
+    "Mozilla/4.7 (compatible; OffByOne; Windows 2000) Webster Pro V3.4",
+    "Nokia6230/2.0 (04.44) Profile/MIDP-2.0 Configuration/CLDC-1.1",
+    "BlackBerry8320/4.2.2 Profile/MIDP-2.0 Configuration/CLDC-1.1 VendorID/100",
+)
+# Programs' own fetches with neither an engine nor a browser's shape, from the browser corpora: a mail client's or an
+# app's own HTTP (Mozilla Android Components' fetch for Firefox's downloads, the Google app's, a game launcher's, a
+# desktop mail client's, Word's link check). Not bots (their opens stay people's: a mail app may load images so),
+# but no person reads a page there, so their clicks are machines'.
+ENGINELESS_PROGRAMS = (
     "MozacFetch/49.0.20200702190156",
     "GoogleApp/14.35.18.28.arm64",
-    # a game launcher's store view ("win10 x64")
     "GOGGalaxyClient/2.0.62.26 (GOG Galaxy) 83b6745cff679691b69876bc7ee33e05e5d90bda (win10 x64)",
+    "The Bat! 4.0.0.22",
+    "Microsoft Office Word 2014",
+    "Spotify/1.0",
+    "DDG-Android-3.1.0",
+    "ClamAV/0.101.5 (OS: linux-gnu, ARCH: x86_64, CPU: x86_64)",
 )
 
 
@@ -176,7 +194,7 @@ def test_browser_corpora_stay_people(make_classifier: Callable[..., Classifier],
     # are measured in test_app_http_stack_clicks_are_machines, not here.
     app_stacks = [ua for ua in [*isbot, *uap] if enricher.ua_profile(ua).kind == UA_APP_HTTP]
     assert not [ua for ua in app_stacks if any(t in ua.lower() for t in ENGINE_TOKENS)]
-    assert (sum(1 for ua in isbot if ua in app_stacks), sum(1 for ua in uap if ua in app_stacks)) == (19, 53)
+    assert (sum(1 for ua in isbot if ua in app_stacks), sum(1 for ua in uap if ua in app_stacks)) == (41, 192)
     assert set(open_verdicts(make_classifier(), app_stacks)) == {"human"}
     isbot = [ua for ua in isbot if ua not in app_stacks]
     uap = [ua for ua in uap if ua not in app_stacks]
@@ -197,8 +215,21 @@ def test_browser_corpora_stay_people(make_classifier: Callable[..., Classifier],
 def test_former_false_positives_are_browsers(make_classifier: Callable[..., Classifier],
                                              enricher: Enricher) -> None:
     assert verdicts(make_classifier, list(FORMER_FALSE_POSITIVES)) == ["human"] * len(FORMER_FALSE_POSITIVES)
-    assert [enricher.ua_profile(ua).device for ua in FORMER_FALSE_POSITIVES] == [
-        "mobile", "desktop", "unknown", "unknown", "unknown", "unknown"]
+    assert [enricher.ua_profile(ua).device for ua in FORMER_FALSE_POSITIVES] == ["mobile", "desktop", "unknown"]
+
+
+def test_browsers_without_an_engine_token_click_as_people(make_classifier: Callable[..., Classifier],
+                                                          enricher: Enricher) -> None:
+    assert [enricher.ua_profile(ua).kind for ua in ENGINELESS_BROWSERS] == ["other"] * len(ENGINELESS_BROWSERS)
+    assert verdicts(make_classifier, list(ENGINELESS_BROWSERS)) == ["human"] * len(ENGINELESS_BROWSERS)
+
+
+def test_programs_without_an_engine_open_as_people_and_click_as_machines(
+        make_classifier: Callable[..., Classifier], enricher: Enricher) -> None:
+    n = len(ENGINELESS_PROGRAMS)
+    assert [enricher.ua_profile(ua).kind for ua in ENGINELESS_PROGRAMS] == [UA_APP_HTTP] * n
+    assert open_verdicts(make_classifier(), list(ENGINELESS_PROGRAMS)) == ["human"] * n
+    assert verdicts(make_classifier, list(ENGINELESS_PROGRAMS)) == ["machine"] * n
 
 
 def test_listed_bot_instances_are_machines(make_classifier: Callable[..., Classifier], enricher: Enricher) -> None:

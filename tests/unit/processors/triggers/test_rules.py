@@ -32,7 +32,7 @@ link_ids = ["pricing"]
 
 def test_the_example_in_the_docs_is_valid() -> None:
     text = DOC.read_text()
-    (example,) = re.findall(r"```toml\n(.*?)```", text, re.S)
+    example, _recipient_events = re.findall(r"```toml\n(.*?)```", text, re.S)
     rules = parse_rules(example, default_secret="global-secret-0123456789", source="docs/triggers.md")
     assert [(r.name, r.type, r.webhook) for r in rules.rules] == [
         ("call-engaged-readers", OPENS_WITHOUT_CLICK, "crm"),
