@@ -127,10 +127,13 @@ class Tracker:
         the page and changes nothing, its POST gives or withdraws consent to open and click tracking
         (a Consent with source "preferences"). `text_version` names the disclosure the email shows (kept
         with a consent given there); `state` the consent on record as you send (granted, denied,
-        unknown; "" = not said), shown on the page. Expires with the message's other tokens."""
+        unknown; "" = not said: the message's `consent`), shown on the page. Expires with the message's other
+        tokens. It names the recipient whatever the consent (whose consent to change); for a message tracked
+        in aggregate it names no message."""
         sent_at = m.sent_at or int(time.time() * 1000)
-        ref = PreferencesRef(m.tenant, self.recipient_id(m.recipient), m.campaign, m.message, text_version, state,
-                             sent_at + self._ttl_ms if self._ttl_ms else 0)
+        message = m.message if self.individual(m) else ""
+        ref = PreferencesRef(m.tenant, self.recipient_id(m.recipient), m.campaign, message, text_version,
+                             state or m.consent, sent_at + self._ttl_ms if self._ttl_ms else 0)
         return f"{self.base_url}/p/{mint_preferences(self._keyring, ref)}"
 
     def click_url(self, m: Message, url: str, link_id: str = "", honeypot: bool = False,

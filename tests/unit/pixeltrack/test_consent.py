@@ -204,3 +204,13 @@ async def test_the_edge_redirects_an_aggregate_link_without_a_click_id(edge_app:
                                    "https://shop.example.com/sale?x=1")
     resp = await edge_app.client.get(urlsplit(individual).path, allow_redirects=False)
     assert "pt_cid=" in resp.headers["Location"]  # the edge under test appends click ids to individual links
+
+
+def test_a_preferences_link_of_an_aggregate_message_names_the_recipient_only(keyring: Keyring) -> None:
+    from schemas.tokens import verify_preferences
+
+    tracker = Tracker(BASE_URL, keyring)
+    url = tracker.preferences_url(Message("spring", "m-9", "r-9", sent_at=AT, consent="denied"), "2026-11")
+    ref = verify_preferences(keyring, urlsplit(url).path.rsplit("/", 1)[1])
+    assert (ref.recipient, ref.campaign, ref.message, ref.state, ref.text_version) == (
+        "r-9", "spring", "", "denied", "2026-11")
