@@ -238,7 +238,6 @@ CREATE TABLE IF NOT EXISTS pixeltrack.aggregate_sends_local ON CLUSTER 'pixeltra
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
 PARTITION BY toYYYYMM(sent_at)
 ORDER BY (tenant, campaign, variant, key)
-TTL sent_at + INTERVAL 395 DAY
 SETTINGS replicated_deduplication_window = 10000,
     cleanup_delay_period = 5, max_cleanup_delay_period = 10;
 

@@ -65,7 +65,8 @@ GROUP BY src_topic, src_partition;
 -- Aggregate sends: emails sent with campaign-level tracking (a recipient who denied consent, or whose
 -- unknown consent means aggregate, or everyone under PIXELTRACK_TRACKING=aggregate), counted per campaign,
 -- variant and hour with no message or recipient id. `key` is the sender's idempotency key (random, never
--- derived from a recipient): a record posted twice is one row once merged, so read with FINAL.
+-- derived from a recipient): a record posted twice is one row once merged, so read with FINAL. No TTL:
+-- it holds counts only, and campaign_summary reads it as it reads message_totals, which stay too.
 CREATE TABLE IF NOT EXISTS aggregate_sends
 (
     tenant        LowCardinality(String),
@@ -81,7 +82,6 @@ CREATE TABLE IF NOT EXISTS aggregate_sends
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(sent_at)
 ORDER BY (tenant, campaign, variant, key)
-TTL sent_at + INTERVAL {retention_days} DAY
 SETTINGS non_replicated_deduplication_window = 10000,
     cleanup_delay_period = 5, max_cleanup_delay_period = 10;
 
