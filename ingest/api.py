@@ -1,5 +1,5 @@
-"""The authenticated ingest API, apart from the public edge: sends, conversions, consents and aggregate sends
-from senders."""
+"""The authenticated ingest API, apart from the public edge: sends, conversions, delivery events, consents and
+aggregate sends from senders."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from ingest.publisher import KafkaPublisher, Publisher
 from ingest.serverlog import quiet_bad_requests
 from schemas.aggregate import AggregateSends
 from schemas.consents import Consent
+from schemas.deliveries import Delivery
 from schemas.records import Record
 from schemas.sends import Conversion, Send, text_field, time_field
 from schemas.settings import Settings
@@ -68,10 +69,11 @@ TENANT = web.RequestKey("tenant", str)  # the tenant an API key belongs to; abse
 def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topics: Topics, publisher: Publisher,
                    own_publisher: bool = True, clock: Callable[[], float] = time.time,
                    esp: EspSettings | None = None) -> web.Application:
-    """POST /v1/sends and /v1/conversions with `Authorization: Bearer KEY`. A 202 means the records
-    were acknowledged by the transport (acks=all for Kafka): a sender that gets any other answer may
-    retry, and conversions carry an idempotency key so a retry counts once. Validation is all or
-    nothing per request, and every error names its item and field.
+    """POST /v1/sends, /v1/conversions and /v1/events (delivery events) with `Authorization: Bearer
+    KEY`. A 202 means the records were acknowledged by the transport (acks=all for Kafka): a sender
+    that gets any other answer may retry, and conversions carry an idempotency key (delivery events
+    their message, type and id) so a retry counts once. Validation is all or nothing per request, and
+    every error names its item and field.
 
     `api_keys` (the settings') are the operator's: their records name their tenant ("" by default, else
     one of the registry's). A tenant's own API keys (`pixeltrack tenants add`) write for that tenant
@@ -102,7 +104,8 @@ def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topic
         return await handler(request)  # type: ignore[no-any-return]
 
     async def accept(request: web.Request, name: str, topic: str,
-                     parse: Callable[[Any, str, float, str | None], Send | Conversion | Consent | AggregateSends],
+                     parse: Callable[[Any, str, float, str | None],
+                                     Send | Conversion | Delivery | Consent | AggregateSends],
                      key: Callable[[Any], str] = lambda x: str(x.message)) -> web.Response:
         """Validates every item (all or nothing), publishes them, answers 202 once acknowledged."""
         items = await _items(request, name)
@@ -136,6 +139,12 @@ def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topic
     async def post_conversions(request: web.Request) -> web.Response:
         return await accept(request, "conversions", topics.conversions,
                             lambda item, where, now, tenant: _conversion(registry, item, where, now, tenant))
+
+    async def post_events(request: web.Request) -> web.Response:
+        return await accept(request, "events", topics.deliveries,
+                            lambda item, where, now, tenant: Delivery.from_api(item, where, default_ts=now,
+                                                                               tenant=tenant or "",
+                                                                               latest=now + MAX_FUTURE))
 
     async def post_consents(request: web.Request) -> web.Response:
         return await accept(request, "consents", topics.consents,
@@ -181,6 +190,7 @@ def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topic
     app.cleanup_ctx.append(lifetime)
     app.router.add_post("/v1/sends", post_sends)
     app.router.add_post("/v1/conversions", post_conversions)
+    app.router.add_post("/v1/events", post_events)
     app.router.add_post("/v1/consents", post_consents)
     app.router.add_post("/v1/aggregate-sends", post_aggregate_sends)
     app.router.add_get("/v1/health", health)

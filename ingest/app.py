@@ -37,6 +37,7 @@ from ingest.pages import (
 from ingest.pixel import GIF, PIXEL_HEADERS, REDIRECT_HEADERS
 from ingest.publisher import KafkaPublisher, Publisher
 from ingest.serverlog import quiet_bad_requests
+from ingest.site import add_routes as add_site_routes
 from ingest.spool import Spool
 from schemas.aio import finish_within
 from schemas.privacy import load_do_not_track, recipient_key
@@ -289,6 +290,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None,
     app.router.add_route("POST", "/u/{token}", unsubscribe)
     app.router.add_route("GET", "/p/{token}", preferences)
     app.router.add_route("POST", "/p/{token}", preferences)
+    add_site_routes(app, app[EDGE], request_facts, settings.click_id_param, settings.site_click_days)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

@@ -261,7 +261,7 @@ class Edge:
             keyring = self.keyring_of(facts.host)
             if keyring is not None:
                 ref = ClickRef(payload.tenant, payload.campaign, payload.variant, payload.message, payload.recipient,
-                               hit_id, payload.link_id or payload.url)
+                               hit_id, payload.link_id or payload.url, payload.sent_at)
                 return with_query_param(payload.url, self.click_id_param, mint_click_ref(keyring, ref))
         return payload.url
 

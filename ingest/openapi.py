@@ -7,6 +7,7 @@ from typing import Any
 from ingest.esp.openapi import esp_paths, esp_schemas
 from schemas.aggregate import MAX_COUNT
 from schemas.consents import CONSENT_STATES, MAX_TEXT_VERSION
+from schemas.deliveries import DELIVERY_TYPES, MAX_DIAGNOSTIC
 from schemas.sends import CURRENCY_LEN, MAX_CONVERSION_VALUE, MAX_ID
 
 JSON = "application/json"
@@ -69,9 +70,10 @@ def openapi_document(max_items: int, max_body: int) -> dict[str, Any]:
         "info": {
             "title": "pixeltrack ingest API",
             "version": "1",
-            "description": "Sends (the denominators of every rate) and conversions (outcomes) from senders' "
-                           "systems, and the email platforms' webhooks (/v1/esp/<platform>, authenticated by each "
-                           "platform's own signature, not the API key: docs/esp.md). Authenticate with "
+            "description": "Sends (the denominators of every rate), conversions (outcomes) and delivery "
+                           "events (delivered, bounced, complained, ...) from senders' systems, and the email "
+                           "platforms' webhooks (/v1/esp/<platform>, authenticated by each platform's own "
+                           "signature, not the API key: docs/esp.md). Authenticate with "
                            "`Authorization: Bearer KEY`: an operator's key "
                            "(PIXELTRACK_API_KEYS) writes for the default tenant or any tenant it names, a "
                            "tenant's own key (`pixeltrack tenants add`) for that tenant only. Requests are "
@@ -86,6 +88,14 @@ def openapi_document(max_items: int, max_body: int) -> dict[str, Any]:
                 "conversions", "Conversion", "Record conversions", max_items,
                 "An outcome after a click (by the signed click id the redirect appended) or of a message. "
                 "`idempotency_key` makes a retried POST count once."),
+            "/v1/events": _items_endpoint(
+                "events", "Delivery", "Record delivery events", max_items,
+                "What happened to a registered send: delivered, bounced (hard or soft), deferred, complained "
+                "(a feedback loop), unsubscribed (the platform's list-unsubscribe) or replied. Idempotent per "
+                "(message, type, id): a retried POST or a platform's repeated report counts once. Campaign, "
+                "variant and recipient are taken from the message's registered send when left out; an event "
+                "whose message has no registered send and that names no campaign is kept as a dead letter "
+                "(reason unattributed_delivery), not counted."),
             "/v1/consents": _items_endpoint(
                 "consents", "Consent", "Record consents", max_items,
                 "A recipient's consent to individual tracking (granted, denied, unknown) with its time, source "
@@ -136,6 +146,27 @@ def openapi_document(max_items: int, max_body: int) -> dict[str, Any]:
                                  "description": "ISO 4217 code such as EUR"},
                     "ts": _TIME,
                 }, "description": "Needs `click_id` or `message`."},
+                "Delivery": {"type": "object", "required": ["message", "type"], "properties": {
+                    "message": _text("Message id of the registered send, as in the message's tokens"),
+                    "type": {"enum": list(DELIVERY_TYPES), "description": "What happened"},
+                    "id": _text("The event's own id (your platform's event id): with message and type it makes a "
+                                "retry count once; default: the type and the ts given (the type alone without one)",
+                                required=False),
+                    "ts": _TIME,
+                    "bounce": {"type": ["string", "null"], "enum": ["", "hard", "soft", None],
+                               "description": "For a bounce: hard (permanent) or soft (temporary); default: "
+                                              "soft for a 4xx SMTP code, else hard"},
+                    "smtp_code": {"oneOf": [{"type": "integer", "minimum": 0, "maximum": 599},
+                                            {"type": "string", "pattern": "^[0-9]{1,3}$"}, {"type": "null"}],
+                                  "description": "The receiving server's SMTP reply code (0 when unknown)"},
+                    "diagnostic": {"type": ["string", "null"],
+                                   "description": f"The receiving server's answer (first {MAX_DIAGNOSTIC} "
+                                                  "characters kept)"},
+                    "campaign": _text("Campaign id (default: the registered send's)", required=False),
+                    "variant": _text("Variant (default: the registered send's)", required=False),
+                    "recipient": _text("Recipient id (default: the registered send's)", required=False),
+                    "tenant": _text("Tenant (default: the API key's, else the default tenant)", required=False),
+                }},
                 "Consent": {"type": "object", "required": ["recipient", "state"], "properties": {
                     "tenant": _text("Tenant (default: the API key's, else the default tenant)", required=False),
                     "recipient": _text("Recipient id, as in sends"),

@@ -128,9 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=setup.cmd_dnt_hash)
 
     s = sub.add_parser("tenants", help="manage tenants: domains and signing keys (a JSON file, 0600)")
-    s.add_argument("action", choices=["list", "add", "add-domain", "rotate-key", "remove"])
+    s.add_argument("action", choices=["list", "add", "add-domain", "rotate-key", "site-visit-org", "remove"])
     s.add_argument("--name")
     s.add_argument("--domain", action="append", help="a tracking domain (repeatable)")
+    s.add_argument("--set", choices=["on", "off"], dest="setting",
+                   help="site-visit-org: count site visits without a click id by visitor organisation (docs/site.md)")
     s.add_argument("--file", help="tenants file (default PIXELTRACK_TENANTS_FILE)")
     s.set_defaults(fn=setup.cmd_tenants)
 

@@ -67,6 +67,12 @@ def redact_letter(d: DeadLetter) -> DeadLetter:
                       path=path, ip=d.ip, ua=d.ua, edge=d.edge)
 
 
+def without_ids(row: tuple[object, ...], columns: tuple[str, ...]) -> tuple[object, ...]:
+    """The row with its message_id and recipient_id columns empty."""
+    return tuple("" if name in ("message_id", "recipient_id") else value
+                 for name, value in zip(columns, row, strict=True))
+
+
 def tables() -> tuple[TableRows, TableRows]:
     """Fresh row lists of the consents and aggregate_sends tables, for a batch's output."""
     return TableRows("consents", CONSENT_COLUMNS), TableRows("aggregate_sends", AGGREGATE_SEND_COLUMNS)

@@ -23,10 +23,11 @@ class Lookups:
     hit_ids: list[str] = field(default_factory=list)  # re-sent hits: are they stored already?
     conversion_keys: list[tuple[str, str]] = field(default_factory=list)  # (tenant, idempotency key)
     messages: list[tuple[str, str]] = field(default_factory=list)  # (tenant, message): campaign, variant?
+    delivery_keys: list[tuple[str, str, str, str]] = field(default_factory=list)  # (tenant, message, type, id)
 
     def __bool__(self) -> bool:
         """Whether there is anything to ask."""
-        return bool(self.hit_ids or self.conversion_keys or self.messages)
+        return bool(self.hit_ids or self.conversion_keys or self.messages or self.delivery_keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +38,4 @@ class BatchContext:
     stored_conversion_keys: Set[tuple[str, str]] = frozenset()
     # (tenant, message) → (campaign, variant, recipient)
     messages: Mapping[tuple[str, str], tuple[str, str, str]] = field(default_factory=dict)
+    stored_delivery_keys: Set[tuple[str, str, str, str]] = frozenset()  # of the batch's, those stored

@@ -193,6 +193,15 @@ class Classifier:
             del messages[key]
             self._hit_count -= len(first.hits)
 
+    def judge(self, hit: Hit) -> tuple[Verdict, Enrichment]:
+        """The static verdict and enrichment of a hit of no message (a site visit without a click id):
+        no state kept, nothing revised later."""
+        enrichment = self._enricher.enrich(hit)
+        hosting = enrichment.asn != 0 and enrichment.asn in self._hosting_asns
+        verdict = static_verdict(hit, self._enricher.ua_profile(hit.ua), self._networks.lookup(hit.ip), self.config,
+                                 hosting)
+        return verdict, enrichment
+
     def feed(self, hit: Hit) -> list[Decision]:
         """This hit's decision first, then revisions of earlier hits of the same message."""
         cfg = self.config

@@ -132,15 +132,17 @@ class ResumeAfterClickHouse(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class SendsFirst:
-    """Holds back the conversions partitions while a sends partition of this consumer is behind.
+    """Holds back the conversions and deliveries partitions while a sends partition of this consumer is
+    behind.
 
-    A conversion that names only its message is attributed from its send (processors.pipeline), and
-    Kafka reads partitions side by side: reading a topic from the start (a replay, a new deployment,
-    catching up after an outage), the small conversions topic runs ahead of the large sends topic, and
-    its conversions would become unattributed dead letters although their sends are further down the
-    sends partitions. Conversions are read once every sends partition this consumer holds has been
-    read to within `slack` records of its high watermark. (A send on another consumer's partition is found in ClickHouse
-    once that consumer has written it.)"""
+    A conversion or delivery event that names only its message is attributed from its send
+    (processors.pipeline, processors.deliveries), and Kafka reads partitions side by side: reading a
+    topic from the start (a replay, a new deployment, catching up after an outage), the small
+    conversions and deliveries topics run ahead of the large sends topic, and their records would become
+    unattributed dead letters although their sends are further down the sends partitions. They are read
+    once every sends partition this consumer holds has been read to within `slack` records of its high
+    watermark. (A send on another consumer's partition is found in ClickHouse once that consumer has
+    written it.)"""
 
     def __init__(self, topics: Topics, slack: int = 0) -> None:
         """`slack`: records a sends partition may lag by and still count as read (a batch: under a steady
@@ -150,12 +152,14 @@ class SendsFirst:
         self.settling = False  # set while a new assignment is being positioned: nothing is resumed
 
     def held(self, assigned: set[TopicPartition]) -> set[TopicPartition]:
-        """The partitions of a new assignment that stay paused for now (its conversions: no sends
-        partition fetched yet)."""
-        return {tp for tp in assigned if tp.topic == self._topics.conversions}
+        """The partitions of a new assignment that stay paused for now (its conversions and deliveries: no
+        sends partition fetched yet)."""
+        held = (self._topics.conversions, self._topics.deliveries)
+        return {tp for tp in assigned if tp.topic in held}
 
     async def apply(self, consumer: AIOKafkaConsumer) -> None:
-        """Pauses or resumes the conversions partitions by how far the sends partitions have been read."""
+        """Pauses or resumes the conversions and deliveries partitions by how far the sends partitions have
+        been read."""
         try:
             behind = False
             for tp in [tp for tp in consumer.assignment() if tp.topic == self._topics.sends]:
@@ -164,7 +168,8 @@ class SendsFirst:
                     behind = True
                     break
             # Read again after the awaits: a rebalance may have moved partitions meanwhile.
-            conversions = {tp for tp in consumer.assignment() if tp.topic == self._topics.conversions}
+            held = (self._topics.conversions, self._topics.deliveries)
+            conversions = {tp for tp in consumer.assignment() if tp.topic in held}
             paused = consumer.paused() & conversions
             if behind and paused != conversions:
                 consumer.pause(*(conversions - paused))
@@ -257,8 +262,9 @@ class KafkaTransport:
 
 
 class KafkaRunner:
-    """Consumes hits.raw, hits.dlq, sends, conversions, unsubscribes, consents and aggregate_sends through the
-    batch loop (processors.batch_loop, which says the order of a batch's steps): processes each batch while the
+    """Consumes hits.raw, hits.dlq, sends, conversions, unsubscribes, deliveries, consents and aggregate_sends
+    through the batch loop (processors.batch_loop, which says the order of a batch's steps): processes each
+    batch while the
     previous one is inserted; publishes a batch's classified events, inserts it with its dead letters,
     and only then commits its offsets, one batch at a time and in order: at-least-once into Kafka
     offsets and topics, exactly-once into ClickHouse. A failing insert ends the runner (the batch is
@@ -323,8 +329,8 @@ class KafkaRunner:
                 loop.batches_done, loop.records_done = self._loop.batches_done, self._loop.records_done
             self._loop = loop
             transport.resume = ResumeAfterClickHouse(consumer, self._writer, loop.all_written, sends_first=sends_first)
-            consumer.subscribe([t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes, t.consents,
-                                t.aggregate_sends], listener=transport.resume)
+            consumer.subscribe([t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes, t.deliveries,
+                                t.consents, t.aggregate_sends], listener=transport.resume)
             try:
                 await consumer.start()
                 await loop.run(stop)  # the batch in flight is let finish before the group is left

@@ -1,7 +1,7 @@
 """The processors' pure core: consumed records in, ClickHouse rows and dead letters out.
 
 Longer than 400 lines because HitProcessor is one class on the compiled hot path (schemas.native.HOT) whose
-per-record paths (hits, sends, conversions, unsubscribes) share its dedupe, tenant and dead-letter state;
+per-record paths (hits, sends, conversions, unsubscribes, deliveries) share its dedupe, tenant and dead-letter state;
 mypyc compiles a class from one module.
 """
 
@@ -20,10 +20,20 @@ from processors import anonymous, metrics
 from processors.batch import BatchContext, Lookups, TableRows
 from processors.behaviour import Classifier
 from processors.classify import Decision, Verdict
+from processors.deliveries import (
+    DELIVERY_COLUMNS,
+    UNATTRIBUTED,
+    UNDECODABLE,
+    DeliveryEvents,
+    from_unsubscribe,
+    key_of,
+)
 from processors.enrich import Enrichment
+from processors.site import SITE_VISIT_COLUMNS, site_visit_hit, site_visit_site, visit_hit
 from schemas.aggregate import AggregateSends, hour_of
 from schemas.classified import ClassifiedEvent
 from schemas.consents import Consent, tracks_individually
+from schemas.deliveries import Delivery
 from schemas.hit import Hit
 from schemas.privacy import (
     KeyedRecipientHash,
@@ -35,9 +45,10 @@ from schemas.privacy import (
 )
 from schemas.records import MAX_PATH, REPLAY_HEADER, DeadLetter, RawHit, Record
 from schemas.sends import Conversion, Send, Unsubscribe
+from schemas.site import SITE_KINDS, VISIT
 from schemas.tenants import TenantRegistry
 from schemas.timefmt import EARLIEST_TS, LATEST_TS
-from schemas.tokens import Keyring, TokenError, TokenPayload
+from schemas.tokens import ClickRef, Keyring, TokenError, TokenPayload
 from schemas.topics import Topics
 from schemas.verdicts import R_PLATFORM_MACHINE
 
@@ -45,7 +56,7 @@ EVENT_COLUMNS = (
     "tenant", "hit_id", "kind", "ts", "sent_at", "campaign", "variant", "message_id", "recipient_id",
     "link_url", "link_id", "link_flags", "method", "host", "ip", "user_agent", "edge", "verdict", "source",
     "reasons", "browser", "os", "device", "mail_client", "country", "city", "asn", "as_org", "revision",
-    "sign", "src_topic", "src_partition", "src_offset", "origin",
+    "sign", "src_topic", "src_partition", "src_offset", "click_hit_id", "origin",
 )
 DEAD_LETTER_COLUMNS = (
     "id", "received_at", "stage", "reason", "detail", "kind", "method", "host", "path", "ip", "user_agent",
@@ -89,6 +100,8 @@ class BatchOutput:
     sends: TableRows = field(default_factory=lambda: TableRows("sends", SEND_COLUMNS))
     conversions: TableRows = field(default_factory=lambda: TableRows("conversions", CONVERSION_COLUMNS))
     unsubscribes: TableRows = field(default_factory=lambda: TableRows("unsubscribes", UNSUBSCRIBE_COLUMNS))
+    deliveries: TableRows = field(default_factory=lambda: TableRows("deliveries", DELIVERY_COLUMNS))
+    site_visits: TableRows = field(default_factory=lambda: TableRows("site_visits", SITE_VISIT_COLUMNS))
     consents: TableRows = field(default_factory=lambda: anonymous.tables()[0])
     aggregate_sends: TableRows = field(default_factory=lambda: anonymous.tables()[1])
     classified: list[Record] = field(default_factory=list)  # for events.classified, published before the insert
@@ -96,7 +109,7 @@ class BatchOutput:
 
     def tables(self) -> list[TableRows]:
         return [self.events, self.dead_letters, self.dead_letter_counts, self.sends, self.conversions,
-                self.unsubscribes, self.consents, self.aggregate_sends]
+                self.unsubscribes, self.deliveries, self.site_visits, self.consents, self.aggregate_sends]
 
 
 # A send's or conversion's record as a letter keeps it (cut to 512 characters: it may not parse).
@@ -137,8 +150,8 @@ class RecentIds:
 
 
 class HitProcessor:
-    """Turns a batch of records from any of the four topics into rows: hits (decoded, re-verified,
-    classified), dead letters, sends and conversions.
+    """Turns a batch of records from any of its topics into rows: hits (decoded, re-verified,
+    classified), dead letters, sends, conversions, unsubscribes and delivery events.
 
     Hits reach hits.raw only after the edge verified them; the processor checks again because Kafka
     is an input like any other: a record that fails is a dead letter, never a counted hit. Expiry is
@@ -149,7 +162,8 @@ class HitProcessor:
                  truncate_ips: bool = True, do_not_track: frozenset[str] = frozenset(),
                  publish_classified: bool = True, batch_max_records: int = 20_000,
                  dead_letter_samples: int = 10, privacy_key: bytes | None = None,
-                 tracking: str = "individual", unknown_consent: str = "individual") -> None:
+                 site_visit_org: bool = False, tracking: str = "individual",
+                 unknown_consent: str = "individual") -> None:
         """`tenants`: host → tenant → keys (a bare Keyring means one default tenant). `truncate_ips`:
         store IPv4 /24 and IPv6 /48 only (enrichment has already used the full address).
         `do_not_track`: recipient hashes whose hits are dropped before anything is stored.
@@ -159,9 +173,11 @@ class HitProcessor:
         `dead_letter_samples`: letter bodies stored per stage, reason, edge and minute; every letter is
         counted (dead_letter_counts, and the metric), the rest are not stored: junk costs a count.
         `privacy_key`: the key of the recipient hashes ClickHouse keeps (`erasures`, sends.recipient_key);
-        by default schemas.privacy.recipient_key(tenants). `tracking` "aggregate": the anonymous mode
-        (processors.anonymous): no row keeps a message or recipient id. `unknown_consent`: what a consent
-        recorded as unknown means for tenants that do not say (schemas.tenants.Tenant.unknown_means)."""
+        by default schemas.privacy.recipient_key(tenants). `site_visit_org`: tenant ""'s site visits
+        without a click id keep the visitor's organisation (other tenants: their own setting). `tracking`
+        "aggregate": the anonymous mode (processors.anonymous): no row keeps a message or recipient id.
+        `unknown_consent`: what a consent recorded as unknown means for tenants that do not say
+        (schemas.tenants.Tenant.unknown_means)."""
         self._tenants = tenants if isinstance(tenants, TenantRegistry) else TenantRegistry({}, tenants)
         self._classifier = classifier
         self._keyed_hash = KeyedRecipientHash(privacy_key if privacy_key is not None else recipient_key(self._tenants))
@@ -171,6 +187,7 @@ class HitProcessor:
         self._publish_classified = publish_classified
         self._recent = RecentIds(max(200_000, 2 * batch_max_records))
         self._recent_conversions = RecentIds(max(50_000, 2 * batch_max_records))
+        self._deliveries = DeliveryEvents(max(50_000, 2 * batch_max_records))  # processors.deliveries
         self._sends_capacity = max(RECENT_SENDS, 2 * batch_max_records)
         # Sends processed lately, (tenant, message) → (campaign, variant, recipient): a conversion naming
         # only its message is attributed from here when its send is in the same batch or the one still
@@ -182,6 +199,9 @@ class HitProcessor:
         # An OrderedDict, not a dict: deleting a plain dict's oldest key again and again makes
         # next(iter(d)) walk the growing run of deleted slots (quadratic once the cache is full).
         self._verified: OrderedDict[tuple[str, str, str], TokenPayload] = OrderedDict()
+        # Verified click ids of visits, by (click id, host): a visitor's pages share one. Bounded the same way.
+        self._click_refs: OrderedDict[tuple[str, str], ClickRef] = OrderedDict()
+        self._site_visit_org = site_visit_org
         # Recipients erased by `pixeltrack forget` (their keyed hashes, as in `erasures`): what still arrives
         # for them (Kafka's backlog, an edge's spool, later opens) is dropped like a do-not-track hit,
         # or an erasure would be undone (and a late revision's -1 row drive an aggregate negative).
@@ -254,17 +274,31 @@ class HitProcessor:
                 if c.message and not (c.campaign and c.variant and c.recipient):
                     # Asked even when remembered: this batch's own sends may push it out of memory.
                     out.messages.append((c.tenant, c.message))
+            elif r.topic == self._topics.deliveries or r.topic == self._topics.unsubscribes:
+                try:
+                    d = (Delivery.decode(r.value or b"") if r.topic == self._topics.deliveries
+                         else from_unsubscribe(Unsubscribe.decode(r.value or b"")))
+                except (ValueError, TypeError):
+                    continue
+                if d is None:
+                    continue
+                out.delivery_keys.append(key_of(d))
+                if DeliveryEvents.needs_send(d):
+                    out.messages.append((d.tenant, d.message))
         return out
 
     def process(self, records: Sequence[SourceRecord], ctx: BatchContext | None = None) -> BatchOutput:
-        """Rows for a batch; `ctx` holds the answers to `lookups(records)`. Conversions come last, after
-        every send of the batch, whatever the records' order (Kafka's batches come topic by topic)."""
+        """Rows for a batch; `ctx` holds the answers to `lookups(records)`. Conversions and deliveries come
+        last, after every send of the batch, whatever the records' order (Kafka's batches come topic by
+        topic)."""
         ctx = ctx or BatchContext()
         out = BatchOutput()
         started = time.perf_counter()
         t = self._topics
         hits_raw, stored = t.hits_raw, ctx.stored_hit_ids  # (a property: read once, not per record)
         conversions: list[SourceRecord] = []
+        deliveries: list[SourceRecord] = []
+        unsubscribed: list[tuple[Delivery, SourceRecord]] = []
         try:
             for record in records:
                 if record.topic == hits_raw:
@@ -276,13 +310,19 @@ class HitProcessor:
                 elif record.topic == t.conversions:
                     conversions.append(record)
                 elif record.topic == t.unsubscribes:
-                    self._unsubscribe(out, record)
+                    self._unsubscribe(out, record, unsubscribed)
+                elif record.topic == t.deliveries:
+                    deliveries.append(record)
                 elif record.topic == t.consents:
                     self._consent(out, record)
                 elif record.topic == t.aggregate_sends:
                     self._aggregate_sends(out, record)
             for record in conversions:
                 self._conversion(out, record, ctx)
+            for record in deliveries:
+                self._delivery(out, record, ctx)
+            for d, record in unsubscribed:
+                self._delivery_row(out, d, record, ctx)
         finally:
             self._count_hits()
             self._count_letters(out)
@@ -330,6 +370,9 @@ class HitProcessor:
     def _hit(self, out: BatchOutput, record: SourceRecord, stored_ids: Set[str]) -> None:
         try:
             raw = RawHit.decode(record.value or b"")
+            if raw.kind in SITE_KINDS:
+                self._site_hit(out, record, raw, stored_ids)
+                return
             payload = self._verified.get((raw.token, raw.kind, raw.host))
             if payload is None:
                 payload = self._verify(raw)
@@ -368,6 +411,44 @@ class HitProcessor:
         for decision in self._classifier.feed(hit):
             self._event_rows(out, decision, record)
 
+    def _site_hit(self, out: BatchOutput, record: SourceRecord, raw: RawHit, stored_ids: Set[str]) -> None:
+        """A beacon of the site script (processors/site.py); TokenError for a click id or host not genuine."""
+        ref: ClickRef | None = None
+        if raw.kind == VISIT:
+            ref = self._click_refs.get((raw.token, raw.host))
+            if ref is None:
+                ref = self._tenants.verify_click_id(raw.host, raw.token)
+                if len(self._click_refs) >= VERIFIED_CACHE:
+                    self._click_refs.popitem(last=False)
+                self._click_refs[(raw.token, raw.host)] = ref
+            if (self._dnt or self._erased) and self._suppressed(ref.tenant, ref.recipient):
+                metrics.DO_NOT_TRACK.inc()
+                return
+            tenant = ref.tenant
+        else:
+            found = self._tenants.for_host(raw.host)
+            if found is None:
+                raise TokenError("unknown_host", raw.host[:100])
+            tenant = found[0]
+        if not EARLIEST_TS <= raw.received_at <= LATEST_TS:
+            self._dead_letter(out, record, "bad_timestamp", f"received_at {raw.received_at!r}")
+            return
+        if raw.id in stored_ids or self._recent.seen(raw.id):
+            self.repeats_dropped += 1
+            metrics.REPEATS_DROPPED.inc()
+            return
+        if ref is not None:
+            for decision in self._classifier.feed(visit_hit(raw, ref)):
+                self._event_rows(out, decision, record)
+            return
+        verdict, e = self._classifier.judge(site_visit_hit(raw, tenant))
+        org = self._tenants.site_visit_org(tenant, self._site_visit_org)
+        out.site_visits.rows.append((tenant, raw.id, raw.received_at, site_visit_site(raw), verdict.verdict,
+                                     verdict.source, list(verdict.reasons), e.asn if org else 0,
+                                     e.as_org if org else "", record.topic, record.partition, record.offset))
+        key = (raw.kind, verdict.verdict)
+        self._hit_counts[key] = self._hit_counts.get(key, 0) + 1
+
     def _verify(self, raw: RawHit) -> TokenPayload:
         """The token's payload, checked as at the edge (TenantRegistry.verify_token) without its expiry:
         the edge accepted the hit when it came, however late it is processed."""
@@ -398,7 +479,9 @@ class HitProcessor:
                                self._keyed_hash(s.tenant, s.recipient), s.sent_at,
                                s.mailbox_domain, s.links, record.topic, record.partition, record.offset))
 
-    def _unsubscribe(self, out: BatchOutput, record: SourceRecord) -> None:
+    def _unsubscribe(self, out: BatchOutput, record: SourceRecord,
+                     unsubscribed: list[tuple[Delivery, SourceRecord]]) -> None:
+        """Its unsubscribes row, and (after the batch's sends) its message's `unsubscribed` event."""
         try:
             u = Unsubscribe.decode(record.value or b"")
         except (ValueError, TypeError) as exc:
@@ -407,6 +490,9 @@ class HitProcessor:
         out.unsubscribes.rows.append((u.tenant, u.recipient_hash, u.campaign, "" if self._anonymous else u.message,
                                       u.ts, record.topic,
                                       record.partition, record.offset))
+        d = from_unsubscribe(u)
+        if d is not None:
+            unsubscribed.append((d, record))
 
     def _consent(self, out: BatchOutput, record: SourceRecord) -> None:
         try:
@@ -459,6 +545,34 @@ class HitProcessor:
                                      recipient, c.link, click_id, c.click_hit_id, c.value, c.currency, record.topic,
                                      record.partition, record.offset))
 
+    def _delivery(self, out: BatchOutput, record: SourceRecord, ctx: BatchContext) -> None:
+        """A delivery event's row (processors.deliveries), a dead letter, or nothing for a repeat."""
+        try:
+            d = Delivery.decode(record.value or b"")
+        except (ValueError, TypeError) as exc:
+            self._dead_letter(out, record, UNDECODABLE, str(exc))
+            return
+        self._delivery_row(out, d, record, ctx)
+
+    def _delivery_row(self, out: BatchOutput, d: Delivery, record: SourceRecord, ctx: BatchContext) -> None:
+        events = self._deliveries
+        if events.seen(d, ctx.stored_delivery_keys):
+            metrics.REPEATS_DROPPED.inc()
+            return
+        got = events.attribute(d, ctx.messages, self._recent_sends)
+        if got is None:
+            self._dead_letter(out, record, UNATTRIBUTED,
+                              f"message {d.message!r} has no registered send and no campaign was given")
+            return
+        if self._suppressed(d.tenant, got.recipient):
+            metrics.DO_NOT_TRACK.inc()
+            return
+        events.written(d)
+        row = got.row(record.topic, record.partition, record.offset)
+        if self._anonymous_for(d.tenant, got.recipient):
+            row = anonymous.without_ids(row, DELIVERY_COLUMNS)  # counted per campaign only (no message row)
+        out.deliveries.rows.append(row)
+
     def _event_rows(self, out: BatchOutput, d: Decision, record: SourceRecord) -> None:
         ip = truncate_ip(d.hit.ip) if self._truncate else d.hit.ip
         # Anonymous: the classifier saw the message (in memory, for its settle window), the row does not.
@@ -504,7 +618,8 @@ class HitProcessor:
         return (h.tenant, h.id, h.kind, h.ts, h.sent_at, h.campaign, h.variant,
                 h.message, h.recipient, h.link, h.link_id, h.link_flags, h.method, h.host, ip, h.ua, h.edge,
                 v.verdict, v.source, list(_reasons(v, h)), e.browser, e.os, e.device, e.mail_client, e.country,
-                e.city, e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset, h.origin)
+                e.city, e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset,
+                h.click_hit_id, h.origin)
 
     def _dead_letter_row(self, out: BatchOutput, record: SourceRecord) -> None:
         try:

@@ -140,7 +140,13 @@ class ClickHouseWriter:
                                 "WHERE (tenant, message_id) IN {m:Array(Tuple(String, String))} "
                                 "GROUP BY tenant, message_id", parameters={"m": want.messages}).result_rows
             messages = {(str(t), str(m)): (str(c), str(v), str(r)) for t, m, c, v, r in rows}
-        return BatchContext(hit_ids, keys, messages)
+        events: set[tuple[str, str, str, str]] = set()
+        if want.delivery_keys:
+            rows = client.query("SELECT DISTINCT tenant, message_id, type, event_id FROM deliveries "
+                                "WHERE (tenant, message_id, type, event_id) IN {k:Array(Tuple(String, String, String, "
+                                "String))}", parameters={"k": want.delivery_keys}).result_rows
+            events = {(str(t), str(m), str(y), str(i)) for t, m, y, i in rows}
+        return BatchContext(hit_ids, keys, messages, events)
 
     def _looker_sync(self) -> Client:
         """The lookup thread's client (read-only): a second client of the same chDB path, in this
@@ -177,8 +183,9 @@ class ClickHouseWriter:
         return await asyncio.get_running_loop().run_in_executor(self._lookup_executor, self.erasures_sync, since)
 
     async def lookup(self, want: Lookups) -> BatchContext:
-        """Answers a batch's Lookups: which re-sent hits and conversion keys ClickHouse holds already,
-        and the campaign, variant and recipient of messages named by conversions."""
+        """Answers a batch's Lookups: which re-sent hits, conversion keys and delivery events ClickHouse
+        holds already, and the campaign, variant and recipient of messages named by conversions and
+        delivery events."""
         if not want:
             return BatchContext()
         return await asyncio.get_running_loop().run_in_executor(self._lookup_executor, self.lookup_sync, want)

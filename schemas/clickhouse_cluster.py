@@ -44,6 +44,8 @@ SHARDING_KEYS = {
     # One recipient's opt-outs replace one another (ORDER BY tenant, recipient_hash, campaign), and
     # `forget` finds them on one shard.
     "unsubscribes": "cityHash64(recipient_hash)",
+    # A replayed site visit replaces itself (ORDER BY tenant, site, hit_id): on the same shard.
+    "site_visits": "cityHash64(hit_id)",
     # A recipient's consent history on one shard; an aggregate send's repeats (one key) meet on one shard.
     "consents": "cityHash64(tenant, recipient_id)",
     "aggregate_sends": "cityHash64(tenant, campaign, variant, key)",

@@ -28,7 +28,8 @@ PLATFORMS = ("", "sendgrid", "mailgun", "postmark", "ses")  # "" = the sender it
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One delivery event of one message. `id` is the event's own id (the platform's event id, or the
-    sender's); absent, it is the type and time, so a retried item is still the same event. `bounce` is
+    sender's); absent, it is the type and the time given (the type alone without one), so a retried item is
+    still the same event. `bounce` is
     "hard" or "soft" for a bounce and "" otherwise; `smtp_code` (0 when unknown) and `diagnostic` are
     the receiving server's answer. Campaign, variant and recipient may be left empty: the processors
     take them from the message's registered send. `platform` says who reported it ("" the sender)."""
@@ -88,6 +89,13 @@ class Delivery:
         a retry, and is final only if no delivery follows: the views say so)."""
         return self.type == "bounced" and self.bounce == "hard"
 
+    @staticmethod
+    def default_id(type_: str, given_ts: object, ts: float) -> str:
+        """The id of an event posted without one: its type and the time it names, so that a retried POST is the
+        same event; without a time either, its type alone (one such event per message: the API's clock would
+        make each retry a new one)."""
+        return f"{type_}@{format_ts(ts)}" if given_ts is not None else type_
+
     @classmethod
     def from_api(cls, obj: Any, where: str, default_ts: float, tenant: str = "", latest: float = LATEST_TS,
                  platform: str = "") -> Delivery:
@@ -112,7 +120,7 @@ class Delivery:
             raise ValueError(f"{where}.diagnostic: must be a string")
         d = cls(tenant=text_field(obj, "tenant", where, required=False) or tenant,
                 message=text_field(obj, "message", where), type=type_,
-                id=text_field(obj, "id", where, required=False) or f"{type_}@{format_ts(ts)}", ts=ts,
+                id=text_field(obj, "id", where, required=False) or cls.default_id(type_, obj.get("ts"), ts), ts=ts,
                 campaign=text_field(obj, "campaign", where, required=False),
                 variant=text_field(obj, "variant", where, required=False),
                 recipient=text_field(obj, "recipient", where, required=False),

@@ -9,8 +9,9 @@ import orjson
 
 from schemas.timefmt import format_ts, parse_ts
 
-HitKind = Literal["open", "click"]
-KINDS: frozenset[str] = frozenset({"open", "click"})
+HitKind = Literal["open", "click", "visit"]
+# "visit": a page view on the sender's site after a click (the site script, schemas/site.py).
+KINDS: frozenset[str] = frozenset({"open", "click", "visit"})
 
 # The hit v1 JSON-lines fields (docs/architecture.md, "Records"); `label` exists only in fixtures.
 # Optional besides: variant, tenant, and link_flags (the token's flags, e.g. FLAG_UNSUBSCRIBE).
@@ -50,6 +51,7 @@ class Hit:
     # Hits an email platform reported (ingest/esp): the platform, and whether it flagged a machine.
     origin: str = ""
     origin_machine: bool = False
+    click_hit_id: str = ""  # a visit's: the hit id of the click that brought the visitor
 
     @classmethod
     def from_v1(cls, obj: dict[str, Any]) -> Hit:

@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     api_keys: SecretStr | None = Field(None, description="API keys accepted by the ingest API, comma-separated.")
     click_id_param: str = Field("pt_cid", pattern=r"^[A-Za-z0-9_.-]{0,40}$",
                                 description="Query parameter the click redirect adds (click id); empty = never.")
+    site_click_days: int = Field(
+        30, ge=0, le=400, description="Days the site script (/s.js) keeps a click id in the sender's site's own "
+        "storage (a page's data-days overrides it); 0 = the landing page only.")
+    site_visit_org: bool = Field(
+        False, description="Site visits without a click id are also counted by the visitor's organisation (AS name; "
+        "never the address), for tenant \"\" (other tenants: site_visit_org in the tenants file).")
 
     # --- email platforms' webhooks (/v1/esp/<platform>, the default tenant's; a tenant's: tenants file) ---
     esp_sendgrid_public_key: str | None = Field(

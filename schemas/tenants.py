@@ -11,7 +11,7 @@ from pathlib import Path
 
 from schemas.consents import TRACKING_MODES
 from schemas.esp import EspSecrets
-from schemas.tokens import Keyring, TokenError, TokenKind, TokenPayload, new_secret
+from schemas.tokens import ClickRef, Keyring, TokenError, TokenKind, TokenPayload, new_secret, verify_click_ref
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|^localhost$|^127\.0\.0\.1$")
@@ -40,6 +40,9 @@ class Tenant:
     current_key: str = ""
     api_keys: tuple[str, ...] = ()
     esp: EspSecrets = field(default_factory=EspSecrets)  # its email platforms' webhook secrets (docs/esp.md)
+    # Site visits without a click id are counted per site; with this on, also per visitor organisation
+    # (the AS name of the visitor's network; never the address). docs/site.md.
+    site_visit_org: bool = False
     region: str = ""  # where the tenant's recipients are, e.g. "eu": unknown consent means aggregate there
     unknown_consent: str = ""  # individual | aggregate; "" = by region, else the installation's setting
 
@@ -108,6 +111,23 @@ class TenantRegistry:
             raise TokenError("wrong_tenant", f"a token of {payload.tenant[:64]!r} on a domain of {tenant!r}")
         return payload
 
+    def verify_click_id(self, host: str, click_id: str) -> ClickRef:
+        """A click id (schemas.tokens.ClickRef) posted on `host`, by verify_token's rule: checked with the
+        keys of the host's tenant, and naming that tenant. TokenError otherwise."""
+        found = self.for_host(host)
+        if found is None:
+            raise TokenError("unknown_host", host[:100])
+        tenant, keyring = found
+        ref = verify_click_ref(keyring, click_id)
+        if ref.tenant != tenant:
+            raise TokenError("wrong_tenant", f"a click id of {ref.tenant[:64]!r} on a domain of {tenant!r}")
+        return ref
+
+    def site_visit_org(self, tenant: str, default: bool = False) -> bool:
+        """Whether `tenant` counts its site visits by visitor organisation (Tenant.site_visit_org);
+        `default` for tenant "" (the settings' PIXELTRACK_SITE_VISIT_ORG)."""
+        t = self.tenants.get(tenant)
+        return t.site_visit_org if t is not None else default and tenant == ""
     def unknown_means(self, name: str, default: str = "individual") -> str:
         """What unknown consent means for tenant `name` (Tenant.unknown_means; `default` for tenant "")."""
         t = self.tenants.get(name)
@@ -134,10 +154,14 @@ class TenantRegistry:
         tenants = {}
         for i, t in enumerate(listed):
             where = f"tenants file {path}: tenants[{i}]"
+            org = t.get("site_visit_org", False) if isinstance(t, dict) else False
+            if not isinstance(org, bool):
+                raise ValueError(f"{where}: site_visit_org must be true or false")
             tenant = Tenant(_text(t, "name", where), _texts(t, "domains", where), _text(t, "keys", where),
                             _text(t, "current_key", where, ""), _texts(t, "api_keys", where),
-                            EspSecrets.from_json(t.get("esp"), where), _text(t, "region", where, "").lower(),
-                            _text(t, "unknown_consent", where, ""))
+                            EspSecrets.from_json(t.get("esp"), where), org,
+                            region=_text(t, "region", where, "").lower(),
+                            unknown_consent=_text(t, "unknown_consent", where, ""))
             validate(tenant, where)
             tenants[tenant.name] = tenant
         _check_unique_domains(tenants.values())
@@ -147,6 +171,7 @@ class TenantRegistry:
         doc = {"tenants": [{"name": t.name, "domains": list(t.domains), "keys": t.keys,
                             "current_key": t.current_key, "api_keys": list(t.api_keys),
                             **({"esp": t.esp.to_json()} if t.esp.to_json() else {}),
+                            **({"site_visit_org": True} if t.site_visit_org else {}),
                             **({"region": t.region} if t.region else {}),
                             **({"unknown_consent": t.unknown_consent} if t.unknown_consent else {})}
                            for t in sorted(self.tenants.values(), key=lambda t: t.name)]}

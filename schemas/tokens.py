@@ -241,13 +241,14 @@ class ClickRef:
     recipient: str
     hit_id: str
     link: str  # the link id, else the destination URL
+    sent_at: int = 0  # the message's sent-at (epoch ms, the token's); 0 in click ids minted before it was carried
 
 
 def mint_click_ref(keyring: Keyring, ref: ClickRef) -> str:
     """A signed click id. Its body starts with kind code "x", which no pixel or link token has, so a
     click id can never be used as a token, nor a token as a click id."""
     body = _b64e(orjson.dumps(["x", ref.tenant, ref.campaign, ref.variant, ref.message, ref.recipient,
-                               ref.hit_id, ref.link]))
+                               ref.hit_id, ref.link, ref.sent_at]))
     return f"{keyring.current}.{body}.{_b64e(keyring._tag(keyring.current, body))}"
 
 
@@ -268,10 +269,15 @@ def verify_click_ref(keyring: Keyring, click_id: str) -> ClickRef:
         raise TokenError("malformed") from None
     if fields is None:
         raise TokenError("bad_signature")
-    if not isinstance(fields, list) or len(fields) != 8 or fields[0] != "x" or not all(
-            isinstance(f, str) for f in fields[1:]):
+    # Eight fields in click ids minted before the sent-at was carried, nine since.
+    if not isinstance(fields, list) or len(fields) not in (8, 9) or fields[0] != "x" or not all(
+            isinstance(f, str) for f in fields[1:8]):
         raise TokenError("malformed", "not a click id")
-    return ClickRef(*fields[1:])
+    sent_at = fields[8] if len(fields) == 9 else 0
+    if type(sent_at) is not int or sent_at < 0:
+        raise TokenError("malformed", "a click id's sent-at is not a whole number")
+    tenant, campaign, variant, message, recipient, hit_id, link = fields[1:8]
+    return ClickRef(tenant, campaign, variant, message, recipient, hit_id, link, sent_at)
 
 
 PREFERENCE_STATES = ("", "granted", "denied", "unknown")

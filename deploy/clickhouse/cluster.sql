@@ -1,7 +1,7 @@
 -- GENERATED FILE: do not edit. The ClickHouse cluster form of schemas/clickhouse/*.sql, made by
 -- schemas.clickhouse_cluster.cluster_ddl:
 --     pixeltrack ddl --cluster pixeltrack --out deploy/clickhouse/cluster.sql
--- cluster pixeltrack, database pixeltrack, retention_days 395, dead_letter_retention_days 14; sources: 001_events.sql, 002_dead_letters.sql, 003_positions.sql, 004_sends_conversions.sql, 005_aggregates.sql, 006_views.sql, 007_privacy.sql, 011_consent.sql, 013_origin.sql
+-- cluster pixeltrack, database pixeltrack, retention_days 395, dead_letter_retention_days 14; sources: 001_events.sql, 002_dead_letters.sql, 003_positions.sql, 004_sends_conversions.sql, 005_aggregates.sql, 006_views.sql, 007_privacy.sql, 008_deliveries.sql, 010_site.sql, 011_consent.sql, 013_origin.sql
 -- Apply on any one node: clickhouse-client --queries-file cluster.sql (idempotent). The servers need
 -- the cluster in remote_servers, the {shard} and {replica} macros and ClickHouse Keeper: see
 -- deploy/clickhouse/README.md.
@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS pixeltrack.events_local ON CLUSTER 'pixeltrack'
     src_topic     LowCardinality(String),
     src_partition Int32,
     src_offset    Int64,
+    click_hit_id  String,
     INDEX hit_id_bloom hit_id TYPE bloom_filter(0.001) GRANULARITY 1
 )
 ENGINE = ReplicatedVersionedCollapsingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', sign, revision)
@@ -294,7 +295,17 @@ CREATE TABLE IF NOT EXISTS pixeltrack.message_totals_local ON CLUSTER 'pixeltrac
     clicks_human    SimpleAggregateFunction(sum, Int64),
     clicks_filtered SimpleAggregateFunction(sum, Int64),
     conversions     SimpleAggregateFunction(sum, Int64),
-    revenue         SimpleAggregateFunction(sum, Float64)
+    revenue         SimpleAggregateFunction(sum, Float64),
+    deliveries      SimpleAggregateFunction(sum, Int64),
+    last_delivery_at SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+    hard_bounces    SimpleAggregateFunction(sum, Int64),
+    soft_bounces    SimpleAggregateFunction(sum, Int64),
+    last_soft_bounce_at SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+    deferrals       SimpleAggregateFunction(sum, Int64),
+    complaints      SimpleAggregateFunction(sum, Int64),
+    unsubscribes    SimpleAggregateFunction(sum, Int64),
+    platform_unsubscribes SimpleAggregateFunction(sum, Int64),
+    replies         SimpleAggregateFunction(sum, Int64)
 )
 ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
 ORDER BY (tenant, campaign, message_id)
@@ -471,39 +482,60 @@ AS SELECT
     clicks_filtered / nullIf(clicks_human + clicks_filtered, 0) AS filtered_click_share,
     converted_messages / nullIf(delivered, 0) AS conversion_rate,
     sent_revenue / nullIf(recipients, 0) AS revenue_per_recipient,
+    sent, bounced, hard_bounced, soft_bounced, deferred, confirmed_delivered, complained, unsubscribed, replied,
+    unsent_reported,
+    bounced / nullIf(sent, 0) AS bounce_rate,
+    complained / nullIf(delivered, 0) AS complaint_rate,
+    unsubscribed / nullIf(delivered, 0) AS unsubscribe_rate,
+    replied / nullIf(delivered, 0) AS reply_rate,
     aggregate_sends, aggregate_opens_human, aggregate_opens_proxy, aggregate_opens_machine, aggregate_clicks_human,
     aggregate_clicks_filtered, aggregate_conversions, aggregate_revenue,
     (aggregate_opens_human + aggregate_opens_proxy) / nullIf(aggregate_sends, 0) AS aggregate_opens_per_send,
     aggregate_clicks_human / nullIf(aggregate_sends, 0) AS aggregate_clicks_per_send,
-    delivered + aggregate_sends AS sends_all,
+    sent + aggregate_sends AS sends_all,
     (opens_human + opens_proxy + aggregate_opens_human + aggregate_opens_proxy)
-        / nullIf(delivered + aggregate_sends, 0) AS opens_per_send_all,
-    (clicks_human + aggregate_clicks_human) / nullIf(delivered + aggregate_sends, 0) AS clicks_per_send_all
+        / nullIf(sent + aggregate_sends, 0) AS opens_per_send_all,
+    (clicks_human + aggregate_clicks_human) / nullIf(sent + aggregate_sends, 0) AS clicks_per_send_all
 FROM (
     SELECT
         tenant, campaign, variant,
-        countIf(is_sent) AS delivered,
-        countIf(is_sent AND oh + op > 0) AS unique_opens,
-        countIf(is_sent AND oh > 0) AS unique_human_opens,
-        countIf(is_sent AND op > 0 AND oh = 0) AS unique_proxy_only_opens,
+        countIf(is_delivered) AS delivered,
+        countIf(is_delivered AND oh + op > 0) AS unique_opens,
+        countIf(is_delivered AND oh > 0) AS unique_human_opens,
+        countIf(is_delivered AND op > 0 AND oh = 0) AS unique_proxy_only_opens,
         sum(oh) AS opens_human,
         sum(op) AS opens_proxy,
         sum(om) AS opens_machine,
         sum(od) AS opens_duplicate,
-        countIf(is_sent AND om > 0 AND oh + op = 0) AS machine_only_messages,
-        countIf(is_sent AND ch > 0) AS unique_clicks,
-        countIf(is_sent AND ch > 0 AND oh + op > 0) AS unique_clicks_of_openers,
+        countIf(is_delivered AND om > 0 AND oh + op = 0) AS machine_only_messages,
+        countIf(is_delivered AND ch > 0) AS unique_clicks,
+        countIf(is_delivered AND ch > 0 AND oh + op > 0) AS unique_clicks_of_openers,
         sum(ch) AS clicks_human,
         sum(cf) AS clicks_filtered,
-        countIf(is_sent AND cv > 0) AS converted_messages,
+        countIf(is_delivered AND cv > 0) AS converted_messages,
         sum(cv) AS conversions,
         sum(rev) AS revenue,
         sumIf(rev, is_sent) AS sent_revenue,
-        countIf(NOT is_sent AND oh + op + ch + cv > 0) AS unsent_engaged
+        countIf(NOT is_sent AND oh + op + ch + cv > 0) AS unsent_engaged,
+        countIf(is_sent) AS sent,
+        countIf(is_sent AND is_bounced) AS bounced,
+        countIf(is_sent AND is_bounced AND hb > 0) AS hard_bounced,
+        countIf(is_sent AND is_bounced AND hb = 0) AS soft_bounced,
+        countIf(is_sent AND df > 0) AS deferred,
+        countIf(is_delivered AND dl > 0) AS confirmed_delivered,
+        countIf(is_delivered AND cp > 0) AS complained,
+        countIf(is_delivered AND us > 0) AS unsubscribed,
+        countIf(is_delivered AND rp > 0) AS replied,
+        countIf(NOT is_sent AND dl + hb + sb + df + cp + us + rp > 0) AS unsent_reported
     FROM (
         SELECT tenant, campaign, variant, sent > 0 AS is_sent,
                opens_human AS oh, opens_proxy AS op, opens_machine AS om, opens_duplicate AS od,
-               clicks_human AS ch, clicks_filtered AS cf, conversions AS cv, revenue AS rev
+               clicks_human AS ch, clicks_filtered AS cf, conversions AS cv, revenue AS rev,
+               deliveries AS dl, hard_bounces AS hb, soft_bounces AS sb, deferrals AS df, complaints AS cp,
+               unsubscribes + platform_unsubscribes AS us, replies AS rp,
+               (hb > 0 OR (sb > 0 AND last_soft_bounce_at > last_delivery_at))
+                   AND oh + op + ch + rp + cp + us = 0 AS is_bounced,
+               is_sent AND NOT is_bounced AS is_delivered
         FROM pixeltrack.message_totals FINAL
     )
     GROUP BY tenant, campaign, variant
@@ -607,6 +639,141 @@ TO pixeltrack.consumer_positions_local
 AS SELECT src_topic, src_partition, max(src_offset) AS max_offset
 FROM pixeltrack.unsubscribes_local WHERE src_partition >= 0
 GROUP BY src_topic, src_partition;
+
+-- 008_deliveries.sql
+
+CREATE TABLE IF NOT EXISTS pixeltrack.deliveries_local ON CLUSTER 'pixeltrack'
+(
+    tenant        LowCardinality(String),
+    message_id    String,
+    type          LowCardinality(String),
+    event_id      String,
+    ts            DateTime64(3, 'UTC'),
+    campaign      LowCardinality(String),
+    variant       LowCardinality(String),
+    recipient_id  String,
+    bounce        LowCardinality(String),
+    smtp_code     UInt16,
+    diagnostic    String,
+    platform      LowCardinality(String),
+    src_topic     LowCardinality(String),
+    src_partition Int32,
+    src_offset    Int64,
+    INDEX message_bloom message_id TYPE bloom_filter(0.001) GRANULARITY 1
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+PARTITION BY toYYYYMM(ts)
+ORDER BY (tenant, campaign, message_id, type, event_id)
+TTL toDateTime(ts) + INTERVAL 395 DAY
+SETTINGS replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
+
+CREATE TABLE IF NOT EXISTS pixeltrack.deliveries ON CLUSTER 'pixeltrack'
+AS pixeltrack.deliveries_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'deliveries_local', cityHash64(message_id));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.consumer_positions_from_deliveries ON CLUSTER 'pixeltrack'
+TO pixeltrack.consumer_positions_local
+AS SELECT src_topic, src_partition, max(src_offset) AS max_offset
+FROM pixeltrack.deliveries_local WHERE src_partition >= 0
+GROUP BY src_topic, src_partition;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.message_totals_from_deliveries ON CLUSTER 'pixeltrack'
+TO pixeltrack.message_totals_local
+AS SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) AS recipient_id,
+       toUInt8(0) AS sent, toDateTime64('2106-01-01 00:00:00', 3, 'UTC') AS first_sent_at,
+       countIf(type = 'delivered') AS deliveries,
+       maxIf(ts, type = 'delivered') AS last_delivery_at,
+       countIf(type = 'bounced' AND bounce = 'hard') AS hard_bounces,
+       countIf(type = 'bounced' AND bounce = 'soft') AS soft_bounces,
+       maxIf(ts, type = 'bounced' AND bounce = 'soft') AS last_soft_bounce_at,
+       countIf(type = 'deferred') AS deferrals,
+       countIf(type = 'complained') AS complaints,
+       countIf(type = 'unsubscribed' AND platform = 'pixeltrack') AS unsubscribes,
+       countIf(type = 'unsubscribed' AND platform != 'pixeltrack') AS platform_unsubscribes,
+       countIf(type = 'replied') AS replies
+FROM pixeltrack.deliveries_local WHERE message_id != ''
+GROUP BY tenant, campaign, message_id;
+
+-- 010_site.sql
+
+CREATE TABLE IF NOT EXISTS pixeltrack.site_visits_local ON CLUSTER 'pixeltrack'
+(
+    tenant        LowCardinality(String),
+    hit_id        String,
+    ts            DateTime64(3, 'UTC'),
+    site          LowCardinality(String),
+    verdict       LowCardinality(String),
+    source        LowCardinality(String),
+    reasons       Array(LowCardinality(String)),
+    asn           UInt32,
+    as_org        LowCardinality(String),
+    src_topic     LowCardinality(String),
+    src_partition Int32,
+    src_offset    Int64
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+PARTITION BY toYYYYMM(ts)
+ORDER BY (tenant, site, hit_id)
+TTL toDateTime(ts) + INTERVAL 395 DAY
+SETTINGS replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
+
+CREATE TABLE IF NOT EXISTS pixeltrack.site_visits ON CLUSTER 'pixeltrack'
+AS pixeltrack.site_visits_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'site_visits_local', cityHash64(hit_id));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.consumer_positions_from_site_visits ON CLUSTER 'pixeltrack'
+TO pixeltrack.consumer_positions_local
+AS SELECT src_topic, src_partition, max(src_offset) AS max_offset
+FROM pixeltrack.site_visits_local WHERE src_partition >= 0
+GROUP BY src_topic, src_partition;
+
+CREATE OR REPLACE VIEW pixeltrack.visit_stats ON CLUSTER 'pixeltrack'
+AS SELECT tenant, campaign, variant, message_id, recipient_id, link_id AS link,
+       uniqExactIf(click_hit_id, verdict = 'human') AS visits,
+       countIf(verdict = 'human') AS pages,
+       uniqExactIf(link_url, verdict = 'human') AS distinct_pages,
+       countIf(verdict = 'machine') AS machine_pages,
+       minIf(ts, verdict = 'human') AS first_visit_at,
+       maxIf(ts, verdict = 'human') AS last_visit_at
+FROM pixeltrack.events FINAL
+WHERE sign = 1 AND kind = 'visit'
+GROUP BY tenant, campaign, variant, message_id, recipient_id, link;
+
+CREATE OR REPLACE VIEW pixeltrack.visit_link_stats ON CLUSTER 'pixeltrack'
+AS SELECT tenant, campaign, variant, link,
+       countIf(v > 0) AS visitors,
+       sum(v) AS visits,
+       sum(p) AS pages,
+       sum(mp) AS machine_pages,
+       sum(p) / nullIf(sum(v), 0) AS pages_per_visit
+FROM (
+    SELECT tenant, campaign, variant, message_id, link_id AS link,
+           uniqExactIf(click_hit_id, verdict = 'human') AS v, countIf(verdict = 'human') AS p,
+           countIf(verdict = 'machine') AS mp
+    FROM pixeltrack.events FINAL
+    WHERE sign = 1 AND kind = 'visit'
+    GROUP BY tenant, campaign, variant, message_id, link
+)
+GROUP BY tenant, campaign, variant, link;
+
+CREATE OR REPLACE VIEW pixeltrack.conversion_timing ON CLUSTER 'pixeltrack'
+AS SELECT c.tenant AS tenant, c.campaign AS campaign, c.variant AS variant, c.message_id AS message_id,
+       c.recipient_id AS recipient_id, c.link AS link, c.idempotency_key AS idempotency_key,
+       c.value AS value, c.currency AS currency, k.ts AS clicked_at, c.ts AS converted_at,
+       dateDiff('millisecond', k.ts, c.ts) / 1000 AS seconds_to_convert,
+       startsWith(c.idempotency_key, 'site:') AS from_site
+FROM (SELECT * FROM pixeltrack.conversions FINAL WHERE click_hit_id != '') AS c
+INNER JOIN (SELECT tenant, hit_id, ts FROM pixeltrack.events FINAL WHERE sign = 1 AND kind = 'click') AS k
+    ON k.tenant = c.tenant AND k.hit_id = c.click_hit_id;
+
+CREATE OR REPLACE VIEW pixeltrack.site_visit_stats ON CLUSTER 'pixeltrack'
+AS SELECT tenant, site, toDate(ts) AS day, as_org,
+       countIf(verdict = 'human') AS visits,
+       countIf(verdict = 'machine') AS machine_visits
+FROM pixeltrack.site_visits FINAL
+GROUP BY tenant, site, day, as_org;
 
 -- 011_consent.sql
 

@@ -13,8 +13,9 @@ QueryFn = Callable[[str, dict[str, Any]], tuple[list[str], list[Sequence[Any]]]]
 SUMMARY_SQL = (
     "SELECT variant, delivered, unique_opens, opens_machine, machine_open_share, unique_clicks, clicks_human, "
     "clicks_filtered, converted_messages, conversions, revenue, open_rate, ctr, ctor, conversion_rate, "
-    "revenue_per_recipient FROM campaign_summary WHERE campaign = {campaign:String} AND tenant = {tenant:String} "
-    "ORDER BY variant"
+    "revenue_per_recipient, sent, bounced, complained, unsubscribed, replied, bounce_rate, complaint_rate, "
+    "unsubscribe_rate, reply_rate FROM campaign_summary WHERE campaign = {campaign:String} "
+    "AND tenant = {tenant:String} ORDER BY variant"
 )
 METRICS = {"open": ("unique_opens", "open rate"), "click": ("unique_clicks", "click rate"),
            "conversion": ("converted_messages", "conversion rate")}
@@ -202,6 +203,11 @@ def _pct(x: Any) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x * 100:.2f}%"
 
 
+def _with_rate(r: dict[str, Any], count: str, rate: str) -> str:
+    """A count with its rate: "2 (20.00%)"."""
+    return f"{r.get(count) or 0:,} ({_pct(r.get(rate))})"
+
+
 def _table(rows: list[dict[str, Any]], campaign: str, comps: list[Comparison], verdict: str,
            width: int | None = None, sources: list[dict[str, Any]] | None = None) -> str:
     """The variants side by side when they fit `width` (the terminal's by default, COLUMNS honoured),
@@ -210,20 +216,25 @@ def _table(rows: list[dict[str, Any]], campaign: str, comps: list[Comparison], v
 
     from pixeltrack.analytics.tables import fits, print_rows, wide_table
 
-    columns = ("variant", "delivered", "unique opens", "open rate", "machine opens", "unique clicks", "CTR",
-               "CTOR", "filtered clicks", "conversions", "conv. rate", "revenue / recipient")
+    # Sent, then delivered (sent minus bounces: every rate but the bounce rate is over it), the funnel,
+    # then complaints, unsubscribes and replies with their rates.
+    columns = ("variant", "sent", "bounced", "delivered", "unique opens", "open rate", "machine opens",
+               "unique clicks", "CTR", "CTOR", "filtered clicks", "conversions", "conv. rate", "revenue / recipient",
+               "complaints", "unsubscribes", "replies")
     cells = []
     for r in rows:
         rpr = r.get("revenue_per_recipient")
-        cells.append((r["variant"] or "(none)", f"{r['delivered'] or 0:,}", f"{r['unique_opens'] or 0:,}",
+        cells.append((r["variant"] or "(none)", f"{r.get('sent') or 0:,}", _with_rate(r, "bounced", "bounce_rate"),
+                      f"{r['delivered'] or 0:,}", f"{r['unique_opens'] or 0:,}",
                       _pct(r["open_rate"]), f"{r['opens_machine'] or 0:,} ({_pct(r['machine_open_share'])})",
                       f"{r['unique_clicks'] or 0:,}", _pct(r["ctr"]), _pct(r["ctor"]), f"{r['clicks_filtered'] or 0:,}",
                       f"{r['conversions'] or 0:,}", _pct(r["conversion_rate"]),
-                      "–" if rpr is None else f"{rpr:.4f}"))
+                      "–" if rpr is None else f"{rpr:.4f}", _with_rate(r, "complained", "complaint_rate"),
+                      _with_rate(r, "unsubscribed", "unsubscribe_rate"), _with_rate(r, "replied", "reply_rate")))
     console = Console(record=True, width=width, force_terminal=False)
     title = f"campaign {campaign}"
     with console.capture() as cap:
-        side_by_side = wide_table(columns, cells, title, [False] + [True] * 11)
+        side_by_side = wide_table(columns, cells, title, [False] + [True] * (len(columns) - 1))
         # Too wide for the terminal: variants as columns and measures as rows, which fits a few variants.
         turned = wide_table(["", *(c[0] for c in cells)], [[name, *(c[i] for c in cells)]
                                                              for i, name in enumerate(columns) if i],

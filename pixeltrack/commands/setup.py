@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -53,7 +54,8 @@ def cmd_tenants(args: argparse.Namespace) -> int:
     if args.action == "list":
         for t in sorted(reg.tenants.values(), key=lambda t: t.name):
             kids = key_ids(t)
-            print(f"{t.name}\tdomains={','.join(t.domains)}\tkeys={','.join(kids)}\tcurrent={t.current_key or kids[0]}")
+            print(f"{t.name}\tdomains={','.join(t.domains)}\tkeys={','.join(kids)}\tcurrent={t.current_key or kids[0]}"
+                  + ("\tsite_visit_org=on" if t.site_visit_org else ""))
         return 0
     if not args.name:
         raise CommandError("--name is required")
@@ -68,6 +70,10 @@ def cmd_tenants(args: argparse.Namespace) -> int:
         new = with_domains(old, args.domain or ())
     elif args.action == "rotate-key":
         new = with_next_key(old)
+    elif args.action == "site-visit-org":
+        if args.setting is None:
+            raise CommandError("site-visit-org needs --set on or --set off")
+        new = dataclasses.replace(old, site_visit_org=args.setting == "on")
     else:  # remove
         del reg.tenants[args.name]
         reg.save(path)
@@ -78,6 +84,7 @@ def cmd_tenants(args: argparse.Namespace) -> int:
     TenantRegistry(reg.tenants)  # checks that no domain belongs to two tenants
     reg.save(path)
     print(f"{args.action}: {new.name} domains={','.join(new.domains)} current key={new.current_key}"
+          + (f" site_visit_org={args.setting}" if args.action == "site-visit-org" else "")
           + (f" api key={new.api_keys[0]}" if args.action == "add" else ""))
     return 0
 

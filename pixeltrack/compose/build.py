@@ -88,5 +88,6 @@ def build_processor(settings: Settings, keyring: Keyring | None) -> HitProcessor
                         publish_classified=settings.publish_classified,
                         batch_max_records=settings.batch_max_records,
                         dead_letter_samples=settings.dead_letter_samples,
-                        privacy_key=privacy_key_for(settings, keyring), tracking=settings.tracking,
+                        privacy_key=privacy_key_for(settings, keyring),
+                        site_visit_org=settings.site_visit_org, tracking=settings.tracking,
                         unknown_consent=settings.unknown_consent)

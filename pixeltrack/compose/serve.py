@@ -248,8 +248,8 @@ def _announce(info: ServeInfo, data_dir: Path) -> None:
     c.print(f"  pixels   {info.edge_url}/o/<token>.gif")
     c.print(f"  clicks   {info.edge_url}/c/<token>")
     c.print(f"  health   {info.edge_url}/healthz   metrics {info.edge_url}/metrics")
-    c.print(f"  api      {info.api_url}/v1/sends  /v1/conversions  (Authorization: Bearer <key in {data_dir}/"
-            f"{API_KEY_FILE}>)")
+    c.print(f"  api      {info.api_url}/v1/sends  /v1/conversions  /v1/events  (Authorization: Bearer "
+            f"<key in {data_dir}/{API_KEY_FILE}>)")
     c.print(f"  mint     pixeltrack link --data {data_dir} --base-url {info.edge_url} "
             "--campaign C --message M --recipient R --url https://example.com/")
     c.print(f"  query    pixeltrack query --data {data_dir} \"SELECT kind, verdict, count() FROM hits "

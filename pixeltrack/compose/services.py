@@ -18,11 +18,11 @@ if TYPE_CHECKING:
 def api_banner(settings: Settings) -> str:
     topics = Topics(settings.topic_prefix)
     return (f"pixeltrack api: Kafka {settings.kafka_bootstrap}, topics {topics.sends}, {topics.conversions}, "
-            f"{topics.consents}, {topics.aggregate_sends} (prefix {settings.topic_prefix!r})")
+            f"{topics.deliveries}, {topics.consents}, {topics.aggregate_sends} (prefix {settings.topic_prefix!r})")
 
 
 async def run_api(settings: Settings, announce: Callable[[str], None]) -> None:
-    """The authenticated ingest API (sends, conversions) on api_host:api_port until SIGINT/SIGTERM."""
+    """The authenticated ingest API (sends, conversions, delivery events) on api_host:api_port until SIGINT/SIGTERM."""
     from ingest.api import create_api_from_settings
     from ingest.app import edge_tenants
     from ingest.serving import ServerLimits, serve_until_stopped

@@ -15,6 +15,7 @@ from urllib.parse import quote
 from pixeltrack.analytics.report import METRICS, Comparison, ab_verdict, names_a_winner
 from pixeltrack.dashboard import charts
 from pixeltrack.dashboard.format import DASH, count, money, p_value, pct, points, ratio, when
+from pixeltrack.dashboard.funnel import funnel_panel
 from pixeltrack.dashboard.queries import EXAMPLE_LIMIT
 from pixeltrack.dashboard.rows import CampaignData, CampaignRow, ExampleHit, LinkRow, SourceRow
 from pixeltrack.dashboard.templates import page
@@ -107,7 +108,7 @@ def _tenant_note(tenant: str) -> str:
 # ---- one campaign --------------------------------------------------------------------------------
 
 def campaign_panels(data: CampaignData) -> dict[str, str]:
-    return {"kpis": _kpis(data), "funnel": _funnel(data), "ab": _ab(data), "opens": _opens(data),
+    return {"kpis": _kpis(data), "funnel": funnel_panel(data), "ab": _ab(data), "opens": _opens(data),
             "clicks": _clicks(data), "clients": _audience(data.clients, "clients", "Mail clients"),
             "devices": _audience(data.devices, "devices", "Devices"),
             "countries": _countries(data), "links": _links(data.links), "sources": _sources(data)}
@@ -128,9 +129,10 @@ def campaign_page(data: CampaignData, tenant: str, refresh_seconds: int, now: da
                    "Each comparison is the leading variant against another: the difference of rates with its "
                    "95% confidence interval and two-sided p-value.",
                    p["ab"], 8)
-        + _section("funnel", "Funnel", "Unique messages at each step: opened by people (human + proxy), "
-                   "clicked by people, converted. A message can be clicked without its pixel loading, so clicked "
-                   "is not a subset of opened.", p["funnel"], 4)
+        + _section("funnel", "Funnel", "Unique messages at each step: sent (registered sends), delivered (sent "
+                   "minus bounces), opened by people (human + proxy), clicked by people, converted; bounces and "
+                   "complaints beside. A message can be clicked without its pixel loading, so clicked is not a "
+                   "subset of opened.", p["funnel"], 4)
         + _section("sources", "Who fetched: machines and people by source",
                    "Machine opens and filtered clicks are not counted; each source with its most frequent reasons "
                    "(a hit can have several). Follow a source or a reason for example hits. A fast open alone is "
@@ -170,8 +172,8 @@ def _kpi(metric: str, label: str, value: str, note: str) -> str:
 def _kpis(data: CampaignData) -> str:
     t = data.totals
     return "".join((
-        _kpi("delivered", "Delivered", count(t.delivered), f"{len(data.variants)} variant"
-             + ("s" if len(data.variants) != 1 else "")),
+        _kpi("delivered", "Delivered", count(t.delivered), f'of <b data-metric="sent">{count(t.sent)}</b> sent · '
+             f"{len(data.variants)} variant" + ("s" if len(data.variants) != 1 else "")),
         _kpi("unique_opens", "Unique opens", count(t.unique_opens),
              f'open rate <b data-metric="open_rate">{pct(t.open_rate)}</b>'),
         _kpi("unique_clicks", "Unique clicks", count(t.unique_clicks),
@@ -186,23 +188,6 @@ def _kpis(data: CampaignData) -> str:
              f'<b data-metric="filtered_share">{pct(t.filtered_share)}</b> of click hits, not counted · '
              '<a href="#h-sources">who and why</a>'),
     ))
-
-
-def _funnel(data: CampaignData) -> str:
-    t = data.totals
-    steps = [("Delivered", t.delivered), ("Opened", t.unique_opens), ("Clicked", t.unique_clicks),
-             ("Converted", t.converted_messages)]
-    notes = ["", f"{pct(t.open_rate)} of delivered (open rate)",
-             f"{pct(t.ctr)} of delivered (CTR) · as many as {pct(ratio(t.unique_clicks, t.unique_opens))} "
-             "of opened",
-             f"{pct(t.conversion_rate, 2)} of delivered · as many as "
-             f"{pct(ratio(t.converted_messages, t.unique_clicks))} of clicked"]
-    desc = "; ".join(f"{name} {count(v)}" for name, v in steps)
-    chart = charts.funnel_chart("funnel-chart", "Funnel: delivered, opened, clicked, converted", desc, steps,
-                                width=386, notes=notes)
-    return chart + (f'<p class="sub" data-field="ctor-note">CTOR <b>{pct(t.ctor)}</b>: of the messages opened, '
-                    "the share also clicked. \u201cAs many as x% of opened\u201d compares the two counts; it is "
-                    "higher than CTOR when people click without loading images.</p>")
 
 
 def _ab(data: CampaignData) -> str:

@@ -62,7 +62,8 @@ LIMIT {limit:UInt32}
 SUMMARY_SQL = """
 SELECT variant, delivered, unique_opens, unique_human_opens, opens_human, opens_proxy, opens_machine,
        opens_duplicate, unique_clicks, clicks_human, clicks_filtered, converted_messages, conversions, revenue,
-       open_rate, machine_open_share, ctr, ctor, filtered_click_share, conversion_rate, revenue_per_recipient
+       open_rate, machine_open_share, ctr, ctor, filtered_click_share, conversion_rate, revenue_per_recipient,
+       sent, bounced, complained, unsubscribed, replied, bounce_rate, complaint_rate, unsubscribe_rate, reply_rate
 FROM campaign_summary
 WHERE tenant = {tenant:String} AND campaign = {campaign:String}
 ORDER BY variant

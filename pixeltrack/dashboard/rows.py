@@ -121,6 +121,28 @@ class Totals:
     converted_messages: int = 0
     revenue: float = 0.0
     clicks_of_openers: float = 0.0  # messages that opened and clicked, recovered from each variant's CTOR
+    sent: int = 0  # registered sends; delivered = sent - bounced
+    bounced: int = 0
+    complained: int = 0
+    unsubscribed: int = 0  # our one-click unsubscribes and the platforms'
+    replied: int = 0
+
+    @property
+    def bounce_rate(self) -> float | None:
+        """Bounced of sent (the one rate over sent; every other is over delivered)."""
+        return ratio(self.bounced, self.sent)
+
+    @property
+    def complaint_rate(self) -> float | None:
+        return ratio(self.complained, self.delivered)
+
+    @property
+    def unsubscribe_rate(self) -> float | None:
+        return ratio(self.unsubscribed, self.delivered)
+
+    @property
+    def reply_rate(self) -> float | None:
+        return ratio(self.replied, self.delivered)
 
     @property
     def open_rate(self) -> float | None:
@@ -173,4 +195,5 @@ class CampaignData:
         return Totals(s("delivered"), s("unique_opens"), s("opens_human"), s("opens_proxy"), s("opens_machine"),
                       s("unique_clicks"), s("clicks_human"), s("clicks_filtered"), s("converted_messages"),
                       float(s("revenue")),
-                      sum((v.get("ctor") or 0) * (v.get("unique_opens") or 0) for v in self.variants))
+                      sum((v.get("ctor") or 0) * (v.get("unique_opens") or 0) for v in self.variants),
+                      s("sent"), s("bounced"), s("complained"), s("unsubscribed"), s("replied"))

@@ -7,7 +7,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import orjson
@@ -175,13 +175,14 @@ def prepare(tracker: Tracker, m: Message, urls: Sequence[str] = (), mailbox_doma
 
 
 class ApiClient:
-    """Registers sends and conversions with the ingest API (`POST /v1/sends`, `/v1/conversions`).
+    """Registers sends, conversions and delivery events with the ingest API (`POST /v1/sends`,
+    `/v1/conversions`, `/v1/events`).
     Blocking (urllib), for scripts and batch jobs; errors raise ApiError with the server's message."""
 
     def __init__(self, api_url: str, api_key: str, timeout: float = 30.0, attempts: int = 5,
                  backoff: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> None:
         """`attempts`: tries of a request answered 429 or 5xx, or lost on the network (the API's 202 is
-        the only acknowledgement, and sends and conversions are idempotent, so a retry is safe); the
+        the only acknowledgement, and sends, conversions and events are idempotent, so a retry is safe); the
         waits double from `backoff` seconds (a Retry-After is honoured, up to 60 s)."""
         self.api_url = api_url.rstrip("/")
         self._key = api_key
@@ -254,6 +255,31 @@ class ApiClient:
         return self._post("/v1/conversions", {"conversions": [{
             "idempotency_key": idempotency_key, "value": value, "currency": currency, "click_id": click_id,
             "message": message, "campaign": campaign}]})
+
+    def record_events(self, events: Sequence[Mapping[str, object]], batch: int = 5000) -> int:
+        """Posts delivery events (`{"message", "type", "id", "ts", "bounce", "smtp_code", "diagnostic"}`,
+        see /v1/openapi.json) in batches; returns how many the API accepted. An event counts once per
+        (message, type, id), so posting them all again after a failure is safe."""
+        accepted = 0
+        for i in range(0, len(events), batch):
+            try:
+                answer = self._post("/v1/events", {"events": [dict(e) for e in events[i:i + batch]]})
+            except ApiError as exc:
+                raise ApiError(exc.status, f"{exc.detail} ({accepted} of {len(events)} events were recorded "
+                                           "before this batch; posting them all again is safe)") from None
+            accepted += int(answer.get("accepted", 0))  # type: ignore[call-overload]
+        return accepted
+
+    def record_event(self, message: str, type: str, id: str = "", ts: float | str | None = None,
+                     bounce: str = "", smtp_code: int = 0, diagnostic: str = "") -> dict[str, object]:
+        """One delivery event of one message: `type` is delivered, bounced (`bounce` hard or soft; by
+        default soft for a 4xx `smtp_code`, else hard), deferred, complained, unsubscribed or replied.
+        `id`: your platform's event id (a retry with it counts once); `ts`: when (default: now)."""
+        event: dict[str, object] = {"message": message, "type": type, "id": id, "bounce": bounce,
+                                    "smtp_code": smtp_code, "diagnostic": diagnostic}
+        if ts is not None:
+            event["ts"] = ts
+        return self._post("/v1/events", {"events": [event]})
 
 
 class ApiError(RuntimeError):

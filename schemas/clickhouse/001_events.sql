@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS events
     src_topic     LowCardinality(String),
     src_partition Int32,
     src_offset    Int64,
+    -- A site visit's (kind 'visit', docs/site.md): the hit id of the click that brought the visitor.
+    click_hit_id  String,
     -- Lets a processor check cheaply whether a re-sent hit id is already stored.
     INDEX hit_id_bloom hit_id TYPE bloom_filter(0.001) GRANULARITY 1
 )

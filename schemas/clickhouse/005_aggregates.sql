@@ -32,6 +32,8 @@ GROUP BY tenant, campaign, variant, hour;
 -- conversions and revenue. Sends, events and conversions all feed it; the variant is the max() of what
 -- they carry, so a conversion processed before its send (variant unknown then) still lands in the
 -- message's variant. Read it with FINAL (or GROUP BY message and sum/max): campaign_summary does.
+-- Delivery events (unsubscribes among them) feed its last columns (008_deliveries.sql; a view leaving
+-- a column out writes its zero).
 CREATE TABLE IF NOT EXISTS message_totals
 (
     tenant          LowCardinality(String),
@@ -48,7 +50,17 @@ CREATE TABLE IF NOT EXISTS message_totals
     clicks_human    SimpleAggregateFunction(sum, Int64),
     clicks_filtered SimpleAggregateFunction(sum, Int64),
     conversions     SimpleAggregateFunction(sum, Int64),
-    revenue         SimpleAggregateFunction(sum, Float64)
+    revenue         SimpleAggregateFunction(sum, Float64),
+    deliveries      SimpleAggregateFunction(sum, Int64),
+    last_delivery_at SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+    hard_bounces    SimpleAggregateFunction(sum, Int64),
+    soft_bounces    SimpleAggregateFunction(sum, Int64),
+    last_soft_bounce_at SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+    deferrals       SimpleAggregateFunction(sum, Int64),
+    complaints      SimpleAggregateFunction(sum, Int64),
+    unsubscribes    SimpleAggregateFunction(sum, Int64),
+    platform_unsubscribes SimpleAggregateFunction(sum, Int64),
+    replies         SimpleAggregateFunction(sum, Int64)
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (tenant, campaign, message_id)

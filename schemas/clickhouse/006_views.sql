@@ -9,6 +9,11 @@
 -- Unique counts (and hence every rate) count the messages of registered sends only, so a rate never
 -- passes 100%: engagement of messages whose send is not (yet) registered is counted apart, in
 -- unsent_engaged, and its hits stay in the totals (opens_*, clicks_*, conversions, revenue).
+--
+-- sent: registered sends. delivered: sent minus bounced, where a message is bounced when it has a hard
+-- bounce, or a soft bounce with no delivery reported at or after it (a soft bounce followed by a
+-- delivery is delivered), and no person's open, click, reply, complaint or unsubscribe shows it
+-- arrived. Every unique count and rate but bounce_rate (bounced / sent) is over delivered messages.
 CREATE OR REPLACE VIEW campaign_summary AS
 SELECT
     tenant, campaign, variant, delivered, recipients, unique_opens, unique_human_opens, unique_proxy_only_opens,
@@ -22,40 +27,61 @@ SELECT
     clicks_filtered / nullIf(clicks_human + clicks_filtered, 0) AS filtered_click_share,
     converted_messages / nullIf(delivered, 0) AS conversion_rate,
     sent_revenue / nullIf(recipients, 0) AS revenue_per_recipient,
+    sent, bounced, hard_bounced, soft_bounced, deferred, confirmed_delivered, complained, unsubscribed, replied,
+    unsent_reported,
+    bounced / nullIf(sent, 0) AS bounce_rate,
+    complained / nullIf(delivered, 0) AS complaint_rate,
+    unsubscribed / nullIf(delivered, 0) AS unsubscribe_rate,
+    replied / nullIf(delivered, 0) AS reply_rate,
     aggregate_sends, aggregate_opens_human, aggregate_opens_proxy, aggregate_opens_machine, aggregate_clicks_human,
     aggregate_clicks_filtered, aggregate_conversions, aggregate_revenue,
     (aggregate_opens_human + aggregate_opens_proxy) / nullIf(aggregate_sends, 0) AS aggregate_opens_per_send,
     aggregate_clicks_human / nullIf(aggregate_sends, 0) AS aggregate_clicks_per_send,
-    delivered + aggregate_sends AS sends_all,
+    sent + aggregate_sends AS sends_all,
     (opens_human + opens_proxy + aggregate_opens_human + aggregate_opens_proxy)
-        / nullIf(delivered + aggregate_sends, 0) AS opens_per_send_all,
-    (clicks_human + aggregate_clicks_human) / nullIf(delivered + aggregate_sends, 0) AS clicks_per_send_all
+        / nullIf(sent + aggregate_sends, 0) AS opens_per_send_all,
+    (clicks_human + aggregate_clicks_human) / nullIf(sent + aggregate_sends, 0) AS clicks_per_send_all
 FROM (
     SELECT
         tenant, campaign, variant,
-        countIf(is_sent) AS delivered,
-        countIf(is_sent AND oh + op > 0) AS unique_opens,
-        countIf(is_sent AND oh > 0) AS unique_human_opens,
-        countIf(is_sent AND op > 0 AND oh = 0) AS unique_proxy_only_opens,
+        countIf(is_delivered) AS delivered,
+        countIf(is_delivered AND oh + op > 0) AS unique_opens,
+        countIf(is_delivered AND oh > 0) AS unique_human_opens,
+        countIf(is_delivered AND op > 0 AND oh = 0) AS unique_proxy_only_opens,
         sum(oh) AS opens_human,
         sum(op) AS opens_proxy,
         sum(om) AS opens_machine,
         sum(od) AS opens_duplicate,
-        countIf(is_sent AND om > 0 AND oh + op = 0) AS machine_only_messages,
-        countIf(is_sent AND ch > 0) AS unique_clicks,
-        countIf(is_sent AND ch > 0 AND oh + op > 0) AS unique_clicks_of_openers,
+        countIf(is_delivered AND om > 0 AND oh + op = 0) AS machine_only_messages,
+        countIf(is_delivered AND ch > 0) AS unique_clicks,
+        countIf(is_delivered AND ch > 0 AND oh + op > 0) AS unique_clicks_of_openers,
         sum(ch) AS clicks_human,
         sum(cf) AS clicks_filtered,
-        countIf(is_sent AND cv > 0) AS converted_messages,
+        countIf(is_delivered AND cv > 0) AS converted_messages,
         sum(cv) AS conversions,
         sum(rev) AS revenue,
         sumIf(rev, is_sent) AS sent_revenue,
-        countIf(NOT is_sent AND oh + op + ch + cv > 0) AS unsent_engaged
+        countIf(NOT is_sent AND oh + op + ch + cv > 0) AS unsent_engaged,
+        countIf(is_sent) AS sent,
+        countIf(is_sent AND is_bounced) AS bounced,
+        countIf(is_sent AND is_bounced AND hb > 0) AS hard_bounced,
+        countIf(is_sent AND is_bounced AND hb = 0) AS soft_bounced,
+        countIf(is_sent AND df > 0) AS deferred,
+        countIf(is_delivered AND dl > 0) AS confirmed_delivered,
+        countIf(is_delivered AND cp > 0) AS complained,
+        countIf(is_delivered AND us > 0) AS unsubscribed,
+        countIf(is_delivered AND rp > 0) AS replied,
+        countIf(NOT is_sent AND dl + hb + sb + df + cp + us + rp > 0) AS unsent_reported
     FROM (
         -- FINAL merges each message's rows at read time: one row per message, exact under revisions.
         SELECT tenant, campaign, variant, sent > 0 AS is_sent,
                opens_human AS oh, opens_proxy AS op, opens_machine AS om, opens_duplicate AS od,
-               clicks_human AS ch, clicks_filtered AS cf, conversions AS cv, revenue AS rev
+               clicks_human AS ch, clicks_filtered AS cf, conversions AS cv, revenue AS rev,
+               deliveries AS dl, hard_bounces AS hb, soft_bounces AS sb, deferrals AS df, complaints AS cp,
+               unsubscribes + platform_unsubscribes AS us, replies AS rp,
+               (hb > 0 OR (sb > 0 AND last_soft_bounce_at > last_delivery_at))
+                   AND oh + op + ch + rp + cp + us = 0 AS is_bounced,
+               is_sent AND NOT is_bounced AS is_delivered
         FROM message_totals FINAL
     )
     GROUP BY tenant, campaign, variant

@@ -149,7 +149,8 @@ class Served:
 async def served(clickhouse: ClickHouseDb, keyring: Keyring, tmp_path: Path) -> AsyncIterator[Served]:
     settings = Settings(_env_file=None, edge_id="test-edge", spool_dir=None,
                         geoip_city_db=write_city_db(tmp_path / "city.mmdb"))
-    sim = simulate(load_patterns(FIXTURE), CAMPAIGN, 6000, click_boost={"B": 0.25}, send_spread=6 * 3600, seed=11)
+    sim = simulate(load_patterns(FIXTURE), CAMPAIGN, 6000, click_boost={"B": 0.25}, send_spread=6 * 3600, seed=11,
+                   bounce_share=0.03)
     # conversions carry the link clicked, so the links table has conversions and revenue
     clicked = {s.message: h.link for s, h in sim.hits if h.kind == "click" and h.verdict == "human"}
     sim.conversions = [dataclasses.replace(c, link=clicked.get(c.message, "")) for c in sim.conversions]
@@ -192,10 +193,13 @@ async def test_dashboard_shows_the_campaign_in_chromium(served: Served, tmp_path
             t.delivered, t.unique_opens, t.unique_clicks)
     delivered = sum(t.delivered for t in truth.values())
     opened = sum(t.unique_opens for t in truth.values())
+    bounced = sum(t.bounced for t in truth.values())
+    assert sum(t.sent for t in truth.values()) == delivered + bounced == 6000
+    assert bounced > 100
 
     # the campaign list
     listing = Shown(await browse(served.url, tmp_path / "profile"))
-    assert listing.metrics[(CAMPAIGN, "delivered")] == f"{delivered:,}" == "6,000"
+    assert listing.metrics[(CAMPAIGN, "delivered")] == f"{delivered:,}"
     assert listing.metrics[(CAMPAIGN, "open_rate")] == f"{opened / delivered * 100:.1f}%"
 
     # the campaign page, as served (no script needed for the numbers)
@@ -208,8 +212,15 @@ async def test_dashboard_shows_the_campaign_in_chromium(served: Served, tmp_path
             f"{rows[v]['open_rate'] * 100:.2f}%"
         assert shown.metrics[(v, "unique_clicks")] == f"{t.unique_clicks:,}"
         assert shown.metrics[(v, "ctr")] == f"{t.unique_clicks / t.delivered * 100:.2f}%"
-    assert shown.metrics[("", "delivered")] == "6,000"
+    assert shown.metrics[("", "delivered")] == f"{delivered:,}"
     assert shown.metrics[("", "unique_opens")] == f"{opened:,}"
+    # the funnel starts at sent; bounces (over sent) and complaints (over delivered) beside it
+    complained = sum(t.complained for t in truth.values())
+    assert shown.metrics[("", "sent")] == "6,000"
+    assert shown.metrics[("", "bounced")] == f"{bounced:,}"
+    assert shown.metrics[("", "bounce_rate")] == f"{bounced / 6000 * 100:.2f}%"
+    assert shown.metrics[("", "complained")] == f"{complained:,}"
+    assert shown.metrics[("", "complaint_rate")] == f"{complained / delivered * 100:.3f}%"
     # the A/B verdict is the report's, word for word; B was built to win on clicks
     _, verdict = ab_verdict(list(rows.values()), "click")
     assert shown.verdicts["click"] == verdict

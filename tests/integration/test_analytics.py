@@ -23,7 +23,10 @@ from tests.plugins.simulate import Simulation, load_patterns, simulate
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "labelled-hits.jsonl"
 TRUTH_COLUMNS = ("delivered", "unique_opens", "opens_human", "opens_proxy", "opens_machine", "opens_duplicate",
-                 "unique_clicks", "clicks_human", "clicks_filtered", "converted_messages", "conversions")
+                 "unique_clicks", "clicks_human", "clicks_filtered", "converted_messages", "conversions", "sent",
+                 "bounced", "complained", "replied")
+RECOUNTED = ("sent", "delivered", "bounced", "complained", "replied", "unique_opens", "opens_human", "opens_proxy",
+             "opens_machine", "opens_duplicate", "unique_clicks", "clicks_human", "clicks_filtered")
 
 
 async def run_pipeline(db: ClickHouseDb, settings: Settings, keyring: Keyring, records: Iterable[Record],
@@ -52,27 +55,40 @@ def summary(db: ClickHouseDb, campaign: str) -> dict[str, dict[str, float]]:
 
 
 def recount(db: ClickHouseDb, campaign: str) -> dict[str, dict[str, float]]:
-    """The same numbers from raw events (final verdicts) and raw sends, no aggregates."""
+    """The same numbers from raw events (final verdicts), raw sends and raw delivery events, no
+    aggregates. A message is bounced when it has a hard bounce, or a soft bounce after its last delivery."""
+    fates = f"""(SELECT message_id, countIf(type = 'bounced' AND bounce = 'hard') > 0
+                        OR maxIf(ts, type = 'bounced' AND bounce = 'soft')
+                           > maxIf(ts, type = 'delivered') AS bounced,
+                        countIf(type = 'complained') > 0 AS complained, countIf(type = 'replied') > 0 AS replied
+                 FROM deliveries WHERE campaign = '{campaign}' GROUP BY message_id)"""
+    per_variant = db.rows(f"""
+        SELECT s.variant, uniqExact(s.message_id), uniqExactIf(s.message_id, NOT f.bounced),
+               uniqExactIf(s.message_id, f.bounced), uniqExactIf(s.message_id, f.complained),
+               uniqExactIf(s.message_id, f.replied)
+        FROM sends AS s LEFT JOIN {fates} AS f ON f.message_id = s.message_id
+        WHERE s.campaign = '{campaign}' GROUP BY s.variant""")
     rows = db.rows(f"""
         SELECT variant,
-               (SELECT uniqExact(message_id) FROM sends WHERE campaign = '{campaign}' AND variant = h.variant),
                uniqExactIf(message_id, kind = 'open' AND verdict IN ('human', 'proxy')),
                countIf(kind = 'open' AND verdict = 'human'), countIf(kind = 'open' AND verdict = 'proxy'),
                countIf(kind = 'open' AND verdict = 'machine'), countIf(kind = 'open' AND verdict = 'duplicate'),
                uniqExactIf(message_id, kind = 'click' AND verdict = 'human'),
                countIf(kind = 'click' AND verdict = 'human'), countIf(kind = 'click' AND verdict = 'machine')
         FROM hits AS h WHERE campaign = '{campaign}' GROUP BY variant""")
-    return {r[0]: dict(zip(TRUTH_COLUMNS[:9], r[1:], strict=True)) for r in rows}  # type: ignore[misc]
+    hits = {r[0]: r[1:] for r in rows}
+    return {v[0]: dict(zip(RECOUNTED, (*v[1:], *hits[v[0]]), strict=True)) for v in per_variant}  # type: ignore[misc]
 
 
 @pytest.fixture(scope="module")
 def campaign() -> Simulation:
-    return simulate(load_patterns(FIXTURE), "truth", 100_000, click_boost={"B": 0.25}, seed=11)
+    return simulate(load_patterns(FIXTURE), "truth", 100_000, click_boost={"B": 0.25}, seed=11, bounce_share=0.02)
 
 
 async def test_campaign_summary_equals_truth(clickhouse: ClickHouseDb, settings: Settings, keyring: Keyring,
                                              campaign: Simulation) -> None:
-    assert sum(t.delivered for t in campaign.truth.values()) == 100_000
+    assert sum(t.sent for t in campaign.truth.values()) == 100_000
+    assert 1500 < sum(t.bounced for t in campaign.truth.values()) < 2500
     started = time.perf_counter()
     await run_pipeline(clickhouse, settings, keyring, campaign.records(keyring, Topics()))
     elapsed = time.perf_counter() - started
@@ -83,7 +99,7 @@ async def test_campaign_summary_equals_truth(clickhouse: ClickHouseDb, settings:
         assert got[variant]["revenue"] == pytest.approx(truth.revenue)
     # aggregates equal a recount from raw events
     raw = recount(clickhouse, "truth")
-    assert {v: {c: got[v][c] for c in TRUTH_COLUMNS[:9]} for v in got} == raw
+    assert {v: {c: got[v][c] for c in RECOUNTED} for v in got} == raw
     assert elapsed < 120
 
     # the report's A/B verdict: B was built with more human clicks

@@ -207,7 +207,8 @@ async def test_webhooks_reach_clickhouse_as_the_hand_computed_truth(
         def landed() -> bool:
             return (clickhouse.rows("SELECT count() FROM hits")[0][0] == 3
                     and clickhouse.rows("SELECT count() FROM dead_letters")[0][0] == 1
-                    and clickhouse.rows("SELECT count() FROM sends")[0][0] == 3)
+                    and clickhouse.rows("SELECT count() FROM sends")[0][0] == 3
+                    and clickhouse.rows("SELECT count() FROM deliveries")[0][0] == 3)
 
         await eventually(landed, timeout=60)
     mpp_reasons = ["ua_bare_mozilla", "platform_machine_flag"] if platform in FLAGS_MACHINES else ["ua_bare_mozilla"]
@@ -218,12 +219,13 @@ async def test_webhooks_reach_clickhouse_as_the_hand_computed_truth(
         (f"{campaign}-m-2", "open", "machine", "apple_mpp", mpp_reasons, platform, "", "esp"),
     ]
     assert clickhouse.rows("SELECT stage, reason, edge FROM dead_letters") == [("esp", "esp_unknown_event", "esp")]
-    # What campaign_summary says, counted by hand: 3 sent; one person opened (m-1) and clicked; m-2 only
-    # machine-opened. (On this branch "delivered" counts sends; see docs/esp.md for the deliveries' view.)
+    # What campaign_summary says, counted by hand: 3 sent, m-3 hard-bounced, so 2 delivered (both
+    # confirmed by the platform); one person opened (m-1) and clicked; m-2 only machine-opened.
     assert clickhouse.rows(
         "SELECT delivered, recipients, unique_opens, unique_human_opens, opens_human, opens_machine, "
-        f"machine_only_messages, unique_clicks, clicks_human, clicks_filtered FROM campaign_summary "
-        f"WHERE campaign = '{campaign}'") == [(3, 3, 1, 1, 1, 1, 1, 1, 1, 0)]
+        "machine_only_messages, unique_clicks, clicks_human, clicks_filtered, sent, bounced, hard_bounced, "
+        f"confirmed_delivered, bounce_rate, open_rate FROM campaign_summary WHERE campaign = '{campaign}'") == [
+        (2, 3, 1, 1, 1, 1, 1, 1, 1, 0, 3, 1, 1, 2, 1 / 3, 1 / 2)]
     deliveries = await read_deliveries(kafka_bootstrap, kafka_topics, 3)
     assert sorted((d.message, d.type, d.bounce, d.campaign, d.platform) for d in deliveries) == [
         (f"{campaign}-m-1", "delivered", "", campaign, platform),

@@ -24,7 +24,7 @@ from schemas.sends import Conversion, Send
 from schemas.settings import Settings
 from schemas.tokens import Keyring
 from schemas.topics import Topics
-from tests.integration.test_analytics import TRUTH_COLUMNS, recount, summary
+from tests.integration.test_analytics import RECOUNTED, TRUTH_COLUMNS, recount, summary
 from tests.integration.writers import PositionlessWriter, SlowPositionsWriter, SlowWriter
 from tests.plugins.clickhouse import ClickHouseDb
 from tests.plugins.simulate import load_patterns, simulate
@@ -77,7 +77,7 @@ def snapshot(db: ClickHouseDb) -> list[list[tuple[object, ...]]]:
 async def test_crash_between_insert_and_commit_then_reread(settings: Settings, keyring: Keyring,
                                                            kafka_bootstrap: str, kafka_topics: Topics,
                                                            clickhouse: ClickHouseDb) -> None:
-    sim = simulate(load_patterns(FIXTURE), "eo", 3000, engaged_share=0.5, seed=5)
+    sim = simulate(load_patterns(FIXTURE), "eo", 3000, engaged_share=0.5, seed=5, bounce_share=0.05)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
@@ -85,14 +85,14 @@ async def test_crash_between_insert_and_commit_then_reread(settings: Settings, k
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-    n_hits, n_sends, n_conv = len(sim.hits), len(sim.sends), len(sim.conversions)
+    n_hits, n_sends, n_conv, n_deliveries = len(sim.hits), len(sim.sends), len(sim.conversions), len(sim.deliveries)
     s = settings.model_copy(update={"topic_prefix": kafka_topics.prefix})
     writer = ClickHouseWriter(clickhouse.dsn, clickhouse.database)
 
     def complete() -> bool:
         got = clickhouse.rows("SELECT (SELECT count() FROM hits), (SELECT uniqExact(message_id) FROM sends), "
-                              "(SELECT count() FROM conversions FINAL)")
-        return got[0] == (n_hits, n_sends, n_conv)
+                              "(SELECT count() FROM conversions FINAL), (SELECT count() FROM deliveries)")
+        return got[0] == (n_hits, n_sends, n_conv, n_deliveries)
 
     crashed: list[int] = []
 
@@ -118,7 +118,7 @@ async def test_crash_between_insert_and_commit_then_reread(settings: Settings, k
         got = summary(clickhouse, "eo")
         for variant, truth in sim.truth.items():
             assert {c: got[variant][c] for c in TRUTH_COLUMNS} == {c: getattr(truth, c) for c in TRUTH_COLUMNS}
-        assert {v: {c: got[v][c] for c in TRUTH_COLUMNS[:9]} for v in got} == recount(clickhouse, "eo")
+        assert {v: {c: got[v][c] for c in RECOUNTED} for v in got} == recount(clickhouse, "eo")
         assert clickhouse.rows("SELECT count() FROM (SELECT hit_id FROM events WHERE sign = 1 AND revision = 0 "
                                "GROUP BY hit_id HAVING count() > 1)") == [(0,)]
 
@@ -502,7 +502,7 @@ async def test_migrate_applies_a_changed_retention_to_existing_tables(clickhouse
     assert set(days().values()) == {"3650"}
     migrate(clickhouse.dsn, clickhouse.database, retention_days=30, dead_letter_retention_days=7)
     assert days() == {"events": "30", "dead_letter_counts": "30", "sends": "30", "conversions": "30",
-                      "dead_letters": "7"}
+                      "deliveries": "30", "site_visits": "30", "dead_letters": "7"}
 
 
 async def test_migrate_adds_the_columns_a_release_added_to_existing_tables(clickhouse: ClickHouseDb) -> None:

@@ -150,3 +150,47 @@ async def test_a_tenants_api_key_writes_for_its_tenant_only_and_its_click_ids_ar
         theirs = await client.post("/v1/conversions", headers=other_key, json={"conversions": [conversion]})
         assert theirs.status == 422  # another tenant's click id
     assert bus.empty()
+
+
+async def test_delivery_events_are_validated_all_or_nothing_and_published_by_message(keyring: Keyring) -> None:
+    """POST /v1/events: each item names its bad field; a bounce without a class is soft for a 4xx code
+    and hard otherwise; an event without an id is named by its type and the time it gives (its type alone when it
+    gives none); a tenant's key writes for its tenant only."""
+    from schemas.deliveries import Delivery
+    from schemas.tenants import Tenant, TenantRegistry
+
+    acme = Tenant("acme", ("t.acme.example",), "a1:YWNtZS1zZWNyZXQtMDEyMzQ1Njc4OWFiY2RlZg", "a1", ("acme-key",))
+    bus: asyncio.Queue[Record] = asyncio.Queue()
+    app = create_api_app(TenantRegistry({"acme": acme}, keyring), ["k-secret"], Topics(), QueuePublisher(bus),
+                         own_publisher=False, clock=lambda: 1_790_000_000.0)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        bad = await client.post("/v1/events", headers=KEY, json={"events": [
+            {"message": "m-1", "type": "delivered"}, {"message": "m-2", "type": "opened"},
+            {"message": "m-3", "type": "delivered", "bounce": "hard"}, {"type": "replied"}]})
+        assert bad.status == 422
+        assert (await bad.json())["errors"] == [
+            "events[1].type: 'opened' is not one of delivered, bounced, deferred, complained, unsubscribed, replied",
+            "events[2].bounce: only a bounced event has a bounce class", "events[3].message: is required"]
+        assert bus.empty()  # all or nothing
+        ok = await client.post("/v1/events", headers=KEY, json=[
+            {"message": "m-1", "type": "bounced", "smtp_code": "452", "id": "evt-1", "campaign": "spring"},
+            {"message": "m-2", "type": "bounced", "smtp_code": 550, "diagnostic": "5.1.1 unknown user"},
+            {"message": "m-3", "type": "complained", "ts": "2026-09-21T14:00:00Z"}])
+        assert (ok.status, await ok.json()) == (202, {"accepted": 3})
+        events = [bus.get_nowait() for _ in range(3)]
+        assert [(r.topic, r.key) for r in events] == [("deliveries", b"m-1"), ("deliveries", b"m-2"),
+                                                      ("deliveries", b"m-3")]
+        got = [Delivery.decode(r.value) for r in events]
+        assert [(d.id, d.bounce, d.smtp_code, d.campaign, d.ts, d.platform) for d in got] == [
+            ("evt-1", "soft", 452, "spring", 1_790_000_000.0, ""),
+            ("bounced", "hard", 550, "", 1_790_000_000.0, ""),
+            ("complained@2026-09-21T14:00:00.000Z", "", 0, "", 1_789_999_200.0, "")]
+        theirs = await client.post("/v1/events", headers={"Authorization": "Bearer acme-key"}, json={"events": [
+            {"message": "m-4", "type": "replied", "tenant": "other"}]})
+        assert (await theirs.json())["errors"] == [
+            "events[0].tenant: 'other' is not the tenant of this API key ('acme')"]
+        mine = await client.post("/v1/events", headers={"Authorization": "Bearer acme-key"}, json={"events": [
+            {"message": "m-4", "type": "replied"}]})
+        assert mine.status == 202
+        assert Delivery.decode(bus.get_nowait().value).tenant == "acme"
+    assert bus.empty()

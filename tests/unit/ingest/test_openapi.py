@@ -124,6 +124,14 @@ def cases(keyring: Keyring, signers: Signers) -> list[tuple[str, str, dict[str, 
          "422"),
         ("/v1/conversions", "post", KEY | {"x-refuse": "1"}, {"conversions": [
             {"idempotency_key": "o-4", "message": "m-7"}]}, "503"),
+        ("/v1/events", "post", KEY, {"events": [
+            {"message": "m-7", "type": "bounced", "bounce": "hard", "smtp_code": 550, "id": "evt-1",
+             "diagnostic": "5.1.1 user unknown"}, {"message": "m-8", "type": "complained"}]}, "202"),
+        ("/v1/events", "post", KEY, b"{", "400"),
+        ("/v1/events", "post", {}, {"events": [{"message": "m-7", "type": "delivered"}]}, "401"),
+        ("/v1/events", "post", KEY, [{"message": "m", "type": "delivered"}] * (MAX_ITEMS + 1), "413"),
+        ("/v1/events", "post", KEY, {"events": [{"message": "m-7", "type": "opened"}]}, "422"),
+        ("/v1/events", "post", KEY | {"x-refuse": "1"}, {"events": [{"message": "m-7", "type": "replied"}]}, "503"),
         ("/v1/consents", "post", KEY, {"consents": [CONSENT, {**CONSENT, "state": "Granted", "source": "sdk"}]},
          "202"),
         ("/v1/consents", "post", KEY, b"{", "400"),
@@ -181,9 +189,12 @@ async def test_every_documented_answer_is_given_as_documented(keyring: Keyring, 
     {"sends": [{**SEND, "links": -1}]},
     {"sends": []},
     [{"idempotency_key": "o", "message": "m", "value": 2e12}],
+    {"events": [{"message": "m", "type": "opened"}]},
+    {"events": [{"message": "m", "type": "bounced", "smtp_code": 700}]},
+    {"events": [{"type": "delivered"}]},
 ])
 def test_what_the_handler_refuses_the_request_schema_refuses(bad: Any) -> None:
     doc = document()
-    path = "/v1/conversions" if isinstance(bad, list) else "/v1/sends"
+    path = "/v1/conversions" if isinstance(bad, list) else "/v1/events" if "events" in bad else "/v1/sends"
     schema = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert list(schema_validator(doc, schema).iter_errors(bad)) != []

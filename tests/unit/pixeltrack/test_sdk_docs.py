@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ingest.api import create_api_app
 from ingest.publisher import QueuePublisher
+from schemas.deliveries import Delivery
 from schemas.records import Record
 from schemas.sends import Send
 from schemas.tokens import Keyring
@@ -21,14 +22,15 @@ ROOT = Path(__file__).resolve().parents[3]
 SECRET = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"
 
 
-def example() -> str:
+def example(marker: str = "def deliver") -> str:
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "sdk.md").read_text(), re.S)
-    (block,) = [b for b in blocks if "register_sends" in b and "def deliver" in b]
+    (block,) = [b for b in blocks if "ApiClient" in b and marker in b]
     return block
 
 
-async def test_the_worked_example_registers_every_send_with_pseudonyms() -> None:
-    bus: asyncio.Queue[Record] = asyncio.Queue()
+async def run_against_the_api(code: str, bus: asyncio.Queue[Record], count: str = "") -> tuple[int | None, bytes,
+                                                                                             bytes]:
+    """Runs `code` in a fresh interpreter against the real API handler publishing onto `bus`."""
     keyring = Keyring.parse(SECRET)
     app = create_api_app(keyring, ["doc-key"], Topics(), QueuePublisher(bus), own_publisher=False)
     runner = web.AppRunner(app)
@@ -37,14 +39,33 @@ async def test_the_worked_example_registers_every_send_with_pseudonyms() -> None
     await site.start()
     port = runner.addresses[0][1]
     try:
-        env = {**os.environ, "COUNT": "5003", "PIXELTRACK_SIGNING_KEYS": SECRET, "PIXELTRACK_API_KEY": "doc-key",
+        env = {**os.environ, "COUNT": count, "PIXELTRACK_SIGNING_KEYS": SECRET, "PIXELTRACK_API_KEY": "doc-key",
                "PIXELTRACK_API": f"http://127.0.0.1:{port}", "PYTHONPATH": str(ROOT)}
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", example(), cwd=ROOT, env=env,
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, cwd=ROOT, env=env,
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 120)
     finally:
         await runner.cleanup()
-    assert proc.returncode == 0, err.decode()[-2000:]
+    return proc.returncode, out, err
+
+
+async def test_the_delivery_events_example_posts_each_event() -> None:
+    bus: asyncio.Queue[Record] = asyncio.Queue()
+    returncode, out, err = await run_against_the_api(example("record_event("), bus)
+    assert returncode == 0, err.decode()[-2000:]
+    assert out.decode().strip() == "5 events recorded"
+    events = [Delivery.decode(bus.get_nowait().value) for _ in range(bus.qsize())]
+    assert [(e.message, e.type, e.id, e.bounce, e.smtp_code) for e in events] == [
+        ("spring-r0000001", "bounced", "evt-881", "hard", 550), ("spring-r0000002", "bounced", "evt-882", "soft", 452),
+        ("spring-r0000002", "delivered", "evt-903", "", 0), ("spring-r0000003", "complained", "fbl-17", "", 0),
+        ("spring-r0000004", "replied", "re-5", "", 0)]
+    assert events[-1].ts == 1_796_119_200.0  # 2026-12-01T10:00:00Z
+
+
+async def test_the_worked_example_registers_every_send_with_pseudonyms() -> None:
+    bus: asyncio.Queue[Record] = asyncio.Queue()
+    returncode, out, err = await run_against_the_api(example(), bus, count="5003")
+    assert returncode == 0, err.decode()[-2000:]
     assert out.decode().strip() == "5003 sends registered"
     sends = [Send.decode(bus.get_nowait().value) for _ in range(bus.qsize())]
     assert len(sends) == 5003

@@ -56,7 +56,8 @@ def test_a_click_becomes_one_event_row_with_every_column_in_place(publish: bool)
         "link_url": "https://shop.example.com/p?x=1", "link_id": "L2", "link_flags": 0, "method": "GET",
         "host": "t.example.com", "ip": "81.2.69.0", "user_agent": CHROME, "edge": "edge-9",
         "verdict": "human", "source": "direct", "revision": 0, "sign": 1,
-        "src_topic": Topics().hits_raw, "src_partition": 2, "src_offset": 41, "origin": ""}
+        "src_topic": Topics().hits_raw, "src_partition": 2, "src_offset": 41, "origin": "",
+        "click_hit_id": ""}
     assert (row["browser"], row["device"]) == ("Chrome", "desktop")
     # Counted whether or not verdicts are published (a batch adds its counts once).
     assert hits_counted("click", "human") == before + 1

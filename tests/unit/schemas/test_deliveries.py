@@ -22,6 +22,10 @@ def test_an_event_without_an_id_is_named_by_its_type_and_time() -> None:
     a = Delivery.from_api({"message": "m1", "type": "delivered", "ts": NOW}, "events[0]", 0.0)
     b = Delivery.from_api({"message": "m1", "type": "delivered", "ts": NOW}, "events[0]", 0.0)
     assert a.id == b.id == "delivered@2026-09-21T14:13:20.000Z"
+    # without a time either: retried a second later (the API's clock), still the same event
+    c = Delivery.from_api({"message": "m1", "type": "bounced"}, "events[0]", NOW)
+    d = Delivery.from_api({"message": "m1", "type": "bounced"}, "events[0]", NOW + 1)
+    assert c.id == d.id == "bounced"
 
 
 def test_the_record_survives_kafka() -> None:

@@ -65,6 +65,8 @@ def test_hosts_remembered_are_bounded_and_answers_stay_right_past_the_bound() ->
     ({"name": "acme", "keys": KEYS, "current_key": 5}, "current_key must be a string"),
     ({"keys": KEYS}, "name must be a string"),
     ("acme", "name must be a string"),
+    ({"name": "acme", "domains": ["t.acme.example"], "keys": KEYS, "site_visit_org": "yes"},
+     "site_visit_org must be true or false"),
 ])
 def test_a_tenants_file_field_of_the_wrong_type_is_refused_naming_it(tmp_path: Path, doc: object, says: str) -> None:
     path = tmp_path / "tenants.json"
@@ -92,3 +94,23 @@ def test_key_rotation_adds_the_next_numbered_key_and_keeps_the_former_ones() -> 
     assert rotated.api_keys == t.api_keys
     assert with_domains(rotated, ["u.acme.example"]).domains == ("t.acme.example", "u.acme.example")
 
+
+
+def test_the_site_visit_org_setting_is_kept_by_the_file_and_set_by_the_cli(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pixeltrack.cli import main
+
+    path = tmp_path / "tenants.json"
+    assert main(["tenants", "add", "--name", "acme", "--domain", "t.acme.example", "--file", str(path)]) == 0
+    assert "site_visit_org" not in json.loads(path.read_text())["tenants"][0]
+    assert main(["tenants", "site-visit-org", "--name", "acme", "--set", "on", "--file", str(path)]) == 0
+    assert json.loads(path.read_text())["tenants"][0]["site_visit_org"] is True
+    assert TenantRegistry.load(path).site_visit_org("acme") is True
+    assert main(["tenants", "rotate-key", "--name", "acme", "--file", str(path)]) == 0  # kept through a rotation
+    assert TenantRegistry.load(path).tenants["acme"].site_visit_org is True
+    assert main(["tenants", "list", "--file", str(path)]) == 0
+    assert "site_visit_org=on" in capsys.readouterr().out
+    assert main(["tenants", "site-visit-org", "--name", "acme", "--file", str(path)]) == 2
+    assert "--set on or --set off" in capsys.readouterr().err
+    assert main(["tenants", "site-visit-org", "--name", "acme", "--set", "off", "--file", str(path)]) == 0
+    assert TenantRegistry.load(path).site_visit_org("acme") is False

@@ -16,17 +16,23 @@ T0 = datetime(2026, 9, 21, 14, 0)  # naive, as chDB returns DateTime('UTC')
 SUMMARY_COLUMNS = ["variant", "delivered", "unique_opens", "unique_human_opens", "opens_human", "opens_proxy",
                    "opens_machine", "opens_duplicate", "unique_clicks", "clicks_human", "clicks_filtered",
                    "converted_messages", "conversions", "revenue", "open_rate", "machine_open_share", "ctr", "ctor",
-                   "filtered_click_share", "conversion_rate", "revenue_per_recipient"]
+                   "filtered_click_share", "conversion_rate", "revenue_per_recipient", "sent", "bounced", "complained",
+                   "unsubscribed", "replied", "bounce_rate", "complaint_rate", "unsubscribe_rate", "reply_rate"]
 
 
 def variant(name: str, delivered: int, opens: int, clicks: int, converted: int, clicks_of_openers: int,
-            opens_human: int = 100, opens_proxy: int = 150, opens_machine: int = 700) -> list[Any]:
+            opens_human: int = 100, opens_proxy: int = 150, opens_machine: int = 700,
+            bounced: int = 0, complained: int = 0, unsubscribed: int = 0, replied: int = 0) -> list[Any]:
+    sent = delivered + bounced
     return [name, delivered, opens, opens // 2, opens_human, opens_proxy, opens_machine, 20, clicks, clicks + 10,
             400, converted, converted, converted * 50.0, opens / delivered, 0.6, clicks / delivered,
-            clicks_of_openers / opens if opens else None, 0.8, converted / delivered, converted * 50.0 / delivered]
+            clicks_of_openers / opens if opens else None, 0.8, converted / delivered, converted * 50.0 / delivered,
+            sent, bounced, complained, unsubscribed, replied, bounced / sent, complained / delivered,
+            unsubscribed / delivered, replied / delivered]
 
 
-VARIANTS = [variant("A", 25_000, 2_750, 1_265, 410, 900), variant("B", 25_000, 3_300, 2_775, 1_030, 2_000)]
+VARIANTS = [variant("A", 25_000, 2_750, 1_265, 410, 900, bounced=600, complained=20, unsubscribed=75, replied=40),
+            variant("B", 25_000, 3_300, 2_775, 1_030, 2_000, bounced=400, complained=5, unsubscribed=50, replied=60)]
 HOURLY = (["hour", "opens_human", "opens_proxy", "opens_machine", "clicks_human", "clicks_filtered"],
           [[T0, 10, 20, 300, 5, 140], [T0.replace(hour=15), 40, 60, 250, 30, 190],
            [T0.replace(hour=17), 5, 9, 3, 2, 1]])  # 16:00 had nothing

@@ -190,6 +190,22 @@ async def test_countries_say_why_they_are_empty() -> None:
         assert "No countries known." in panel
 
 
+async def test_funnel_reads_sent_to_converted_with_bounces_and_complaints_beside() -> None:
+    """51,000 sent, 1,000 bounced (600 + 400), 50,000 delivered; complaints, unsubscribes and replies over
+    delivered, the bounce rate over sent."""
+    html = pages.campaign_page(await campaign_data(), "", 5, NOW)
+    shown = Elements(html)
+    assert shown.metrics[("", "sent")] == "51,000"
+    assert (shown.metrics[("", "bounced")], shown.metrics[("", "bounce_rate")]) == ("1,000", "1.96%")
+    assert (shown.metrics[("", "complained")], shown.metrics[("", "complaint_rate")]) == ("25", "0.050%")
+    assert (shown.metrics[("", "unsubscribed")], shown.metrics[("", "unsubscribe_rate")]) == ("125", "0.25%")
+    assert (shown.metrics[("", "replied")], shown.metrics[("", "reply_rate")]) == ("100", "0.20%")
+    funnel = pages.campaign_panels(await campaign_data())["funnel"]
+    labels = re.findall(r'font-weight="600"[^>]*>([A-Z][a-z]+)<', funnel)
+    assert labels == ["Sent", "Delivered", "Opened", "Clicked", "Converted"]
+    assert "98.0% of sent · 1,000 bounced" in funnel
+
+
 async def test_funnel_says_what_each_share_is_of_and_defines_ctor() -> None:
     funnel = pages.campaign_panels(await campaign_data())["funnel"]
     assert "12.1% of delivered (open rate)" in funnel
