@@ -607,16 +607,13 @@ class HitProcessor:
     def _row(d: Decision, e: Enrichment, record: SourceRecord, v: Verdict, revision: int, sign: int,
              ip: str, anon: bool = False) -> tuple[object, ...]:
         h = d.hit
-        if anon:  # no message, recipient nor exact send time (one would tell a message's hits apart)
-            return (h.tenant, h.id, h.kind, h.ts, hour_of(h.sent_at), h.campaign, h.variant,
-                    "", "", h.link, h.link_id, h.link_flags, h.method, h.host, ip, h.ua, h.edge,
-                    v.verdict, v.source, list(_reasons(v, h)), e.browser, e.os, e.device, e.mail_client, e.country,
-                    e.city, e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset, h.origin)
+        # `anon`: no message, recipient nor exact send time (one would tell a message's hits apart).
+        sent_at, message, recipient = (hour_of(h.sent_at), "", "") if anon else (h.sent_at, h.message, h.recipient)
         # Times are epoch seconds: the writer sends rows as JSON, which DateTime64(3) columns read as such.
         # The source position is the record being processed now: a revision row belongs to the batch
         # that caused it, so its position and dedup token are those of that batch.
-        return (h.tenant, h.id, h.kind, h.ts, h.sent_at, h.campaign, h.variant,
-                h.message, h.recipient, h.link, h.link_id, h.link_flags, h.method, h.host, ip, h.ua, h.edge,
+        return (h.tenant, h.id, h.kind, h.ts, sent_at, h.campaign, h.variant,
+                message, recipient, h.link, h.link_id, h.link_flags, h.method, h.host, ip, h.ua, h.edge,
                 v.verdict, v.source, list(_reasons(v, h)), e.browser, e.os, e.device, e.mail_client, e.country,
                 e.city, e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset,
                 h.click_hit_id, h.origin)
