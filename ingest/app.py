@@ -276,7 +276,8 @@ def create_app(settings: Settings, publisher: Publisher | None = None,
     registry = tenants or edge_tenants(settings, keyring)
     app[EDGE] = Edge(tenants=registry, forwarder=forwarder,
                      ips=ClientIpResolver(settings.trusted_proxies), edge_id=settings.edge_id,
-                     topics=Topics(settings.topic_prefix), click_id_param=settings.click_id_param,
+                     topics=Topics(settings.topic_prefix),
+                     click_id_param="" if settings.tracking == "aggregate" else settings.click_id_param,
                      dnt=load_do_not_track(settings.do_not_track_file),
                      privacy_key=_privacy_key(settings, registry), sign_document=document_store(settings))
     app[METRICS_REGISTRY] = metrics_registry(metrics_dir)

@@ -245,7 +245,7 @@ class Edge:
             self.record_bad("open", exc.reason, str(exc), facts)
             return
         if not self.do_not_track(payload):
-            self.record_hit("open", token, payload.message, facts)
+            self.record_hit("open", token, payload.message or payload.campaign, facts)
 
     def click_hit(self, facts: RequestFacts, token: str) -> str | None:
         """A fetch of /c/<token>: the Location to redirect to (with the click id appended when
@@ -261,8 +261,11 @@ class Edge:
         if self.do_not_track(payload):
             return payload.url
         hit_id = self.next_id()
-        self.record_hit("click", token, payload.message, facts, hit_id)
-        if self.click_id_param and not payload.flags & (FLAG_NO_CLICK_ID | FLAG_UNSUBSCRIBE | FLAG_HONEYPOT):
+        # (A campaign-level token's hits are keyed by campaign: they have no message to keep together.)
+        self.record_hit("click", token, payload.message or payload.campaign, facts, hit_id)
+        # No click id for a campaign-level token: it would name the click, and none of its recipients agreed.
+        if (self.click_id_param and payload.message
+                and not payload.flags & (FLAG_NO_CLICK_ID | FLAG_UNSUBSCRIBE | FLAG_HONEYPOT)):
             keyring = self.keyring_of(facts.host)
             if keyring is not None:
                 ref = ClickRef(payload.tenant, payload.campaign, payload.variant, payload.message, payload.recipient,

@@ -223,6 +223,10 @@ class Classifier:
         else:
             net_kind = _NET_NONE
 
+        if not hit.message:
+            # A campaign-level (aggregate) hit: no message to compare it with, and hits of different
+            # recipients must not make one another duplicates or a burst. Its own signals decide it.
+            return [Decision(hit, _mask(enrichment, verdict), verdict, 0, None)]
         ts = hit.ts
         if ts > self._watermark:
             self._watermark = ts

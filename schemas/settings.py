@@ -167,6 +167,12 @@ class Settings(BaseSettings):
     truncate_ips: bool = Field(True, description="Store IPv4 /24 and IPv6 /48 only (after enrichment).")
     do_not_track_file: Path | None = Field(
         None, description="Recipient hashes (one per line) whose hits are answered and never stored.")
+    tracking: Literal["individual", "aggregate"] = Field(
+        "individual", description="aggregate: every tenant anonymous (campaign-level tokens, no click ids, no "
+        "message or recipient id in any row); individual: as each recipient's consent says (docs/consent.md).")
+    unknown_consent: Literal["individual", "aggregate"] = Field(
+        "individual", description="What an unknown consent means for tenants whose tenants-file entry says "
+        "neither unknown_consent nor region \"eu\" (and the default tenant).")
 
     # --- embedded mode ---
     data_dir: Path = Field(Path(".pixeltrack"), description="Folder of `pixeltrack serve`: key, chDB, spool.")

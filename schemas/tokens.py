@@ -28,6 +28,7 @@ FLAG_NO_CLICK_ID = 4
 # Not in any token: the processors set it on an open that came through one of the email's own images
 # (an /i/ fetch), so analysts tell those from the pixel's (events.link_flags; link_url is the image).
 FLAG_IMAGE = 8
+DAY_MS = 86_400_000
 
 # Kinds and their codes (a token's first payload field; each edge route takes one kind only, so a token
 # minted for one cannot be used on another). Every kind but "open" carries a destination: a click's and a
@@ -66,6 +67,11 @@ class TokenPayload:
     def honeypot(self) -> bool:
         return bool(self.flags & FLAG_HONEYPOT)
 
+    @property
+    def aggregate(self) -> bool:
+        """A campaign-level token (see aggregate_payload): it names no message and no recipient."""
+        return not self.message and not self.recipient
+
     def to_wire(self) -> bytes:
         fields: list[object] = [_KIND_CODE[self.kind], self.tenant, self.campaign, self.variant, self.message,
                                 self.recipient, self.sent_at, self.expires_at]
@@ -92,6 +98,19 @@ class TokenPayload:
                 and type(sent_at) is int and type(expires_at) is int and type(flags) is int):
             raise TokenError("malformed", "payload field of the wrong type")
         return cls(kind, tenant, campaign, variant, message, recipient, sent_at, expires_at, url, link_id, flags)
+
+
+def aggregate_payload(kind: TokenKind, tenant: str, campaign: str, variant: str, expires_at: int = 0, url: str = "",
+                      link_id: str = "", flags: int = 0) -> TokenPayload:
+    """The payload of a campaign-level (aggregate) token: the same kinds and wire shape as any token, with
+    the message, the recipient and the send time empty (sent_at 0), and the expiry rounded up to a whole
+    UTC day, so every recipient of a campaign's variant gets the same pixel and the same link tokens and
+    nothing in them tells one recipient or message from another. Click tokens never get a click id
+    (FLAG_NO_CLICK_ID; the edge also appends none to a token without a message)."""
+    expires = -(-expires_at // DAY_MS) * DAY_MS if expires_at else 0
+    return TokenPayload(kind=kind, tenant=tenant, campaign=campaign, variant=variant, message="", recipient="",
+                        sent_at=0, expires_at=expires, url=url, link_id=link_id,
+                        flags=(flags | FLAG_NO_CLICK_ID) if kind == "click" else 0)
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")

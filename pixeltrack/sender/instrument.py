@@ -30,7 +30,8 @@ from typing import Literal
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 from pixeltrack.sender.documents import is_document, is_spacer
-from pixeltrack.sender.sdk import Message, Tracker
+from pixeltrack.sender.sdk import Message, Tracker, aggregate_send
+from schemas.aggregate import AggregateSends
 from schemas.sends import MAX_ID, Send
 from schemas.tokens import MAX_URL_CHARS
 
@@ -187,14 +188,18 @@ class InstrumentedEmail:
     recipient_id: str  # what the tokens carry: the recipient, or its pseudonym (Tracker(hash_recipients=True))
     images: tuple[str, ...] = ()
     preferences: str = ""  # the preferences link put where PREFERENCES_PLACEHOLDER was ("" when none was)
+    aggregate: bool = False  # tracked in aggregate: its tokens carry no message, recipient nor send time
 
     def to_bytes(self) -> bytes:
         # The source round-trips through its codec (checked at parse); only inserted text could fail.
         return self.html.encode(self.encoding, "xmlcharrefreplace")
 
-    def send(self, mailbox_domain: str = "") -> Send:
-        """The Send that registers this email (the denominator of its rates)."""
+    def send(self, mailbox_domain: str = "") -> Send | AggregateSends:
+        """The Send that registers this email (the denominator of its rates); for an email tracked in
+        aggregate, the AggregateSends that counts it (sdk.aggregate_send)."""
         m = self.message
+        if self.aggregate:
+            return aggregate_send(m)
         return Send(tenant=m.tenant, campaign=m.campaign, variant=m.variant, message=m.message,
                     recipient=self.recipient_id, sent_at=m.sent_at / 1000, mailbox_domain=mailbox_domain.lower(),
                     links=len(self.clicks))
@@ -253,7 +258,7 @@ def instrument(plan: EmailPlan, tracker: Tracker, message: Message, *, honeypot:
         preferences = tracker.preferences_url(m, preferences_text_version)
         out = out.replace(PREFERENCES_PLACEHOLDER, html.escape(preferences, quote=True))
     return InstrumentedEmail(out, plan.encoding, m, pixel, tuple(clicks), trap, tracker.recipient_id(m.recipient),
-                             images=tuple(images), preferences=preferences)
+                             images=tuple(images), preferences=preferences, aggregate=not tracker.individual(m))
 
 
 def _attr_value(url: str, quote_char: str) -> str:

@@ -11,10 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from pixeltrack.errors import CommandError
-from pixeltrack.sender.campaign import JsonlSends, file_names, instrument_campaign, read_recipients
+from pixeltrack.sender.campaign import JsonlSends, decode_record, file_names, instrument_campaign, read_recipients
 from pixeltrack.sender.instrument import EmailPlan
 from pixeltrack.sender.recipient_ids import WARNING, Pseudonyms, email_like
-from schemas.sends import Send
+from pixeltrack.sender.sdk import Record
 
 
 def add_instrument_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -28,7 +28,8 @@ def add_instrument_parser(subparsers: argparse._SubParsersAction[argparse.Argume
     s.add_argument("--variant", default="", help="default variant (a recipients 'variant' column wins)")
     s.add_argument("--tenant", default="")
     s.add_argument("--recipients", required=True, metavar="LIST.csv",
-                   help="CSV with columns recipient (required), email, message, variant")
+                   help="CSV with columns recipient (required), email, message, variant, consent (granted, denied, "
+                        "unknown: denied gets campaign-level tracking), consent_version")
     s.add_argument("--out", required=True, metavar="DIR", help="folder of the instrumented emails")
     s.add_argument("--base-url", required=True, help="tracking base URL, e.g. https://t.example.com")
     s.add_argument("--data", help="serve data folder holding the signing key (else settings' keys)")
@@ -74,13 +75,13 @@ def cmd_sends_post(args: argparse.Namespace) -> int:
     from pixeltrack.sender.sdk import ApiClient, ApiError
 
     path = Path(args.file)
-    sends: list[Send] = []
+    sends: list[Record] = []
     try:
         with path.open("rb") as f:
             for n, line in enumerate(f, 1):
                 if line.strip():
                     try:
-                        sends.append(Send.decode(line))
+                        sends.append(decode_record(line))
                     except ValueError as exc:
                         raise CommandError(f"{path}, line {n}: {exc}") from None
         api_key = args.api_key or Path(args.api_key_file).read_text().strip()
@@ -138,11 +139,15 @@ def _instrument(args: argparse.Namespace) -> int:
     targets = {(out_dir / name).resolve() for name in file_names(recipients)}
     if email_path.resolve() in targets:
         raise ValueError(f"{email_path} would be overwritten by a recipient's email; choose another --out")
-    tracker = Tracker(args.base_url, keyring, settings.token_ttl_days)
+    from schemas.tenants import TenantRegistry
+
+    unknown = TenantRegistry.load(settings.tenants_file).unknown_means(args.tenant, settings.unknown_consent)
+    tracker = Tracker(args.base_url, keyring, settings.token_ttl_days, unknown_consent=unknown,
+                      tracking=settings.tracking)
     _describe(plan, args.track_images)
 
     jsonl: JsonlSends | None = None
-    register: Callable[[list[Send]], object]
+    register: Callable[[list[Record]], object]
     if args.api:
         api_key = args.api_key or Path(args.api_key_file).read_text().strip()
         register = ApiClient(args.api, api_key).register_sends
@@ -168,6 +173,9 @@ def _instrument(args: argparse.Namespace) -> int:
         done = (f"{result.emails} sends written to {where}, not registered: post them with "
                 f"`pixeltrack sends post {where} --api URL --api-key KEY`, or pass --api next time")
     print(f"wrote {result.emails} emails to {out_dir} ({result.manifest.name}); {done}", file=sys.stderr)
+    if result.aggregate or result.consents:
+        print(f"{result.aggregate} of them tracked in aggregate (campaign-level URLs, counted without an id); "
+              f"{result.consents} consent records from the recipients file", file=sys.stderr)
     return 0
 
 

@@ -34,7 +34,15 @@ SELECT
     unsubscribed / nullIf(delivered, 0) AS unsubscribe_rate,
     replied / nullIf(delivered, 0) AS reply_rate,
     unique_downloads, downloads_human, downloads_filtered,
-    unique_downloads / nullIf(delivered, 0) AS download_rate
+    unique_downloads / nullIf(delivered, 0) AS download_rate,
+    aggregate_sends, aggregate_opens_human, aggregate_opens_proxy, aggregate_opens_machine, aggregate_clicks_human,
+    aggregate_clicks_filtered, aggregate_conversions, aggregate_revenue,
+    (aggregate_opens_human + aggregate_opens_proxy) / nullIf(aggregate_sends, 0) AS aggregate_opens_per_send,
+    aggregate_clicks_human / nullIf(aggregate_sends, 0) AS aggregate_clicks_per_send,
+    sent + aggregate_sends AS sends_all,
+    (opens_human + opens_proxy + aggregate_opens_human + aggregate_opens_proxy)
+        / nullIf(sent + aggregate_sends, 0) AS opens_per_send_all,
+    (clicks_human + aggregate_clicks_human) / nullIf(sent + aggregate_sends, 0) AS clicks_per_send_all
 FROM (
     SELECT
         tenant, campaign, variant,
@@ -88,7 +96,36 @@ LEFT JOIN (
     SELECT tenant, campaign, variant, uniqExactMerge(recipients) AS recipients
     FROM campaign_sends_hourly
     GROUP BY tenant, campaign, variant
-) AS sent_to USING (tenant, campaign, variant);
+) AS sent_to USING (tenant, campaign, variant)
+-- The campaign-level (aggregate) part: emails and hits without a message or recipient id (docs/consent.md).
+-- A FULL JOIN: a variant may be tracked in aggregate only.
+FULL OUTER JOIN (
+    SELECT tenant, campaign, variant, sum(sends) AS aggregate_sends,
+           sum(opens_h) AS aggregate_opens_human, sum(opens_p) AS aggregate_opens_proxy,
+           sum(opens_m) AS aggregate_opens_machine, sum(clicks_h) AS aggregate_clicks_human,
+           sum(clicks_f) AS aggregate_clicks_filtered, sum(conv) AS aggregate_conversions,
+           sum(rev) AS aggregate_revenue
+    FROM (
+        SELECT tenant, campaign, variant, sends, 0 AS opens_h, 0 AS opens_p, 0 AS opens_m, 0 AS clicks_h,
+               0 AS clicks_f, 0 AS conv, toFloat64(0) AS rev
+        FROM aggregate_sends FINAL
+        UNION ALL
+        SELECT tenant, campaign, variant, 0,
+               sumIf(hits, kind = 'open' AND verdict = 'human'), sumIf(hits, kind = 'open' AND verdict = 'proxy'),
+               sumIf(hits, kind = 'open' AND verdict = 'machine'),
+               sumIf(hits, kind = 'click' AND verdict IN ('human', 'proxy') AND bitAnd(link_flags, 2) = 0),
+               sumIf(hits, kind = 'click' AND verdict = 'machine' AND bitAnd(link_flags, 2) = 0), 0, 0
+        FROM aggregate_hits
+        GROUP BY tenant, campaign, variant
+        UNION ALL
+        -- Conversions without a message (of an aggregate click, or any under PIXELTRACK_TRACKING=aggregate).
+        SELECT tenant, campaign, variant, 0, 0, 0, 0, 0, 0, count(), sum(value)
+        FROM conversions FINAL
+        WHERE message_id = ''
+        GROUP BY tenant, campaign, variant
+    )
+    GROUP BY tenant, campaign, variant
+) AS aggregate_part USING (tenant, campaign, variant);
 
 CREATE OR REPLACE VIEW link_stats AS
 SELECT tenant, campaign, variant, link,
