@@ -1,4 +1,5 @@
-"""The authenticated ingest API, apart from the public edge: sends, conversions and delivery events from senders."""
+"""The authenticated ingest API, apart from the public edge: sends, conversions, delivery events, consents and
+aggregate sends from senders."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from ingest.esp.routes import EspSettings, add_esp_routes
 from ingest.openapi import openapi_document
 from ingest.publisher import KafkaPublisher, Publisher
 from ingest.serverlog import quiet_bad_requests
+from schemas.aggregate import AggregateSends
+from schemas.consents import Consent
 from schemas.deliveries import Delivery
 from schemas.records import Record
 from schemas.sends import Conversion, Send, text_field, time_field
@@ -101,7 +104,9 @@ def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topic
         return await handler(request)  # type: ignore[no-any-return]
 
     async def accept(request: web.Request, name: str, topic: str,
-                     parse: Callable[[Any, str, float, str | None], Send | Conversion | Delivery]) -> web.Response:
+                     parse: Callable[[Any, str, float, str | None],
+                                     Send | Conversion | Delivery | Consent | AggregateSends],
+                     key: Callable[[Any], str] = lambda x: str(x.message)) -> web.Response:
         """Validates every item (all or nothing), publishes them, answers 202 once acknowledged."""
         items = await _items(request, name)
         if isinstance(items, web.Response):
@@ -120,7 +125,7 @@ def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topic
         if errors:
             return _error(422, f"invalid {name}; nothing was recorded", errors)
         try:
-            await request.app[PUBLISHER].publish([Record(topic, x.message.encode(), x.encode()) for x in out])
+            await request.app[PUBLISHER].publish([Record(topic, key(x).encode(), x.encode()) for x in out])
         except Exception as exc:
             return _error(503, f"could not record the {name} now ({type(exc).__name__}); retry")
         return web.json_response({"accepted": len(out)}, status=202)
@@ -140,6 +145,17 @@ def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topic
                             lambda item, where, now, tenant: Delivery.from_api(item, where, default_ts=now,
                                                                                tenant=tenant or "",
                                                                                latest=now + MAX_FUTURE))
+
+    async def post_consents(request: web.Request) -> web.Response:
+        return await accept(request, "consents", topics.consents,
+                            lambda item, where, now, tenant: _consent(item, where, now, tenant or ""),
+                            key=lambda c: str(c.recipient))
+
+    async def post_aggregate_sends(request: web.Request) -> web.Response:
+        return await accept(request, "aggregate_sends", topics.aggregate_sends,
+                            lambda item, where, now, tenant: AggregateSends.from_api(
+                                item, where, default_ts=now, tenant=tenant or "", latest=now + MAX_FUTURE),
+                            key=lambda a: str(a.campaign))
 
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -175,6 +191,8 @@ def create_api_app(tenants: TenantRegistry | Keyring, api_keys: list[str], topic
     app.router.add_post("/v1/sends", post_sends)
     app.router.add_post("/v1/conversions", post_conversions)
     app.router.add_post("/v1/events", post_events)
+    app.router.add_post("/v1/consents", post_consents)
+    app.router.add_post("/v1/aggregate-sends", post_aggregate_sends)
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/openapi.json", openapi)
     add_esp_routes(app, registry, topics, lambda: app[PUBLISHER], esp or EspSettings(), clock)
@@ -240,6 +258,16 @@ def _conversion(registry: TenantRegistry, item: Any, where: str, now: float, key
                       idempotency_key=key, ts=ts,
                       value=value, currency=currency, message=message,
                       campaign=text_field(item, "campaign", where, required=False))
+
+
+API_CONSENT_SOURCES = ("api", "sdk", "csv")  # "preferences" is the edge's own (the recipient's page)
+
+
+def _consent(item: Any, where: str, now: float, tenant: str) -> Consent:
+    source = item.get("source") if isinstance(item, dict) else None
+    if source is not None and source not in API_CONSENT_SOURCES:
+        raise ValueError(f"{where}.source: {str(source)[:40]!r} is not one of {', '.join(API_CONSENT_SOURCES)}")
+    return Consent.from_api(item, where, now, tenant=tenant, source=source or "api", latest=now + MAX_FUTURE)
 
 
 def create_api_from_settings(settings: Settings, tenants: TenantRegistry | Keyring,

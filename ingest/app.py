@@ -22,6 +22,7 @@ from ingest.adopt import adopt_spool
 from ingest.client_ip import ClientIpResolver
 from ingest.edge import Edge, RequestFacts, UnsubscribeAnswer, forwarded_for, kept_headers
 from ingest.forwarder import Forwarder, HitQueue
+from ingest.objectstore import document_store
 from ingest.pages import (
     HTML_NO_STORE,
     NOT_FOUND_HEADERS,
@@ -91,6 +92,28 @@ async def click(request: web.Request) -> web.Response:
     return web.Response(status=302, headers=headers)
 
 
+async def download(request: web.Request) -> web.Response:
+    """/d/<token>: a document sent with the email; 302 to it (Edge.download_hit), 404 for a bad token."""
+    return _redirect(request.app[EDGE].download_hit(request_facts(request), request.match_info["token"]))
+
+
+async def image(request: web.Request) -> web.Response:
+    """/i/<token>: one of the email's own images; 302 to the original (never cached, so every reading
+    fetches it), and the pixel for a bad token: never a broken image."""
+    location = request.app[EDGE].image_hit(request_facts(request), request.match_info["token"])
+    if location is None:
+        return web.Response(body=GIF, headers=PIXEL_HEADERS)
+    return _redirect(location)
+
+
+def _redirect(location: str | None) -> web.Response:
+    if location is None:
+        return _not_found()
+    headers = dict(REDIRECT_HEADERS)
+    headers["Location"] = location
+    return web.Response(status=302, headers=headers)
+
+
 async def unsubscribe(request: web.Request) -> web.Response:
     """/u/<token>: GET shows the confirmation form, POST records the unsubscribe (Edge.unsubscribe)."""
     answer = request.app[EDGE].unsubscribe(request_facts(request), request.match_info["token"],
@@ -134,6 +157,16 @@ async def open_malformed(request: web.Request) -> web.Response:
 async def click_malformed(request: web.Request) -> web.Response:
     request.app[EDGE].bad_request(request_facts(request), "click", "malformed", "path is not /c/<token>")
     return _not_found()
+
+
+async def download_malformed(request: web.Request) -> web.Response:
+    request.app[EDGE].bad_request(request_facts(request), "download", "malformed", "path is not /d/<token>")
+    return _not_found()
+
+
+async def image_malformed(request: web.Request) -> web.Response:
+    request.app[EDGE].bad_request(request_facts(request), "image", "malformed", "path is not /i/<token>")
+    return web.Response(body=GIF, headers=PIXEL_HEADERS)
 
 
 async def watch_loop_lag(interval: float = 0.1) -> None:
@@ -243,9 +276,10 @@ def create_app(settings: Settings, publisher: Publisher | None = None,
     registry = tenants or edge_tenants(settings, keyring)
     app[EDGE] = Edge(tenants=registry, forwarder=forwarder,
                      ips=ClientIpResolver(settings.trusted_proxies), edge_id=settings.edge_id,
-                     topics=Topics(settings.topic_prefix), click_id_param=settings.click_id_param,
+                     topics=Topics(settings.topic_prefix),
+                     click_id_param="" if settings.tracking == "aggregate" else settings.click_id_param,
                      dnt=load_do_not_track(settings.do_not_track_file),
-                     privacy_key=_privacy_key(settings, registry))
+                     privacy_key=_privacy_key(settings, registry), sign_document=document_store(settings))
     app[METRICS_REGISTRY] = metrics_registry(metrics_dir)
 
     async def forwarding(app: web.Application) -> AsyncIterator[None]:
@@ -285,6 +319,10 @@ def create_app(settings: Settings, publisher: Publisher | None = None,
     app.router.add_get("/o/{tail:.*}", open_malformed, allow_head=True)
     app.router.add_get("/c/{token}", click, allow_head=True)
     app.router.add_get("/c/{tail:.*}", click_malformed, allow_head=True)
+    app.router.add_get("/d/{token}", download, allow_head=True)
+    app.router.add_get("/d/{tail:.*}", download_malformed, allow_head=True)
+    app.router.add_get("/i/{token}", image, allow_head=True)
+    app.router.add_get("/i/{tail:.*}", image_malformed, allow_head=True)
     app.router.add_route("GET", "/u/{token}", unsubscribe)
     app.router.add_route("POST", "/u/{token}", unsubscribe)
     app.router.add_route("GET", "/p/{token}", preferences)

@@ -1,9 +1,14 @@
-"""The edge's domain: what a pixel, click, unsubscribe or preferences fetch means, whichever front end parsed it.
+"""The edge's domain: what a pixel, click, download, image, unsubscribe or preferences fetch means, whichever
+front end parsed it.
 
 Both front ends (the aiohttp handlers in ingest/app.py and the fast path in ingest/fastpath.py) turn a
 request into one RequestFacts and hand it to an Edge method; the Edge checks the token, suppresses
 do-not-track recipients, encodes the RawHit or the dead letter and queues it, and says what to answer.
 Nothing here knows HTTP beyond those facts, so the two front ends cannot differ in what they record.
+
+Longer than 400 lines because the Edge is one class whose every kind of fetch (pixel, click, download, image,
+unsubscribe, preferences) goes through the same token check, do-not-track suppression, journal and dead-letter
+path; the answers' pages are ingest/pages.py's, the object store's signed URLs ingest/objectstore.py's.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -166,19 +171,22 @@ PREFERENCE_CHOICES = ("granted", "denied")
 
 class Edge:
     """Per-app state and the meaning of each fetch. Front ends parse, call one of open_hit, click_hit,
-    unsubscribe, preferences or bad_request with the request's facts, and answer; nothing else."""
+    download_hit, image_hit, unsubscribe, preferences or bad_request with the request's facts, and answer;
+    nothing else."""
 
     __slots__ = ("_counters", "_dlq_topic", "_ids", "_pending", "_prefix", "_raw_topic", "click_id_param",
-                 "dnt", "edge_id", "forwarder", "ips", "privacy_key", "tenants", "topics")
+                 "dnt", "edge_id", "forwarder", "ips", "privacy_key", "sign_document", "tenants", "topics")
 
     def __init__(self, tenants: TenantRegistry, forwarder: Forwarder, ips: ClientIpResolver, edge_id: str,
                  topics: Topics, click_id_param: str = "", dnt: frozenset[str] = frozenset(),
-                 privacy_key: bytes | None = None) -> None:
+                 privacy_key: bytes | None = None, sign_document: Callable[[str], str] | None = None) -> None:
         """`privacy_key`: the key of the recipient hashes ClickHouse keeps (an unsubscribe's); by default
-        schemas.privacy.recipient_key(tenants), as the processors'."""
+        schemas.privacy.recipient_key(tenants), as the processors'. `sign_document`: a document's address
+        → the URL a download redirects to (ingest.objectstore: a presigned GET of the object store)."""
         self.tenants = tenants
         self.privacy_key = privacy_key if privacy_key is not None else recipient_key(tenants)
         self.click_id_param = click_id_param
+        self.sign_document = sign_document
         self.dnt = dnt
         self.forwarder = forwarder
         self.ips = ips
@@ -237,7 +245,7 @@ class Edge:
             self.record_bad("open", exc.reason, str(exc), facts)
             return
         if not self.do_not_track(payload):
-            self.record_hit("open", token, payload.message, facts)
+            self.record_hit("open", token, payload.message or payload.campaign, facts)
 
     def click_hit(self, facts: RequestFacts, token: str) -> str | None:
         """A fetch of /c/<token>: the Location to redirect to (with the click id appended when
@@ -253,13 +261,57 @@ class Edge:
         if self.do_not_track(payload):
             return payload.url
         hit_id = self.next_id()
-        self.record_hit("click", token, payload.message, facts, hit_id)
-        if self.click_id_param and not payload.flags & (FLAG_NO_CLICK_ID | FLAG_UNSUBSCRIBE | FLAG_HONEYPOT):
+        # (A campaign-level token's hits are keyed by campaign: they have no message to keep together.)
+        self.record_hit("click", token, payload.message or payload.campaign, facts, hit_id)
+        # No click id for a campaign-level token: it would name the click, and none of its recipients agreed.
+        if (self.click_id_param and payload.message
+                and not payload.flags & (FLAG_NO_CLICK_ID | FLAG_UNSUBSCRIBE | FLAG_HONEYPOT)):
             keyring = self.keyring_of(facts.host)
             if keyring is not None:
                 ref = ClickRef(payload.tenant, payload.campaign, payload.variant, payload.message, payload.recipient,
                                hit_id, payload.link_id or payload.url, payload.sent_at)
                 return with_query_param(payload.url, self.click_id_param, mint_click_ref(keyring, ref))
+        return payload.url
+
+    def download_hit(self, facts: RequestFacts, token: str) -> str | None:
+        """A fetch of /d/<token>: the Location of the document (the token's address, or a short-lived
+        signed URL of it in the object store when one is configured: `sign_document`), or None for a
+        token that is not a genuine download token (a dead letter; the caller answers 404)."""
+        url = self._redirect_hit("download", facts, token)
+        if url is not None and self.sign_document is not None:
+            try:
+                return self.sign_document(url)
+            except Exception:  # a bad object-store setting must not cost the reader the document
+                log.exception("download: the object store's signed URL failed; redirecting to the address")
+        return url
+
+    def image_hit(self, facts: RequestFacts, token: str) -> str | None:
+        """A fetch of /i/<token>, one of the email's own images: the original image's address to redirect
+        to, or None for a token that is not a genuine image token (a dead letter; the caller answers the
+        pixel, so a bad token shows no broken image). A genuine token past its expiry still shows its
+        image (an old email keeps its pictures), counted as nothing but an `expired` dead letter."""
+        return self._redirect_hit("image", facts, token, show_expired=True)
+
+    def _redirect_hit(self, kind: TokenKind, facts: RequestFacts, token: str,
+                      show_expired: bool = False) -> str | None:
+        """Records a fetch of a redirecting token of `kind` and returns its signed destination, or None
+        (a dead letter) when the token is not genuine. Never a redirect on anything unsigned."""
+        try:
+            payload = self.verify(facts.host, token, kind)
+            if not _safe_destination(payload.url):
+                raise TokenError("bad_destination", payload.url[:60])
+        except TokenError as exc:
+            self.record_bad(kind, exc.reason, str(exc), facts)
+            if exc.reason == "expired" and show_expired:
+                # Signed, of this kind, on its tenant's domain: only the expiry failed.
+                try:
+                    url = self.tenants.verify_token(facts.host, token, kind).url
+                except TokenError:
+                    return None
+                return url if _safe_destination(url) else None
+            return None
+        if not self.do_not_track(payload):
+            self.record_hit(kind, token, payload.message, facts)
         return payload.url
 
     def unsubscribe(self, facts: RequestFacts, token: str, confirmed: bool) -> UnsubscribeAnswer:

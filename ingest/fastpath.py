@@ -1,4 +1,4 @@
-"""The edge's fast path: plain pixel and click fetches answered straight from the connection.
+"""The edge's fast path: plain pixel, click, download and image fetches answered straight from the connection.
 
 aiohttp's request machinery (Request and Response objects, router, middlewares, header rendering,
 a task per request) costs about as much CPU as everything the edge does for a hit, and an edge does
@@ -6,10 +6,10 @@ nothing else all day. So the edge's listening socket speaks a thin protocol firs
 
 - bytes are buffered until a request head is complete (CRLF CRLF);
 - the head is taken only if it matches, whole, a strict subset of HTTP/1.x (`parse_head`): `GET|HEAD
-  /o/<token>` or `/c/<token>` (token characters only, an optional query of visible ASCII), then header
-  lines of a token name, a colon, at most one space and a value without surrounding blanks or control
-  bytes, within the edge's limits; exactly one non-empty Host; no Content-Length, Transfer-Encoding,
-  Upgrade or Expect (so no body: the head is the whole request, for any parser);
+  /o/<token>`, `/c/<token>`, `/d/<token>` or `/i/<token>` (token characters only, an optional query of
+  visible ASCII), then header lines of a token name, a colon, at most one space and a value without
+  surrounding blanks or control bytes, within the edge's limits; exactly one non-empty Host; no
+  Content-Length, Transfer-Encoding, Upgrade or Expect (so no body: the head is the whole request, for any parser);
 - such a request becomes the same RequestFacts the aiohttp front end builds (ingest.edge) and is
   answered at once by the same Edge methods: same token checks, same journal and queue, same dead
   letters; the answer is pre-rendered bytes plus Date and Connection lines.
@@ -70,11 +70,11 @@ SWEEP_INTERVAL = 5.0  # at most; a quarter of the shortest deadline when that is
 SERVER = "edge"  # the metrics' label
 # The longest head taken on the fast path; longer ones go to aiohttp, whose limits answer them.
 MAX_FAST_HEAD = SERVER_LIMITS["max_line_size"] + 8 * 1024
-_PREFIXES = (b"GET /o/", b"GET /c/", b"HEAD /o/", b"HEAD /c/")
+_PREFIXES = (b"GET /o/", b"GET /c/", b"GET /d/", b"GET /i/", b"HEAD /o/", b"HEAD /c/", b"HEAD /d/", b"HEAD /i/")
 _LINE_MAX = SERVER_LIMITS["max_line_size"]
 _FIELD_MAX = SERVER_LIMITS["max_field_size"]
 _HEADERS_MAX = SERVER_LIMITS["max_headers"]
-# The whole head the fast path takes (see the module's docstring). A request line: method, /o/ or /c/,
+# The whole head the fast path takes (see the module's docstring). A request line: method, /o/, /c/, /d/ or /i/,
 # one path segment of token characters (".gif" included), an optional query of visible ASCII, HTTP/1.x.
 # Header lines: RFC 9110 token, ":", an optional space, a value of visible ASCII or obs-text (0x80-0xff)
 # with single spaces or tabs inside only. Lengths within the edge's parser limits, so anything aiohttp
@@ -82,7 +82,7 @@ _HEADERS_MAX = SERVER_LIMITS["max_headers"]
 _TCHAR = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]"
 _VCHAR = rb"[!-~\x80-\xff]"
 _HEAD = re.compile(
-    rb"(GET|HEAD) (/([oc])/([A-Za-z0-9_.-]{1,%d})(?:\?[!-~]*)?) HTTP/1\.([01])\r\n"
+    rb"(GET|HEAD) (/([ocdi])/([A-Za-z0-9_.-]{1,%d})(?:\?[!-~]*)?) HTTP/1\.([01])\r\n"
     rb"((?:%s{1,256}: ?(?:%s(?:[ \t]?%s)*)?\r\n){0,%d})\r\n" % (_LINE_MAX - 32, _TCHAR, _VCHAR, _VCHAR, _HEADERS_MAX),
     re.DOTALL)
 _NO_BODY_ALLOWED = frozenset(("content-length", "transfer-encoding", "upgrade", "expect"))
@@ -94,8 +94,8 @@ SINGLETON_HEADERS = frozenset(("content-length", "content-location", "content-ra
 
 class FastRequest(NamedTuple):
     facts: RequestFacts  # what the Edge reads (the aiohttp front end's request_facts makes the same)
-    route: bytes  # b"o" or b"c"
-    name: str  # the path segment after /o/ or /c/
+    route: bytes  # b"o", b"c", b"d" or b"i"
+    name: str  # the path segment after the route
     pairs: list[tuple[str, str]]  # every header line, in order (what aiohttp's parser reads: the tests')
     close: bool  # close the connection after the answer
     http10: bool
@@ -281,13 +281,18 @@ class FastPathProtocol(asyncio.Protocol):
         req = parse_head(head, self._peer)
         if req is None:
             return False
-        if req.route == b"o":
+        route = req.route
+        if route == b"o":
             self._edge.open_hit(req.facts, req.name)
             status_head, body = PIXEL_HEAD, GIF
         else:
-            location = self._edge.click_hit(req.facts, req.name)
+            edge = self._edge
+            location = (edge.click_hit(req.facts, req.name) if route == b"c" else
+                        edge.download_hit(req.facts, req.name) if route == b"d" else
+                        edge.image_hit(req.facts, req.name))
             if location is None:
-                status_head, body = NOT_FOUND_HEAD, NOT_FOUND_HTML
+                # A bad image token gets the pixel, as aiohttp's handler answers: never a broken image.
+                status_head, body = (PIXEL_HEAD, GIF) if route == b"i" else (NOT_FOUND_HEAD, NOT_FOUND_HTML)
             else:
                 status_head = REDIRECT_HEAD + b"Location: " + location.encode() + b"\r\n"
                 body = b""

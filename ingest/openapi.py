@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ingest.esp.openapi import esp_paths, esp_schemas
+from schemas.aggregate import MAX_COUNT
+from schemas.consents import CONSENT_STATES, MAX_TEXT_VERSION
 from schemas.deliveries import DELIVERY_TYPES, MAX_DIAGNOSTIC
 from schemas.sends import CURRENCY_LEN, MAX_CONVERSION_VALUE, MAX_ID
 
@@ -23,6 +25,11 @@ def _text(description: str, required: bool = True) -> dict[str, Any]:
 _WHEN = ("ISO-8601 time (e.g. 2026-12-01T09:00:00Z) or epoch seconds, from 2000-01-01 to one day ahead of the "
          "API's clock; default: now")
 _TIME: dict[str, Any] = {"description": _WHEN, "oneOf": [{"type": "string"}, {"type": "number"}]}
+
+
+def _any_case(words: tuple[str, ...]) -> str:
+    """A pattern matching any of `words` in any letter case (JSON Schema patterns have no flags)."""
+    return "^(" + "|".join("".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in w) for w in words) + ")$"
 
 
 def _error_response(description: str) -> dict[str, Any]:
@@ -89,6 +96,15 @@ def openapi_document(max_items: int, max_body: int) -> dict[str, Any]:
                 "variant and recipient are taken from the message's registered send when left out; an event "
                 "whose message has no registered send and that names no campaign is kept as a dead letter "
                 "(reason unattributed_delivery), not counted."),
+            "/v1/consents": _items_endpoint(
+                "consents", "Consent", "Record consents", max_items,
+                "A recipient's consent to individual tracking (granted, denied, unknown) with its time, source "
+                "and the version of the text agreed to; kept as history, the latest by `ts` is the state. The "
+                "same item posted again (same ts) is one change. Key: the recipient."),
+            "/v1/aggregate-sends": _items_endpoint(
+                "aggregate_sends", "AggregateSends", "Count aggregate sends", max_items,
+                "How many emails of a campaign's variant went out with campaign-level tracking (no message or "
+                "recipient id): their share of the campaign's denominators. `key` makes a retry count once."),
             "/v1/health": {"get": {
                 "summary": "Liveness", "operationId": "get_health", "security": [],
                 "responses": {"200": {"description": "The API is up", "content": {JSON: {"schema": {
@@ -150,6 +166,27 @@ def openapi_document(max_items: int, max_body: int) -> dict[str, Any]:
                     "variant": _text("Variant (default: the registered send's)", required=False),
                     "recipient": _text("Recipient id (default: the registered send's)", required=False),
                     "tenant": _text("Tenant (default: the API key's, else the default tenant)", required=False),
+                }},
+                "Consent": {"type": "object", "required": ["recipient", "state"], "properties": {
+                    "tenant": _text("Tenant (default: the API key's, else the default tenant)", required=False),
+                    "recipient": _text("Recipient id, as in sends"),
+                    "state": {"type": "string", "pattern": _any_case(CONSENT_STATES),
+                              "description": f"Consent to individual tracking: {', '.join(CONSENT_STATES)} "
+                                             "(any case)"},
+                    "ts": _TIME,
+                    "source": {"type": ["string", "null"], "enum": ["api", "sdk", "csv", None],
+                               "description": "Where the consent was recorded (default api)"},
+                    "text_version": {"type": ["string", "null"], "maxLength": MAX_TEXT_VERSION,
+                                     "description": "Version of the disclosure text the recipient agreed to"},
+                }},
+                "AggregateSends": {"type": "object", "required": ["campaign", "key"], "properties": {
+                    "tenant": _text("Tenant (default: the API key's, else the default tenant)", required=False),
+                    "campaign": _text("Campaign id"),
+                    "variant": _text("Variant of an A/B test", required=False),
+                    "count": {"type": "integer", "minimum": 1, "maximum": MAX_COUNT,
+                              "description": "Emails sent with campaign-level tracking (default 1)"},
+                    "key": _text("Idempotency key: random or from your run, never from a recipient"),
+                    "sent_at": {**_TIME, "description": _TIME["description"] + "; kept to its hour"},
                 }},
                 "Accepted": {"type": "object", "required": ["accepted"],
                              "properties": {"accepted": {"type": "integer", "minimum": 1}}},

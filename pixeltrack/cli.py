@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kid", default="k1")
     s.set_defaults(fn=setup.cmd_keygen)
 
-    s = sub.add_parser("link", help="mint the pixel and click URLs of one message")
+    s = sub.add_parser("link", help="mint the pixel, click and download URLs of one message")
     s.add_argument("--data", help="serve data folder holding the signing key (else settings' keys)")
     s.add_argument("--base-url", required=True)
     s.add_argument("--campaign", required=True)
@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--variant")
     s.add_argument("--tenant")
     s.add_argument("--url", action="append", help="a destination to wrap (repeatable)")
+    s.add_argument("--download", action="append", metavar="URL",
+                   help="a document's address to make a download link of (repeatable)")
     s.add_argument("--preferences", action="store_true",
                    help="also the recipient's tracking preferences link (/p/: give or withdraw consent)")
     s.add_argument("--text-version", default="", help="with --preferences: the disclosure text's version")
@@ -87,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("report", help="a campaign's summary, variants side by side, A/B verdict")
     s.add_argument("--campaign", required=True)
     s.add_argument("--tenant", default="")
-    s.add_argument("--metric", choices=["open", "click", "conversion"], default="click",
+    s.add_argument("--metric", choices=["open", "click", "conversion", "download"], default="click",
                    help="what the A/B verdict is decided on")
     s.add_argument("--format", choices=["table", "json", "csv"], default="table")
     s.add_argument("--data", help="serve data folder")

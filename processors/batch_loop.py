@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from processors.pipeline import BatchOutput, HitProcessor, SourceRecord
-from processors.step import WRITE_FINISH_TIMEOUT, ErasureWatch, let_finish, write_batch
+from processors.step import WRITE_FINISH_TIMEOUT, ConsentWatch, ErasureWatch, let_finish, write_batch
 from processors.writer import ClickHouseWriter
 from schemas.runtime import BatchGc
 
@@ -88,6 +88,7 @@ class BatchLoop(Generic[P]):
         self._after_insert = after_insert
         self._task_name = task_name
         self._erasures = ErasureWatch(processor, writer)
+        self._consents = ConsentWatch(processor, writer)
         self._writing: asyncio.Task[None] | None = None  # the previous batch's publish, insert and commit
         self._unwritten = 0  # batches fetched and not yet committed
         # Set while no fetched batch waits to be committed: a Kafka rebalance waits on it before it gives
@@ -138,6 +139,7 @@ class BatchLoop(Generic[P]):
             # ClickHouse's answers cannot include the batch in flight; the processor remembers what that
             # batch held and answers for it from memory.
             await self._erasures.refresh()
+            await self._consents.refresh()
             out = self._processor.process(records, await self._writer.lookup(self._processor.lookups(records)))
             if self._gc is not None:
                 self._gc.after_batch()

@@ -18,6 +18,7 @@ from processors.classify import ClassifierConfig, Decision, Verdict, static_verd
 from processors.enrich import Enricher, Enrichment, masked
 from processors.networks import CLOUD, MAIL_SECURITY, NetworkLists, ip_to_int
 from schemas.hit import Hit
+from schemas.tokens import FLAG_IMAGE
 from schemas.verdicts import (
     APPLE_MPP,
     COUNTED,
@@ -67,8 +68,11 @@ class _Tracked:
         self.dup_key = dup_key
         self.dup_of: _Tracked | None = None
         self.ts = hit.ts
-        self.is_click = hit.kind == "click"
-        self.link = hit.link or hit.link_id
+        # Downloads are judged as clicks (a scanner fetches every link and document of a message); an open
+        # through one of the email's images is an open like the pixel's, whatever image it fetched. A visit (a
+        # page view on the sender's site after a click) is neither: a person views several pages in seconds.
+        self.is_click = hit.kind in ("click", "download")
+        self.link = (hit.link or hit.link_id) if self.is_click else ""
         self.is_head = hit.method == "HEAD"
         # _NET_NONE, _NET_CLOUD (a listed cloud or a hosting AS) or _NET_SECURITY (a mail-security network).
         self.net_kind = net_kind
@@ -219,6 +223,10 @@ class Classifier:
         else:
             net_kind = _NET_NONE
 
+        if not hit.message:
+            # A campaign-level (aggregate) hit: no message to compare it with, and hits of different
+            # recipients must not make one another duplicates or a burst. Its own signals decide it.
+            return [Decision(hit, _mask(enrichment, verdict), verdict, 0, None)]
         ts = hit.ts
         if ts > self._watermark:
             self._watermark = ts
@@ -241,7 +249,10 @@ class Classifier:
                 state.evidence = {c: e for c, e in state.evidence.items() if e >= horizon}
 
         client = self._client(hit.ip)
-        link = hit.link or hit.link_id
+        is_open = hit.kind == "open"
+        # One reading loads the pixel and every image of the email at once: one open, so opens are
+        # deduplicated whatever they fetched (a pixel's link is "", an image's its address).
+        link = "" if is_open else (hit.link or hit.link_id)
         if verdict.verdict == PROXY:
             # An image proxy fetches from many nodes and re-fetches a pixel it has not cached yet a minute
             # later from another one (https://outsolvi.com/glossary/gmail-image-proxy: "the cached image
@@ -268,6 +279,10 @@ class Classifier:
                         # The same client again within seconds of a fetch found to be a machine's.
                         verdict = verdict_of(MACHINE, rv.source, (rv.reasons[0], R_REPEAT))
                     break
+        elif is_open and verdict.verdict == MACHINE:
+            original = self._machine_reading(hits, hit, dup_key, ts, cfg.dedupe_window)
+            if original is not None:
+                verdict = verdict_of(DUPLICATE, original.verdict.source, (R_REPEAT,))
 
         tracked = _Tracked(hit, enrichment, verdict, client, dup_key, net_kind)
         tracked.dup_of = original
@@ -304,6 +319,21 @@ class Classifier:
         if revisions:
             return [first, *revisions]
         return [first]
+
+    @staticmethod
+    def _machine_reading(hits: list[_Tracked], hit: Hit, dup_key: tuple[str, str, object, str], ts: float,
+                         window: float) -> _Tracked | None:
+        """The machine's open that this machine open repeats in one reading, when either fetched one of the
+        email's images: Apple's MPP or a scanner loading the pixel and every image is one machine open, as
+        a person's reading is one open (a pixel fetched twice stays two, as before images were tracked)."""
+        image = bool(hit.link_flags & FLAG_IMAGE)
+        for t in reversed(hits):
+            if t.dup_key == dup_key and 0 <= ts - t.ts <= window:
+                root = t.dup_of or t
+                if root.verdict.verdict == MACHINE and (image or root.hit.link_flags & FLAG_IMAGE):
+                    return root
+                return None
+        return None
 
     # --- behaviour rules -------------------------------------------------------------------------
 

@@ -262,8 +262,9 @@ class KafkaTransport:
 
 
 class KafkaRunner:
-    """Consumes hits.raw, hits.dlq, sends, conversions, unsubscribes and deliveries through the batch loop
-    (processors.batch_loop, which says the order of a batch's steps): processes each batch while the
+    """Consumes hits.raw, hits.dlq, sends, conversions, unsubscribes, deliveries, consents and aggregate_sends
+    through the batch loop (processors.batch_loop, which says the order of a batch's steps): processes each
+    batch while the
     previous one is inserted; publishes a batch's classified events, inserts it with its dead letters,
     and only then commits its offsets, one batch at a time and in order: at-least-once into Kafka
     offsets and topics, exactly-once into ClickHouse. A failing insert ends the runner (the batch is
@@ -328,8 +329,8 @@ class KafkaRunner:
                 loop.batches_done, loop.records_done = self._loop.batches_done, self._loop.records_done
             self._loop = loop
             transport.resume = ResumeAfterClickHouse(consumer, self._writer, loop.all_written, sends_first=sends_first)
-            consumer.subscribe([t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes, t.deliveries],
-                               listener=transport.resume)
+            consumer.subscribe([t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes, t.deliveries,
+                                t.consents, t.aggregate_sends], listener=transport.resume)
             try:
                 await consumer.start()
                 await loop.run(stop)  # the batch in flight is let finish before the group is left

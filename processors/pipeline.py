@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from processors import metrics
+from processors import anonymous, metrics
 from processors.batch import BatchContext, Lookups, TableRows
 from processors.behaviour import Classifier
 from processors.classify import Decision, Verdict
@@ -30,7 +30,9 @@ from processors.deliveries import (
 )
 from processors.enrich import Enrichment
 from processors.site import SITE_VISIT_COLUMNS, site_visit_hit, site_visit_site, visit_hit
+from schemas.aggregate import AggregateSends, hour_of
 from schemas.classified import ClassifiedEvent
+from schemas.consents import Consent, tracks_individually
 from schemas.deliveries import Delivery
 from schemas.hit import Hit
 from schemas.privacy import (
@@ -46,7 +48,7 @@ from schemas.sends import Conversion, Send, Unsubscribe
 from schemas.site import SITE_KINDS, VISIT
 from schemas.tenants import TenantRegistry
 from schemas.timefmt import EARLIEST_TS, LATEST_TS
-from schemas.tokens import ClickRef, Keyring, TokenError, TokenPayload
+from schemas.tokens import FLAG_IMAGE, ClickRef, Keyring, TokenError, TokenPayload
 from schemas.topics import Topics
 from schemas.verdicts import R_PLATFORM_MACHINE
 
@@ -100,12 +102,14 @@ class BatchOutput:
     unsubscribes: TableRows = field(default_factory=lambda: TableRows("unsubscribes", UNSUBSCRIBE_COLUMNS))
     deliveries: TableRows = field(default_factory=lambda: TableRows("deliveries", DELIVERY_COLUMNS))
     site_visits: TableRows = field(default_factory=lambda: TableRows("site_visits", SITE_VISIT_COLUMNS))
+    consents: TableRows = field(default_factory=lambda: anonymous.tables()[0])
+    aggregate_sends: TableRows = field(default_factory=lambda: anonymous.tables()[1])
     classified: list[Record] = field(default_factory=list)  # for events.classified, published before the insert
     classified_partitions: list[int] = field(default_factory=list)  # the source partition of each
 
     def tables(self) -> list[TableRows]:
         return [self.events, self.dead_letters, self.dead_letter_counts, self.sends, self.conversions,
-                self.unsubscribes, self.deliveries, self.site_visits]
+                self.unsubscribes, self.deliveries, self.site_visits, self.consents, self.aggregate_sends]
 
 
 # A send's or conversion's record as a letter keeps it (cut to 512 characters: it may not parse).
@@ -158,7 +162,8 @@ class HitProcessor:
                  truncate_ips: bool = True, do_not_track: frozenset[str] = frozenset(),
                  publish_classified: bool = True, batch_max_records: int = 20_000,
                  dead_letter_samples: int = 10, privacy_key: bytes | None = None,
-                 site_visit_org: bool = False) -> None:
+                 site_visit_org: bool = False, tracking: str = "individual",
+                 unknown_consent: str = "individual") -> None:
         """`tenants`: host → tenant → keys (a bare Keyring means one default tenant). `truncate_ips`:
         store IPv4 /24 and IPv6 /48 only (enrichment has already used the full address).
         `do_not_track`: recipient hashes whose hits are dropped before anything is stored.
@@ -169,7 +174,10 @@ class HitProcessor:
         counted (dead_letter_counts, and the metric), the rest are not stored: junk costs a count.
         `privacy_key`: the key of the recipient hashes ClickHouse keeps (`erasures`, sends.recipient_key);
         by default schemas.privacy.recipient_key(tenants). `site_visit_org`: tenant ""'s site visits
-        without a click id keep the visitor's organisation (other tenants: their own setting)."""
+        without a click id keep the visitor's organisation (other tenants: their own setting). `tracking`
+        "aggregate": the anonymous mode (processors.anonymous): no row keeps a message or recipient id.
+        `unknown_consent`: what a consent recorded as unknown means for tenants that do not say
+        (schemas.tenants.Tenant.unknown_means)."""
         self._tenants = tenants if isinstance(tenants, TenantRegistry) else TenantRegistry({}, tenants)
         self._classifier = classifier
         self._keyed_hash = KeyedRecipientHash(privacy_key if privacy_key is not None else recipient_key(self._tenants))
@@ -210,11 +218,29 @@ class HitProcessor:
         # [letters, stored, highest offset].
         self._letter_counts: dict[tuple[int, str, str, str, str, str, int], list[int]] = {}
         self.repeats_dropped = 0
+        self._anonymous = tracking == "aggregate"
+        self._unknown = unknown_consent
+        # (tenant, recipient) whose consent is withdrawn (consents_changed): what still comes from the
+        # individual tokens of emails sent before is counted as if it came from campaign-level ones.
+        self._withdrawn: set[tuple[str, str]] = set()
 
     def forget_recipients(self, hashes: Iterable[str]) -> None:
         """Drops from now on whatever names these recipients (keyed_recipient_hash values with this
         processor's privacy key, as `erasures` holds them)."""
         self._erased.update(hashes)
+
+    def consents_changed(self, changes: Iterable[tuple[str, str, str]]) -> None:
+        """(tenant, recipient, state now) from the consents table (processors.step.ConsentWatch): from now on
+        a recipient whose consent does not allow individual tracking is counted in aggregate only."""
+        for tenant, recipient, state in changes:
+            if tracks_individually(state, self._tenants.unknown_means(tenant, self._unknown)):
+                self._withdrawn.discard((tenant, recipient))
+            else:
+                self._withdrawn.add((tenant, recipient))
+
+    def _anonymous_for(self, tenant: str, recipient: str) -> bool:
+        """Whether a record of this recipient is stored without message or recipient id."""
+        return self._anonymous or (bool(self._withdrawn) and (tenant, recipient) in self._withdrawn)
 
     def recipient_hash(self, tenant: str, recipient: str) -> str:
         """The recipient's keyed hash, as `forget` records it in `erasures`."""
@@ -287,6 +313,10 @@ class HitProcessor:
                     self._unsubscribe(out, record, unsubscribed)
                 elif record.topic == t.deliveries:
                     deliveries.append(record)
+                elif record.topic == t.consents:
+                    self._consent(out, record)
+                elif record.topic == t.aggregate_sends:
+                    self._aggregate_sends(out, record)
             for record in conversions:
                 self._conversion(out, record, ctx)
             for record in deliveries:
@@ -357,7 +387,8 @@ class HitProcessor:
             metrics.DO_NOT_TRACK.inc()
             return
         sent_at = payload.sent_at / 1000.0
-        if not (EARLIEST_TS <= sent_at <= LATEST_TS and EARLIEST_TS <= raw.received_at <= LATEST_TS):
+        if not ((EARLIEST_TS <= sent_at <= LATEST_TS or (sent_at == 0.0 and payload.aggregate))
+                and EARLIEST_TS <= raw.received_at <= LATEST_TS):
             # ClickHouse would refuse the whole batch for it (see schemas.timefmt).
             self._dead_letter(out, record, "bad_timestamp",
                               f"sent_at {payload.sent_at!r} ms, received_at {raw.received_at!r}")
@@ -366,12 +397,20 @@ class HitProcessor:
             self.repeats_dropped += 1
             metrics.REPEATS_DROPPED.inc()
             return
+        message, recipient = payload.message, payload.recipient
+        if self._withdrawn and (payload.tenant, recipient) in self._withdrawn:
+            # Consent withdrawn since this email was sent: the hit is judged on its own and counted like a
+            # campaign-level one (no message, no recipient), in the campaign's aggregates only.
+            message = recipient = ""
         # Positional, in Hit's field order: keyword arguments make this call three times dearer
         # (2.7 against 0.9 us), and it runs for every hit.
-        hit = Hit(raw.id, raw.received_at, raw.kind, raw.method, raw.ip, raw.ua, payload.message, payload.recipient,
+        kind, flags = raw.kind, payload.flags
+        if kind == "image":  # one of the email's own images: an open, its image in link_url (FLAG_IMAGE)
+            kind, flags = "open", flags | FLAG_IMAGE
+        hit = Hit(raw.id, raw.received_at, kind, raw.method, raw.ip, raw.ua, message, recipient,
                   payload.campaign, sent_at, raw.headers, payload.url,
                   payload.honeypot, payload.variant, payload.tenant, payload.link_id,
-                  payload.flags, raw.host, raw.edge, raw.origin, raw.origin_machine)
+                  flags, raw.host, raw.edge, raw.origin, raw.origin_machine)
         for decision in self._classifier.feed(hit):
             self._event_rows(out, decision, record)
 
@@ -433,6 +472,12 @@ class HitProcessor:
         if self._suppressed(s.tenant, s.recipient):
             metrics.DO_NOT_TRACK.inc()
             return
+        if self._anonymous_for(s.tenant, s.recipient):
+            # A count of its campaign's aggregate sends; a repeat seen lately (an API retry) counts once.
+            if not self._recent.seen(("send", s.tenant, s.message)):
+                out.aggregate_sends.rows.append(anonymous.send_as_aggregate(s, record.topic, record.partition,
+                                                                            record.offset))
+            return
         out.sends.rows.append((s.tenant, s.campaign, s.variant, s.message, s.recipient,
                                self._keyed_hash(s.tenant, s.recipient), s.sent_at,
                                s.mailbox_domain, s.links, record.topic, record.partition, record.offset))
@@ -445,11 +490,31 @@ class HitProcessor:
         except (ValueError, TypeError) as exc:
             self._dead_letter(out, record, "undecodable_unsubscribe", str(exc))
             return
-        out.unsubscribes.rows.append((u.tenant, u.recipient_hash, u.campaign, u.message, u.ts, record.topic,
+        out.unsubscribes.rows.append((u.tenant, u.recipient_hash, u.campaign, "" if self._anonymous else u.message,
+                                      u.ts, record.topic,
                                       record.partition, record.offset))
         d = from_unsubscribe(u)
         if d is not None:
             unsubscribed.append((d, record))
+
+    def _consent(self, out: BatchOutput, record: SourceRecord) -> None:
+        try:
+            c = Consent.decode(record.value or b"")
+        except (ValueError, TypeError) as exc:
+            self._dead_letter(out, record, "undecodable_consent", str(exc))
+            return
+        if self._erased and self._keyed_hash(c.tenant, c.recipient) in self._erased:
+            return  # of a recipient `forget` erased: a backlog must not bring their history back
+        out.consents.rows.append(anonymous.consent_row(c, record.topic, record.partition, record.offset))
+
+    def _aggregate_sends(self, out: BatchOutput, record: SourceRecord) -> None:
+        try:
+            a = AggregateSends.decode(record.value or b"")
+        except (ValueError, TypeError) as exc:
+            self._dead_letter(out, record, "undecodable_aggregate_sends", str(exc))
+            return
+        out.aggregate_sends.rows.append(anonymous.aggregate_send_row(a, record.topic, record.partition,
+                                                                     record.offset))
 
     def _conversion(self, out: BatchOutput, record: SourceRecord, ctx: BatchContext) -> None:
         try:
@@ -476,8 +541,11 @@ class HitProcessor:
         # Remembered once it has a row, not when it is dead-lettered: a conversion dead-lettered for want
         # of its send may be posted again (same key) once the send is registered.
         self._recent_conversions.add(key)
-        out.conversions.rows.append((c.tenant, c.idempotency_key, c.ts, campaign, variant, c.message,
-                                     recipient, c.link, c.click_id, c.click_hit_id, c.value, c.currency, record.topic,
+        message, click_id = c.message, c.click_id
+        if self._anonymous_for(c.tenant, recipient):
+            message = recipient = click_id = ""  # the click id is a signed token naming them
+        out.conversions.rows.append((c.tenant, c.idempotency_key, c.ts, campaign, variant, message,
+                                     recipient, c.link, click_id, c.click_hit_id, c.value, c.currency, record.topic,
                                      record.partition, record.offset))
 
     def _delivery(self, out: BatchOutput, record: SourceRecord, ctx: BatchContext) -> None:
@@ -503,20 +571,25 @@ class HitProcessor:
             metrics.DO_NOT_TRACK.inc()
             return
         events.written(d)
-        out.deliveries.rows.append(got.row(record.topic, record.partition, record.offset))
+        row = got.row(record.topic, record.partition, record.offset)
+        if self._anonymous_for(d.tenant, got.recipient):
+            row = anonymous.without_ids(row, DELIVERY_COLUMNS)  # counted per campaign only (no message row)
+        out.deliveries.rows.append(row)
 
     def _event_rows(self, out: BatchOutput, d: Decision, record: SourceRecord) -> None:
         ip = truncate_ip(d.hit.ip) if self._truncate else d.hit.ip
+        # Anonymous: the classifier saw the message (in memory, for its settle window), the row does not.
+        anon = self._anonymous or not d.hit.message
         if d.previous is not None:
             out.events.rows.append(self._row(d, d.previous_enrichment or d.enrichment, record, d.previous,
-                                             d.revision - 1, -1, ip))
+                                             d.revision - 1, -1, ip, anon))
             metrics.REVISIONS.inc()
-        out.events.rows.append(self._row(d, d.enrichment, record, d.verdict, d.revision, 1, ip))
+        out.events.rows.append(self._row(d, d.enrichment, record, d.verdict, d.revision, 1, ip, anon))
         key = (d.hit.kind, d.verdict.verdict)
         counts = self._hit_counts
         counts[key] = counts.get(key, 0) + 1
-        if not self._publish_classified:
-            return
+        if not self._publish_classified or anon:
+            return  # triggers act on a message's recipient: an anonymous hit has none
         h, v = d.hit, d.verdict
         out.classified_partitions.append(record.partition)
         out.classified.append(Record(self._topics.events_classified, h.message.encode(), ClassifiedEvent(
@@ -535,13 +608,15 @@ class HitProcessor:
 
     @staticmethod
     def _row(d: Decision, e: Enrichment, record: SourceRecord, v: Verdict, revision: int, sign: int,
-             ip: str) -> tuple[object, ...]:
+             ip: str, anon: bool = False) -> tuple[object, ...]:
         h = d.hit
+        # `anon`: no message, recipient nor exact send time (one would tell a message's hits apart).
+        sent_at, message, recipient = (hour_of(h.sent_at), "", "") if anon else (h.sent_at, h.message, h.recipient)
         # Times are epoch seconds: the writer sends rows as JSON, which DateTime64(3) columns read as such.
         # The source position is the record being processed now: a revision row belongs to the batch
         # that caused it, so its position and dedup token are those of that batch.
-        return (h.tenant, h.id, h.kind, h.ts, h.sent_at, h.campaign, h.variant,
-                h.message, h.recipient, h.link, h.link_id, h.link_flags, h.method, h.host, ip, h.ua, h.edge,
+        return (h.tenant, h.id, h.kind, h.ts, sent_at, h.campaign, h.variant,
+                message, recipient, h.link, h.link_id, h.link_flags, h.method, h.host, ip, h.ua, h.edge,
                 v.verdict, v.source, list(_reasons(v, h)), e.browser, e.os, e.device, e.mail_client, e.country,
                 e.city, e.asn, e.as_org, revision, sign, record.topic, record.partition, record.offset,
                 h.click_hit_id, h.origin)
@@ -584,6 +659,8 @@ class HitProcessor:
         counts[2] = max(counts[2], record.offset)
         if not stored:
             return
+        if self._anonymous:
+            d = anonymous.redact_letter(d)
         counts[1] += 1
         self._sampled[key] = sampled + 1
         if len(self._sampled) > SAMPLED_MINUTES:

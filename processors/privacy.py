@@ -12,7 +12,7 @@ from schemas.privacy import PATH_SEPARATORS, keyed_recipient_hash
 
 # Tables whose rows name a recipient directly (recipient_id), and those keyed by the recipient's
 # message ids. Hourly aggregates hold counts (and keyed hashes) only and stay.
-BY_RECIPIENT = ("events", "sends", "conversions", "message_totals", "deliveries")
+BY_RECIPIENT = ("events", "sends", "conversions", "message_totals", "deliveries", "consents")
 BY_MESSAGE = ("link_totals",)
 # No query of forget is logged with its text (where the server logs queries at all): the two that
 # fill the pending table name the recipient.

@@ -65,3 +65,34 @@ class ErasureWatch:
             return
         self._processor.forget_recipients(hashes)
         self._since = max(self._since, latest)
+
+
+class ConsentWatch:
+    """Keeps a processor's withdrawn consents in step with the `consents` table (HitProcessor.consents_changed):
+    every recipient whose consent is not granted at the first batch, then those whose consent changed
+    lately (by the change's time, an hour's look-back), at most every `every` seconds. A change recorded
+    with a time further back than that is read at the processor's next start."""
+
+    LOOK_BACK = 3600.0
+
+    def __init__(self, processor: HitProcessor, writer: ClickHouseWriter, every: float = 5.0) -> None:
+        self._processor = processor
+        self._writer = writer
+        self._every = every
+        self._since = 0.0
+        self._next = 0.0
+
+    async def refresh(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self._every
+        try:
+            changes, latest = await self._writer.consents(max(0.0, self._since - self.LOOK_BACK)
+                                                          if self._since else 0.0)
+        except Exception as exc:  # ClickHouse unreachable (or a writer without consents): next batch
+            log.warning("consents not read (%s); trying again with the next batch", exc)
+            self._next = now
+            return
+        self._processor.consents_changed(changes)
+        self._since = max(self._since, latest)

@@ -162,6 +162,22 @@ class ClickHouseWriter:
                                   parameters={"s": int(since * 1000)}).result_rows
         return {str(h) for h, _ in rows}, max((float(t) for _, t in rows), default=since)
 
+    def consents_sync(self, since: float) -> tuple[list[tuple[str, str, str]], float]:
+        """(tenant, recipient, state now) of the recipients whose consent changed at or after `since` (epoch
+        seconds; 0: of every recipient whose consent is not granted), and the latest change's time."""
+        if since <= 0:
+            where = "state != 'granted'"
+        else:
+            where = ("(tenant, recipient_id) IN (SELECT tenant, recipient_id FROM consents "
+                     "WHERE ts >= fromUnixTimestamp64Milli({s:Int64}))")
+        rows = self._looker_sync().query(f"SELECT tenant, recipient_id, state, toFloat64(ts) FROM consent_state "
+                                         f"WHERE {where}", parameters={"s": int(since * 1000)}).result_rows
+        return [(str(t), str(r), str(s)) for t, r, s, _ in rows], max((float(t) for *_, t in rows), default=since)
+
+    async def consents(self, since: float) -> tuple[list[tuple[str, str, str]], float]:
+        """consents_sync on the lookup thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._lookup_executor, self.consents_sync, since)
+
     async def erasures(self, since: float) -> tuple[set[str], float]:
         """erasures_sync on the lookup thread."""
         return await asyncio.get_running_loop().run_in_executor(self._lookup_executor, self.erasures_sync, since)

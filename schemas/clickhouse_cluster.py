@@ -46,6 +46,9 @@ SHARDING_KEYS = {
     "unsubscribes": "cityHash64(recipient_hash)",
     # A replayed site visit replaces itself (ORDER BY tenant, site, hit_id): on the same shard.
     "site_visits": "cityHash64(hit_id)",
+    # A recipient's consent history on one shard; an aggregate send's repeats (one key) meet on one shard.
+    "consents": "cityHash64(tenant, recipient_id)",
+    "aggregate_sends": "cityHash64(tenant, campaign, variant, key)",
 }
 
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9_.{}-]{1,128}$")

@@ -9,9 +9,10 @@ import orjson
 
 from schemas.timefmt import format_ts, parse_ts
 
-HitKind = Literal["open", "click", "visit"]
-# "visit": a page view on the sender's site after a click (the site script, schemas/site.py).
-KINDS: frozenset[str] = frozenset({"open", "click", "visit"})
+HitKind = Literal["open", "click", "download", "visit"]
+# "visit": a page view on the sender's site after a click (the site script, schemas/site.py). A fetch of one of the
+# email's own images (/i/) is an open: its Hit has kind "open", the image as `link`.
+KINDS: frozenset[str] = frozenset({"open", "click", "download", "visit"})
 
 # The hit v1 JSON-lines fields (docs/architecture.md, "Records"); `label` exists only in fixtures.
 # Optional besides: variant, tenant, and link_flags (the token's flags, e.g. FLAG_UNSUBSCRIBE).
@@ -25,7 +26,8 @@ class Hit:
 
     `ts` and `sent_at` are epoch seconds. `headers` holds only the few lower-case request headers
     that matter for classification (accept, accept-language, via, x-forwarded-for, sec-purpose,
-    purpose, sec-fetch-*). `link` is the destination (or link id) for clicks and "" for opens.
+    purpose, sec-fetch-*). `link` is the destination (or link id) for clicks and downloads, "" for the
+    pixel's opens and the image's address for opens through the email's own images.
     """
 
     id: str

@@ -57,6 +57,21 @@ class Settings(BaseSettings):
         0, ge=0, description="Connections one process keeps open across its servers; more are refused (503, "
         "closed). 0 = the open-files limit minus a reserve for spool, Kafka and metrics files.")
 
+    # --- documents of download links (ingest/objectstore.py) ---
+    document_store_url: str | None = Field(
+        None, pattern=r"^(https?://.*)?$", description="Base URL of the object store (S3 or compatible) holding "
+        "documents; a download of an address under it redirects to a presigned GET (AWS Signature Version 4); "
+        "empty = none.")
+    document_store_region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{1,32}$",
+                                       description="The document store's region (signature scope).")
+    document_store_access_key_id: str | None = Field(None, description="Access key id signing document URLs.")
+    document_store_secret_access_key: SecretStr | None = Field(
+        None, description="Secret access key signing document URLs (read-only access to the documents suffices).")
+    document_store_session_token: SecretStr | None = Field(
+        None, description="Session token of temporary credentials, signed into document URLs; empty = none.")
+    document_url_seconds: int = Field(300, ge=1, le=604800,
+                                      description="How long a presigned document URL stays valid (seconds).")
+
     # --- signing keys ---
     signing_keys: SecretStr | None = Field(
         None, description="Signing keys as kid:base64url-secret, comma-separated (rotation: several).")
@@ -152,6 +167,12 @@ class Settings(BaseSettings):
     truncate_ips: bool = Field(True, description="Store IPv4 /24 and IPv6 /48 only (after enrichment).")
     do_not_track_file: Path | None = Field(
         None, description="Recipient hashes (one per line) whose hits are answered and never stored.")
+    tracking: Literal["individual", "aggregate"] = Field(
+        "individual", description="aggregate: every tenant anonymous (campaign-level tokens, no click ids, no "
+        "message or recipient id in any row); individual: as each recipient's consent says (docs/consent.md).")
+    unknown_consent: Literal["individual", "aggregate"] = Field(
+        "individual", description="What an unknown consent means for tenants whose tenants-file entry says "
+        "neither unknown_consent nor region \"eu\" (and the default tenant).")
 
     # --- embedded mode ---
     data_dir: Path = Field(Path(".pixeltrack"), description="Folder of `pixeltrack serve`: key, chDB, spool.")

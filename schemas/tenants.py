@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from schemas.consents import TRACKING_MODES
 from schemas.esp import EspSecrets
 from schemas.tokens import ClickRef, Keyring, TokenError, TokenKind, TokenPayload, new_secret, verify_click_ref
 
@@ -16,6 +17,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|^localhost$|^127\.0\.0\.1$")
 
 
+REGION_RE = re.compile(r"^[a-z]{2,8}$")
 MAX_REMEMBERED_HOSTS = 1024  # Host headers whose tenant is remembered (tracking domains are few)
 
 
@@ -41,9 +43,18 @@ class Tenant:
     # Site visits without a click id are counted per site; with this on, also per visitor organisation
     # (the AS name of the visitor's network; never the address). docs/site.md.
     site_visit_org: bool = False
+    region: str = ""  # where the tenant's recipients are, e.g. "eu": unknown consent means aggregate there
+    unknown_consent: str = ""  # individual | aggregate; "" = by region, else the installation's setting
 
     def keyring(self) -> Keyring:
         return Keyring.parse(self.keys, self.current_key or None)
+
+    def unknown_means(self, default: str = "individual") -> str:
+        """What a recipient of unknown consent gets: the tenant's `unknown_consent`; else `aggregate` for a
+        tenant in the EU (region "eu"); else `default` (the installation's PIXELTRACK_UNKNOWN_CONSENT)."""
+        if self.unknown_consent:
+            return self.unknown_consent
+        return "aggregate" if self.region == "eu" else default
 
 
 @dataclass(slots=True)
@@ -117,6 +128,10 @@ class TenantRegistry:
         `default` for tenant "" (the settings' PIXELTRACK_SITE_VISIT_ORG)."""
         t = self.tenants.get(tenant)
         return t.site_visit_org if t is not None else default and tenant == ""
+    def unknown_means(self, name: str, default: str = "individual") -> str:
+        """What unknown consent means for tenant `name` (Tenant.unknown_means; `default` for tenant "")."""
+        t = self.tenants.get(name)
+        return t.unknown_means(default) if t is not None else default
 
     def for_tenant(self, name: str) -> Keyring | None:
         if name in self._rings:
@@ -144,7 +159,9 @@ class TenantRegistry:
                 raise ValueError(f"{where}: site_visit_org must be true or false")
             tenant = Tenant(_text(t, "name", where), _texts(t, "domains", where), _text(t, "keys", where),
                             _text(t, "current_key", where, ""), _texts(t, "api_keys", where),
-                            EspSecrets.from_json(t.get("esp"), where), org)
+                            EspSecrets.from_json(t.get("esp"), where), org,
+                            region=_text(t, "region", where, "").lower(),
+                            unknown_consent=_text(t, "unknown_consent", where, ""))
             validate(tenant, where)
             tenants[tenant.name] = tenant
         _check_unique_domains(tenants.values())
@@ -154,7 +171,9 @@ class TenantRegistry:
         doc = {"tenants": [{"name": t.name, "domains": list(t.domains), "keys": t.keys,
                             "current_key": t.current_key, "api_keys": list(t.api_keys),
                             **({"esp": t.esp.to_json()} if t.esp.to_json() else {}),
-                            **({"site_visit_org": True} if t.site_visit_org else {})}
+                            **({"site_visit_org": True} if t.site_visit_org else {}),
+                            **({"region": t.region} if t.region else {}),
+                            **({"unknown_consent": t.unknown_consent} if t.unknown_consent else {})}
                            for t in sorted(self.tenants.values(), key=lambda t: t.name)]}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -186,6 +205,11 @@ def validate(t: Tenant, where: str) -> None:
     for d in t.domains:
         if not DOMAIN_RE.match(d):
             raise ValueError(f"{where}: {d!r} is not a host name such as t.example.com")
+    if t.unknown_consent and t.unknown_consent not in TRACKING_MODES:
+        raise ValueError(f"{where}: unknown_consent {t.unknown_consent[:20]!r} must be one of "
+                         f"{', '.join(TRACKING_MODES)}")
+    if t.region and not REGION_RE.match(t.region):
+        raise ValueError(f"{where}: region {t.region[:20]!r} must be 2-8 lower-case letters, e.g. eu")
     t.keyring()  # raises ValueError naming the key
 
 

@@ -1,4 +1,4 @@
-"""Signed open and click tokens: HMAC-SHA256 over a compact payload, key ids for rotation."""
+"""Signed tokens (open, click, download, image): HMAC-SHA256 over a compact payload, key ids for rotation."""
 
 from __future__ import annotations
 
@@ -25,10 +25,17 @@ KID_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 FLAG_HONEYPOT = 1
 FLAG_UNSUBSCRIBE = 2
 FLAG_NO_CLICK_ID = 4
+# Not in any token: the processors set it on an open that came through one of the email's own images
+# (an /i/ fetch), so analysts tell those from the pixel's (events.link_flags; link_url is the image).
+FLAG_IMAGE = 8
+DAY_MS = 86_400_000
 
-TokenKind = Literal["open", "click"]
-_KIND_CODE = {"open": "o", "click": "c"}
-_CODE_KIND: dict[str, TokenKind] = {"o": "open", "c": "click"}
+# Kinds and their codes (a token's first payload field; each edge route takes one kind only, so a token
+# minted for one cannot be used on another). Every kind but "open" carries a destination: a click's and a
+# download's redirect, an image's original address (the only places those redirects may go).
+TokenKind = Literal["open", "click", "download", "image"]
+_KIND_CODE = {"open": "o", "click": "c", "download": "d", "image": "i"}
+_CODE_KIND: dict[str, TokenKind] = {"o": "open", "c": "click", "d": "download", "i": "image"}
 
 
 class TokenError(ValueError):
@@ -52,7 +59,7 @@ class TokenPayload:
     recipient: str
     sent_at: int
     expires_at: int = 0
-    url: str = ""  # click tokens: the only destination a redirect may go to
+    url: str = ""  # click, download and image tokens: the only destination a redirect may go to
     link_id: str = ""
     flags: int = 0
 
@@ -60,10 +67,15 @@ class TokenPayload:
     def honeypot(self) -> bool:
         return bool(self.flags & FLAG_HONEYPOT)
 
+    @property
+    def aggregate(self) -> bool:
+        """A campaign-level token (see aggregate_payload): it names no message and no recipient."""
+        return not self.message and not self.recipient
+
     def to_wire(self) -> bytes:
         fields: list[object] = [_KIND_CODE[self.kind], self.tenant, self.campaign, self.variant, self.message,
                                 self.recipient, self.sent_at, self.expires_at]
-        if self.kind == "click":
+        if self.kind != "open":
             fields += [self.url, self.link_id, self.flags]
         return orjson.dumps(fields)
 
@@ -80,12 +92,25 @@ class TokenPayload:
             raise TokenError("malformed", "payload length does not match its kind")
         # Plain type checks, no generators: this runs for every hit a processor decodes.
         tenant, campaign, variant, message, recipient, sent_at, expires_at = f[1:8]
-        url, link_id, flags = (f[8], f[9], f[10]) if kind == "click" else ("", "", 0)
+        url, link_id, flags = (f[8], f[9], f[10]) if kind != "open" else ("", "", 0)
         if not (type(tenant) is str and type(campaign) is str and type(variant) is str and type(message) is str
                 and type(recipient) is str and type(url) is str and type(link_id) is str
                 and type(sent_at) is int and type(expires_at) is int and type(flags) is int):
             raise TokenError("malformed", "payload field of the wrong type")
         return cls(kind, tenant, campaign, variant, message, recipient, sent_at, expires_at, url, link_id, flags)
+
+
+def aggregate_payload(kind: TokenKind, tenant: str, campaign: str, variant: str, expires_at: int = 0, url: str = "",
+                      link_id: str = "", flags: int = 0) -> TokenPayload:
+    """The payload of a campaign-level (aggregate) token: the same kinds and wire shape as any token, with
+    the message, the recipient and the send time empty (sent_at 0), and the expiry rounded up to a whole
+    UTC day, so every recipient of a campaign's variant gets the same pixel and the same link tokens and
+    nothing in them tells one recipient or message from another. Click tokens never get a click id
+    (FLAG_NO_CLICK_ID; the edge also appends none to a token without a message)."""
+    expires = -(-expires_at // DAY_MS) * DAY_MS if expires_at else 0
+    return TokenPayload(kind=kind, tenant=tenant, campaign=campaign, variant=variant, message="", recipient="",
+                        sent_at=0, expires_at=expires, url=url, link_id=link_id,
+                        flags=(flags | FLAG_NO_CLICK_ID) if kind == "click" else 0)
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -162,8 +187,8 @@ class Keyring:
         return tag
 
     def mint(self, payload: TokenPayload) -> str:
-        if payload.kind == "click" and not payload.url.startswith(("https://", "http://")):
-            raise ValueError(f"a click token needs an http(s) destination, got {payload.url[:60]!r}")
+        if payload.kind != "open" and not payload.url.startswith(("https://", "http://")):
+            raise ValueError(f"a {payload.kind} token needs an http(s) destination, got {payload.url[:60]!r}")
         if len(payload.url) > MAX_URL_CHARS:
             raise ValueError(f"destination is {len(payload.url)} characters; at most {MAX_URL_CHARS}")
         body = _b64e(payload.to_wire())

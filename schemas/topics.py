@@ -52,3 +52,9 @@ class Topics:
         """Consent values (a recipient's consent to individual tracking, with its history), key =
         recipient id."""
         return f"{self.prefix}consents"
+
+    @property
+    def aggregate_sends(self) -> str:
+        """AggregateSends values (how many emails of a campaign's variant went out with campaign-level
+        tracking), key = campaign."""
+        return f"{self.prefix}aggregate_sends"

@@ -1,7 +1,7 @@
 -- GENERATED FILE: do not edit. The ClickHouse cluster form of schemas/clickhouse/*.sql, made by
 -- schemas.clickhouse_cluster.cluster_ddl:
 --     pixeltrack ddl --cluster pixeltrack --out deploy/clickhouse/cluster.sql
--- cluster pixeltrack, database pixeltrack, retention_days 395, dead_letter_retention_days 14; sources: 001_events.sql, 002_dead_letters.sql, 003_positions.sql, 004_sends_conversions.sql, 005_aggregates.sql, 006_views.sql, 007_privacy.sql, 008_deliveries.sql, 010_site.sql, 013_origin.sql
+-- cluster pixeltrack, database pixeltrack, retention_days 395, dead_letter_retention_days 14; sources: 001_events.sql, 002_dead_letters.sql, 003_positions.sql, 004_sends_conversions.sql, 005_aggregates.sql, 006_views.sql, 007_privacy.sql, 008_deliveries.sql, 010_site.sql, 011_consent.sql, 013_origin.sql
 -- Apply on any one node: clickhouse-client --queries-file cluster.sql (idempotent). The servers need
 -- the cluster in remote_servers, the {shard} and {replica} macros and ClickHouse Keeper: see
 -- deploy/clickhouse/README.md.
@@ -224,6 +224,34 @@ AS SELECT src_topic, src_partition, max(src_offset) AS max_offset
 FROM pixeltrack.conversions_local WHERE src_partition >= 0
 GROUP BY src_topic, src_partition;
 
+CREATE TABLE IF NOT EXISTS pixeltrack.aggregate_sends_local ON CLUSTER 'pixeltrack'
+(
+    tenant        LowCardinality(String),
+    campaign      LowCardinality(String),
+    variant       LowCardinality(String),
+    sent_at       DateTime('UTC'),
+    sends         UInt64,
+    key           String,
+    src_topic     LowCardinality(String),
+    src_partition Int32,
+    src_offset    Int64
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+PARTITION BY toYYYYMM(sent_at)
+ORDER BY (tenant, campaign, variant, key)
+SETTINGS replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
+
+CREATE TABLE IF NOT EXISTS pixeltrack.aggregate_sends ON CLUSTER 'pixeltrack'
+AS pixeltrack.aggregate_sends_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'aggregate_sends_local', cityHash64(tenant, campaign, variant, key));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.consumer_positions_from_aggregate_sends ON CLUSTER 'pixeltrack'
+TO pixeltrack.consumer_positions_local
+AS SELECT src_topic, src_partition, max(src_offset) AS max_offset
+FROM pixeltrack.aggregate_sends_local WHERE src_partition >= 0
+GROUP BY src_topic, src_partition;
+
 -- 005_aggregates.sql
 
 CREATE TABLE IF NOT EXISTS pixeltrack.campaign_sends_hourly_local ON CLUSTER 'pixeltrack'
@@ -277,7 +305,9 @@ CREATE TABLE IF NOT EXISTS pixeltrack.message_totals_local ON CLUSTER 'pixeltrac
     complaints      SimpleAggregateFunction(sum, Int64),
     unsubscribes    SimpleAggregateFunction(sum, Int64),
     platform_unsubscribes SimpleAggregateFunction(sum, Int64),
-    replies         SimpleAggregateFunction(sum, Int64)
+    replies         SimpleAggregateFunction(sum, Int64),
+    downloads_human    SimpleAggregateFunction(sum, Int64),
+    downloads_filtered SimpleAggregateFunction(sum, Int64)
 )
 ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
 ORDER BY (tenant, campaign, message_id)
@@ -308,8 +338,10 @@ AS SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_i
        sumIf(sign, kind = 'open' AND verdict = 'duplicate') AS opens_duplicate,
        sumIf(sign, kind = 'click' AND verdict IN ('human', 'proxy') AND bitAnd(link_flags, 2) = 0) AS clicks_human,
        sumIf(sign, kind = 'click' AND verdict = 'machine' AND bitAnd(link_flags, 2) = 0) AS clicks_filtered,
-       toInt64(0) AS conversions, toFloat64(0) AS revenue
-FROM pixeltrack.events_local
+       toInt64(0) AS conversions, toFloat64(0) AS revenue,
+       sumIf(sign, kind = 'download' AND verdict IN ('human', 'proxy')) AS downloads_human,
+       sumIf(sign, kind = 'download' AND verdict = 'machine') AS downloads_filtered
+FROM pixeltrack.events_local WHERE message_id != ''
 GROUP BY tenant, campaign, message_id;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.message_totals_from_conversions ON CLUSTER 'pixeltrack'
@@ -319,7 +351,7 @@ AS SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_i
        toInt64(0) AS opens_human, toInt64(0) AS opens_proxy, toInt64(0) AS opens_machine,
        toInt64(0) AS opens_duplicate, toInt64(0) AS clicks_human, toInt64(0) AS clicks_filtered,
        count() AS conversions, sum(value) AS revenue
-FROM pixeltrack.conversions_local
+FROM pixeltrack.conversions_local WHERE message_id != ''
 GROUP BY tenant, campaign, message_id;
 
 CREATE TABLE IF NOT EXISTS pixeltrack.verdict_hourly_local ON CLUSTER 'pixeltrack'
@@ -357,7 +389,9 @@ CREATE TABLE IF NOT EXISTS pixeltrack.link_totals_local ON CLUSTER 'pixeltrack'
     clicks_human    SimpleAggregateFunction(sum, Int64),
     clicks_filtered SimpleAggregateFunction(sum, Int64),
     conversions     SimpleAggregateFunction(sum, Int64),
-    revenue         SimpleAggregateFunction(sum, Float64)
+    revenue         SimpleAggregateFunction(sum, Float64),
+    downloads_human    SimpleAggregateFunction(sum, Int64),
+    downloads_filtered SimpleAggregateFunction(sum, Int64)
 )
 ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
 ORDER BY (tenant, campaign, link, message_id)
@@ -371,17 +405,19 @@ ENGINE = Distributed('pixeltrack', 'pixeltrack', 'link_totals_local');
 CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.link_totals_from_events ON CLUSTER 'pixeltrack'
 TO pixeltrack.link_totals_local
 AS SELECT tenant, campaign, if(link_id != '', link_id, link_url) AS link, message_id, max(variant) AS variant,
-       sumIf(sign, verdict IN ('human', 'proxy')) AS clicks_human,
-       sumIf(sign, verdict = 'machine') AS clicks_filtered,
-       toInt64(0) AS conversions, toFloat64(0) AS revenue
-FROM pixeltrack.events_local WHERE kind = 'click'
+       sumIf(sign, kind = 'click' AND verdict IN ('human', 'proxy')) AS clicks_human,
+       sumIf(sign, kind = 'click' AND verdict = 'machine') AS clicks_filtered,
+       toInt64(0) AS conversions, toFloat64(0) AS revenue,
+       sumIf(sign, kind = 'download' AND verdict IN ('human', 'proxy')) AS downloads_human,
+       sumIf(sign, kind = 'download' AND verdict = 'machine') AS downloads_filtered
+FROM pixeltrack.events_local WHERE kind IN ('click', 'download') AND message_id != ''
 GROUP BY tenant, campaign, link, message_id;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.link_totals_from_conversions ON CLUSTER 'pixeltrack'
 TO pixeltrack.link_totals_local
 AS SELECT tenant, campaign, link, message_id, max(variant) AS variant,
        toInt64(0) AS clicks_human, toInt64(0) AS clicks_filtered, count() AS conversions, sum(value) AS revenue
-FROM pixeltrack.conversions_local WHERE link != ''
+FROM pixeltrack.conversions_local WHERE link != '' AND message_id != ''
 GROUP BY tenant, campaign, link, message_id;
 
 CREATE TABLE IF NOT EXISTS pixeltrack.client_hourly_local ON CLUSTER 'pixeltrack'
@@ -413,6 +449,32 @@ AS SELECT tenant, campaign, variant, toStartOfHour(ts) AS hour, kind, verdict, m
 FROM pixeltrack.events_local
 GROUP BY tenant, campaign, variant, hour, kind, verdict, mail_client, device, os, country;
 
+CREATE TABLE IF NOT EXISTS pixeltrack.aggregate_hits_local ON CLUSTER 'pixeltrack'
+(
+    tenant     LowCardinality(String),
+    campaign   LowCardinality(String),
+    variant    LowCardinality(String),
+    link       String,
+    kind       LowCardinality(String),
+    verdict    LowCardinality(String),
+    link_flags UInt8,
+    hits       Int64
+)
+ENGINE = ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+ORDER BY (tenant, campaign, variant, kind, verdict, link, link_flags)
+SETTINGS replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS pixeltrack.aggregate_hits ON CLUSTER 'pixeltrack'
+AS pixeltrack.aggregate_hits_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'aggregate_hits_local');
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.aggregate_hits_mv ON CLUSTER 'pixeltrack'
+TO pixeltrack.aggregate_hits_local
+AS SELECT tenant, campaign, variant, if(link_id != '', link_id, link_url) AS link, kind, verdict, link_flags,
+       sum(sign) AS hits
+FROM pixeltrack.events_local WHERE message_id = '' AND recipient_id = ''
+GROUP BY tenant, campaign, variant, link, kind, verdict, link_flags;
+
 -- 006_views.sql
 
 CREATE OR REPLACE VIEW pixeltrack.campaign_summary ON CLUSTER 'pixeltrack'
@@ -433,7 +495,17 @@ AS SELECT
     bounced / nullIf(sent, 0) AS bounce_rate,
     complained / nullIf(delivered, 0) AS complaint_rate,
     unsubscribed / nullIf(delivered, 0) AS unsubscribe_rate,
-    replied / nullIf(delivered, 0) AS reply_rate
+    replied / nullIf(delivered, 0) AS reply_rate,
+    unique_downloads, downloads_human, downloads_filtered,
+    unique_downloads / nullIf(delivered, 0) AS download_rate,
+    aggregate_sends, aggregate_opens_human, aggregate_opens_proxy, aggregate_opens_machine, aggregate_clicks_human,
+    aggregate_clicks_filtered, aggregate_conversions, aggregate_revenue,
+    (aggregate_opens_human + aggregate_opens_proxy) / nullIf(aggregate_sends, 0) AS aggregate_opens_per_send,
+    aggregate_clicks_human / nullIf(aggregate_sends, 0) AS aggregate_clicks_per_send,
+    sent + aggregate_sends AS sends_all,
+    (opens_human + opens_proxy + aggregate_opens_human + aggregate_opens_proxy)
+        / nullIf(sent + aggregate_sends, 0) AS opens_per_send_all,
+    (clicks_human + aggregate_clicks_human) / nullIf(sent + aggregate_sends, 0) AS clicks_per_send_all
 FROM (
     SELECT
         tenant, campaign, variant,
@@ -454,7 +526,7 @@ FROM (
         sum(cv) AS conversions,
         sum(rev) AS revenue,
         sumIf(rev, is_sent) AS sent_revenue,
-        countIf(NOT is_sent AND oh + op + ch + cv > 0) AS unsent_engaged,
+        countIf(NOT is_sent AND oh + op + ch + cv + dwh > 0) AS unsent_engaged,
         countIf(is_sent) AS sent,
         countIf(is_sent AND is_bounced) AS bounced,
         countIf(is_sent AND is_bounced AND hb > 0) AS hard_bounced,
@@ -464,15 +536,19 @@ FROM (
         countIf(is_delivered AND cp > 0) AS complained,
         countIf(is_delivered AND us > 0) AS unsubscribed,
         countIf(is_delivered AND rp > 0) AS replied,
-        countIf(NOT is_sent AND dl + hb + sb + df + cp + us + rp > 0) AS unsent_reported
+        countIf(NOT is_sent AND dl + hb + sb + df + cp + us + rp > 0) AS unsent_reported,
+        countIf(is_delivered AND dwh > 0) AS unique_downloads,
+        sum(dwh) AS downloads_human,
+        sum(dwf) AS downloads_filtered
     FROM (
         SELECT tenant, campaign, variant, sent > 0 AS is_sent,
                opens_human AS oh, opens_proxy AS op, opens_machine AS om, opens_duplicate AS od,
                clicks_human AS ch, clicks_filtered AS cf, conversions AS cv, revenue AS rev,
+               downloads_human AS dwh, downloads_filtered AS dwf,
                deliveries AS dl, hard_bounces AS hb, soft_bounces AS sb, deferrals AS df, complaints AS cp,
                unsubscribes + platform_unsubscribes AS us, replies AS rp,
                (hb > 0 OR (sb > 0 AND last_soft_bounce_at > last_delivery_at))
-                   AND oh + op + ch + rp + cp + us = 0 AS is_bounced,
+                   AND oh + op + ch + rp + cp + us + dwh = 0 AS is_bounced,
                is_sent AND NOT is_bounced AS is_delivered
         FROM pixeltrack.message_totals FINAL
     )
@@ -482,7 +558,33 @@ LEFT JOIN (
     SELECT tenant, campaign, variant, uniqExactMerge(recipients) AS recipients
     FROM pixeltrack.campaign_sends_hourly
     GROUP BY tenant, campaign, variant
-) AS sent_to USING (tenant, campaign, variant);
+) AS sent_to USING (tenant, campaign, variant)
+FULL OUTER JOIN (
+    SELECT tenant, campaign, variant, sum(sends) AS aggregate_sends,
+           sum(opens_h) AS aggregate_opens_human, sum(opens_p) AS aggregate_opens_proxy,
+           sum(opens_m) AS aggregate_opens_machine, sum(clicks_h) AS aggregate_clicks_human,
+           sum(clicks_f) AS aggregate_clicks_filtered, sum(conv) AS aggregate_conversions,
+           sum(rev) AS aggregate_revenue
+    FROM (
+        SELECT tenant, campaign, variant, sends, 0 AS opens_h, 0 AS opens_p, 0 AS opens_m, 0 AS clicks_h,
+               0 AS clicks_f, 0 AS conv, toFloat64(0) AS rev
+        FROM pixeltrack.aggregate_sends FINAL
+        UNION ALL
+        SELECT tenant, campaign, variant, 0,
+               sumIf(hits, kind = 'open' AND verdict = 'human'), sumIf(hits, kind = 'open' AND verdict = 'proxy'),
+               sumIf(hits, kind = 'open' AND verdict = 'machine'),
+               sumIf(hits, kind = 'click' AND verdict IN ('human', 'proxy') AND bitAnd(link_flags, 2) = 0),
+               sumIf(hits, kind = 'click' AND verdict = 'machine' AND bitAnd(link_flags, 2) = 0), 0, 0
+        FROM pixeltrack.aggregate_hits
+        GROUP BY tenant, campaign, variant
+        UNION ALL
+        SELECT tenant, campaign, variant, 0, 0, 0, 0, 0, 0, count(), sum(value)
+        FROM pixeltrack.conversions FINAL
+        WHERE message_id = ''
+        GROUP BY tenant, campaign, variant
+    )
+    GROUP BY tenant, campaign, variant
+) AS aggregate_part USING (tenant, campaign, variant);
 
 CREATE OR REPLACE VIEW pixeltrack.link_stats ON CLUSTER 'pixeltrack'
 AS SELECT tenant, campaign, variant, link,
@@ -491,10 +593,13 @@ AS SELECT tenant, campaign, variant, link,
        sum(cf) AS clicks_filtered,
        sum(cv) AS conversions,
        sum(rev) AS revenue,
-       clicks_filtered / nullIf(clicks_human + clicks_filtered, 0) AS filtered_share
+       clicks_filtered / nullIf(clicks_human + clicks_filtered, 0) AS filtered_share,
+       sum(dh) AS downloads_human,
+       countIf(dh > 0) AS unique_downloads,
+       sum(df) AS downloads_filtered
 FROM (
     SELECT tenant, campaign, variant, link, clicks_human AS ch, clicks_filtered AS cf, conversions AS cv,
-           revenue AS rev
+           revenue AS rev, downloads_human AS dh, downloads_filtered AS df
     FROM pixeltrack.link_totals FINAL
 )
 GROUP BY tenant, campaign, variant, link;
@@ -604,7 +709,7 @@ AS SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_i
        countIf(type = 'unsubscribed' AND platform = 'pixeltrack') AS unsubscribes,
        countIf(type = 'unsubscribed' AND platform != 'pixeltrack') AS platform_unsubscribes,
        countIf(type = 'replied') AS replies
-FROM pixeltrack.deliveries_local
+FROM pixeltrack.deliveries_local WHERE message_id != ''
 GROUP BY tenant, campaign, message_id;
 
 -- 010_site.sql
@@ -686,6 +791,56 @@ AS SELECT tenant, site, toDate(ts) AS day, as_org,
        countIf(verdict = 'machine') AS machine_visits
 FROM pixeltrack.site_visits FINAL
 GROUP BY tenant, site, day, as_org;
+
+-- 011_consent.sql
+
+CREATE TABLE IF NOT EXISTS pixeltrack.consents_local ON CLUSTER 'pixeltrack'
+(
+    tenant        LowCardinality(String),
+    recipient_id  String,
+    state         LowCardinality(String),
+    ts            DateTime64(3, 'UTC'),
+    source        LowCardinality(String),
+    text_version  String,
+    src_topic     LowCardinality(String),
+    src_partition Int32,
+    src_offset    Int64
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+PARTITION BY toYYYYMM(ts)
+ORDER BY (tenant, recipient_id, ts, state, source, text_version)
+SETTINGS replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
+
+CREATE TABLE IF NOT EXISTS pixeltrack.consents ON CLUSTER 'pixeltrack'
+AS pixeltrack.consents_local
+ENGINE = Distributed('pixeltrack', 'pixeltrack', 'consents_local', cityHash64(tenant, recipient_id));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pixeltrack.consumer_positions_from_consents ON CLUSTER 'pixeltrack'
+TO pixeltrack.consumer_positions_local
+AS SELECT src_topic, src_partition, max(src_offset) AS max_offset
+FROM pixeltrack.consents_local WHERE src_partition >= 0
+GROUP BY src_topic, src_partition;
+
+CREATE OR REPLACE VIEW pixeltrack.consent_state ON CLUSTER 'pixeltrack'
+AS SELECT tenant, recipient_id,
+       argMax(state, (changed_at, src_offset)) AS state,
+       max(changed_at) AS ts,
+       argMax(source, (changed_at, src_offset)) AS source,
+       argMax(text_version, (changed_at, src_offset)) AS text_version,
+       count() AS changes
+FROM (SELECT *, ts AS changed_at FROM pixeltrack.consents FINAL)
+GROUP BY tenant, recipient_id;
+
+CREATE OR REPLACE VIEW pixeltrack.aggregate_link_stats ON CLUSTER 'pixeltrack'
+AS SELECT tenant, campaign, variant, link,
+       sumIf(hits, verdict IN ('human', 'proxy')) AS clicks_human,
+       sumIf(hits, verdict = 'machine') AS clicks_filtered,
+       clicks_filtered / nullIf(clicks_human + clicks_filtered, 0) AS filtered_share
+FROM pixeltrack.aggregate_hits
+WHERE kind = 'click'
+GROUP BY tenant, campaign, variant, link
+HAVING clicks_human != 0 OR clicks_filtered != 0;
 
 -- 013_origin.sql
 

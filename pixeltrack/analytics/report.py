@@ -14,11 +14,12 @@ SUMMARY_SQL = (
     "SELECT variant, delivered, unique_opens, opens_machine, machine_open_share, unique_clicks, clicks_human, "
     "clicks_filtered, converted_messages, conversions, revenue, open_rate, ctr, ctor, conversion_rate, "
     "revenue_per_recipient, sent, bounced, complained, unsubscribed, replied, bounce_rate, complaint_rate, "
-    "unsubscribe_rate, reply_rate FROM campaign_summary WHERE campaign = {campaign:String} "
-    "AND tenant = {tenant:String} ORDER BY variant"
+    "unsubscribe_rate, reply_rate, unique_downloads, downloads_filtered, download_rate FROM campaign_summary "
+    "WHERE campaign = {campaign:String} AND tenant = {tenant:String} ORDER BY variant"
 )
 METRICS = {"open": ("unique_opens", "open rate"), "click": ("unique_clicks", "click rate"),
-           "conversion": ("converted_messages", "conversion rate")}
+           "conversion": ("converted_messages", "conversion rate"),
+           "download": ("unique_downloads", "download rate")}
 
 
 WINNER_PREFIX = "Variant "  # how a verdict that names a winner begins (see names_a_winner)
@@ -140,11 +141,12 @@ def fetch_sources(query: QueryFn, campaign: str, tenant: str = "") -> list[dict[
         if r["side"] == "machine":
             top.setdefault((r["kind"], r["source"]), []).append(
                 {"reason": r["reason"], "label": meaning.reason(r["reason"], MACHINE).label, "hits": int(r["hits"])})
-    totals = {k: sum(int(r["hits"]) for r in sources if r["kind"] == k) for k in ("open", "click")}
+    totals = {k: sum(int(r["hits"]) for r in sources if r["kind"] == k) for k in ("open", "click", "download")}
     out = [{"kind": r["kind"], "source": r["source"], "source_label": meaning.source(r["source"]).label,
             "hits": int(r["hits"]), "share": int(r["hits"]) / totals[r["kind"]] if totals.get(r["kind"]) else None,
             "top_reasons": top.get((r["kind"], r["source"]), [])} for r in sources]
-    return sorted(out, key=lambda r: (r["kind"] != "open", -r["hits"], r["source"]))
+    order = {"open": 0, "click": 1, "download": 2}
+    return sorted(out, key=lambda r: (order.get(r["kind"], 3), -r["hits"], r["source"]))
 
 
 def _reasons_text(r: dict[str, Any], codes: bool = False) -> str:
@@ -217,20 +219,30 @@ def _table(rows: list[dict[str, Any]], campaign: str, comps: list[Comparison], v
     from pixeltrack.analytics.tables import fits, print_rows, wide_table
 
     # Sent, then delivered (sent minus bounces: every rate but the bounce rate is over it), the funnel,
-    # then complaints, unsubscribes and replies with their rates.
-    columns = ("variant", "sent", "bounced", "delivered", "unique opens", "open rate", "machine opens",
-               "unique clicks", "CTR", "CTOR", "filtered clicks", "conversions", "conv. rate", "revenue / recipient",
-               "complaints", "unsubscribes", "replies")
+    # then complaints, unsubscribes and replies with their rates; downloads when the campaign has any (a
+    # campaign without document links keeps its width).
+    columns: tuple[str, ...] = (
+        "variant", "sent", "bounced", "delivered", "unique opens", "open rate", "machine opens", "unique clicks",
+        "CTR", "CTOR", "filtered clicks", "conversions", "conv. rate", "revenue / recipient", "complaints",
+        "unsubscribes", "replies")
+    downloads = any((r.get("unique_downloads") or 0) or (r.get("downloads_filtered") or 0) for r in rows)
+    if downloads:
+        columns += ("unique downloads", "download rate", "filtered downloads")
     cells = []
     for r in rows:
         rpr = r.get("revenue_per_recipient")
-        cells.append((r["variant"] or "(none)", f"{r.get('sent') or 0:,}", _with_rate(r, "bounced", "bounce_rate"),
-                      f"{r['delivered'] or 0:,}", f"{r['unique_opens'] or 0:,}",
-                      _pct(r["open_rate"]), f"{r['opens_machine'] or 0:,} ({_pct(r['machine_open_share'])})",
-                      f"{r['unique_clicks'] or 0:,}", _pct(r["ctr"]), _pct(r["ctor"]), f"{r['clicks_filtered'] or 0:,}",
-                      f"{r['conversions'] or 0:,}", _pct(r["conversion_rate"]),
-                      "–" if rpr is None else f"{rpr:.4f}", _with_rate(r, "complained", "complaint_rate"),
-                      _with_rate(r, "unsubscribed", "unsubscribe_rate"), _with_rate(r, "replied", "reply_rate")))
+        cell: tuple[str, ...] = (
+            r["variant"] or "(none)", f"{r.get('sent') or 0:,}", _with_rate(r, "bounced", "bounce_rate"),
+            f"{r['delivered'] or 0:,}", f"{r['unique_opens'] or 0:,}",
+            _pct(r["open_rate"]), f"{r['opens_machine'] or 0:,} ({_pct(r['machine_open_share'])})",
+            f"{r['unique_clicks'] or 0:,}", _pct(r["ctr"]), _pct(r["ctor"]), f"{r['clicks_filtered'] or 0:,}",
+            f"{r['conversions'] or 0:,}", _pct(r["conversion_rate"]),
+            "–" if rpr is None else f"{rpr:.4f}", _with_rate(r, "complained", "complaint_rate"),
+            _with_rate(r, "unsubscribed", "unsubscribe_rate"), _with_rate(r, "replied", "reply_rate"))
+        if downloads:
+            cell += (f"{r.get('unique_downloads') or 0:,}", _pct(r.get("download_rate")),
+                     f"{r.get('downloads_filtered') or 0:,}")
+        cells.append(cell)
     console = Console(record=True, width=width, force_terminal=False)
     title = f"campaign {campaign}"
     with console.capture() as cap:
@@ -259,7 +271,10 @@ def _print_sources(console: Any, sources: list[dict[str, Any]]) -> None:
     """Machine opens, then filtered clicks, by source with their top reasons (not counted in the rates)."""
     from pixeltrack.analytics.tables import wide_table
 
-    for kind, title in (("open", "Machine opens by source"), ("click", "Filtered clicks by source")):
+    groups = [("open", "Machine opens by source"), ("click", "Filtered clicks by source")]
+    if any(s["kind"] == "download" for s in sources):
+        groups.append(("download", "Filtered downloads by source"))
+    for kind, title in groups:
         rows = [s for s in sources if s["kind"] == kind]
         total = sum(s["hits"] for s in rows)
         console.print()

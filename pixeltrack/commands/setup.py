@@ -31,12 +31,17 @@ def cmd_link(args: argparse.Namespace) -> int:
                 variant=args.variant or "", tenant=args.tenant or "")
     pixel = tracker.pixel_url(m)
     clicks = [tracker.click_url(m, url) for url in args.url or []]
+    try:
+        downloads = [tracker.download_url(m, url) for url in args.download or []]
+    except ValueError as exc:
+        raise CommandError(f"--download: {exc}") from None
     preferences = tracker.preferences_url(m, args.text_version) if args.preferences else None
     if args.json:
-        print(json.dumps({"pixel": pixel, "clicks": clicks} | ({"preferences": preferences} if preferences else {})))
+        print(json.dumps({"pixel": pixel, "clicks": clicks, "downloads": downloads}
+                         | ({"preferences": preferences} if preferences else {})))
     else:
         print(pixel)
-        for c in clicks:
+        for c in clicks + downloads:
             print(c)
         if preferences:
             print(preferences)

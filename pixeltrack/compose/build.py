@@ -89,4 +89,5 @@ def build_processor(settings: Settings, keyring: Keyring | None) -> HitProcessor
                         batch_max_records=settings.batch_max_records,
                         dead_letter_samples=settings.dead_letter_samples,
                         privacy_key=privacy_key_for(settings, keyring),
-                        site_visit_org=settings.site_visit_org)
+                        site_visit_org=settings.site_visit_org, tracking=settings.tracking,
+                        unknown_consent=settings.unknown_consent)

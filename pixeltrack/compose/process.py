@@ -28,8 +28,10 @@ def banner(settings: Settings) -> str:
     from processors.clickhouse import public_dsn
 
     t = Topics(settings.topic_prefix)
+    names = [t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes, t.deliveries, t.consents,
+             t.aggregate_sends]
     return (f"pixeltrack process: Kafka {settings.kafka_bootstrap} (group {settings.consumer_group}), topics "
-            f"{', '.join([t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes, t.deliveries])} "
+            f"{', '.join(names)} "
             f"(prefix {settings.topic_prefix!r}); ClickHouse {public_dsn(settings.clickhouse_dsn)} "
             f"database {settings.clickhouse_database}")
 

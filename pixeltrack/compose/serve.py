@@ -246,7 +246,7 @@ def _announce(info: ServeInfo, data_dir: Path) -> None:
     c.print(f"[bold]pixeltrack serve[/] — edge, processors and chDB in one process (data: {data_dir})")
     c.print(f"  [bold]dashboard {info.dashboard_url}/[/]")
     c.print(f"  pixels   {info.edge_url}/o/<token>.gif")
-    c.print(f"  clicks   {info.edge_url}/c/<token>")
+    c.print(f"  clicks   {info.edge_url}/c/<token>   downloads /d/<token>   images /i/<token>")
     c.print(f"  health   {info.edge_url}/healthz   metrics {info.edge_url}/metrics")
     c.print(f"  api      {info.api_url}/v1/sends  /v1/conversions  /v1/events  (Authorization: Bearer "
             f"<key in {data_dir}/{API_KEY_FILE}>)")

@@ -18,8 +18,7 @@ if TYPE_CHECKING:
 def api_banner(settings: Settings) -> str:
     topics = Topics(settings.topic_prefix)
     return (f"pixeltrack api: Kafka {settings.kafka_bootstrap}, topics {topics.sends}, {topics.conversions}, "
-            f"{topics.deliveries} "
-            f"(prefix {settings.topic_prefix!r})")
+            f"{topics.deliveries}, {topics.consents}, {topics.aggregate_sends} (prefix {settings.topic_prefix!r})")
 
 
 async def run_api(settings: Settings, announce: Callable[[str], None]) -> None:

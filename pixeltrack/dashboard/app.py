@@ -197,8 +197,8 @@ def _examples_filter(request: web.Request) -> tuple[str, str, str, str, str] | s
         return "name=<campaign> and source=<source> are required"
     if side not in SIDES:
         return f"side={side!r}: must be one of {', '.join(SIDES)}"
-    if kind not in ("", "open", "click"):
-        return f"kind={kind!r}: must be open or click"
+    if kind not in ("", "open", "click", "download"):
+        return f"kind={kind!r}: must be open, click or download"
     if len(reason) > 64:
         return "reason=: at most 64 characters"
     return name, source, side, kind, reason

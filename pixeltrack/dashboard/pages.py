@@ -1,5 +1,8 @@
 """HTML of the campaign list and of one campaign: pure functions from rows to escaped markup.
 
+Longer than 400 lines because a campaign page is one page of a dozen panels (KPIs, funnel, A/B, charts,
+sources, links, audience) and its drill-down, each a few lines over the same escaping and layout helpers.
+
 A page is its panels inside the shell; the refresh endpoint returns the same panels by name, so what
 the first render shows and what polling swaps in come from one function.
 """
@@ -187,6 +190,8 @@ def _kpis(data: CampaignData) -> str:
         _kpi("clicks_filtered", "Filtered clicks", count(t.clicks_filtered),
              f'<b data-metric="filtered_share">{pct(t.filtered_share)}</b> of click hits, not counted · '
              '<a href="#h-sources">who and why</a>'),
+        _kpi("unique_downloads", "Unique downloads", count(t.unique_downloads), f'download rate <b data-metric='
+             f'"download_rate">{pct(t.download_rate)}</b> · {count(t.downloads_filtered)} filtered, not counted'),
     ))
 
 
@@ -280,12 +285,14 @@ def _reason_html(campaign: str, row: SourceRow, code: str, hits: int) -> str:
 
 SOURCE_GROUPS = (("open", "machine", "Machine opens", "not counted"),
                  ("click", "machine", "Filtered clicks", "not counted"),
+                 ("download", "machine", "Filtered downloads", "not counted"),
                  ("open", "counted", "Opens by people", "counted"))
 
 
 def _sources(data: CampaignData) -> str:
     body = []
-    for kind, side, title, counted in SOURCE_GROUPS:
+    # A campaign without document links shows no empty group for them.
+    for kind, side, title, counted in (g for g in SOURCE_GROUPS if g[0] != "download" or data.by_source(*g[:2])):
         rows = data.by_source(kind, side)
         total = sum(r.hits for r in rows)
         body.append(f'<tr class="group"><th scope="rowgroup" colspan="4">{_e(title)} '
@@ -320,10 +327,11 @@ def _links(links: list[LinkRow]) -> str:
         f'<tr><td class="name" title="{_e(link.link)}">{_e(link.link or DASH)}</td>'
         f"<td>{count(link.clicks_human)}{_minibar(link.clicks_human / top)}</td>"
         f"<td>{count(link.unique_clicks)}</td><td>{count(link.clicks_filtered)}</td>"
-        f"<td>{pct(link.filtered_share)}</td><td>{count(link.conversions)}</td><td>{money(link.revenue)}</td></tr>"
+        f"<td>{pct(link.filtered_share)}</td><td>{count(link.conversions)}</td><td>{money(link.revenue)}</td>"
+        f"<td>{count(link.downloads_human)}</td><td>{count(link.downloads_filtered)}</td></tr>"
         for link in links)
     return _table("links", ("link", "people's clicks", "unique clickers", "filtered", "filtered share", "conversions",
-                            "revenue"), body)
+                            "revenue", "people's downloads", "filtered downloads"), body)
 
 
 def _minibar(share: float) -> str:
@@ -363,7 +371,7 @@ def _cut(text: str, n: int) -> str:
 def examples_page(campaign: str, source: str, side: str, kind: str, reason: str, hits: list[ExampleHit],
                   tenant: str, refresh_seconds: int, now: datetime) -> str:
     src = meaning.source(source)
-    what = {"open": "opens", "click": "clicks"}.get(kind, "hits")
+    what = {"open": "opens", "click": "clicks", "download": "downloads"}.get(kind, "hits")
     whose = "machine" if side == "machine" else "people's"
     title = f"{src.label}: latest {whose} {what}"
     filters = f" with reason \u201c{meaning.reason(reason, 'machine' if side == 'machine' else 'human').label}\u201d" \

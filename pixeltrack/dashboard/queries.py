@@ -63,7 +63,8 @@ SUMMARY_SQL = """
 SELECT variant, delivered, unique_opens, unique_human_opens, opens_human, opens_proxy, opens_machine,
        opens_duplicate, unique_clicks, clicks_human, clicks_filtered, converted_messages, conversions, revenue,
        open_rate, machine_open_share, ctr, ctor, filtered_click_share, conversion_rate, revenue_per_recipient,
-       sent, bounced, complained, unsubscribed, replied, bounce_rate, complaint_rate, unsubscribe_rate, reply_rate
+       sent, bounced, complained, unsubscribed, replied, bounce_rate, complaint_rate, unsubscribe_rate, reply_rate,
+       unique_downloads, downloads_human, downloads_filtered, download_rate
 FROM campaign_summary
 WHERE tenant = {tenant:String} AND campaign = {campaign:String}
 ORDER BY variant
@@ -146,14 +147,15 @@ FROM client_stats
 WHERE tenant = {tenant:String} AND campaign = {campaign:String} AND kind = 'open'
 """
 
-# A message belongs to one variant, so unique clicks add up over variants.
+# A message belongs to one variant, so unique clicks (and downloads) add up over variants.
 LINKS_SQL = """
 SELECT link, sum(clicks_human) AS clicks_human, sum(unique_clicks) AS unique_clicks,
-       sum(clicks_filtered) AS clicks_filtered, sum(conversions) AS conversions, sum(revenue) AS revenue
+       sum(clicks_filtered) AS clicks_filtered, sum(conversions) AS conversions, sum(revenue) AS revenue,
+       sum(downloads_human) AS downloads_human, sum(downloads_filtered) AS downloads_filtered
 FROM link_stats
 WHERE tenant = {tenant:String} AND campaign = {campaign:String}
 GROUP BY link
-ORDER BY clicks_human DESC, clicks_filtered DESC, link
+ORDER BY clicks_human + downloads_human DESC, clicks_filtered + downloads_filtered DESC, link
 LIMIT {limit:UInt32}
 """
 
@@ -254,7 +256,8 @@ async def fetch_campaign(query: Query, campaign: str, tenant: str = "",
     return CampaignData(
         campaign, variants, points,
         [LinkRow(str(r["link"]), _int(r["clicks_human"]), _int(r["unique_clicks"]), _int(r["clicks_filtered"]),
-                 _int(r["conversions"]), float(r["revenue"] or 0)) for r in links],
+                 _int(r["conversions"]), float(r["revenue"] or 0), _int(r.get("downloads_human")),
+                 _int(r.get("downloads_filtered"))) for r in links],
         top(by_dimension["client"]), top(by_dimension["device"]), top(by_dimension["country"]),
         bucket, source_rows,
         Places(_int(place.get("direct_opens")), _int(place.get("placed_opens")), _int(place.get("proxied_opens"))))

@@ -55,17 +55,21 @@ class LinkRow:
     clicks_filtered: int
     conversions: int
     revenue: float
+    downloads_human: int = 0  # a document link's downloads by people (human + proxy)
+    downloads_filtered: int = 0
 
     @property
     def filtered_share(self) -> float | None:
-        return ratio(self.clicks_filtered, self.clicks_human + self.clicks_filtered)
+        """Machines' share of the link's fetches: its clicks, or a document link's downloads."""
+        return ratio(self.clicks_filtered + self.downloads_filtered,
+                     self.clicks_human + self.clicks_filtered + self.downloads_human + self.downloads_filtered)
 
 
 @dataclass(frozen=True, slots=True)
 class SourceRow:
     """Hits of one kind from one source, a machine's or a person's (`side`), with its top reasons."""
 
-    kind: str  # open | click
+    kind: str  # open | click | download
     side: str  # machine | counted
     source: str
     hits: int
@@ -126,6 +130,8 @@ class Totals:
     complained: int = 0
     unsubscribed: int = 0  # our one-click unsubscribes and the platforms'
     replied: int = 0
+    unique_downloads: int = 0
+    downloads_filtered: int = 0
 
     @property
     def bounce_rate(self) -> float | None:
@@ -168,6 +174,10 @@ class Totals:
     def filtered_share(self) -> float | None:
         return ratio(self.clicks_filtered, self.clicks_human + self.clicks_filtered)
 
+    @property
+    def download_rate(self) -> float | None:
+        return ratio(self.unique_downloads, self.delivered)
+
 
 @dataclass(frozen=True, slots=True)
 class CampaignData:
@@ -196,4 +206,5 @@ class CampaignData:
                       s("unique_clicks"), s("clicks_human"), s("clicks_filtered"), s("converted_messages"),
                       float(s("revenue")),
                       sum((v.get("ctor") or 0) * (v.get("unique_opens") or 0) for v in self.variants),
-                      s("sent"), s("bounced"), s("complained"), s("unsubscribed"), s("replied"))
+                      s("sent"), s("bounced"), s("complained"), s("unsubscribed"), s("replied"),
+                      s("unique_downloads"), s("downloads_filtered"))

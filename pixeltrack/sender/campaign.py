@@ -21,7 +21,9 @@ from typing import TextIO
 import orjson
 
 from pixeltrack.sender.instrument import EmailPlan, SkippedLink, instrument
-from pixeltrack.sender.sdk import Message, Tracker
+from pixeltrack.sender.sdk import Message, Record, Tracker
+from schemas.aggregate import AggregateSends, hour_of
+from schemas.consents import CONSENT_STATES, MAX_TEXT_VERSION, Consent
 from schemas.sends import MAX_ID, Send
 
 
@@ -40,15 +42,18 @@ class Recipient:
     line: int = 0
     source_id: str = ""
     """The sender's own id when `recipient` is its pseudonym (--hash-recipients); kept in the manifest only."""
+    consent: str = ""  # granted, denied, unknown; "" = not given (unknown, and no consent record)
+    consent_version: str = ""  # the version of the text the recipient agreed to
 
 
-RECIPIENT_COLUMNS = ("recipient", "email", "message", "variant")
+RECIPIENT_COLUMNS = ("recipient", "email", "message", "variant", "consent", "consent_version")
 
 
 def read_recipients(path: Path) -> list[Recipient]:
     """Reads a recipients CSV (UTF-8, optional BOM; comma, semicolon or tab separated). Columns:
-    `recipient` (required), `email` (only its domain is kept), `message`, `variant`; others are
-    ignored. RecipientsError names the line and column of the first problem."""
+    `recipient` (required), `email` (only its domain is kept), `message`, `variant`, `consent`
+    (granted, denied, unknown or empty, any case) and `consent_version` (the text agreed to); others
+    are ignored. RecipientsError names the line and column of the first problem."""
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:
             return parse_recipients(f, str(path))
@@ -100,7 +105,7 @@ def _header(rows: Iterator[list[str]], name: str) -> list[str]:
     if "recipient" not in columns:
         found = ", ".join(c for c in columns if c) or "nothing"
         raise RecipientsError(f'{name}: line 1: no "recipient" column (found: {found}); '
-                              f"columns: recipient (required), email, message, variant")
+                              f"columns: recipient (required), email, message, variant, consent, consent_version")
     return columns
 
 
@@ -140,7 +145,13 @@ def _recipient(row: list[str], line: int, columns: list[str], index: dict[str, i
         domain = _mailbox_domain(email)
         if not domain:
             raise bad("email", f"{email!r} is not an email address (name@domain)")
-    return Recipient(recipient, domain, message, cell("variant"), line)
+    consent = cell("consent").lower()
+    if consent and consent not in CONSENT_STATES:
+        raise bad("consent", f"{cell('consent')[:40]!r} is not one of {', '.join(CONSENT_STATES)} (or empty)")
+    version = cell("consent_version")
+    if len(version) > MAX_TEXT_VERSION:
+        raise bad("consent_version", f"longer than {MAX_TEXT_VERSION} characters")
+    return Recipient(recipient, domain, message, cell("variant"), line, consent=consent, consent_version=version)
 
 
 def _mailbox_domain(email: str) -> str:
@@ -192,22 +203,42 @@ def file_names(recipients: Sequence[Recipient], suffix: str = ".html") -> list[s
 @dataclass(frozen=True, slots=True)
 class CampaignResult:
     emails: int
-    registered: int  # sends handed to `register`
+    registered: int  # emails whose send was handed to `register` (individual sends, and aggregate ones counted)
     manifest: Path
     links: int  # wrapped links per email (the honeypot excluded)
     unsubscribe_links: int
     skipped: tuple[SkippedLink, ...]
+    aggregate: int = 0  # emails tracked in aggregate (campaign-level URLs, counted in AggregateSends)
+    consents: int = 0  # consent records handed to `register` (the recipients file's consent column)
+
+
+def decode_record(line: bytes) -> Record:
+    """One line of a sends file: a Send, an AggregateSends (it has `count`) or a Consent (it has `state`)."""
+    obj = orjson.loads(line)
+    if isinstance(obj, dict) and "state" in obj:
+        return Consent.decode(line)
+    if isinstance(obj, dict) and "count" in obj:
+        return AggregateSends.decode(line)
+    return Send.decode(line)
+
+
+def aggregate_key(tenant: str, campaign: str, sent_at: int, flush: int, variant: str) -> str:
+    """The idempotency key of one batch's aggregate sends: from the run (its sent_at) and the batch, never
+    from a recipient, so running the same campaign again with the same sent_at counts them once."""
+    text = f"{tenant}\0{campaign}\0{sent_at}\0{flush}\0{variant}"
+    return "i-" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 class JsonlSends:
-    """A `register` callable that writes sends as JSON lines (Send.encode), for later registration."""
+    """A `register` callable that writes sends (and aggregate sends and consents) as JSON lines (their
+    encode()), for later registration (`pixeltrack sends post`)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._file: io.BufferedWriter | None = path.open("wb")
 
-    def __call__(self, sends: list[Send]) -> None:
+    def __call__(self, sends: list[Record]) -> None:
         if self._file is None:
             raise ValueError(f"{self.path} is closed")
         self._file.write(b"".join(s.encode() + b"\n" for s in sends))
@@ -220,13 +251,19 @@ class JsonlSends:
 
 def instrument_campaign(plan: EmailPlan, tracker: Tracker, recipients: Sequence[Recipient], out_dir: Path, *,
                         campaign: str, variant: str = "", tenant: str = "", honeypot: bool = False,
-                        honeypot_url: str | None = None, register: Callable[[list[Send]], object] | None = None,
+                        honeypot_url: str | None = None, register: Callable[[list[Record]], object] | None = None,
                         sent_at: int | None = None, batch_size: int = 5000,
-                        progress: Callable[[int, int], None] | None = None) -> CampaignResult:
+                        progress: Callable[[int, int], None] | None = None,
+                        track_images: bool = False) -> CampaignResult:
     """Writes OUT_DIR/<recipient>.html per recipient and OUT_DIR/manifest.jsonl (recipient, message,
-    variant, file, pixel, links), and hands the sends to `register` in batches of `batch_size`, each
-    batch after its emails are written. One `sent_at` (epoch ms, default now) for the whole run keeps
-    the output reproducible. `progress(done, total)` runs after each email."""
+    variant, file, pixel, links; tracking "aggregate" where so), and hands the sends to `register` in
+    batches of `batch_size` emails, each batch after its emails are written. One `sent_at` (epoch ms,
+    default now) for the whole run keeps the output reproducible. `progress(done, total)` runs after each
+    email.
+
+    A recipient whose consent (the file's column, else the tracker's meaning of unknown) asks for aggregate
+    tracking gets campaign-level URLs and no Send: each batch's such emails are counted in one
+    AggregateSends per variant. A recipient with a consent cell gets a Consent record (source "csv")."""
     for what, value, required in (("campaign", campaign, True), ("variant", variant, False),
                                   ("tenant", tenant, False)):
         if (required and not value) or len(value) > MAX_ID:
@@ -236,8 +273,20 @@ def instrument_campaign(plan: EmailPlan, tracker: Tracker, recipients: Sequence[
     names = file_names(recipients)
     total = len(recipients)
     messages: dict[str, int] = {}
-    batch: list[Send] = []
-    registered = 0
+    batch: list[Record] = []
+    counted: dict[str, int] = {}  # this batch's emails tracked in aggregate, per variant
+    registered = aggregate = consents = flushes = pending = 0  # pending: emails of this batch
+
+    def flush() -> None:
+        nonlocal batch, counted, registered, flushes, pending
+        for v, n in counted.items():
+            batch.append(AggregateSends(tenant, campaign, v, hour_of(at / 1000), n,
+                                        aggregate_key(tenant, campaign, at, flushes, v)))
+        if register is not None and batch:
+            register(batch)
+        registered += sum(1 for r in batch if isinstance(r, Send)) + sum(counted.values())
+        batch, counted, flushes, pending = [], {}, flushes + 1, 0
+
     with (out_dir / "manifest.jsonl").open("wb") as manifest:
         for done, (r, name) in enumerate(zip(recipients, names, strict=True), start=1):
             v = r.variant or variant
@@ -247,25 +296,32 @@ def instrument_campaign(plan: EmailPlan, tracker: Tracker, recipients: Sequence[
                                  f"recipient #{messages[mid]}'s; message ids must be unique")
             messages[mid] = done
             email = instrument(plan, tracker, Message(campaign=campaign, message=mid, recipient=r.recipient,
-                                                      variant=v, tenant=tenant, sent_at=at),
-                               honeypot=honeypot, honeypot_url=honeypot_url)
+                                                      variant=v, tenant=tenant, sent_at=at, consent=r.consent),
+                               honeypot=honeypot, honeypot_url=honeypot_url, track_images=track_images)
             (out_dir / name).write_bytes(email.to_bytes())
-            row = {"recipient": r.recipient, "message": mid, "variant": v, "file": name, "pixel": email.pixel,
-                   "links": len(email.clicks)}
+            row: dict[str, object] = {"recipient": r.recipient, "message": "" if email.aggregate else mid, "variant": v,
+                                      "file": name, "pixel": email.pixel, "links": len(email.clicks)}
+            if email.aggregate:
+                row["tracking"] = "aggregate"  # campaign-level URLs: no message id in them
             if r.source_id:
                 row["recipient_id"] = r.source_id  # the sender's own id behind the pseudonym
             manifest.write(orjson.dumps(row) + b"\n")
-            batch.append(email.send(r.mailbox_domain))
-            if register is not None and len(batch) >= batch_size:
+            if r.consent:
+                batch.append(Consent(tenant, r.recipient, r.consent, at / 1000, "csv", r.consent_version))
+                consents += 1
+            if email.aggregate:
+                counted[v] = counted.get(v, 0) + 1
+                aggregate += 1
+            else:
+                batch.append(email.send(r.mailbox_domain))
+            pending += 1
+            if register is not None and pending >= batch_size:
                 manifest.flush()
-                register(batch)
-                registered += len(batch)
-                batch = []
+                flush()
             if progress is not None:
                 progress(done, total)
-        if register is not None and batch:
+        if register is not None and pending:
             manifest.flush()
-            register(batch)
-            registered += len(batch)
+            flush()
     return CampaignResult(total, registered, out_dir / "manifest.jsonl", len(plan.links), plan.unsubscribe_links,
-                          plan.skipped)
+                          plan.skipped, aggregate, consents)

@@ -1,11 +1,14 @@
-"""Instruments real HTML emails: a signed pixel, wrapped links and an optional honeypot, per recipient.
+"""Instruments real HTML emails: a signed pixel, wrapped links (downloads for documents), optionally the
+email's own images routed through the edge and a honeypot, per recipient.
 
 The HTML is parsed once (`EmailPlan.parse`) with the standard library's tokenizer, which only *locates*
 tags and attribute values; the output is the original text spliced at those places. So an instrumented
-email equals its source byte for byte except for the replaced href values and the inserted pixel and
-honeypot, whatever the source's quirks (comments, Outlook conditionals, CRLF, a BOM, odd quoting).
+email equals its source byte for byte except for the replaced href (and, with track_images, img src)
+values and the inserted pixel and honeypot, whatever the source's quirks (comments, Outlook conditionals,
+CRLF, a BOM, odd quoting).
 Signing is per recipient: `instrument` mints the tokens of one message and fills the plan's slots.
-The campaign side (recipients list, message ids, files, manifest, sends) is pixeltrack/sender/campaign.py.
+The campaign side (recipients list, message ids, files, manifest, sends) is pixeltrack/sender/campaign.py;
+which links are documents and which images are content, pixeltrack/sender/documents.py.
 
 Longer than 400 lines because the HTML scan (a tokenizer subclass, exact attribute spans, charset decoding,
 link destinations) and the plan it builds share offsets into one source text and the same constants; the
@@ -26,11 +29,13 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
-from pixeltrack.sender.sdk import Message, Tracker
+from pixeltrack.sender.documents import is_document, is_spacer
+from pixeltrack.sender.sdk import Message, Tracker, aggregate_send
+from schemas.aggregate import AggregateSends
 from schemas.sends import MAX_ID, Send
 from schemas.tokens import MAX_URL_CHARS
 
-LinkKind = Literal["click", "unsubscribe"]
+LinkKind = Literal["click", "unsubscribe", "download"]
 
 PIXEL_TAG = ('<img src="{src}" width="1" height="1" alt="" border="0" '
              'style="display:block;width:1px;height:1px;border:0" />')
@@ -44,11 +49,12 @@ PREFERENCES_PLACEHOLDER = "{{pixeltrack_preferences_url}}"
 """Where the email wants the recipient's tracking preferences link (/p/<token>): replaced by `instrument`
 wherever it appears (an href, or text); a link holding it is otherwise left alone like any merge tag."""
 
-# The attribute that steers one link: off = leave alone, unsubscribe = force that kind, click = force a
-# plain tracked click (no unsubscribe detection); data-pixeltrack-link names the link (its link id).
+# The attribute that steers one link: off = leave alone, unsubscribe or download = force that kind, click =
+# force a plain tracked click (no unsubscribe or document detection); data-pixeltrack-link names the link
+# (its link id). On an <img>, off keeps the image out of --track-images.
 MARKER_ATTR = "data-pixeltrack"
 LINK_ID_ATTR = "data-pixeltrack-link"
-MARKERS = ("off", "unsubscribe", "click")
+MARKERS = ("off", "unsubscribe", "click", "download")
 
 # ESP and template-engine merge tags. A link holding one is left alone: the ESP substitutes it after
 # us, and inside a signed token it would never be substituted.
@@ -102,6 +108,19 @@ class Link:
 
 
 @dataclass(frozen=True, slots=True)
+class Image:
+    """One content image that `instrument(track_images=True)` routes through the edge: `start`/`end`
+    delimit its src value in the source text (inside the quotes; `quote` as for Link)."""
+
+    start: int
+    end: int
+    quote: str
+    source: str  # the decoded, absolute http(s) address the edge redirects to
+    line: int
+    column: int
+
+
+@dataclass(frozen=True, slots=True)
 class SkippedLink:
     """A link left as it is, and why: off, empty, anchor, placeholder, relative, scheme (mailto, tel,
     sms, javascript, ...), invalid, too_long, tracked (the tracker's own URL)."""
@@ -125,6 +144,7 @@ class EmailPlan:
     honeypot_at: int  # right after <body ...>; else next to the pixel
     base_href: str  # the <base href> that relative links were resolved against ("" = none)
     has_pixel: bool  # the tracker's pixel is there already (see parse's tracker_base): none is added
+    images: tuple[Image, ...]  # content images (`<img src>`) track_images routes through the edge
     _pieces: tuple[str, ...] = field(repr=False, compare=False)
     _slots: tuple[int, ...] = field(repr=False, compare=False)  # link index, or _PIXEL / _HONEYPOT
 
@@ -144,14 +164,20 @@ class EmailPlan:
     def unsubscribe_links(self) -> int:
         return sum(1 for link in self.links if link.kind == "unsubscribe")
 
+    @property
+    def download_links(self) -> int:
+        return sum(1 for link in self.links if link.kind == "download")
+
 
 _PIXEL = -1
 _HONEYPOT = -2
+_IMAGE0 = -3  # image i's slot is _IMAGE0 - i
 
 
 @dataclass(frozen=True, slots=True)
 class InstrumentedEmail:
-    """One recipient's email. `clicks` follows `plan.links`; `honeypot` is "" when none was added."""
+    """One recipient's email. `clicks` follows `plan.links` (a download link's URL is its /d/ one);
+    `honeypot` is "" when none was added; `images` follows `plan.images` when they were tracked, else ()."""
 
     html: str
     encoding: str
@@ -160,26 +186,33 @@ class InstrumentedEmail:
     clicks: tuple[str, ...]
     honeypot: str
     recipient_id: str  # what the tokens carry: the recipient, or its pseudonym (Tracker(hash_recipients=True))
+    images: tuple[str, ...] = ()
     preferences: str = ""  # the preferences link put where PREFERENCES_PLACEHOLDER was ("" when none was)
+    aggregate: bool = False  # tracked in aggregate: its tokens carry no message, recipient nor send time
 
     def to_bytes(self) -> bytes:
         # The source round-trips through its codec (checked at parse); only inserted text could fail.
         return self.html.encode(self.encoding, "xmlcharrefreplace")
 
-    def send(self, mailbox_domain: str = "") -> Send:
-        """The Send that registers this email (the denominator of its rates)."""
+    def send(self, mailbox_domain: str = "") -> Send | AggregateSends:
+        """The Send that registers this email (the denominator of its rates); for an email tracked in
+        aggregate, the AggregateSends that counts it (sdk.aggregate_send)."""
         m = self.message
+        if self.aggregate:
+            return aggregate_send(m)
         return Send(tenant=m.tenant, campaign=m.campaign, variant=m.variant, message=m.message,
                     recipient=self.recipient_id, sent_at=m.sent_at / 1000, mailbox_domain=mailbox_domain.lower(),
                     links=len(self.clicks))
 
 
 def instrument(plan: EmailPlan, tracker: Tracker, message: Message, *, honeypot: bool = False,
-               honeypot_url: str | None = None, preferences_text_version: str = "") -> InstrumentedEmail:
-    """Mints one message's pixel and click URLs and splices them into the plan. Links with the same
-    destination, id and kind share one token. The honeypot redirects to `honeypot_url`, by default the
-    origin of the email's first link (else the tracking base URL). Where the email holds
-    PREFERENCES_PLACEHOLDER, the recipient's preferences link goes (its disclosure version:
+               honeypot_url: str | None = None, track_images: bool = False,
+               preferences_text_version: str = "") -> InstrumentedEmail:
+    """Mints one message's pixel, click and download URLs and splices them into the plan. Links with the
+    same destination, id and kind share one token. The honeypot redirects to `honeypot_url`, by default the
+    origin of the email's first link (else the tracking base URL). `track_images`: the content images'
+    src become /i/ URLs of the edge (one per distinct image), so loading them counts as the open. Where the
+    email holds PREFERENCES_PLACEHOLDER, the recipient's preferences link goes (its disclosure version:
     `preferences_text_version`)."""
     m = message if message.sent_at else replace(message, sent_at=int(time.time() * 1000))
     pixel = tracker.pixel_url(m)
@@ -190,9 +223,18 @@ def instrument(plan: EmailPlan, tracker: Tracker, message: Message, *, honeypot:
         url = minted.get(key)
         if url is None:
             unsub = link.kind == "unsubscribe"
-            url = minted[key] = tracker.click_url(m, link.destination, link.link_id, unsubscribe=unsub,
-                                                  click_id=not unsub)
+            url = minted[key] = (
+                tracker.download_url(m, link.destination, link.link_id) if link.kind == "download" else
+                tracker.click_url(m, link.destination, link.link_id, unsubscribe=unsub, click_id=not unsub))
         clicks.append(url)
+    images: list[str] = []
+    if track_images:
+        by_source: dict[str, str] = {}
+        for img in plan.images:
+            url = by_source.get(img.source)
+            if url is None:
+                url = by_source[img.source] = tracker.image_url(m, img.source)
+            images.append(url)
     trap = ""
     if honeypot:
         trap = tracker.click_url(m, honeypot_url or _default_honeypot_url(plan, tracker), HONEYPOT_LINK_ID,
@@ -204,6 +246,9 @@ def instrument(plan: EmailPlan, tracker: Tracker, message: Message, *, honeypot:
         elif slot == _HONEYPOT:
             if trap:
                 parts.append(HONEYPOT_TAG.format(href=html.escape(trap)))
+        elif slot <= _IMAGE0:
+            img = plan.images[_IMAGE0 - slot]
+            parts.append(_attr_value(images[_IMAGE0 - slot], img.quote) if images else plan.text[img.start:img.end])
         else:
             parts.append(_attr_value(clicks[slot], plan.links[slot].quote))
         parts.append(piece)
@@ -213,7 +258,7 @@ def instrument(plan: EmailPlan, tracker: Tracker, message: Message, *, honeypot:
         preferences = tracker.preferences_url(m, preferences_text_version)
         out = out.replace(PREFERENCES_PLACEHOLDER, html.escape(preferences, quote=True))
     return InstrumentedEmail(out, plan.encoding, m, pixel, tuple(clicks), trap, tracker.recipient_id(m.recipient),
-                             preferences)
+                             images=tuple(images), preferences=preferences, aggregate=not tracker.individual(m))
 
 
 def _attr_value(url: str, quote_char: str) -> str:
@@ -305,6 +350,7 @@ class _Scan:
     """What the parsers found, in absolute offsets of the whole text."""
 
     candidates: list[_Candidate] = field(default_factory=list)
+    images: list[_Candidate] = field(default_factory=list)  # <img src>, href holding the src
     collecting: _Candidate | None = None
     base_href: str | None = None
     body_open_end: int | None = None
@@ -360,7 +406,7 @@ class _Tokenizer(html.parser.HTMLParser):
         top = not self._conditional
         if tag == "body" and top and scan.body_open_end is None:
             scan.body_open_end = self._base + local + len(raw)
-        if tag in ("a", "area", "base") or tag.startswith("v:") or (tag == "img" and scan.collecting):
+        if tag in ("a", "area", "base", "img") or tag.startswith("v:"):
             spans = _attribute_spans(self._text, local, local + len(raw))
             if [name for name, _, _ in spans] != [name for name, _ in attrs]:
                 return  # the tokenizer saw other attributes than our scan: leave the tag alone
@@ -384,6 +430,12 @@ class _Tokenizer(html.parser.HTMLParser):
             alt = value("alt")
             if alt and scan.collecting:
                 scan.collecting.hint(alt)
+            if "src" in values and not is_spacer(value("width"), value("height")):
+                (s, e), quote_char = values["src"]
+                scan.images.append(_Candidate(
+                    tag=tag, tag_start=self._base + local, start=self._base + s, end=self._base + e,
+                    quote=quote_char, href=value("src") or "", marker=(value(MARKER_ATTR) or "").strip().lower(),
+                    link_id="", conditional=not top, hints=[]))
             return
         if tag == "base":
             href = value("href")
@@ -484,7 +536,8 @@ def _build_plan(text: str, encoding: str, resolve_base: bool, tracker_base: str 
             skipped.append(SkippedLink(c.tag, c.href, reason, line, col))
             continue
         kind: LinkKind = "unsubscribe" if c.marker == "unsubscribe" or (
-            c.marker != "click" and _is_unsubscribe(c.href, c.hints)) else "click"
+            c.marker not in ("click", "download") and _is_unsubscribe(c.href, c.hints)) else "download" if (
+            c.marker == "download" or (c.marker != "click" and is_document(destination))) else "click"
         links.append(Link(c.tag, c.start, c.end, c.quote, destination, kind, c.link_id[:MAX_ID], line, col,
                           c.conditional))
 
@@ -492,7 +545,13 @@ def _build_plan(text: str, encoding: str, resolve_base: bool, tracker_base: str 
     honeypot_at = scan.body_open_end if scan.body_open_end is not None and scan.body_open_end <= pixel_at \
         else pixel_at
     # Edits in text order; at one offset the honeypot goes before the pixel.
+    images: list[Image] = []
+    for c in scan.images:
+        source, reason = _destination(c, base)
+        if not reason and not (tracker_base and _is_tracked(source, tracker_base)):
+            images.append(Image(c.start, c.end, c.quote, source, *where(c.tag_start)))
     edits: list[tuple[int, int, int, int]] = [(link.start, 1, link.end, i) for i, link in enumerate(links)]
+    edits += [(img.start, 1, img.end, _IMAGE0 - i) for i, img in enumerate(images)]
     has_pixel = bool(tracker_base and f"{tracker_base.rstrip('/')}/o/" in text)
     edits += [(honeypot_at, 0, honeypot_at, _HONEYPOT)] + ([] if has_pixel else [(pixel_at, 0, pixel_at, _PIXEL)])
     edits.sort(key=lambda e: (e[0], e[1], e[3] != _HONEYPOT))
@@ -505,7 +564,7 @@ def _build_plan(text: str, encoding: str, resolve_base: bool, tracker_base: str 
         pos = e
     pieces.append(text[pos:])
     return EmailPlan(text, encoding, tuple(links), tuple(skipped), pixel_at, honeypot_at, base, has_pixel,
-                     tuple(pieces), tuple(slots))
+                     tuple(images), tuple(pieces), tuple(slots))
 
 
 def _is_tracked(url: str, tracker_base: str) -> bool:
@@ -513,7 +572,7 @@ def _is_tracked(url: str, tracker_base: str) -> bool:
     mine, it = urlsplit(tracker_base), urlsplit(url)
     prefix = mine.path.rstrip("/")
     return (it.hostname or "") == (mine.hostname or "") and it.port == mine.port and it.path.startswith(
-        tuple(f"{prefix}/{route}/" for route in "ocup"))
+        tuple(f"{prefix}/{route}/" for route in "ocudip"))
 
 
 def _clean_url(href: str) -> str:

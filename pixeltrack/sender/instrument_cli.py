@@ -11,10 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from pixeltrack.errors import CommandError
-from pixeltrack.sender.campaign import JsonlSends, file_names, instrument_campaign, read_recipients
+from pixeltrack.sender.campaign import JsonlSends, decode_record, file_names, instrument_campaign, read_recipients
 from pixeltrack.sender.instrument import EmailPlan
 from pixeltrack.sender.recipient_ids import WARNING, Pseudonyms, email_like
-from schemas.sends import Send
+from pixeltrack.sender.sdk import Record
 
 
 def add_instrument_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -28,12 +28,16 @@ def add_instrument_parser(subparsers: argparse._SubParsersAction[argparse.Argume
     s.add_argument("--variant", default="", help="default variant (a recipients 'variant' column wins)")
     s.add_argument("--tenant", default="")
     s.add_argument("--recipients", required=True, metavar="LIST.csv",
-                   help="CSV with columns recipient (required), email, message, variant")
+                   help="CSV with columns recipient (required), email, message, variant, consent (granted, denied, "
+                        "unknown: denied gets campaign-level tracking), consent_version")
     s.add_argument("--out", required=True, metavar="DIR", help="folder of the instrumented emails")
     s.add_argument("--base-url", required=True, help="tracking base URL, e.g. https://t.example.com")
     s.add_argument("--data", help="serve data folder holding the signing key (else settings' keys)")
     s.add_argument("--honeypot", action="store_true", help="add an invisible honeypot link for scanners")
     s.add_argument("--honeypot-url", help="where the honeypot redirects (default: the first link's site)")
+    s.add_argument("--track-images", action="store_true",
+                   help="route the email's own images through the edge (/i/): loading them counts as the open, "
+                        "where a 1x1 pixel alone is blocked")
     s.add_argument("--encoding", help="the email's encoding (default: BOM, UTF-8, else <meta charset>)")
     s.add_argument("--keep-relative", action="store_true",
                    help="leave relative links alone even when the email has a <base href>")
@@ -71,13 +75,13 @@ def cmd_sends_post(args: argparse.Namespace) -> int:
     from pixeltrack.sender.sdk import ApiClient, ApiError
 
     path = Path(args.file)
-    sends: list[Send] = []
+    sends: list[Record] = []
     try:
         with path.open("rb") as f:
             for n, line in enumerate(f, 1):
                 if line.strip():
                     try:
-                        sends.append(Send.decode(line))
+                        sends.append(decode_record(line))
                     except ValueError as exc:
                         raise CommandError(f"{path}, line {n}: {exc}") from None
         api_key = args.api_key or Path(args.api_key_file).read_text().strip()
@@ -135,11 +139,15 @@ def _instrument(args: argparse.Namespace) -> int:
     targets = {(out_dir / name).resolve() for name in file_names(recipients)}
     if email_path.resolve() in targets:
         raise ValueError(f"{email_path} would be overwritten by a recipient's email; choose another --out")
-    tracker = Tracker(args.base_url, keyring, settings.token_ttl_days)
-    _describe(plan)
+    from schemas.tenants import TenantRegistry
+
+    unknown = TenantRegistry.load(settings.tenants_file).unknown_means(args.tenant, settings.unknown_consent)
+    tracker = Tracker(args.base_url, keyring, settings.token_ttl_days, unknown_consent=unknown,
+                      tracking=settings.tracking)
+    _describe(plan, args.track_images)
 
     jsonl: JsonlSends | None = None
-    register: Callable[[list[Send]], object]
+    register: Callable[[list[Record]], object]
     if args.api:
         api_key = args.api_key or Path(args.api_key_file).read_text().strip()
         register = ApiClient(args.api, api_key).register_sends
@@ -151,7 +159,8 @@ def _instrument(args: argparse.Namespace) -> int:
         with _progress_bar(len(recipients), args.progress or sys.stderr.isatty()) as progress:
             result = instrument_campaign(plan, tracker, recipients, out_dir, campaign=args.campaign,
                                          variant=args.variant, tenant=args.tenant, honeypot=args.honeypot,
-                                         honeypot_url=args.honeypot_url, register=register, progress=progress)
+                                         honeypot_url=args.honeypot_url, register=register, progress=progress,
+                                         track_images=args.track_images)
     except ApiError as exc:
         print(f"pixeltrack instrument: the API refused the sends: {exc}", file=sys.stderr)
         return 1
@@ -164,14 +173,20 @@ def _instrument(args: argparse.Namespace) -> int:
         done = (f"{result.emails} sends written to {where}, not registered: post them with "
                 f"`pixeltrack sends post {where} --api URL --api-key KEY`, or pass --api next time")
     print(f"wrote {result.emails} emails to {out_dir} ({result.manifest.name}); {done}", file=sys.stderr)
+    if result.aggregate or result.consents:
+        print(f"{result.aggregate} of them tracked in aggregate (campaign-level URLs, counted without an id); "
+              f"{result.consents} consent records from the recipients file", file=sys.stderr)
     return 0
 
 
-def _describe(plan: EmailPlan) -> None:
+def _describe(plan: EmailPlan, track_images: bool = False) -> None:
     """What will be tracked and what is left alone (links with merge tags deserve a look)."""
     left = Counter(s.reason for s in plan.skipped)
     alone = ", ".join(f"{n} {reason}" for reason, n in sorted(left.items())) or "none"
-    print(f"{len(plan.links)} links wrapped ({plan.unsubscribe_links} unsubscribe), left alone: {alone}"
+    images = f"; {len(plan.images)} images tracked" if track_images else ""
+    downloads = f", {plan.download_links} downloads" if plan.download_links else ""
+    print(f"{len(plan.links)} links wrapped ({plan.unsubscribe_links} unsubscribe{downloads}), left alone: "
+          f"{alone}{images}"
           + (f"; relative links resolved against <base href={plan.base_href}>" if plan.base_href else ""),
           file=sys.stderr)
     for s in plan.skipped:

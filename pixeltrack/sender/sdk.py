@@ -1,4 +1,4 @@
-"""For senders: mint signed pixel and click URLs for one message to one recipient."""
+"""For senders: mint signed pixel, click, download and image URLs for one message to one recipient."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import logging
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import orjson
 
 from pixeltrack.sender.recipient_ids import WARNING, Pseudonyms, looks_like_email
+from schemas.aggregate import AggregateSends, hour_of
+from schemas.consents import CONSENT_STATES, TRACKING_MODES, Consent, tracks_individually
 from schemas.sends import Send
 from schemas.tokens import (
     FLAG_HONEYPOT,
@@ -21,6 +24,7 @@ from schemas.tokens import (
     PreferencesRef,
     TokenKind,
     TokenPayload,
+    aggregate_payload,
     mint_preferences,
 )
 
@@ -30,7 +34,8 @@ _log = logging.getLogger("pixeltrack.sdk")
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """Who a message goes to and what it belongs to. sent_at is epoch ms (default: now)."""
+    """Who a message goes to and what it belongs to. sent_at is epoch ms (default: now). `consent`: the
+    recipient's consent to individual tracking (granted, denied, unknown; "" = unknown): see Tracker."""
 
     campaign: str
     message: str
@@ -38,6 +43,13 @@ class Message:
     variant: str = ""
     tenant: str = ""
     sent_at: int = 0
+    consent: str = ""
+
+    def __post_init__(self) -> None:
+        if self.consent and self.consent not in CONSENT_STATES:
+            raise ValueError(f"consent {self.consent[:20]!r} must be one of {', '.join(CONSENT_STATES)} (or empty)")
+
+Record = Send | AggregateSends | Consent  # what ApiClient.register_sends posts
 
 
 class Tracker:
@@ -46,9 +58,19 @@ class Tracker:
     id (pixeltrack.sender.recipient_ids.Pseudonyms) instead of the id; without it, an id shaped like an email
     address is logged once as a warning, since it would be readable in every URL and row."""
 
-    def __init__(self, base_url: str, keyring: Keyring, ttl_days: int = 400, *, hash_recipients: bool = False) -> None:
+    def __init__(self, base_url: str, keyring: Keyring, ttl_days: int = 400, *, hash_recipients: bool = False,
+                 unknown_consent: str = "individual", tracking: str = "individual") -> None:
+        """`unknown_consent`: what a message of unknown consent gets (the tenant's setting, "individual" or
+        "aggregate"); `tracking` "aggregate" (PIXELTRACK_TRACKING): every message is tracked in aggregate.
+        A message tracked in aggregate gets campaign-level URLs (schemas.tokens.aggregate_payload): the
+        same for every such recipient of its campaign and variant, with no message, recipient nor send time."""
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base URL {base_url!r} must start with http:// or https://")
+        for name, mode in (("unknown_consent", unknown_consent), ("tracking", tracking)):
+            if mode not in TRACKING_MODES:
+                raise ValueError(f"{name} {mode!r} must be one of {', '.join(TRACKING_MODES)}")
+        self._unknown = unknown_consent
+        self._tracking = tracking
         self.base_url = base_url.rstrip("/")
         self._keyring = keyring
         self._ttl_ms = ttl_days * DAY_MS
@@ -65,9 +87,21 @@ class Tracker:
                                                               example="…@" + recipient.rpartition("@")[2]))
         return recipient
 
+    def individual(self, m: Message) -> bool:
+        """Whether `m` is tracked individually: its recipient's consent (tracks_individually), unless the
+        installation tracks everyone in aggregate."""
+        return self._tracking != "aggregate" and tracks_individually(m.consent or "unknown", self._unknown)
+
     def _payload(self, m: Message, kind: TokenKind, url: str = "", link_id: str = "",
                  flags: int = 0) -> TokenPayload:
         sent_at = m.sent_at or int(time.time() * 1000)
+        if not self.individual(m):
+            return aggregate_payload(kind, m.tenant, m.campaign, m.variant,
+                                     sent_at + self._ttl_ms if self._ttl_ms else 0, url, link_id, flags)
+        return self._identified(m, kind, sent_at, url, link_id, flags)
+
+    def _identified(self, m: Message, kind: TokenKind, sent_at: int, url: str = "", link_id: str = "",
+                    flags: int = 0) -> TokenPayload:
         return TokenPayload(kind=kind, tenant=m.tenant, campaign=m.campaign, variant=m.variant,
                             message=m.message, recipient=self.recipient_id(m.recipient), sent_at=sent_at,
                             expires_at=sent_at + self._ttl_ms if self._ttl_ms else 0,
@@ -78,9 +112,14 @@ class Tracker:
 
     def unsubscribe_url(self, m: Message) -> str:
         """The edge's own unsubscribe page for this message (GET confirms, POST unsubscribes: RFC 8058);
-        use it as the List-Unsubscribe URL with List-Unsubscribe-Post: List-Unsubscribe=One-Click."""
-        token = self._keyring.mint(self._payload(m, "click", url=f"{self.base_url}/u", link_id="unsubscribe",
-                                                 flags=FLAG_UNSUBSCRIBE | FLAG_NO_CLICK_ID))
+        use it as the List-Unsubscribe URL with List-Unsubscribe-Post: List-Unsubscribe=One-Click. It names
+        the recipient whatever the consent (whom to unsubscribe: fetching it records no hit); for a message
+        tracked in aggregate it names no message and no send time."""
+        payload = self._identified(m, "click", m.sent_at or int(time.time() * 1000), url=f"{self.base_url}/u",
+                                   link_id="unsubscribe", flags=FLAG_UNSUBSCRIBE | FLAG_NO_CLICK_ID)
+        if not self.individual(m):
+            payload.message, payload.sent_at = "", 0
+        token = self._keyring.mint(payload)
         return f"{self.base_url}/u/{token}"
 
     def preferences_url(self, m: Message, text_version: str = "", state: str = "") -> str:
@@ -88,10 +127,13 @@ class Tracker:
         the page and changes nothing, its POST gives or withdraws consent to open and click tracking
         (a Consent with source "preferences"). `text_version` names the disclosure the email shows (kept
         with a consent given there); `state` the consent on record as you send (granted, denied,
-        unknown; "" = not said), shown on the page. Expires with the message's other tokens."""
+        unknown; "" = not said: the message's `consent`), shown on the page. Expires with the message's other
+        tokens. It names the recipient whatever the consent (whose consent to change); for a message tracked
+        in aggregate it names no message."""
         sent_at = m.sent_at or int(time.time() * 1000)
-        ref = PreferencesRef(m.tenant, self.recipient_id(m.recipient), m.campaign, m.message, text_version, state,
-                             sent_at + self._ttl_ms if self._ttl_ms else 0)
+        message = m.message if self.individual(m) else ""
+        ref = PreferencesRef(m.tenant, self.recipient_id(m.recipient), m.campaign, message, text_version,
+                             state or m.consent, sent_at + self._ttl_ms if self._ttl_ms else 0)
         return f"{self.base_url}/p/{mint_preferences(self._keyring, ref)}"
 
     def click_url(self, m: Message, url: str, link_id: str = "", honeypot: bool = False,
@@ -101,6 +143,17 @@ class Tracker:
         token = self._keyring.mint(self._payload(m, "click", url=url, link_id=link_id, flags=flags))
         return f"{self.base_url}/c/{token}"
 
+    def download_url(self, m: Message, url: str, link_id: str = "") -> str:
+        """A signed download link (/d/) to a document sent with the message (a price list, a whitepaper,
+        an invoice): the edge redirects to `url` (or to the object store's signed URL of it) and records
+        a `download` event, judged like a click."""
+        return f"{self.base_url}/d/{self._keyring.mint(self._payload(m, 'download', url=url, link_id=link_id))}"
+
+    def image_url(self, m: Message, url: str) -> str:
+        """One of the email's own images routed through the edge (/i/): the edge redirects to `url`, never
+        cached, and the fetch counts as the message's open (one per reading, with the pixel's)."""
+        return f"{self.base_url}/i/{self._keyring.mint(self._payload(m, 'image', url=url))}"
+
 
 @dataclass(frozen=True, slots=True)
 class PreparedSend:
@@ -109,17 +162,31 @@ class PreparedSend:
 
     pixel: str
     clicks: tuple[str, ...]
-    send: Send
+    send: Send | AggregateSends
+    downloads: tuple[str, ...] = ()
 
 
-def prepare(tracker: Tracker, m: Message, urls: Sequence[str] = (), mailbox_domain: str = "") -> PreparedSend:
-    """Mints the pixel and click URLs of one message and the Send that registers it."""
+def aggregate_send(m: Message) -> AggregateSends:
+    """The record that counts one message tracked in aggregate (sent_at set) in its campaign's denominators:
+    its campaign, variant and hour, under a random key (so a retried post counts once, and nothing ties
+    it to the recipient)."""
+    return AggregateSends(m.tenant, m.campaign, m.variant, hour_of(m.sent_at / 1000), 1, uuid.uuid4().hex)
+
+
+def prepare(tracker: Tracker, m: Message, urls: Sequence[str] = (), mailbox_domain: str = "",
+            downloads: Sequence[str] = ()) -> PreparedSend:
+    """Mints the pixel, click and download URLs of one message (`downloads`: documents' addresses) and the
+    Send that registers it (for a message tracked in aggregate, the AggregateSends that counts it)."""
     sent_at = m.sent_at or int(time.time() * 1000)
     m = replace(m, sent_at=sent_at)
+    if not tracker.individual(m):
+        return PreparedSend(tracker.pixel_url(m), tuple(tracker.click_url(m, u) for u in urls), aggregate_send(m),
+                            tuple(tracker.download_url(m, u) for u in downloads))
     send = Send(tenant=m.tenant, campaign=m.campaign, variant=m.variant, message=m.message,
                 recipient=tracker.recipient_id(m.recipient), sent_at=sent_at / 1000,
                 mailbox_domain=mailbox_domain.lower(), links=len(urls))
-    return PreparedSend(tracker.pixel_url(m), tuple(tracker.click_url(m, u) for u in urls), send)
+    return PreparedSend(tracker.pixel_url(m), tuple(tracker.click_url(m, u) for u in urls), send,
+                        tuple(tracker.download_url(m, u) for u in downloads))
 
 
 class ApiClient:
@@ -164,19 +231,39 @@ class ApiClient:
             self._sleep(wait)
         raise AssertionError("unreachable")
 
-    def register_sends(self, sends: Sequence[Send], batch: int = 5000) -> int:
+    def register_sends(self, sends: Sequence[Record], batch: int = 5000) -> int:
         """Posts sends in batches; returns how many the API accepted. A batch that fails for good raises
-        ApiError saying how many were accepted before it (posting all of them again is safe)."""
+        ApiError saying how many were accepted before it (posting all of them again is safe). Aggregate
+        sends (prepare's for a message tracked in aggregate) go to /v1/aggregate-sends and consents to
+        /v1/consents in the same way."""
+        accepted = 0
+        for kind, path, name in ((Send, "/v1/sends", "sends"),
+                                 (AggregateSends, "/v1/aggregate-sends", "aggregate_sends"),
+                                 (Consent, "/v1/consents", "consents")):
+            these = [s for s in sends if isinstance(s, kind)]
+            accepted += self._post_batches(path, name, these, batch, accepted, len(sends))
+        return accepted
+
+    def _post_batches(self, path: str, name: str, sends: Sequence[Record], batch: int, before: int,
+                      total: int) -> int:
         accepted = 0
         for i in range(0, len(sends), batch):
-            body = {"sends": [{k: v for k, v in asdict(s).items() if k != "v"} for s in sends[i:i + batch]]}
+            body = {name: [{k: v for k, v in asdict(s).items() if k != "v"} for s in sends[i:i + batch]]}
             try:
-                answer = self._post("/v1/sends", body)
+                answer = self._post(path, body)
             except ApiError as exc:
-                raise ApiError(exc.status, f"{exc.detail} ({accepted} of {len(sends)} sends were registered "
+                raise ApiError(exc.status, f"{exc.detail} ({before + accepted} of {total} sends were registered "
                                            "before this batch; registering them all again is safe)") from None
             accepted += int(answer.get("accepted", 0))  # type: ignore[call-overload]
         return accepted
+
+    def record_consent(self, recipient: str, state: str, text_version: str = "", tenant: str = "",
+                       ts: float | None = None) -> dict[str, object]:
+        """`POST /v1/consents` of one change (source "sdk"); `ts` (epoch seconds, default now) is sent, so a
+        retry of this call is the same change, counted once."""
+        c = Consent(tenant, recipient, state, time.time() if ts is None else ts, "sdk", text_version)
+        c.check("consent")
+        return self._post("/v1/consents", {"consents": [{k: v for k, v in asdict(c).items() if k != "v"}]})
 
     def record_conversion(self, idempotency_key: str, value: float = 0.0, currency: str = "",
                           click_id: str = "", message: str = "", campaign: str = "") -> dict[str, object]:

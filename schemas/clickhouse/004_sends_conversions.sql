@@ -61,3 +61,31 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS consumer_positions_from_conversions TO co
 SELECT src_topic, src_partition, max(src_offset) AS max_offset
 FROM conversions WHERE src_partition >= 0
 GROUP BY src_topic, src_partition;
+
+-- Aggregate sends: emails sent with campaign-level tracking (a recipient who denied consent, or whose
+-- unknown consent means aggregate, or everyone under PIXELTRACK_TRACKING=aggregate), counted per campaign,
+-- variant and hour with no message or recipient id. `key` is the sender's idempotency key (random, never
+-- derived from a recipient): a record posted twice is one row once merged, so read with FINAL. No TTL:
+-- it holds counts only, and campaign_summary reads it as it reads message_totals, which stay too.
+CREATE TABLE IF NOT EXISTS aggregate_sends
+(
+    tenant        LowCardinality(String),
+    campaign      LowCardinality(String),
+    variant       LowCardinality(String),
+    sent_at       DateTime('UTC'),
+    sends         UInt64,
+    key           String,
+    src_topic     LowCardinality(String),
+    src_partition Int32,
+    src_offset    Int64
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(sent_at)
+ORDER BY (tenant, campaign, variant, key)
+SETTINGS non_replicated_deduplication_window = 10000,
+    cleanup_delay_period = 5, max_cleanup_delay_period = 10;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS consumer_positions_from_aggregate_sends TO consumer_positions AS
+SELECT src_topic, src_partition, max(src_offset) AS max_offset
+FROM aggregate_sends WHERE src_partition >= 0
+GROUP BY src_topic, src_partition;

@@ -60,7 +60,9 @@ CREATE TABLE IF NOT EXISTS message_totals
     complaints      SimpleAggregateFunction(sum, Int64),
     unsubscribes    SimpleAggregateFunction(sum, Int64),
     platform_unsubscribes SimpleAggregateFunction(sum, Int64),
-    replies         SimpleAggregateFunction(sum, Int64)
+    replies         SimpleAggregateFunction(sum, Int64),
+    downloads_human    SimpleAggregateFunction(sum, Int64),
+    downloads_filtered SimpleAggregateFunction(sum, Int64)
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (tenant, campaign, message_id)
@@ -77,7 +79,10 @@ FROM sends
 GROUP BY tenant, campaign, message_id;
 
 -- Clicks on a wrapped unsubscribe link (link flag 2) are not engagement: link_totals and the hourly
--- tables keep them (per link, per kind), the per-message click counters leave them out.
+-- tables keep them (per link, per kind), the per-message click counters leave them out. Opens through
+-- the email's own images are kind 'open' (link flag 8): one reading is one open, however many it loads.
+-- Downloads (/d/ links to documents) are counted apart from clicks, judged as clicks are. Hits of
+-- campaign-level tokens (no message id) are counted in aggregate_hits instead.
 CREATE MATERIALIZED VIEW IF NOT EXISTS message_totals_from_events TO message_totals AS
 SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) AS recipient_id,
        toUInt8(0) AS sent, toDateTime64('2106-01-01 00:00:00', 3, 'UTC') AS first_sent_at,
@@ -87,8 +92,10 @@ SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) 
        sumIf(sign, kind = 'open' AND verdict = 'duplicate') AS opens_duplicate,
        sumIf(sign, kind = 'click' AND verdict IN ('human', 'proxy') AND bitAnd(link_flags, 2) = 0) AS clicks_human,
        sumIf(sign, kind = 'click' AND verdict = 'machine' AND bitAnd(link_flags, 2) = 0) AS clicks_filtered,
-       toInt64(0) AS conversions, toFloat64(0) AS revenue
-FROM events
+       toInt64(0) AS conversions, toFloat64(0) AS revenue,
+       sumIf(sign, kind = 'download' AND verdict IN ('human', 'proxy')) AS downloads_human,
+       sumIf(sign, kind = 'download' AND verdict = 'machine') AS downloads_filtered
+FROM events WHERE message_id != ''
 GROUP BY tenant, campaign, message_id;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS message_totals_from_conversions TO message_totals AS
@@ -97,7 +104,7 @@ SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) 
        toInt64(0) AS opens_human, toInt64(0) AS opens_proxy, toInt64(0) AS opens_machine,
        toInt64(0) AS opens_duplicate, toInt64(0) AS clicks_human, toInt64(0) AS clicks_filtered,
        count() AS conversions, sum(value) AS revenue
-FROM conversions
+FROM conversions WHERE message_id != ''
 GROUP BY tenant, campaign, message_id;
 
 -- Machine opens by source (apple_mpp, gmail_prefetch, scanner, ...) and everything by hour.
@@ -121,7 +128,8 @@ SELECT tenant, campaign, variant, toStartOfHour(ts) AS hour, kind, verdict, sour
 FROM events
 GROUP BY tenant, campaign, variant, hour, kind, verdict, source;
 
--- Clicks per link and message: totals, unique clickers, filtered clicks, conversions on the link.
+-- Clicks per link and message: totals, unique clickers, filtered clicks, conversions on the link; and
+-- downloads of a document link (kind 'download'), people's and filtered.
 CREATE TABLE IF NOT EXISTS link_totals
 (
     tenant          LowCardinality(String),
@@ -132,7 +140,9 @@ CREATE TABLE IF NOT EXISTS link_totals
     clicks_human    SimpleAggregateFunction(sum, Int64),
     clicks_filtered SimpleAggregateFunction(sum, Int64),
     conversions     SimpleAggregateFunction(sum, Int64),
-    revenue         SimpleAggregateFunction(sum, Float64)
+    revenue         SimpleAggregateFunction(sum, Float64),
+    downloads_human    SimpleAggregateFunction(sum, Int64),
+    downloads_filtered SimpleAggregateFunction(sum, Int64)
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (tenant, campaign, link, message_id)
@@ -141,16 +151,18 @@ SETTINGS non_replicated_deduplication_window = 10000,
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS link_totals_from_events TO link_totals AS
 SELECT tenant, campaign, if(link_id != '', link_id, link_url) AS link, message_id, max(variant) AS variant,
-       sumIf(sign, verdict IN ('human', 'proxy')) AS clicks_human,
-       sumIf(sign, verdict = 'machine') AS clicks_filtered,
-       toInt64(0) AS conversions, toFloat64(0) AS revenue
-FROM events WHERE kind = 'click'
+       sumIf(sign, kind = 'click' AND verdict IN ('human', 'proxy')) AS clicks_human,
+       sumIf(sign, kind = 'click' AND verdict = 'machine') AS clicks_filtered,
+       toInt64(0) AS conversions, toFloat64(0) AS revenue,
+       sumIf(sign, kind = 'download' AND verdict IN ('human', 'proxy')) AS downloads_human,
+       sumIf(sign, kind = 'download' AND verdict = 'machine') AS downloads_filtered
+FROM events WHERE kind IN ('click', 'download') AND message_id != ''
 GROUP BY tenant, campaign, link, message_id;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS link_totals_from_conversions TO link_totals AS
 SELECT tenant, campaign, link, message_id, max(variant) AS variant,
        toInt64(0) AS clicks_human, toInt64(0) AS clicks_filtered, count() AS conversions, sum(value) AS revenue
-FROM conversions WHERE link != ''
+FROM conversions WHERE link != '' AND message_id != ''
 GROUP BY tenant, campaign, link, message_id;
 
 -- Hits by mail client, device, OS and country (device and place are unknown behind proxies).
@@ -177,3 +189,27 @@ SELECT tenant, campaign, variant, toStartOfHour(ts) AS hour, kind, verdict, mail
        sum(sign) AS hits
 FROM events
 GROUP BY tenant, campaign, variant, hour, kind, verdict, mail_client, device, os, country;
+
+-- Hits of campaign-level (aggregate) tokens: no message, no recipient. They count here, per campaign,
+-- variant, link (empty for opens), kind, verdict and link flags, and in verdict_hourly and client_hourly
+-- like any hit; never in message_totals or link_totals, which are per message.
+CREATE TABLE IF NOT EXISTS aggregate_hits
+(
+    tenant     LowCardinality(String),
+    campaign   LowCardinality(String),
+    variant    LowCardinality(String),
+    link       String,
+    kind       LowCardinality(String),
+    verdict    LowCardinality(String),
+    link_flags UInt8,
+    hits       Int64
+)
+ENGINE = SummingMergeTree
+ORDER BY (tenant, campaign, variant, kind, verdict, link, link_flags)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS aggregate_hits_mv TO aggregate_hits AS
+SELECT tenant, campaign, variant, if(link_id != '', link_id, link_url) AS link, kind, verdict, link_flags,
+       sum(sign) AS hits
+FROM events WHERE message_id = '' AND recipient_id = ''
+GROUP BY tenant, campaign, variant, link, kind, verdict, link_flags;

@@ -52,5 +52,5 @@ SELECT tenant, campaign, message_id, max(variant) AS variant, max(recipient_id) 
        countIf(type = 'unsubscribed' AND platform = 'pixeltrack') AS unsubscribes,
        countIf(type = 'unsubscribed' AND platform != 'pixeltrack') AS platform_unsubscribes,
        countIf(type = 'replied') AS replies
-FROM deliveries
+FROM deliveries WHERE message_id != ''
 GROUP BY tenant, campaign, message_id;

@@ -94,9 +94,11 @@ class Shown(HTMLParser):
             parts.append(data)
 
 
-async def browse(url: str, profile: Path, *, screenshot: Path | None = None, budget_ms: int = 0) -> str:
+async def browse(url: str, profile: Path, *, screenshot: Path | None = None, budget_ms: int = 0,
+                 extra_args: Sequence[str] = ()) -> str:
     """Loads `url` in headless Chromium and returns the DOM after load (and after `budget_ms` of the
-    page's virtual time, during which its timers run), or writes a screenshot instead."""
+    page's virtual time, during which its timers run), or writes a screenshot instead. `extra_args`:
+    more Chromium switches (e.g. --user-agent)."""
     assert CHROMIUM is not None
     args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -104,6 +106,7 @@ async def browse(url: str, profile: Path, *, screenshot: Path | None = None, bud
             "--window-size=1400,2300"]
     if budget_ms:
         args.append(f"--virtual-time-budget={budget_ms}")
+    args += extra_args
     args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
     # an asyncio subprocess: the dashboard answers Chromium from this very event loop
     proc = await asyncio.create_subprocess_exec(*args, url, stdout=asyncio.subprocess.PIPE,

@@ -52,6 +52,7 @@ DEAD_LETTERS = (("edge", "bad_signature"), ("edge", "bad_signature"), ("edge", "
                 ("edge", "expired"), ("edge", "malformed"), ("processor", "undecodable"))
 KEYRING = Keyring({"t1": b"test-secret-0123456789abcdef"}, "t1")
 RESIDENTIAL_IP = "81.2.69.160"
+DOCUMENTS = ("https://files.example.com/price-list.pdf", "https://files.example.com/whitepaper.pdf")
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
           "Safari/537.36")
 SITE_CLICKS = 40  # people's clicks followed by two page views each on the sender's site (site_records)
@@ -96,8 +97,32 @@ def with_extras(sim: Simulation) -> tuple[list[Record], list[Record]]:
     headers = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
     burst = [SimHit(f"burst{i}", quiet.sent_at + 900 + 0.3 * i, "click", "GET", RESIDENTIAL_IP, CHROME, headers,
                     f"https://shop.example.com/{page}", False, "machine") for i, page in enumerate(("sale", "new"))]
-    sim.hits = sorted([*sim.hits, *((quiet, h) for h in burst)], key=lambda sh: sh[1].ts)
+    extra = [(quiet, h) for h in burst]
     sim.truth[quiet.variant].clicks_filtered += len(burst)
+
+    # Downloads: readers of three opened messages download the price list a day after their send (people's),
+    # and a scanner fetches a link and both documents of a quiet message right after delivery (a burst: all
+    # the machine's). And a reader whose client blocks the pixel but loads the email's three images: one
+    # human open, the other two fetches its duplicates.
+    opened = list(dict.fromkeys(s for s, h in sim.hits if h.kind == "open" and h.verdict == "human"))[:3]
+    for i, s in enumerate(opened):
+        extra.append((s, SimHit(f"download{i}", s.sent_at + 86400 + i, "download", "GET", f"81.2.69.{170 + i}",
+                                CHROME, headers, DOCUMENTS[0], False, "human")))
+    quiet_ones = [s for s in sim.sends if s.message not in engaged and s is not quiet]
+    scanned, reader = quiet_ones[0], quiet_ones[1]
+    for i, url in enumerate(("https://shop.example.com/sale", *DOCUMENTS)):
+        extra.append((scanned, SimHit(f"scan{i}", scanned.sent_at + 45 + 0.3 * i, "click" if i == 0 else "download",
+                                      "GET", "81.2.69.190", CHROME, headers, url, False, "machine")))
+    sim.truth[scanned.variant].clicks_filtered += 1
+    image_accept = {"accept": "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"}
+    for i, name in enumerate(("hero.jpg", "logo.png", "boot.jpg")):
+        extra.append((reader, SimHit(f"image{i}", reader.sent_at + 3600 + 0.1 * i, "image", "GET", "81.2.69.195",
+                                     CHROME, image_accept, f"https://img.example.com/{name}", False,
+                                     "human" if i == 0 else "duplicate")))
+    truth = sim.truth[reader.variant]
+    truth.unique_opens, truth.opens_human, truth.opens_duplicate = (
+        truth.unique_opens + 1, truth.opens_human + 1, truth.opens_duplicate + 2)
+    sim.hits = sorted([*sim.hits, *extra], key=lambda sh: sh[1].ts)
 
     topics = Topics()
     start = min(s.sent_at for s in sim.sends)
@@ -264,7 +289,8 @@ def test_doc_numbers_equal_the_simulated_truth(cookbook: Cookbook) -> None:
         ("open", "human"): total["opens_human"], ("open", "proxy"): total["opens_proxy"],
         ("open", "machine"): total["opens_machine"], ("open", "duplicate"): total["opens_duplicate"],
         ("click", "human"): total["clicks_human"], ("click", "machine"): total["clicks_filtered"],
-        ("visit", "human"): 2 * SITE_CLICKS}  # site_records: two pages after each of 40 people's clicks
+        ("visit", "human"): 2 * SITE_CLICKS,  # site_records: two pages after each of 40 people's clicks
+        ("download", "human"): 3, ("download", "machine"): 2}
 
     columns, after = cookbook.query(query_under("Visits after the click"))
     rows = [dict(zip(columns, r, strict=True)) for r in after]
@@ -366,3 +392,15 @@ def test_doc_per_message_queries_equal_the_simulated_truth(cookbook: Cookbook) -
     columns, with_params = cookbook.query(query_under("Running SQL"))
     assert {r[0]: r[1:4] for r in with_params} == {
         v: (t.delivered, t.unique_opens, t.unique_clicks) for v, t in truth.items()}
+
+
+def test_doc_download_and_image_queries_equal_the_simulated_extras(cookbook: Cookbook) -> None:
+    """The downloads and image opens `with_extras` adds: three people's downloads of the price list, a
+    scanner's of both documents; one reader opening through three images (one open, two duplicates)."""
+    _, documents = cookbook.query(query_under("Downloads per document"))
+    assert [r[:4] for r in documents] == [(DOCUMENTS[0], 3, 3, 1), (DOCUMENTS[1], 0, 0, 1)]
+    _, fetched = cookbook.query(query_under("Opens through the email's images"))
+    assert [r for r in fetched if r[0] == "image"] == [("image", "duplicate", 2, 1), ("image", "human", 1, 1)]
+    _, only = cookbook.query(query_under("Opens through the email's images", 1))
+    assert only[0][0] == 1
+    assert only[0][1] > 0

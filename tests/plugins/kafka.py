@@ -102,7 +102,7 @@ async def fresh_topics(bootstrap: str, replication: int = 1) -> Topics:
     topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
     await create_topics(bootstrap, [topics.hits_raw, topics.hits_dlq, topics.sends, topics.conversions,
                                     topics.unsubscribes, topics.deliveries, topics.consents,
-                                    topics.events_classified], replication=replication)
+                                    topics.events_classified, topics.aggregate_sends], replication=replication)
     return topics
 
 

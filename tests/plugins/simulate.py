@@ -75,7 +75,7 @@ class Simulation:
         for s, h in self.hits:
             sent_ms = round(s.sent_at * 1000)
             payload = TokenPayload(h.kind, s.tenant, s.campaign, s.variant, s.message, s.recipient,  # type: ignore[arg-type]
-                                   sent_ms, 0, url=h.link if h.kind == "click" else "",
+                                   sent_ms, 0, url=h.link if h.kind != "open" else "",
                                    flags=1 if h.honeypot else 0)
             raw = RawHit(id=h.id, received_at=h.ts, kind=h.kind, method=h.method, host="t.example.com",
                          path="/", token=keyring.mint(payload), ip=h.ip, ua=h.ua, edge=edge, headers=h.headers)

@@ -517,17 +517,17 @@ def test_haproxy_routes_every_tracking_path_to_the_edges() -> None:
 
 
 def test_a_new_kind_of_link_fails_the_routing_checks_until_routed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The required paths come from the code: a URL builder added to the SDK (here a /d/ download) is a
+    """The required paths come from the code: a URL builder added to the SDK (here a made-up /z/ kind) is a
     path the ingress does not route yet, so the checks above fail until the deploy files route it."""
     from pixeltrack import sdk
 
-    def download_url(self: sdk.Tracker, m: sdk.Message, url: str) -> str:
-        return f"{self.base_url}/d/{self.click_url(m, url).rsplit('/', 1)[1]}"
+    def zap_url(self: sdk.Tracker, m: sdk.Message, url: str) -> str:
+        return f"{self.base_url}/z/{self.click_url(m, url).rsplit('/', 1)[1]}"
 
-    monkeypatch.setattr(sdk.Tracker, "download_url", download_url, raising=False)
-    assert "/d/" in minted_prefixes()
-    assert all("/d/" in missing for missing in _ingress_unrouted(_public_edge_paths()).values())
-    assert "/d/" not in edge_route_prefixes()
+    monkeypatch.setattr(sdk.Tracker, "zap_url", zap_url, raising=False)
+    assert "/z/" in minted_prefixes()
+    assert all("/z/" in missing for missing in _ingress_unrouted(_public_edge_paths()).values())
+    assert "/z/" not in edge_route_prefixes()
 
 
 def test_grafana_shows_machines_by_source_and_reason(clickhouse: ClickHouseDb) -> None:

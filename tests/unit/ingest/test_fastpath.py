@@ -264,7 +264,7 @@ obs_text = st.binary(min_size=1, max_size=20).map(lambda b: bytes(c | 0x80 for c
 # Parts of heads the fast path should take, and parts that should send a head to aiohttp.
 GOOD = {
     "method": st.sampled_from(["GET", "HEAD"]),
-    "route": st.sampled_from(["/o/", "/c/"]),
+    "route": st.sampled_from(["/o/", "/c/", "/d/", "/i/"]),
     "name": st.one_of(st.just(OPEN), st.just(CLICK), st.text(alphabet="aZ09_.-", min_size=1, max_size=20)),
     "query": st.one_of(st.just(""), st.text(alphabet=VISIBLE, max_size=20).map(lambda q: "?" + q)),
     "version": st.sampled_from(["HTTP/1.1", "HTTP/1.0"]),

@@ -24,6 +24,8 @@ from tests.plugins.esp import Signers, fixture
 
 KEY = {"Authorization": "Bearer k-secret"}
 SEND = {"campaign": "c", "message": "m-1", "recipient": "r-1", "sent_at": "2026-11-30T10:00:00Z"}
+CONSENT = {"recipient": "r-1", "state": "denied", "ts": "2026-11-30T10:00:00Z", "text_version": "2026-11"}
+AGGREGATE = {"campaign": "c", "variant": "B", "count": 12, "key": "run-1/0", "sent_at": "2026-11-30T10:20:00Z"}
 
 
 class RefusingPublisher(QueuePublisher):
@@ -130,6 +132,19 @@ def cases(keyring: Keyring, signers: Signers) -> list[tuple[str, str, dict[str, 
         ("/v1/events", "post", KEY, [{"message": "m", "type": "delivered"}] * (MAX_ITEMS + 1), "413"),
         ("/v1/events", "post", KEY, {"events": [{"message": "m-7", "type": "opened"}]}, "422"),
         ("/v1/events", "post", KEY | {"x-refuse": "1"}, {"events": [{"message": "m-7", "type": "replied"}]}, "503"),
+        ("/v1/consents", "post", KEY, {"consents": [CONSENT, {**CONSENT, "state": "Granted", "source": "sdk"}]},
+         "202"),
+        ("/v1/consents", "post", KEY, b"{", "400"),
+        ("/v1/consents", "post", {}, {"consents": [CONSENT]}, "401"),
+        ("/v1/consents", "post", KEY, [CONSENT] * (MAX_ITEMS + 1), "413"),
+        ("/v1/consents", "post", KEY, {"consents": [{**CONSENT, "state": "maybe"}]}, "422"),
+        ("/v1/consents", "post", KEY | {"x-refuse": "1"}, {"consents": [CONSENT]}, "503"),
+        ("/v1/aggregate-sends", "post", KEY, {"aggregate_sends": [AGGREGATE]}, "202"),
+        ("/v1/aggregate-sends", "post", KEY, b"[", "400"),
+        ("/v1/aggregate-sends", "post", {}, [AGGREGATE], "401"),
+        ("/v1/aggregate-sends", "post", KEY, [AGGREGATE] * (MAX_ITEMS + 1), "413"),
+        ("/v1/aggregate-sends", "post", KEY, [{**AGGREGATE, "count": 0}], "422"),
+        ("/v1/aggregate-sends", "post", KEY | {"x-refuse": "1"}, [AGGREGATE], "503"),
         ("/v1/health", "get", {}, None, "200"),
         ("/v1/openapi.json", "get", {}, None, "200"),
     ]

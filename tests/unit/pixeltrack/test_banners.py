@@ -13,7 +13,8 @@ def test_the_processor_banner_names_kafka_topics_and_clickhouse_without_credenti
                         clickhouse_dsn="http://pixeltrack:s3cret@ch1.internal:8123", clickhouse_database="pixeltrack")
     assert banner(settings) == (
         "pixeltrack process: Kafka 10.0.0.5:9092,10.0.0.6:9092 (group pixeltrack-processors), topics prod.hits.raw, "
-        "prod.hits.dlq, prod.sends, prod.conversions, prod.unsubscribes, prod.deliveries (prefix 'prod.'); ClickHouse "
+        "prod.hits.dlq, prod.sends, prod.conversions, prod.unsubscribes, prod.deliveries, prod.consents, "
+        "prod.aggregate_sends (prefix 'prod.'); ClickHouse "
         "http://ch1.internal:8123 database pixeltrack")
 
 

@@ -52,7 +52,7 @@ BASE_URL = "https://t.example.net"
 NOW = int(time.time() * 1000)  # tokens must not have expired when the edge checks them
 MESSAGE = Message(campaign="spring", message="m-1", recipient="r-1", variant="A", tenant="acme", sent_at=NOW)
 
-C, U = "click", "unsubscribe"
+C, U, D = "click", "unsubscribe", "download"
 # Every http(s) link of each fixture, in document order, with the destination a browser would open.
 EXPECTED: dict[str, list[tuple[str, str]]] = {
     "newsletter.html": [
@@ -84,7 +84,7 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
         ("http://www.hardware-barn.example/drills.asp?id=17&promo=WEEKLY", C),
         ("http://www.hardware-barn.example/weekly/specials.html", C),
         ("http://www.hardware-barn.example/stores/locator.asp", C),
-        ("http://www.hardware-barn.example/catalog.pdf", C),
+        ("http://www.hardware-barn.example/catalog.pdf", D),
         ("http://www.hardware-barn.example/coupon.asp?c=1", C),
         ("http://www.hardware-barn.example/video.asp", C),
         ("http://www.hardware-barn.example/cgi-bin/optout.pl?e=4711", U),
@@ -270,10 +270,11 @@ async def test_wrapped_links_redirect_through_the_edge_to_their_destination(
     email = instrument(_plan(name), tracker, dataclasses.replace(MESSAGE, tenant=""), honeypot=True)
     assert [urlsplit(c).netloc for c in email.clicks] == ["t.example.net"] * len(EXPECTED[name])
     for click, (destination, kind) in zip(email.clicks, EXPECTED[name], strict=True):
+        assert urlsplit(click).path.startswith("/d/" if kind == D else "/c/")
         resp = await edge_app.client.get(urlsplit(click).path, allow_redirects=False)
         assert resp.status == 302
         assert strip_click_id(resp.headers["Location"]) == destination
-        payload = keyring.verify(_token(click), "click")
+        payload = keyring.verify(_token(click), "download" if kind == D else "click")
         expected_flags = FLAG_UNSUBSCRIBE | FLAG_NO_CLICK_ID if kind == U else 0
         assert (payload.flags, payload.message, payload.recipient, payload.campaign, payload.variant) == (
             expected_flags, "m-1", "r-1", "spring", "A")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+
 import pytest
 
 from schemas.tokens import (
@@ -119,3 +122,55 @@ def test_keyring_parse_and_validation() -> None:
         Keyring({"a": b"short"}, "a")
     with pytest.raises(ValueError, match="current key id"):
         Keyring({"a": b"0123456789abcdefXX"}, "b")
+
+
+DOWNLOAD = TokenPayload("download", "acme", "spring", "A", "m-1", "r-1", 1_700_000_000_000,
+                        url="https://files.example.com/price-list.pdf", link_id="prices")
+IMAGE = TokenPayload("image", "acme", "spring", "A", "m-1", "r-1", 1_700_000_000_000,
+                     url="https://img.example.com/hero.jpg")
+
+
+@pytest.mark.parametrize("payload", [DOWNLOAD, IMAGE], ids=["download", "image"])
+def test_round_trip_download_and_image(keyring: Keyring, payload: TokenPayload) -> None:
+    token = keyring.mint(payload)
+    assert keyring.verify(token, payload.kind) == payload
+    # The kind's code is the first payload field, signed: "d" for downloads, "i" for images.
+    body = token.split(".")[1]
+    assert base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).startswith(
+        b'["d",' if payload.kind == "download" else b'["i",')
+
+
+@pytest.mark.parametrize(("payload", "used_as"), [
+    (DOWNLOAD, "click"), (DOWNLOAD, "image"), (DOWNLOAD, "open"), (IMAGE, "download"), (IMAGE, "click"),
+    (CLICK, "download"), (CLICK, "image"), (OPEN, "download"), (OPEN, "image")])
+def test_a_token_of_one_kind_is_refused_as_another(keyring: Keyring, payload: TokenPayload, used_as: str) -> None:
+    """A click token cannot be fetched as a download or an image (nor the other way round): each edge
+    route takes its own kind, so no route redirects on another route's token."""
+    with pytest.raises(TokenError) as err:
+        keyring.verify(keyring.mint(payload), used_as)  # type: ignore[arg-type]
+    assert err.value.reason == "wrong_kind"
+
+
+@pytest.mark.parametrize("payload", [DOWNLOAD, IMAGE], ids=["download", "image"])
+def test_tampered_download_and_image_tokens_are_refused(keyring: Keyring, payload: TokenPayload) -> None:
+    kid, body, tag = keyring.mint(payload).split(".")
+    swapped = keyring.mint(dataclasses.replace(payload, url="https://evil.example/x.pdf")).split(".")[1]
+    for forged in (f"{kid}.{swapped}.{tag}", f"{kid}.{body}.{'A' * len(tag)}"):
+        with pytest.raises(TokenError) as err:
+            keyring.verify(forged, payload.kind)
+        assert err.value.reason == "bad_signature"
+
+
+@pytest.mark.parametrize("kind", ["download", "image"])
+def test_download_and_image_need_an_http_destination(keyring: Keyring, kind: str) -> None:
+    for url in ("", "javascript:alert(1)", "file:///etc/passwd", "//evil.example/"):
+        with pytest.raises(ValueError, match="http"):
+            keyring.mint(TokenPayload(kind, "", "c", "", "m", "r", 1, url=url))  # type: ignore[arg-type]
+
+
+def test_a_payload_of_the_wrong_length_for_its_kind_is_malformed() -> None:
+    assert TokenPayload.from_wire(b'["d","","c","","m","r",1,0,"https://x.example/a.pdf","",0]').kind == "download"
+    for raw in (b'["d","","c","","m","r",1,0]', b'["i","","c","","m","r",1,0,"https://x.example/a.png",""]',
+                b'["o","","c","","m","r",1,0,"https://x.example/","",0]', b'["z","","c","","m","r",1,0]'):
+        with pytest.raises(TokenError):
+            TokenPayload.from_wire(raw)

@@ -214,7 +214,7 @@ async def test_drill_down_page_and_its_panels(client: Client) -> None:
 @pytest.mark.parametrize(("params", "why"), [
     ({"name": CAMPAIGN}, "source=&lt;source&gt; are required"),
     ({"name": CAMPAIGN, "source": "bot", "side": "all"}, "side=&#x27;all&#x27;: must be one of machine, counted"),
-    ({"name": CAMPAIGN, "source": "bot", "kind": "view"}, "kind=&#x27;view&#x27;: must be open or click"),
+    ({"name": CAMPAIGN, "source": "bot", "kind": "view"}, "kind=&#x27;view&#x27;: must be open, click or download"),
 ])
 async def test_drill_down_refuses_unknown_filters(client: Client, params: dict[str, str], why: str) -> None:
     fake = FakeQuery()
