@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Generic, TypeVar
 
 from processors import metrics
 from processors.pipeline import BatchOutput, HitProcessor
@@ -37,13 +38,17 @@ async def let_finish(task: asyncio.Task[None] | None, timeout: float) -> None:
         log.error("stopping: the batch in flight failed too: %r", task.exception())
 
 
-class ErasureWatch:
-    """Keeps a processor's erased recipients in step with the `erasures` table, which `pixeltrack forget`
-    writes from anywhere: all of them at the first batch, then those recorded lately, at most every
-    `every` seconds. The look-back (an hour before the latest erasure seen) covers the clock of the
-    machine that ran forget being behind this one's."""
+T = TypeVar("T")
+
+
+class _TableWatch(Generic[T]):
+    """Keeps a processor in step with a table that other processes write: everything at the first batch,
+    then what was recorded lately, at most every `every` seconds. The look-back (an hour before the
+    latest record seen) covers the clock of the machine that wrote it being behind this one's. A read
+    that fails (ClickHouse unreachable: the batch's own insert will say so) is tried with the next batch."""
 
     LOOK_BACK = 3600.0
+    WHAT = ""
 
     def __init__(self, processor: HitProcessor, writer: ClickHouseWriter, every: float = 5.0) -> None:
         self._processor = processor
@@ -52,47 +57,51 @@ class ErasureWatch:
         self._since = 0.0
         self._next = 0.0
 
+    async def _read(self, since: float) -> tuple[T, float]:
+        """What was recorded at or after `since` (epoch seconds), and the latest record's time."""
+        raise NotImplementedError
+
+    def _apply(self, got: T) -> None:
+        raise NotImplementedError
+
     async def refresh(self) -> None:
         now = time.monotonic()
         if now < self._next:
             return
         self._next = now + self._every
         try:
-            hashes, latest = await self._writer.erasures(max(0.0, self._since - self.LOOK_BACK))
-        except Exception as exc:  # ClickHouse unreachable: the batch's own insert will say so
-            log.warning("erasures not read (%s); trying again with the next batch", exc)
+            got, latest = await self._read(max(0.0, self._since - self.LOOK_BACK))
+        except Exception as exc:
+            log.warning("%s not read (%s); trying again with the next batch", self.WHAT, exc)
             self._next = now
             return
-        self._processor.forget_recipients(hashes)
+        self._apply(got)
         self._since = max(self._since, latest)
 
 
-class ConsentWatch:
+class ErasureWatch(_TableWatch[set[str]]):
+    """Keeps a processor's erased recipients in step with the `erasures` table, which `pixeltrack forget`
+    writes from anywhere."""
+
+    WHAT = "erasures"
+
+    async def _read(self, since: float) -> tuple[set[str], float]:
+        return await self._writer.erasures(since)
+
+    def _apply(self, got: set[str]) -> None:
+        self._processor.forget_recipients(got)
+
+
+class ConsentWatch(_TableWatch[list[tuple[str, str, str]]]):
     """Keeps a processor's withdrawn consents in step with the `consents` table (HitProcessor.consents_changed):
     every recipient whose consent is not granted at the first batch, then those whose consent changed
-    lately (by the change's time, an hour's look-back), at most every `every` seconds. A change recorded
-    with a time further back than that is read at the processor's next start."""
+    lately (by the change's time). A change recorded with a time further back than the look-back is read
+    at the processor's next start."""
 
-    LOOK_BACK = 3600.0
+    WHAT = "consents"
 
-    def __init__(self, processor: HitProcessor, writer: ClickHouseWriter, every: float = 5.0) -> None:
-        self._processor = processor
-        self._writer = writer
-        self._every = every
-        self._since = 0.0
-        self._next = 0.0
+    async def _read(self, since: float) -> tuple[list[tuple[str, str, str]], float]:
+        return await self._writer.consents(since)
 
-    async def refresh(self) -> None:
-        now = time.monotonic()
-        if now < self._next:
-            return
-        self._next = now + self._every
-        try:
-            changes, latest = await self._writer.consents(max(0.0, self._since - self.LOOK_BACK)
-                                                          if self._since else 0.0)
-        except Exception as exc:  # ClickHouse unreachable (or a writer without consents): next batch
-            log.warning("consents not read (%s); trying again with the next batch", exc)
-            self._next = now
-            return
-        self._processor.consents_changed(changes)
-        self._since = max(self._since, latest)
+    def _apply(self, got: list[tuple[str, str, str]]) -> None:
+        self._processor.consents_changed(got)
