@@ -15,45 +15,30 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from processors.triggers.dispatch import Dispatcher
 from processors.triggers.recipient_events import RecipientEventMapper
 from processors.triggers.records import Action, TriggerDeadLetter
 from processors.triggers.rules import RuleSet
-from processors.triggers.runner import TriggerTopics
+from processors.triggers.runner import (
+    CommitPoints,
+    TriggerTopics,
+    commit_points,
+    create_topics,
+    dlq_topic,
+    wait_for_topics,
+)
 from processors.triggers.webhook import Delivery, RetryPolicy, WebhookClient
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
-
-_TOPIC_ALREADY_EXISTS = 36
-_DLQ_RETENTION_MS = 30 * 86400 * 1000
-
-
-class _Offsets:
-    """One assigned partition's records read and not yet committed, and which of them are done."""
-
-    __slots__ = ("done", "read")
-
-    def __init__(self) -> None:
-        self.read: deque[int] = deque()
-        self.done: set[int] = set()
-
-    def commit_point(self) -> int | None:
-        moved = None
-        while self.read and self.read[0] in self.done:
-            offset = self.read.popleft()
-            self.done.discard(offset)
-            moved = offset + 1
-        return moved
-
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, runner: RecipientEventRunner) -> None:
@@ -65,7 +50,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self._runner._lock:
             for tp in assigned:
-                self._runner._parts.setdefault(tp, _Offsets())
+                self._runner._parts.setdefault(tp, CommitPoints())
 
 
 async def check_topics(bootstrap: str, topics: Topics, dlq: str, create_dlq: bool = True,
@@ -78,11 +63,7 @@ async def check_topics(bootstrap: str, topics: Topics, dlq: str, create_dlq: boo
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        deadline = time.monotonic() + wait
-        existing = set(await admin.list_topics())
-        while not set(inputs) <= existing and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            existing = set(await admin.list_topics())
+        existing = await wait_for_topics(admin, inputs, wait)
         missing = [t for t in inputs if t not in existing]
         if missing:
             raise RuntimeError(f"topics {missing} do not exist: create them first (docs/deploy.md)")
@@ -90,11 +71,7 @@ async def check_topics(bootstrap: str, topics: Topics, dlq: str, create_dlq: boo
             if not create_dlq:
                 raise RuntimeError(f"topic {dlq!r} does not exist: create it (docs/triggers.md)")
             brokers = len((await admin.describe_cluster())["brokers"])
-            resp = await admin.create_topics([NewTopic(dlq, 1, max(1, min(3, brokers)),
-                                                       topic_configs={"retention.ms": str(_DLQ_RETENTION_MS)})])
-            for name, code, *rest in resp.topic_errors:
-                if code not in (0, _TOPIC_ALREADY_EXISTS):
-                    raise RuntimeError(f"creating topic {name!r} failed (error {code}: {rest[0] if rest else ''})")
+            await create_topics(admin, [dlq_topic(dlq, 1, max(1, min(3, brokers)))])
     finally:
         await admin.close()
 
@@ -129,7 +106,7 @@ class RecipientEventRunner:
         self._grace = shutdown_grace
         self._clock = clock
         self._lock = asyncio.Lock()
-        self._parts: dict[TopicPartition, _Offsets] = {}
+        self._parts: dict[TopicPartition, CommitPoints] = {}
         self._waiting: dict[str, list[tuple[TopicPartition, int]]] = {}  # key → records its delivery ends
         self._actions: dict[str, tuple[Action, TopicPartition]] = {}  # key → action, the tag it runs under
         self._ended: OrderedDict[str, None] = OrderedDict()  # keys delivered or dead-lettered here
@@ -170,19 +147,19 @@ class RecipientEventRunner:
                     batches = await consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_poll_records)
                     async with self._lock:
                         await self._step(batches)
-                        offsets = self._commit_points(self._parts.items())
+                        offsets = commit_points(self._parts.items())
                     await self._commit(offsets)
                     self._backpressure()
             finally:
                 await self._dispatcher.close(self._grace)
                 async with self._lock:
-                    offsets = self._commit_points(self._parts.items())
+                    offsets = commit_points(self._parts.items())
                 await self._commit(offsets)
                 self._parts.clear()
 
     async def _step(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         letters: list[TriggerDeadLetter] = []
-        done: list[tuple[_Offsets, int]] = []
+        done: list[tuple[CommitPoints, int]] = []
         now = self._clock()
         for tp, records in batches.items():
             part = self._parts.get(tp)
@@ -251,14 +228,6 @@ class RecipientEventRunner:
                    for letter in letters]
         await asyncio.gather(*futures)
 
-    @staticmethod
-    def _commit_points(parts: Iterable[tuple[TopicPartition, _Offsets]]) -> dict[TopicPartition, int]:
-        out = {}
-        for tp, part in parts:
-            offset = part.commit_point()
-            if offset is not None:
-                out[tp] = offset
-        return out
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         if not offsets or self._consumer is None:
@@ -284,7 +253,7 @@ class RecipientEventRunner:
         again by the next owner) and forgets them."""
         async with self._lock:
             gone = {tp: self._parts.pop(tp) for tp in revoked if tp in self._parts}
-            offsets = self._commit_points(gone.items())
+            offsets = commit_points(gone.items())
         await self._commit(offsets)
         if self._dispatcher is None:
             return

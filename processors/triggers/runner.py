@@ -51,6 +51,33 @@ class TriggerTopics:
         return f"{self.prefix}triggers.dlq"
 
 
+async def wait_for_topics(admin: AIOKafkaAdminClient, names: Iterable[str], wait: float) -> set[str]:
+    """The topics that exist, once every one of `names` does or `wait` seconds have passed (topics created
+    moments ago, by a topics job: their metadata is still spreading). Only lists topics: a metadata
+    request naming a missing topic creates it with the broker's defaults where auto-creation is on."""
+    wanted = set(names)
+    existing = set(await admin.list_topics())
+    deadline = time.monotonic() + wait
+    while not wanted <= existing and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        existing = set(await admin.list_topics())
+    return existing
+
+
+def dlq_topic(name: str, partitions: int, replication_factor: int) -> NewTopic:
+    """triggers.dlq as the runners create it: dead letters kept 30 days."""
+    return NewTopic(name, partitions, replication_factor, topic_configs={"retention.ms": str(_DLQ_RETENTION_MS)})
+
+
+async def create_topics(admin: AIOKafkaAdminClient, missing: list[NewTopic]) -> None:
+    """Creates `missing` (one already made by another process meanwhile is fine); RuntimeError names a
+    topic that could not be."""
+    resp = await admin.create_topics(missing)
+    for name, code, *rest in resp.topic_errors:
+        if code not in (0, _TOPIC_ALREADY_EXISTS):
+            raise RuntimeError(f"creating topic {name!r} failed (error {code}: {rest[0] if rest else ''})")
+
+
 async def ensure_topics(bootstrap: str, events_topic: str, topics: TriggerTopics, remember_seconds: float,
                         replication_factor: int | None = None, create: bool = True, wait: float = 10.0) -> int:
     """Checks the triggers' topics and, with `create`, creates the missing ones: triggers.state (compact
@@ -64,11 +91,7 @@ async def ensure_topics(bootstrap: str, events_topic: str, topics: TriggerTopics
     try:
         # Only topics known to exist are described: a metadata request naming a missing topic creates it
         # with the broker's defaults (not compacted) where auto.create.topics.enable is on.
-        existing = set(await admin.list_topics())
-        deadline = time.monotonic() + wait
-        while events_topic not in existing and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)  # created moments ago (a topics job): metadata is still spreading
-            existing = set(await admin.list_topics())
+        existing = await wait_for_topics(admin, [events_topic], wait)
         if events_topic not in existing:
             raise RuntimeError(f"topic {events_topic!r} does not exist: create it first (docs/deploy.md)")
         (events,) = await admin.describe_topics([events_topic])
@@ -78,17 +101,13 @@ async def ensure_topics(bootstrap: str, events_topic: str, topics: TriggerTopics
         wanted = {
             topics.state: NewTopic(topics.state, partitions, replication_factor, topic_configs={
                 "cleanup.policy": "compact,delete", "retention.ms": str(int(remember_seconds * 1000))}),
-            topics.dlq: NewTopic(topics.dlq, min(partitions, 6), replication_factor, topic_configs={
-                "retention.ms": str(_DLQ_RETENTION_MS)}),
+            topics.dlq: dlq_topic(topics.dlq, min(partitions, 6), replication_factor),
         }
         missing = [nt for name, nt in wanted.items() if name not in existing]
         if missing and not create:
             raise RuntimeError(f"topics {[nt.name for nt in missing]} do not exist: create them (docs/triggers.md)")
         if missing:
-            resp = await admin.create_topics(missing)
-            for name, code, *rest in resp.topic_errors:
-                if code not in (0, _TOPIC_ALREADY_EXISTS):
-                    raise RuntimeError(f"creating topic {name!r} failed (error {code}: {rest[0] if rest else ''})")
+            await create_topics(admin, missing)
             log.info("created %s", ", ".join(nt.name for nt in missing))
             await _wait_for_leaders(admin, [nt.name for nt in missing])
         (state,) = await admin.describe_topics([topics.state])  # exists now, whoever created it
@@ -138,25 +157,45 @@ class _KafkaTopics:
             await asyncio.gather(*futures)
 
 
-class _Partition:
-    """One assigned partition: its engine and the offsets consumed but not yet safe to commit."""
+class CommitPoints:
+    """One assigned partition's offsets consumed and not yet committed, and which of them are done (their
+    effects durable): a runner commits up to the first one still in flight, never past it."""
 
-    __slots__ = ("acked", "engine", "offsets", "tp")
+    __slots__ = ("done", "read")
 
-    def __init__(self, tp: TopicPartition, engine: TriggerEngine) -> None:
-        self.tp = tp
-        self.engine = engine  # also the core's engine of this partition
-        self.offsets: deque[int] = deque()  # consumed, in order
-        self.acked: set[int] = set()        # of those, the ones whose effects are durable
+    def __init__(self) -> None:
+        self.read: deque[int] = deque()  # consumed, in order
+        self.done: set[int] = set()      # of those, the ones whose effects are durable
 
     def commit_point(self) -> int | None:
         """The offset to commit (one past the last record before the first one still in flight), if it moved."""
         moved = None
-        while self.offsets and self.offsets[0] in self.acked:
-            offset = self.offsets.popleft()
-            self.acked.discard(offset)
+        while self.read and self.read[0] in self.done:
+            offset = self.read.popleft()
+            self.done.discard(offset)
             moved = offset + 1
         return moved
+
+
+def commit_points(parts: Iterable[tuple[TopicPartition, CommitPoints]]) -> dict[TopicPartition, int]:
+    """The offsets to commit of the partitions whose commit point moved."""
+    out = {}
+    for tp, part in parts:
+        offset = part.commit_point()
+        if offset is not None:
+            out[tp] = offset
+    return out
+
+
+class _Partition:
+    """One assigned partition: its engine and the offsets consumed but not yet safe to commit."""
+
+    __slots__ = ("engine", "offsets", "tp")
+
+    def __init__(self, tp: TopicPartition, engine: TriggerEngine) -> None:
+        self.tp = tp
+        self.engine = engine  # also the core's engine of this partition
+        self.offsets = CommitPoints()
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -285,20 +324,15 @@ class TriggerRunner:
             if part is None:
                 continue  # revoked since the fetch
             self.events_read += len(records)
-            part.offsets.extend(r.offset for r in records)
+            part.offsets.read.extend(r.offset for r in records)
             fed[tp.partition] = [Incoming(r.value, r.offset, f"{tp.topic}/{tp.partition}/{r.offset}")
                                  for r in records]
         for p, offsets in (await self.core.take(fed, advance=True)).items():
-            self._parts[p].acked.update(offsets)
+            self._parts[p].offsets.done.update(offsets)
 
     @staticmethod
     def _commit_points(parts: Iterable[_Partition]) -> dict[TopicPartition, int]:
-        out = {}
-        for part in parts:
-            offset = part.commit_point()
-            if offset is not None:
-                out[part.tp] = offset
-        return out
+        return commit_points((part.tp, part.offsets) for part in parts)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         if not offsets or self._consumer is None:
