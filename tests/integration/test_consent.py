@@ -21,12 +21,9 @@ from aiokafka import AIOKafkaProducer
 from ingest.api import create_api_app
 from ingest.app import create_app
 from ingest.publisher import KafkaPublisher
-from pixeltrack.compose.build import build_processor
 from pixeltrack.sender.campaign import instrument_campaign, parse_recipients
 from pixeltrack.sender.instrument import EmailPlan
 from pixeltrack.sender.sdk import ApiClient, Record, Tracker
-from processors.kafka_runner import KafkaRunner
-from processors.writer import ClickHouseWriter
 from schemas.records import DeadLetter, RawHit
 from schemas.records import Record as KafkaRecord
 from schemas.sends import Send
@@ -34,6 +31,7 @@ from schemas.settings import Settings
 from schemas.tokens import Keyring, TokenPayload
 from schemas.topics import Topics
 from tests.plugins.clickhouse import ClickHouseDb
+from tests.plugins.processing import running_processor
 from tests.plugins.simulate import load_patterns, simulate
 from tests.plugins.waiting import eventually
 from tests.unit.pixeltrack.test_consent import payload_of
@@ -59,22 +57,6 @@ async def serving(app: object) -> AsyncIterator[str]:
         yield str(server.make_url("")).rstrip("/")
     finally:
         await server.close()
-
-
-@asynccontextmanager
-async def processing(settings: Settings, keyring: Keyring, bootstrap: str, topics: Topics,
-                     db: ClickHouseDb) -> AsyncIterator[KafkaRunner]:
-    writer = ClickHouseWriter(db.dsn, db.database)
-    runner = KafkaRunner(bootstrap, f"g-{topics.prefix}", topics, build_processor(settings, keyring), writer,
-                         max_records=300, max_ms=100)
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    try:
-        yield runner
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
-        await writer.close()
 
 
 def count(db: ClickHouseDb, sql: str) -> int:
@@ -122,7 +104,8 @@ async def test_half_denied_campaign_counts_exactly_and_names_no_denied_recipient
     csv = "recipient,variant,consent,consent_version\n" + "".join(
         f"cust-{i},{'AB'[i % 2]},{'denied' if i < 4 else 'granted'},2026-11\n" for i in range(8))
     async with serving(api_app) as api_url, serving(edge_app) as edge_url, \
-            processing(s, keyring, kafka_bootstrap, kafka_topics, clickhouse):
+            running_processor(s, keyring, kafka_bootstrap, kafka_topics, clickhouse, max_records=300,
+                               stop_within=60):
         # 1. instrument the campaign for the CSV; its sends, aggregate sends and consents go to the API
         at = int(time.time() * 1000) - 7_200_000  # sent two hours ago: no open is "fast after send"
         registered: list[Record] = []
@@ -215,7 +198,8 @@ async def test_tracking_aggregate_leaves_no_message_or_recipient_id_in_any_table
                 and count(clickhouse, "SELECT count() FROM conversions FINAL") == len(sim.conversions)
                 and count(clickhouse, "SELECT sum(letters) FROM dead_letter_counts") == 2)
 
-    async with processing(s, keyring, kafka_bootstrap, kafka_topics, clickhouse):
+    async with running_processor(s, keyring, kafka_bootstrap, kafka_topics, clickhouse, max_records=300,
+                               stop_within=60):
         await eventually(landed, timeout=120, what="the simulated campaign in ClickHouse")
     checked = 0
     for table, column in string_columns(clickhouse):
@@ -255,11 +239,13 @@ async def test_consents_posted_to_the_api_are_stored_once(settings: Settings, ke
             assert resp.status == 422
             assert (await resp.json())["errors"] == ["consents[0].state: 'yes' is not one of granted, denied, "
                                                      "unknown"]
-    async with processing(s, keyring, kafka_bootstrap, kafka_topics, clickhouse) as first:
+    async with running_processor(s, keyring, kafka_bootstrap, kafka_topics, clickhouse, max_records=300,
+                               stop_within=60) as first:
         await eventually(lambda: first.records_done == 3, timeout=90, what="three consent records processed")
     # The same group again (a restart): it resumes after what ClickHouse holds, and inserts nothing. Then
     # opens of emails sent before: r-1 has withdrawn consent since, r-2 never said.
-    async with processing(s, keyring, kafka_bootstrap, kafka_topics, clickhouse) as again:
+    async with running_processor(s, keyring, kafka_bootstrap, kafka_topics, clickhouse, max_records=300,
+                               stop_within=60) as again:
         await asyncio.sleep(3)
         assert again.records_done == 0
         sent = time.time() - 7200

@@ -15,7 +15,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from ingest.api import create_api_app
 from ingest.publisher import KafkaPublisher, Publisher, QueuePublisher
 from pixeltrack.compose.build import build_processor
-from processors.kafka_runner import KafkaRunner
 from processors.local_runner import LocalRunner
 from processors.writer import ClickHouseWriter
 from schemas.records import Record
@@ -24,6 +23,7 @@ from schemas.settings import Settings
 from schemas.tokens import Keyring
 from schemas.topics import Topics
 from tests.plugins.clickhouse import ClickHouseDb
+from tests.plugins.processing import running_processor
 from tests.plugins.waiting import eventually
 
 KEY = {"Authorization": "Bearer k-secret"}
@@ -122,22 +122,6 @@ def unattributed(db: ClickHouseDb) -> int:
     return int(db.rows("SELECT count() FROM dead_letters WHERE reason = 'unattributed_delivery'")[0][0])  # type: ignore[call-overload]
 
 
-@asynccontextmanager
-async def kafka_processor(settings: Settings, keyring: Keyring, bootstrap: str, topics: Topics,
-                          db: ClickHouseDb) -> AsyncIterator[KafkaRunner]:
-    writer = ClickHouseWriter(db.dsn, db.database)
-    runner = KafkaRunner(bootstrap, f"g-{topics.prefix}", topics, build_processor(settings, keyring), writer,
-                         max_records=500, max_ms=100)
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    try:
-        yield runner
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        await writer.close()
-
-
 @pytest.mark.kafka
 async def test_the_done_when_over_kafka_and_a_repeated_event_counts_once(
         settings: Settings, keyring: Keyring, kafka_bootstrap: str, kafka_topics: Topics,
@@ -146,7 +130,7 @@ async def test_the_done_when_over_kafka_and_a_repeated_event_counts_once(
     engage(clickhouse)
     publisher = KafkaPublisher(kafka_bootstrap, client_id="test-api", linger_ms=1)
     async with api(keyring, kafka_topics, publisher, own=True) as client, \
-            kafka_processor(s, keyring, kafka_bootstrap, kafka_topics, clickhouse):
+            running_processor(s, keyring, kafka_bootstrap, kafka_topics, clickhouse):
         await post(client, "/v1/sends", "sends", sends("done", 10) + sends("retry", 3))
         await post(client, "/v1/events", "events", DONE_WHEN_EVENTS)
         await post(client, "/v1/events", "events", RETRY_EVENTS)
@@ -162,7 +146,7 @@ async def test_the_done_when_over_kafka_and_a_repeated_event_counts_once(
         await post(client, "/v1/events", "events", DONE_WHEN_EVENTS[1:2])
         await post(client, "/v1/events", "events", [{"message": "done-m3", "type": "deferred", "id": "d-9",
                                                      "ts": at(2)}])
-    async with kafka_processor(s, keyring, kafka_bootstrap, kafka_topics, clickhouse) as runner:
+    async with running_processor(s, keyring, kafka_bootstrap, kafka_topics, clickhouse) as runner:
         await eventually(lambda: runner.records_done >= 2 and deliveries_stored(clickhouse) == 10, 90,
                          "the two later events read")
     assert deliveries_stored(clickhouse) == 10

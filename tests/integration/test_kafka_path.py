@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,15 +12,14 @@ from aiohttp.test_utils import TestServer
 
 from ingest.app import create_app
 from ingest.publisher import KafkaPublisher
-from pixeltrack.compose.build import build_processor
 from pixeltrack.sender.sdk import Message, Tracker
-from processors.kafka_runner import KafkaRunner, known_brokers
-from processors.writer import ClickHouseWriter
+from processors.kafka_runner import known_brokers
 from schemas.settings import Settings
 from schemas.tokens import Keyring
 from schemas.topics import Topics
 from tests.plugins.clickhouse import ClickHouseDb
 from tests.plugins.edge import strip_click_id
+from tests.plugins.processing import running_processor
 from tests.plugins.waiting import eventually
 
 pytestmark = pytest.mark.kafka
@@ -36,22 +34,6 @@ async def running_edge(settings: Settings, keyring: Keyring, bootstrap: str) -> 
         yield str(server.make_url("")).rstrip("/")
     finally:
         await server.close()
-
-
-@asynccontextmanager
-async def running_processor(settings: Settings, keyring: Keyring, bootstrap: str, topics: Topics,
-                            db: ClickHouseDb, group: str) -> AsyncIterator[KafkaRunner]:
-    writer = ClickHouseWriter(db.dsn, db.database)
-    runner = KafkaRunner(bootstrap, group, topics, build_processor(settings, keyring), writer,
-                         max_records=500, max_ms=100)
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    try:
-        yield runner
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        await writer.close()
 
 
 async def test_pixel_and_click_reach_clickhouse(settings: Settings, keyring: Keyring, kafka_bootstrap: str,
