@@ -24,17 +24,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from processors.triggers.dispatch import Dispatcher
+from processors.triggers.kafka_parts import CommitPoints, commit_points, create_topics, dlq_topic, wait_for_topics
 from processors.triggers.recipient_events import RecipientEventMapper
 from processors.triggers.records import Action, TriggerDeadLetter
 from processors.triggers.rules import RuleSet
-from processors.triggers.runner import (
-    CommitPoints,
-    TriggerTopics,
-    commit_points,
-    create_topics,
-    dlq_topic,
-    wait_for_topics,
-)
+from processors.triggers.runner import TriggerTopics
 from processors.triggers.webhook import Delivery, RetryPolicy, WebhookClient
 from schemas.topics import Topics
 
