@@ -120,6 +120,15 @@ class RecipientEventService:
             rec = self._record(action, DEAD, now, delivery.attempts, delivery.reason)
         await self._files.keep([(0, rec)])
 
+    async def forget(self, tenant: str, recipient: str) -> int:
+        """Erases a recipient `pixeltrack forget` erased (through serve's admin endpoint): actions of theirs
+        not yet handed to a delivery are dropped, nothing naming them is journalled any more (a change of
+        theirs that arrives later is still delivered, as the processors still record an unsubscribe, but
+        leaves no line), and the journal and dead-letter file are purged of them. Returns the lines removed."""
+        who = (tenant, recipient)
+        self._queued = [a for a in self._queued if (a.payload.get("tenant", ""), a.payload.get("recipient")) != who]
+        return await self._files.forget(tenant, recipient)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Delivers until `stop`, then waits up to shutdown_grace for running deliveries (the others stay
         due in the journal)."""
