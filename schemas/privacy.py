@@ -16,7 +16,7 @@ from urllib.parse import unquote
 import orjson
 
 from schemas.tenants import TenantRegistry
-from schemas.tokens import Keyring, TokenError, TokenPayload, _b64d
+from schemas.tokens import Keyring, _b64d
 
 
 def truncate_ip(ip: str) -> str:
@@ -153,9 +153,10 @@ def path_words(path: str) -> set[str]:
 
 def claimed_recipients(text: str) -> list[tuple[str, str]]:
     """(tenant, recipient) of every token payload anywhere in `text` (a path, a token, a record as
-    received) or in one of its percent-decodings, signed or not: what a letter holding that text would
-    name. Every inner part of a dotted run is tried as a payload, so a token glued to other words
-    (`x.<token>`, `<token>.gif&<token>`) is found as well as one standing alone."""
+    received) or in one of its percent-decodings, signed or not, of any kind (pixel, link, click id,
+    preferences link): what a letter holding that text would name. Every inner part of a dotted run is
+    tried as a payload, so a token glued to other words (`x.<token>`, `<token>.gif&<token>`) is found as
+    well as one standing alone."""
     out: list[tuple[str, str]] = []
     tried: set[str] = set()
     for form in percent_decodings(text):
@@ -165,12 +166,26 @@ def claimed_recipients(text: str) -> list[tuple[str, str]]:
                 if len(part) < MIN_PAYLOAD or part in tried:
                     continue
                 tried.add(part)
-                try:
-                    p = TokenPayload.from_wire(_b64d(part))
-                except (TokenError, binascii.Error, ValueError, TypeError):
-                    continue
-                out.append((p.tenant, p.recipient))
+                named = _payload_names(part)
+                if named is not None:
+                    out.append(named)
     return out
+
+
+def _payload_names(part: str) -> tuple[str, str] | None:
+    """(tenant, recipient) a token's payload names, whatever its kind: a pixel's or link's (schemas.tokens.
+    TokenPayload) and a click id (ClickRef) keep them second and sixth, a preferences link (PreferencesRef,
+    code "p") second and third. None for anything else."""
+    try:
+        f = orjson.loads(_b64d(part))
+    except (binascii.Error, ValueError):
+        return None
+    if not isinstance(f, list) or len(f) < 3 or not isinstance(f[0], str):
+        return None
+    tenant, recipient = (f[1], f[2]) if f[0] == "p" else (f[1], f[5] if len(f) > 5 else None)
+    if isinstance(tenant, str) and isinstance(recipient, str):
+        return tenant, recipient
+    return None
 
 
 def letter_recipients(path: str, raw: str, word_tenants: Iterable[str]) -> set[tuple[str, str]]:

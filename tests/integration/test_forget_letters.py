@@ -12,7 +12,7 @@ from processors.privacy import forget
 from processors.writer import ClickHouseWriter
 from schemas.privacy import keyed_recipient_hash, recipient_key
 from schemas.records import DeadLetter
-from schemas.tokens import Keyring, TokenPayload
+from schemas.tokens import ClickRef, Keyring, PreferencesRef, TokenPayload, mint_click_ref, mint_preferences
 from schemas.topics import Topics
 from tests.integration.writers import process_and_write
 from tests.plugins.clickhouse import ClickHouseDb
@@ -34,7 +34,7 @@ def every_char_encoded(text: str, times: int) -> str:
 def shapes(keyring: Keyring, who: str, bystander: str) -> list[tuple[str, str]]:
     """(reason, path) of letters the edge keeps for fetches of `who`'s tokens, in the shapes that do not
     follow /<kind>/<token>: a token in the query, after another's token, after an empty segment, a
-    token encoded three times, after a word and a dot."""
+    token encoded three times, after a word and a dot; and tokens of other kinds."""
 
     def tok(ring: Keyring = keyring, kind: str = "open", recipient: str = who) -> str:
         url = "https://shop.example.com/a" if kind == "click" else ""
@@ -50,6 +50,9 @@ def shapes(keyring: Keyring, who: str, bystander: str) -> list[tuple[str, str]]:
         ("malformed", "/o/" + tok().replace(".", "%25252E")),
         ("unknown_key", f"/o/x.{tok(LONG_KID)}"),
         ("malformed", f"/o/{tok()}.gif&{tok(kind='click')}"),
+        # a preferences link that expired, a click id a site beacon carried: payloads of other shapes
+        ("expired", "/p/" + mint_preferences(keyring, PreferencesRef("", who, "c", f"m-{who}", expires_at=1))),
+        ("malformed", "/s/v?cid=" + mint_click_ref(keyring, ClickRef("", "c", "A", f"m-{who}", who, "h-1", "l"))),
     ]
 
 

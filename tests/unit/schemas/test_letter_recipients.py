@@ -8,7 +8,7 @@ import base64
 import orjson
 
 from schemas.privacy import DECODE_ROUNDS, claimed_recipients, letter_recipients, percent_decodings
-from schemas.tokens import Keyring, TokenPayload
+from schemas.tokens import ClickRef, Keyring, PreferencesRef, TokenPayload, mint_click_ref, mint_preferences
 
 RING = Keyring({"k1": b"unit-secret-0123456789abcdefgh"}, "k1")
 LONG_KID = Keyring({"key-2026-spring": b"long-kid-secret-0123456789ab"}, "key-2026-spring")
@@ -32,6 +32,13 @@ def test_a_token_anywhere_in_a_path_names_its_recipient() -> None:
                  f"/o/{tok('carl')}.gif&{tok('erin')}", f"/o/{tok('erin', tenant='acme')}"):
         names = letter_recipients(path, "", ())
         assert ("acme" if "acme" in str(claimed_recipients(path)) else "", "erin") in names, path
+
+
+def test_click_ids_and_preferences_links_name_their_recipient() -> None:
+    click_id = mint_click_ref(RING, ClickRef("acme", "c", "A", "m-1", "erin", "h-1", "l"))
+    preferences = mint_preferences(RING, PreferencesRef("acme", "erin", "c", "m-1", expires_at=1))
+    assert claimed_recipients(f"/s/v?cid={click_id}") == [("acme", "erin")]
+    assert claimed_recipients(f"/p/{preferences}") == [("acme", "erin")]
 
 
 def test_a_bare_id_is_a_word_of_the_path_for_the_tenants_given_and_a_record_names_its_recipient() -> None:
