@@ -108,7 +108,7 @@ def load_do_not_track(path: Path | None) -> frozenset[str]:
 
 
 # A run of token characters and dots: every token (kid.payload.tag, base64url parts) is one or a part of
-# one (`x.<token>.gif`), its payload one of the run's inner parts.
+# one (`x.<token>.gif`), its payload one of the run's parts after the first (the last one if cut short).
 _TOKEN_RUN = re.compile(r"[A-Za-z0-9_.-]{12,}")
 MIN_PAYLOAD = 8  # characters of base64url: a payload is a JSON list of eight fields or more
 
@@ -124,6 +124,9 @@ _PATH_WORDS = re.compile("[" + re.escape(PATH_SEPARATORS) + "]")
 # A send's or conversion's record as a letter keeps it (cut to 512 characters: it may not parse).
 _RECIPIENT_FIELD = re.compile(r'"recipient"\s*:\s*"((?:[^"\\]|\\.)*)"')
 _TENANT_FIELD = re.compile(r'"tenant"\s*:\s*"((?:[^"\\]|\\.)*)"')
+# A payload's JSON list up to its last whole string field (each followed by a comma), and such a field.
+_LEADING_STRINGS = re.compile(r'\[((?:"(?:[^"\\]|\\.)*",)+)')
+_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 
 def percent_decodings(text: str) -> list[str]:
@@ -154,15 +157,15 @@ def path_words(path: str) -> set[str]:
 def claimed_recipients(text: str) -> list[tuple[str, str]]:
     """(tenant, recipient) of every token payload anywhere in `text` (a path, a token, a record as
     received) or in one of its percent-decodings, signed or not, of any kind (pixel, link, click id,
-    preferences link): what a letter holding that text would name. Every inner part of a dotted run is
-    tried as a payload, so a token glued to other words (`x.<token>`, `<token>.gif&<token>`) is found as
-    well as one standing alone."""
+    preferences link): what a letter holding that text would name. Every part of a dotted run but its
+    first is tried as a payload, so a token glued to other words (`x.<token>`, `<token>.gif&<token>`) is
+    found as well as one standing alone, and one cut short at the end of a kept path."""
     out: list[tuple[str, str]] = []
     tried: set[str] = set()
     for form in percent_decodings(text):
         for run in _TOKEN_RUN.findall(form):
             parts = run.split(".")
-            for part in parts[1:-1]:
+            for part in parts[1:]:
                 if len(part) < MIN_PAYLOAD or part in tried:
                     continue
                 tried.add(part)
@@ -175,17 +178,30 @@ def claimed_recipients(text: str) -> list[tuple[str, str]]:
 def _payload_names(part: str) -> tuple[str, str] | None:
     """(tenant, recipient) a token's payload names, whatever its kind: a pixel's or link's (schemas.tokens.
     TokenPayload) and a click id (ClickRef) keep them second and sixth, a preferences link (PreferencesRef,
-    code "p") second and third. None for anything else."""
+    code "p") second and third. A payload cut short (a path longer than a letter keeps) still names them
+    when its first fields are whole. None for anything else."""
     try:
         f = orjson.loads(_b64d(part))
     except (binascii.Error, ValueError):
-        return None
+        f = _leading_strings(part)
     if not isinstance(f, list) or len(f) < 3 or not isinstance(f[0], str):
         return None
     tenant, recipient = (f[1], f[2]) if f[0] == "p" else (f[1], f[5] if len(f) > 5 else None)
     if isinstance(tenant, str) and isinstance(recipient, str):
         return tenant, recipient
     return None
+
+
+def _leading_strings(part: str) -> list[str] | None:
+    """The whole string fields a cut payload starts with (every field before its first number is one)."""
+    try:
+        text = _b64d(part[:len(part) - len(part) % 4]).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return None
+    head = _LEADING_STRINGS.match(text)
+    if head is None:
+        return None
+    return [_json_text(s) for s in _JSON_STRING.findall(head.group(1))]
 
 
 def letter_recipients(path: str, raw: str, word_tenants: Iterable[str]) -> set[tuple[str, str]]:

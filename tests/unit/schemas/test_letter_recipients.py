@@ -8,6 +8,7 @@ import base64
 import orjson
 
 from schemas.privacy import DECODE_ROUNDS, claimed_recipients, letter_recipients, percent_decodings
+from schemas.records import MAX_PATH
 from schemas.tokens import ClickRef, Keyring, PreferencesRef, TokenPayload, mint_click_ref, mint_preferences
 
 RING = Keyring({"k1": b"unit-secret-0123456789abcdefgh"}, "k1")
@@ -39,6 +40,15 @@ def test_click_ids_and_preferences_links_name_their_recipient() -> None:
     preferences = mint_preferences(RING, PreferencesRef("acme", "erin", "c", "m-1", expires_at=1))
     assert claimed_recipients(f"/s/v?cid={click_id}") == [("acme", "erin")]
     assert claimed_recipients(f"/p/{preferences}") == [("acme", "erin")]
+
+
+def test_a_token_cut_short_by_the_letters_path_bound_names_its_recipient_when_the_field_is_whole() -> None:
+    long_link = RING.mint(TokenPayload("click", "", "c", "A", "m-1", "erin", 1_796_000_000_000, 0,
+                                       "https://shop.example.com/" + "a" * 300))
+    path = ("/c/" + encoded(long_link, 1))[:MAX_PATH]
+    assert claimed_recipients(path) == [("", "erin")]
+    cut_in_the_id = long_link[:long_link.index(".") + 40]  # the payload ends inside the recipient field
+    assert claimed_recipients(f"/c/{cut_in_the_id}") == []
 
 
 def test_a_bare_id_is_a_word_of_the_path_for_the_tenants_given_and_a_record_names_its_recipient() -> None:
