@@ -157,8 +157,11 @@ def cmd_forget(args: argparse.Namespace) -> int:
         except ClusterRefused as exc:
             print(f"pixeltrack forget: {exc}", file=sys.stderr)
             return 1
+    lines = deleted.pop("trigger_journal_lines", None)
     total = sum(deleted.values())
     print(f"erased {total} rows naming the recipient: " + ", ".join(f"{t}={n}" for t, n in deleted.items()))
+    if lines is not None:
+        print(f"removed {lines} lines naming the recipient from serve's trigger files")
     print("recorded in the erasures table under the recipient's hash")
     return 0
 

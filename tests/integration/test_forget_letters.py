@@ -4,11 +4,19 @@ of the path the edge kept, what forget deletes is what the processors drop after
 from __future__ import annotations
 
 import itertools
+import os
+from pathlib import Path
 
+import pytest
+
+from pixeltrack.cli import main
+from pixeltrack.serve_state import TRIGGER_FOLDERS, chdb_dsn
 from processors.classify_file import build_classifier
+from processors.clickhouse import migrate
 from processors.local_runner import LocalRecord
 from processors.pipeline import HitProcessor
 from processors.privacy import forget
+from processors.triggers.service import STATE_FILE
 from processors.writer import ClickHouseWriter
 from schemas.privacy import keyed_recipient_hash, recipient_key
 from schemas.records import DeadLetter
@@ -93,3 +101,23 @@ async def test_forget_deletes_the_letters_the_processor_drops_whatever_the_path_
         assert sorted(str(row[0]) for row in out.dead_letters.rows) == sorted(f"e-olaf-{r.offset}" for r in theirs)
     finally:
         await writer.close()
+
+
+def test_forget_with_data_and_no_serve_running_purges_the_trigger_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`pixeltrack forget --data DIR` while no serve owns DIR: ClickHouse directly, then the journals of
+    DIR/triggers and DIR/recipient-events, which nothing writes meanwhile."""
+    for name in [n for n in os.environ if n.startswith("PIXELTRACK_")]:
+        monkeypatch.delenv(name)
+    data = tmp_path / "data"
+    migrate(chdb_dsn(data), "pixeltrack", 3650, 3650)
+    for folder in TRIGGER_FOLDERS:
+        (data / folder).mkdir(parents=True)
+        (data / folder / STATE_FILE).write_bytes(
+            b'{"key":"k1","status":"fired","rule":"r","tenant":"","recipient":"olaf"}\n'
+            b'{"key":"k2","status":"fired","rule":"r","tenant":"","recipient":"erin"}\n')
+    assert main(["forget", "--data", str(data), "--recipient", "erin"]) == 0
+    assert "removed 2 lines naming the recipient from serve's trigger files" in capsys.readouterr().out
+    for folder in TRIGGER_FOLDERS:
+        assert b"erin" not in (data / folder / STATE_FILE).read_bytes()
+        assert b"olaf" in (data / folder / STATE_FILE).read_bytes()
