@@ -240,6 +240,10 @@ class HitProcessor:
         """The recipient's keyed hash, as `forget` records it in `erasures`."""
         return self._keyed_hash(tenant, recipient)
 
+    def erased(self, tenant: str, recipient: str) -> bool:
+        """Whether `pixeltrack forget` erased the recipient (as far as this processor was told)."""
+        return bool(self._erased) and self._keyed_hash(tenant, recipient) in self._erased
+
     def _suppressed(self, tenant: str, recipient: str) -> bool:
         """A recipient on the do-not-track list (plain hashes: the operator's file) or erased (keyed
         hashes): nothing of theirs is stored."""

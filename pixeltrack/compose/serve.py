@@ -42,6 +42,7 @@ from schemas.topics import Topics
 
 if TYPE_CHECKING:
     from processors.triggers.recipient_service import RecipientEventService
+    from processors.triggers.rules import RuleSet
     from processors.triggers.service import TriggerService
 
 log = logging.getLogger(__name__)
@@ -106,26 +107,19 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     await asyncio.to_thread(migrate, dsn, "pixeltrack", settings.retention_days, settings.dead_letter_retention_days)
     writer = ClickHouseWriter(dsn)
     bus: asyncio.Queue[Record] = asyncio.Queue()
-    triggers = recipients = None
+    rules = None
     if settings.triggers_rules is not None:
-        from processors.triggers.recipient_service import RecipientEventService
         from processors.triggers.rules import load_rules
-        from processors.triggers.service import TriggerService
-        from processors.triggers.webhook import RetryPolicy
 
         secret = settings.triggers_webhook_secret.get_secret_value() if settings.triggers_webhook_secret else None
         rules = load_rules(settings.triggers_rules, secret)
         if rules.rules:
-            triggers = TriggerService(rules, state_dir=data_dir / TRIGGER_FOLDERS[0],
-                                      settle_seconds=settings.triggers_settle_seconds,
-                                      max_attempts=settings.triggers_max_attempts)
-        if rules.recipient_events is not None:
-            recipients = RecipientEventService(rules, Topics(settings.topic_prefix),
-                                               state_dir=data_dir / TRIGGER_FOLDERS[1],
-                                               retry=RetryPolicy(max_attempts=settings.triggers_max_attempts))
-    if triggers is not None:
-        settings = settings.model_copy(update={"publish_classified": True})
+            settings = settings.model_copy(update={"publish_classified": True})
     processor = build_processor(settings, keyring)
+    # Every erasure known before anything is taken: the trigger services ask the processor too.
+    processor.forget_recipients((await writer.erasures(0.0))[0])
+    triggers, recipients = (trigger_services(rules, settings, data_dir, processor.erased) if rules is not None
+                            else (None, None))
     runner = LocalRunner(bus, processor, writer,
                          settings.batch_max_records, settings.batch_max_ms,
                          on_classified=triggers.feed if triggers is not None else None,
@@ -209,6 +203,28 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
         log.info("stopped; %d rows written", runner.rows_written)
         if failed is not None:
             raise failed
+
+
+def trigger_services(rules: RuleSet, settings: Settings, data_dir: Path, erased: Callable[[str, str], bool]
+                     ) -> tuple[TriggerService | None, RecipientEventService | None]:
+    """The trigger service (when the rules file has rules) and the recipient-event service (when it has a
+    [recipient_events] table), their files in `data_dir`. `erased(tenant, recipient)`: whether `forget`
+    erased someone (the processor's, which reads `erasures`): the services write no line naming them."""
+    from processors.triggers.recipient_service import RecipientEventService
+    from processors.triggers.service import TriggerService
+    from processors.triggers.webhook import RetryPolicy
+
+    triggers = recipients = None
+    if rules.rules:
+        triggers = TriggerService(rules, state_dir=data_dir / TRIGGER_FOLDERS[0],
+                                  settle_seconds=settings.triggers_settle_seconds,
+                                  max_attempts=settings.triggers_max_attempts, erased=erased)
+    if rules.recipient_events is not None:
+        recipients = RecipientEventService(rules, Topics(settings.topic_prefix),
+                                           state_dir=data_dir / TRIGGER_FOLDERS[1],
+                                           retry=RetryPolicy(max_attempts=settings.triggers_max_attempts),
+                                           erased=erased)
+    return triggers, recipients
 
 
 async def forget_in_journals(data_dir: Path, services: Sequence[TriggerService | RecipientEventService | None],

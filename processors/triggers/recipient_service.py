@@ -38,10 +38,12 @@ class RecipientEventService:
         task = asyncio.create_task(service.run(stop))
 
     `take` returns once the new actions are journalled (they are delivered while `run` runs, queued
-    before). Without `state_dir` nothing is journalled (tests)."""
+    before). Without `state_dir` nothing is journalled (tests); nothing naming a recipient `erased(tenant,
+    recipient)` says was erased is journalled either (see forget)."""
 
     def __init__(self, rules: RuleSet, topics: Topics, *, state_dir: Path | None, retry: RetryPolicy | None = None,
-                 max_in_flight: int = 16, shutdown_grace: float = 5.0, clock: Callable[[], float] = time.time) -> None:
+                 max_in_flight: int = 16, shutdown_grace: float = 5.0, clock: Callable[[], float] = time.time,
+                 erased: Callable[[str, str], bool] | None = None) -> None:
         if rules.recipient_events is None:
             raise ValueError(f"{rules.source}: no [recipient_events] table")
         self._rules = rules
@@ -51,7 +53,7 @@ class RecipientEventService:
         self._max_in_flight = max_in_flight
         self._grace = shutdown_grace
         self._clock = clock
-        self._files = _LocalFiles(state_dir, clock)
+        self._files = _LocalFiles(state_dir, clock, erased)
         self._known: set[str] = set()  # keys decided (due, fired or dead) within `remember`
         self._queued: list[Action] = []
         self._dispatcher: Dispatcher | None = None

@@ -153,8 +153,10 @@ class _LocalFiles:
     it), and from then on nothing naming the recipient is written: the outcome of a delivery already
     under way, a dead letter, a record of a change that arrives late."""
 
-    def __init__(self, state_dir: Path | None, clock: Callable[[], float]) -> None:
+    def __init__(self, state_dir: Path | None, clock: Callable[[], float],
+                 erased: Callable[[str, str], bool] | None = None) -> None:
         self.state_dir = state_dir
+        self._erased_elsewhere = erased
         self.journal = StateJournal(state_dir / STATE_FILE) if state_dir is not None else None
         self._dlq_path = state_dir / DLQ_FILE if state_dir is not None else None
         self._clock = clock
@@ -162,8 +164,20 @@ class _LocalFiles:
         self._erased: set[tuple[str, str]] = set()  # (tenant, recipient) erased while this process runs
 
     def erased(self, record: StateRecord | TriggerDeadLetter) -> bool:
-        """Whether `record` names a recipient erased while this process runs."""
-        return bool(self._erased) and not self._erased.isdisjoint(named_recipients(asdict(record)))
+        """Whether `record` names a recipient erased: while this process runs (`forget`), or as the
+        `erased` callable says (the processor's, which reads `erasures`: so also after a restart)."""
+        if not self._erased and self._erased_elsewhere is None:
+            return False
+        if isinstance(record, StateRecord):  # names one recipient, in its fields and its body's
+            named = {(record.tenant, record.recipient)}
+            if record.payload is not None:
+                named.add((str(record.payload.get("tenant") or ""), str(record.payload.get("recipient") or "")))
+        else:
+            named = named_recipients(asdict(record))
+        if not self._erased.isdisjoint(named):
+            return True
+        elsewhere = self._erased_elsewhere
+        return elsewhere is not None and any(r and elsewhere(t, r) for t, r in named)
 
     async def forget(self, tenant: str, recipient: str) -> int:
         """Writes nothing naming the recipient from now on, and purges the files of them (purge_journals);
@@ -217,18 +231,20 @@ class TriggerService:
     Kept state (what fired, due actions, counting windows) is journalled in `state_dir` before anything
     is delivered, so a restart neither fires again nor forgets an action still due; dead letters go to
     `state_dir`/triggers-dlq.jsonl. Events still settling when the process stops are lost, as the
-    in-process bus is (a crash of serve loses them anyway).
+    in-process bus is (a crash of serve loses them anyway). Nothing naming a recipient that
+    `erased(tenant, recipient)` says was erased is written (see `forget`).
     """
 
     def __init__(self, rules: RuleSet, *, state_dir: Path | None, settle_seconds: float = DEFAULT_SETTLE_SECONDS,
                  max_attempts: int = 10, retry: RetryPolicy | None = None, limits: EngineLimits | None = None,
                  max_in_flight: int = 16, tick_seconds: float = 0.1, shutdown_grace: float = 5.0,
-                 full_wait: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+                 full_wait: float = 1.0, clock: Callable[[], float] = time.time,
+                 erased: Callable[[str, str], bool] | None = None) -> None:
         self._tick = tick_seconds
         self._grace = shutdown_grace
         self._clock = clock
         self._full_wait = full_wait
-        self._files = _LocalFiles(state_dir, clock)
+        self._files = _LocalFiles(state_dir, clock, erased)
         self.core = TriggerCore(rules, self._files, self._files, retry or RetryPolicy(max_attempts=max_attempts),
                                 max_in_flight, clock)
         self.engine = self.core.engines[0] = TriggerEngine(rules, settle_seconds, limits)

@@ -56,19 +56,16 @@ webhook = "down"
 
 
 class Person:
-    """One recipient's links, minted with serve's own keys, and every token minted for them."""
+    """One recipient's email, minted with serve's own keys for the edge at `edge`, and every token minted
+    for them."""
 
-    def __init__(self, who: str, edge: str, keyring: Keyring) -> None:
+    def __init__(self, who: str, keyring: Keyring) -> None:
         self.who = who
-        self.edge = edge
         self.keyring = keyring
-        self.tracker = Tracker(edge, keyring)
         self.sent_ms = int((time.time() - 3600) * 1000)
-        # message ids that do not spell the recipient's id (`unsubscribes` keeps message ids: see below)
+        # a message id that does not spell the recipient's id (`unsubscribes` keeps message ids)
         self.message = Message("spring", f"m-{uuid.uuid4().hex[:12]}", who, "A", sent_at=self.sent_ms)
-        self.prepared = prepare(self.tracker, self.message, [PRICING])
-        self.links = [self.prepared.pixel, *self.prepared.clicks, self.tracker.unsubscribe_url(self.message),
-                      self.tracker.preferences_url(self.message)]
+        self.links: list[str] = []
 
     def token(self, kind: str = "open", **fields: Any) -> str:
         url = PRICING if kind != "open" else ""
@@ -78,18 +75,24 @@ class Person:
         self.links.append(minted)
         return minted
 
-    def junk(self) -> list[str]:
-        """Fetches the edge keeps as dead letters: expired, of the wrong kind, in every shape forget must
-        find, and one the processors make a letter of (an impossible send time); and a pixel whose every
-        character is percent-encoded (the edge's router decodes it: an open)."""
+    def fetches(self, edge: str) -> list[tuple[str, str, dict[str, str]]]:
+        """(method, URL, form) of everything the recipient's email leads to: an open, a click, an
+        unsubscribe and a withdrawn consent; fetches the edge keeps as dead letters (expired, of the wrong
+        kind, in every shape forget must find, and one the processors make a letter of: an impossible
+        send time); and a pixel whose every character is percent-encoded (the edge's router decodes it:
+        an open)."""
+        tracker = Tracker(edge, self.keyring)
+        email = prepare(tracker, self.message, [PRICING])
+        unsubscribe, preferences = tracker.unsubscribe_url(self.message), tracker.preferences_url(self.message)
         click_id = mint_click_ref(self.keyring, ClickRef("", "spring", "A", self.message.message, self.who, "h", "l"))
         expired_preferences = mint_preferences(self.keyring, PreferencesRef("", self.who, "spring", expires_at=1))
-        self.links += [click_id, expired_preferences]
-        return [f"/o/{self.token(expires_at=1)}.gif", f"/p/{expired_preferences}", f"/c/{self.token()}",
-                f"/o/x.gif?t={self.token()}", f"/o//{self.token()}.gif", f"/c/junk?u={self.token('click')}",
-                "/o/" + self.token().replace(".", "%25252E") + ".gif", "/o/" + every_char_encoded(self.token(), 1),
-                f"/o/{self.who}.gif",
-                f"/o/{self.token(sent_at=10**16)}.gif", f"/c/x?cid={click_id}"]
+        self.links += [email.pixel, *email.clicks, unsubscribe, preferences, click_id, expired_preferences]
+        paths = [f"/o/{self.token(expires_at=1)}.gif", f"/p/{expired_preferences}", f"/c/{self.token()}",
+                 f"/o/x.gif?t={self.token()}", f"/o//{self.token()}.gif", f"/c/junk?u={self.token('click')}",
+                 "/o/" + self.token().replace(".", "%25252E") + ".gif", "/o/" + every_char_encoded(self.token(), 1),
+                 f"/o/{self.who}.gif", f"/o/{self.token(sent_at=10**16)}.gif", f"/c/x?cid={click_id}"]
+        return [("GET", email.pixel, {}), ("GET", email.clicks[0], {}), *(("GET", edge + p, {}) for p in paths),
+                ("POST", unsubscribe, {"List-Unsubscribe": "One-Click"}), ("POST", preferences, {"consent": "denied"})]
 
     def payloads(self) -> dict[str, bytes]:
         out = {}
@@ -99,9 +102,12 @@ class Person:
         return out
 
 
-async def fetch(http: aiohttp.ClientSession, url: str, method: str = "GET", **kw: Any) -> None:
-    async with http.request(method, url, allow_redirects=False, headers={"User-Agent": CHROME}, **kw) as resp:
-        assert resp.status < 500, (url, resp.status)
+async def fetch_all(edge: str, p: Person) -> None:
+    async with aiohttp.ClientSession() as http:
+        for method, url, form in p.fetches(edge):
+            async with http.request(method, url, allow_redirects=False, headers={"User-Agent": CHROME},
+                                    data=form or None) as resp:
+                assert resp.status < 500, (url, resp.status)
 
 
 def files_holding(folder: Path, needles: dict[str, bytes]) -> dict[str, list[str]]:
@@ -118,8 +124,50 @@ def files_holding(folder: Path, needles: dict[str, bytes]) -> dict[str, list[str
     return found
 
 
+class Served:
+    """A serve running in this process on `data`, and its admin endpoint (asked from a thread: serve runs
+    on this event loop)."""
+
+    def __init__(self, settings: Settings, data: Path) -> None:
+        self.settings = settings
+        self.data = data
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.info: ServeInfo | None = None
+
+    async def __aenter__(self) -> Served:
+        self.task = asyncio.create_task(serve(self.settings, self.data, "127.0.0.1", 0, api_port=0,
+                                              dashboard_port=0, stop=self.stop, announce=False))
+        await eventually(lambda: ServeInfo.read(self.data) is not None or self.task is None or self.task.done(),
+                         60, "serve started")
+        assert not self.task.done(), self.task
+        self.info = ServeInfo.read(self.data)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.stop.set()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 120)
+
+    async def admin(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert self.info is not None
+        return await asyncio.to_thread(admin_post, self.info, path, body, 600)
+
+    async def count(self, sql: str) -> int:
+        return len((await self.admin("/query", {"sql": sql, "parameters": {}}))["rows"])
+
+    async def until(self, sql: str, more_than: int, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while await self.count(sql) <= more_than:
+            assert time.monotonic() < deadline, f"{what} not met within 60s"
+            await asyncio.sleep(0.2)
+
+
 async def test_after_forget_no_file_of_the_serve_data_folder_names_the_recipient(settings: Settings,
                                                                                  tmp_path: Path) -> None:
+    """Before forget the recipient is in chDB's files and both journals; forget; all of it again (and
+    the other recipient's, so that what is processed shows); serve restarted, all of it again; then no
+    file of the data folder holds the id, plain hashes of it or the payload of any of its tokens."""
     receiver = await Receiver(SECRET).start()
     rules = tmp_path / "rules.toml"
     rules.write_text(rules_text(receiver.url))
@@ -127,77 +175,53 @@ async def test_after_forget_no_file_of_the_serve_data_folder_names_the_recipient
     s = settings.model_copy(update={"triggers_rules": rules, "triggers_settle_seconds": 0.3,
                                     "triggers_max_attempts": 1, "dead_letter_samples": 1000,
                                     "batch_max_ms": 100})
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(s, data, "127.0.0.1", 0, api_port=0, dashboard_port=0, stop=stop,
-                                     announce=False))
     target, other = f"erin-{uuid.uuid4().hex[:10]}", f"olaf-{uuid.uuid4().hex[:10]}"
+    keyring = keyring_for(s, data)
+    people = [Person(target, keyring), Person(other, keyring)]
+    theirs = f"SELECT 1 FROM dead_letters WHERE position(path, '{other}') > 0"  # the bare-id letter
     try:
-        await eventually(lambda: (data / "serve.json").exists() or task.done(), 60, "serve started")
-        assert not task.done(), task
-        info = ServeInfo.read(data)
-        assert info is not None
-        keyring = keyring_for(s, data)
-        people = {who: Person(who, info.edge_url, keyring) for who in (target, other)}
+        async with Served(s, data) as served:
+            assert served.info is not None
+            await asyncio.to_thread(ApiClient(served.info.api_url, served.info.api_key).register_sends,
+                                    [prepare(Tracker(served.info.edge_url, keyring), p.message).send for p in people])
+            for p in people:
+                await fetch_all(served.info.edge_url, p)
+            await served.until("SELECT 1 FROM dead_letters", 19, "every letter stored")  # ten each
+            await eventually(lambda: len({c.payload["recipient"] for c in receiver.accepted
+                                          if c.rule == "consent.changed"}) == 2, 60, "the consent webhooks")
+            for journal in (data / "triggers", data / "recipient-events"):
+                await eventually(lambda: files_holding(journal, {"t": target.encode(), "o": other.encode()})  # noqa: B023
+                                 .keys() == {"t", "o"}, 60, f"both in {journal.name}")
+            assert files_holding(data / "chdb", {"id": target.encode()})  # the control
 
-        async def stored(sql: str) -> int:
-            """Rows `sql` finds, asked through serve's admin endpoint (from a thread: serve runs on this loop)."""
-            answer = await asyncio.to_thread(admin_post, info, "/query", {"sql": sql, "parameters": {}}, 30)
-            return len(answer["rows"])
+            deleted = (await served.admin("/forget", {"recipient": target, "tenant": ""}))["deleted"]
+            assert deleted["dead_letters"] == 10
+            assert deleted["trigger_journal_lines"] >= 3
+            assert deleted["consents"] >= 1
 
-        async def until(sql: str, more_than: int, what: str) -> None:
-            deadline = time.monotonic() + 60
-            while await stored(sql) <= more_than:
-                assert time.monotonic() < deadline, f"{what} not met within 60s"
-                await asyncio.sleep(0.2)
-
-        async def everything(p: Person) -> None:
-            async with aiohttp.ClientSession() as http:
-                await fetch(http, p.prepared.pixel)
-                await fetch(http, p.prepared.clicks[0])
-                for path in p.junk():
-                    await fetch(http, p.edge + path)
-                await fetch(http, p.links[2], "POST", data={"List-Unsubscribe": "One-Click"})
-                await fetch(http, p.links[3], "POST", data={"consent": "denied"})
-
-        await asyncio.to_thread(ApiClient(info.api_url, info.api_key).register_sends,
-                                [p.prepared.send for p in people.values()])
-        for p in people.values():
-            await everything(p)
-        await until("SELECT 1 FROM dead_letters", 19, "every letter stored")  # ten each
-        await eventually(lambda: len({c.payload["recipient"] for c in receiver.accepted
-                                      if c.rule == "consent.changed"}) == 2, 60, "the consent webhooks")
-        journals = [data / "triggers", data / "recipient-events"]
-        await eventually(lambda: all(files_holding(j, {"t": target.encode(), "o": other.encode()}).keys() == {"t", "o"}
-                                     for j in journals), 60, "both in both journals")
-        # the control: before forget the id is in chDB's files and in the journals
-        assert files_holding(data / "chdb", {"id": target.encode()})
-
-        deleted = (await asyncio.to_thread(admin_post, info, "/forget", {"recipient": target, "tenant": ""},
-                                           600))["deleted"]
-        assert deleted["dead_letters"] == 10
-        assert deleted["trigger_journal_lines"] >= 3
-        assert deleted["consents"] >= 1
-
-        # afterwards: all of it again, for both (theirs shows when it is processed)
-        theirs = f"SELECT 1 FROM dead_letters WHERE position(path, '{other}') > 0"
-        before = await stored(theirs)
-        for p in people.values():
-            p.prepared = prepare(p.tracker, p.message, [PRICING])
-            p.links += [p.prepared.pixel, *p.prepared.clicks]
-            await everything(p)
-        await until(theirs, before, "the other's late letters stored")
-        await asyncio.sleep(2.0)  # the triggers settle and deliver what arrived
+            before = await served.count(theirs)
+            for p in people:
+                await fetch_all(served.info.edge_url, p)
+            await served.until(theirs, before, "the other's late letters stored")
+            await asyncio.sleep(2.0)  # the triggers settle and deliver what arrived
+        async with Served(s, data) as again:
+            assert again.info is not None
+            before, accepted = await again.count(theirs), len(receiver.accepted)
+            for p in people:
+                await fetch_all(again.info.edge_url, p)
+            await again.until(theirs, before, "the other's letters after the restart stored")
+            # the later consent change of each still reaches the sender (and nothing of the target's is kept)
+            await eventually(lambda: sum(c.rule == "consent.changed" for c in receiver.accepted[accepted:]) == 2,
+                             60, "the consent webhooks after the restart")
+            await asyncio.sleep(2.0)
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 120)
         await receiver.stop()
 
-    erin = people[target]
     plain = {"id": target.encode(),
              "sha256(tenant:id)": recipient_hash("", target).encode(),
              "sha256(id)": hashlib.sha256(target.encode()).hexdigest().encode(),
              "md5(id)": hashlib.md5(target.encode()).hexdigest().encode(),
-             **erin.payloads()}
+             **people[0].payloads()}
     assert files_holding(data, plain) == {}
     # the other recipient is everywhere the target was (so the files are searched where they would be)
     kept = files_holding(data, {"id": other.encode()})["id"]
