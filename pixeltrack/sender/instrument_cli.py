@@ -109,6 +109,7 @@ def cmd_instrument(args: argparse.Namespace) -> int:
 def _instrument(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from pixeltrack.commands.common import serve_folder
     from pixeltrack.compose.build import minting_keyring
     from pixeltrack.sender.sdk import ApiClient, ApiError, Tracker
     from schemas.settings import Settings
@@ -127,7 +128,8 @@ def _instrument(args: argparse.Namespace) -> int:
     plan = EmailPlan.parse(email_path.read_bytes(), encoding=args.encoding, resolve_base=not args.keep_relative,
                            tracker_base=args.base_url)
     recipients = read_recipients(Path(args.recipients))
-    keyring = minting_keyring(settings, Path(args.data) if args.data else None, args.tenant)
+    # As `link`: --data is a folder serve made, with its key; a key made up here would verify at no edge.
+    keyring = minting_keyring(settings, serve_folder(args.data) if args.data else None, args.tenant, create=False)
     if args.hash_recipients:
         pseudonyms = Pseudonyms(keyring)
         recipients = [replace(r, recipient=pseudonyms.of(r.recipient), source_id=r.recipient) for r in recipients]

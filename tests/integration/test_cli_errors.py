@@ -68,6 +68,17 @@ def test_link_does_not_create_a_signing_key_serve_would_not_know(tmp_path: Path)
     assert "no signing key in notes (signing.key)" in refused(tmp_path, "link", *LINK, "--data", "notes")
 
 
+def test_instrument_neither_creates_a_data_folder_nor_a_key_serve_would_not_know(tmp_path: Path) -> None:
+    """Its links are signed for an edge to verify: a key made up in a folder no serve uses verifies nowhere."""
+    (tmp_path / "email.html").write_text('<p><a href="https://shop.example/">Shop</a></p>')
+    (tmp_path / "list.csv").write_text("recipient\nr-1\n")
+    command = ("instrument", "email.html", "--campaign", "c", "--recipients", "list.csv", "--out", "out",
+               "--base-url", "http://t.example")
+    assert "--data no-such-folder: no such folder" in refused(tmp_path, *command, "--data", "no-such-folder")
+    (tmp_path / "notes").mkdir()
+    assert "no signing key in notes (signing.key)" in refused(tmp_path, *command, "--data", "notes")
+
+
 @pytest.mark.parametrize("command", [("query", "SELECT 1"), ("report", "--campaign", "c")])
 def test_readers_outside_a_project_folder_create_no_chdb(tmp_path: Path, command: tuple[str, ...]) -> None:
     message = refused(tmp_path, *command)

@@ -537,9 +537,14 @@ def _run_cli(argv: list[str]) -> int:
 
 
 @pytest.fixture
-def no_env_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_env_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No keys in the environment: the key of the data folder tmp_path/data, made as `serve` makes it at
+    its first start (instrument, as link, refuses a folder without one)."""
+    from pixeltrack.compose.build import data_dir_keyring
+
     for var in ("PIXELTRACK_SIGNING_KEYS", "PIXELTRACK_SIGNING_KEY_ID", "PIXELTRACK_TOKEN_TTL_DAYS"):
         monkeypatch.delenv(var, raising=False)
+    data_dir_keyring(tmp_path / "data")
 
 
 @pytest.mark.usefixtures("no_env_keys")
