@@ -145,7 +145,7 @@ def _instrument(args: argparse.Namespace) -> int:
 
     unknown = TenantRegistry.load(settings.tenants_file).unknown_means(args.tenant, settings.unknown_consent)
     tracker = Tracker(args.base_url, keyring, settings.token_ttl_days, unknown_consent=unknown,
-                      tracking=settings.tracking)
+                      tracking=settings.tracking, warn_addresses=False)  # said above, with the counts
     _describe(plan, args.track_images)
 
     jsonl: JsonlSends | None = None

@@ -693,6 +693,19 @@ def test_email_addresses_as_ids_are_warned_about_or_replaced_by_pseudonyms(
     assert Pseudonyms(other).of("Ana@Example.org") != manifest[0]["recipient"]
 
 
+@pytest.mark.usefixtures("no_env_keys")
+def test_instrument_says_the_address_warning_once(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Its own line, with the counts; not the SDK's logged one as well."""
+    (tmp_path / "list.csv").write_text("recipient\nana@example.org\nbo@example.net\n")
+    assert _run_cli(["instrument", str(EMAILS / "receipt.html"), "--campaign", "c", "--recipients",
+                     str(tmp_path / "list.csv"), "--base-url", BASE_URL, "--data", str(tmp_path / "data"),
+                     "--out", str(tmp_path / "out")]) == 0
+    said = capsys.readouterr().err + "".join(r.getMessage() + "\n" for r in caplog.records)
+    assert said.count("look like email addresses") == 1, said
+    assert "(2 of 2, e.g. 'ana@example.org')" in said
+
+
 def test_the_sdk_warns_once_about_address_ids_and_can_hash_them(caplog: pytest.LogCaptureFixture) -> None:
     keyring = Keyring({"k1": b"0123456789abcdef0123456789abcdef"}, "k1")
     plain = Tracker(BASE_URL, keyring)
