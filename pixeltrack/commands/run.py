@@ -55,6 +55,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_triggers(args: argparse.Namespace) -> int:
     """Behaviour triggers: events.classified → rules → signed webhooks (production)."""
+    from pixeltrack.compose.reach import refuse_unreachable_kafka
     from pixeltrack.compose.services import run_triggers, trigger_rules, triggers_banner
     from processors.triggers.rules import RuleError
 
@@ -67,6 +68,7 @@ def cmd_triggers(args: argparse.Namespace) -> int:
     except RuleError as exc:
         raise SystemExit(f"pixeltrack triggers: {exc}") from None
     print(triggers_banner(s, rules, path), flush=True)
+    refuse_unreachable_kafka(s.kafka_bootstrap)  # one line, before its runners log their own
     run_on_kafka(run_triggers(s, rules), s.kafka_bootstrap)
     return 0
 

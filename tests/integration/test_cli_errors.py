@@ -40,6 +40,7 @@ def refused(cwd: Path, *args: str, **env: str) -> str:
     assert out.returncode != 0, out
     assert "Traceback" not in out.stderr
     assert 1 <= len(lines) <= 2, out.stderr
+    assert len(lines) + len(out.stdout.strip().splitlines()) <= 2, out  # a banner and one line, at most
     assert lines[0].startswith(f"pixeltrack {args[0]}: "), out.stderr
     assert tree(cwd) == before
     return out.stderr
@@ -92,6 +93,14 @@ def test_no_clickhouse_server_is_one_line_naming_it_without_credentials(tmp_path
                       PIXELTRACK_SIGNING_KEYS=KEYS)
     assert message.strip() == (f"pixeltrack {command}: cannot reach ClickHouse at http://127.0.0.1:1: "
                                "[Errno 111] Connection refused")
+
+
+def test_process_without_kafka_is_one_line_and_creates_no_chdb(tmp_path: Path) -> None:
+    """Its defaults (chDB in .pixeltrack/) and no broker: Kafka is checked before anything is created."""
+    message = refused(tmp_path, "process", PIXELTRACK_SIGNING_KEYS=KEYS, PIXELTRACK_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    assert message.strip() == ("pixeltrack process: cannot reach Kafka at 127.0.0.1:1: start it (`make kafka`, see "
+                               "docs/production.md) or set PIXELTRACK_KAFKA_BOOTSTRAP")
+    assert not (tmp_path / ".pixeltrack").exists()
 
 
 @pytest.fixture(scope="module")
@@ -202,4 +211,13 @@ def test_the_api_without_kafka_is_one_line(tmp_path: Path) -> None:
     message = refused(tmp_path, "api", "--port", "0", PIXELTRACK_SIGNING_KEYS=KEYS,
                       PIXELTRACK_KAFKA_BOOTSTRAP="127.0.0.1:1")
     assert message.strip() == ("pixeltrack api: cannot reach Kafka at 127.0.0.1:1: start it (`make kafka`, see "
+                               "docs/production.md) or set PIXELTRACK_KAFKA_BOOTSTRAP")
+
+
+def test_triggers_without_kafka_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "rules.toml").write_text('[webhooks.crm]\nurl = "https://crm.example.com/h"\n'
+                                         'secret = "0123456789abcdef"\n[[rules]]\nname = "a"\ntype = "first_open"\n'
+                                         'webhook = "crm"\n')
+    message = refused(tmp_path, "triggers", "--rules", "rules.toml", PIXELTRACK_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    assert message.strip() == ("pixeltrack triggers: cannot reach Kafka at 127.0.0.1:1: start it (`make kafka`, see "
                                "docs/production.md) or set PIXELTRACK_KAFKA_BOOTSTRAP")
