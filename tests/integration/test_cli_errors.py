@@ -148,6 +148,48 @@ def test_query_without_data_goes_through_the_serve_of_this_folder(
     assert (out.returncode, out.stdout) == (0, "answer\n42\n"), out.stderr
 
 
+@pytest.mark.parametrize("where", [("--clickhouse", "chdb://.pixeltrack/chdb"), ()])
+def test_readers_naming_the_serve_chdb_go_through_the_serve(
+        running_serve: tuple[Path, dict[str, object]], where: tuple[str, ...]) -> None:
+    """Not chDB opened beside the serve: it would take the folder from the serve's own writes."""
+    project, _ = running_serve
+    out = subprocess.run([sys.executable, "-m", "pixeltrack.cli", "forget", "--recipient", "r-1", "--tenant", "",
+                          *where], cwd=project, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run([sys.executable, "-m", "pixeltrack.cli", "query", "SELECT 6 * 7 AS answer", "--format", "csv",
+                          *where], cwd=project, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert (out.returncode, out.stdout) == (0, "answer\n42\n"), out.stderr
+
+
+@pytest.fixture
+def held_chdb(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A serve data folder (tmp_path/held) whose chDB another process holds: (the folder, its pid)."""
+    folder = tmp_path / "held"
+    folder.mkdir()
+    hold = ("import sys, time; from processors.clickhouse import connect; "
+            "client = connect(f'chdb://{sys.argv[1]}/chdb', None); print('held', flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(folder)], env=clean_env(), stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "held\n"
+        (tmp_path / "work").mkdir()
+        yield folder, proc.pid
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.mark.parametrize("command", [("query", "SELECT 1"), ("report", "--campaign", "c")])
+def test_a_reader_on_a_chdb_another_process_holds_names_it_in_one_line(
+        held_chdb: tuple[Path, int], command: tuple[str, ...]) -> None:
+    folder, pid = held_chdb
+    message = refused(folder.parent / "work", *command, "--data", str(folder))
+    assert message.strip() == (f"pixeltrack {command[0]}: chDB at {folder / 'chdb'} is held by process {pid} (chDB "
+                               "is one process's at a time): retry once it ends, or use a ClickHouse server "
+                               "(--clickhouse http://HOST:8123)")
+
+
 @pytest.mark.parametrize("flag", ["--port", "--api-port", "--dashboard-port"])
 def test_serve_on_a_port_in_use_names_it_and_leaves_no_key(tmp_path: Path, flag: str) -> None:
     with socket.socket() as taken:
