@@ -44,11 +44,14 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    from pixeltrack.compose.serve import refuse_taken_port
     from pixeltrack.compose.services import api_banner, run_api
 
     s = settings(api_host=args.host, api_port=args.port)
+    change = "--port PORT (or PIXELTRACK_API_PORT)"
+    refuse_taken_port(s.api_host, s.api_port, change)  # before Kafka is asked: the port is the user's to change
     print(api_banner(s), flush=True)
-    with listening_on(s.api_host, s.api_port, "--port PORT (PIXELTRACK_API_PORT)"):
+    with listening_on(s.api_host, s.api_port, change):
         run_on_kafka(run_api(s, announce=lambda line: print(line, flush=True)), s.kafka_bootstrap)
     return 0
 

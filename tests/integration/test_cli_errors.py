@@ -249,6 +249,18 @@ def test_migrate_refuses_a_data_folder_that_is_not_there_and_migrates_a_fresh_on
     assert (tmp_path / "fresh" / "chdb").is_dir()
 
 
+def test_the_api_on_a_port_in_use_names_it(tmp_path: Path) -> None:
+    """Before Kafka is asked (no broker here either): the port is what the user must change."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        message = refused(tmp_path, "api", "--port", str(port), PIXELTRACK_SIGNING_KEYS=KEYS,
+                          PIXELTRACK_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    assert message.strip() == (f"pixeltrack api: port {port} on 127.0.0.1 is not free (Address already in use): "
+                               "stop what holds it, or give --port PORT (or PIXELTRACK_API_PORT)")
+
+
 def test_the_api_without_kafka_is_one_line(tmp_path: Path) -> None:
     message = refused(tmp_path, "api", "--port", "0", PIXELTRACK_SIGNING_KEYS=KEYS,
                       PIXELTRACK_KAFKA_BOOTSTRAP="127.0.0.1:1")
