@@ -30,7 +30,8 @@ def banner(settings: Settings) -> str:
     t = Topics(settings.topic_prefix)
     names = [t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes, t.deliveries, t.consents,
              t.aggregate_sends]
-    return (f"pixeltrack process: Kafka {settings.kafka_bootstrap} (group {settings.consumer_group}), topics "
+    return (f"pixeltrack process: Kafka {settings.kafka_bootstrap}{settings.kafka_bootstrap_origin()} (group "
+            f"{settings.consumer_group}), topics "
             f"{', '.join(names)} "
             f"(prefix {settings.topic_prefix!r}); ClickHouse {public_dsn(settings.clickhouse_dsn)} "
             f"database {settings.clickhouse_database}")
