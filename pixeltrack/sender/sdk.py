@@ -29,6 +29,7 @@ from schemas.tokens import (
 )
 
 DAY_MS = 86_400_000
+ONE_CLICK = "List-Unsubscribe=One-Click"  # the List-Unsubscribe-Post header's value (RFC 8058)
 _log = logging.getLogger("pixeltrack.sdk")
 
 
@@ -121,6 +122,11 @@ class Tracker:
             payload.message, payload.sent_at = "", 0
         token = self._keyring.mint(payload)
         return f"{self.base_url}/u/{token}"
+
+    def unsubscribe_headers(self, m: Message) -> dict[str, str]:
+        """The message's RFC 8058 one-click headers: List-Unsubscribe (unsubscribe_url, in angle brackets;
+        a mailto: of yours may follow it, after a comma) and List-Unsubscribe-Post."""
+        return {"List-Unsubscribe": f"<{self.unsubscribe_url(m)}>", "List-Unsubscribe-Post": ONE_CLICK}
 
     def preferences_url(self, m: Message, text_version: str = "", state: str = "") -> str:
         """The recipient's tracking preferences page (`/p/<token>`, apart from unsubscribe): a GET shows
