@@ -21,8 +21,9 @@ def add_instrument_parser(subparsers: argparse._SubParsersAction[argparse.Argume
     """Adds `instrument` to the `pixeltrack` command's subparsers; its handler is `args.fn`."""
     s = subparsers.add_parser(
         "instrument", help="add the signed pixel and wrapped links to an HTML email, per recipient",
-        description="Writes OUT/<recipient>.html per recipient and OUT/manifest.jsonl, and registers one send "
-                    "per recipient (--api, --sends-out, else OUT/sends.jsonl).")
+        description="Writes OUT/<recipient>.html per recipient and OUT/manifest.jsonl (with each email's one-click "
+                    "List-Unsubscribe headers), and registers one send per recipient (--api, --sends-out, else "
+                    "OUT/sends.jsonl).")
     s.add_argument("email", metavar="EMAIL.html", help="the email's HTML")
     s.add_argument("--campaign", required=True)
     s.add_argument("--variant", default="", help="default variant (a recipients 'variant' column wins)")
@@ -174,7 +175,8 @@ def _instrument(args: argparse.Namespace) -> int:
     else:
         done = (f"{result.emails} sends written to {where}, not registered: post them with "
                 f"`pixeltrack sends post {where} --api URL --api-key KEY`, or pass --api next time")
-    print(f"wrote {result.emails} emails to {out_dir} ({result.manifest.name}); {done}", file=sys.stderr)
+    print(f"wrote {result.emails} emails to {out_dir} ({result.manifest.name}: each one's file and its one-click "
+          f"List-Unsubscribe headers to send it with); {done}", file=sys.stderr)
     if result.aggregate or result.consents:
         print(f"{result.aggregate} of them tracked in aggregate (campaign-level URLs, counted without an id); "
               f"{result.consents} consent records from the recipients file", file=sys.stderr)

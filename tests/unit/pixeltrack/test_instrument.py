@@ -519,7 +519,7 @@ def test_two_thousand_recipients_quickly(tmp_path: Path, tracker: Tracker, keyri
     assert len(list(tmp_path.glob("*.html"))) == 2000
     manifest = [orjson.loads(line) for line in (tmp_path / "manifest.jsonl").read_bytes().splitlines()]
     assert manifest[1] == {"recipient": "r1", "message": "spring-B-r1", "variant": "B", "file": "r1.html",
-                           "pixel": manifest[1]["pixel"], "links": 13}
+                           "pixel": manifest[1]["pixel"], "links": 13, "headers": manifest[1]["headers"]}
     assert keyring.verify(_token(manifest[1]["pixel"])[:-4], "open").message == "spring-B-r1"
     assert sends[0] == Send(tenant="", campaign="spring", variant="A", message="spring-A-r0", recipient="r0",
                             sent_at=NOW / 1000, mailbox_domain="example.com", links=13)
