@@ -20,6 +20,19 @@ def _default_edge_id() -> str:
     return socket.gethostname()[:32]
 
 
+KAFKA_DEFAULT = "127.0.0.1:9092"
+MAKE_KAFKA_FILE = Path(".kafka") / "bootstrap"  # where `make kafka` writes its broker's address
+
+
+def _default_kafka_bootstrap() -> str:
+    """The broker `make kafka` started from this folder (on a free port when 9092 was taken: it writes the
+    address to .kafka/bootstrap), else 127.0.0.1:9092. PIXELTRACK_KAFKA_BOOTSTRAP wins over both."""
+    try:
+        return MAKE_KAFKA_FILE.read_text().strip() or KAFKA_DEFAULT
+    except (OSError, UnicodeDecodeError):
+        return KAFKA_DEFAULT
+
+
 class Settings(BaseSettings):
     """Every setting of every pixeltrack process. Inner code receives values from here as plain
     arguments and never reads the environment itself. README.md lists them with their variables."""
@@ -110,7 +123,7 @@ class Settings(BaseSettings):
         "refused (replay protection).")
 
     # --- Kafka ---
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    kafka_bootstrap: str = Field(default_factory=_default_kafka_bootstrap, description="Kafka bootstrap servers.")
     topic_prefix: str = Field("", description="Prefix of every topic name (e.g. staging.).")
     consumer_group: str = Field("pixeltrack-processors", description="Processors' consumer group.")
     producer_linger_ms: int = Field(
@@ -209,6 +222,13 @@ class Settings(BaseSettings):
                              user, password, tuple(self.esp_ses_topic_arns))
         secrets.check("PIXELTRACK_ESP")
         return secrets
+
+    def kafka_bootstrap_origin(self) -> str:
+        """What the banners add after the broker's address when it came from `make kafka`'s file, not from
+        PIXELTRACK_KAFKA_BOOTSTRAP (or a caller's value) nor the fixed default; else ""."""
+        if "kafka_bootstrap" in self.model_fields_set or self.kafka_bootstrap == KAFKA_DEFAULT:
+            return ""
+        return f" (from {MAKE_KAFKA_FILE}, written by `make kafka`)"
 
     def keyring(self) -> Keyring:
         """The signing keys; raises ValueError naming PIXELTRACK_SIGNING_KEYS when they are missing."""

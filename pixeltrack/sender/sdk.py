@@ -68,9 +68,12 @@ class Tracker:
     an address is logged once too, hashed or not: the message id is in every URL and row as it is."""
 
     def __init__(self, base_url: str, keyring: Keyring, ttl_days: int = 400, *, hash_recipients: bool = False,
-                 unknown_consent: str = "individual", tracking: str = "individual") -> None:
+                 unknown_consent: str = "individual", tracking: str = "individual",
+                 warn_addresses: bool = True) -> None:
         """`unknown_consent`: what a message of unknown consent gets (the tenant's setting, "individual" or
         "aggregate"); `tracking` "aggregate" (PIXELTRACK_TRACKING): every message is tracked in aggregate.
+        `warn_addresses` False: no logged warnings about recipient or message ids holding addresses (a caller
+        that said them already).
         A message tracked in aggregate gets campaign-level URLs (schemas.tokens.aggregate_payload): the
         same for every such recipient of its campaign and variant, with no message, recipient nor send time."""
         if not base_url.startswith(("http://", "https://")):
@@ -84,7 +87,7 @@ class Tracker:
         self._keyring = keyring
         self._ttl_ms = ttl_days * DAY_MS
         self._pseudonyms = Pseudonyms(keyring) if hash_recipients else None
-        self._warned = self._warned_message = False
+        self._warned = self._warned_message = not warn_addresses
 
     def recipient_id(self, recipient: str) -> str:
         """The id that URLs and sends carry for `recipient`: its pseudonym, or itself."""
