@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
@@ -27,9 +28,10 @@ MAKE_KAFKA_FILE = Path(".kafka") / "bootstrap"  # where `make kafka` writes its 
 def _default_kafka_bootstrap() -> str:
     """The broker `make kafka` started from this folder (on a free port when 9092 was taken: it writes the
     address to .kafka/bootstrap), else 127.0.0.1:9092. PIXELTRACK_KAFKA_BOOTSTRAP wins over both."""
-    try:
+    try:  # only while that broker runs: `make kafka-stop` removes its pid file, not its address
+        os.kill(int((MAKE_KAFKA_FILE.parent / "broker.pid").read_text()), 0)
         return MAKE_KAFKA_FILE.read_text().strip() or KAFKA_DEFAULT
-    except (OSError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError, ValueError):
         return KAFKA_DEFAULT
 
 
@@ -123,7 +125,9 @@ class Settings(BaseSettings):
         "refused (replay protection).")
 
     # --- Kafka ---
-    kafka_bootstrap: str = Field(default_factory=_default_kafka_bootstrap, description="Kafka bootstrap servers.")
+    kafka_bootstrap: str = Field(
+        default_factory=_default_kafka_bootstrap, description="Kafka bootstrap servers. Unset: the address "
+        "`make kafka` wrote to .kafka/bootstrap in the working folder while its broker runs, else 127.0.0.1:9092.")
     topic_prefix: str = Field("", description="Prefix of every topic name (e.g. staging.).")
     consumer_group: str = Field("pixeltrack-processors", description="Processors' consumer group.")
     producer_linger_ms: int = Field(

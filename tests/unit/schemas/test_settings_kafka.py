@@ -3,6 +3,9 @@ of kafka_bootstrap, PIXELTRACK_KAFKA_BOOTSTRAP wins over it, and the banners say
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".kafka").mkdir()
     (tmp_path / ".kafka" / "bootstrap").write_text("127.0.0.1:41733\n")
+    (tmp_path / ".kafka" / "broker.pid").write_text(f"{os.getpid()}\n")  # a running process stands for the broker
     return tmp_path
 
 
@@ -44,6 +48,22 @@ def test_without_it_the_default_is_127_0_0_1_9092(project: Path, content: str | 
     settings = Settings()
     assert settings.kafka_bootstrap == "127.0.0.1:9092"
     assert settings.kafka_bootstrap_origin() == ""
+
+
+@pytest.mark.parametrize("stopped", ["no pid file", "a pid that ended", "junk"])
+def test_a_stopped_broker_s_address_is_not_the_default(project: Path, stopped: str) -> None:
+    """`make kafka-stop` removes the pid file and keeps the address (a restart reuses it): an address left
+    behind must not send the commands to a port nobody listens on, ahead of 127.0.0.1:9092."""
+    pid_file = project / ".kafka" / "broker.pid"
+    if stopped == "no pid file":
+        pid_file.unlink()
+    elif stopped == "junk":
+        pid_file.write_text("x\n")
+    else:
+        ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                               text=True, check=True)
+        pid_file.write_text(ended.stdout)
+    assert Settings().kafka_bootstrap == "127.0.0.1:9092"
 
 
 def test_every_banner_says_it(project: Path) -> None:
