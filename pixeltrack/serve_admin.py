@@ -7,7 +7,7 @@ import hmac
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from pixeltrack.serve_state import ServeInfo
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from processors.writer import ClickHouseWriter
+    from schemas.tenants import TenantRegistry
 
 ADMIN_HEADER = "X-Pixeltrack-Admin"
 
@@ -25,11 +26,16 @@ class QueryError(RuntimeError):
 
 
 def admin_app(writer: ClickHouseWriter, token: str,
-              forgotten: Callable[[str], None] | None = None, privacy_key: bytes | None = None) -> web.Application:
+              forgotten: Callable[[str], None] | None = None, privacy_key: bytes | None = None,
+              tenants: TenantRegistry | None = None,
+              journals: Callable[[str, str], Awaitable[int]] | None = None) -> web.Application:
     """Read-only SQL for `pixeltrack query` while serve owns the chDB path (one process per path), and
     `forget` (with `privacy_key`, the installation's; without, forget is refused). `forgotten(keyed
     recipient hash)` is told before the rows are deleted (the processor then drops
-    what still arrives for the recipient at once, not at its next read of `erasures`)."""
+    what still arrives for the recipient at once, not at its next read of `erasures`); `tenants` (who
+    serves which host) decide which letters name them (processors.privacy.letters_naming);
+    `journals(tenant, recipient)` then erases them from the files of serve's triggers and returns the
+    lines it removed (answered as `trigger_journal_lines`)."""
     from aiohttp import web  # here: the commands that only post to it (query, forget) load no server
 
     from ingest.serverlog import quiet_bad_requests
@@ -65,7 +71,9 @@ def admin_app(writer: ClickHouseWriter, token: str,
             return web.json_response({"error": "forget is not available here (no privacy key)"}, status=503)
         if forgotten is not None:
             forgotten(keyed_recipient_hash(privacy_key, tenant, recipient))
-        deleted = await writer.forget(recipient, tenant, privacy_key)
+        deleted = await writer.forget(recipient, tenant, privacy_key, tenants)
+        if journals is not None:
+            deleted["trigger_journal_lines"] = await journals(tenant, recipient)
         return web.json_response({"deleted": deleted})
 
     quiet_bad_requests()  # a malformed request: one DEBUG line, address truncated (ingest.serverlog)

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 STATE_FILE = "serve.json"  # where a running `serve` says how to reach it (mode 0600)
+TRIGGER_FOLDERS = ("triggers", "recipient-events")
+"""Where in its data folder `serve` keeps the files of its TriggerService and RecipientEventService."""
 
 
 @dataclass(frozen=True, slots=True)

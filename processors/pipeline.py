@@ -7,7 +7,6 @@ mypyc compiles a class from one module.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence, Set
@@ -37,8 +36,7 @@ from schemas.deliveries import Delivery
 from schemas.hit import Hit
 from schemas.privacy import (
     KeyedRecipientHash,
-    claimed_recipients,
-    path_words,
+    letter_recipients,
     recipient_hash,
     recipient_key,
     truncate_ip,
@@ -111,10 +109,6 @@ class BatchOutput:
         return [self.events, self.dead_letters, self.dead_letter_counts, self.sends, self.conversions,
                 self.unsubscribes, self.deliveries, self.site_visits, self.consents, self.aggregate_sends]
 
-
-# A send's or conversion's record as a letter keeps it (cut to 512 characters: it may not parse).
-_RECIPIENT_FIELD = re.compile(r'"recipient"\s*:\s*"((?:[^"\\]|\\.)*)"')
-_TENANT_FIELD = re.compile(r'"tenant"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 VERIFIED_CACHE = 50_000
 MAX_EDGE_REASONS = 64  # the edge has about ten; hits.dlq records are an input like any other
@@ -245,6 +239,10 @@ class HitProcessor:
     def recipient_hash(self, tenant: str, recipient: str) -> str:
         """The recipient's keyed hash, as `forget` records it in `erasures`."""
         return self._keyed_hash(tenant, recipient)
+
+    def erased(self, tenant: str, recipient: str) -> bool:
+        """Whether `pixeltrack forget` erased the recipient (as far as this processor was told)."""
+        return bool(self._erased) and self._keyed_hash(tenant, recipient) in self._erased
 
     def _suppressed(self, tenant: str, recipient: str) -> bool:
         """A recipient on the do-not-track list (plain hashes: the operator's file) or erased (keyed
@@ -679,24 +677,15 @@ class HitProcessor:
         self._letter_counts.clear()
 
     def _letter_suppressed(self, path: str, raw: str, host: str = "") -> bool:
-        """Whether a letter names an erased or do-not-track recipient: a token in its path (percent-encoded
-        or not) or in the record it keeps, signed or not, or the tenant and recipient of a send's or
-        conversion's record. Only asked when someone is suppressed; letters are not the hot path."""
-        for tenant, recipient in claimed_recipients(path) + claimed_recipients(raw):
+        """Whether a letter names an erased or do-not-track recipient, by schemas.privacy.letter_recipients
+        (the rule `forget` deletes letters by); a word of the path is tried as a recipient of the default
+        tenant and of the host's. Only asked when someone is suppressed; letters are not the hot path."""
+        host_tenant = self._tenants.for_host(host)
+        word_tenants = ("", host_tenant[0]) if host_tenant is not None else ("",)
+        for tenant, recipient in letter_recipients(path, raw, word_tenants):
             if self._suppressed(tenant, recipient):
                 return True
-        # An id typed into a path by hand (/o/<recipient>.gif: junk, no token) names its recipient too: each
-        # word of the path is tried as a recipient of the default tenant and of the host's.
-        host_tenant = self._tenants.for_host(host)
-        tenants = {"", host_tenant[0]} if host_tenant is not None else {""}
-        if any(self._suppressed(t, word) for word in path_words(path) for t in tenants):
-            return True
-        found = _RECIPIENT_FIELD.search(raw)
-        if found is None:
-            return False
-        tenant_field = _TENANT_FIELD.search(raw)
-        tenant = _json_text(tenant_field.group(1)) if tenant_field is not None else ""
-        return self._suppressed(tenant, _json_text(found.group(1)))
+        return False
 
 
 def _reasons(v: Verdict, h: Hit) -> tuple[str, ...]:
@@ -704,11 +693,3 @@ def _reasons(v: Verdict, h: Hit) -> tuple[str, ...]:
     pixeltrack's verdict, which it does not decide: ingest/esp)."""
     return (*v.reasons, R_PLATFORM_MACHINE) if h.origin_machine else v.reasons
 
-
-def _json_text(escaped: str) -> str:
-    """A JSON string's content as text (escapes undone); as found when it does not parse."""
-    try:
-        text = orjson.loads(f'"{escaped}"')
-    except orjson.JSONDecodeError:
-        return escaped
-    return text if isinstance(text, str) else escaped

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from clickhouse_connect.driver.client import Client
@@ -15,6 +15,9 @@ from clickhouse_connect.driver.client import Client
 from processors import metrics
 from processors.batch import BatchContext, Lookups, TableRows
 from processors.clickhouse import DEFAULT_DATABASE, READ_TIMEOUT, connect, readonly_sql
+
+if TYPE_CHECKING:
+    from schemas.tenants import TenantRegistry
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -204,11 +207,12 @@ class ClickHouseWriter:
             return list(result.column_names), [list(r) for r in result.result_rows]
         return await self._run(run)
 
-    async def forget(self, recipient: str, tenant: str, key: bytes) -> dict[str, int]:
+    async def forget(self, recipient: str, tenant: str, key: bytes,
+                     tenants: TenantRegistry | None = None) -> dict[str, int]:
         """Erases a recipient on the writer's thread (see processors.privacy.forget)."""
         from processors.privacy import forget
 
-        return await self._run(lambda: forget(self._client_sync(), recipient, tenant, key))
+        return await self._run(lambda: forget(self._client_sync(), recipient, tenant, key, tenants=tenants))
 
     async def ping(self) -> bool:
         try:

@@ -8,12 +8,15 @@ import hashlib
 import hmac
 import ipaddress
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import orjson
+
 from schemas.tenants import TenantRegistry
-from schemas.tokens import Keyring, TokenError, TokenPayload, _b64d
+from schemas.tokens import Keyring, _b64d
 
 
 def truncate_ip(ip: str) -> str:
@@ -104,40 +107,133 @@ def load_do_not_track(path: Path | None) -> frozenset[str]:
     return frozenset(out)
 
 
-# A token anywhere in a text: kid.payload.tag, base64url parts (the payload is the middle one).
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,16}\.([A-Za-z0-9_-]{8,})\.[A-Za-z0-9_-]+")
+# A run of token characters and dots: every token (kid.payload.tag, base64url parts) is one or a part of
+# one (`x.<token>.gif`), its payload one of the run's parts after the first (the last one if cut short).
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9_.-]{12,}")
+MIN_PAYLOAD = 8  # characters of base64url: a payload is a JSON list of eight fields or more
 
+DECODE_ROUNDS = 6
+"""Percent-decodings a letter's path (or record) is looked through: until the text stops changing, at
+most this many. Mail scanners and proxies encode a URL once or twice; beyond a few rounds only someone
+who already holds the token would bother, and each round costs a pass over the text."""
 
 # What separates the words of a path a letter keeps: a recipient id typed into a path by hand (junk such
-# as /o/<id>.gif) is one of them. forget's SQL splits with the same characters (processors/privacy.py).
+# as /o/<id>.gif) is one of them.
 PATH_SEPARATORS = "/.?&=;,"
 _PATH_WORDS = re.compile("[" + re.escape(PATH_SEPARATORS) + "]")
+# A send's or conversion's record as a letter keeps it (cut to 512 characters: it may not parse).
+_RECIPIENT_FIELD = re.compile(r'"recipient"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_TENANT_FIELD = re.compile(r'"tenant"\s*:\s*"((?:[^"\\]|\\.)*)"')
+# A payload's JSON list up to its last whole string field (each followed by a comma), and such a field.
+_LEADING_STRINGS = re.compile(r'\[((?:"(?:[^"\\]|\\.)*",)+)')
+_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 
-def path_words(path: str) -> set[str]:
-    """The words of a path (percent-encoding undone up to three times), between PATH_SEPARATORS."""
-    for _ in range(3):
-        decoded = unquote(path, errors="replace")
-        if decoded == path:
+def percent_decodings(text: str) -> list[str]:
+    """`text`, then each percent-decoding of the one before, until one changes nothing (at most
+    DECODE_ROUNDS): a token or id is looked for in every one of them."""
+    forms = [text]
+    for _ in range(DECODE_ROUNDS):
+        if "%" not in text:
             break
-        path = decoded
-    return {w for w in _PATH_WORDS.split(path) if w}
-
-
-def claimed_recipients(text: str) -> list[tuple[str, str]]:
-    """(tenant, recipient) of every token payload in `text` (a path, percent-encoded or not, a token,
-    a record as received), signed or not: what a letter holding that text would name. Percent-encoding
-    is undone (up to three times: a path may be encoded twice) before looking, as the edge's router does."""
-    for _ in range(3):
         decoded = unquote(text, errors="replace")
         if decoded == text:
             break
+        forms.append(decoded)
         text = decoded
-    out = []
-    for m in _TOKEN.finditer(text):
-        try:
-            p = TokenPayload.from_wire(_b64d(m.group(1)))
-        except (TokenError, binascii.Error, ValueError):
-            continue
-        out.append((p.tenant, p.recipient))
+    return forms
+
+
+def path_words(path: str) -> set[str]:
+    """The words of a path, between PATH_SEPARATORS, in each of its percent-decodings."""
+    words: set[str] = set()
+    for form in percent_decodings(path):
+        for w in _PATH_WORDS.split(form):
+            if w:
+                words.add(w)
+    return words
+
+
+def claimed_recipients(text: str) -> list[tuple[str, str]]:
+    """(tenant, recipient) of every token payload anywhere in `text` (a path, a token, a record as
+    received) or in one of its percent-decodings, signed or not, of any kind (pixel, link, click id,
+    preferences link): what a letter holding that text would name. Every part of a dotted run but its
+    first is tried as a payload, so a token glued to other words (`x.<token>`, `<token>.gif&<token>`) is
+    found as well as one standing alone, and one cut short at the end of a kept path."""
+    out: list[tuple[str, str]] = []
+    tried: set[str] = set()
+    for form in percent_decodings(text):
+        for run in _TOKEN_RUN.findall(form):
+            parts = run.split(".")
+            for part in parts[1:]:
+                if len(part) < MIN_PAYLOAD or part in tried:
+                    continue
+                tried.add(part)
+                named = _payload_names(part)
+                if named is not None:
+                    out.append(named)
     return out
+
+
+def _payload_names(part: str) -> tuple[str, str] | None:
+    """(tenant, recipient) a token's payload names, whatever its kind: a pixel's or link's (schemas.tokens.
+    TokenPayload) and a click id (ClickRef) keep them second and sixth, a preferences link (PreferencesRef,
+    code "p") second and third. A payload cut short (a path longer than a letter keeps) still names them
+    when its first fields are whole. None for anything else."""
+    try:
+        f = orjson.loads(_b64d(part))
+    except (binascii.Error, ValueError):
+        f = _leading_strings(part)
+    if not isinstance(f, list) or len(f) < 3 or not isinstance(f[0], str):
+        return None
+    tenant, recipient = (f[1], f[2]) if f[0] == "p" else (f[1], f[5] if len(f) > 5 else None)
+    if isinstance(tenant, str) and isinstance(recipient, str):
+        return tenant, recipient
+    return None
+
+
+def _leading_strings(part: str) -> list[str] | None:
+    """The whole string fields a cut payload starts with (every field before its first number is one)."""
+    try:
+        text = _b64d(part[:len(part) - len(part) % 4]).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return None
+    head = _LEADING_STRINGS.match(text)
+    if head is None:
+        return None
+    return [_json_text(s) for s in _JSON_STRING.findall(head.group(1))]
+
+
+def letter_recipients(path: str, raw: str, word_tenants: Iterable[str]) -> set[tuple[str, str]]:
+    """Every (tenant, recipient) a dead letter (or any kept text: `path` and `raw`) may name: the one rule
+    by which `pixeltrack forget` deletes letters (processors/privacy.py), the processors drop letters of
+    erased and do-not-track recipients (processors/pipeline.py) and the trigger journals are purged
+    (processors/triggers/erasure.py), so that what an erasure deletes is what is dropped afterwards.
+
+    - the payload of a token anywhere in the path or in the record, signed or not (claimed_recipients);
+    - a word of the path, as a recipient of each of `word_tenants` (an id typed into a path by hand
+      carries no tenant: the processors try the default tenant and the host's);
+    - the `recipient` fields of the record (a send's, a conversion's, an event's, cut or not), with its
+      first `tenant` field ("" without one)."""
+    found = set(claimed_recipients(path))
+    found.update(claimed_recipients(raw))
+    tenants = list(word_tenants)
+    for word in path_words(path):
+        for t in tenants:
+            found.add((t, word))
+    recipients = _RECIPIENT_FIELD.findall(raw)
+    if recipients:
+        tenant_field = _TENANT_FIELD.search(raw)
+        tenant = _json_text(tenant_field.group(1)) if tenant_field is not None else ""
+        for r in recipients:
+            found.add((tenant, _json_text(r)))
+    return found
+
+
+def _json_text(escaped: str) -> str:
+    """A JSON string's content as text (escapes undone); as found when it does not parse."""
+    try:
+        text = orjson.loads(f'"{escaped}"')
+    except orjson.JSONDecodeError:
+        return escaped
+    return text if isinstance(text, str) else escaped

@@ -13,7 +13,7 @@ from typing import Any
 from pixeltrack.commands.common import serve_folder, settings
 from pixeltrack.errors import CommandError
 from pixeltrack.serve_admin import QueryError, admin_post
-from pixeltrack.serve_state import ServeInfo, chdb_dsn, serve_owning
+from pixeltrack.serve_state import TRIGGER_FOLDERS, ServeInfo, chdb_dsn, serve_owning
 from schemas.settings import Settings
 
 Query = Callable[[str, dict[str, Any]], tuple[list[str], list[Sequence[Any]]]]
@@ -149,25 +149,52 @@ def cmd_forget(args: argparse.Namespace) -> int:
             print(f"pixeltrack forget: {exc}", file=sys.stderr)
             return 1
     else:
-        from processors.clickhouse import connect
-        from processors.privacy import forget
+        from processors.privacy import ClusterRefused
 
-        client = connect(direct_dsn(args, s), s.clickhouse_database)
         try:
-            deleted = forget(client, args.recipient, tenant, _privacy_key(args, s))
-        finally:
-            client.close()
+            deleted = _forget_directly(args, s, tenant)
+        except ClusterRefused as exc:
+            print(f"pixeltrack forget: {exc}", file=sys.stderr)
+            return 1
+    lines = deleted.pop("trigger_journal_lines", None)
     total = sum(deleted.values())
     print(f"erased {total} rows naming the recipient: " + ", ".join(f"{t}={n}" for t, n in deleted.items()))
+    if lines is not None:
+        print(f"removed {lines} lines naming the recipient from serve's trigger files")
     print("recorded in the erasures table under the recipient's hash")
     return 0
 
 
-def _privacy_key(args: argparse.Namespace, s: Settings) -> bytes:
-    """The installation's key of recipient hashes: from the settings, else the data folder's keys."""
-    from pixeltrack.compose.build import keyring_for, privacy_key_for
+def _forget_directly(args: argparse.Namespace, s: Settings, tenant: str) -> dict[str, int]:
+    """forget without a running serve: ClickHouse (processors.privacy.forget, with the tenants of these
+    settings deciding which letters name the recipient), then the trigger files of the serve data folder
+    the DSN is in (--data, or chdb://DATA/chdb), which no one writes while no serve runs there."""
+    from pixeltrack.compose.build import keyring_for, privacy_key_for, tenants_for
+    from processors.clickhouse import connect
+    from processors.privacy import forget
+    from processors.triggers.service import purge_journals
 
-    return privacy_key_for(s, keyring_for(s, Path(args.data) if args.data else None))
+    dsn = direct_dsn(args, s)
+    keyring = keyring_for(s, Path(args.data) if args.data else None)
+    client = connect(dsn, s.clickhouse_database)
+    try:
+        deleted = forget(client, args.recipient, tenant, privacy_key_for(s, keyring),
+                         tenants=tenants_for(s, keyring))
+    finally:
+        client.close()
+    folder = Path(args.data) if args.data else _chdb_parent(dsn)
+    if folder is not None:
+        deleted["trigger_journal_lines"] = sum(purge_journals(folder / name, tenant, args.recipient)
+                                               for name in TRIGGER_FOLDERS)
+    return deleted
+
+
+def _chdb_parent(dsn: str) -> Path | None:
+    """DATA of a chdb://DATA/chdb DSN (a serve data folder's), else None."""
+    if not dsn.startswith("chdb://"):
+        return None
+    path = Path(dsn[len("chdb://"):]).expanduser()
+    return path.parent if path.name == "chdb" else None
 
 
 def cmd_classify(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ingest.api import create_api_app, esp_settings
 from ingest.app import create_app
@@ -30,7 +31,7 @@ from pixeltrack.compose.build import (
 from pixeltrack.dashboard import query_with, start_dashboard
 from pixeltrack.errors import CommandError
 from pixeltrack.serve_admin import admin_app
-from pixeltrack.serve_state import ServeInfo, chdb_dsn
+from pixeltrack.serve_state import TRIGGER_FOLDERS, ServeInfo, chdb_dsn
 from processors.clickhouse import migrate
 from processors.local_runner import LocalRunner
 from processors.writer import ClickHouseWriter
@@ -38,6 +39,11 @@ from schemas.records import Record
 from schemas.runtime import stop_on_signals, tune_gc_for_batches
 from schemas.settings import Settings
 from schemas.topics import Topics
+
+if TYPE_CHECKING:
+    from processors.triggers.recipient_service import RecipientEventService
+    from processors.triggers.rules import RuleSet
+    from processors.triggers.service import TriggerService
 
 log = logging.getLogger(__name__)
 
@@ -101,26 +107,19 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
     await asyncio.to_thread(migrate, dsn, "pixeltrack", settings.retention_days, settings.dead_letter_retention_days)
     writer = ClickHouseWriter(dsn)
     bus: asyncio.Queue[Record] = asyncio.Queue()
-    triggers = recipients = None
+    rules = None
     if settings.triggers_rules is not None:
-        from processors.triggers.recipient_service import RecipientEventService
         from processors.triggers.rules import load_rules
-        from processors.triggers.service import TriggerService
-        from processors.triggers.webhook import RetryPolicy
 
         secret = settings.triggers_webhook_secret.get_secret_value() if settings.triggers_webhook_secret else None
         rules = load_rules(settings.triggers_rules, secret)
         if rules.rules:
-            triggers = TriggerService(rules, state_dir=data_dir / "triggers",
-                                      settle_seconds=settings.triggers_settle_seconds,
-                                      max_attempts=settings.triggers_max_attempts)
-        if rules.recipient_events is not None:
-            recipients = RecipientEventService(rules, Topics(settings.topic_prefix),
-                                               state_dir=data_dir / "recipient-events",
-                                               retry=RetryPolicy(max_attempts=settings.triggers_max_attempts))
-    if triggers is not None:
-        settings = settings.model_copy(update={"publish_classified": True})
+            settings = settings.model_copy(update={"publish_classified": True})
     processor = build_processor(settings, keyring)
+    # Every erasure known before anything is taken: the trigger services ask the processor too.
+    processor.forget_recipients((await writer.erasures(0.0))[0])
+    triggers, recipients = (trigger_services(rules, settings, data_dir, processor.erased) if rules is not None
+                            else (None, None))
     runner = LocalRunner(bus, processor, writer,
                          settings.batch_max_records, settings.batch_max_ms,
                          on_classified=triggers.feed if triggers is not None else None,
@@ -158,7 +157,8 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
         await limits.site(api, host, api_port, server="api", reuse_address=True).start()
     token = secrets.token_urlsafe(24)
     admin = limits.runner(admin_app(writer, token, lambda h: processor.forget_recipients([h]),
-                                    privacy_key_for(settings, keyring)))
+                                    privacy_key_for(settings, keyring), tenants_for(settings, keyring),
+                                    lambda t, r: forget_in_journals(data_dir, [triggers, recipients], t, r)))
     await admin.setup()
     admin_site = limits.site(admin, "127.0.0.1", 0, server="admin")
     await admin_site.start()
@@ -203,6 +203,45 @@ async def serve(settings: Settings, data_dir: Path, host: str, port: int, api_po
         log.info("stopped; %d rows written", runner.rows_written)
         if failed is not None:
             raise failed
+
+
+def trigger_services(rules: RuleSet, settings: Settings, data_dir: Path, erased: Callable[[str, str], bool]
+                     ) -> tuple[TriggerService | None, RecipientEventService | None]:
+    """The trigger service (when the rules file has rules) and the recipient-event service (when it has a
+    [recipient_events] table), their files in `data_dir`. `erased(tenant, recipient)`: whether `forget`
+    erased someone (the processor's, which reads `erasures`): the services write no line naming them."""
+    from processors.triggers.recipient_service import RecipientEventService
+    from processors.triggers.service import TriggerService
+    from processors.triggers.webhook import RetryPolicy
+
+    triggers = recipients = None
+    if rules.rules:
+        triggers = TriggerService(rules, state_dir=data_dir / TRIGGER_FOLDERS[0],
+                                  settle_seconds=settings.triggers_settle_seconds,
+                                  max_attempts=settings.triggers_max_attempts, erased=erased)
+    if rules.recipient_events is not None:
+        recipients = RecipientEventService(rules, Topics(settings.topic_prefix),
+                                           state_dir=data_dir / TRIGGER_FOLDERS[1],
+                                           retry=RetryPolicy(max_attempts=settings.triggers_max_attempts),
+                                           erased=erased)
+    return triggers, recipients
+
+
+async def forget_in_journals(data_dir: Path, services: Sequence[TriggerService | RecipientEventService | None],
+                             tenant: str, recipient: str) -> int:
+    """Erases a recipient from the files of serve's triggers (DATA/triggers/, DATA/recipient-events/): a
+    running service purges its own, under its write lock, and drops what it holds of them in memory (see
+    TriggerService.forget); the folder of a service not running now (an earlier run's rules) is purged
+    here, since this serve owns the folder and nothing else writes there. Returns the lines removed."""
+    from processors.triggers.service import purge_journals
+
+    removed = 0
+    for folder, service in zip(TRIGGER_FOLDERS, services, strict=True):
+        if service is not None:
+            removed += await service.forget(tenant, recipient)
+        else:
+            removed += await asyncio.to_thread(purge_journals, data_dir / folder, tenant, recipient)
+    return removed
 
 
 class TeePublisher:

@@ -302,6 +302,25 @@ class TriggerEngine:
                 self._arm(rule, w)
                 self._bound_windows(w)
 
+    def forget(self, tenant: str, recipient: str) -> int:
+        """Drops what is held of a recipient `pixeltrack forget` erased: events settling, windows counting,
+        actions due (an action a delivery already has ends as it will). Marks stay: keys only. Returns the
+        entries dropped."""
+        held = [hit_id for hit_id, h in self._held.items() if h.scope[:2] == (tenant, recipient)]
+        for hit_id in held:
+            scope = self._held.pop(hit_id).scope
+            self._held_scopes[scope] -= 1
+            if not self._held_scopes[scope]:
+                del self._held_scopes[scope]
+        windows = [k for k, w in self._counting.items() if (w.tenant, w.recipient) == (tenant, recipient)]
+        for key in windows:
+            del self._counting[key]  # its deadline, if armed, is skipped as stale
+        due = [k for k, a in self._due.items()
+               if (a.payload.get("tenant", ""), a.payload.get("recipient")) == (tenant, recipient)]
+        for key in due:
+            del self._due[key]
+        return len(held) + len(windows) + len(due)
+
     # --- rules ---------------------------------------------------------------------------------------
 
     def _could_count(self, e: ClassifiedEvent) -> bool:

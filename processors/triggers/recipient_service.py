@@ -38,10 +38,12 @@ class RecipientEventService:
         task = asyncio.create_task(service.run(stop))
 
     `take` returns once the new actions are journalled (they are delivered while `run` runs, queued
-    before). Without `state_dir` nothing is journalled (tests)."""
+    before). Without `state_dir` nothing is journalled (tests); nothing naming a recipient `erased(tenant,
+    recipient)` says was erased is journalled either (see forget)."""
 
     def __init__(self, rules: RuleSet, topics: Topics, *, state_dir: Path | None, retry: RetryPolicy | None = None,
-                 max_in_flight: int = 16, shutdown_grace: float = 5.0, clock: Callable[[], float] = time.time) -> None:
+                 max_in_flight: int = 16, shutdown_grace: float = 5.0, clock: Callable[[], float] = time.time,
+                 erased: Callable[[str, str], bool] | None = None) -> None:
         if rules.recipient_events is None:
             raise ValueError(f"{rules.source}: no [recipient_events] table")
         self._rules = rules
@@ -51,7 +53,7 @@ class RecipientEventService:
         self._max_in_flight = max_in_flight
         self._grace = shutdown_grace
         self._clock = clock
-        self._files = _LocalFiles(state_dir, clock)
+        self._files = _LocalFiles(state_dir, clock, erased)
         self._known: set[str] = set()  # keys decided (due, fired or dead) within `remember`
         self._queued: list[Action] = []
         self._dispatcher: Dispatcher | None = None
@@ -119,6 +121,15 @@ class RecipientEventService:
             self.dead_lettered += 1
             rec = self._record(action, DEAD, now, delivery.attempts, delivery.reason)
         await self._files.keep([(0, rec)])
+
+    async def forget(self, tenant: str, recipient: str) -> int:
+        """Erases a recipient `pixeltrack forget` erased (through serve's admin endpoint): actions of theirs
+        not yet handed to a delivery are dropped, nothing naming them is journalled any more (a change of
+        theirs that arrives later is still delivered, as the processors still record an unsubscribe, but
+        leaves no line), and the journal and dead-letter file are purged of them. Returns the lines removed."""
+        who = (tenant, recipient)
+        self._queued = [a for a in self._queued if (a.payload.get("tenant", ""), a.payload.get("recipient")) != who]
+        return await self._files.forget(tenant, recipient)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Delivers until `stop`, then waits up to shutdown_grace for running deliveries (the others stay

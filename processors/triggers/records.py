@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from schemas.privacy import letter_recipients
+
 # Status of one (rule, tenant, recipient, window) in triggers.state; the latest record per key wins.
 COUNTING = "counting"  # opens_without_click: opens counted so far, no decision yet
 DUE = "due"            # decided: the webhook must be delivered (the outbox entry; a restart delivers it)
@@ -139,3 +141,24 @@ class TriggerDeadLetter:
         if not isinstance(obj, dict):
             raise ValueError("a trigger dead letter must be a JSON object")
         return cls(**{k: obj[k] for k in cls.__dataclass_fields__ if k in obj})
+
+
+def named_recipients(value: Any) -> set[tuple[str, str]]:
+    """Every (tenant, recipient) a trigger record names (a state record, a dead letter, an action's body,
+    decoded from JSON): each object's `recipient` with its `tenant`, and whatever a text in it names by
+    schemas.privacy.letter_recipients (the rule `forget` deletes dead letters by): an event or record
+    kept as received in `raw`, cut or not, a token. `pixeltrack forget` purges the journals by it."""
+    found: set[tuple[str, str]] = set()
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            recipient = v.get("recipient")
+            if isinstance(recipient, str) and recipient:
+                found.add((str(v.get("tenant") or ""), recipient))
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+        elif isinstance(v, str):
+            found.update(letter_recipients("", v, ()))
+    return found

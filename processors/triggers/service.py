@@ -13,14 +13,16 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import BinaryIO
 
 import aiohttp
+import orjson
 
 from processors.triggers.core import Incoming, TriggerCore
 from processors.triggers.engine import DEFAULT_SETTLE_SECONDS, EngineLimits, TriggerEngine
-from processors.triggers.records import StateRecord, TriggerDeadLetter
+from processors.triggers.records import StateRecord, TriggerDeadLetter, named_recipients
 from processors.triggers.rules import RuleSet
 from processors.triggers.webhook import RetryPolicy
 from schemas.records import Record
@@ -100,26 +102,105 @@ class StateJournal:
         self._appended = 0
 
 
+def purge_journals(folder: Path, tenant: str, recipient: str) -> int:
+    """Rewrites the journal and the dead-letter file in `folder` without the lines naming the recipient
+    (records.named_recipients), each atomically (a new 0600 file, fsynced, renamed over the old), and
+    removes what a rewrite cut short by a crash left (*.tmp). Returns the lines removed. Safe only while
+    no one else writes there: a running service purges through _LocalFiles.forget, under its lock."""
+    if not folder.is_dir():
+        return 0
+    for stale in folder.glob("*.tmp"):
+        stale.unlink(missing_ok=True)
+    removed = 0
+    for name in (STATE_FILE, DLQ_FILE):
+        path = folder / name
+        if not path.exists():
+            continue
+        kept: list[bytes] = []
+        here = 0
+        with path.open("rb") as f:
+            for line in f:
+                if line.strip() and (tenant, recipient) in _line_names(line):
+                    here += 1
+                else:
+                    kept.append(line)
+        if not here:
+            continue
+        removed += here
+        tmp = path.with_name(path.name + ".tmp")
+        with open_private(tmp, append=False) as out:
+            out.write(b"".join(kept))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    return removed
+
+
+def _line_names(line: bytes) -> set[tuple[str, str]]:
+    """Who a journal line names; a line a crash cut (not JSON) by its text."""
+    try:
+        return named_recipients(orjson.loads(line))
+    except orjson.JSONDecodeError:
+        return named_recipients(line.decode("utf-8", "replace"))
+
+
 class _LocalFiles:
     """The embedded state store and letter sink: the journal and the dead-letter file in `state_dir`
-    (none kept without one). One lock orders their writes: first come, first served."""
+    (none kept without one). One lock orders their writes: first come, first served.
 
-    def __init__(self, state_dir: Path | None, clock: Callable[[], float]) -> None:
+    Erasure: `forget` purges both files of a recipient's lines under that lock (so no append or
+    compaction runs meanwhile; a rewrite from outside could race an append and lose it, or be undone by
+    it), and from then on nothing naming the recipient is written: the outcome of a delivery already
+    under way, a dead letter, a record of a change that arrives late."""
+
+    def __init__(self, state_dir: Path | None, clock: Callable[[], float],
+                 erased: Callable[[str, str], bool] | None = None) -> None:
+        self.state_dir = state_dir
+        self._erased_elsewhere = erased
         self.journal = StateJournal(state_dir / STATE_FILE) if state_dir is not None else None
         self._dlq_path = state_dir / DLQ_FILE if state_dir is not None else None
         self._clock = clock
         self._write_lock = asyncio.Lock()
+        self._erased: set[tuple[str, str]] = set()  # (tenant, recipient) erased while this process runs
+
+    def erased(self, record: StateRecord | TriggerDeadLetter) -> bool:
+        """Whether `record` names a recipient erased: while this process runs (`forget`), or as the
+        `erased` callable says (the processor's, which reads `erasures`: so also after a restart)."""
+        if not self._erased and self._erased_elsewhere is None:
+            return False
+        if isinstance(record, StateRecord):  # names one recipient, in its fields and its body's
+            named = {(record.tenant, record.recipient)}
+            if record.payload is not None:
+                named.add((str(record.payload.get("tenant") or ""), str(record.payload.get("recipient") or "")))
+        else:
+            named = named_recipients(asdict(record))
+        if not self._erased.isdisjoint(named):
+            return True
+        elsewhere = self._erased_elsewhere
+        return elsewhere is not None and any(r and elsewhere(t, r) for t, r in named)
+
+    async def forget(self, tenant: str, recipient: str) -> int:
+        """Writes nothing naming the recipient from now on, and purges the files of them (purge_journals);
+        returns the lines removed."""
+        self._erased.add((tenant, recipient))
+        state_dir = self.state_dir
+        if state_dir is None:
+            return 0
+        async with self._write_lock:
+            return await asyncio.to_thread(purge_journals, state_dir, tenant, recipient)
 
     async def keep(self, changes: Sequence[tuple[int, StateRecord]]) -> None:
         journal = self.journal
-        if not changes or journal is None:
+        records = [rec for _, rec in changes if not self.erased(rec)]
+        if not records or journal is None:
             return
         async with self._write_lock:
-            await asyncio.to_thread(journal.append, [rec for _, rec in changes], self._clock())
+            await asyncio.to_thread(journal.append, records, self._clock())
 
     async def send(self, letters: Sequence[TriggerDeadLetter]) -> None:
         """Appends to the dead-letter file, one fsync for all of them."""
         path = self._dlq_path
+        letters = [letter for letter in letters if not self.erased(letter)]
         if path is None or not letters:
             return
         lines = b"".join(letter.encode() + b"\n" for letter in letters)
@@ -150,18 +231,20 @@ class TriggerService:
     Kept state (what fired, due actions, counting windows) is journalled in `state_dir` before anything
     is delivered, so a restart neither fires again nor forgets an action still due; dead letters go to
     `state_dir`/triggers-dlq.jsonl. Events still settling when the process stops are lost, as the
-    in-process bus is (a crash of serve loses them anyway).
+    in-process bus is (a crash of serve loses them anyway). Nothing naming a recipient that
+    `erased(tenant, recipient)` says was erased is written (see `forget`).
     """
 
     def __init__(self, rules: RuleSet, *, state_dir: Path | None, settle_seconds: float = DEFAULT_SETTLE_SECONDS,
                  max_attempts: int = 10, retry: RetryPolicy | None = None, limits: EngineLimits | None = None,
                  max_in_flight: int = 16, tick_seconds: float = 0.1, shutdown_grace: float = 5.0,
-                 full_wait: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+                 full_wait: float = 1.0, clock: Callable[[], float] = time.time,
+                 erased: Callable[[str, str], bool] | None = None) -> None:
         self._tick = tick_seconds
         self._grace = shutdown_grace
         self._clock = clock
         self._full_wait = full_wait
-        self._files = _LocalFiles(state_dir, clock)
+        self._files = _LocalFiles(state_dir, clock, erased)
         self.core = TriggerCore(rules, self._files, self._files, retry or RetryPolicy(max_attempts=max_attempts),
                                 max_in_flight, clock)
         self.engine = self.core.engines[0] = TriggerEngine(rules, settle_seconds, limits)
@@ -201,6 +284,14 @@ class TriggerService:
                                         for r in records])
                 return
         await self.core.take({0: [Incoming(r.value) for r in records]}, advance=False)
+
+    async def forget(self, tenant: str, recipient: str) -> int:
+        """Erases a recipient `pixeltrack forget` erased (through serve's admin endpoint): what the engine
+        holds of them is dropped (events settling, windows counting, actions due), nothing naming them is
+        written any more, and the journal and dead-letter file are purged of them. Returns the lines
+        removed. An action already handed to a delivery is delivered; its outcome is not journalled."""
+        self.engine.forget(tenant, recipient)
+        return await self._files.forget(tenant, recipient)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`: every tick_seconds, acts on what has settled and delivers; then waits up to
