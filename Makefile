@@ -52,9 +52,11 @@ lint: $(BIN)/pixeltrack
 typecheck: $(BIN)/pixeltrack
 	$(BIN)/mypy
 
-# A local broker for `pixeltrack edge/api/process/triggers` (docs/production.md): on 127.0.0.1:9092, the
-# settings' default PIXELTRACK_KAFKA_BOOTSTRAP, when that port is free; else on a free port, and it says
-# the line to export. A KAFKA_DIR started before keeps its port. `make test` runs brokers of its own.
+# A local broker for `pixeltrack edge/api/process/triggers` (docs/production.md): on 127.0.0.1:9092 when
+# that port is free, else on a free port. Its address is in KAFKA_DIR/bootstrap; with the default
+# KAFKA_DIR (.kafka) the commands run from this folder read it there when PIXELTRACK_KAFKA_BOOTSTRAP is
+# not set (else it says the line to export). A KAFKA_DIR started before keeps its port. `make test` runs
+# brokers of its own.
 KAFKA_PORT ?= 9092
 kafka: kafka-jars
 	@port=$(KAFKA_PORT); \
@@ -63,11 +65,13 @@ kafka: kafka-jars
 	  echo "port $$port is taken: starting the broker on a free port"; port=0; fi; \
 	addr=$$(deploy/kafka/kafka.sh start $(KAFKA_DIR) $$port) || exit 1; \
 	echo "Kafka broker on $$addr (data and log in $(KAFKA_DIR)/; stop it with: make kafka-stop$(if $(filter-out .kafka,$(KAFKA_DIR)), KAFKA_DIR=$(KAFKA_DIR)))"; \
-	if [ "$$addr" = "127.0.0.1:9092" ]; then \
+	if [ "$(KAFKA_DIR)" = ".kafka" ]; then \
+	  echo "pixeltrack edge, api, process and triggers run from this folder find it (.kafka/bootstrap)"; \
+	  echo "unless PIXELTRACK_KAFKA_BOOTSTRAP is set; elsewhere: export PIXELTRACK_KAFKA_BOOTSTRAP=$$addr"; \
+	elif [ "$$addr" = "127.0.0.1:9092" ]; then \
 	  echo "that is the default PIXELTRACK_KAFKA_BOOTSTRAP: pixeltrack edge, api, process and triggers find it"; \
 	else \
-	  echo "pixeltrack's default is 127.0.0.1:9092; before pixeltrack edge, api, process and triggers run:"; \
-	  echo "  export PIXELTRACK_KAFKA_BOOTSTRAP=$$addr"; \
+	  echo "before pixeltrack edge, api, process and triggers run: export PIXELTRACK_KAFKA_BOOTSTRAP=$$addr"; \
 	fi
 
 kafka-stop:

@@ -116,8 +116,21 @@ def _redirect(location: str | None) -> web.Response:
 
 async def unsubscribe(request: web.Request) -> web.Response:
     """/u/<token>: GET shows the confirmation form, POST records the unsubscribe (Edge.unsubscribe)."""
-    answer = request.app[EDGE].unsubscribe(request_facts(request), request.match_info["token"],
-                                           confirmed=request.method == "POST")
+    return _unsubscribe_answer(request.app[EDGE].unsubscribe(request_facts(request), request.match_info["token"],
+                                                             confirmed=request.method == "POST"))
+
+
+async def click_post(request: web.Request) -> web.Response:
+    """A POST to /c/<token>: on the email's own unsubscribe link (List-Unsubscribe, RFC 8058 one-click) the
+    unsubscribe and /u/'s answer to a POST (Edge.one_click); on any other link 405, as aiohttp answers a
+    method a route does not take. (The fast path takes only GET and HEAD: a POST always comes here.)"""
+    answer = request.app[EDGE].one_click(request_facts(request), request.match_info["token"])
+    if answer is None:
+        raise web.HTTPMethodNotAllowed(request.method, ("GET", "HEAD"))
+    return _unsubscribe_answer(answer)
+
+
+def _unsubscribe_answer(answer: UnsubscribeAnswer) -> web.Response:
     if answer is UnsubscribeAnswer.NOT_FOUND:
         return _not_found()
     if answer is UnsubscribeAnswer.CONFIRM:
@@ -318,6 +331,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None,
     app.router.add_get("/o/{name}", open_pixel, allow_head=True)
     app.router.add_get("/o/{tail:.*}", open_malformed, allow_head=True)
     app.router.add_get("/c/{token}", click, allow_head=True)
+    app.router.add_post("/c/{token}", click_post)
     app.router.add_get("/c/{tail:.*}", click_malformed, allow_head=True)
     app.router.add_get("/d/{token}", download, allow_head=True)
     app.router.add_get("/d/{tail:.*}", download_malformed, allow_head=True)

@@ -88,11 +88,11 @@ def forwarded_for(headers: Any) -> str | None:
     return ",".join(lines) if lines else None
 
 
-def check_token(tenants: TenantRegistry, host: str, token: str, kind: TokenKind, now_ms: int) -> TokenPayload:
-    """The payload of a genuine token of `kind` fetched on `host` (TenantRegistry.verify_token: the
-    host's tenant's keys, naming that tenant), or TokenError. Junk is turned away before any decoding:
-    anything too long or not plain base64url-and-dots costs a length check and one regex match, so a
-    token that is not ASCII (a surrogate-escaped byte from the request line included) never reaches
+def check_token(tenants: TenantRegistry, host: str, token: str, kind: TokenKind, now_ms: int | None) -> TokenPayload:
+    """The payload of a genuine token of `kind` fetched on `host` (TenantRegistry.verify_token: the host's
+    tenant's keys, naming that tenant; expired at `now_ms`, None: not checked), or TokenError. Junk is turned away
+    before any decoding: anything too long or not plain base64url-and-dots costs a length check and one regex
+    match, so a token that is not ASCII (a surrogate-escaped byte from the request line included) never reaches
     the HMAC. Whatever else goes wrong in checking a token makes it malformed, never an error page."""
     if len(token) > MAX_TOKEN_CHARS:
         raise TokenError("too_long", f"{len(token)} characters")
@@ -171,7 +171,7 @@ PREFERENCE_CHOICES = ("granted", "denied")
 
 class Edge:
     """Per-app state and the meaning of each fetch. Front ends parse, call one of open_hit, click_hit,
-    download_hit, image_hit, unsubscribe, preferences or bad_request with the request's facts, and answer;
+    download_hit, image_hit, unsubscribe, one_click, preferences or bad_request with the request's facts, and answer;
     nothing else."""
 
     __slots__ = ("_counters", "_dlq_topic", "_ids", "_pending", "_prefix", "_raw_topic", "click_id_param",
@@ -322,6 +322,8 @@ class Edge:
             payload = self.verify(facts.host, token, "click")
             if not payload.flags & FLAG_UNSUBSCRIBE:
                 raise TokenError("not_unsubscribe", "the token is not an unsubscribe link")
+            if not payload.recipient:  # a campaign-level link (a message tracked in aggregate): whom?
+                raise TokenError("no_recipient", "the unsubscribe link names no recipient")
         except TokenError as exc:
             self.record_bad("unsubscribe", exc.reason, str(exc), facts)
             return UnsubscribeAnswer.NOT_FOUND
@@ -342,6 +344,19 @@ class Edge:
             return UnsubscribeAnswer.TRY_AGAIN
         self.count("unsubscribe", "ok")
         return UnsubscribeAnswer.DONE
+
+    def one_click(self, facts: RequestFacts, token: str) -> UnsubscribeAnswer | None:
+        """A POST to /c/<token>. On an unsubscribe link (a genuine click token flagged unsubscribe: the
+        email's own unsubscribe links, as `instrument` marks them) it is a mail client's RFC 8058 one-click
+        unsubscribe, taken as a POST to /u/ is (`unsubscribe`, confirmed). None for any other token, genuine
+        or not: the front end answers 405, as for any method the route does not take, and records nothing."""
+        try:
+            payload = check_token(self.tenants, facts.host, token, "click", None)  # expired: unsubscribe's 404
+        except TokenError:
+            return None
+        if not payload.flags & FLAG_UNSUBSCRIBE:
+            return None
+        return self.unsubscribe(facts, token, confirmed=True)
 
     def preferences(self, facts: RequestFacts, token: str, choice: str | None) -> PreferencesAnswer:
         """/p/<token>, a preferences link. Without a choice (a GET: a person, or a scanner prefetching

@@ -270,6 +270,13 @@ class Supervisor:
                 p.join()
 
 
+def edge_banner(settings: Settings) -> str:
+    """What the edge says at its start: the broker and the topics it produces to (it writes no ClickHouse)."""
+    topics = Topics(settings.topic_prefix)
+    return (f"pixeltrack edge: Kafka {settings.kafka_bootstrap}{settings.kafka_bootstrap_origin()}, topics "
+            f"{topics.hits_raw}, {topics.hits_dlq}, {topics.unsubscribes} (prefix {settings.topic_prefix!r})")
+
+
 def run_edge(settings: Settings, workers: int = 1, announce: Callable[[str], None] | None = None) -> int:
     """Runs the edge in the foreground until SIGTERM/SIGINT; the exit code. `workers` 1: this process
     is the edge; more: a supervisor with that many worker processes on one port."""
@@ -277,9 +284,7 @@ def run_edge(settings: Settings, workers: int = 1, announce: Callable[[str], Non
         raise ValueError(f"workers must be 1 or more, got {workers}")
     settings.keyring()  # fail here, with the setting's name, not in every worker
     say = announce or (lambda line: print(line, flush=True))
-    topics = Topics(settings.topic_prefix)
-    say(f"pixeltrack edge: Kafka {settings.kafka_bootstrap}, topics {topics.hits_raw}, {topics.hits_dlq}, "
-        f"{topics.unsubscribes} (prefix {settings.topic_prefix!r})")
+    say(edge_banner(settings))
     if workers == 1:
         def ready(port: int) -> None:
             say(f"pixeltrack edge: 1 worker on http://{settings.edge_host}:{port} (pid {os.getpid()})")

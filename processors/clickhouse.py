@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import sys
+import tempfile
 import threading
 from importlib import resources
 from pathlib import Path
@@ -61,17 +64,9 @@ def connect(dsn: str, database: str | None = DEFAULT_DATABASE, **settings: Any) 
     if database is not None and not _DB_RE.match(database):
         raise ValueError(f"database name {database!r} must be letters, digits and _")
     if dsn.startswith("chdb://"):
-        path = str(Path(dsn[len("chdb://"):]).expanduser().resolve())
-        Path(path).mkdir(parents=True, exist_ok=True)
-        try:
-            return clickhouse_connect.get_client(interface="chdb", path=path, database=database,
-                                                 settings=settings or None)
-        except ProgrammingError as exc:
-            if "EmbeddedServer" not in str(exc) and "Unable to open the chdb engine" not in str(exc):
-                raise
-            raise ClickHouseUnavailable(
-                f"cannot open chDB at {path}: another process holds it (chDB is one process's at a time; "
-                "ask that process, e.g. a running `pixeltrack serve`, or use a ClickHouse server)") from None
+        path = Path(dsn[len("chdb://"):]).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return _open_chdb(path, database, settings)
     _connecting.active = True
     try:
         return clickhouse_connect.get_client(dsn=dsn, database=database, settings=settings or None)
@@ -79,6 +74,47 @@ def connect(dsn: str, database: str | None = DEFAULT_DATABASE, **settings: Any) 
         raise ClickHouseUnavailable(f"cannot reach ClickHouse at {public_dsn(dsn)}: {_root_reason(exc)}") from None
     finally:
         _connecting.active = False
+
+
+def chdb_holder(path: Path) -> int | None:
+    """The pid of the process holding the chDB folder `path` (its status file says it), or None."""
+    try:
+        found = re.search(r"^PID: (\d+)$", (path / "status").read_text(), re.MULTILINE)
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(found.group(1)) if found else None
+
+
+def _open_chdb(path: Path, database: str | None, settings: dict[str, Any]) -> Client:
+    """A chDB client on `path`. The engine writes its own error to the process's stderr (file descriptor
+    2, past Python) before raising it: what it writes while it opens is held and written out after, but
+    for the line of a folder another process holds, which ClickHouseUnavailable says in one line."""
+    held = False
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as said:
+            os.dup2(said.fileno(), 2)
+            try:
+                return clickhouse_connect.get_client(interface="chdb", path=str(path), database=database,
+                                                     settings=settings or None)
+            except ProgrammingError as exc:
+                held = "EmbeddedServer" in str(exc) or "Unable to open the chdb engine" in str(exc)
+                if not held:
+                    raise
+                pid = chdb_holder(path)
+                raise ClickHouseUnavailable(
+                    f"chDB at {path} is held by {f'process {pid}' if pid else 'another process'} (chDB is one "
+                    "process's at a time): retry once it ends, or use a ClickHouse server (--clickhouse "
+                    "http://HOST:8123)") from None
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                said.seek(0)
+                lines = said.read().splitlines(keepends=True)
+                os.write(2, b"".join(x for x in lines if not (held and b"Cannot lock file" in x)))
+    finally:
+        os.close(saved)
 
 
 READ_TIMEOUT = 60  # seconds a read-only query may run (max_execution_time): it shares a thread with inserts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
@@ -18,6 +19,20 @@ CsvList = Annotated[list[str], NoDecode]
 
 def _default_edge_id() -> str:
     return socket.gethostname()[:32]
+
+
+KAFKA_DEFAULT = "127.0.0.1:9092"
+MAKE_KAFKA_FILE = Path(".kafka") / "bootstrap"  # where `make kafka` writes its broker's address
+
+
+def _default_kafka_bootstrap() -> str:
+    """The broker `make kafka` started from this folder (on a free port when 9092 was taken: it writes the
+    address to .kafka/bootstrap), else 127.0.0.1:9092. PIXELTRACK_KAFKA_BOOTSTRAP wins over both."""
+    try:  # only while that broker runs: `make kafka-stop` removes its pid file, not its address
+        os.kill(int((MAKE_KAFKA_FILE.parent / "broker.pid").read_text()), 0)
+        return MAKE_KAFKA_FILE.read_text().strip() or KAFKA_DEFAULT
+    except (OSError, UnicodeDecodeError, ValueError):
+        return KAFKA_DEFAULT
 
 
 class Settings(BaseSettings):
@@ -110,7 +125,9 @@ class Settings(BaseSettings):
         "refused (replay protection).")
 
     # --- Kafka ---
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    kafka_bootstrap: str = Field(
+        default_factory=_default_kafka_bootstrap, description="Kafka bootstrap servers. Unset: the address "
+        "`make kafka` wrote to .kafka/bootstrap in the working folder while its broker runs, else 127.0.0.1:9092.")
     topic_prefix: str = Field("", description="Prefix of every topic name (e.g. staging.).")
     consumer_group: str = Field("pixeltrack-processors", description="Processors' consumer group.")
     producer_linger_ms: int = Field(
@@ -209,6 +226,13 @@ class Settings(BaseSettings):
                              user, password, tuple(self.esp_ses_topic_arns))
         secrets.check("PIXELTRACK_ESP")
         return secrets
+
+    def kafka_bootstrap_origin(self) -> str:
+        """What the banners add after the broker's address when it came from `make kafka`'s file, not from
+        PIXELTRACK_KAFKA_BOOTSTRAP (or a caller's value) nor the fixed default; else ""."""
+        if "kafka_bootstrap" in self.model_fields_set or self.kafka_bootstrap == KAFKA_DEFAULT:
+            return ""
+        return f" (from {MAKE_KAFKA_FILE}, written by `make kafka`)"
 
     def keyring(self) -> Keyring:
         """The signing keys; raises ValueError naming PIXELTRACK_SIGNING_KEYS when they are missing."""

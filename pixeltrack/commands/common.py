@@ -40,11 +40,12 @@ def run_on_kafka(coro: Coroutine[Any, Any, None], bootstrap: str) -> None:
     """run() for a command that needs Kafka at its start: a broker that does not answer is one line."""
     from aiokafka.errors import KafkaConnectionError
 
+    from pixeltrack.compose.reach import kafka_unreachable
+
     try:
         run(coro)
     except KafkaConnectionError:
-        raise CommandError(f"cannot reach Kafka at {bootstrap}: start it (`make kafka`, see docs/production.md) "
-                           "or set PIXELTRACK_KAFKA_BOOTSTRAP") from None
+        raise CommandError(kafka_unreachable(bootstrap)) from None
 
 
 def serve_folder(data: str) -> Path:

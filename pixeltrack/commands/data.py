@@ -52,13 +52,12 @@ def direct_dsn(args: argparse.Namespace, s: Settings) -> str:
 
 
 def running_serve(args: argparse.Namespace, s: Settings) -> ServeInfo | None:
-    """The ServeInfo of the running serve that owns what a reader asked for (--data, else the settings'
-    chDB folder when no --clickhouse is given), or None."""
+    """The ServeInfo of the running serve that owns what a reader asked for (--data, else the chDB folder
+    of --clickhouse or the settings), or None. Its chDB is read through it, never opened beside it: that
+    would take the folder from the serve's own writes (chDB is one process's at a time)."""
     if args.data:
         return ServeInfo.read(Path(args.data))
-    if args.clickhouse:
-        return None
-    return serve_owning(s.clickhouse_dsn)
+    return serve_owning(args.clickhouse or s.clickhouse_dsn)
 
 
 def make_query(args: argparse.Namespace) -> Query:
@@ -127,7 +126,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_forget(args: argparse.Namespace) -> int:
     """Erase a recipient everywhere (through a running serve, or directly)."""
     s = settings()
-    info = ServeInfo.read(Path(args.data)) if args.data else None
+    info = running_serve(args, s)
     if args.tenant is None:
         from schemas.tenants import TenantRegistry
 

@@ -44,17 +44,21 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    from pixeltrack.compose.serve import refuse_taken_port
     from pixeltrack.compose.services import api_banner, run_api
 
     s = settings(api_host=args.host, api_port=args.port)
+    change = "--port PORT (or PIXELTRACK_API_PORT)"
+    refuse_taken_port(s.api_host, s.api_port, change)  # before Kafka is asked: the port is the user's to change
     print(api_banner(s), flush=True)
-    with listening_on(s.api_host, s.api_port, "--port PORT (PIXELTRACK_API_PORT)"):
+    with listening_on(s.api_host, s.api_port, change):
         run_on_kafka(run_api(s, announce=lambda line: print(line, flush=True)), s.kafka_bootstrap)
     return 0
 
 
 def cmd_triggers(args: argparse.Namespace) -> int:
     """Behaviour triggers: events.classified → rules → signed webhooks (production)."""
+    from pixeltrack.compose.reach import refuse_unreachable_kafka
     from pixeltrack.compose.services import run_triggers, trigger_rules, triggers_banner
     from processors.triggers.rules import RuleError
 
@@ -67,6 +71,7 @@ def cmd_triggers(args: argparse.Namespace) -> int:
     except RuleError as exc:
         raise SystemExit(f"pixeltrack triggers: {exc}") from None
     print(triggers_banner(s, rules, path), flush=True)
+    refuse_unreachable_kafka(s.kafka_bootstrap)  # one line, before its runners log their own
     run_on_kafka(run_triggers(s, rules), s.kafka_bootstrap)
     return 0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pixeltrack.commands.common import serve_folder, settings
 from pixeltrack.errors import CommandError
-from schemas.settings import Settings
+from schemas.settings import KAFKA_DEFAULT, Settings
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -133,7 +133,9 @@ def settings_table() -> str:
     """Markdown table of every setting: its variable, default and meaning (README's table)."""
     lines = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        if field.default_factory is not None:
+        if name == "kafka_bootstrap":  # else what `make kafka` wrote to .kafka/bootstrap (docs/production.md)
+            shown = f"`{KAFKA_DEFAULT}`"
+        elif field.default_factory is not None:
             shown = "host name" if name == "edge_id" else "(empty)"
         else:
             shown = "(none)" if field.default is None else f"`{field.default}`"

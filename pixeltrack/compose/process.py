@@ -30,7 +30,8 @@ def banner(settings: Settings) -> str:
     t = Topics(settings.topic_prefix)
     names = [t.hits_raw, t.hits_dlq, t.sends, t.conversions, t.unsubscribes, t.deliveries, t.consents,
              t.aggregate_sends]
-    return (f"pixeltrack process: Kafka {settings.kafka_bootstrap} (group {settings.consumer_group}), topics "
+    return (f"pixeltrack process: Kafka {settings.kafka_bootstrap}{settings.kafka_bootstrap_origin()} (group "
+            f"{settings.consumer_group}), topics "
             f"{', '.join(names)} "
             f"(prefix {settings.topic_prefix!r}); ClickHouse {public_dsn(settings.clickhouse_dsn)} "
             f"database {settings.clickhouse_database}")
@@ -61,8 +62,10 @@ async def run_processor(settings: Settings, stop: asyncio.Event, writer: ClickHo
 
 def prepare(settings: Settings) -> None:
     """What a processor checks and opens before it consumes, each failure one line: the signing keys, a
-    chDB folder a running serve holds (refused: chDB is one process's at a time), the schema (migrated
-    when migrate_on_start, else ClickHouse reached once), the metrics port."""
+    chDB folder a running serve holds (refused: chDB is one process's at a time), a ClickHouse server and
+    Kafka answering (before the schema or a chDB folder is created), the schema (migrated when
+    migrate_on_start, else ClickHouse reached once), the metrics port."""
+    from pixeltrack.compose.reach import refuse_unreachable_clickhouse, refuse_unreachable_kafka
     from processors.clickhouse import connect, migrate
 
     settings.keyring()  # the missing-keys error first, before anything is opened or created
@@ -71,6 +74,8 @@ def prepare(settings: Settings) -> None:
         raise CommandError(f"{settings.clickhouse_dsn} belongs to the running serve (pid {info.pid}, "
                            f"{info.dashboard_url}/): its own processors write there; a separate processor needs a "
                            "ClickHouse server (--clickhouse http://HOST:8123, see docs/production.md)")
+    refuse_unreachable_clickhouse(settings.clickhouse_dsn)
+    refuse_unreachable_kafka(settings.kafka_bootstrap)
     if settings.migrate_on_start:
         migrate(settings.clickhouse_dsn, settings.clickhouse_database, settings.retention_days,
                 settings.dead_letter_retention_days)

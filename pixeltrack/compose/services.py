@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 def api_banner(settings: Settings) -> str:
     topics = Topics(settings.topic_prefix)
-    return (f"pixeltrack api: Kafka {settings.kafka_bootstrap}, topics {topics.sends}, {topics.conversions}, "
+    return (f"pixeltrack api: Kafka {settings.kafka_bootstrap}{settings.kafka_bootstrap_origin()}, topics "
+            f"{topics.sends}, {topics.conversions}, "
             f"{topics.deliveries}, {topics.consents}, {topics.aggregate_sends} (prefix {settings.topic_prefix!r})")
 
 
@@ -55,7 +56,8 @@ def triggers_banner(settings: Settings, rules: RuleSet, path: Path) -> str:
     if rules.recipient_events is not None:
         parts.append(f"group {recipient_events_group(s)} on {t.consents}, {t.unsubscribes}, {t.deliveries}: "
                      "recipient events")
-    return (f"pixeltrack triggers: Kafka {s.kafka_bootstrap}, {'; '.join(parts)} (prefix {s.topic_prefix!r}), "
+    return (f"pixeltrack triggers: Kafka {s.kafka_bootstrap}{s.kafka_bootstrap_origin()}, {'; '.join(parts)} "
+            f"(prefix {s.topic_prefix!r}), "
             f"from {path}")
 
 

@@ -255,11 +255,11 @@ def instrument_campaign(plan: EmailPlan, tracker: Tracker, recipients: Sequence[
                         sent_at: int | None = None, batch_size: int = 5000,
                         progress: Callable[[int, int], None] | None = None,
                         track_images: bool = False) -> CampaignResult:
-    """Writes OUT_DIR/<recipient>.html per recipient and OUT_DIR/manifest.jsonl (recipient, message,
-    variant, file, pixel, links; tracking "aggregate" where so), and hands the sends to `register` in
-    batches of `batch_size` emails, each batch after its emails are written. One `sent_at` (epoch ms,
-    default now) for the whole run keeps the output reproducible. `progress(done, total)` runs after each
-    email.
+    """Writes OUT_DIR/<recipient>.html per recipient and OUT_DIR/manifest.jsonl (recipient, message, variant,
+    file, pixel, links, the headers to send the email with: List-Unsubscribe and List-Unsubscribe-Post,
+    Tracker.unsubscribe_headers; tracking "aggregate" where so), and hands the sends to `register` in batches of
+    `batch_size` emails, each batch after its emails are written. One `sent_at` (epoch ms, default now) for the
+    whole run keeps the output reproducible. `progress(done, total)` runs after each email.
 
     A recipient whose consent (the file's column, else the tracker's meaning of unknown) asks for aggregate
     tracking gets campaign-level URLs and no Send: each batch's such emails are counted in one
@@ -300,7 +300,8 @@ def instrument_campaign(plan: EmailPlan, tracker: Tracker, recipients: Sequence[
                                honeypot=honeypot, honeypot_url=honeypot_url, track_images=track_images)
             (out_dir / name).write_bytes(email.to_bytes())
             row: dict[str, object] = {"recipient": r.recipient, "message": "" if email.aggregate else mid, "variant": v,
-                                      "file": name, "pixel": email.pixel, "links": len(email.clicks)}
+                                      "file": name, "pixel": email.pixel, "links": len(email.clicks),
+                                      "headers": tracker.unsubscribe_headers(email.message)}
             if email.aggregate:
                 row["tracking"] = "aggregate"  # campaign-level URLs: no message id in them
             if r.source_id:

@@ -13,7 +13,7 @@ from pathlib import Path
 from pixeltrack.errors import CommandError
 from pixeltrack.sender.campaign import JsonlSends, decode_record, file_names, instrument_campaign, read_recipients
 from pixeltrack.sender.instrument import EmailPlan
-from pixeltrack.sender.recipient_ids import WARNING, Pseudonyms, email_like
+from pixeltrack.sender.recipient_ids import MESSAGE_WARNING, WARNING, Pseudonyms, email_like, holds_email, redacted
 from pixeltrack.sender.sdk import Record
 
 
@@ -21,8 +21,9 @@ def add_instrument_parser(subparsers: argparse._SubParsersAction[argparse.Argume
     """Adds `instrument` to the `pixeltrack` command's subparsers; its handler is `args.fn`."""
     s = subparsers.add_parser(
         "instrument", help="add the signed pixel and wrapped links to an HTML email, per recipient",
-        description="Writes OUT/<recipient>.html per recipient and OUT/manifest.jsonl, and registers one send "
-                    "per recipient (--api, --sends-out, else OUT/sends.jsonl).")
+        description="Writes OUT/<recipient>.html per recipient and OUT/manifest.jsonl (with each email's one-click "
+                    "List-Unsubscribe headers), and registers one send per recipient (--api, --sends-out, else "
+                    "OUT/sends.jsonl).")
     s.add_argument("email", metavar="EMAIL.html", help="the email's HTML")
     s.add_argument("--campaign", required=True)
     s.add_argument("--variant", default="", help="default variant (a recipients 'variant' column wins)")
@@ -109,6 +110,7 @@ def cmd_instrument(args: argparse.Namespace) -> int:
 def _instrument(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from pixeltrack.commands.common import serve_folder
     from pixeltrack.compose.build import minting_keyring
     from pixeltrack.sender.sdk import ApiClient, ApiError, Tracker
     from schemas.settings import Settings
@@ -127,15 +129,20 @@ def _instrument(args: argparse.Namespace) -> int:
     plan = EmailPlan.parse(email_path.read_bytes(), encoding=args.encoding, resolve_base=not args.keep_relative,
                            tracker_base=args.base_url)
     recipients = read_recipients(Path(args.recipients))
-    keyring = minting_keyring(settings, Path(args.data) if args.data else None, args.tenant)
+    # As `link`: --data is a folder serve made, with its key; a key made up here would verify at no edge.
+    keyring = minting_keyring(settings, serve_folder(args.data) if args.data else None, args.tenant, create=False)
     if args.hash_recipients:
         pseudonyms = Pseudonyms(keyring)
         recipients = [replace(r, recipient=pseudonyms.of(r.recipient), source_id=r.recipient) for r in recipients]
     else:
         count, total, example = email_like(r.recipient for r in recipients)
-        if count:
+        if count:  # (the message ids made from these ids hold them too: this says it for both)
             print("pixeltrack instrument: warning: " + WARNING.format(count=count, total=total, example=example),
                   file=sys.stderr)
+    # The list's own message ids: --hash-recipients leaves them as they are.
+    given = next((r.message for r in recipients if r.message and holds_email(r.message)), None)
+    if given is not None:
+        print("pixeltrack instrument: warning: " + MESSAGE_WARNING.format(example=redacted(given)), file=sys.stderr)
     targets = {(out_dir / name).resolve() for name in file_names(recipients)}
     if email_path.resolve() in targets:
         raise ValueError(f"{email_path} would be overwritten by a recipient's email; choose another --out")
@@ -143,7 +150,7 @@ def _instrument(args: argparse.Namespace) -> int:
 
     unknown = TenantRegistry.load(settings.tenants_file).unknown_means(args.tenant, settings.unknown_consent)
     tracker = Tracker(args.base_url, keyring, settings.token_ttl_days, unknown_consent=unknown,
-                      tracking=settings.tracking)
+                      tracking=settings.tracking, warn_addresses=False)  # said above, once
     _describe(plan, args.track_images)
 
     jsonl: JsonlSends | None = None
@@ -172,7 +179,8 @@ def _instrument(args: argparse.Namespace) -> int:
     else:
         done = (f"{result.emails} sends written to {where}, not registered: post them with "
                 f"`pixeltrack sends post {where} --api URL --api-key KEY`, or pass --api next time")
-    print(f"wrote {result.emails} emails to {out_dir} ({result.manifest.name}); {done}", file=sys.stderr)
+    print(f"wrote {result.emails} emails to {out_dir} ({result.manifest.name}: each one's file and its one-click "
+          f"List-Unsubscribe headers to send it with); {done}", file=sys.stderr)
     if result.aggregate or result.consents:
         print(f"{result.aggregate} of them tracked in aggregate (campaign-level URLs, counted without an id); "
               f"{result.consents} consent records from the recipients file", file=sys.stderr)

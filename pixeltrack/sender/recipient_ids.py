@@ -14,11 +14,24 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 WARNING = ("recipient ids look like email addresses ({count} of {total}, e.g. {example!r}): an id appears in "
            "every tracking URL, file name and stored row; pass --hash-recipients (the SDK: hash_recipients=True) "
            "to use a keyed pseudonym instead")
+MESSAGE_WARNING = ("message ids hold email addresses (e.g. {example!r}): a message id appears in every tracking URL "
+                   "and stored row, and hash_recipients does not change it; build message ids from the recipient's "
+                   "pseudonym (Tracker.recipient_id), your own opaque id or a counter")
 
 
 def looks_like_email(recipient: str) -> bool:
     """Whether a recipient id has the shape of an email address."""
     return _EMAIL.fullmatch(recipient.strip()) is not None
+
+
+def holds_email(text: str) -> bool:
+    """Whether an id (a message id, say) holds something shaped like an email address anywhere in it."""
+    return "@" in text and _EMAIL.search(text) is not None
+
+
+def redacted(address: str) -> str:
+    """An address as a warning may show it: its domain only."""
+    return "…@" + address.rpartition("@")[2]
 
 
 def email_like(recipients: Iterable[str]) -> tuple[int, int, str]:

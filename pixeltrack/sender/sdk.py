@@ -12,7 +12,14 @@ from dataclasses import asdict, dataclass, replace
 
 import orjson
 
-from pixeltrack.sender.recipient_ids import WARNING, Pseudonyms, looks_like_email
+from pixeltrack.sender.recipient_ids import (
+    MESSAGE_WARNING,
+    WARNING,
+    Pseudonyms,
+    holds_email,
+    looks_like_email,
+    redacted,
+)
 from schemas.aggregate import AggregateSends, hour_of
 from schemas.consents import CONSENT_STATES, TRACKING_MODES, Consent, tracks_individually
 from schemas.sends import Send
@@ -29,6 +36,7 @@ from schemas.tokens import (
 )
 
 DAY_MS = 86_400_000
+ONE_CLICK = "List-Unsubscribe=One-Click"  # the List-Unsubscribe-Post header's value (RFC 8058)
 _log = logging.getLogger("pixeltrack.sdk")
 
 
@@ -56,12 +64,16 @@ class Tracker:
     """Mints URLs on a tracking base URL (e.g. https://t.example.com). Tokens expire after ttl_days
     (0 = never). With `hash_recipients`, every URL and Send carries a keyed pseudonym of the recipient
     id (pixeltrack.sender.recipient_ids.Pseudonyms) instead of the id; without it, an id shaped like an email
-    address is logged once as a warning, since it would be readable in every URL and row."""
+    address is logged once as a warning, since it would be readable in every URL and row. A message id holding
+    an address is logged once too, hashed or not: the message id is in every URL and row as it is."""
 
     def __init__(self, base_url: str, keyring: Keyring, ttl_days: int = 400, *, hash_recipients: bool = False,
-                 unknown_consent: str = "individual", tracking: str = "individual") -> None:
+                 unknown_consent: str = "individual", tracking: str = "individual",
+                 warn_addresses: bool = True) -> None:
         """`unknown_consent`: what a message of unknown consent gets (the tenant's setting, "individual" or
         "aggregate"); `tracking` "aggregate" (PIXELTRACK_TRACKING): every message is tracked in aggregate.
+        `warn_addresses` False: no logged warnings about recipient or message ids holding addresses (a caller
+        that said them already).
         A message tracked in aggregate gets campaign-level URLs (schemas.tokens.aggregate_payload): the
         same for every such recipient of its campaign and variant, with no message, recipient nor send time."""
         if not base_url.startswith(("http://", "https://")):
@@ -75,7 +87,7 @@ class Tracker:
         self._keyring = keyring
         self._ttl_ms = ttl_days * DAY_MS
         self._pseudonyms = Pseudonyms(keyring) if hash_recipients else None
-        self._warned = False
+        self._warned = self._warned_message = not warn_addresses
 
     def recipient_id(self, recipient: str) -> str:
         """The id that URLs and sends carry for `recipient`: its pseudonym, or itself."""
@@ -84,7 +96,7 @@ class Tracker:
         if not self._warned and looks_like_email(recipient):
             self._warned = True
             _log.warning("pixeltrack SDK: %s", WARNING.format(count="at least 1", total="the recipients",
-                                                              example="…@" + recipient.rpartition("@")[2]))
+                                                              example=redacted(recipient)))
         return recipient
 
     def individual(self, m: Message) -> bool:
@@ -102,6 +114,9 @@ class Tracker:
 
     def _identified(self, m: Message, kind: TokenKind, sent_at: int, url: str = "", link_id: str = "",
                     flags: int = 0) -> TokenPayload:
+        if not self._warned_message and "@" in m.message and holds_email(m.message) and self.individual(m):
+            self._warned_message = True  # (a message tracked in aggregate: its URLs carry no message id)
+            _log.warning("pixeltrack SDK: %s", MESSAGE_WARNING.format(example=redacted(m.message)))
         return TokenPayload(kind=kind, tenant=m.tenant, campaign=m.campaign, variant=m.variant,
                             message=m.message, recipient=self.recipient_id(m.recipient), sent_at=sent_at,
                             expires_at=sent_at + self._ttl_ms if self._ttl_ms else 0,
@@ -121,6 +136,11 @@ class Tracker:
             payload.message, payload.sent_at = "", 0
         token = self._keyring.mint(payload)
         return f"{self.base_url}/u/{token}"
+
+    def unsubscribe_headers(self, m: Message) -> dict[str, str]:
+        """The message's RFC 8058 one-click headers: List-Unsubscribe (unsubscribe_url, in angle brackets;
+        a mailto: of yours may follow it, after a comma) and List-Unsubscribe-Post."""
+        return {"List-Unsubscribe": f"<{self.unsubscribe_url(m)}>", "List-Unsubscribe-Post": ONE_CLICK}
 
     def preferences_url(self, m: Message, text_version: str = "", state: str = "") -> str:
         """The recipient's tracking preferences page (`/p/<token>`, apart from unsubscribe): a GET shows

@@ -40,6 +40,7 @@ def refused(cwd: Path, *args: str, **env: str) -> str:
     assert out.returncode != 0, out
     assert "Traceback" not in out.stderr
     assert 1 <= len(lines) <= 2, out.stderr
+    assert len(lines) + len(out.stdout.strip().splitlines()) <= 2, out  # a banner and one line, at most
     assert lines[0].startswith(f"pixeltrack {args[0]}: "), out.stderr
     assert tree(cwd) == before
     return out.stderr
@@ -68,6 +69,17 @@ def test_link_does_not_create_a_signing_key_serve_would_not_know(tmp_path: Path)
     assert "no signing key in notes (signing.key)" in refused(tmp_path, "link", *LINK, "--data", "notes")
 
 
+def test_instrument_neither_creates_a_data_folder_nor_a_key_serve_would_not_know(tmp_path: Path) -> None:
+    """Its links are signed for an edge to verify: a key made up in a folder no serve uses verifies nowhere."""
+    (tmp_path / "email.html").write_text('<p><a href="https://shop.example/">Shop</a></p>')
+    (tmp_path / "list.csv").write_text("recipient\nr-1\n")
+    command = ("instrument", "email.html", "--campaign", "c", "--recipients", "list.csv", "--out", "out",
+               "--base-url", "http://t.example")
+    assert "--data no-such-folder: no such folder" in refused(tmp_path, *command, "--data", "no-such-folder")
+    (tmp_path / "notes").mkdir()
+    assert "no signing key in notes (signing.key)" in refused(tmp_path, *command, "--data", "notes")
+
+
 @pytest.mark.parametrize("command", [("query", "SELECT 1"), ("report", "--campaign", "c")])
 def test_readers_outside_a_project_folder_create_no_chdb(tmp_path: Path, command: tuple[str, ...]) -> None:
     message = refused(tmp_path, *command)
@@ -81,6 +93,14 @@ def test_no_clickhouse_server_is_one_line_naming_it_without_credentials(tmp_path
                       PIXELTRACK_SIGNING_KEYS=KEYS)
     assert message.strip() == (f"pixeltrack {command}: cannot reach ClickHouse at http://127.0.0.1:1: "
                                "[Errno 111] Connection refused")
+
+
+def test_process_without_kafka_is_one_line_and_creates_no_chdb(tmp_path: Path) -> None:
+    """Its defaults (chDB in .pixeltrack/) and no broker: Kafka is checked before anything is created."""
+    message = refused(tmp_path, "process", PIXELTRACK_SIGNING_KEYS=KEYS, PIXELTRACK_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    assert message.strip() == ("pixeltrack process: cannot reach Kafka at 127.0.0.1:1: start it (`make kafka`, see "
+                               "docs/production.md) or set PIXELTRACK_KAFKA_BOOTSTRAP")
+    assert not (tmp_path / ".pixeltrack").exists()
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +146,48 @@ def test_query_without_data_goes_through_the_serve_of_this_folder(
     out = subprocess.run([sys.executable, "-m", "pixeltrack.cli", "query", "SELECT 6 * 7 AS answer", "--format", "csv"],
                          cwd=project, env=clean_env(), capture_output=True, text=True, timeout=120)
     assert (out.returncode, out.stdout) == (0, "answer\n42\n"), out.stderr
+
+
+@pytest.mark.parametrize("where", [("--clickhouse", "chdb://.pixeltrack/chdb"), ()])
+def test_readers_naming_the_serve_chdb_go_through_the_serve(
+        running_serve: tuple[Path, dict[str, object]], where: tuple[str, ...]) -> None:
+    """Not chDB opened beside the serve: it would take the folder from the serve's own writes."""
+    project, _ = running_serve
+    out = subprocess.run([sys.executable, "-m", "pixeltrack.cli", "forget", "--recipient", "r-1", "--tenant", "",
+                          *where], cwd=project, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run([sys.executable, "-m", "pixeltrack.cli", "query", "SELECT 6 * 7 AS answer", "--format", "csv",
+                          *where], cwd=project, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert (out.returncode, out.stdout) == (0, "answer\n42\n"), out.stderr
+
+
+@pytest.fixture
+def held_chdb(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A serve data folder (tmp_path/held) whose chDB another process holds: (the folder, its pid)."""
+    folder = tmp_path / "held"
+    folder.mkdir()
+    hold = ("import sys, time; from processors.clickhouse import connect; "
+            "client = connect(f'chdb://{sys.argv[1]}/chdb', None); print('held', flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(folder)], env=clean_env(), stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "held\n"
+        (tmp_path / "work").mkdir()
+        yield folder, proc.pid
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.mark.parametrize("command", [("query", "SELECT 1"), ("report", "--campaign", "c")])
+def test_a_reader_on_a_chdb_another_process_holds_names_it_in_one_line(
+        held_chdb: tuple[Path, int], command: tuple[str, ...]) -> None:
+    folder, pid = held_chdb
+    message = refused(folder.parent / "work", *command, "--data", str(folder))
+    assert message.strip() == (f"pixeltrack {command[0]}: chDB at {folder / 'chdb'} is held by process {pid} (chDB "
+                               "is one process's at a time): retry once it ends, or use a ClickHouse server "
+                               "(--clickhouse http://HOST:8123)")
 
 
 @pytest.mark.parametrize("flag", ["--port", "--api-port", "--dashboard-port"])
@@ -187,8 +249,29 @@ def test_migrate_refuses_a_data_folder_that_is_not_there_and_migrates_a_fresh_on
     assert (tmp_path / "fresh" / "chdb").is_dir()
 
 
+def test_the_api_on_a_port_in_use_names_it(tmp_path: Path) -> None:
+    """Before Kafka is asked (no broker here either): the port is what the user must change."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        message = refused(tmp_path, "api", "--port", str(port), PIXELTRACK_SIGNING_KEYS=KEYS,
+                          PIXELTRACK_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    assert message.strip() == (f"pixeltrack api: port {port} on 127.0.0.1 is not free (Address already in use): "
+                               "stop what holds it, or give --port PORT (or PIXELTRACK_API_PORT)")
+
+
 def test_the_api_without_kafka_is_one_line(tmp_path: Path) -> None:
     message = refused(tmp_path, "api", "--port", "0", PIXELTRACK_SIGNING_KEYS=KEYS,
                       PIXELTRACK_KAFKA_BOOTSTRAP="127.0.0.1:1")
     assert message.strip() == ("pixeltrack api: cannot reach Kafka at 127.0.0.1:1: start it (`make kafka`, see "
+                               "docs/production.md) or set PIXELTRACK_KAFKA_BOOTSTRAP")
+
+
+def test_triggers_without_kafka_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "rules.toml").write_text('[webhooks.crm]\nurl = "https://crm.example.com/h"\n'
+                                         'secret = "0123456789abcdef"\n[[rules]]\nname = "a"\ntype = "first_open"\n'
+                                         'webhook = "crm"\n')
+    message = refused(tmp_path, "triggers", "--rules", "rules.toml", PIXELTRACK_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    assert message.strip() == ("pixeltrack triggers: cannot reach Kafka at 127.0.0.1:1: start it (`make kafka`, see "
                                "docs/production.md) or set PIXELTRACK_KAFKA_BOOTSTRAP")

@@ -18,7 +18,7 @@ import yaml
 from ingest.app import create_app
 from ingest.publisher import QueuePublisher
 from pixeltrack.sender.sdk import Message, Tracker
-from schemas import native, tokens
+from schemas import native, reasons, tokens
 from schemas.settings import Settings
 from schemas.tokens import Keyring
 
@@ -175,3 +175,29 @@ def edge_route_prefixes() -> set[str]:
     settings = Settings(signing_keys="k1:" + "a" * 43, spool_dir=None)
     app = create_app(settings, publisher=QueuePublisher(asyncio.Queue()))
     return {first_segment(r.canonical) for r in app.router.resources()}
+
+
+def grafana_label_overrides() -> list[dict[str, Any]]:
+    """The "Why machines" panel's value mappings: each source and reason code shown with the words
+    schemas/reasons.py gives it (a machine's reading, as the panel lists machines only)."""
+    def mapping(labels: dict[str, str]) -> list[dict[str, Any]]:
+        return [{"type": "value", "options": {code: {"text": text, "index": i}
+                                              for i, (code, text) in enumerate(sorted(labels.items()))}}]
+
+    fields = {"source": {code: reasons.source(code).label for code in reasons.SOURCES},
+              "reason": {code: reasons.reason(code).label for code in reasons.REASONS}}
+    return [{"matcher": {"id": "byName", "options": name},
+             "properties": [{"id": "mappings", "value": mapping(labels)}]} for name, labels in fields.items()]
+
+
+def write_grafana_labels() -> None:
+    """Rewrite the Grafana dashboard's reason and source labels from schemas/reasons.py."""
+    path = DEPLOY / "grafana" / "pixeltrack.json"
+    doc = json.loads(path.read_text())
+    (panel,) = [p for p in grafana_panels(doc) if p["title"].startswith("Why machines")]
+    panel["fieldConfig"]["overrides"] = grafana_label_overrides()
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":  # python -m tests.unit.deploy.deployfiles: after a reason or source is added
+    write_grafana_labels()

@@ -31,6 +31,7 @@ from tests.unit.deploy.deployfiles import (
     deploy_files,
     edge_route_prefixes,
     env_example,
+    grafana_label_overrides,
     grafana_panels,
     grafana_promql,
     grafana_sql,
@@ -533,3 +534,13 @@ def test_grafana_shows_machines_by_source_and_reason(clickhouse: ClickHouseDb) -
         client.close()
     assert got == [("open", "apple_mpp", "ua_bare_mozilla", 2), ("open", "apple_mpp", "net_privacy_relay", 1),
                    ("click", "scanner", "link_burst", 1), ("click", "scanner", "time_of_click_check", 1)]
+
+
+def test_grafana_shows_sources_and_reasons_in_the_words_of_the_dashboard() -> None:
+    (panel,) = [p for p in grafana_panels(dashboard()) if p["title"].startswith("Why machines")]
+    overrides = panel["fieldConfig"]["overrides"]
+    assert overrides == grafana_label_overrides(), "run python -m tests.unit.deploy.deployfiles"
+    shown = {o["matcher"]["options"]: o["properties"][0]["value"][0]["options"] for o in overrides}
+    assert shown["source"]["apple_mpp"]["text"] == "Apple Mail Privacy Protection"
+    assert shown["reason"]["fast_after_send"]["text"] == "opened within 2 min"
+    assert set(shown["reason"]) >= {"link_burst", "ua_bare_mozilla", "net_privacy_relay"}

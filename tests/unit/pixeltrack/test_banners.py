@@ -18,6 +18,16 @@ def test_the_processor_banner_names_kafka_topics_and_clickhouse_without_credenti
         "http://ch1.internal:8123 database pixeltrack")
 
 
+def test_the_edge_banner_names_kafka_and_the_topics_it_produces_to() -> None:
+    """The edge writes to no ClickHouse: its broker and topics are what an operator checks."""
+    from ingest.workers import edge_banner
+
+    settings = Settings(_env_file=None, kafka_bootstrap="10.0.0.5:9092,10.0.0.6:9092",  # type: ignore[call-arg]
+                        topic_prefix="prod.")
+    assert edge_banner(settings) == ("pixeltrack edge: Kafka 10.0.0.5:9092,10.0.0.6:9092, topics prod.hits.raw, "
+                                     "prod.hits.dlq, prod.unsubscribes (prefix 'prod.')")
+
+
 def test_public_dsn_drops_user_and_password_only() -> None:
     assert public_dsn("https://u:p%40ss@ch.example.com:8443/?secure=true") == "https://ch.example.com:8443/?secure=true"
     assert public_dsn("http://ch:8123") == "http://ch:8123"

@@ -106,3 +106,27 @@ def test_forget_through_a_serve_that_does_not_say_needs_the_tenant(tmp_path: Pat
     running_serve(tmp_path / "data", admin.url, None)
     assert main(["forget", "--recipient", "r-1", "--data", str(tmp_path / "data")]) == 2
     assert admin.received == []
+
+
+@pytest.mark.parametrize("where", ["--clickhouse", "default"])
+def test_forget_and_the_readers_reach_a_serve_chdb_through_the_serve(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, admin: AdminStandIn, where: str) -> None:
+    """Its chDB named by DSN (or the default chdb://.pixeltrack/chdb in the serve's folder): not opened
+    beside the serve, which would take the folder from the serve's own writes."""
+    import argparse
+
+    from pixeltrack.commands.data import running_serve as serve_of
+    from schemas.settings import Settings
+
+    monkeypatch.delenv("PIXELTRACK_TENANTS_FILE", raising=False)
+    monkeypatch.delenv("PIXELTRACK_CLICKHOUSE_DSN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    running_serve(tmp_path / ".pixeltrack", admin.url, [])
+    flags = ["--clickhouse", "chdb://.pixeltrack/chdb"] if where == "--clickhouse" else []
+    assert main(["forget", "--recipient", "r-1", "--tenant", "", *flags]) == 0
+    assert admin.received == [{"recipient": "r-1", "tenant": ""}]
+    args = argparse.Namespace(data=None, clickhouse=flags[1] if flags else None)
+    info = serve_of(args, Settings(_env_file=None))
+    assert info is not None
+    assert info.admin_url == admin.url
+    assert not (tmp_path / ".pixeltrack" / "chdb").exists()

@@ -519,7 +519,7 @@ def test_two_thousand_recipients_quickly(tmp_path: Path, tracker: Tracker, keyri
     assert len(list(tmp_path.glob("*.html"))) == 2000
     manifest = [orjson.loads(line) for line in (tmp_path / "manifest.jsonl").read_bytes().splitlines()]
     assert manifest[1] == {"recipient": "r1", "message": "spring-B-r1", "variant": "B", "file": "r1.html",
-                           "pixel": manifest[1]["pixel"], "links": 13}
+                           "pixel": manifest[1]["pixel"], "links": 13, "headers": manifest[1]["headers"]}
     assert keyring.verify(_token(manifest[1]["pixel"])[:-4], "open").message == "spring-B-r1"
     assert sends[0] == Send(tenant="", campaign="spring", variant="A", message="spring-A-r0", recipient="r0",
                             sent_at=NOW / 1000, mailbox_domain="example.com", links=13)
@@ -537,9 +537,14 @@ def _run_cli(argv: list[str]) -> int:
 
 
 @pytest.fixture
-def no_env_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_env_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No keys in the environment: the key of the data folder tmp_path/data, made as `serve` makes it at
+    its first start (instrument, as link, refuses a folder without one)."""
+    from pixeltrack.compose.build import data_dir_keyring
+
     for var in ("PIXELTRACK_SIGNING_KEYS", "PIXELTRACK_SIGNING_KEY_ID", "PIXELTRACK_TOKEN_TTL_DAYS"):
         monkeypatch.delenv(var, raising=False)
+    data_dir_keyring(tmp_path / "data")
 
 
 @pytest.mark.usefixtures("no_env_keys")
@@ -686,6 +691,29 @@ def test_email_addresses_as_ids_are_warned_about_or_replaced_by_pseudonyms(
     assert Pseudonyms(keyring).of(" ana@example.ORG ") == manifest[0]["recipient"]
     other = Keyring({"k2": b"another-secret-of-32-bytes-length"}, "k2")
     assert Pseudonyms(other).of("Ana@Example.org") != manifest[0]["recipient"]
+
+
+@pytest.mark.usefixtures("no_env_keys")
+def test_instrument_says_the_address_warning_once(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Its own line, with the counts; not the SDK's logged ones as well (the message ids it makes from
+    address-shaped recipient ids hold them: the same warning). Message ids of the list that hold an address
+    are a line of their own, since --hash-recipients does not change them."""
+    base = ["instrument", str(EMAILS / "receipt.html"), "--campaign", "c", "--base-url", BASE_URL, "--data",
+            str(tmp_path / "data")]
+    (tmp_path / "list.csv").write_text("recipient\nana@example.org\nbo@example.net\n")
+    assert _run_cli([*base, "--recipients", str(tmp_path / "list.csv"), "--out", str(tmp_path / "out")]) == 0
+    said = capsys.readouterr().err + "".join(r.getMessage() + "\n" for r in caplog.records)
+    assert said.count("email addresses") == 1, said
+    assert "look like email addresses (2 of 2, e.g. 'ana@example.org')" in said
+
+    caplog.clear()
+    (tmp_path / "ids.csv").write_text("recipient,message\nana@example.org,m-ana@example.org\nbo@example.net,m-2\n")
+    assert _run_cli([*base, "--recipients", str(tmp_path / "ids.csv"), "--out", str(tmp_path / "hashed"),
+                     "--hash-recipients"]) == 0
+    said = capsys.readouterr().err + "".join(r.getMessage() + "\n" for r in caplog.records)
+    assert said.count("email addresses") == 1, said
+    assert "message ids hold email addresses (e.g. '…@example.org')" in said
 
 
 def test_the_sdk_warns_once_about_address_ids_and_can_hash_them(caplog: pytest.LogCaptureFixture) -> None:

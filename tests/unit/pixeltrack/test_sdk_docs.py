@@ -1,8 +1,11 @@
-"""docs/sdk.md's worked example runs as written (fewer recipients) against the real ingest API handler."""
+"""docs/sdk.md's worked example runs as written (fewer recipients; its deliver() keeps what it is handed) against
+the real ingest API handler, and no address leaves it: not in a message id, a URL or anything a token says."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import html
 import os
 import re
 import sys
@@ -15,7 +18,7 @@ from ingest.publisher import QueuePublisher
 from schemas.deliveries import Delivery
 from schemas.records import Record
 from schemas.sends import Send
-from schemas.tokens import Keyring
+from schemas.tokens import Keyring, PreferencesRef, TokenKind, TokenPayload, verify_preferences
 from schemas.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -28,8 +31,8 @@ def example(marker: str = "def deliver") -> str:
     return block
 
 
-async def run_against_the_api(code: str, bus: asyncio.Queue[Record], count: str = "") -> tuple[int | None, bytes,
-                                                                                             bytes]:
+async def run_against_the_api(code: str, bus: asyncio.Queue[Record], count: str = "",
+                              env_extra: dict[str, str] | None = None) -> tuple[int | None, bytes, bytes]:
     """Runs `code` in a fresh interpreter against the real API handler publishing onto `bus`."""
     keyring = Keyring.parse(SECRET)
     app = create_api_app(keyring, ["doc-key"], Topics(), QueuePublisher(bus), own_publisher=False)
@@ -40,7 +43,7 @@ async def run_against_the_api(code: str, bus: asyncio.Queue[Record], count: str 
     port = runner.addresses[0][1]
     try:
         env = {**os.environ, "COUNT": count, "PIXELTRACK_SIGNING_KEYS": SECRET, "PIXELTRACK_API_KEY": "doc-key",
-               "PIXELTRACK_API": f"http://127.0.0.1:{port}", "PYTHONPATH": str(ROOT)}
+               "PIXELTRACK_API": f"http://127.0.0.1:{port}", "PYTHONPATH": str(ROOT), **(env_extra or {})}
         proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, cwd=ROOT, env=env,
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 120)
@@ -62,9 +65,33 @@ async def test_the_delivery_events_example_posts_each_event() -> None:
     assert events[-1].ts == 1_796_119_200.0  # 2026-12-01T10:00:00Z
 
 
-async def test_the_worked_example_registers_every_send_with_pseudonyms() -> None:
+DELIVER = '''    """Hand the email to your mail system."""\n'''
+# What the example's deliver() is handed, kept: each email's body and headers on one line.
+CAPTURE = DELIVER + '''    with open(os.environ["DELIVERED"], "a") as f:
+        f.write(" ".join([body.decode(), *headers.values()]).replace("\\n", " ") + "\\n")
+'''
+TOKEN_URL = re.compile(r"https?://[^\s\"'<>/]+/([ocudip])/([A-Za-z0-9_.-]+)")
+
+
+def minted(delivered: str, keyring: Keyring) -> list[TokenPayload | PreferencesRef]:
+    """What every tracking URL in the delivered emails and headers says (each verified: genuine tokens)."""
+    kinds: dict[str, TokenKind] = {"o": "open", "c": "click", "u": "click", "d": "download", "i": "image"}
+    out: list[TokenPayload | PreferencesRef] = []
+    for route, token in TOKEN_URL.findall(html.unescape(delivered)):
+        if route == "p":
+            out.append(verify_preferences(keyring, token))
+        else:
+            out.append(keyring.verify(token.removesuffix(".gif"), kinds[route]))
+    return out
+
+
+async def test_the_worked_example_registers_every_send_with_pseudonyms(tmp_path: Path) -> None:
     bus: asyncio.Queue[Record] = asyncio.Queue()
-    returncode, out, err = await run_against_the_api(example(), bus, count="5003")
+    code = example()
+    assert DELIVER in code
+    delivered = tmp_path / "delivered.txt"
+    returncode, out, err = await run_against_the_api(code.replace(DELIVER, CAPTURE), bus, count="5003",
+                                                     env_extra={"DELIVERED": str(delivered)})
     assert returncode == 0, err.decode()[-2000:]
     assert out.decode().strip() == "5003 sends registered"
     sends = [Send.decode(bus.get_nowait().value) for _ in range(bus.qsize())]
@@ -75,3 +102,13 @@ async def test_the_worked_example_registers_every_send_with_pseudonyms() -> None
     assert {s.mailbox_domain for s in sends} == {"example.org"}
     assert {s.links for s in sends} == {2}
     assert b"@example.org" not in err  # hash_recipients: no warning naming an address, no address at all
+    # "The address never leaves this job": not in a message id, a URL or anything a token says.
+    assert not [s.message for s in sends if "@" in s.message]
+    emails = delivered.read_text()
+    assert len(emails.splitlines()) == 5003
+    assert "@" not in emails
+    payloads = minted(emails, Keyring.parse(SECRET))
+    assert len(payloads) == 5003 * 5  # the pixel, two links, the preferences link, List-Unsubscribe
+    said = [v for p in payloads for v in dataclasses.asdict(p).values() if isinstance(v, str)]
+    assert not [v for v in said if "@" in v]
+    assert {p.message for p in payloads} == {s.message for s in sends}
