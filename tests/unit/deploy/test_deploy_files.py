@@ -287,6 +287,9 @@ def test_processors_are_scraped_on_their_metrics_port() -> None:
     port = config.get("PIXELTRACK_PROCESSOR_METRICS_PORT",
                       str(Settings.model_fields["processor_metrics_port"].default))
     assert port != "0"
+    # Prometheus scrapes the pod's address: a loopback host (the setting's default) would refuse it
+    host = config.get("PIXELTRACK_PROCESSOR_METRICS_HOST", Settings.model_fields["processor_metrics_host"].default)
+    assert not ipaddress.ip_address(host).is_loopback
     assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == port
     assert {p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]} == {int(port)}
