@@ -10,7 +10,7 @@ KAFKA_DIR ?= .kafka
 # not one native.activate() would use (missing, incomplete, or any source of schemas/ or processors/ changed).
 NATIVE_CURRENT := PIXELTRACK_NATIVE=1 $(BIN)/python -c "import sys; from schemas import native; sys.exit(native.activate() != native.COMPILED)"
 
-.PHONY: run test native browser unit lint typecheck kafka kafka-stop kafka-jars bench-classify bench-truth bench-pipeline bench-edge bench-faults clean
+.PHONY: run test native browser unit lint typecheck kafka kafka-stop kafka-jars bench-classify bench-truth bench-pipeline bench-edge bench-faults bench-dead-letters clean
 
 $(BIN)/pixeltrack: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +91,9 @@ bench-edge: $(BIN)/pixeltrack native kafka-jars
 
 bench-faults: $(BIN)/pixeltrack native kafka-jars
 	$(BIN)/python bench/bench_faults.py
+
+bench-dead-letters: $(BIN)/pixeltrack native
+	$(BIN)/python bench/bench_dead_letters.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""Deadlines and the connection cap every pixeltrack HTTP server shares: edge, ingest API, dashboard, serve.
+"""Deadlines and the connection cap every pixeltrack HTTP server shares: edge, ingest API, dashboard, serve, a
+processor's /metrics (pixeltrack/compose/metrics.py).
 
 Three bounds, so a slow or silent client costs a descriptor for seconds, not an hour:
 
@@ -50,7 +51,7 @@ FD_RESERVE = 64
 SERVE_FD_RESERVE = 512
 
 CONNECTIONS_OPEN = Gauge("pixeltrack_connections_open", "Client connections open, by server (edge, api, "
-                         "dashboard, admin).", ["server"], multiprocess_mode="livesum")
+                         "dashboard, admin, metrics).", ["server"], multiprocess_mode="livesum")
 CONNECTIONS_REFUSED = Counter("pixeltrack_connections_refused_total", "Connections closed on arrival because "
                               "the process had max_connections open, by server.", ["server"])
 HEAD_TIMEOUTS = Counter("pixeltrack_head_timeouts_total", "Connections closed because a request head was not "

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     publish_timeout_ms: int = Field(5000, ge=100, description="A publish not acknowledged by then fails.")
     token_ttl_days: int = Field(
         400, ge=0, description="Minted tokens expire after this many days; 0 = never.")
-    # Every HTTP server (edge, API, dashboard, serve) holds its connections to these (ingest/serving.py).
+    # Every HTTP server (edge, API, dashboard, serve, /metrics) holds its connections to these (ingest/serving.py).
     header_timeout_seconds: float = Field(
         10.0, gt=0, le=300, description="A request head must be complete this many seconds after the connection "
         "opens or its first byte arrives, else the connection is closed (every server).")
@@ -148,6 +148,9 @@ class Settings(BaseSettings):
                                    "(turn off on a cluster: apply deploy/clickhouse/cluster.sql instead).")
     publish_classified: bool = Field(False, description="Processors publish every verdict to events.classified "
                                      "(turn on for `pixeltrack triggers`).")
+    processor_metrics_host: str = Field(
+        "127.0.0.1", description="Address a processor's /metrics listens on (0.0.0.0 where Prometheus scrapes "
+        "the pods).")
     processor_metrics_port: int = Field(9108, ge=0, le=65535,
                                         description="Port of a processor's Prometheus /metrics (0 = off).")
     retention_days: int = Field(395, ge=1, description="TTL of raw events in ClickHouse, in days.")

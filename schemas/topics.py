@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MIB = 2**20
+# hits.dlq is junk's way in: every bad token an edge answers is a letter, unsampled until the processors
+# count it and keep a sample. Kafka keeps it no longer than a processor outage worth waiting for, and
+# bounded in bytes (a partition's closed segments, so segments are small): a flood cannot fill the
+# brokers' disks. The topics scripts of deploy/ create it with these (tests/unit/deploy checks).
+HITS_DLQ_CONFIG = {
+    "retention.ms": str(3 * 86_400_000),  # 3 days
+    "retention.bytes": str(512 * MIB),    # a partition
+    "segment.bytes": str(64 * MIB),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Topics:

@@ -82,13 +82,24 @@ def prepare(settings: Settings) -> None:
     else:
         connect(settings.clickhouse_dsn, settings.clickhouse_database).close()  # unreachable: one line, now
     if settings.processor_metrics_port:
-        from prometheus_client import start_http_server
+        from pixeltrack.compose.serve import refuse_taken_port
 
-        start_http_server(settings.processor_metrics_port)
+        refuse_taken_port(settings.processor_metrics_host, settings.processor_metrics_port,
+                          "PIXELTRACK_PROCESSOR_METRICS_HOST/PORT (port 0: no metrics)")
 
 
 async def run_until_signalled(settings: Settings) -> None:
-    """run_processor until SIGINT/SIGTERM."""
+    """run_processor until SIGINT/SIGTERM, its /metrics served meanwhile (pixeltrack/compose/metrics.py)."""
+    from pixeltrack.compose.metrics import metrics_limits, start_metrics
+
     stop = asyncio.Event()
     stop_on_signals(asyncio.get_running_loop(), stop)
-    await run_processor(settings, stop)
+    metrics = None
+    if settings.processor_metrics_port:
+        metrics = await start_metrics(settings.processor_metrics_host, settings.processor_metrics_port,
+                                      metrics_limits(settings))
+    try:
+        await run_processor(settings, stop)
+    finally:
+        if metrics is not None:
+            await metrics.cleanup()

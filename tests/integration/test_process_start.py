@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,13 +33,24 @@ def test_the_kafka_check_passes_a_broker_that_answers(kafka_bootstrap: str) -> N
 
 
 def test_process_with_a_broker_starts_on_its_default_chdb_and_stops(tmp_path: Path, kafka_bootstrap: str) -> None:
+    with socket.socket() as probe:  # a free port for its /metrics
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
     env = clean_env(PIXELTRACK_SIGNING_KEYS=KEYS, PIXELTRACK_KAFKA_BOOTSTRAP=kafka_bootstrap,
-                    PIXELTRACK_TOPIC_PREFIX=f"start{time.monotonic_ns()}.", PIXELTRACK_PROCESSOR_METRICS_PORT="0")
+                    PIXELTRACK_TOPIC_PREFIX=f"start{time.monotonic_ns()}.",
+                    PIXELTRACK_PROCESSOR_METRICS_PORT=str(metrics_port), PIXELTRACK_HEADER_TIMEOUT_SECONDS="1")
     proc = subprocess.Popen([sys.executable, "-m", "pixeltrack.cli", "process"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         started(proc)
         assert (tmp_path / ".pixeltrack" / "chdb" / "metadata" / "pixeltrack.sql").exists()
+        # its /metrics, on loopback (the default host), under the head deadline of every server
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
+            assert b"pixeltrack_connections_open{server=\"metrics\"}" in resp.read()
+        with socket.create_connection(("127.0.0.1", metrics_port), timeout=10) as silent:
+            opened = time.monotonic()
+            assert silent.recv(1) == b""
+            assert time.monotonic() - opened < 3
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
@@ -50,7 +63,6 @@ def test_make_kafka_on_a_taken_port_is_found_by_process_from_its_folder(tmp_path
     """9092 (here: a port this test holds) taken: `make kafka` starts the broker on a free port and writes
     it to .kafka/bootstrap, where `pixeltrack process` run from that folder finds it, saying so."""
     import os
-    import socket
 
     from tests.plugins.kafka import KAFKA_SH, ROOT, end_watcher, stop_when_gone
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import json
+import os
 import re
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +111,39 @@ def grafana_promql(doc: dict[str, Any]) -> list[str]:
 def topics_created(script: str) -> dict[str, int]:
     """topic → partitions of the `create NAME PARTITIONS RETENTION` lines of a topics script."""
     return {name: int(parts) for name, parts in re.findall(r"^\s*create\s+(\S+)\s+(\d+)\s", script, re.M)}
+
+
+# Stands in for kafka-topics.sh and kafka-configs.sh: notes its arguments, one a line, a blank line after.
+_NOTE_ARGS = '#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done >> "$CALLS"\necho >> "$CALLS"\n'
+
+
+def topics_script_configs(script: str, folder: Path) -> dict[str, dict[str, str]]:
+    """topic → the configs a topics script leaves it with, the script run by bash against stand-ins for
+    kafka-topics.sh and kafka-configs.sh (under an empty topic prefix): each --create's --config, then
+    each --alter's --add-config over them. Compose's `$$` must be unescaped by the caller."""
+    stub, calls = folder / "kafka-tool", folder / "calls"
+    stub.write_text(_NOTE_ARGS)
+    stub.chmod(0o755)
+    for tool in ("kafka-topics.sh", "kafka-configs.sh"):
+        script = script.replace(f"/opt/kafka/bin/{tool}", str(stub))
+    env = {"PATH": os.environ["PATH"], "CALLS": str(calls), "PIXELTRACK_KAFKA_BOOTSTRAP": "kafka:9092",
+           "PIXELTRACK_TOPIC_PREFIX": ""}
+    subprocess.run(["bash", "-c", script], env=env, check=True, timeout=30)
+    configs: dict[str, dict[str, str]] = {}
+    for call in calls.read_text().split("\n\n"):
+        args = call.split("\n")
+        pairs = list(itertools.pairwise(args))
+        if "--create" in args:
+            configs[dict(pairs)["--topic"]] = _key_values(v for k, v in pairs if k == "--config")
+        elif "--alter" in args:
+            configs[dict(pairs)["--entity-name"]].update(
+                _key_values(c for k, v in pairs if k == "--add-config" for c in v.split(",")))
+    return configs
+
+
+def _key_values(items: Iterable[str]) -> dict[str, str]:
+    """"k=v" items as a dict."""
+    return {k: v for k, _, v in (item.partition("=") for item in items)}
 
 
 def first_segment(path: str) -> str:

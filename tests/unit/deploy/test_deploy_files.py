@@ -17,7 +17,6 @@ from ingest import metrics as edge_metrics
 from processors import metrics as processor_metrics
 from schemas.settings import Settings
 from schemas.tokens import Keyring
-from schemas.topics import Topics
 from tests.plugins.clickhouse import ClickHouseDb
 from tests.unit.deploy.deployfiles import (
     ANALYST_VIEWS,
@@ -40,15 +39,12 @@ from tests.unit.deploy.deployfiles import (
     load_yaml_documents,
     minted_prefixes,
     pod_specs,
-    topics_created,
 )
 
 EXPECTED_FILES = {
     "docker-compose.yml", "grafana/pixeltrack.json", "k8s/kustomization.yaml", "k8s/edge-statefulset.yaml",
     "k8s/configmap.yaml", "k8s/secret.yaml", "k8s/migrate-job.yaml",
 }
-# Every topic schemas.topics names, without a prefix.
-TOPICS = {getattr(Topics(), name) for name, attr in vars(Topics).items() if isinstance(attr, property)}
 # Variables of compose's ${...} interpolation: ${NAME}, ${NAME:-default}, ${NAME:?error} ($$ escapes).
 COMPOSE_VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
@@ -195,14 +191,6 @@ def test_env_example_holds_no_secrets() -> None:
         assert example[key] == "", f"{key} must be empty in the example (compose refuses to start without it)"
 
 
-def test_compose_creates_every_topic_with_partitions() -> None:
-    services = compose()["services"]
-    assert services["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
-    created = topics_created(services["kafka-topics"]["command"][0])
-    assert set(created) == TOPICS
-    assert created[Topics().hits_raw] >= services["processors"]["deploy"]["replicas"]
-
-
 # --- Kubernetes ---------------------------------------------------------------------------------
 
 def _by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -299,6 +287,9 @@ def test_processors_are_scraped_on_their_metrics_port() -> None:
     port = config.get("PIXELTRACK_PROCESSOR_METRICS_PORT",
                       str(Settings.model_fields["processor_metrics_port"].default))
     assert port != "0"
+    # Prometheus scrapes the pod's address: a loopback host (the setting's default) would refuse it
+    host = config.get("PIXELTRACK_PROCESSOR_METRICS_HOST", Settings.model_fields["processor_metrics_host"].default)
+    assert not ipaddress.ip_address(host).is_loopback
     assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == port
     assert {p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]} == {int(port)}
@@ -336,16 +327,6 @@ def test_k8s_pods_run_unprivileged() -> None:
         for c in template["spec"]["containers"]:
             assert c["securityContext"]["allowPrivilegeEscalation"] is False, workload
             assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], workload
-
-
-def test_k8s_topics_job_creates_every_topic() -> None:
-    job = _by_kind(k8s_objects(), "Job")["kafka-topics"]
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    created = topics_created(container["args"][0])
-    assert set(created) == TOPICS
-    assert "${PIXELTRACK_TOPIC_PREFIX}" in container["args"][0], "topic names honour the settings' prefix"
-    processors = _by_kind(k8s_objects(), "Deployment")["processors"]
-    assert created[Topics().hits_raw] >= processors["spec"]["replicas"]
 
 
 # --- Grafana ------------------------------------------------------------------------------------

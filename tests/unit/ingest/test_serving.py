@@ -1,6 +1,6 @@
 """Deadlines and the connection cap (ingest/serving.py) on real sockets, for every server: the edge's fast
-path, the edge through aiohttp, the ingest API and the dashboard. Deadlines are short here (0.5 s for a
-head, 1.5 s idle) so each case takes a couple of seconds."""
+path, the edge through aiohttp, the ingest API, the dashboard and a processor's /metrics. Deadlines are
+short here (0.5 s for a head, 1.5 s idle) so each case takes a couple of seconds."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from ingest.serving import (
     fd_soft_limit,
     serve_until_stopped,
 )
+from pixeltrack.compose.metrics import start_metrics
 from pixeltrack.dashboard import start_dashboard
 from schemas.records import Record
 from schemas.settings import Settings
@@ -40,7 +41,7 @@ KEYRING = Keyring({"s1": b"serving-secret-0123456789abcdef0"}, "s1")
 OPEN = KEYRING.mint(TokenPayload("open", "", "c", "A", "m-1", "r-1", int(time.time() * 1000)))
 HEAD = 0.5  # header_timeout in these tests
 IDLE = 1.5  # keepalive_timeout in these tests
-KINDS = ("edge-fast", "edge-aiohttp", "api", "dashboard")
+KINDS = ("edge-fast", "edge-aiohttp", "api", "dashboard", "metrics")
 
 
 @dataclass
@@ -60,10 +61,11 @@ async def _query(sql: str, parameters: dict[str, Any]) -> tuple[list[str], list[
 
 @asynccontextmanager
 async def running(kind: str, limits: ServerLimits) -> AsyncIterator[Running]:
-    if kind == "dashboard":
-        runner = await start_dashboard(_query, "127.0.0.1", 0, limits=limits)
+    if kind in ("dashboard", "metrics"):
+        runner = await (start_dashboard(_query, "127.0.0.1", 0, limits=limits) if kind == "dashboard"
+                        else start_metrics("127.0.0.1", 0, limits))
         try:
-            yield Running(int(runner.addresses[0][1]), "dashboard", "/healthz")
+            yield Running(int(runner.addresses[0][1]), kind, "/healthz" if kind == "dashboard" else "/metrics")
         finally:
             await runner.cleanup()
         return
