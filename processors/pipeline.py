@@ -114,6 +114,11 @@ VERIFIED_CACHE = 50_000
 MAX_EDGE_REASONS = 64  # the edge has about ten; hits.dlq records are an input like any other
 RECENT_SENDS = 50_000  # at least; and at least two of the runner's largest batches (see HitProcessor)
 SAMPLED_MINUTES = 100_000  # (stage, reason, edge, minute) keys whose stored letters are remembered
+# Bodies stored per (stage, reason, edge, hour): this many minutes' samples. A flood fills a minute's
+# samples at once; junk trickling a few letters a minute would fill every minute's, and be kept whole
+# (100,000 letters over a day: 13.6 MB, as many as unsampled). With the hour's budget that day keeps
+# 24 x 6 x samples bodies; every letter is still counted in dead_letter_counts.
+HOUR_BUDGET_MINUTES = 6
 LetterKey = tuple[str, str, str, int]  # stage, reason, edge, minute (epoch seconds)
 
 
@@ -208,6 +213,7 @@ class HitProcessor:
         # again stores at most `dead_letter_samples` more. Letters come in received order, give or take
         # the edges' spools, so old minutes leave first.
         self._sampled: OrderedDict[LetterKey, int] = OrderedDict()
+        self._sampled_hours: OrderedDict[LetterKey, int] = OrderedDict()  # the same per hour
         # This batch's letters counted per (minute, stage, reason, edge, kind, topic, partition):
         # [letters, stored, highest offset].
         self._letter_counts: dict[tuple[int, str, str, str, str, str, int], list[int]] = {}
@@ -644,11 +650,14 @@ class HitProcessor:
 
     def _letter_row(self, out: BatchOutput, d: DeadLetter, record: SourceRecord) -> None:
         """Counts a letter in dead_letter_counts and stores its body when its (stage, reason, edge, minute)
-        has stored fewer than `dead_letter_samples`; its source position is `record`'s."""
+        has stored fewer than `dead_letter_samples` and its hour fewer than HOUR_BUDGET_MINUTES times that;
+        its source position is `record`'s."""
         minute = int(d.received_at // 60) * 60
         key: LetterKey = (d.stage, d.reason, d.edge, minute)
+        hour_key: LetterKey = (d.stage, d.reason, d.edge, minute - minute % 3600)
         sampled = self._sampled.get(key, 0)
-        stored = sampled < self._samples
+        sampled_hour = self._sampled_hours.get(hour_key, 0)
+        stored = sampled < self._samples and sampled_hour < self._samples * HOUR_BUDGET_MINUTES
         count_key = (minute, d.stage, d.reason, d.edge, d.kind, record.topic, record.partition)
         counts = self._letter_counts.get(count_key)
         if counts is None:
@@ -661,8 +670,11 @@ class HitProcessor:
             d = anonymous.redact_letter(d)
         counts[1] += 1
         self._sampled[key] = sampled + 1
+        self._sampled_hours[hour_key] = sampled_hour + 1
         if len(self._sampled) > SAMPLED_MINUTES:
             self._sampled.popitem(last=False)
+        if len(self._sampled_hours) > SAMPLED_MINUTES:
+            self._sampled_hours.popitem(last=False)
         out.dead_letters.rows.append((
             d.id, d.received_at, d.stage, d.reason, d.detail, d.kind, d.method, d.host, d.path,
             truncate_ip(d.ip) if self._truncate else d.ip, d.ua, d.edge, d.raw, record.topic, record.partition,

@@ -158,8 +158,8 @@ class Settings(BaseSettings):
         14, ge=1, description="TTL of dead-letter bodies (dead_letters), in days; their counts per reason "
         "(dead_letter_counts) are kept for retention_days.")
     dead_letter_samples: int = Field(
-        10, ge=0, description="Dead-letter bodies stored per stage, reason, edge and minute; the rest are "
-        "only counted (dead_letter_counts, pixeltrack_dead_letters_total).")
+        10, ge=0, description="Dead-letter bodies stored per stage, reason, edge and minute, and six times "
+        "that per hour; the rest are only counted (dead_letter_counts, pixeltrack_dead_letters_total).")
 
     # --- enrichment and classification ---
     geoip_city_db: Path | None = Field(None, description="MaxMind-format City (or Country) database.")

@@ -61,6 +61,23 @@ def test_a_flood_of_letters_stores_a_few_bodies_and_counts_every_one() -> None:
         (1_796_000_040, "edge", "flood_reason", "edge-1", "open"): (10, 0, T.hits_dlq, 3, 4109)}
 
 
+def test_junk_trickling_all_day_keeps_an_hour_s_budget_of_bodies() -> None:
+    """A few letters every minute fill no minute's samples: without the hour's budget a day of them would
+    be stored whole. 100,000 over 24 hours keep 60 bodies an hour (6 minutes' worth of 10), all counted."""
+    processor = HitProcessor(KEYRING, build_classifier(), T, dead_letter_samples=10)
+    day = 24 * 3600
+    start = MINUTE - MINUTE % 3600
+    stored = counted = 0
+    for batch in range(100):
+        records = [letter(batch * 1000 + i, "trickle", at=start + (batch * 1000 + i) * day / 100_000)
+                   for i in range(1000)]
+        out = processor.process(records)
+        stored += len(out.dead_letters.rows)
+        counted += sum(int(r[5]) for r in out.dead_letter_counts.rows)  # type: ignore[call-overload]
+    assert counted == 100_000
+    assert stored == 24 * 60
+
+
 def test_zero_samples_keeps_counts_only() -> None:
     out = HitProcessor(KEYRING, build_classifier(), T, dead_letter_samples=0).process([letter(1), letter(2)])
     assert out.dead_letters.rows == []
