@@ -31,6 +31,7 @@ def refuse_unreachable_kafka(bootstrap: str, timeout_ms: int = PROBE_TIMEOUT_MS)
             await client.bootstrap()
         finally:
             await client.close()
+            await asyncio.sleep(0)  # the closed connections' transports let their sockets go before the loop ends
 
     kafka_log = logging.getLogger("aiokafka")
     level = kafka_log.level
