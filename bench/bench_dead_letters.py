@@ -11,12 +11,12 @@ sampling).
    own samples, so a spread stores more than a burst; --seconds 3 is the audit's 40,000 junk requests
    in 2.8 s).
 
-Both go through HitProcessor and ClickHouseWriter into chDB in the batches the batch loop would take
-(cut at --batch-records, or --batch-ms after a batch's first letter arrived, by received_at), twice: with
---samples bodies per stage, reason, edge and minute, then unsampled (the baseline), each in a database of
-its own. Merges of the dead-letter tables (dead_letters, dead_letter_counts) are stopped while the letters
-go in, so the first measure is every inserted part as written (`unmerged`); then OPTIMIZE … FINAL
-(`merged`). Sizes are system.parts bytes_on_disk of the tables' active parts. The last line is JSON:
+Both go through HitProcessor and ClickHouseWriter into chDB in the batches the batch loop would take (cut at
+--batch-records, or --batch-ms after a batch's first letter arrived, by received_at), twice: with --samples
+bodies per stage, reason, edge and minute (and six times that per hour), then unsampled (the baseline), each
+in a database of its own. Merges of the dead-letter tables (dead_letters, dead_letter_counts) are stopped
+while the letters go in, so the first measure is every inserted part as written (`unmerged`); then OPTIMIZE
+… FINAL (`merged`). Sizes are system.parts bytes_on_disk of the tables' active parts. The last line is JSON:
 
     {"letters": …, "counted": …, "stored": …, "unmerged_bytes": …, "merged_bytes": …,
      "baseline": {…}, "ratio_unmerged": …, "ratio_merged": …, …}

@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[3]
 INSERT_METHODS = {"insert", "raw_insert", "insert_df", "insert_arrow"}
 INSERT_SQL = re.compile(r"\bINSERT\s+INTO\s+(\w+)\s*(\(([^)]*)\))?", re.I)
 # Inserts whose table and columns are not literals at the call, and where their lists come from.
-GENERIC = {("processors/writer.py", "raw_insert")}  # BatchOutput's tables: checked through BatchOutput()
+# BatchOutput's tables, checked through BatchOutput(); forget's own Memory table of letters to delete,
+# created with its columns just before (processors/privacy.py), no table of the schema.
+GENERIC = {("processors/writer.py", "raw_insert"), ("processors/privacy.py", "insert")}
 
 
 def _literal_strings(node: ast.expr | None) -> list[str] | None:
