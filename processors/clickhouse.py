@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -96,8 +97,18 @@ def _open_chdb(path: Path, database: str | None, settings: dict[str, Any]) -> Cl
         with tempfile.TemporaryFile() as said:
             os.dup2(said.fileno(), 2)
             try:
-                return clickhouse_connect.get_client(interface="chdb", path=str(path), database=database,
-                                                     settings=settings or None)
+                try:
+                    return clickhouse_connect.get_client(interface="chdb", path=str(path), database=database,
+                                                         settings=settings or None)
+                except ProgrammingError as exc:
+                    if "already initialized with path" not in str(exc):
+                        raise
+                    # This process's engine is on another folder, kept by a client nothing references any
+                    # more but a reference cycle (a traceback's frames, say): the collector frees it, and
+                    # the engine is free for this folder. A client still in use keeps it: held, below.
+                    gc.collect()
+                    return clickhouse_connect.get_client(interface="chdb", path=str(path), database=database,
+                                                         settings=settings or None)
             except ProgrammingError as exc:
                 held = "EmbeddedServer" in str(exc) or "Unable to open the chdb engine" in str(exc)
                 if not held:
