@@ -37,7 +37,11 @@ def direct_dsn(args: argparse.Namespace, s: Settings) -> str:
     """--clickhouse, else the chDB folder of --data, else the settings' DSN. A chDB folder that is not
     there is refused rather than created (a reader has nothing to read in a new one)."""
     if args.clickhouse:
-        return str(args.clickhouse)
+        dsn = str(args.clickhouse)
+        if dsn.startswith("chdb://") and not Path(dsn[len("chdb://"):]).expanduser().is_dir():
+            raise CommandError(f"--clickhouse {dsn}: {dsn[len('chdb://'):]} does not exist (a chDB folder is "
+                               "made by `pixeltrack serve` or `pixeltrack migrate --clickhouse DSN`)")
+        return dsn
     if args.data:
         folder = serve_folder(args.data)
         if not (folder / "chdb").is_dir():
@@ -72,12 +76,19 @@ def make_query(args: argparse.Namespace) -> Query:
             return body["columns"], body["rows"]
         return through_serve
 
-    from processors.clickhouse import connect, readonly_sql
+    from processors.clickhouse import connect, public_dsn, readonly_sql
 
     dsn = direct_dsn(args, s)
 
     def direct(sql: str, parameters: dict[str, Any]) -> tuple[list[str], list[Sequence[Any]]]:
-        client = connect(dsn, s.clickhouse_database)
+        try:
+            client = connect(dsn, s.clickhouse_database)
+        except Exception as exc:
+            if "UNKNOWN_DATABASE" not in str(exc):
+                raise
+            raise CommandError(f"no pixeltrack database {s.clickhouse_database!r} at {public_dsn(dsn)}: create it "
+                               "with `pixeltrack migrate` (same --clickhouse), or read the DSN `pixeltrack serve` "
+                               "or `pixeltrack process` writes to") from None
         try:
             result = client.query(readonly_sql(sql), parameters=parameters or None, settings={"readonly": 1})
         except Exception as exc:

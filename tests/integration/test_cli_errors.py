@@ -275,3 +275,19 @@ def test_triggers_without_kafka_is_one_line(tmp_path: Path) -> None:
     message = refused(tmp_path, "triggers", "--rules", "rules.toml", PIXELTRACK_KAFKA_BOOTSTRAP="127.0.0.1:1")
     assert message.strip() == ("pixeltrack triggers: cannot reach Kafka at 127.0.0.1:1: start it (`make kafka`, see "
                                "docs/production.md) or set PIXELTRACK_KAFKA_BOOTSTRAP")
+
+
+@pytest.mark.parametrize("command", [("query", "SELECT 1"), ("report", "--campaign", "c"),
+                                     ("forget", "--recipient", "r-1", "--tenant", "")])
+def test_a_chdb_dsn_that_is_not_there_is_named_and_not_created(tmp_path: Path, command: tuple[str, ...]) -> None:
+    message = refused(tmp_path, *command, "--clickhouse", "chdb://no-such-chdb", PIXELTRACK_SIGNING_KEYS=KEYS)
+    assert "no-such-chdb does not exist" in message
+
+
+@pytest.mark.parametrize("command", [("query", "SELECT 1"), ("report", "--campaign", "c")])
+def test_a_chdb_folder_without_pixeltrack_s_tables_says_migrate(tmp_path: Path, command: tuple[str, ...]) -> None:
+    subprocess.run([sys.executable, "-c", "import sys; from processors.clickhouse import connect; "
+                    "connect(sys.argv[1], None).close()", f"chdb://{tmp_path / 'empty'}"], env=clean_env(),
+                   check=True, timeout=120)  # a chDB folder that was opened, never migrated
+    message = refused(tmp_path, *command, "--clickhouse", f"chdb://{tmp_path / 'empty'}")
+    assert "no pixeltrack database" in message and "pixeltrack migrate" in message
