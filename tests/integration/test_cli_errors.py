@@ -290,4 +290,5 @@ def test_a_chdb_folder_without_pixeltrack_s_tables_says_migrate(tmp_path: Path, 
                     "connect(sys.argv[1], None).close()", f"chdb://{tmp_path / 'empty'}"], env=clean_env(),
                    check=True, timeout=120)  # a chDB folder that was opened, never migrated
     message = refused(tmp_path, *command, "--clickhouse", f"chdb://{tmp_path / 'empty'}")
-    assert "no pixeltrack database" in message and "pixeltrack migrate" in message
+    assert "no pixeltrack database" in message
+    assert "pixeltrack migrate" in message
