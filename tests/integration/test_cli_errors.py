@@ -204,6 +204,7 @@ def test_serve_on_a_port_in_use_names_it_and_leaves_no_key(tmp_path: Path, flag:
 
 
 def test_the_dashboard_on_a_port_in_use_names_it(tmp_path: Path) -> None:
+    (tmp_path / "chdb").mkdir()  # a chDB folder that is not there is refused before the port is tried
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
