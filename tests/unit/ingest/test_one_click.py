@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
-
-import pytest
 
 from pixeltrack.sender.instrument import EmailPlan, InstrumentedEmail, instrument
 from pixeltrack.sender.sdk import Message, Tracker
@@ -17,7 +14,8 @@ from schemas.records import DeadLetter, RawHit
 from schemas.sends import Unsubscribe
 from schemas.tokens import FLAG_NO_CLICK_ID, FLAG_UNSUBSCRIBE, Keyring, TokenPayload
 from tests.plugins.edge import EdgeUnderTest
-from tests.unit.ingest.test_fastpath import CLICK, KEYRING, OPEN, Served, _serve, exchange, get
+from tests.unit.ingest import test_fastpath
+from tests.unit.ingest.test_fastpath import CLICK, KEYRING, OPEN, Served, exchange, get
 
 BASE = "http://t.example.com"
 NOW = int(time.time() * 1000)
@@ -97,18 +95,8 @@ async def test_an_expired_unsubscribe_link_answers_a_post_as_u_does(edge_app: Ed
 # --------------------------------------------------------------------------- on a real socket
 
 
-@pytest.fixture
-async def fast() -> AsyncIterator[Served]:
-    runner, served = await _serve(True)
-    yield served
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def plain() -> AsyncIterator[Served]:
-    runner, served = await _serve(False)
-    yield served
-    await runner.cleanup()
+fast = test_fastpath.fast  # the edge on a real socket, with its fast path and as a plain aiohttp site
+plain = test_fastpath.plain
 
 
 def post(path: str, body: bytes = b"List-Unsubscribe=One-Click") -> bytes:
