@@ -8,13 +8,16 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pixeltrack.commands.common import serve_folder, settings
 from pixeltrack.errors import CommandError
 from pixeltrack.serve_admin import QueryError, admin_post
 from pixeltrack.serve_state import TRIGGER_FOLDERS, ServeInfo, chdb_dsn, serve_owning
 from schemas.settings import Settings
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
 
 Query = Callable[[str, dict[str, Any]], tuple[list[str], list[Sequence[Any]]]]
 
@@ -64,6 +67,21 @@ def running_serve(args: argparse.Namespace, s: Settings) -> ServeInfo | None:
     return serve_owning(args.clickhouse or s.clickhouse_dsn)
 
 
+def connect_migrated(dsn: str, s: Settings) -> Client:
+    """A client of the settings' database at `dsn`; CommandError when that database is not there (a chDB
+    folder or server `pixeltrack migrate` never set up), rather than the engine's UNKNOWN_DATABASE."""
+    from processors.clickhouse import connect, public_dsn
+
+    try:
+        return connect(dsn, s.clickhouse_database)
+    except Exception as exc:
+        if "UNKNOWN_DATABASE" not in str(exc):
+            raise
+        raise CommandError(f"no pixeltrack database {s.clickhouse_database!r} at {public_dsn(dsn)}: create it "
+                           "with `pixeltrack migrate` (same --clickhouse), or read the DSN `pixeltrack serve` "
+                           "or `pixeltrack process` writes to") from None
+
+
 def make_query(args: argparse.Namespace) -> Query:
     """Read-only SQL through a running `serve` that owns --data's chDB folder, else a direct client
     (a chDB folder no process holds, or a ClickHouse server DSN)."""
@@ -76,19 +94,12 @@ def make_query(args: argparse.Namespace) -> Query:
             return body["columns"], body["rows"]
         return through_serve
 
-    from processors.clickhouse import connect, public_dsn, readonly_sql
+    from processors.clickhouse import readonly_sql
 
     dsn = direct_dsn(args, s)
 
     def direct(sql: str, parameters: dict[str, Any]) -> tuple[list[str], list[Sequence[Any]]]:
-        try:
-            client = connect(dsn, s.clickhouse_database)
-        except Exception as exc:
-            if "UNKNOWN_DATABASE" not in str(exc):
-                raise
-            raise CommandError(f"no pixeltrack database {s.clickhouse_database!r} at {public_dsn(dsn)}: create it "
-                               "with `pixeltrack migrate` (same --clickhouse), or read the DSN `pixeltrack serve` "
-                               "or `pixeltrack process` writes to") from None
+        client = connect_migrated(dsn, s)
         try:
             result = client.query(readonly_sql(sql), parameters=parameters or None, settings={"readonly": 1})
         except Exception as exc:
@@ -181,13 +192,12 @@ def _forget_directly(args: argparse.Namespace, s: Settings, tenant: str) -> dict
     settings deciding which letters name the recipient), then the trigger files of the serve data folder
     the DSN is in (--data, or chdb://DATA/chdb), which no one writes while no serve runs there."""
     from pixeltrack.compose.build import keyring_for, privacy_key_for, tenants_for
-    from processors.clickhouse import connect
     from processors.privacy import forget
     from processors.triggers.service import purge_journals
 
     dsn = direct_dsn(args, s)
     keyring = keyring_for(s, Path(args.data) if args.data else None)
-    client = connect(dsn, s.clickhouse_database)
+    client = connect_migrated(dsn, s)
     try:
         deleted = forget(client, args.recipient, tenant, privacy_key_for(s, keyring),
                          tenants=tenants_for(s, keyring))

@@ -285,11 +285,12 @@ def test_a_chdb_dsn_that_is_not_there_is_named_and_not_created(tmp_path: Path, c
     assert "no-such-chdb does not exist" in message
 
 
-@pytest.mark.parametrize("command", [("query", "SELECT 1"), ("report", "--campaign", "c")])
+@pytest.mark.parametrize("command", [("query", "SELECT 1"), ("report", "--campaign", "c"),
+                                     ("forget", "--recipient", "r-1", "--tenant", "")])
 def test_a_chdb_folder_without_pixeltrack_s_tables_says_migrate(tmp_path: Path, command: tuple[str, ...]) -> None:
     subprocess.run([sys.executable, "-c", "import sys; from processors.clickhouse import connect; "
                     "connect(sys.argv[1], None).close()", f"chdb://{tmp_path / 'empty'}"], env=clean_env(),
                    check=True, timeout=120)  # a chDB folder that was opened, never migrated
-    message = refused(tmp_path, *command, "--clickhouse", f"chdb://{tmp_path / 'empty'}")
+    message = refused(tmp_path, *command, "--clickhouse", f"chdb://{tmp_path / 'empty'}", PIXELTRACK_SIGNING_KEYS=KEYS)
     assert "no pixeltrack database" in message
     assert "pixeltrack migrate" in message
